@@ -1,0 +1,309 @@
+"""Frozen data passed between the layers: SendRequest, Attachment, InlineImage, Response."""
+
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequest, SmtpMagicError
+
+__all__ = [
+    "Attachment",
+    "InlineImage",
+    "SendRequest",
+    "Response",
+    "mime_type_for",
+    "as_address_list",
+]
+
+# The types we promise, whatever the host's /etc/mime.types says (python's built-in table lacks
+# OpenDocument and most MS Office types).
+_MIME_TYPES = {
+    ".doc": "application/msword",
+    ".dot": "application/msword",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xls": "application/vnd.ms-excel",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".ppt": "application/vnd.ms-powerpoint",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
+    ".odp": "application/vnd.oasis.opendocument.presentation",
+    ".odg": "application/vnd.oasis.opendocument.graphics",
+    ".rtf": "application/rtf",
+    ".pdf": "application/pdf",
+    ".zip": "application/zip",
+    ".gz": "application/gzip",
+    ".tar": "application/x-tar",
+    ".7z": "application/x-7z-compressed",
+    ".json": "application/json",
+    ".xml": "application/xml",
+    ".parquet": "application/vnd.apache.parquet",
+    ".ipynb": "application/x-ipynb+json",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".ics": "text/calendar",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+    ".eml": "message/rfc822",
+}
+
+
+def mime_type_for(filename: str) -> str:
+    """The MIME type of a file name, by its extension; ``application/octet-stream`` if unknown."""
+    ext = os.path.splitext(filename)[1].lower()
+    if ext in _MIME_TYPES:
+        return _MIME_TYPES[ext]
+    guessed, encoding = mimetypes.guess_type(filename, strict=False)
+    if guessed and not encoding:
+        return guessed
+    return "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to attach: bytes in memory, or a path read when the message is built."""
+
+    filename: str
+    data: bytes | None = field(default=None, repr=False)
+    path: Path | None = None
+    content_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.path is None):
+            raise InvalidRequest(f"Attachment {self.filename!r} needs either data or a path.")
+        if self.content_type is None:
+            object.__setattr__(self, "content_type", mime_type_for(self.filename))
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], filename: str | None = None) -> Attachment:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InvalidRequest(f"Attachment {str(path)!r} does not exist or is not a file.")
+        return cls(filename=filename or p.name, path=p)
+
+    @classmethod
+    def from_bytes(cls, filename: str, data: bytes | str, content_type: str | None = None) -> Attachment:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return cls(filename=filename, data=bytes(data), content_type=content_type)
+
+    @property
+    def size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        assert self.path is not None
+        try:
+            return self.path.stat().st_size
+        except OSError as exc:
+            raise InvalidRequest(f"Attachment {str(self.path)!r} cannot be read: {exc.strerror}.") from exc
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise InvalidRequest(f"Attachment {str(self.path)!r} cannot be read: {exc.strerror}.") from exc
+
+    @property
+    def maintype(self) -> str:
+        return (self.content_type or "application/octet-stream").split("/", 1)[0]
+
+    @property
+    def subtype(self) -> str:
+        return (self.content_type or "application/octet-stream").split("/", 1)[1]
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """An image shown inside the HTML body, referenced there as ``cid:<cid>``."""
+
+    cid: str  # without angle brackets, e.g. "img1.123@smtp-magic"
+    data: bytes = field(repr=False)
+    subtype: str = "png"
+    filename: str | None = None
+
+
+def as_address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Normalise the seed's "string or array of strings" address fields to a tuple.
+
+    A single string may hold several addresses separated by commas or semicolons.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: Iterable[str] = [value]
+    else:
+        items = value
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidRequest(f"Address {item!r} is not a string.")
+        out.extend(_split_addresses(item))
+    return tuple(out)
+
+
+def _split_addresses(text: str) -> list[str]:
+    """Split on commas/semicolons that are outside quotes and angle brackets."""
+    parts, buf, quoted, angle = [], [], False, False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            angle = True
+        elif ch == ">" and not quoted:
+            angle = False
+        if ch in ",;" and not quoted and not angle:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    parts.append("".join(buf))
+    return [p.strip() for p in parts if p.strip()]
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """One message to send, independent of the connection settings.
+
+    ``body`` is interpreted by ``content_type``: ``text/plain``, ``text/html`` (also used for
+    ``multipart/alternative``) or ``text/markdown``. ``text`` is an optional precomputed plain-text
+    alternative for an HTML body; ``inline_images`` are referenced from the HTML by ``cid:``.
+    """
+
+    to: tuple[str, ...]
+    subject: str
+    body: str = ""
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    sender: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    content_type: str | None = None
+    text: str | None = None
+    inline_images: tuple[InlineImage, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    message_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("to", "cc", "bcc"):
+            object.__setattr__(self, name, as_address_list(getattr(self, name)))
+        object.__setattr__(self, "attachments", tuple(self.attachments))
+        object.__setattr__(self, "inline_images", tuple(self.inline_images))
+        if isinstance(self.headers, Mapping):
+            object.__setattr__(self, "headers", tuple(self.headers.items()))
+        else:
+            object.__setattr__(self, "headers", tuple(self.headers))
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.to + self.cc + self.bcc
+
+    def replace(self, **changes: Any) -> SendRequest:
+        return replace(self, **changes)
+
+
+_RESULT_TEXT = {
+    0: "sent",
+    1: "not sent: invalid request",
+    2: "not sent: could not connect",
+    3: "not sent: authentication failed",
+    4: "not sent: rejected by the server",
+    5: "partly sent",
+    6: "unknown: timed out",
+    7: "not sent: temporary failure, kept in the outbox",
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    """The outcome of one send, in the seed's terms (``exitcode``, ``message``, ``result``)."""
+
+    exitcode: int
+    message: str = ""
+    result: str = ""
+    message_id: str | None = None
+    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    elapsed: float = 0.0
+    recipients: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.result:
+            object.__setattr__(self, "result", _RESULT_TEXT.get(self.exitcode, "failed"))
+
+    @classmethod
+    def from_error(
+        cls, exc: SmtpMagicError, *, message_id: str | None = None, elapsed: float = 0.0,
+        recipients: tuple[str, ...] = (),
+    ) -> Response:
+        return cls(
+            exitcode=exc.exitcode, message=exc.message, message_id=message_id,
+            refused=dict(exc.refused), elapsed=elapsed, recipients=recipients,
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.exitcode == 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Seed-style access: ``response.get("result")``."""
+        return getattr(self, key, default) if key in self.__dataclass_fields__ else default
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["refused"] = {k: list(v) for k, v in self.refused.items()}
+        d["recipients"] = list(self.recipients)
+        d["elapsed"] = round(self.elapsed, 3)
+        return d
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def raise_for_status(self) -> Response:
+        """Raise the matching ``SmtpMagicError`` unless the send succeeded; return self otherwise."""
+        if self.ok:
+            return self
+        from . import errors
+
+        kind = {
+            1: errors.InvalidRequest, 2: errors.ConnectFailed, 3: errors.AuthFailed,
+            4: errors.Rejected, 5: errors.PartiallyRefused, 6: errors.SendTimeout,
+            7: errors.TemporaryFailure,
+        }.get(self.exitcode, errors.SmtpMagicError)
+        raise kind(self.message, refused=self.refused)
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"sent in {self.elapsed:.2f} s, {self.message_id or ''}".rstrip(", ")
+        return f"exit {self.exitcode}: {self.message}"
+
+    def _repr_html_(self) -> str:
+        color = "#1a7f37" if self.ok else ("#9a6700" if self.exitcode == 5 else "#cf222e")
+        icon = "\u2714" if self.ok else "\u2718"
+        detail = html.escape(str(self))
+        refused = "".join(
+            f"<li>{html.escape(rcpt)}: {code} {html.escape(text)}</li>"
+            for rcpt, (code, text) in self.refused.items()
+        )
+        extra = f"<ul style='margin:2px 0'>{refused}</ul>" if refused else ""
+        return f"<div style='color:{color}'>{icon} {detail}</div>{extra}"
