@@ -1,13 +1,541 @@
-"""HTML to readable plain text for the text/plain alternative (placeholder until render lands)."""
+"""HTML to readable plain text for the text/plain alternative of an HTML email (stdlib only)."""
 
 from __future__ import annotations
 
-import html as _html
 import re
+import unicodedata
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+__all__ = ["html_to_text"]
+
+# Elements whose content a reader never sees.
+_SKIPPED = frozenset({"script", "style", "head", "title", "template", "svg", "iframe", "object"})
+_VOID = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+     "source", "track", "wbr"}
+)
+# Block elements get a blank line around them (the brief treats divs like paragraphs).
+_BLOCKS = frozenset(
+    {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "dl", "blockquote", "pre",
+     "table", "section", "article", "header", "footer", "nav", "aside", "main", "figure",
+     "figcaption", "address", "form", "fieldset", "details", "summary", "center", "hr"}
+)
+# Inside a table cell, any of these marks the table as a layout table rather than data.
+_CELL_BLOCKS = (_BLOCKS - {"hr"}) | {"ul", "ol"}
+_LINE_ITEMS = frozenset({"li", "dt", "dd", "caption", "option"})
+_NO_LINK_SCHEMES = ("javascript:", "cid:", "data:", "#")
+_SPACES = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: a no-break space is content
+_NUMBER = re.compile(r"^[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?$")
 
 
-def html_to_text(markup: str) -> str:
-    text = re.sub(r"(?is)<(script|style).*?</\1>", "", markup)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</tr>|</h\d>|</li>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
-    return _html.unescape(text).strip()
+def html_to_text(html: str) -> str:
+    """Render an HTML document or fragment as plain text with no markup left.
+
+    Paragraphs are separated by blank lines, lists become ``- item`` / ``1. item``, links
+    ``text (url)``, images their alt text, and each table row one line of aligned cells.
+    """
+    parser = _TextParser()
+    parser.feed(html)
+    parser.close()
+    return parser.result()
+
+
+class _Writer:
+    """Accumulates text with browser-like whitespace: collapsed spaces, deferred line breaks."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self._newlines = 0  # line breaks owed before the next text
+        self._space = False  # a collapsed space owed before the next text
+        self._trailing_nl = 0  # line breaks already at the end of the output
+        self._last = ""
+
+    def inline(self, text: str) -> None:
+        """Add text whose whitespace is already collapsed to single spaces."""
+        if not text:
+            return
+        core = text.strip(" ")
+        if text[0] == " ":
+            self._space = True
+        if core:
+            self._put(core)
+            self._space = text[-1] == " "
+
+    def raw(self, text: str) -> None:
+        """Add preformatted text verbatim."""
+        if text:
+            self._put(text, keep_space=False)
+
+    def newline(self, count: int = 1) -> None:
+        """Owe ``count`` line breaks (1: new line, 2: blank line) before the next text."""
+        self._newlines = max(self._newlines, count)
+
+    def hard_break(self) -> None:
+        """A ``<br>``: an explicit line break that is never merged away."""
+        self._put("\n", keep_space=False)
+
+    def _put(self, text: str, keep_space: bool = True) -> None:
+        if self.parts and self._newlines > self._trailing_nl:
+            self._append("\n" * (self._newlines - self._trailing_nl))
+        elif keep_space and self._space and self.parts and not self._trailing_nl and self._last != " ":
+            self._append(" ")
+        self._newlines = 0
+        self._space = False
+        self._append(text)
+
+    def _append(self, text: str) -> None:
+        self.parts.append(text)
+        stripped = text.rstrip("\n")
+        trailing = len(text) - len(stripped)
+        self._trailing_nl = self._trailing_nl + trailing if not stripped else trailing
+        self._last = text[-1]
+
+    def mark(self) -> int:
+        return len(self.parts)
+
+    def since(self, mark: int) -> str:
+        return "".join(self.parts[mark:])
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
+class _Cell:
+    writer: _Writer
+    header: bool
+    colspan: int = 1
+    rowspan: int = 1
+    has_blocks: bool = False
+    text: str = ""
+
+
+@dataclass
+class _Table:
+    layout: bool
+    rows: list[tuple[bool, list[_Cell]]] = field(default_factory=list)  # (is header row, cells)
+    row: list[_Cell] | None = None
+    row_is_header: bool = False
+    cell: _Cell | None = None
+    in_thead: bool = False
+    caption: str = ""
+
+
+@dataclass
+class _Link:
+    href: str
+    writer: _Writer
+    mark: int
+
+
+class _TextParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self._writers: list[_Writer] = [_Writer()]
+        self._tables: list[_Table] = []
+        self._lists: list[list[int]] = []  # per open list: [next number] or [] for bullets
+        self._links: list[_Link] = []
+        self._quotes: list[int] = []  # writer depth at each open <blockquote>
+        self._skip: tuple[str, int] | None = None  # (tag, nesting depth) of a hidden element
+        self._pre = 0
+        self._pre_fresh = False  # a newline right after <pre> is not content (HTML spec)
+        self._caption: _Writer | None = None
+
+    @property
+    def _out(self) -> _Writer:
+        return self._writers[-1]
+
+    # -- parser callbacks ---------------------------------------------------------------
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._skipping_start(tag):
+            return
+        attr = {k: (v or "") for k, v in attrs}
+        if tag in _SKIPPED or _hidden(attr):
+            if tag not in _VOID:
+                self._skip = (tag, 1)
+            return
+        if tag in _CELL_BLOCKS:
+            self._flag_cell_block()
+        if tag in _BLOCKS:
+            self._out.newline(2)
+        handler = getattr(self, f"_start_{tag}", None)
+        if handler is not None:
+            handler(attr)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._skipping_end(tag):
+            return
+        handler = getattr(self, f"_end_{tag}", None)
+        if handler is not None:
+            handler()
+        if tag in _BLOCKS:
+            self._out.newline(2)
+        elif tag in _LINE_ITEMS:
+            self._out.newline(1)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID:
+            self.handle_endtag(tag)
+
+    def handle_data(self, data: str) -> None:
+        if self._skip is not None:
+            return
+        if self._pre:
+            if self._pre_fresh and data.startswith("\n"):
+                data = data[1:]
+            self._pre_fresh = False
+            self._out.raw(data)
+        else:
+            self._out.inline(_SPACES.sub(" ", data))
+
+    def close(self) -> None:
+        super().close()
+        while self._tables:
+            self._end_table()
+        while len(self._writers) > 1:
+            self._pop_writer()
+
+    def result(self) -> str:
+        text = self._writers[0].getvalue().replace("\xa0", " ").replace("\u00ad", "")
+        lines = [line.rstrip() for line in text.split("\n")]
+        return "\n".join(lines).strip("\n")
+
+    # -- hidden content -----------------------------------------------------------------
+    def _skipping_start(self, tag: str) -> bool:
+        if self._skip is None:
+            return False
+        name, depth = self._skip
+        if name == "head" and tag == "body":  # an unclosed <head> ends where the body starts
+            self._skip = None
+            return False
+        if tag == name and tag not in _VOID:
+            self._skip = (name, depth + 1)
+        return True
+
+    def _skipping_end(self, tag: str) -> bool:
+        if self._skip is None:
+            return False
+        name, depth = self._skip
+        if tag == name:
+            self._skip = None if depth == 1 else (name, depth - 1)
+        return True
+
+    # -- simple elements ----------------------------------------------------------------
+    def _start_br(self, attr: dict[str, str]) -> None:
+        self._out.hard_break()
+
+    def _start_hr(self, attr: dict[str, str]) -> None:
+        self._out.raw("-" * 40)
+        self._out.newline(2)  # void: no end tag will owe the break
+
+    def _start_img(self, attr: dict[str, str]) -> None:
+        self._out.inline(_SPACES.sub(" ", attr.get("alt", "")))
+
+    def _start_pre(self, attr: dict[str, str]) -> None:
+        self._pre += 1
+        self._pre_fresh = True
+
+    def _end_pre(self) -> None:
+        self._pre = max(0, self._pre - 1)
+
+    # -- lists --------------------------------------------------------------------------
+    def _list_break(self) -> None:
+        # A list nested in an item continues that item's block; a top-level list is a block.
+        self._out.newline(1 if self._lists else 2)
+
+    def _start_ul(self, attr: dict[str, str]) -> None:
+        self._list_break()
+        self._lists.append([])
+
+    def _start_ol(self, attr: dict[str, str]) -> None:
+        self._list_break()
+        start = attr.get("start", "1").strip()
+        self._lists.append([int(start) if start.lstrip("-").isdigit() else 1])
+
+    def _end_ul(self) -> None:
+        if self._lists:
+            self._lists.pop()
+        self._list_break()
+
+    _end_ol = _end_ul
+
+    def _start_li(self, attr: dict[str, str]) -> None:
+        self._out.newline(1)
+        indent = "  " * max(0, len(self._lists) - 1)
+        counter = self._lists[-1] if self._lists else []
+        if counter:
+            value = attr.get("value", "").strip()
+            if value.lstrip("-").isdigit():
+                counter[0] = int(value)
+            marker = f"{counter[0]}. "
+            counter[0] += 1
+        else:
+            marker = "- "
+        self._out.raw(indent + marker)
+
+    def _start_dt(self, attr: dict[str, str]) -> None:
+        self._out.newline(1)
+
+    def _start_dd(self, attr: dict[str, str]) -> None:
+        self._out.newline(1)
+        self._out.raw("  ")
+
+    # -- links --------------------------------------------------------------------------
+    def _start_a(self, attr: dict[str, str]) -> None:
+        href = attr.get("href", "").strip()
+        self._links.append(_Link(href, self._out, self._out.mark()))
+
+    def _end_a(self) -> None:
+        if not self._links:
+            return
+        link = self._links.pop()
+        if not link.href or link.href.lower().startswith(_NO_LINK_SCHEMES):
+            return
+        if link.writer is not self._out:  # the link spanned table cells: leave its text alone
+            return
+        text = link.writer.since(link.mark).strip()
+        if not text:
+            self._out.inline(link.href)
+        elif not _same_target(text, link.href):
+            self._out.inline(f" ({link.href})")
+
+    # -- block quotes -------------------------------------------------------------------
+    def _start_blockquote(self, attr: dict[str, str]) -> None:
+        self._quotes.append(len(self._writers))
+        self._writers.append(_Writer())
+
+    def _end_blockquote(self) -> None:
+        if self._quotes:
+            self._pop_writers(self._quotes.pop())
+
+    def _pop_writers(self, depth: int) -> None:
+        while len(self._writers) > depth:
+            self._pop_writer()
+
+    def _pop_writer(self) -> None:
+        """Finish the innermost nested writer (a block quote) into its parent."""
+        text = self._writers.pop().getvalue().strip("\n")
+        if text:
+            self._out.newline(2)
+            self._out.raw("\n".join("> " + line if line else ">" for line in text.split("\n")))
+            self._out.newline(2)
+
+    # -- tables -------------------------------------------------------------------------
+    def _flag_cell_block(self) -> None:
+        if self._tables and self._tables[-1].cell is not None:
+            self._tables[-1].cell.has_blocks = True
+
+    def _start_table(self, attr: dict[str, str]) -> None:
+        self._tables.append(_Table(layout=attr.get("role", "").lower() in ("presentation", "none")))
+
+    def _start_caption(self, attr: dict[str, str]) -> None:
+        if self._tables:
+            self._caption = _Writer()
+            self._writers.append(self._caption)
+
+    def _end_caption(self) -> None:
+        if self._tables and self._caption is not None and self._caption in self._writers:
+            self._pop_writers(self._writers.index(self._caption) + 1)
+            self._writers.pop()
+            self._tables[-1].caption = _one_line(self._caption.getvalue())
+        self._caption = None
+
+    def _start_thead(self, attr: dict[str, str]) -> None:
+        if self._tables:
+            self._tables[-1].in_thead = True
+
+    def _end_thead(self) -> None:
+        if self._tables:
+            self._tables[-1].in_thead = False
+
+    def _start_tr(self, attr: dict[str, str]) -> None:
+        if not self._tables:
+            return
+        table = self._tables[-1]
+        self._end_row(table)
+        table.row = []
+        table.row_is_header = table.in_thead
+
+    def _end_tr(self) -> None:
+        if self._tables:
+            self._end_row(self._tables[-1])
+
+    def _start_td(self, attr: dict[str, str], header: bool = False) -> None:
+        if not self._tables:
+            return
+        table = self._tables[-1]
+        self._end_cell(table)
+        if table.row is None:
+            table.row = []
+            table.row_is_header = table.in_thead
+        cell = _Cell(_Writer(), header, _span(attr, "colspan"), _span(attr, "rowspan"))
+        table.cell = cell
+        table.row.append(cell)
+        self._writers.append(cell.writer)
+
+    def _start_th(self, attr: dict[str, str]) -> None:
+        self._start_td(attr, header=True)
+
+    def _end_td(self) -> None:
+        if self._tables:
+            self._end_cell(self._tables[-1])
+
+    _end_th = _end_td
+
+    def _end_cell(self, table: _Table) -> None:
+        cell = table.cell
+        if cell is None:
+            return
+        if cell.writer in self._writers:
+            self._pop_writers(self._writers.index(cell.writer) + 1)
+            self._writers.pop()
+        cell.text = cell.writer.getvalue().replace("\xa0", " ").strip()
+        table.cell = None
+
+    def _end_row(self, table: _Table) -> None:
+        self._end_cell(table)
+        if table.row is not None:
+            is_header = table.row_is_header or all(c.header for c in table.row)
+            table.rows.append((is_header, table.row))
+            table.row = None
+
+    def _end_table(self) -> None:
+        if not self._tables:
+            return
+        table = self._tables.pop()
+        self._end_row(table)
+        cells = [c for _, row in table.rows for c in row]
+        out = self._out
+        out.newline(2)
+        if table.layout or any(c.has_blocks for c in cells):
+            # A layout table: its cells are just containers for blocks of content.
+            for cell in cells:
+                if cell.text:
+                    out.newline(2)
+                    out.raw(cell.text)
+        else:
+            lines = ([table.caption] if table.caption else []) + _format_rows(table.rows)
+            out.raw("\n".join(lines))
+        out.newline(2)
+
+
+def _hidden(attr: dict[str, str]) -> bool:
+    style = attr.get("style", "").replace(" ", "").lower()
+    return "hidden" in attr or "display:none" in style or attr.get("aria-hidden") == "true"
+
+
+def _span(attr: dict[str, str], name: str) -> int:
+    value = attr.get(name, "1").strip()
+    return min(int(value), 1000) if value.isdigit() and int(value) > 0 else 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.replace("\xa0", " ").split("\n") if part.strip())
+
+
+def _same_target(text: str, href: str) -> bool:
+    """Whether showing the link text alone already tells the reader where it goes."""
+
+    def norm(value: str) -> str:
+        value = value.strip().lower()
+        for prefix in ("mailto:", "https://", "http://"):
+            if value.startswith(prefix):
+                value = value[len(prefix):]
+        return value.rstrip("/")
+
+    return norm(text) == norm(href)
+
+
+def _width(text: str) -> int:
+    """Display width: East Asian wide characters take two columns in a monospaced font."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * max(0, width - _width(text))
+    return fill + text if right else text + fill
+
+
+@dataclass
+class _Placed:
+    column: int
+    span: int
+    text: str
+    header_row: bool
+
+
+def _place(rows: list[tuple[bool, list[_Cell]]]) -> list[list[_Placed]]:
+    """Put cells on a grid, honouring colspan and rowspan (spanned-over slots stay empty)."""
+    grid: list[list[_Placed]] = []
+    carried: dict[int, int] = {}  # column -> rows still covered by a rowspan from above
+    for is_header, cells in rows:
+        covered = {col for col, left in carried.items() if left > 0}
+        placed: list[_Placed] = []
+        col = 0
+        for cell in cells:
+            while col in covered:
+                col += 1
+            placed.append(_Placed(col, cell.colspan, _one_line(cell.text), is_header))
+            if cell.rowspan > 1:
+                for c in range(col, col + cell.colspan):
+                    carried[c] = cell.rowspan  # decremented below, this row included
+            col += cell.colspan
+        for c in list(carried):
+            carried[c] -= 1
+            if carried[c] <= 0:
+                del carried[c]
+        if any(p.text for p in placed):
+            grid.append(placed)
+    return grid
+
+
+def _format_rows(rows: list[tuple[bool, list[_Cell]]]) -> list[str]:
+    """One line per row: cells padded to their column's width, two spaces apart."""
+    grid = _place(rows)
+    if not grid:
+        return []
+    ncols = max(p.column + p.span for row in grid for p in row)
+    widths = [0] * ncols
+    for row in grid:
+        for p in row:
+            if p.span == 1:
+                widths[p.column] = max(widths[p.column], _width(p.text))
+    for row in grid:  # widen the last spanned column when a spanning cell does not fit
+        for p in row:
+            if p.span > 1:
+                end = min(p.column + p.span, ncols)
+                have = sum(widths[p.column:end]) + 2 * (end - p.column - 1)
+                widths[end - 1] += max(0, _width(p.text) - have)
+    numeric = _numeric_columns(grid, ncols)
+    lines = []
+    for row in grid:
+        by_col = {p.column: p for p in row}
+        segments, col = [], 0
+        while col < ncols:
+            p = by_col.get(col)
+            span = min(p.span, ncols - col) if p else 1
+            width = sum(widths[col:col + span]) + 2 * (span - 1)
+            segments.append(_pad(p.text if p else "", width, numeric[col] and span == 1))
+            col += span
+        lines.append("  ".join(segments).rstrip())
+    return lines
+
+
+def _numeric_columns(grid: list[list[_Placed]], ncols: int) -> list[bool]:
+    """Columns whose body cells are all numbers are right-aligned, as pandas prints them."""
+    seen = [False] * ncols
+    numeric = [True] * ncols
+    for row in grid:
+        for p in row:
+            if p.header_row or p.span != 1 or not p.text:
+                continue
+            seen[p.column] = True
+            numeric[p.column] = numeric[p.column] and bool(_NUMBER.match(p.text))
+    return [s and n for s, n in zip(seen, numeric)]

@@ -1,0 +1,145 @@
+"""Tests of html_to_text: the plain-text alternative of an HTML email."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from smtp_magic.htmltext import html_to_text
+
+pd = pytest.importorskip("pandas")
+
+
+def no_markup(text: str) -> bool:
+    return re.search(r"</?[a-zA-Z][^>]*>|&[a-zA-Z]+;|&#\d+;", text) is None
+
+
+def test_paragraphs_headings_and_divs_are_separated_by_blank_lines() -> None:
+    html = "<h1>Title</h1><p>First   para\n graph.</p><div>A div</div><p>Last</p>"
+    assert html_to_text(html) == "Title\n\nFirst para graph.\n\nA div\n\nLast"
+
+
+def test_whitespace_collapses_like_a_browser() -> None:
+    html = "<p>  a <b>bold</b>\t<i>word</i>x<span> </span>y  </p>"
+    assert html_to_text(html) == "a bold wordx y"
+
+
+def test_entities_are_unescaped_and_no_break_spaces_become_spaces() -> None:
+    assert html_to_text("<p>Fish &amp; chips &lt;3&nbsp;&#8364;5 &quot;ok&quot;</p>") == (
+        'Fish & chips <3 €5 "ok"'
+    )
+
+
+def test_script_style_head_and_hidden_content_are_dropped() -> None:
+    html = (
+        "<html><head><title>T</title><style>p {color: red}</style></head><body>"
+        "<div style='display: none'>preheader</div><p>Body</p>"
+        "<script>alert('<b>x</b>')</script></body></html>"
+    )
+    assert html_to_text(html) == "Body"
+
+
+def test_an_unclosed_head_ends_at_the_body() -> None:
+    assert html_to_text("<head><meta charset=utf-8><body><p>Hi</p>") == "Hi"
+
+
+def test_br_breaks_lines() -> None:
+    assert html_to_text("<p>one<br>two<br/>three</p>") == "one\ntwo\nthree"
+
+
+def test_unordered_ordered_and_nested_lists() -> None:
+    html = "<ul><li>one</li><li>two<ol start='3'><li>a</li><li>b</li></ol></li><li>three</li></ul>"
+    assert html_to_text(html) == "- one\n- two\n  3. a\n  4. b\n- three"
+
+
+def test_links_show_their_target() -> None:
+    html = (
+        "<p><a href='https://example.org/doc'>the docs</a>, "
+        "<a href='https://example.org/'>https://example.org/</a>, "
+        "<a href='mailto:ann@example.org'>ann@example.org</a>, "
+        "<a href='mailto:bob@example.org'>Bob</a>, "
+        "<a href='javascript:void(0)'>js</a>, <a href='cid:x@y'>cid</a>, "
+        "<a href='https://example.org/empty'></a></p>"
+    )
+    assert html_to_text(html) == (
+        "the docs (https://example.org/doc), https://example.org/, ann@example.org, "
+        "Bob (mailto:bob@example.org), js, cid, https://example.org/empty"
+    )
+
+
+def test_images_by_alt_text() -> None:
+    assert html_to_text("<p>Chart: <img src='cid:a@b' alt='Sales by month'> done</p>") == (
+        "Chart: Sales by month done"
+    )
+
+
+def test_pre_is_verbatim() -> None:
+    html = "<p>Code:</p><pre>\ndef f():\n    return  1\n</pre><p>after</p>"
+    assert html_to_text(html) == "Code:\n\ndef f():\n    return  1\n\nafter"
+
+
+def test_blockquote_is_quoted() -> None:
+    assert html_to_text("<blockquote><p>a</p><p>b</p></blockquote>") == "> a\n>\n> b"
+
+
+def test_simple_table_rows_are_aligned() -> None:
+    html = (
+        "<table><thead><tr><th>name</th><th>qty</th></tr></thead>"
+        "<tbody><tr><td>apple</td><td>3</td></tr><tr><td>kiwi</td><td>12</td></tr></tbody></table>"
+    )
+    assert html_to_text(html) == "name   qty\napple    3\nkiwi    12"
+
+
+def test_colspan_and_unclosed_cells() -> None:
+    html = "<table><tr><th colspan=2>wide header</th><th>c<tr><td>1<td>2<td>3</table>"
+    assert html_to_text(html) == "wide header  c\n1         2  3"
+
+
+def test_layout_tables_are_transparent() -> None:
+    html = (
+        "<table role='presentation'><tr><td><h1>Report</h1><p>Intro</p>"
+        "<table><tr><td>a</td><td>1</td></tr></table><p>Bye</p></td></tr></table>"
+    )
+    assert html_to_text(html) == "Report\n\nIntro\n\na  1\n\nBye"
+
+
+def test_pandas_to_html_table() -> None:
+    df = pd.DataFrame({"city": ["Paris", "Oslo"], "temp": [21.5, -3.25], "n": [1, 300]})
+    text = html_to_text(df.to_html())
+    assert no_markup(text)
+    lines = text.splitlines()
+    assert lines == ["   city    temp    n", "0  Paris  21.50    1", "1  Oslo   -3.25  300"]
+
+
+def test_pandas_multiindex_rowspans() -> None:
+    index = pd.MultiIndex.from_product([["x", "y"], [1, 2]], names=["k", "j"])
+    df = pd.DataFrame({"A": range(4)}, index=index)
+    lines = html_to_text(df.to_html()).splitlines()
+    assert lines[-4:] == ["x  1  0", "   2  1", "y  1  2", "   2  3"]
+
+
+def test_styler_table_keeps_one_row_per_line() -> None:
+    df = pd.DataFrame({"a": [1.0, 2.5], "b": ["x", "y"]})
+    html = df.style.highlight_max(subset=["a"], color="yellow").format({"a": "{:.2f}"}).to_html()
+    text = html_to_text(html)
+    assert no_markup(text) and "yellow" not in text
+    assert text.splitlines() == ["      a  b", "0  1.00  x", "1  2.50  y"]
+
+
+def test_caption_is_shown_above_the_table() -> None:
+    html = "<table><caption>Totals</caption><tr><td>a</td><td>1</td></tr></table>"
+    assert html_to_text(html) == "Totals\na  1"
+
+
+def test_wide_characters_are_aligned_by_display_width() -> None:
+    html = "<table><tr><td>日本</td><td>x</td></tr><tr><td>ab</td><td>y</td></tr></table>"
+    assert html_to_text(html) == "日本  x\nab    y"
+
+
+@pytest.mark.parametrize(
+    "html",
+    ["", "<p></p>", "plain text", "<div><p>unclosed", "</p></div>stray", "<table><tr><td>x"],
+)
+def test_malformed_input_never_raises_or_leaks_markup(html: str) -> None:
+    assert no_markup(html_to_text(html))
