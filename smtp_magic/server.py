@@ -1,0 +1,489 @@
+"""The built-in capture server: an aiosmtpd SMTP server that stores every message in a Maildir."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import email
+import email.policy
+import functools
+import hmac
+import itertools
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConfigError, missing
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = [
+    "DATA_SIZE_LIMIT",
+    "CaptureServer",
+    "CapturedMessage",
+    "default_maildir",
+    "local_server",
+    "messages",
+    "serve",
+]
+
+TLSMode = Literal["starttls", "tls"]
+
+# Room for the seed's 10 MB attachment limit several times over, base64 included (like Postfix's 50 MB).
+DATA_SIZE_LIMIT = 64 * 1024 * 1024
+_BANNER_HOST = "smtp-magic.localhost"  # a fixed name: aiosmtpd would otherwise call getfqdn() per connection
+_IDENT = "smtp_magic capture server"
+_SEQ = itertools.count(1)
+
+
+def default_maildir() -> Path:
+    """``$SMTP_MAGIC_CAPTURE_DIR``, else ``$XDG_DATA_HOME/smtp_magic/capture`` (``~/.local/share``)."""
+    explicit = os.environ.get("SMTP_MAGIC_CAPTURE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
+    return Path(data_home).expanduser() / "smtp_magic" / "capture"
+
+
+def _ensure_maildir(path: Path) -> Path:
+    # mailbox.Maildir(create=True) skips tmp/new/cur when the directory already exists.
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _deliver(maildir: Path, data: bytes) -> Path:
+    """Write one message the Maildir way (tmp/ then rename into new/), as ``<unique>.eml``."""
+    now = time.time()
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+    name = f"{int(now)}.M{int(now % 1 * 1e6):06d}P{os.getpid()}Q{next(_SEQ)}.{host}.eml"
+    tmp = maildir / "tmp" / name
+    with open(tmp, "xb") as f:
+        f.write(data)
+    final = maildir / "new" / name
+    os.replace(tmp, final)
+    return final
+
+
+def _envelope_headers(peer: str, mail_from: str, rcpt_tos: list[str], eol: bytes) -> bytes:
+    """``X-Peer``/``X-MailFrom``/``X-RcptTo`` lines, as aiosmtpd's Mailbox handler adds them."""
+    rcpt_lines: list[str] = []
+    for addr in rcpt_tos:
+        # Fold long recipient lists so the header stays within the 998-octet line limit.
+        if rcpt_lines and len(rcpt_lines[-1]) + len(addr) > 76:
+            rcpt_lines[-1] += ","
+            rcpt_lines.append(" " + addr)
+        elif rcpt_lines:
+            rcpt_lines[-1] += ", " + addr
+        else:
+            rcpt_lines.append("X-RcptTo: " + addr)
+    lines = [f"X-Peer: {peer}", f"X-MailFrom: {mail_from}", *rcpt_lines]
+    # SMTPUTF8 addresses arrive as str with surrogate escapes for any undecodable bytes.
+    return b"".join(line.encode("utf-8", "surrogateescape") + eol for line in lines)
+
+
+@dataclass(frozen=True)
+class CapturedMessage:
+    """One message stored by the capture server, with its SMTP envelope."""
+
+    path: Path
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    message: EmailMessage
+    received: float
+
+    @classmethod
+    def from_path(cls, path: Path) -> CapturedMessage:
+        data = path.read_bytes()
+        msg = email.message_from_bytes(data, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        rcpts = str(msg.get("X-RcptTo", ""))
+        return cls(
+            path=path,
+            mail_from=str(msg.get("X-MailFrom", "")),
+            rcpt_to=tuple(a.strip() for a in rcpts.split(",") if a.strip()),
+            message=msg,
+            received=path.stat().st_mtime,
+        )
+
+    @property
+    def subject(self) -> str:
+        return str(self.message.get("Subject", ""))
+
+    @property
+    def message_id(self) -> str | None:
+        value = self.message.get("Message-ID")
+        return str(value) if value is not None else None
+
+
+def _message_paths(maildir: Path) -> list[Path]:
+    """Message files in new/ and cur/, newest first."""
+    paths: list[tuple[int, str, Path]] = []
+    for sub in ("new", "cur"):
+        try:
+            entries = list(os.scandir(maildir / sub))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_file() and not entry.name.startswith("."):
+                try:
+                    paths.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
+                except FileNotFoundError:  # removed meanwhile (clear() from another thread)
+                    continue
+    paths.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    return [p for _, _, p in paths]
+
+
+def messages(maildir: str | os.PathLike[str] | None = None, *, limit: int | None = None
+             ) -> list[CapturedMessage]:
+    """The captured messages in ``maildir`` (default: :func:`default_maildir`), newest first."""
+    folder = Path(maildir).expanduser() if maildir is not None else default_maildir()
+    out: list[CapturedMessage] = []
+    for path in _message_paths(folder)[:limit]:
+        try:
+            out.append(CapturedMessage.from_path(path))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _server_context(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None
+                    ) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+class CaptureHandler:
+    """aiosmtpd handler: optional AUTH policy, then every accepted message into the Maildir."""
+
+    def __init__(self, maildir: Path, *, offer_auth: bool, require_auth: bool,
+                 offer_starttls: bool = True):
+        self.maildir = maildir
+        self.offer_auth = offer_auth
+        self.require_auth = require_auth
+        self.offer_starttls = offer_starttls
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # the 5-argument hook must set it itself
+        hidden = []
+        if not self.offer_auth:  # no users: AUTH could only ever fail, so do not offer it
+            hidden.append("250-AUTH")
+        if not self.offer_starttls:
+            hidden.append("250-STARTTLS")
+        return [r for r in responses if not r.startswith(tuple(hidden))] if hidden else responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        # Enforced here rather than with aiosmtpd's auth_required, which warns on every connection
+        # when AUTH is allowed without STARTTLS (implicit TLS, or the plaintext-AUTH test server).
+        if self.require_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    def store(self, session: Any, envelope: Any) -> Path:
+        content: bytes = envelope.original_content or b""
+        first_line = content.split(b"\n", 1)[0]
+        eol = b"\r\n" if first_line.endswith(b"\r") else b"\n"
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        head = _envelope_headers(peer, envelope.mail_from or "", list(envelope.rcpt_tos), eol)
+        return _deliver(self.maildir, head + content)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        path = self.store(session, envelope)
+        return f"250 2.0.0 Ok: stored as {path.stem}"
+
+
+def _drop_login_data_warning(record: logging.LogRecord) -> bool:
+    # aiosmtpd itself sets the deprecated Session.login_data on every successful AUTH and logs a
+    # warning about it, which a kernel would show as red stderr output.
+    return "login_data is deprecated" not in record.getMessage()
+
+
+@functools.cache
+def _controller_class() -> type:
+    """aiosmtpd's threaded Controller, listening on a socket we bound (so port 0 just works)."""
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError as exc:
+        raise missing("aiosmtpd", "The capture server", extra="server") from exc
+    logging.getLogger("mail.log").addFilter(_drop_login_data_warning)
+
+    class _Controller(Controller):
+        def __init__(self, factory: Callable[[], Any], sock: socket.socket, **kw: Any):
+            host, port = sock.getsockname()[:2]
+            super().__init__(None, hostname=host, port=port, **kw)
+            self._smtp_factory = factory
+            self._sock = sock
+
+        def factory(self) -> Any:
+            return self._smtp_factory()
+
+        def _create_server(self) -> Any:
+            return self.loop.create_server(self._factory_invoker, sock=self._sock,
+                                           ssl=self.ssl_context)
+
+    return _Controller
+
+
+class CaptureServer:
+    """An SMTP server on a background thread that stores every message it accepts.
+
+    ``tls``: ``None`` (plain), ``"starttls"`` (offered; required only with ``require_auth``) or
+    ``"tls"`` (implicit TLS); both need ``ssl_context`` or ``certfile``/``keyfile``.
+    ``users`` maps logins to passwords for AUTH PLAIN/LOGIN; AUTH is offered after STARTTLS, on
+    implicit TLS, and in plaintext only when ``tls`` is None. ``port=0`` picks a free port.
+    Works from plain code and from inside a running event loop (a Jupyter kernel)::
+
+        with CaptureServer(port=0) as server:
+            ...  # send to server.host, server.port
+            server.wait_for(1)
+    """
+
+    def __init__(
+        self,
+        maildir: str | os.PathLike[str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: TLSMode | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
+        users: Mapping[str, str] | None = None,
+        require_auth: bool = False,
+        data_size_limit: int = DATA_SIZE_LIMIT,
+    ):
+        if tls not in (None, "starttls", "tls"):
+            raise ConfigError(f"tls must be None, 'starttls' or 'tls', not {tls!r}.")
+        if tls and ssl_context is None and certfile is None:
+            raise ConfigError(f"tls={tls!r} needs a certificate: pass certfile/keyfile or ssl_context.")
+        if require_auth and not users:
+            raise ConfigError("require_auth needs users to log in with.")
+        self._maildir = Path(maildir).expanduser() if maildir is not None else default_maildir()
+        self._host = host
+        self._port = port
+        self.tls = tls
+        self._ssl_context = ssl_context
+        self._certfile, self._keyfile = certfile, keyfile
+        self.users: dict[str, str] = dict(users or {})
+        self.require_auth = require_auth
+        self.data_size_limit = data_size_limit
+        self._controller: Any = None
+        self._lock = threading.Lock()
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The listening port (the real one once started with ``port=0``)."""
+        return self._port
+
+    @property
+    def maildir(self) -> Path:
+        return self._maildir
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    @property
+    def url(self) -> str:
+        return f"{'smtps' if self.tls == 'tls' else 'smtp'}://{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        extra = f" tls={self.tls}" if self.tls else ""
+        return f"<CaptureServer {self.url}{extra} maildir={str(self.maildir)!r} {state}>"
+
+    # -- what aiosmtpd is built from (overridden by tests/faults.py) ---------------------------
+    def _make_handler(self) -> CaptureHandler:
+        return CaptureHandler(self._maildir, offer_auth=bool(self.users),
+                              require_auth=self.require_auth)
+
+    def _smtp_class(self) -> type:
+        from aiosmtpd.smtp import SMTP
+
+        return SMTP
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                      auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        expected = self.users.get(login)
+        ok = expected is not None and hmac.compare_digest(
+            expected.encode("utf-8"), bytes(auth_data.password))
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self._ssl_context is None and self._certfile is not None:
+            self._ssl_context = _server_context(self._certfile, self._keyfile)
+        return self._ssl_context
+
+    def _smtp_kwargs(self) -> dict[str, Any]:
+        ctx = self._tls_context()
+        return {
+            "hostname": _BANNER_HOST,
+            "ident": _IDENT,
+            "data_size_limit": self.data_size_limit,
+            "enable_SMTPUTF8": True,
+            "decode_data": False,  # keep the bytes exactly as received (8BITMIME, SMTPUTF8)
+            "tls_context": ctx if self.tls == "starttls" else None,
+            "require_starttls": self.tls == "starttls" and self.require_auth,
+            # aiosmtpd counts only STARTTLS as TLS: implicit TLS and the plaintext test server
+            # must allow AUTH "without TLS" (aio-libs/aiosmtpd#281).
+            "auth_require_tls": self.tls == "starttls",
+            "authenticator": self._authenticate if self.users else None,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Self:
+        """Start listening (on a background thread); returns self. A no-op when running."""
+        with self._lock:
+            if self._controller is not None:
+                return self
+            controller_cls = _controller_class()
+            _ensure_maildir(self._maildir)
+            handler = self._make_handler()
+            smtp_cls, kwargs = self._smtp_class(), self._smtp_kwargs()
+            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            # Bound here rather than by aiosmtpd so that port=0 works and the port is known.
+            sock = socket.create_server((self._host, self._port), family=family)
+            controller = controller_cls(
+                lambda: smtp_cls(handler, **kwargs), sock,
+                ssl_context=self._tls_context() if self.tls == "tls" else None,
+            )
+            try:
+                controller.start()
+            except BaseException:
+                sock.close()
+                with contextlib.suppress(RuntimeError):  # its loop may never have run
+                    controller.stop(no_assert=True)
+                raise
+            self._port = sock.getsockname()[1]
+            self._controller = controller
+            return self
+
+    def stop(self) -> None:
+        """Stop listening and close open connections. Safe to call twice."""
+        with self._lock:
+            controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the mailbox --------------------------------------------------------------------------
+    def messages(self, *, limit: int | None = None) -> list[CapturedMessage]:
+        """The stored messages, newest first."""
+        return messages(self._maildir, limit=limit)
+
+    def count(self) -> int:
+        return len(_message_paths(self._maildir))
+
+    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[CapturedMessage]:
+        """Block until at least ``count`` messages are stored; return them, newest first.
+
+        Do not call this on the event loop that runs the send; use :meth:`wait_for_async` there.
+        """
+        deadline = time.monotonic() + timeout
+        while self.count() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(self._waited_msg(count, timeout))
+            time.sleep(0.01)
+        return self.messages()
+
+    async def wait_for_async(self, count: int = 1, timeout: float = 5.0) -> list[CapturedMessage]:
+        """Like :meth:`wait_for`, without blocking the running event loop."""
+        deadline = time.monotonic() + timeout
+        while self.count() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(self._waited_msg(count, timeout))
+            await asyncio.sleep(0.01)
+        return self.messages()
+
+    def _waited_msg(self, count: int, timeout: float) -> str:
+        return f"{self.count()} of {count} messages arrived in {self.maildir} within {timeout} s."
+
+    def clear(self) -> None:
+        """Delete every stored message."""
+        for path in _message_paths(self._maildir):
+            path.unlink(missing_ok=True)
+
+
+_LOCAL: CaptureServer | None = None
+_LOCAL_LOCK = threading.Lock()
+
+
+def local_server(**kwargs: Any) -> CaptureServer:
+    """The one shared capture server of this process, started on first use (on a free port).
+
+    Later calls return the same running server; their arguments are then ignored.
+    """
+    global _LOCAL
+    with _LOCAL_LOCK:
+        if _LOCAL is None or not _LOCAL.running:
+            first = _LOCAL is None
+            _LOCAL = CaptureServer(**kwargs).start()
+            if first:
+                atexit.register(lambda: _LOCAL.stop() if _LOCAL is not None else None)
+        return _LOCAL
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8025,
+    maildir: str | os.PathLike[str] | None = None,
+    tls: TLSMode | None = None,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    users: Mapping[str, str] | None = None,
+    print_fn: Callable[[str], object] = print,
+    *,
+    require_auth: bool = False,
+) -> None:
+    """Run a capture server until SIGINT or SIGTERM (what ``smtp-magic serve`` runs)."""
+    done = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: done.set())
+    try:
+        with CaptureServer(maildir, host=host, port=port, tls=tls, certfile=certfile,
+                           keyfile=keyfile, users=users, require_auth=require_auth) as server:
+            print_fn(f"Capture server listening on {server.host}:{server.port}, "
+                     f"storing messages in {server.maildir}")
+            if print_fn is print:
+                sys.stdout.flush()  # the CLI's stdout may be a pipe; the line must show at once
+            try:
+                done.wait()
+            except KeyboardInterrupt:  # no handler could be installed (not the main thread)
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
