@@ -240,7 +240,7 @@ class Response:
     message_id: str | None = None
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     elapsed: float = 0.0
-    recipients: tuple[str, ...] = ()
+    accepted: tuple[str, ...] = ()  # recipients the server accepted
 
     def __post_init__(self) -> None:
         if not self.result:
@@ -249,11 +249,11 @@ class Response:
     @classmethod
     def from_error(
         cls, exc: SmtpMagicError, *, message_id: str | None = None, elapsed: float = 0.0,
-        recipients: tuple[str, ...] = (),
+        accepted: tuple[str, ...] = (),
     ) -> Response:
         return cls(
             exitcode=exc.exitcode, message=exc.message, message_id=message_id,
-            refused=dict(exc.refused), elapsed=elapsed, recipients=recipients,
+            refused=dict(exc.refused), elapsed=elapsed, accepted=accepted,
         )
 
     @property
@@ -272,7 +272,7 @@ class Response:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["refused"] = {k: list(v) for k, v in self.refused.items()}
-        d["recipients"] = list(self.recipients)
+        d["accepted"] = list(self.accepted)
         d["elapsed"] = round(self.elapsed, 3)
         return d
 

@@ -228,11 +228,11 @@ def _controller_class() -> type:
         def __init__(self, factory: Callable[[], Any], sock: socket.socket, **kw: Any):
             host, port = sock.getsockname()[:2]
             super().__init__(None, hostname=host, port=port, **kw)
-            self._smtp_factory = factory
+            self._new_smtp = factory
             self._sock = sock
 
         def factory(self) -> Any:
-            return self._smtp_factory()
+            return self._new_smtp()
 
         def _create_server(self) -> Any:
             return self.loop.create_server(self._factory_invoker, sock=self._sock,
@@ -319,10 +319,12 @@ class CaptureServer:
         return CaptureHandler(self._maildir, offer_auth=bool(self.users),
                               require_auth=self.require_auth)
 
-    def _smtp_class(self) -> type:
+    def _smtp_factory(self) -> Callable[[], Any]:
+        """Builds the aiosmtpd ``SMTP`` protocol object for each new connection."""
         from aiosmtpd.smtp import SMTP
 
-        return SMTP
+        handler, kwargs = self._make_handler(), self._smtp_kwargs()
+        return lambda: SMTP(handler, **kwargs)
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
                       auth_data: Any) -> Any:
@@ -365,13 +367,11 @@ class CaptureServer:
                 return self
             controller_cls = _controller_class()
             _ensure_maildir(self._maildir)
-            handler = self._make_handler()
-            smtp_cls, kwargs = self._smtp_class(), self._smtp_kwargs()
             family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
             # Bound here rather than by aiosmtpd so that port=0 works and the port is known.
             sock = socket.create_server((self._host, self._port), family=family)
             controller = controller_cls(
-                lambda: smtp_cls(handler, **kwargs), sock,
+                self._smtp_factory(), sock,
                 ssl_context=self._tls_context() if self.tls == "tls" else None,
             )
             try:

@@ -1,0 +1,490 @@
+"""The public Python API: send, send_many, the seed's connector, outbox retry, connection check."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import difflib
+import glob
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import transport
+from .compose import Composed, compose
+from .config import ConnectionSettings, SmtpMagic, current
+from .credentials import resolve_password
+from .errors import InvalidRequest, SmtpMagicError
+from .models import Attachment, Response, SendRequest
+from .outbox import Outbox, OutboxEntry, SendRecord, history
+
+__all__ = [
+    "send", "send_async", "send_many", "send_many_async", "connector", "Connector",
+    "retry_outbox", "retry_outbox_async", "check", "check_async", "load_settings",
+    "request_from_dict", "SendHandle", "run_blocking",
+]
+
+T = TypeVar("T")
+ConfigLike = SmtpMagic | Mapping[str, Any] | str | os.PathLike[str] | None
+AttachmentLike = Attachment | str | os.PathLike[str] | tuple[str, bytes | str]
+Progress = Callable[[int, int, Response], None]
+
+# The seed's request parameters (plus a few natural spellings) and what they map to.
+_REQUEST_FIELDS = {
+    "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject", "body": "body",
+    "from": "sender", "sender": "sender", "attachments": "attachments",
+    "content-type": "content_type", "content_type": "content_type", "headers": "headers",
+}
+# Request parameters that change the connection for this one send.
+_CONNECTION_FIELDS = {"username", "password", "port", "target", "host", "security", "timeout"}
+
+
+# -- settings and requests ------------------------------------------------------------------------
+
+def load_settings(config: ConfigLike = None) -> SmtpMagic:
+    """Settings from ``config``: an SmtpMagic, a dict (seed or trait names) or a JSON file path.
+
+    A dict or a file is layered over the current settings (defaults < IPython config <
+    environment), so an environment password still applies unless the file sets another.
+    """
+    if config is None:
+        return current()
+    if isinstance(config, SmtpMagic):
+        return config
+    if isinstance(config, Mapping):
+        return current().copy().update(config, source="the connector configuration")
+    if isinstance(config, (str, os.PathLike)):
+        return current().copy().load_file(config)
+    raise InvalidRequest(f"config must be settings, a dict or a JSON file path, not {type(config).__name__}.")
+
+
+def _attachment(item: AttachmentLike) -> list[Attachment]:
+    if isinstance(item, Attachment):
+        return [item]
+    if isinstance(item, tuple) and len(item) == 2:
+        return [Attachment.from_bytes(item[0], item[1])]
+    if isinstance(item, (str, os.PathLike)):
+        path = os.path.expanduser(os.fspath(item))
+        if not os.path.exists(path) and glob.has_magic(path):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise InvalidRequest(f"No file matches the attachment pattern {os.fspath(item)!r}.")
+            return [Attachment.from_path(m) for m in matches]
+        return [Attachment.from_path(path)]
+    raise InvalidRequest(f"Attachment {item!r} is not a file path, an Attachment or (name, bytes).")
+
+
+def _attachments(items: Iterable[AttachmentLike] | AttachmentLike | None) -> tuple[Attachment, ...]:
+    if items is None:
+        return ()
+    if isinstance(items, (str, os.PathLike, Attachment)) or (
+        isinstance(items, tuple) and len(items) == 2 and isinstance(items[1], (bytes, bytearray))
+    ):
+        items = [items]  # a single attachment given on its own
+    out: list[Attachment] = []
+    for item in items:  # type: ignore[union-attr]
+        out.extend(_attachment(item))
+    return tuple(out)
+
+
+def _make_request(
+    to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
+    attachments: Any = (), content_type: str | None = None, headers: Any = (),
+) -> SendRequest:
+    return SendRequest(
+        to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
+        attachments=_attachments(attachments), content_type=content_type, headers=headers or (),
+    )
+
+
+def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, Any]]:
+    """A request in the seed's JSON format -> (SendRequest, connection overrides)."""
+    if not isinstance(data, Mapping):
+        raise InvalidRequest("The request must be a JSON object.")
+    action = data.get("action", "send")
+    if action != "send":
+        raise InvalidRequest(f"Unknown action {action!r}: the only action is 'send'.")
+    fields: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "action":
+            continue
+        if key in _REQUEST_FIELDS:
+            fields[_REQUEST_FIELDS[key]] = value
+        elif key in _CONNECTION_FIELDS:
+            overrides[key] = value
+        else:
+            known = sorted({*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action"})
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise InvalidRequest(f"Unknown request parameter {key!r}{hint}")
+    for required in ("to", "subject"):
+        if required not in fields:
+            raise InvalidRequest(f"The request has no {required!r} (it is required).")
+    return _make_request(**fields), overrides
+
+
+def _as_request(item: SendRequest | Mapping[str, Any]) -> tuple[SendRequest, dict[str, Any]]:
+    if isinstance(item, SendRequest):
+        return item, {}
+    if isinstance(item, Mapping):
+        if any(k in item for k in ("from", "content-type", "action")) or not (
+            set(item) <= {"to", "subject", "body", "cc", "bcc", "sender", "attachments",
+                          "content_type", "headers"}
+        ):
+            return request_from_dict(item)
+        return _make_request(**item), {}
+    raise InvalidRequest(f"A request must be a dict or a SendRequest, not {type(item).__name__}.")
+
+
+# -- the engine: compose everything first, then deliver over a few reused connections -------------
+
+@dataclass
+class _Job:
+    index: int
+    request: SendRequest
+    settings: ConnectionSettings | None
+    composed: Composed | None = None
+    response: Response | None = None
+    record: SendRecord | None = None
+
+
+def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
+    content_type = (request.content_type or settings.content_type).lower()
+    if content_type == "text/markdown":
+        from .render import markdown_to_html
+
+        request = request.replace(body=markdown_to_html(request.body or ""), content_type="text/html")
+    try:
+        return compose(request, settings)
+    except SmtpMagicError:
+        raise
+    except (ValueError, TypeError, UnicodeError) as exc:  # an input the email package refused
+        raise InvalidRequest(f"The message cannot be built: {exc}.") from None
+
+
+def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None) -> _Job:
+    try:
+        request, overrides = _as_request(item)
+        if timeout is not None:
+            overrides = {**overrides, "timeout": timeout}
+        settings = base.snapshot(overrides)
+        job = _Job(index, request, settings)
+        job.composed = _prepare(request, settings)
+    except SmtpMagicError as exc:
+        request = item if isinstance(item, SendRequest) else SendRequest(to=(), subject="")
+        job = _Job(index, request, None, response=Response.from_error(exc))
+    composed = job.composed
+    job.record = history.add(SendRecord(
+        subject=composed.message["Subject"] if composed else str(job.request.subject or ""),
+        recipients=composed.recipients if composed else job.request.recipients,
+        message_id=composed.message_id if composed else None,
+    ))
+    if job.response is not None:
+        job.record.finish(job.response)
+    return job
+
+
+async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox) -> Response:
+    composed = job.composed
+    assert composed is not None and job.record is not None
+    started = time.monotonic()
+    data = composed.as_bytes()
+    entry: OutboxEntry = outbox.add(
+        data, sender=composed.sender, recipients=composed.recipients,
+        message_id=composed.message_id, subject=str(composed.message["Subject"]),
+    )
+    job.record.outbox_key = entry.key
+    response = await _deliver_bytes(session, composed, data, entry, outbox, started)
+    job.record.finish(response)
+    return response
+
+
+async def _deliver_bytes(
+    session: transport.Session, envelope: transport.Envelope, data: bytes, entry: OutboxEntry,
+    outbox: Outbox, started: float,
+) -> Response:
+    """Deliver, then settle the outbox entry: removed once confirmed, else marked failed."""
+    message_id = entry.message_id
+    try:
+        outcome = await transport.deliver(session, envelope, data)
+    except SmtpMagicError as exc:
+        response = Response.from_error(
+            exc, message_id=message_id, elapsed=time.monotonic() - started,
+            accepted=tuple(r for r in envelope.recipients if r not in exc.refused)
+            if exc.exitcode == 5 else (),
+        )
+        owed = tuple(exc.refused) if response.exitcode == 5 else None
+        outbox.mark_failed(entry, response, owed)
+        return response
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
+        session.abort()
+        response = Response(
+            exitcode=2, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
+            message_id=message_id, elapsed=time.monotonic() - started,
+        )
+        outbox.mark_failed(entry, response)
+        return response
+    outbox.remove(entry.key)
+    return Response(exitcode=0, message_id=message_id, elapsed=time.monotonic() - started,
+                    accepted=tuple(outcome.accepted))
+
+
+async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: Callable[[_Job], None]) -> None:
+    """Deliver jobs that share settings over at most ``settings.connections`` connections."""
+    try:
+        password = resolve_password(settings)
+    except SmtpMagicError as exc:
+        for job in jobs:
+            job.response = Response.from_error(exc, message_id=job.composed and job.composed.message_id)
+            assert job.record is not None
+            job.record.finish(job.response)
+            progress(job)
+        return
+    outbox = Outbox(settings.outbox_dir)
+    queue = list(reversed(jobs))
+
+    async def worker() -> None:
+        session = transport.Session(settings, password)
+        try:
+            while queue:
+                job = queue.pop()
+                job.response = await _deliver_job(job, session, outbox)
+                progress(job)
+        finally:
+            await session.close()
+
+    workers = min(settings.connections, len(jobs))
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def send_many_async(
+    requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
+    timeout: float | None = None, progress: Progress | None = None,
+) -> list[Response]:
+    """Send many messages over a few reused connections; one Response per request, in order.
+
+    ``requests`` are dicts in the seed's request format (``to``, ``from``, ``subject``, ``body``,
+    ``cc``, ``bcc``, ``attachments``, ``content-type``...), dicts of ``send``'s keyword arguments,
+    or ``SendRequest`` objects. Invalid requests get exit code 1 without stopping the others.
+    """
+    base = load_settings(config)
+    jobs = [_new_job(i, item, base, timeout) for i, item in enumerate(requests)]
+    total, done = len(jobs), 0
+
+    def report(job: _Job) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None and job.response is not None:
+            progress(done, total, job.response)
+
+    groups: dict[ConnectionSettings, list[_Job]] = {}
+    for job in jobs:
+        if job.response is not None:
+            report(job)
+        else:
+            assert job.settings is not None
+            groups.setdefault(job.settings, []).append(job)
+    await asyncio.gather(*(_run_group(g, s, report) for s, g in groups.items()))
+    return [job.response for job in jobs]  # type: ignore[misc]
+
+
+async def send_async(
+    to: str | Sequence[str], subject: str, body: str = "", *, cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None, sender: str | None = None,
+    attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
+    config: ConfigLike = None, timeout: float | None = None,
+) -> Response:
+    """Send one message; returns its Response (never raises for a failed send)."""
+    try:
+        request = _make_request(to, subject, body, cc=cc, bcc=bcc, sender=sender,
+                                attachments=attachments, content_type=content_type)
+    except SmtpMagicError as exc:
+        return Response.from_error(exc)
+    (response,) = await send_many_async([request], config=config, timeout=timeout)
+    return response
+
+
+# -- blocking calls that also work inside a running event loop (a notebook cell) ------------------
+
+class _WorkerLoop:
+    """A private event loop in a daemon thread, for blocking calls made from inside a loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="smtp-magic", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+
+_worker: _WorkerLoop | None = None
+_worker_lock = threading.Lock()
+
+
+def worker_loop() -> _WorkerLoop:
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = _WorkerLoop()
+        return _worker
+
+
+def run_blocking(coro: Awaitable[T]) -> T:
+    """Run a coroutine to completion, whether or not this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    # asyncio.run (and aiosmtplib's *_sync helpers) raise inside a running loop, e.g. a kernel.
+    return worker_loop().submit(coro).result()
+
+
+def send(
+    to: str | Sequence[str], subject: str, body: str = "", *, cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None, sender: str | None = None,
+    attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
+    config: ConfigLike = None, timeout: float | None = None,
+) -> Response:
+    """Send one message and wait for the outcome. Works in scripts and in notebook cells.
+
+    >>> r = send("bob@example.org", "Numbers", "<p>Hi</p>")  # doctest: +SKIP
+    >>> r.exitcode, r.message_id  # doctest: +SKIP
+    """
+    return run_blocking(send_async(
+        to, subject, body, cc=cc, bcc=bcc, sender=sender, attachments=attachments,
+        content_type=content_type, config=config, timeout=timeout,
+    ))
+
+
+def send_many(
+    requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
+    timeout: float | None = None, progress: Progress | None = None,
+) -> list[Response]:
+    """Blocking ``send_many_async``."""
+    return run_blocking(send_many_async(requests, config=config, timeout=timeout, progress=progress))
+
+
+# -- the seed's connector ---------------------------------------------------------------------------
+
+class SendHandle:
+    """A send started by ``Connector.run_async()``: await it, or call ``.result()``."""
+
+    def __init__(self, future: concurrent.futures.Future[Response]) -> None:
+        self._future = future
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> Response:
+        return self._future.result(timeout)
+
+    def __await__(self) -> Generator[Any, None, Response]:
+        return asyncio.wrap_future(self._future).__await__()
+
+    def __repr__(self) -> str:
+        return f"<SendHandle {'done' if self.done() else 'pending'}>"
+
+
+class Connector:
+    """The Flint-style SMTP connector: ``connector(cfg).set("to", [...]).set(...).sync()``."""
+
+    def __init__(self, config: ConfigLike) -> None:
+        self._settings = load_settings(config)
+        self._params: dict[str, Any] = {}
+
+    def set(self, key: str, value: Any) -> Connector:
+        """Set one request parameter (the seed's names: to, from, subject, body, cc, ...)."""
+        known = {*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action"}
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise InvalidRequest(f"Unknown request parameter {key!r}{hint}")
+        self._params[key] = value
+        return self
+
+    def __repr__(self) -> str:
+        shown = {k: ("********" if k == "password" else v) for k, v in self._params.items()}
+        return f"Connector({self._settings.host}:{self._settings.port}, {shown})"
+
+    async def _send(self, request: Mapping[str, Any]) -> Response:
+        (response,) = await send_many_async([dict(request)], config=self._settings)
+        return response
+
+    def sync(self) -> Response:
+        """Send with the parameters set so far and wait for the Response."""
+        return run_blocking(self._send(dict(self._params)))
+
+    def run_async(self) -> SendHandle:
+        """Start the send and return at once; await the handle or call ``.result()``."""
+        return SendHandle(worker_loop().submit(self._send(dict(self._params))))
+
+    def call(self, request: Mapping[str, Any]) -> Response:
+        """Send a whole request (the seed's JSON request as a dict) and wait for the Response."""
+        return run_blocking(self._send(request))
+
+
+def connector(config: ConfigLike) -> Connector:
+    """A connector for ``config``: a dict or JSON file in the seed's format (``target``...)."""
+    return Connector(config)
+
+
+# -- outbox retry and connection check -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class _StoredEnvelope:
+    sender: str
+    recipients: tuple[str, ...]
+    smtputf8: bool
+
+
+async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] | None = None) -> list[Response]:
+    """Resend kept messages (same bytes, same Message-ID) with the current settings."""
+    settings = load_settings(config).snapshot()
+    outbox = Outbox(settings.outbox_dir)
+    wanted = set(keys) if keys is not None else None
+    entries = [e for e in outbox.entries() if wanted is None or e.key in wanted]
+    if not entries:
+        return []
+    password = resolve_password(settings)
+    responses: list[Response] = []
+    session = transport.Session(settings, password)
+    try:
+        for entry in entries:
+            addresses = (entry.sender, *entry.recipients)
+            envelope = _StoredEnvelope(entry.sender, entry.recipients, not all(a.isascii() for a in addresses))
+            record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
+                                            outbox_key=entry.key))
+            response = await _deliver_bytes(session, envelope, outbox.read(entry.key), entry, outbox,
+                                            time.monotonic())
+            record.finish(response)
+            responses.append(response)
+    finally:
+        await session.close()
+    return responses
+
+
+def retry_outbox(*, config: ConfigLike = None, keys: Iterable[str] | None = None) -> list[Response]:
+    """Blocking ``retry_outbox_async``."""
+    return run_blocking(retry_outbox_async(config=config, keys=keys))
+
+
+async def check_async(config: ConfigLike = None) -> transport.ServerReport:
+    """Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing."""
+    settings = load_settings(config).snapshot()
+    return await transport.check_connection(settings, resolve_password(settings))
+
+
+def check(config: ConfigLike = None) -> transport.ServerReport:
+    """Blocking ``check_async``; raises SmtpMagicError (with ``exitcode``) on a problem."""
+    return run_blocking(check_async(config))
+
+
+def outbox(config: ConfigLike = None) -> Outbox:
+    """The outbox of the current (or given) settings."""
+    return Outbox(load_settings(config).outbox_dir)
+

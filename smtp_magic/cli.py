@@ -1,0 +1,161 @@
+"""``smtp-magic``: send a seed-format request, run the capture server, inspect the outbox."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import InvalidRequest, SmtpMagicError
+from .models import Response
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise InvalidRequest(f"The {what} file {path!r} cannot be read: {exc.strerror}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The {what} file {path!r} is not valid JSON (line {exc.lineno}: {exc.msg})."
+        ) from None
+
+
+def _print(response: Response) -> int:
+    print(response.to_json(indent=2))
+    return response.exitcode
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .api import load_settings, request_from_dict, send_many
+
+    try:
+        settings = load_settings(args.config)
+        request = _read_json(args.request, "request")
+        request_from_dict(request)  # validate before anything else, for a precise message
+    except SmtpMagicError as exc:
+        return _print(Response.from_error(exc))
+    (response,) = send_many([request], config=settings, timeout=args.timeout)
+    return _print(response)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    users = {}
+    for item in args.user or ():
+        name, sep, password = item.partition(":")
+        if not sep:
+            raise InvalidRequest(f"--user {item!r} must look like NAME:PASSWORD.")
+        users[name] = password
+    serve(host=args.host, port=args.port, maildir=args.maildir, tls=args.tls,
+          certfile=args.cert, keyfile=args.key, users=users or None)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .api import check
+
+    try:
+        report = check(args.config)
+    except SmtpMagicError as exc:
+        return _print(Response.from_error(exc))
+    print("\n".join(report.lines()))
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from .api import load_settings, outbox, retry_outbox
+
+    box = outbox(args.config)
+    if args.clear:
+        print(f"Removed {box.clear()} message(s) from {box.path}.")
+        return 0
+    if args.retry:
+        responses = retry_outbox(config=load_settings(args.config))
+        print(json.dumps([r.to_dict() for r in responses], indent=2))
+        return max((r.exitcode for r in responses), default=0)
+    entries = box.entries()
+    for e in entries:
+        reason = f" [{e.exitcode}] {e.reason}" if e.status == "failed" else ""
+        print(f"{e.status:8} {e.subject!r} to {', '.join(e.recipients)}{reason}")
+    print(f"{len(entries)} message(s) in {box.path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtp-magic",
+        description="Send email with the SMTP connector, or run the built-in capture server.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("send", help="send one request (the connector's JSON formats)",
+                       description="Send one message. Prints the response as JSON and exits with "
+                       "its exit code (0 sent, 1 invalid, 2 connect, 3 auth, 4 rejected, "
+                       "5 partly refused, 6 timed out, 7 temporary failure).")
+    p.add_argument("--config", required=True, metavar="CONN.json",
+                   help="connection settings: target, port, username, password, attachment_size")
+    p.add_argument("--request", required=True, metavar="REQ.json",
+                   help="the request: to, from, subject, body, cc, bcc, attachments, content-type "
+                   "('-' reads standard input)")
+    p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("serve", help="run the built-in capture server",
+                       description="Accept mail on 127.0.0.1 and store each message as an .eml "
+                       "file in a Maildir, until interrupted.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8025, help="0 picks a free port (default 8025)")
+    p.add_argument("--maildir", default=None, help="where to store messages")
+    p.add_argument("--tls", choices=["starttls", "tls"], default=None,
+                   help="offer STARTTLS, or use implicit TLS (needs --cert and --key)")
+    p.add_argument("--cert", default=None, help="PEM certificate for --tls")
+    p.add_argument("--key", default=None, help="PEM private key for --tls")
+    p.add_argument("--user", action="append", metavar="NAME:PASSWORD",
+                   help="accept AUTH for this user (repeatable)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check", help="connect, negotiate TLS and log in; send nothing")
+    p.add_argument("--config", default=None, metavar="CONN.json")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("outbox", help="list, retry or clear undelivered messages")
+    p.add_argument("--config", default=None, metavar="CONN.json")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--retry", action="store_true", help="resend every kept message")
+    group.add_argument("--clear", action="store_true", help="forget every kept message")
+    p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("demo", help="run the quickstart notebook against the capture server")
+    p.add_argument("--notebook", default=None, help="notebook to run (default: the quickstart)")
+    p.add_argument("--output", default=None, help="where to write the executed notebook")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except SmtpMagicError as exc:
+        return _print(Response.from_error(exc))
+    except Exception as exc:  # noqa: BLE001 - the CLI answers in JSON, never with a traceback
+        return _print(Response(exitcode=1, message=f"Internal error: {type(exc).__name__}: {exc}."))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

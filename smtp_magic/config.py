@@ -1,0 +1,383 @@
+"""The settings: one traitlets Configurable (``SmtpMagic``) read by every front end."""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Enum, Float, Int, TraitError, TraitType, Unicode, validate
+from traitlets.config import Configurable
+
+from .errors import ConfigError
+
+__all__ = [
+    "Secret",
+    "SmtpMagic",
+    "ConnectionSettings",
+    "current",
+    "load_json",
+    "normalize_keys",
+]
+
+MASK = "********"
+
+
+class Secret:
+    """A password that never shows itself: repr/str are masked; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = str(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('{MASK}')"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            return self._value == other._value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self) -> Any:
+        # Pickling would write the value in clear (e.g. into a cache or a queue file).
+        raise TypeError("a Secret cannot be pickled")
+
+
+class SecretTrait(TraitType[Secret | None, Secret | str | None]):
+    """Accepts a str (or Secret) and stores a Secret, so ``%config SmtpMagic`` shows it masked."""
+
+    default_value = None
+    info_text = "a password (never shown)"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_value=None, allow_none=True, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> Secret | None:
+        if value is None or isinstance(value, Secret):
+            return value
+        if isinstance(value, str):
+            return Secret(value) if value else None
+        self.error(obj, value)
+
+
+SECURITY_MODES = ("auto", "starttls", "tls", "none")
+CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "multipart/alternative")
+
+# Seed (Flint connector) names and other spellings users reach for, mapped to trait names.
+ALIASES = {
+    "target": "host",
+    "hostname": "host",
+    "server": "host",
+    "user": "username",
+    "from": "sender",
+    "content-type": "content_type",
+    "contenttype": "content_type",
+    "ssl": "security",
+}
+
+# Environment variables read when the settings are created (SPEC §2).
+ENV_VARS = {
+    "SMTP_HOST": "host",
+    "SMTP_PORT": "port",
+    "SMTP_USERNAME": "username",
+    "SMTP_PASSWORD": "password",
+    "SMTP_SECURITY": "security",
+    "SMTP_SENDER": "sender",
+}
+
+
+class SmtpMagic(Configurable):
+    """Connection settings shared by the magics, the compose form, the Python API and the CLI.
+
+    Sources, later wins: trait defaults < IPython config (``c.SmtpMagic.port = 587``) <
+    environment (``SMTP_HOST`` ...) < a JSON file < ``%smtp_config`` options < options of one send.
+    """
+
+    host = Unicode("localhost", help="SMTP server host name or IP address.").tag(config=True)
+    port = Int(25, help="TCP port of the SMTP server.").tag(config=True)
+    username = Unicode(None, allow_none=True, help="Login; also the default sender.").tag(config=True)
+    password = SecretTrait(help="Password; never shown, logged or saved.").tag(config=True)
+    password_env = Unicode(
+        None, allow_none=True,
+        help="Name of an environment variable holding the password, read at send time.",
+    ).tag(config=True)
+    use_keyring = Bool(
+        False, help="Read the password from the system keyring (service 'smtp-magic')."
+    ).tag(config=True)
+    security = Enum(
+        SECURITY_MODES, "auto",
+        help="auto (465: implicit TLS, else STARTTLS when offered), starttls, tls or none.",
+    ).tag(config=True)
+    validate_certs = Bool(True, help="Verify the server's TLS certificate.").tag(config=True)
+    cafile = Unicode(
+        None, allow_none=True, help="Extra CA bundle (PEM) for a private certificate authority."
+    ).tag(config=True)
+    allow_plaintext_auth = Bool(
+        False, help="Allow sending credentials over an unencrypted connection."
+    ).tag(config=True)
+    timeout = Float(
+        30.0, help="Seconds one send may take, from connecting to the final reply, retries included."
+    ).tag(config=True)
+    attachment_size = Float(10.0, help="Largest attachment in MB (at most 10).").tag(config=True)
+    sender = Unicode(None, allow_none=True, help="Default From address.").tag(config=True)
+    content_type = Enum(CONTENT_TYPES, "text/html", help="Default body type.").tag(config=True)
+    attempts = Int(3, help="Attempts in all for a temporary failure (first + retries).").tag(
+        config=True
+    )
+    connections = Int(4, help="Connections used in parallel by bulk sends.").tag(config=True)
+    send_mode = Enum(
+        ("auto", "async", "sync"), "auto",
+        help="How %%smtp_send waits: async returns at once, sync blocks; auto blocks only in "
+        "headless runs (papermill, nbval, nbconvert).",
+    ).tag(config=True)
+    outbox_dir = Unicode(
+        None, allow_none=True,
+        help="Where undelivered messages are kept (default: $XDG_DATA_HOME/smtp_magic/outbox).",
+    ).tag(config=True)
+
+    @validate("port")
+    def _check_port(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if not 1 <= value <= 65535:
+            raise TraitError(f"port must be between 1 and 65535, not {value}.")
+        return value
+
+    @validate("timeout")
+    def _check_timeout(self, proposal: Any) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError(f"timeout must be more than 0 seconds, not {proposal['value']}.")
+        return proposal["value"]
+
+    @validate("attachment_size")
+    def _check_attachment_size(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not 0 < value <= 10:
+            raise TraitError(f"attachment_size must be more than 0 and at most 10 MB, not {value}.")
+        return value
+
+    @validate("attempts", "connections")
+    def _check_positive(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            name = proposal["trait"].name
+            raise TraitError(f"{name} must be at least 1, not {proposal['value']}.")
+        return proposal["value"]
+
+    @validate("host")
+    def _check_host(self, proposal: Any) -> str:
+        value = proposal["value"].strip()
+        if not value or any(c.isspace() or c in "\0/" for c in value):
+            raise TraitError(f"host {proposal['value']!r} is not a host name or IP address.")
+        return value
+
+    # -- sources -------------------------------------------------------------------------------
+
+    def load_env(self, environ: Mapping[str, str] | None = None) -> SmtpMagic:
+        """Apply the SMTP_* environment variables that are set."""
+        environ = os.environ if environ is None else environ
+        values = {trait: environ[var] for var, trait in ENV_VARS.items() if environ.get(var)}
+        return self.update(values, source="environment")
+
+    def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
+        """Apply a JSON file in the seed's format (``target``, ``port``...) or with trait names."""
+        return self.update(load_json(path), source=str(path))
+
+    def update(self, values: Mapping[str, Any], *, source: str = "settings") -> SmtpMagic:
+        """Set several settings at once, all or nothing; errors name the key and the source."""
+        normalized = normalize_keys(values, source=source)
+        staged = self.copy()
+        for key, value in normalized.items():
+            try:
+                setattr(staged, key, _coerce(staged, key, value))
+            except (TraitError, ValueError, TypeError) as exc:
+                raise ConfigError(_trait_message(key, value, exc, source)) from None
+        for key in normalized:
+            setattr(self, key, getattr(staged, key))
+        return self
+
+    def copy(self) -> SmtpMagic:
+        clone = SmtpMagic()
+        for name in self.trait_names(config=True):
+            setattr(clone, name, getattr(self, name))
+        return clone
+
+    # -- snapshots and display -----------------------------------------------------------------
+
+    def snapshot(self, overrides: Mapping[str, Any] | None = None) -> ConnectionSettings:
+        """Frozen settings for one send; ``overrides`` (seed or trait names) apply to it only."""
+        source = self.copy().update(overrides, source="request") if overrides else self
+        values = {f.name: getattr(source, f.name) for f in fields(ConnectionSettings)}
+        return ConnectionSettings(**values)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, shown value) for every setting, password masked."""
+        rows = []
+        for name in _DISPLAY_ORDER:
+            value = getattr(self, name)
+            if name == "password":
+                shown = MASK if value else "(not set)"
+            elif value is None:
+                shown = "(not set)"
+            else:
+                shown = str(value)
+            rows.append((name, shown))
+        return rows
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={v}" for k, v in self.describe() if v != "(not set)")
+        return f"SmtpMagic({items})"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self.describe()
+        )
+        return f"<table><thead><tr><th>setting</th><th>value</th></tr></thead>{rows}</table>"
+
+
+_DISPLAY_ORDER = (
+    "host", "port", "security", "username", "password", "password_env", "use_keyring", "sender",
+    "validate_certs", "cafile", "allow_plaintext_auth", "timeout", "attempts", "connections",
+    "attachment_size", "content_type", "send_mode", "outbox_dir",
+)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """An immutable copy of the settings, taken when a send starts."""
+
+    host: str
+    port: int
+    username: str | None
+    password: Secret | None
+    password_env: str | None
+    use_keyring: bool
+    security: str
+    validate_certs: bool
+    cafile: str | None
+    allow_plaintext_auth: bool
+    timeout: float
+    attachment_size: float
+    sender: str | None
+    content_type: str
+    attempts: int
+    connections: int
+    outbox_dir: str | None
+
+    @property
+    def attachment_limit(self) -> int:
+        """The attachment limit in bytes (MB taken as 10**6 bytes, the way mail servers count)."""
+        return int(self.attachment_size * 1_000_000)
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.security == "tls" or (self.security == "auto" and self.port == 465)
+
+
+def normalize_keys(values: Mapping[str, Any], *, source: str = "settings") -> dict[str, Any]:
+    """Map seed names to trait names; refuse unknown keys, suggesting the closest valid one."""
+    valid = set(SmtpMagic.class_trait_names(config=True))
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = ALIASES.get(str(key).lower(), str(key).replace("-", "_"))
+        if name not in valid:
+            choices = sorted(valid | set(ALIASES))
+            close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise ConfigError(f"Unknown setting {key!r} in {source}{hint}")
+        out[name] = value
+    return out
+
+
+def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON settings file (an object), with errors that name the file."""
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Configuration file {str(path)!r} does not exist.") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"Configuration file {str(path)!r} is not valid JSON (line {exc.lineno}: {exc.msg})."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Configuration file {str(path)!r} cannot be read: {exc.strerror}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Configuration file {str(path)!r} must hold a JSON object.")
+    return data
+
+
+def _coerce(obj: SmtpMagic, name: str, value: Any) -> Any:
+    """Accept strings for numeric and boolean settings (environment, CLI options, JSON)."""
+    trait = obj.traits()[name]
+    if isinstance(value, str):
+        if isinstance(trait, Int):
+            return int(value.strip())
+        if isinstance(trait, Float):
+            return float(value.strip())
+        if isinstance(trait, Bool):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, not {value!r}")
+        if isinstance(trait, Enum):
+            return value.strip().lower()
+    if isinstance(trait, Float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _trait_message(key: str, value: Any, exc: Exception, source: str) -> str:
+    shown = MASK if key == "password" else repr(value)
+    detail = str(exc)
+    if isinstance(exc, TraitError) and key != "password":
+        trait = SmtpMagic.class_traits()[key]
+        if isinstance(trait, Enum):
+            detail = "expected one of " + ", ".join(map(str, trait.values or ()))
+        elif detail.startswith("The '"):
+            detail = f"expected {trait.info()}"
+    elif key == "password":
+        detail = "expected a string"
+    detail = detail.rstrip(".")
+    return f"Invalid value {shown} for setting {key!r} in {source}: {detail}."
+
+
+_current: SmtpMagic | None = None
+
+
+def current() -> SmtpMagic:
+    """The settings object of this process, created on first use from the environment.
+
+    Inside IPython the extension creates it from the shell's config first, so ``c.SmtpMagic.*``
+    applies before the environment does.
+    """
+    global _current
+    if _current is None:
+        _current = SmtpMagic().load_env()
+    return _current
+
+
+def set_current(settings: SmtpMagic) -> SmtpMagic:
+    global _current
+    _current = settings
+    return settings

@@ -1,0 +1,277 @@
+"""Shared fixtures: isolated data dirs, test certificates, and real SMTP servers (aiosmtpd, Postfix)."""
+
+from __future__ import annotations
+
+import email
+import email.parser
+import email.policy
+import itertools
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from smtp_magic.server import CaptureServer
+
+from faults import FaultServer, refused_port as _refused_port
+
+ROOT = Path(__file__).resolve().parent.parent
+USER, PASSWORD = "alice", "s3cret-pw"
+
+
+# -- isolation -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TmpData:
+    root: Path
+    capture: Path  # $SMTP_MAGIC_CAPTURE_DIR
+    outbox: Path  # $SMTP_MAGIC_OUTBOX
+
+
+@pytest.fixture
+def tmp_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TmpData:
+    """Point every data directory at tmp_path and drop the developer's SMTP_* settings."""
+    for name in list(os.environ):
+        if name.startswith("SMTP_"):
+            monkeypatch.delenv(name)
+    data = TmpData(tmp_path, tmp_path / "capture", tmp_path / "outbox")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("SMTP_MAGIC_CAPTURE_DIR", str(data.capture))
+    monkeypatch.setenv("SMTP_MAGIC_OUTBOX", str(data.outbox))
+    return data
+
+
+# -- certificates ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """The test certificate authority; clients trust it via ``client_ssl_env`` or ``ca_file``."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def _server_context(authority: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """Server-side context with a cert for localhost and 127.0.0.1, issued by ``ca``."""
+    return _server_context(ca)
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """Client context that trusts ``ca`` (for talking to the test servers with aiosmtplib)."""
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+@pytest.fixture
+def client_ssl_env(ca_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Trust the test CA the way a user would: ``SSL_CERT_FILE`` (read by OpenSSL per context)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    return ca_file
+
+
+# -- aiosmtpd servers ------------------------------------------------------------------------
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def smtp_server(tmp_data: TmpData) -> Iterator[CaptureServer]:
+    """Plain capture server (no TLS, no AUTH) storing into ``$SMTP_MAGIC_CAPTURE_DIR``."""
+    with CaptureServer(tmp_data.capture) as server:
+        yield server
+
+
+@pytest.fixture
+def starttls_server(tmp_path: Path, server_tls: ssl.SSLContext) -> Iterator[CaptureServer]:
+    """STARTTLS offered (not required), no AUTH."""
+    with CaptureServer(tmp_path / "starttls", tls="starttls", ssl_context=server_tls) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, server_tls: ssl.SSLContext) -> Iterator[CaptureServer]:
+    """Implicit TLS (like port 465), no AUTH."""
+    with CaptureServer(tmp_path / "tls", tls="tls", ssl_context=server_tls) as server:
+        yield server
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path, server_tls: ssl.SSLContext) -> Iterator[CaptureServer]:
+    """Submission-style: STARTTLS, then AUTH as ``alice`` / ``s3cret-pw`` is required."""
+    with CaptureServer(tmp_path / "auth", tls="starttls", ssl_context=server_tls,
+                       users={USER: PASSWORD}, require_auth=True) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_auth_server(tmp_path: Path, server_tls: ssl.SSLContext) -> Iterator[CaptureServer]:
+    """Implicit TLS with AUTH required (``alice`` / ``s3cret-pw``)."""
+    with CaptureServer(tmp_path / "tls-auth", tls="tls", ssl_context=server_tls,
+                       users={USER: PASSWORD}, require_auth=True) as server:
+        yield server
+
+
+@pytest.fixture
+def plain_auth_server(tmp_path: Path) -> Iterator[CaptureServer]:
+    """No TLS at all, AUTH offered and required in plaintext (for ``allow_plaintext_auth``)."""
+    with CaptureServer(tmp_path / "plain-auth", users={USER: PASSWORD},
+                       require_auth=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def untrusted_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def untrusted_tls_server(tmp_path: Path, untrusted_ca: trustme.CA) -> Iterator[CaptureServer]:
+    """Implicit TLS with a certificate from a CA that clients do not trust."""
+    with CaptureServer(tmp_path / "untrusted", tls="tls",
+                       ssl_context=_server_context(untrusted_ca)) as server:
+        yield server
+
+
+@pytest.fixture
+def untrusted_starttls_server(tmp_path: Path, untrusted_ca: trustme.CA
+                              ) -> Iterator[CaptureServer]:
+    """STARTTLS with a certificate from a CA that clients do not trust."""
+    with CaptureServer(tmp_path / "untrusted-starttls", tls="starttls",
+                       ssl_context=_server_context(untrusted_ca)) as server:
+        yield server
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where connections are refused."""
+    with _refused_port() as port:
+        yield port
+
+
+@pytest.fixture
+def fault_server(tmp_path: Path, server_tls: ssl.SSLContext
+                 ) -> Iterator[Callable[..., FaultServer]]:
+    """Factory: ``fault_server(data_reply=(451, "4.3.0 later"), times=1)`` -> a started server.
+
+    Takes :class:`tests.faults.FaultServer` arguments; ``tls=`` gets the test certificate unless
+    an ``ssl_context`` is given. Every server is stopped at teardown.
+    """
+    started: list[FaultServer] = []
+
+    def make(**behaviour: Any) -> FaultServer:
+        if behaviour.get("tls"):
+            behaviour.setdefault("ssl_context", server_tls)
+        server = FaultServer(tmp_path / f"fault{next(_names)}", **behaviour)
+        started.append(server.start())
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+# -- Postfix ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Postfix:
+    """A private Postfix on loopback (scripts/postfix-up.sh); every recipient lands in ``maildir``."""
+
+    dir: Path
+    smtp_port: int  # plain, STARTTLS offered, AUTH only after STARTTLS
+    submission_port: int  # STARTTLS and AUTH required
+    smtps_port: int  # implicit TLS, AUTH required
+    ca: Path  # the server certificate to trust (self-signed)
+    host: str = "127.0.0.1"
+    user: str = "testuser@example.test"
+    password: str = "testpass"
+
+    @property
+    def maildir(self) -> Path:
+        return self.dir / "mail" / "sink"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"smtp": self.smtp_port, "submission": self.submission_port,
+                "smtps": self.smtps_port}
+
+    def wait_for(self, message_id: str, timeout: float = 10.0) -> EmailMessage:
+        """The delivered message with this Message-ID, parsed (waits for local delivery)."""
+        parser = email.parser.BytesHeaderParser(policy=email.policy.default)
+        deadline = time.monotonic() + timeout
+        while True:
+            for sub in ("new", "cur"):
+                for path in (self.maildir / sub).glob("*"):
+                    with open(path, "rb") as f:
+                        if parser.parse(f).get("Message-ID") == message_id:
+                            msg = email.message_from_bytes(path.read_bytes(),
+                                                           policy=email.policy.default)
+                            assert isinstance(msg, EmailMessage)
+                            return msg
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{message_id} was not delivered to {self.maildir} "
+                                   f"within {timeout} s; see {self.dir / 'maillog'}.")
+            time.sleep(0.05)
+
+    @classmethod
+    def from_env_file(cls, path: Path) -> Postfix:
+        env = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        return cls(dir=Path(env["SMTP_MAGIC_POSTFIX_DIR"]), smtp_port=int(env["POSTFIX_SMTP_PORT"]),
+                   submission_port=int(env["POSTFIX_SUB_PORT"]),
+                   smtps_port=int(env["POSTFIX_SMTPS_PORT"]), ca=Path(env["POSTFIX_CA"]))
+
+
+def _postfix_unavailable(reason: str) -> None:
+    if os.environ.get("SMTP_MAGIC_REQUIRE_POSTFIX") == "1":
+        pytest.fail(f"Postfix is required (SMTP_MAGIC_REQUIRE_POSTFIX=1) but {reason}")
+    pytest.skip(f"Postfix tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postfix() -> Iterator[Postfix]:
+    """A running private Postfix: the one described by ``$SMTP_MAGIC_POSTFIX_ENV``, else one
+    started (and stopped) here with scripts/postfix-up.sh. Skips when Postfix is unavailable,
+    fails instead when ``SMTP_MAGIC_REQUIRE_POSTFIX=1``."""
+    env_file = os.environ.get("SMTP_MAGIC_POSTFIX_ENV")
+    if env_file:
+        if not Path(env_file).is_file():
+            _postfix_unavailable(f"SMTP_MAGIC_POSTFIX_ENV={env_file} does not exist.")
+        yield Postfix.from_env_file(Path(env_file))
+        return
+    if not (shutil.which("postfix") or Path("/usr/sbin/postfix").exists()):
+        _postfix_unavailable("postfix is not installed.")
+    if os.geteuid() != 0:
+        _postfix_unavailable("starting a private Postfix needs root.")
+    # Not under pytest's 0700 tmp dirs: virtual delivery runs as nobody and must reach $PF/mail.
+    pf = Path(tempfile.mkdtemp(prefix="smtp-magic-postfix-"))
+    pf.chmod(0o755)
+    env = {**os.environ, "PF": str(pf)}
+    up = subprocess.run(["bash", str(ROOT / "scripts" / "postfix-up.sh")], env=env,
+                        capture_output=True, text=True, timeout=60)
+    try:
+        if up.returncode != 0:
+            pytest.fail(f"scripts/postfix-up.sh failed ({up.returncode}):\n{up.stdout}{up.stderr}")
+        yield Postfix.from_env_file(pf / "env")
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "postfix-down.sh")], env=env,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(pf, ignore_errors=True)
