@@ -24,7 +24,7 @@ from .outbox import Outbox, OutboxEntry, SendRecord, history
 __all__ = [
     "send", "send_async", "send_many", "send_many_async", "connector", "Connector",
     "retry_outbox", "retry_outbox_async", "check", "check_async", "load_settings",
-    "request_from_dict", "SendHandle", "run_blocking",
+    "request_from_dict", "SendHandle", "run_blocking", "build_message",
 ]
 
 T = TypeVar("T")
@@ -488,3 +488,10 @@ def outbox(config: ConfigLike = None) -> Outbox:
     """The outbox of the current (or given) settings."""
     return Outbox(load_settings(config).outbox_dir)
 
+
+
+def build_message(request: SendRequest | Mapping[str, Any], *, config: ConfigLike = None) -> Composed:
+    """Validate and compose a request without sending it (for previews); raises InvalidRequest."""
+    req, overrides = _as_request(request)
+    settings = load_settings(config).snapshot(overrides)
+    return _prepare(req, settings)
