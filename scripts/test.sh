@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine, start the servers, run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${VENV:-$ROOT/.venv}
+WORK=$(mktemp -d /tmp/smtp-magic-test.XXXXXX)
+PF=$WORK/postfix
+
+cleanup() {
+  if [[ -f $PF/spool/pid/master.pid ]]; then PF=$PF bash scripts/postfix-down.sh >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+
+step "Debian packages"
+need=()
+command -v postfix >/dev/null || need+=(postfix)
+command -v saslpasswd2 >/dev/null || need+=(sasl2-bin)
+[[ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so || -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ]] || need+=(libsasl2-modules)
+command -v chromium >/dev/null || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  # "No configuration": the system postfix must not start on :25; the tests run a private one.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+step "Python packages"
+[[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/python" -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored" || true
+
+# Keep the host's Jupyter and IPython configuration out of the tests.
+export JUPYTER_CONFIG_DIR=$WORK/jupyter-config JUPYTER_DATA_DIR=$WORK/jupyter-data
+export JUPYTER_RUNTIME_DIR=$WORK/jupyter-runtime IPYTHONDIR=$WORK/ipython
+export XDG_DATA_HOME=$WORK/data
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+
+step "Private Postfix on 127.0.0.1"
+PF=$PF bash scripts/postfix-up.sh
+export SMTP_MAGIC_POSTFIX_ENV=$PF/env
+# In CI a missing Postfix or browser is a failure, not a skip.
+export SMTP_MAGIC_REQUIRE_POSTFIX=1 SMTP_MAGIC_REQUIRE_BROWSER=1
+
+step "pytest"
+set +e
+"$VENV/bin/python" -m pytest -p no:cacheprovider -q -ra tests
+rc=$?
+set -e
+# pytest exits 5 when it collected nothing: that is a failure too.
+[[ $rc -eq 0 ]] || { echo "pytest failed (exit $rc)"; exit "$rc"; }
+
+step "notebooks (nbval against the capture server)"
+bash scripts/test-notebooks.sh "$VENV"
+step "done"
