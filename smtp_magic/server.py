@@ -241,6 +241,21 @@ def _controller_class() -> type:
     return _Controller
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bound here rather than by aiosmtpd, so that port=0 works and the real port is known."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it every multi-line reply (EHLO) waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class CaptureServer:
     """An SMTP server on a background thread that stores every message it accepts.
 
@@ -367,9 +382,7 @@ class CaptureServer:
                 return self
             controller_cls = _controller_class()
             _ensure_maildir(self._maildir)
-            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-            # Bound here rather than by aiosmtpd so that port=0 works and the port is known.
-            sock = socket.create_server((self._host, self._port), family=family)
+            sock = _listening_socket(self._host, self._port)
             controller = controller_cls(
                 self._smtp_factory(), sock,
                 ssl_context=self._tls_context() if self.tls == "tls" else None,

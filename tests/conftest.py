@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 import trustme
+from faults import PASSWORD, USER, FaultServer
+from faults import refused_port as _refused_port
 
 from smtp_magic.server import CaptureServer
 
-from faults import FaultServer, refused_port as _refused_port
-
 ROOT = Path(__file__).resolve().parent.parent
-USER, PASSWORD = "alice", "s3cret-pw"
 
 
 # -- isolation -------------------------------------------------------------------------------
@@ -266,12 +265,12 @@ def postfix() -> Iterator[Postfix]:
     pf.chmod(0o755)
     env = {**os.environ, "PF": str(pf)}
     up = subprocess.run(["bash", str(ROOT / "scripts" / "postfix-up.sh")], env=env,
-                        capture_output=True, text=True, timeout=60)
+                        capture_output=True, text=True, timeout=60, check=False)
     try:
         if up.returncode != 0:
             pytest.fail(f"scripts/postfix-up.sh failed ({up.returncode}):\n{up.stdout}{up.stderr}")
         yield Postfix.from_env_file(pf / "env")
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "postfix-down.sh")], env=env,
-                       capture_output=True, timeout=60)
+                       capture_output=True, timeout=60, check=False)
         shutil.rmtree(pf, ignore_errors=True)

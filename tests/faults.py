@@ -17,9 +17,10 @@ from smtp_magic.server import CaptureHandler, CaptureServer
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["FaultServer", "Faults", "refused_port"]
+__all__ = ["PASSWORD", "USER", "FaultServer", "Faults", "refused_port"]
 
 Reply = tuple[int, str]
+USER, PASSWORD = "alice", "s3cret-pw"  # the login of the AUTH test servers in conftest.py
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,11 @@ class FaultSMTP(SMTP):
             if f.stall and f.stall_at == "greeting" and f.hit(n):
                 await asyncio.sleep(f.stall)
             await super()._handle_client()
+        except asyncio.CancelledError:
+            # The client hung up during a stall: aiosmtpd's own cleanup has not run yet.
+            if self.transport is not None:
+                self.transport.close()
+            raise
         finally:
             srv.active -= 1
 
