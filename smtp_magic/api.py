@@ -271,7 +271,10 @@ async def send_many_async(
     ``cc``, ``bcc``, ``attachments``, ``content-type``...), dicts of ``send``'s keyword arguments,
     or ``SendRequest`` objects. Invalid requests get exit code 1 without stopping the others.
     """
-    base = load_settings(config)
+    try:
+        base = load_settings(config)
+    except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
+        return [Response.from_error(exc) for _ in requests]
     jobs = [_new_job(i, item, base, timeout) for i, item in enumerate(requests)]
     total, done = len(jobs), 0
 
