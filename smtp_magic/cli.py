@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import InvalidRequest, SmtpMagicError
 from .models import Response
@@ -93,8 +93,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which would read as "could not connect" (SPEC §8)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise _UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smtp-magic",
         description="Send email with the SMTP connector, or run the built-in capture server.",
     )
@@ -146,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        return _print(Response(exitcode=1, message=f"Invalid command line: {exc}."))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
