@@ -65,8 +65,13 @@ sasldb_path: $PF/etc/sasldb2
 mech_list: PLAIN LOGIN
 EOF
 
-# virtual(8) refuses uids below 100, so the sink belongs to nobody.
+# virtual(8) refuses uids below 100, so the sink belongs to nobody, who must reach it: a PF under
+# a mode-700 directory (mktemp -d) would make every delivery fail later, and only in the maillog.
 chown -R 65534:65534 "$PF/mail"
+if command -v setpriv >/dev/null \
+   && ! setpriv --reuid=65534 --regid=65534 --clear-groups test -w "$PF/mail"; then
+  die "user nobody cannot reach $PF/mail; give the directories above $PF mode o+x (e.g. chmod 755)"
+fi
 
 cat > "$PF/etc/main.cf" <<EOF
 compatibility_level = 3.6
