@@ -155,6 +155,10 @@ def as_address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str):
             raise InvalidRequest(f"Address {item!r} is not a string.")
+        if any(c in item for c in "\r\n\0"):
+            # Checked before splitting, which would strip a trailing CR or LF away unnoticed.
+            kind = "a NUL character" if "\0" in item else "a line break"
+            raise InvalidRequest(f"The address {item.strip()[:60]!r} contains {kind}, which is not allowed.")
         out.extend(_split_addresses(item))
     return tuple(out)
 
