@@ -162,7 +162,10 @@ def messages(maildir: str | os.PathLike[str] | None = None, *, limit: int | None
 def _server_context(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None
                     ) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(certfile, keyfile)
+    try:
+        ctx.load_cert_chain(certfile, keyfile)
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError(f"Cannot load the certificate {certfile}: {exc.strerror or exc}.") from exc
     return ctx
 
 
@@ -250,9 +253,10 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ConfigError(f"The capture server cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}.") from exc
     return sock
 
 

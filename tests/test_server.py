@@ -209,6 +209,22 @@ def test_invalid_settings() -> None:
         CaptureServer(tls="ssl")  # type: ignore[arg-type]
 
 
+async def test_certfile_and_keyfile(tmp_path: Path, ca: Any, client_tls: ssl.SSLContext
+                                    ) -> None:
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with CaptureServer(tmp_path / "m", tls="tls", certfile=pem) as server:
+        await send(server, mail(), use_tls=True, tls_context=client_tls)
+        server.wait_for(1)
+    with pytest.raises(ConfigError, match="Cannot load the certificate"):
+        CaptureServer(tmp_path / "m", tls="tls", certfile=tmp_path / "missing.pem").start()
+
+
+def test_port_in_use_is_a_clear_error(smtp_server: CaptureServer) -> None:
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{smtp_server.port}"):
+        CaptureServer(smtp_server.maildir, port=smtp_server.port).start()
+
+
 def test_default_maildir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SMTP_MAGIC_CAPTURE_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
