@@ -441,8 +441,7 @@ def _same_target(text: str, href: str) -> bool:
     def norm(value: str) -> str:
         value = value.strip().lower()
         for prefix in ("mailto:", "https://", "http://"):
-            if value.startswith(prefix):
-                value = value[len(prefix):]
+            value = value.removeprefix(prefix)
         return value.rstrip("/")
 
     return norm(text) == norm(href)
@@ -519,10 +518,10 @@ def _format_rows(rows: list[tuple[bool, list[_Cell]]]) -> list[str]:
         by_col = {p.column: p for p in row}
         segments, col = [], 0
         while col < ncols:
-            p = by_col.get(col)
-            span = min(p.span, ncols - col) if p else 1
+            cell = by_col.get(col)
+            span = min(cell.span, ncols - col) if cell else 1
             width = sum(widths[col:col + span]) + 2 * (span - 1)
-            segments.append(_pad(p.text if p else "", width, numeric[col] and span == 1))
+            segments.append(_pad(cell.text if cell else "", width, numeric[col] and span == 1))
             col += span
         lines.append("  ".join(segments).rstrip())
     return lines

@@ -1,0 +1,96 @@
+"""The email page around a rendered body: a client-safe layout with every CSS rule inlined."""
+
+from __future__ import annotations
+
+import html as _html
+import importlib.util
+import re
+
+__all__ = ["email_document", "inline_css"]
+
+FONT = (
+    "-apple-system,BlinkMacSystemFont,'Segoe UI',Roboto,Helvetica,Arial,sans-serif,"
+    "'Apple Color Emoji','Segoe UI Emoji'"
+)
+MONO = "ui-monospace,SFMono-Regular,Menlo,Consolas,'Liberation Mono',monospace"
+TEXT_STYLE = f"font-family:{FONT};font-size:15px;line-height:1.5;color:#1f2328"
+
+# Inlined into style= attributes, then removed: Gmail drops <style> blocks. The table rules
+# skip tables that already carry a style (the DataFrame tables) so their cells do not grow;
+# css-inline matches selectors against the document as given, before any inlining.
+_CSS = f"""
+h1{{font-size:24px;line-height:1.25;margin:0 0 12px;font-weight:600}}
+h2{{font-size:20px;line-height:1.25;margin:16px 0 10px;font-weight:600}}
+h3{{font-size:17px;line-height:1.25;margin:16px 0 8px;font-weight:600}}
+h4,h5,h6{{font-size:15px;line-height:1.25;margin:16px 0 8px;font-weight:600}}
+p{{margin:0 0 12px}}
+a{{color:#0969da}}
+ul,ol{{margin:0 0 12px;padding-left:24px}}
+blockquote{{margin:0 0 12px;padding:0 12px;border-left:4px solid #d0d7de;color:#57606a}}
+pre{{font-family:{MONO};font-size:13px;line-height:1.45;background:#f6f8fa;padding:8px 12px;
+margin:0 0 12px;white-space:pre-wrap;word-wrap:break-word}}
+code{{font-family:{MONO};font-size:13px;background:#f6f8fa;padding:1px 4px}}
+pre code{{background:transparent;padding:0}}
+table:not([style]){{border-collapse:collapse;margin:0 0 12px}}
+table:not([style]) th,table:not([style]) td{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}
+table:not([style]) thead th{{background:#f6f8fa;font-weight:600}}
+img{{max-width:100%;border:0}}
+hr{{border:0;border-top:1px solid #d0d7de;margin:16px 0}}
+"""
+
+# Presentation tables rather than divs: Outlook for Windows lays out only tables reliably.
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body style="margin:0;padding:0;background:#ffffff">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" \
+style="border-collapse:collapse;background:#ffffff">
+<tr><td align="center" style="padding:16px 12px">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" \
+style="max-width:720px;border-collapse:collapse">
+<tr><td align="left" style="{text_style};text-align:left">
+{body}
+</td></tr>
+</table>
+</td></tr>
+</table>
+</body>
+</html>
+"""
+
+_DOCUMENT = re.compile(r"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\b|html\b)", re.IGNORECASE | re.DOTALL)
+
+
+def email_document(fragment: str, *, title: str | None = None) -> str:
+    """Wrap an HTML fragment in the email layout and inline all of its CSS.
+
+    A full document (starting with ``<!DOCTYPE`` or ``<html>``) is not wrapped again, only
+    inlined, so applying this twice changes nothing. Without css-inline installed the
+    ``<style>`` block is kept instead.
+    """
+    if _DOCUMENT.match(fragment):
+        document = fragment
+    else:
+        document = _PAGE.format(
+            title=_html.escape(title or ""), css=_CSS, text_style=TEXT_STYLE, body=fragment
+        )
+    return inline_css(document)
+
+
+def inline_css(document: str) -> str:
+    """Move the rules of every ``<style>`` block into ``style=`` attributes and drop the blocks."""
+    if "<style" not in document.lower() or importlib.util.find_spec("css_inline") is None:
+        return document
+    import css_inline
+
+    try:
+        # No remote stylesheets: an email must not depend on (or fetch) external resources.
+        return str(css_inline.inline(document, load_remote_stylesheets=False, keep_link_tags=False))
+    except css_inline.InlineError:
+        return document

@@ -1,0 +1,257 @@
+"""pandas DataFrames, Series and Stylers as email-safe HTML tables and as attachment files."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidRequest, missing
+
+__all__ = ["FRAME_EXTENSIONS", "FrameTable", "frame_file", "frame_table", "pandas_kind", "style_tables"]
+
+# Shown columns at most; the attached file has them all.
+MAX_COLUMNS = 50
+_SAMPLE_ROWS = 20
+# Cells per chunk when writing CSV: pandas' default chunk makes the peak memory ~10x the file.
+_CSV_CHUNK_CELLS = 2_000
+
+_CELL = "border:1px solid #d0d7de;padding:4px 8px;text-align:right"
+_STYLES = {
+    "table": (
+        "border-collapse:collapse;border-spacing:0;margin:0 0 8px;font-size:13px;line-height:1.4;"
+        "font-variant-numeric:tabular-nums"
+    ),
+    "thead th": _CELL + ";background:#f6f8fa;font-weight:600",
+    "th": _CELL + ";font-weight:600",
+    "td": _CELL,
+}
+_TAG = re.compile(r"<(/?)(table|thead|th|td)\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>", re.IGNORECASE)
+_ATTR = re.compile(r"""([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?""")
+# Once the CSS is inlined, ids and classes only cost bytes.
+_SELECTOR_ATTRS = frozenset({"id", "class"})
+_INDENT = re.compile(r"\n[ \t]+")
+_ROW = re.compile(r"<tr\b[^>]*>(?:(?!</tr>).)*</tr>\s*", re.DOTALL | re.IGNORECASE)
+
+FRAME_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".parquet", ".json", ".html")
+
+
+def pandas_kind(obj: Any) -> str | None:
+    """``"DataFrame"``, ``"Series"`` or ``"Styler"`` for pandas objects, found without importing pandas."""
+    for cls in type(obj).__mro__:
+        if cls.__module__.startswith("pandas") and cls.__name__ in ("DataFrame", "Series", "Styler"):
+            return cls.__name__
+    return None
+
+
+def _data(obj: Any) -> Any:
+    """The DataFrame behind a DataFrame, Series or Styler."""
+    kind = pandas_kind(obj)
+    if kind == "Styler":
+        return obj.data
+    if kind == "Series":
+        return obj.to_frame()
+    return obj
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    html: str
+    shown_rows: int
+    total_rows: int
+    shown_columns: int
+    total_columns: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.shown_rows < self.total_rows or self.shown_columns < self.total_columns
+
+    def note(self, filename: str) -> str:
+        """The sentence under a truncated table, e.g. "Showing the first 120 of 2,000 rows; ..."."""
+        parts = []
+        if self.shown_rows < self.total_rows:
+            parts.append(f"the first {self.shown_rows:,} of {self.total_rows:,} rows")
+        if self.shown_columns < self.total_columns:
+            parts.append(f"{self.shown_columns:,} of {self.total_columns:,} columns")
+        return f"Showing {' and '.join(parts)}; the full table is attached as {filename}."
+
+
+def frame_table(obj: Any, *, max_bytes: int, max_rows: int) -> FrameTable:
+    """The largest head of the frame whose styled HTML fits ``max_bytes`` (and ``max_rows``)."""
+    frame = _data(obj)
+    total, ncols = len(frame), len(frame.columns)
+    rows = _rows_within(obj, total, max_bytes, min(total, max(1, max_rows)))
+    html = _table_html(obj, rows, total)
+    while rows > 1 and _size(html) > max_bytes:  # the estimate was short: scale down and retry
+        rows = max(1, min(rows - 1, int(rows * max_bytes / _size(html) * 0.97)))
+        html = _table_html(obj, rows, total)
+    return FrameTable(html, rows, total, min(ncols, MAX_COLUMNS), ncols)
+
+
+def _rows_within(obj: Any, total: int, max_bytes: int, limit: int) -> int:
+    """Estimate how many rows fit from the body of a small sample (size ~ fixed + rows * per_row).
+
+    Rendering a big head only to measure it would cost more time and memory than the table,
+    and a Styler recomputes its styles on every render.
+    """
+    if limit <= _SAMPLE_ROWS:
+        return limit
+    sample = _table_html(obj, _SAMPLE_ROWS, total)
+    lower = sample.lower()
+    start, end = lower.find("<tbody"), lower.rfind("</tbody>")
+    if start < 0 or end < start:
+        return limit
+    per_row = max(1.0, _size(sample[start:end]) / _SAMPLE_ROWS)
+    fixed = _size(sample) - _size(sample[start:end])
+    return max(1, min(limit, int((max_bytes - fixed) / per_row * 0.98)))
+
+
+def _size(html: str) -> int:
+    """UTF-8 size, without encoding a copy in the common all-ASCII case."""
+    return len(html) if html.isascii() else len(html.encode())
+
+
+def _table_html(obj: Any, rows: int, total: int) -> str:
+    if pandas_kind(obj) == "Styler":
+        html = _styler_html(obj, rows, total)
+    else:
+        html = style_tables(_data(obj).head(rows).to_html(max_cols=MAX_COLUMNS, notebook=False))
+    return _INDENT.sub("\n", html).strip()  # pretty-printing costs ~7 % of the byte budget
+
+
+def _styler_html(styler: Any, rows: int, total: int) -> str:
+    # The styler computes its styles on the whole frame and renders only the first rows.
+    html = styler.to_html(max_rows=rows, max_columns=MAX_COLUMNS)
+    inlined = _inline_styler_css(html)
+    if inlined is None:  # no inliner: keep the <style> block and the ids it refers to
+        return style_tables(html, drop_selectors=False)
+    if rows < total:
+        inlined = _ROW.sub(lambda m: "" if "row_trim" in m.group(0) else m.group(0), inlined)
+    return style_tables(inlined)
+
+
+def _inline_styler_css(html: str) -> str | None:
+    if importlib.util.find_spec("css_inline") is None:
+        return None
+    import css_inline
+
+    try:
+        return str(css_inline.inline_fragment(html, "", load_remote_stylesheets=False))
+    except css_inline.InlineError:
+        return None
+
+
+def style_tables(html: str, *, drop_selectors: bool = True) -> str:
+    """Give every table, th and td in ``html`` the email table style as inline CSS.
+
+    Styles already on an element come last so they win (a Styler's highlights).
+    """
+    in_head = False
+
+    def restyle(match: re.Match[str]) -> str:
+        nonlocal in_head
+        closing, tag, attrs = match.group(1), match.group(2).lower(), match.group(3)
+        if tag == "thead":
+            in_head = not closing
+            return match.group(0)
+        if closing:
+            return match.group(0)
+        key = "thead th" if tag == "th" and in_head else tag
+        return _with_style(tag, attrs, _STYLES[key], drop_selectors)
+
+    return _TAG.sub(restyle, html)
+
+
+def _with_style(tag: str, attrs: str, base: str, drop_selectors: bool) -> str:
+    kept, own = [], ""
+    for m in _ATTR.finditer(attrs):
+        name = m.group(1).lower()
+        value = m.group(2) or ""
+        if name == "style":
+            own = value.strip("\"'").strip()
+        elif name != "border" and not (drop_selectors and name in _SELECTOR_ATTRS):
+            # (`border` is dropped always: the attribute would fight the inline borders)
+            kept.append(m.group(0))
+    style = base + (";" + own if own else "")
+    return f"<{tag} " + " ".join(kept + [f'style="{style}"']) + ">"
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+def frame_file(obj: Any, filename: str) -> bytes:
+    """The frame (or a Styler's data) as a file whose format follows the extension."""
+    ext = os.path.splitext(filename)[1].lower()
+    writer = _WRITERS.get(ext)
+    if writer is None:
+        kinds = ", ".join(FRAME_EXTENSIONS[:-1]) + " or " + FRAME_EXTENSIONS[-1]
+        raise InvalidRequest(
+            f"A DataFrame can be attached as {kinds}, not as {filename!r}."
+        )
+    return writer(obj)
+
+
+def _keep_index(frame: Any) -> bool:
+    """A default 0..n-1 index carries no information; any other index is data."""
+    index = frame.index
+    return not (type(index).__name__ == "RangeIndex" and index.name is None and index.start == 0
+                and index.step == 1)
+
+
+def _csv(obj: Any, sep: str = ",") -> bytes:
+    frame = _data(obj)
+    buf = io.BytesIO()
+    chunk = max(50, _CSV_CHUNK_CELLS // max(1, len(frame.columns)))
+    frame.to_csv(buf, sep=sep, index=_keep_index(frame), encoding="utf-8", chunksize=chunk)
+    return buf.getvalue()
+
+
+def _tsv(obj: Any) -> bytes:
+    return _csv(obj, sep="\t")
+
+
+def _require(module: str, package: str, purpose: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise missing(package, purpose)
+
+
+def _xlsx(obj: Any) -> bytes:
+    _require("openpyxl", "openpyxl", "Attaching a DataFrame as .xlsx")
+    buf = io.BytesIO()
+    if pandas_kind(obj) == "Styler":
+        obj.to_excel(buf, engine="openpyxl")  # keeps the styler's colours in the sheet
+    else:
+        frame = _data(obj)
+        frame.to_excel(buf, engine="openpyxl", index=_keep_index(frame))
+    return buf.getvalue()
+
+
+def _parquet(obj: Any) -> bytes:
+    if importlib.util.find_spec("pyarrow") is None and importlib.util.find_spec("fastparquet") is None:
+        raise missing("pyarrow", "Attaching a DataFrame as .parquet")
+    buf = io.BytesIO()
+    frame = _data(obj)
+    frame.to_parquet(buf, index=None if _keep_index(frame) else False)
+    return buf.getvalue()
+
+
+def _json(obj: Any) -> bytes:
+    frame = _data(obj)
+    if _keep_index(frame):
+        frame = frame.reset_index()
+    return str(frame.to_json(orient="records", date_format="iso", force_ascii=False)).encode("utf-8")
+
+
+def _html(obj: Any) -> bytes:
+    from ._layout import email_document
+
+    frame = _data(obj)
+    table = _table_html(obj, len(frame), len(frame))
+    return email_document(table).encode("utf-8")
+
+
+_WRITERS = {".csv": _csv, ".tsv": _tsv, ".xlsx": _xlsx, ".parquet": _parquet, ".json": _json,
+            ".html": _html, ".htm": _html}

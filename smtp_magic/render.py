@@ -1,0 +1,719 @@
+"""Rich objects, templates and captured outputs -> email-safe HTML, inline images and attachments."""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import functools
+import html as _html
+import importlib.util
+import io
+import json
+import os
+import re
+import secrets
+import struct
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import make_msgid
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import _tables
+from ._layout import email_document
+from .errors import InvalidRequest, missing
+from .models import Attachment, InlineImage
+
+if TYPE_CHECKING:
+    from IPython.utils.capture import CapturedIO
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ROWS",
+    "Output",
+    "Rendered",
+    "attachment_from_object",
+    "email_document",
+    "markdown_to_html",
+    "outputs_from_captured",
+    "render_object",
+    "render_outputs",
+    "render_template",
+]
+
+# Gmail clips an HTML part over 102 KB. The part is sent quoted-printable, which adds about 7 %
+# to markup like ours, and the page layout adds ~3 KB: 90 KB of rendered HTML stays under.
+DEFAULT_MAX_BYTES = 90_000
+DEFAULT_MAX_ROWS = 200
+# However crowded a template, each rich object may use at least this much.
+_MIN_OBJECT_BYTES = 8_000
+_FIGURE_DPI = 100
+_ERROR_LINES = 40
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An HTML fragment (or document) with the inline images it references by ``cid:``
+    and the attachments generated while rendering (e.g. the full CSV of a truncated table)."""
+
+    html: str
+    images: tuple[InlineImage, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    text: str | None = None
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a captured cell: a stream chunk, a MIME bundle on display, or an error."""
+
+    kind: Literal["stream", "display", "error"]
+    name: str = ""  # "stdout"/"stderr" for streams, the exception class for errors
+    text: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> Output:
+        """An error output with the exception's traceback."""
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(kind="error", name=type(exc).__name__, text=text)
+
+
+@dataclass(frozen=True)
+class _Options:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_rows: int = DEFAULT_MAX_ROWS
+    name: str | None = None  # the variable name, for file names of images and attachments
+
+
+# -- public entry points ---------------------------------------------------------------
+
+
+def render_object(
+    obj: Any, *, max_bytes: int | None = None, max_rows: int | None = None, name: str | None = None
+) -> Rendered:
+    """Render any object the way the notebook would show it, made email-safe.
+
+    DataFrames, Series and Stylers become inline-styled tables (a table over ``max_bytes`` or
+    ``max_rows`` shows its first rows and attaches the whole frame as CSV), matplotlib figures
+    and PNG/JPEG reprs inline images, HTML/Markdown/LaTeX/plain reprs HTML. ``name`` (the
+    variable's name) names generated files.
+    """
+    opts = _Options(
+        max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+        max_rows=DEFAULT_MAX_ROWS if max_rows is None else max_rows,
+        name=name,
+    )
+    if isinstance(obj, Rendered):
+        return obj
+    if isinstance(obj, str):
+        return _render_plain(obj, {}, opts)
+    handler = _object_handler(obj)
+    if handler is not None:
+        return handler(obj, opts)
+    data, metadata = _format(obj)
+    return _render_bundle(data, metadata, opts)
+
+
+def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -> Rendered:
+    """The outputs of a captured cell, in order, as one email body fragment."""
+    opts = _Options(max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+    parts = []
+    for output in _merge_streams(outputs):
+        if output.kind == "stream":
+            parts.append(_render_stream(output))
+        elif output.kind == "error":
+            parts.append(_render_error(output))
+        else:
+            parts.append(_render_bundle(output.data, output.metadata, opts))
+    return _concat(parts)
+
+
+def outputs_from_captured(captured: CapturedIO) -> list[Output]:
+    """Convert IPython's ``capture_output()`` result to outputs.
+
+    CapturedIO keeps stdout, stderr and rich outputs apart, so their interleaving is lost:
+    stdout comes first, then the displays in order, then stderr.
+    """
+    outputs = []
+    if captured.stdout:
+        outputs.append(Output(kind="stream", name="stdout", text=captured.stdout))
+    for rich in captured.outputs:
+        outputs.append(Output(kind="display", data=dict(rich.data), metadata=dict(rich.metadata or {})))
+    if captured.stderr:
+        outputs.append(Output(kind="stream", name="stderr", text=captured.stderr))
+    return outputs
+
+
+def markdown_to_html(text: str) -> str:
+    """CommonMark (plus tables and strikethrough) rendered to HTML with markdown-it-py."""
+    return str(_markdown().render(text))
+
+
+def attachment_from_object(obj: Any, filename: str | None = None, *, name: str | None = None) -> Attachment:
+    """A notebook value as an attachment; the file format follows the extension of ``filename``.
+
+    DataFrames/Series/Stylers: .csv (default), .tsv, .xlsx, .parquet, .json, .html. matplotlib
+    figures: .png (default), .pdf, .svg. bytes and str need a file name. Objects with a
+    ``_repr_png_``/``_repr_jpeg_``/``_repr_svg_`` become that image. ``name`` is the variable's
+    name, used for the default file name and in messages.
+    """
+    if isinstance(obj, Attachment):
+        return obj if filename is None else Attachment(filename, obj.data, obj.path, obj.content_type)
+    if isinstance(obj, os.PathLike):
+        return Attachment.from_path(obj, filename)
+    if isinstance(obj, (bytes, bytearray, memoryview, str)):
+        if not filename:
+            example = f", e.g. {name}:{name}{'.txt' if isinstance(obj, str) else '.bin'}" if name else ""
+            raise InvalidRequest(f"Attaching {_label(name)} needs a file name{example}.")
+        data = obj.encode("utf-8") if isinstance(obj, str) else bytes(obj)
+        return Attachment.from_bytes(filename, data)
+    if _tables.pandas_kind(obj):
+        filename = filename or f"{name or 'data'}.csv"
+        return Attachment.from_bytes(filename, _tables.frame_file(obj, filename))
+    figure = _figure_of(obj)
+    if figure is not None:
+        filename = filename or f"{name or 'figure'}.png"
+        return Attachment.from_bytes(filename, _figure_file(figure, filename))
+    return _attachment_from_repr(obj, filename, name)
+
+
+# -- the registries --------------------------------------------------------------------
+
+_ObjectHandler = Callable[[Any, _Options], Rendered]
+_MimeHandler = Callable[[Any, Mapping[str, Any], _Options], Rendered]
+_OBJECT_HANDLERS: dict[tuple[str, str], _ObjectHandler] = {}
+_MIME_HANDLERS: dict[str, _MimeHandler] = {}
+# Richest email-safe form first. Email runs no JavaScript, so HTML that needs a script loses
+# to an image of the same object (see _choose).
+_PREFERENCE = ("text/html", "image/png", "image/jpeg", "image/gif", "text/markdown",
+               "image/svg+xml", "text/latex", "application/json", "text/plain")
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
+
+
+def _for_type(package: str, class_name: str) -> Callable[[_ObjectHandler], _ObjectHandler]:
+    """Register a handler for a class by name, so its package need not be imported to look."""
+
+    def register(func: _ObjectHandler) -> _ObjectHandler:
+        _OBJECT_HANDLERS[(package, class_name)] = func
+        return func
+
+    return register
+
+
+def _for_mime(*mime_types: str) -> Callable[[_MimeHandler], _MimeHandler]:
+    def register(func: _MimeHandler) -> _MimeHandler:
+        for mime in mime_types:
+            _MIME_HANDLERS[mime] = func
+        return func
+
+    return register
+
+
+def _object_handler(obj: Any) -> _ObjectHandler | None:
+    for cls in type(obj).__mro__:
+        package = cls.__module__.partition(".")[0]
+        handler = _OBJECT_HANDLERS.get((package, cls.__name__))
+        if handler is not None:
+            return handler
+    return None
+
+
+def _render_bundle(data: Mapping[str, Any], metadata: Mapping[str, Any], opts: _Options) -> Rendered:
+    mime = _choose(data)
+    if mime is None:
+        return Rendered("")
+    meta = metadata.get(mime, {}) if isinstance(metadata.get(mime), Mapping) else {}
+    return _MIME_HANDLERS[mime](_joined(data[mime]), meta, opts)
+
+
+def _choose(data: Mapping[str, Any]) -> str | None:
+    has_image = any(mime in data for mime in _IMAGE_TYPES)
+    for mime in _PREFERENCE:
+        if mime not in data:
+            continue
+        if mime == "text/html" and has_image and _SCRIPT.search(_joined(data[mime])):
+            continue
+        return mime
+    return None
+
+
+def _joined(value: Any) -> Any:
+    """nbformat stores text as a list of lines."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "".join(value)
+    return value
+
+
+# -- IPython's display formatter ---------------------------------------------------------
+
+
+def _format(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The MIME bundle the notebook would show for ``obj``."""
+    formatter = _shell_formatter()
+    # format() lets an object with _ipython_display_ display itself (in the user's cell) and
+    # returns nothing; the standalone formatter has that hook switched off.
+    if formatter is None or _has_method(obj, "_ipython_display_"):
+        formatter = _standalone_formatter()
+    data, metadata = formatter.format(obj)
+    return dict(data), dict(metadata)
+
+
+def _shell_formatter() -> Any:
+    """The running shell's formatter (it knows the user's registrations), if it is rich."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None:
+        return None
+    formatter = shell.display_formatter
+    # A terminal shell only activates text/plain.
+    if not {"text/html", "image/png"} <= set(formatter.active_types):
+        return None
+    return formatter
+
+
+@functools.lru_cache(maxsize=1)
+def _standalone_formatter() -> Any:
+    from IPython.core.formatters import DisplayFormatter
+
+    formatter = DisplayFormatter()
+    formatter.ipython_display_formatter.enabled = False
+    return formatter
+
+
+def _has_method(obj: Any, name: str) -> bool:
+    return callable(getattr(type(obj), name, None))
+
+
+# -- pandas and matplotlib -------------------------------------------------------------
+
+
+@_for_type("pandas", "DataFrame")
+@_for_type("pandas", "Series")
+@_for_type("pandas", "Styler")
+def _render_frame(obj: Any, opts: _Options) -> Rendered:
+    table = _tables.frame_table(obj, max_bytes=opts.max_bytes, max_rows=opts.max_rows)
+    if not table.truncated:
+        return Rendered(table.html)
+    attachment = attachment_from_object(obj, f"{opts.name or 'table'}.csv")
+    note = (
+        '<p style="margin:4px 0 12px;font-size:13px;color:#57606a">'
+        f"{_html.escape(table.note(attachment.filename))}</p>"
+    )
+    return Rendered(table.html + "\n" + note, attachments=(attachment,))
+
+
+@_for_type("matplotlib", "Figure")
+@_for_type("matplotlib", "SubFigure")
+@_for_type("matplotlib", "_AxesBase")
+def _render_figure(obj: Any, opts: _Options) -> Rendered:
+    figure = _figure_of(obj)
+    png = _figure_file(figure, "figure.png", dpi=_FIGURE_DPI)
+    return _image(png, "png", {}, opts, alt=_figure_title(figure) or "Figure")
+
+
+def _figure_of(obj: Any) -> Any:
+    """The top-level matplotlib Figure of a Figure, SubFigure or Axes; None for anything else."""
+    if _object_handler(obj) is not _render_figure:
+        return None
+    figure = obj
+    while getattr(figure, "figure", None) not in (None, figure):  # Axes/SubFigure -> parent
+        figure = figure.figure
+    return figure
+
+
+def _figure_file(figure: Any, filename: str, dpi: int = 150) -> bytes:
+    ext = os.path.splitext(filename)[1].lower().lstrip(".")
+    if ext not in ("png", "pdf", "svg"):
+        raise InvalidRequest(f"A figure can be attached as .png, .pdf or .svg, not as {filename!r}.")
+    buf = io.BytesIO()
+    figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _figure_title(figure: Any) -> str:
+    """A figure's suptitle, else its first axes' title: the image's alt text."""
+    suptitle = getattr(figure, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text():
+        return str(suptitle.get_text())
+    for axes in figure.get_axes():
+        if axes.get_title():
+            return str(axes.get_title())
+    return ""
+
+
+# -- MIME handlers -----------------------------------------------------------------------
+
+_SCRIPT = re.compile(r"<script\b.*?(?:</script\s*>|$)", re.IGNORECASE | re.DOTALL)
+_DATA_URI = re.compile(
+    r"""(\bsrc\s*=\s*)(["'])data:image/(png|jpe?g|gif);base64,([A-Za-z0-9+/=\s]+)\2""", re.IGNORECASE
+)
+
+
+@_for_mime("text/html")
+def _render_html(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendered:
+    html = _SCRIPT.sub("", data)  # clients drop scripts anyway; do not ship dead code
+    if "dataframe" in html and "<table" in html:
+        html = _tables.style_tables(html)  # pandas' own notebook HTML (from a captured output)
+    return _extract_data_uris(html, opts)
+
+
+def _extract_data_uris(html: str, opts: _Options) -> Rendered:
+    """Move embedded ``data:`` images into inline parts (Gmail blocks data: URIs)."""
+    images: list[InlineImage] = []
+
+    def to_cid(match: re.Match[str]) -> str:
+        subtype = "jpeg" if match.group(3).lower().startswith("jp") else match.group(3).lower()
+        image = _inline_image(base64.b64decode(match.group(4)), subtype, opts)
+        images.append(image)
+        return f"{match.group(1)}{match.group(2)}cid:{image.cid}{match.group(2)}"
+
+    return Rendered(_DATA_URI.sub(to_cid, html), images=tuple(images))
+
+
+@_for_mime("image/png", "image/jpeg", "image/gif")
+def _render_bitmap(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
+    raw = _image_bytes(data)
+    subtype = _sniff_subtype(raw)
+    return _image(raw, subtype, meta, opts, alt=opts.name or "Image")
+
+
+@_for_mime("image/svg+xml")
+def _render_svg(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
+    svg = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if importlib.util.find_spec("cairosvg") is not None:
+        import cairosvg
+
+        return _image(cairosvg.svg2png(bytestring=svg), "png", meta, opts, alt=opts.name or "Image")
+    # Most clients do not show SVG inline and nothing here can rasterise it: attach it.
+    filename = f"{opts.name or 'image'}.svg"
+    note = f"<p><em>The image is attached as {_html.escape(filename)}.</em></p>"
+    return Rendered(note, attachments=(Attachment.from_bytes(filename, svg, "image/svg+xml"),))
+
+
+@_for_mime("text/markdown")
+def _render_markdown(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendered:
+    return Rendered(markdown_to_html(data))
+
+
+@_for_mime("text/latex", "text/plain")
+def _render_plain(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendered:
+    return Rendered(_pre(data))
+
+
+@_for_mime("application/json")
+def _render_json(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
+    text = data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    return Rendered(_pre(text))
+
+
+def _pre(text: str, style: str = "") -> str:
+    attr = f' style="{style}"' if style else ""
+    return f"<pre{attr}>{_html.escape(text, quote=False)}</pre>"
+
+
+# -- images ----------------------------------------------------------------------------
+
+
+def _image_bytes(data: Any) -> bytes:
+    """IPython gives raw bytes; kernels and notebooks give base64 text."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    return base64.b64decode(data)
+
+
+def _sniff_subtype(raw: bytes) -> str:
+    if raw.startswith(b"\x89PNG"):
+        return "png"
+    if raw.startswith(b"GIF8"):
+        return "gif"
+    return "jpeg"
+
+
+def _inline_image(raw: bytes, subtype: str, opts: _Options) -> InlineImage:
+    cid = make_msgid(domain="smtp-magic")[1:-1]
+    ext = "jpg" if subtype == "jpeg" else subtype
+    return InlineImage(cid=cid, data=raw, subtype=subtype, filename=f"{opts.name or 'image'}.{ext}")
+
+
+def _image(raw: bytes, subtype: str, meta: Mapping[str, Any], opts: _Options, *, alt: str) -> Rendered:
+    image = _inline_image(raw, subtype, opts)
+    width, height = meta.get("width"), meta.get("height")
+    if width is None and subtype == "png" and len(raw) >= 24:
+        width, height = struct.unpack(">II", raw[16:24])
+    size = ""
+    if width:
+        size += f' width="{int(width)}"'
+    if height and width:
+        size += f' height="{int(height)}"'
+    tag = (
+        f'<img src="cid:{image.cid}" alt="{_html.escape(alt)}"{size} '
+        'style="display:block;max-width:100%;height:auto;border:0;margin:0 0 12px">'
+    )
+    return Rendered(tag, images=(image,))
+
+
+def _label(name: str | None) -> str:
+    return f"variable {name!r}" if name else "the value"
+
+
+def _attachment_from_repr(obj: Any, filename: str | None, name: str | None) -> Attachment:
+    for method, ext in (("_repr_png_", "png"), ("_repr_jpeg_", "jpg"), ("_repr_svg_", "svg")):
+        if not _has_method(obj, method):
+            continue
+        data = getattr(obj, method)()
+        if isinstance(data, tuple):  # (data, metadata)
+            data = data[0]
+        if data is None:
+            continue
+        raw = data.encode("utf-8") if ext == "svg" and isinstance(data, str) else _image_bytes(data)
+        return Attachment.from_bytes(filename or f"{name or 'image'}.{ext}", raw)
+    raise InvalidRequest(
+        f"Cannot attach {_label(name)} of type {type(obj).__name__}: attach a DataFrame, a figure, "
+        "an image, a file path, or bytes/str with a file name."
+    )
+
+
+# -- captured outputs ------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_STDERR_STYLE = "background:#fff5f5;color:#6e2b20"
+_ERROR_STYLE = "background:#ffebe9;color:#82071e;border-left:4px solid #cf222e"
+
+
+def _merge_streams(outputs: Iterable[Output]) -> Iterable[Output]:
+    """Consecutive chunks of one stream are one block, as the notebook shows them."""
+    pending: Output | None = None
+    for output in outputs:
+        if pending is not None and output.kind == "stream" and output.name == pending.name:
+            pending = Output(kind="stream", name=pending.name, text=pending.text + output.text)
+            continue
+        if pending is not None:
+            yield pending
+            pending = None
+        if output.kind == "stream":
+            pending = output
+        else:
+            yield output
+    if pending is not None:
+        yield pending
+
+
+def _terminal_text(text: str) -> str:
+    """What a terminal would show: no colour codes, and a carriage return rewrites its line."""
+    text = _ANSI.sub("", text)
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.replace("\r\n", "\n").split("\n"))
+
+
+def _render_stream(output: Output) -> Rendered:
+    text = _terminal_text(output.text)
+    if not text.strip():
+        return Rendered("")
+    return Rendered(_pre(text.rstrip("\n"), _STDERR_STYLE if output.name == "stderr" else ""))
+
+
+def _render_error(output: Output) -> Rendered:
+    lines = _terminal_text(output.text).rstrip("\n").split("\n")
+    if len(lines) > _ERROR_LINES:  # the end of a traceback is the part that explains it
+        lines = ["…"] + lines[-_ERROR_LINES:]
+    return Rendered(_pre("\n".join(lines), _ERROR_STYLE))
+
+
+def _concat(parts: Iterable[Rendered]) -> Rendered:
+    kept = [p for p in parts if p.html or p.images or p.attachments]
+    return Rendered(
+        html="\n".join(p.html for p in kept if p.html),
+        images=tuple(i for p in kept for i in p.images),
+        attachments=tuple(a for p in kept for a in p.attachments),
+    )
+
+
+# -- Markdown --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _markdown() -> Any:
+    if importlib.util.find_spec("markdown_it") is None:
+        raise missing("markdown-it-py", "A text/markdown body")
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+# -- templates -------------------------------------------------------------------------
+
+_TemplateKind = Literal["html", "plain", "markdown"]
+_KINDS: dict[str, _TemplateKind] = {
+    "text/html": "html", "multipart/alternative": "html", "text/plain": "plain",
+    "text/markdown": "markdown", "text/x-markdown": "markdown",
+}
+_RICH_METHODS = ("_repr_html_", "_repr_png_", "_repr_jpeg_", "_repr_svg_", "_repr_markdown_",
+                 "_repr_latex_", "_repr_mimebundle_")
+_PLAIN_TYPES = (str, bytes, int, float, complex, bool, type(None))
+_ACTIVE: contextvars.ContextVar[_Inserter] = contextvars.ContextVar("smtp_magic_template")
+
+
+def render_template(
+    source: str,
+    namespace: Mapping[str, Any],
+    content_type: str = "text/html",
+    *,
+    max_bytes: int | None = None,
+    max_rows: int | None = None,
+) -> Rendered:
+    """Render a Jinja template with ``namespace`` as its variables.
+
+    text/html: values are HTML-escaped, rich objects (DataFrames, figures, objects with rich
+    reprs) go in rendered by :func:`render_object`. text/markdown: the same, then Markdown to
+    HTML. text/plain: no escaping, objects as ``str()``; the result is in ``Rendered.text``.
+    ``max_bytes`` is the size budget of the whole body, shared by its rich objects.
+    """
+    kind = _KINDS.get(content_type.lower().strip())
+    if kind is None:
+        raise InvalidRequest(
+            f"Unsupported content type {content_type!r}: use text/html, text/plain or text/markdown."
+        )
+    budget = (max_bytes or DEFAULT_MAX_BYTES) - len(source.encode())
+    inserter = _Inserter(kind, namespace, budget, max_rows)
+    token = _ACTIVE.set(inserter)
+    try:
+        text = _run_template(source, kind, namespace)
+    finally:
+        _ACTIVE.reset(token)
+    if kind == "plain":
+        return Rendered("", text=text)
+    html = inserter.substitute(markdown_to_html(text)) if kind == "markdown" else text
+    return Rendered(html, inserter.images(), inserter.attachments())
+
+
+def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]) -> str:
+    jinja2 = _jinja()
+    try:
+        template = _compile(source, kind)
+        return str(template.render(dict(namespace)))
+    except jinja2.UndefinedError as exc:
+        raise InvalidRequest(_undefined_message(str(exc))) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidRequest(f"The template has a syntax error on line {exc.lineno}: {exc.message}.") from None
+
+
+def _undefined_message(detail: str) -> str:
+    match = re.fullmatch(r"'(.+)' is undefined", detail)
+    if match:
+        return f"The template uses {match.group(1)!r}, which is not defined in the notebook."
+    return f"The template uses an undefined value: {detail}."
+
+
+def _jinja() -> Any:
+    if importlib.util.find_spec("jinja2") is None:
+        raise missing("jinja2", "Templating a cell")
+    import jinja2
+
+    return jinja2
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(source: str, kind: _TemplateKind) -> Any:
+    """Compiled once per body: ``--each`` renders the same template for every row."""
+    return _environment(kind).from_string(source)
+
+
+@functools.lru_cache(maxsize=3)
+def _environment(kind: _TemplateKind) -> Any:
+    jinja2 = _jinja()
+    return jinja2.Environment(
+        autoescape=kind != "plain",
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize if kind != "plain" else None,
+        keep_trailing_newline=True,
+    )
+
+
+def _finalize(value: Any) -> Any:
+    """Jinja calls this on every ``{{ value }}``: rich objects go in rendered, the rest as is."""
+    inserter = _ACTIVE.get(None)
+    if inserter is None or not _is_rich(value):
+        return value
+    return inserter.insert(value)
+
+
+def _is_rich(value: Any) -> bool:
+    if isinstance(value, _PLAIN_TYPES):
+        return False
+    if isinstance(value, Rendered) or _object_handler(value) is not None:
+        return True
+    return any(_has_method(value, m) for m in _RICH_METHODS)
+
+
+class _Inserter:
+    """Renders the rich objects of one template run and collects their parts."""
+
+    def __init__(
+        self, kind: _TemplateKind, namespace: Mapping[str, Any], budget: int, max_rows: int | None
+    ) -> None:
+        self._kind = kind
+        self._namespace = namespace
+        self._budget = budget
+        self._max_rows = max_rows
+        self._done: dict[int, tuple[Any, str]] = {}  # id -> (object kept alive, inserted text)
+        self._parts: list[Rendered] = []
+        self._blocks: dict[str, str] = {}  # Markdown placeholder -> HTML
+        self._filenames: set[str] = set()
+        self._salt = secrets.token_hex(4)
+
+    def insert(self, value: Any) -> Any:
+        from markupsafe import Markup
+
+        if id(value) in self._done:  # the same figure twice is one image
+            return Markup(self._done[id(value)][1])
+        rendered = self._render(value)
+        self._parts.append(rendered)
+        self._budget -= len(rendered.html.encode())
+        text = rendered.html
+        if self._kind == "markdown":
+            text = f"smtpmagic{self._salt}x{len(self._blocks)}x"
+            self._blocks[text] = rendered.html
+        self._done[id(value)] = (value, text)
+        return Markup(text)
+
+    def _render(self, value: Any) -> Rendered:
+        rendered = render_object(
+            value, max_bytes=max(self._budget, _MIN_OBJECT_BYTES), max_rows=self._max_rows,
+            name=self._name_of(value),
+        )
+        return Rendered(rendered.html, rendered.images, tuple(map(self._unique, rendered.attachments)))
+
+    def _name_of(self, value: Any) -> str | None:
+        for key, candidate in self._namespace.items():
+            if candidate is value and isinstance(key, str) and not key.startswith("_"):
+                return key
+        return None
+
+    def _unique(self, attachment: Attachment) -> Attachment:
+        stem, ext = os.path.splitext(attachment.filename)
+        filename, n = attachment.filename, 1
+        while filename in self._filenames:
+            n += 1
+            filename = f"{stem}-{n}{ext}"
+        self._filenames.add(filename)
+        if filename == attachment.filename:
+            return attachment
+        return Attachment(filename, attachment.data, attachment.path, attachment.content_type)
+
+    def substitute(self, html: str) -> str:
+        """Put the rendered objects where their Markdown placeholders ended up."""
+        for token, block in self._blocks.items():
+            html = html.replace(f"<p>{token}</p>", block).replace(token, block)
+        return html
+
+    def images(self) -> tuple[InlineImage, ...]:
+        return tuple(i for p in self._parts for i in p.images)
+
+    def attachments(self) -> tuple[Attachment, ...]:
+        return tuple(a for p in self._parts for a in p.attachments)
