@@ -17,8 +17,14 @@ import aiosmtplib
 import pytest
 from faults import PASSWORD, USER, FaultServer
 
-from smtp_magic.errors import ConfigError
-from smtp_magic.server import CaptureServer, default_maildir, local_server, messages
+from smtp_magic.errors import ConfigError, MissingDependency
+from smtp_magic.server import (
+    CaptureServer,
+    _controller_class,
+    default_maildir,
+    local_server,
+    messages,
+)
 
 if TYPE_CHECKING:
     from conftest import TmpData
@@ -223,6 +229,16 @@ async def test_certfile_and_keyfile(tmp_path: Path, ca: Any, client_tls: ssl.SSL
 def test_port_in_use_is_a_clear_error(smtp_server: CaptureServer) -> None:
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{smtp_server.port}"):
         CaptureServer(smtp_server.maildir, port=smtp_server.port).start()
+
+
+def test_missing_aiosmtpd_is_actionable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "aiosmtpd.controller", None)  # makes the import fail
+    _controller_class.cache_clear()
+    try:
+        with pytest.raises(MissingDependency, match=r"aiosmtpd: pip install 'smtp-magic\[server\]'"):
+            CaptureServer(tmp_path).start()
+    finally:
+        _controller_class.cache_clear()
 
 
 def test_default_maildir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
