@@ -386,11 +386,10 @@ class CaptureServer:
                 return self
             controller_cls = _controller_class()
             _ensure_maildir(self._maildir)
+            factory = self._smtp_factory()  # before binding: a bad certificate raises here
+            implicit_tls = self._tls_context() if self.tls == "tls" else None
             sock = _listening_socket(self._host, self._port)
-            controller = controller_cls(
-                self._smtp_factory(), sock,
-                ssl_context=self._tls_context() if self.tls == "tls" else None,
-            )
+            controller = controller_cls(factory, sock, ssl_context=implicit_tls)
             try:
                 controller.start()
             except BaseException:
