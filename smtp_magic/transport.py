@@ -106,7 +106,10 @@ def _connect_error(settings: ConnectionSettings, exc: BaseException) -> SmtpMagi
         if 400 <= exc.code < 500:
             return _Transient(f"{where} is not accepting mail right now: {_reply(exc)}.")
         return ConnectFailed(f"{where} refused the session: {_reply(exc)}.")
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+    # aiosmtplib wraps a hang-up before the greeting in SMTPConnectError; it is still a drop.
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected) or isinstance(
+        cause, aiosmtplib.SMTPServerDisconnected
+    ):
         return _Transient(f"{where} closed the connection before the session started.")
     detail = " ".join(str(cause or exc).split()) or type(exc).__name__
     return ConnectFailed(f"Could not connect to {where}: {detail}.")
