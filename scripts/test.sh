@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${VENV:-$ROOT/.venv}
 WORK=$(mktemp -d /tmp/smtp-magic-test.XXXXXX)
+chmod 755 "$WORK"  # Postfix delivers as nobody, who must reach the Maildir below
 PF=$WORK/postfix
 
 cleanup() {

@@ -36,9 +36,18 @@ class TmpData:
     outbox: Path  # $SMTP_MAGIC_OUTBOX
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def tmp_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TmpData:
-    """Point every data directory at tmp_path and drop the developer's SMTP_* settings."""
+    """Point every data directory at tmp_path and drop the developer's SMTP_* settings.
+
+    Autouse: no test may write into the real outbox or capture folder, or inherit the settings
+    object (``smtp_magic.current()``) or the send log of an earlier test.
+    """
+    import smtp_magic.config
+    from smtp_magic.outbox import history
+
+    monkeypatch.setattr(smtp_magic.config, "_current", None)
+    history.clear()
     for name in list(os.environ):
         if name.startswith("SMTP_"):
             monkeypatch.delenv(name)
