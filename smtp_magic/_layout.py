@@ -32,7 +32,8 @@ margin:0 0 12px;white-space:pre-wrap;word-wrap:break-word}}
 code{{font-family:{MONO};font-size:13px;background:#f6f8fa;padding:1px 4px}}
 pre code{{background:transparent;padding:0}}
 table:not([style]){{border-collapse:collapse;margin:0 0 12px}}
-table:not([style]) th,table:not([style]) td{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}
+table:not([style]) th,table:not([style]) td{{border:1px solid #d0d7de;padding:4px 8px;
+text-align:left}}
 table:not([style]) thead th{{background:#f6f8fa;font-weight:600}}
 img{{max-width:100%;border:0}}
 hr{{border:0;border-top:1px solid #d0d7de;margin:16px 0}}

@@ -11,7 +11,15 @@ from typing import Any
 
 from .errors import InvalidRequest, missing
 
-__all__ = ["FRAME_EXTENSIONS", "FrameTable", "frame_file", "frame_table", "pandas_kind", "style_tables"]
+__all__ = [
+    "FRAME_EXTENSIONS",
+    "FrameTable",
+    "frame_file",
+    "frame_table",
+    "pandas_kind",
+    "style_tables",
+    "utf8_size",
+]
 
 # Shown columns at most; the attached file has them all.
 MAX_COLUMNS = 50
@@ -40,9 +48,13 @@ FRAME_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".parquet", ".json", ".html")
 
 
 def pandas_kind(obj: Any) -> str | None:
-    """``"DataFrame"``, ``"Series"`` or ``"Styler"`` for pandas objects, found without importing pandas."""
+    """``"DataFrame"``, ``"Series"`` or ``"Styler"`` for pandas objects (pandas is not imported)."""
     for cls in type(obj).__mro__:
-        if cls.__module__.startswith("pandas") and cls.__name__ in ("DataFrame", "Series", "Styler"):
+        if cls.__module__.startswith("pandas") and cls.__name__ in (
+            "DataFrame",
+            "Series",
+            "Styler",
+        ):
             return cls.__name__
     return None
 
@@ -85,8 +97,8 @@ def frame_table(obj: Any, *, max_bytes: int, max_rows: int) -> FrameTable:
     total, ncols = len(frame), len(frame.columns)
     rows = _rows_within(obj, total, max_bytes, min(total, max(1, max_rows)))
     html = _table_html(obj, rows, total)
-    while rows > 1 and _size(html) > max_bytes:  # the estimate was short: scale down and retry
-        rows = max(1, min(rows - 1, int(rows * max_bytes / _size(html) * 0.97)))
+    while rows > 1 and utf8_size(html) > max_bytes:  # the estimate was short: scale down and retry
+        rows = max(1, min(rows - 1, int(rows * max_bytes / utf8_size(html) * 0.97)))
         html = _table_html(obj, rows, total)
     return FrameTable(html, rows, total, min(ncols, MAX_COLUMNS), ncols)
 
@@ -104,12 +116,12 @@ def _rows_within(obj: Any, total: int, max_bytes: int, limit: int) -> int:
     start, end = lower.find("<tbody"), lower.rfind("</tbody>")
     if start < 0 or end < start:
         return limit
-    per_row = max(1.0, _size(sample[start:end]) / _SAMPLE_ROWS)
-    fixed = _size(sample) - _size(sample[start:end])
+    per_row = max(1.0, utf8_size(sample[start:end]) / _SAMPLE_ROWS)
+    fixed = utf8_size(sample) - utf8_size(sample[start:end])
     return max(1, min(limit, int((max_bytes - fixed) / per_row * 0.98)))
 
 
-def _size(html: str) -> int:
+def utf8_size(html: str) -> int:
     """UTF-8 size, without encoding a copy in the common all-ASCII case."""
     return len(html) if html.isascii() else len(html.encode())
 
@@ -188,17 +200,19 @@ def frame_file(obj: Any, filename: str) -> bytes:
     writer = _WRITERS.get(ext)
     if writer is None:
         kinds = ", ".join(FRAME_EXTENSIONS[:-1]) + " or " + FRAME_EXTENSIONS[-1]
-        raise InvalidRequest(
-            f"A DataFrame can be attached as {kinds}, not as {filename!r}."
-        )
+        raise InvalidRequest(f"A DataFrame can be attached as {kinds}, not as {filename!r}.")
     return writer(obj)
 
 
 def _keep_index(frame: Any) -> bool:
     """A default 0..n-1 index carries no information; any other index is data."""
     index = frame.index
-    return not (type(index).__name__ == "RangeIndex" and index.name is None and index.start == 0
-                and index.step == 1)
+    return not (
+        type(index).__name__ == "RangeIndex"
+        and index.name is None
+        and index.start == 0
+        and index.step == 1
+    )
 
 
 def _csv(obj: Any, sep: str = ",") -> bytes:
@@ -230,7 +244,10 @@ def _xlsx(obj: Any) -> bytes:
 
 
 def _parquet(obj: Any) -> bytes:
-    if importlib.util.find_spec("pyarrow") is None and importlib.util.find_spec("fastparquet") is None:
+    if (
+        importlib.util.find_spec("pyarrow") is None
+        and importlib.util.find_spec("fastparquet") is None
+    ):
         raise missing("pyarrow", "Attaching a DataFrame as .parquet")
     buf = io.BytesIO()
     frame = _data(obj)
@@ -242,7 +259,9 @@ def _json(obj: Any) -> bytes:
     frame = _data(obj)
     if _keep_index(frame):
         frame = frame.reset_index()
-    return str(frame.to_json(orient="records", date_format="iso", force_ascii=False)).encode("utf-8")
+    return str(frame.to_json(orient="records", date_format="iso", force_ascii=False)).encode(
+        "utf-8"
+    )
 
 
 def _html(obj: Any) -> bytes:
@@ -253,5 +272,12 @@ def _html(obj: Any) -> bytes:
     return email_document(table).encode("utf-8")
 
 
-_WRITERS = {".csv": _csv, ".tsv": _tsv, ".xlsx": _xlsx, ".parquet": _parquet, ".json": _json,
-            ".html": _html, ".htm": _html}
+_WRITERS = {
+    ".csv": _csv,
+    ".tsv": _tsv,
+    ".xlsx": _xlsx,
+    ".parquet": _parquet,
+    ".json": _json,
+    ".html": _html,
+    ".htm": _html,
+}

@@ -12,14 +12,55 @@ __all__ = ["html_to_text"]
 # Elements whose content a reader never sees.
 _SKIPPED = frozenset({"script", "style", "head", "title", "template", "svg", "iframe", "object"})
 _VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
-     "source", "track", "wbr"}
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+    }
 )
 # Block elements get a blank line around them (the brief treats divs like paragraphs).
 _BLOCKS = frozenset(
-    {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "dl", "blockquote", "pre",
-     "table", "section", "article", "header", "footer", "nav", "aside", "main", "figure",
-     "figcaption", "address", "form", "fieldset", "details", "summary", "center", "hr"}
+    {
+        "p",
+        "div",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "dl",
+        "blockquote",
+        "pre",
+        "table",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "nav",
+        "aside",
+        "main",
+        "figure",
+        "figcaption",
+        "address",
+        "form",
+        "fieldset",
+        "details",
+        "summary",
+        "center",
+        "hr",
+    }
 )
 # Inside a table cell, any of these marks the table as a layout table rather than data.
 _CELL_BLOCKS = (_BLOCKS - {"hr"}) | {"ul", "ol"}
@@ -78,7 +119,13 @@ class _Writer:
     def _put(self, text: str, keep_space: bool = True) -> None:
         if self.parts and self._newlines > self._trailing_nl:
             self._append("\n" * (self._newlines - self._trailing_nl))
-        elif keep_space and self._space and self.parts and not self._trailing_nl and self._last != " ":
+        elif (
+            keep_space
+            and self._space
+            and self.parts
+            and not self._trailing_nl
+            and self._last != " "
+        ):
             self._append(" ")
         self._newlines = 0
         self._space = False
@@ -510,7 +557,7 @@ def _format_rows(rows: list[tuple[bool, list[_Cell]]]) -> list[str]:
         for p in row:
             if p.span > 1:
                 end = min(p.column + p.span, ncols)
-                have = sum(widths[p.column:end]) + 2 * (end - p.column - 1)
+                have = sum(widths[p.column : end]) + 2 * (end - p.column - 1)
                 widths[end - 1] += max(0, _width(p.text) - have)
     numeric = _numeric_columns(grid, ncols)
     lines = []
@@ -520,7 +567,7 @@ def _format_rows(rows: list[tuple[bool, list[_Cell]]]) -> list[str]:
         while col < ncols:
             cell = by_col.get(col)
             span = min(cell.span, ncols - col) if cell else 1
-            width = sum(widths[col:col + span]) + 2 * (span - 1)
+            width = sum(widths[col : col + span]) + 2 * (span - 1)
             segments.append(_pad(cell.text if cell else "", width, numeric[col] and span == 1))
             col += span
         lines.append("  ".join(segments).rstrip())

@@ -1,4 +1,4 @@
-"""Rich objects, templates and captured outputs -> email-safe HTML, inline images and attachments."""
+"""Rich objects, templates and captured outputs -> email-safe HTML, inline images, attachments."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ __all__ = [
 # to markup like ours, and the page layout adds ~3 KB: 90 KB of rendered HTML stays under.
 DEFAULT_MAX_BYTES = 90_000
 DEFAULT_MAX_ROWS = 200
-# However crowded a template, each rich object may use at least this much.
-_MIN_OBJECT_BYTES = 8_000
+# However crowded a template, each table may show a header and a few rows.
+_MIN_OBJECT_BYTES = 2_000
 _FIGURE_DPI = 100
 _ERROR_LINES = 40
 
@@ -142,7 +142,9 @@ def outputs_from_captured(captured: CapturedIO) -> list[Output]:
     if captured.stdout:
         outputs.append(Output(kind="stream", name="stdout", text=captured.stdout))
     for rich in captured.outputs:
-        outputs.append(Output(kind="display", data=dict(rich.data), metadata=dict(rich.metadata or {})))
+        outputs.append(
+            Output(kind="display", data=dict(rich.data), metadata=dict(rich.metadata or {}))
+        )
     if captured.stderr:
         outputs.append(Output(kind="stream", name="stderr", text=captured.stderr))
     return outputs
@@ -153,7 +155,9 @@ def markdown_to_html(text: str) -> str:
     return str(_markdown().render(text))
 
 
-def attachment_from_object(obj: Any, filename: str | None = None, *, name: str | None = None) -> Attachment:
+def attachment_from_object(
+    obj: Any, filename: str | None = None, *, name: str | None = None
+) -> Attachment:
     """A notebook value as an attachment; the file format follows the extension of ``filename``.
 
     DataFrames/Series/Stylers: .csv (default), .tsv, .xlsx, .parquet, .json, .html. matplotlib
@@ -162,12 +166,16 @@ def attachment_from_object(obj: Any, filename: str | None = None, *, name: str |
     name, used for the default file name and in messages.
     """
     if isinstance(obj, Attachment):
-        return obj if filename is None else Attachment(filename, obj.data, obj.path, obj.content_type)
+        return (
+            obj if filename is None else Attachment(filename, obj.data, obj.path, obj.content_type)
+        )
     if isinstance(obj, os.PathLike):
         return Attachment.from_path(obj, filename)
     if isinstance(obj, (bytes, bytearray, memoryview, str)):
         if not filename:
-            example = f", e.g. {name}:{name}{'.txt' if isinstance(obj, str) else '.bin'}" if name else ""
+            example = (
+                f", e.g. {name}:{name}{'.txt' if isinstance(obj, str) else '.bin'}" if name else ""
+            )
             raise InvalidRequest(f"Attaching {_label(name)} needs a file name{example}.")
         data = obj.encode("utf-8") if isinstance(obj, str) else bytes(obj)
         return Attachment.from_bytes(filename, data)
@@ -189,8 +197,17 @@ _OBJECT_HANDLERS: dict[tuple[str, str], _ObjectHandler] = {}
 _MIME_HANDLERS: dict[str, _MimeHandler] = {}
 # Richest email-safe form first. Email runs no JavaScript, so HTML that needs a script loses
 # to an image of the same object (see _choose).
-_PREFERENCE = ("text/html", "image/png", "image/jpeg", "image/gif", "text/markdown",
-               "image/svg+xml", "text/latex", "application/json", "text/plain")
+_PREFERENCE = (
+    "text/html",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "text/markdown",
+    "image/svg+xml",
+    "text/latex",
+    "application/json",
+    "text/plain",
+)
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
 
 
@@ -222,7 +239,9 @@ def _object_handler(obj: Any) -> _ObjectHandler | None:
     return None
 
 
-def _render_bundle(data: Mapping[str, Any], metadata: Mapping[str, Any], opts: _Options) -> Rendered:
+def _render_bundle(
+    data: Mapping[str, Any], metadata: Mapping[str, Any], opts: _Options
+) -> Rendered:
     mime = _choose(data)
     if mime is None:
         return Rendered("")
@@ -331,7 +350,9 @@ def _figure_of(obj: Any) -> Any:
 def _figure_file(figure: Any, filename: str, dpi: int = 150) -> bytes:
     ext = os.path.splitext(filename)[1].lower().lstrip(".")
     if ext not in ("png", "pdf", "svg"):
-        raise InvalidRequest(f"A figure can be attached as .png, .pdf or .svg, not as {filename!r}.")
+        raise InvalidRequest(
+            f"A figure can be attached as .png, .pdf or .svg, not as {filename!r}."
+        )
     buf = io.BytesIO()
     figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
@@ -352,7 +373,8 @@ def _figure_title(figure: Any) -> str:
 
 _SCRIPT = re.compile(r"<script\b.*?(?:</script\s*>|$)", re.IGNORECASE | re.DOTALL)
 _DATA_URI = re.compile(
-    r"""(\bsrc\s*=\s*)(["'])data:image/(png|jpe?g|gif);base64,([A-Za-z0-9+/=\s]+)\2""", re.IGNORECASE
+    r"""(\bsrc\s*=\s*)(["'])data:image/(png|jpe?g|gif);base64,([A-Za-z0-9+/=\s]+)\2""",
+    re.IGNORECASE,
 )
 
 
@@ -409,7 +431,11 @@ def _render_plain(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendere
 
 @_for_mime("application/json")
 def _render_json(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
-    text = data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    text = (
+        data
+        if isinstance(data, str)
+        else json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    )
     return Rendered(_pre(text))
 
 
@@ -442,7 +468,9 @@ def _inline_image(raw: bytes, subtype: str, opts: _Options) -> InlineImage:
     return InlineImage(cid=cid, data=raw, subtype=subtype, filename=f"{opts.name or 'image'}.{ext}")
 
 
-def _image(raw: bytes, subtype: str, meta: Mapping[str, Any], opts: _Options, *, alt: str) -> Rendered:
+def _image(
+    raw: bytes, subtype: str, meta: Mapping[str, Any], opts: _Options, *, alt: str
+) -> Rendered:
     image = _inline_image(raw, subtype, opts)
     width, height = meta.get("width"), meta.get("height")
     if width is None and subtype == "png" and len(raw) >= 24:
@@ -550,13 +578,25 @@ def _markdown() -> Any:
 
 _TemplateKind = Literal["html", "plain", "markdown"]
 _KINDS: dict[str, _TemplateKind] = {
-    "text/html": "html", "multipart/alternative": "html", "text/plain": "plain",
-    "text/markdown": "markdown", "text/x-markdown": "markdown",
+    "text/html": "html",
+    "multipart/alternative": "html",
+    "text/plain": "plain",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
 }
-_RICH_METHODS = ("_repr_html_", "_repr_png_", "_repr_jpeg_", "_repr_svg_", "_repr_markdown_",
-                 "_repr_latex_", "_repr_mimebundle_")
+_RICH_METHODS = (
+    "_repr_html_",
+    "_repr_png_",
+    "_repr_jpeg_",
+    "_repr_svg_",
+    "_repr_markdown_",
+    "_repr_latex_",
+    "_repr_mimebundle_",
+)
 _PLAIN_TYPES = (str, bytes, int, float, complex, bool, type(None))
-_ACTIVE: contextvars.ContextVar[_Inserter] = contextvars.ContextVar("smtp_magic_template")
+_ACTIVE: contextvars.ContextVar[_Inserter | None] = contextvars.ContextVar(
+    "smtp_magic_template", default=None
+)
 
 
 def render_template(
@@ -577,19 +617,20 @@ def render_template(
     kind = _KINDS.get(content_type.lower().strip())
     if kind is None:
         raise InvalidRequest(
-            f"Unsupported content type {content_type!r}: use text/html, text/plain or text/markdown."
+            f"Unsupported content type {content_type!r}: "
+            "use text/html, text/plain or text/markdown."
         )
-    budget = (max_bytes or DEFAULT_MAX_BYTES) - len(source.encode())
-    inserter = _Inserter(kind, namespace, budget, max_rows)
-    token = _ACTIVE.set(inserter)
+    inserter = _Inserter(namespace, max_rows)
+    token = _ACTIVE.set(inserter if kind != "plain" else None)
     try:
         text = _run_template(source, kind, namespace)
     finally:
         _ACTIVE.reset(token)
     if kind == "plain":
         return Rendered("", text=text)
-    html = inserter.substitute(markdown_to_html(text)) if kind == "markdown" else text
-    return Rendered(html, inserter.images(), inserter.attachments())
+    if kind == "markdown":
+        text = markdown_to_html(text)
+    return inserter.finish(text, max_bytes or DEFAULT_MAX_BYTES)
 
 
 def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]) -> str:
@@ -600,7 +641,9 @@ def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]
     except jinja2.UndefinedError as exc:
         raise InvalidRequest(_undefined_message(str(exc))) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise InvalidRequest(f"The template has a syntax error on line {exc.lineno}: {exc.message}.") from None
+        raise InvalidRequest(
+            f"The template has a syntax error on line {exc.lineno}: {exc.message}."
+        ) from None
 
 
 def _undefined_message(detail: str) -> str:
@@ -637,7 +680,7 @@ def _environment(kind: _TemplateKind) -> Any:
 
 def _finalize(value: Any) -> Any:
     """Jinja calls this on every ``{{ value }}``: rich objects go in rendered, the rest as is."""
-    inserter = _ACTIVE.get(None)
+    inserter = _ACTIVE.get()
     if inserter is None or not _is_rich(value):
         return value
     return inserter.insert(value)
@@ -652,42 +695,56 @@ def _is_rich(value: Any) -> bool:
 
 
 class _Inserter:
-    """Renders the rich objects of one template run and collects their parts."""
+    """The rich objects of one template run: placeholders first, rendered once the text is known.
 
-    def __init__(
-        self, kind: _TemplateKind, namespace: Mapping[str, Any], budget: int, max_rows: int | None
-    ) -> None:
-        self._kind = kind
+    Rendering at the end lets the tables share the size budget: each gets an equal share of
+    what the text and the other objects leave, smallest first so unused room passes on.
+    """
+
+    def __init__(self, namespace: Mapping[str, Any], max_rows: int | None) -> None:
         self._namespace = namespace
-        self._budget = budget
         self._max_rows = max_rows
-        self._done: dict[int, tuple[Any, str]] = {}  # id -> (object kept alive, inserted text)
-        self._parts: list[Rendered] = []
-        self._blocks: dict[str, str] = {}  # Markdown placeholder -> HTML
+        self._tokens: dict[int, tuple[str, Any]] = {}  # id -> (placeholder, object kept alive)
         self._filenames: set[str] = set()
-        self._salt = secrets.token_hex(4)
+        # Letters and digits only, so Markdown leaves the placeholder alone.
+        self._salt = "smtpmagic" + secrets.token_hex(6)
 
     def insert(self, value: Any) -> Any:
         from markupsafe import Markup
 
-        if id(value) in self._done:  # the same figure twice is one image
-            return Markup(self._done[id(value)][1])
-        rendered = self._render(value)
-        self._parts.append(rendered)
-        self._budget -= len(rendered.html.encode())
-        text = rendered.html
-        if self._kind == "markdown":
-            text = f"smtpmagic{self._salt}x{len(self._blocks)}x"
-            self._blocks[text] = rendered.html
-        self._done[id(value)] = (value, text)
-        return Markup(text)
+        if id(value) not in self._tokens:  # the same figure twice is one image
+            self._tokens[id(value)] = (f"{self._salt}x{len(self._tokens)}x", value)
+        return Markup(self._tokens[id(value)][0])
 
-    def _render(self, value: Any) -> Rendered:
-        rendered = render_object(
-            value, max_bytes=max(self._budget, _MIN_OBJECT_BYTES), max_rows=self._max_rows,
-            name=self._name_of(value),
+    def finish(self, text: str, max_bytes: int) -> Rendered:
+        items = list(self._tokens.values())
+        tables = sorted((i for i in items if _tables.pandas_kind(i[1])), key=lambda i: _cells(i[1]))
+        others = [i for i in items if not _tables.pandas_kind(i[1])]
+        rendered = {token: self._render(value, max_bytes) for token, value in others}
+        room = (
+            max_bytes
+            - _tables.utf8_size(text)
+            - sum(_tables.utf8_size(r.html) for r in rendered.values())
         )
-        return Rendered(rendered.html, rendered.images, tuple(map(self._unique, rendered.attachments)))
+        for left, (token, value) in zip(range(len(tables), 0, -1), tables):
+            rendered[token] = self._render(value, max(room // left, _MIN_OBJECT_BYTES))
+            room -= _tables.utf8_size(rendered[token].html)
+        for token, part in rendered.items():  # a block alone in a paragraph replaces it
+            text = text.replace(f"<p>{token}</p>", part.html).replace(token, part.html)
+        parts = [rendered[token] for token, _ in items]
+        return Rendered(
+            text,
+            tuple(i for p in parts for i in p.images),
+            tuple(a for p in parts for a in p.attachments),
+        )
+
+    def _render(self, value: Any, max_bytes: int) -> Rendered:
+        rendered = render_object(
+            value, max_bytes=max_bytes, max_rows=self._max_rows, name=self._name_of(value)
+        )
+        return Rendered(
+            rendered.html, rendered.images, tuple(map(self._unique, rendered.attachments))
+        )
 
     def _name_of(self, value: Any) -> str | None:
         for key, candidate in self._namespace.items():
@@ -706,14 +763,7 @@ class _Inserter:
             return attachment
         return Attachment(filename, attachment.data, attachment.path, attachment.content_type)
 
-    def substitute(self, html: str) -> str:
-        """Put the rendered objects where their Markdown placeholders ended up."""
-        for token, block in self._blocks.items():
-            html = html.replace(f"<p>{token}</p>", block).replace(token, block)
-        return html
 
-    def images(self) -> tuple[InlineImage, ...]:
-        return tuple(i for p in self._parts for i in p.images)
-
-    def attachments(self) -> tuple[Attachment, ...]:
-        return tuple(a for p in self._parts for a in p.attachments)
+def _cells(frame: Any) -> int:
+    shape: tuple[int, ...] = getattr(getattr(frame, "data", frame), "shape", (0,))
+    return int(shape[0]) * (int(shape[1]) if len(shape) > 1 else 1)
