@@ -119,16 +119,22 @@ def render_object(
 
 
 def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -> Rendered:
-    """The outputs of a captured cell, in order, as one email body fragment."""
-    opts = _Options(max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+    """The outputs of a captured cell, in order, as one email body fragment.
+
+    A stream too long for the size budget shows its first lines and is attached in full.
+    """
+    room = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    names = _UniqueNames()
     parts = []
     for output in _merge_streams(outputs):
         if output.kind == "stream":
-            parts.append(_render_stream(output))
+            part = _render_stream(output, max(room // 2, _MIN_OBJECT_BYTES), names)
         elif output.kind == "error":
-            parts.append(_render_error(output))
+            part = _render_error(output)
         else:
-            parts.append(_render_bundle(output.data, output.metadata, opts))
+            part = _render_bundle(output.data, output.metadata, _Options(max_bytes=room))
+        room -= _tables.utf8_size(part.html)
+        parts.append(part)
     return _concat(parts)
 
 
@@ -209,6 +215,7 @@ _PREFERENCE = (
     "text/plain",
 )
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
+_WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def _for_type(package: str, class_name: str) -> Callable[[_ObjectHandler], _ObjectHandler]:
@@ -243,8 +250,8 @@ def _render_bundle(
     data: Mapping[str, Any], metadata: Mapping[str, Any], opts: _Options
 ) -> Rendered:
     mime = _choose(data)
-    if mime is None:
-        return Rendered("")
+    if mime is None or (mime == "text/plain" and _WIDGET in data):
+        return Rendered("")  # a widget's text is its repr, e.g. "IntSlider(value=3)": noise
     meta = metadata.get(mime, {}) if isinstance(metadata.get(mime), Mapping) else {}
     return _MIME_HANDLERS[mime](_joined(data[mime]), meta, opts)
 
@@ -321,11 +328,13 @@ def _render_frame(obj: Any, opts: _Options) -> Rendered:
     if not table.truncated:
         return Rendered(table.html)
     attachment = attachment_from_object(obj, f"{opts.name or 'table'}.csv")
-    note = (
-        '<p style="margin:4px 0 12px;font-size:13px;color:#57606a">'
-        f"{_html.escape(table.note(attachment.filename))}</p>"
-    )
+    note = _note(table.note(attachment.filename))
     return Rendered(table.html + "\n" + note, attachments=(attachment,))
+
+
+def _note(sentence: str) -> str:
+    """The small grey line under a shortened table or output."""
+    return f'<p style="margin:4px 0 12px;font-size:13px;color:#57606a">{_html.escape(sentence)}</p>'
 
 
 @_for_type("matplotlib", "Figure")
@@ -381,7 +390,7 @@ _DATA_URI = re.compile(
 @_for_mime("text/html")
 def _render_html(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendered:
     html = _SCRIPT.sub("", data)  # clients drop scripts anyway; do not ship dead code
-    if "dataframe" in html and "<table" in html:
+    if 'class="dataframe"' in html:
         html = _tables.style_tables(html)  # pandas' own notebook HTML (from a captured output)
     return _extract_data_uris(html, opts)
 
@@ -535,15 +544,38 @@ def _merge_streams(outputs: Iterable[Output]) -> Iterable[Output]:
 
 def _terminal_text(text: str) -> str:
     """What a terminal would show: no colour codes, and a carriage return rewrites its line."""
-    text = _ANSI.sub("", text)
-    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.replace("\r\n", "\n").split("\n"))
+    lines = _ANSI.sub("", text).replace("\r\n", "\n").split("\n")
+    return "\n".join(next((s for s in reversed(line.split("\r")) if s), "") for line in lines)
 
 
-def _render_stream(output: Output) -> Rendered:
-    text = _terminal_text(output.text)
+def _render_stream(output: Output, max_bytes: int, names: _UniqueNames) -> Rendered:
+    text = _terminal_text(output.text).rstrip("\n")
     if not text.strip():
         return Rendered("")
-    return Rendered(_pre(text.rstrip("\n"), _STDERR_STYLE if output.name == "stderr" else ""))
+    style = _STDERR_STYLE if output.name == "stderr" else ""
+    shown = _head_lines(text, max_bytes)
+    if len(shown) == len(text):
+        return Rendered(_pre(text, style))
+    filename = names.unique(f"{output.name or 'output'}.txt")
+    total, count = text.count("\n") + 1, shown.count("\n") + 1
+    note = f"Showing the first {count:,} of {total:,} lines; the full output is attached as {filename}."
+    return Rendered(
+        _pre(shown, style) + "\n" + _note(note),
+        attachments=(Attachment.from_bytes(filename, text),),
+    )
+
+
+def _head_lines(text: str, max_bytes: int) -> str:
+    """The longest run of whole first lines whose escaped HTML fits (a part of one, if need be)."""
+    size, end = 0, 0
+    for line in text.split("\n"):
+        size += _tables.utf8_size(_html.escape(line, quote=False)) + 1
+        if size > max_bytes:
+            break
+        end += len(line) + 1
+    if end == 0:
+        return text[: max_bytes // 2]  # one huge line (e.g. printed JSON)
+    return text[: end - 1]
 
 
 def _render_error(output: Output) -> Rendered:
@@ -705,7 +737,7 @@ class _Inserter:
         self._namespace = namespace
         self._max_rows = max_rows
         self._tokens: dict[int, tuple[str, Any]] = {}  # id -> (placeholder, object kept alive)
-        self._filenames: set[str] = set()
+        self._names = _UniqueNames()
         # Letters and digits only, so Markdown leaves the placeholder alone.
         self._salt = "smtpmagic" + secrets.token_hex(6)
 
@@ -753,15 +785,26 @@ class _Inserter:
         return None
 
     def _unique(self, attachment: Attachment) -> Attachment:
-        stem, ext = os.path.splitext(attachment.filename)
-        filename, n = attachment.filename, 1
-        while filename in self._filenames:
-            n += 1
-            filename = f"{stem}-{n}{ext}"
-        self._filenames.add(filename)
+        filename = self._names.unique(attachment.filename)
         if filename == attachment.filename:
             return attachment
         return Attachment(filename, attachment.data, attachment.path, attachment.content_type)
+
+
+class _UniqueNames:
+    """File names for one message: a second ``df.csv`` becomes ``df-2.csv``."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def unique(self, filename: str) -> str:
+        stem, ext = os.path.splitext(filename)
+        candidate, n = filename, 1
+        while candidate in self._used:
+            n += 1
+            candidate = f"{stem}-{n}{ext}"
+        self._used.add(candidate)
+        return candidate
 
 
 def _cells(frame: Any) -> int:

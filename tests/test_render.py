@@ -493,6 +493,32 @@ def test_error_output_is_a_short_red_traceback() -> None:
     assert html.count("\n") <= 41
 
 
+def test_a_long_stream_shows_its_head_and_is_attached_in_full() -> None:
+    text = "".join(f"line {i} <x>\n" for i in range(20_000))
+    out = render_outputs([Output("stream", "stdout", text), Output("stream", "stdout", "end\n")])
+    assert len(out.html.encode()) <= 50_000
+    (att,) = out.attachments
+    assert att.filename == "stdout.txt" and att.read().decode() == text + "end"
+    shown = out.html.count("\n")  # one per line shown: the last one precedes the note
+    assert f"Showing the first {shown:,} of 20,001 lines" in out.html
+    assert "line 0 &lt;x&gt;" in out.html and "end" not in out.html.split("<p")[0]
+
+
+def test_progress_bars_and_widget_outputs() -> None:
+    widget = {
+        "application/vnd.jupyter.widget-view+json": {"model_id": "1"},
+        "text/plain": "IntSlider()",
+    }
+    out = render_outputs(
+        [
+            Output("stream", "stderr", "  0%|\r 50%|#####\r100%|##########|\r"),
+            Output("display", data=widget),
+        ]
+    )
+    assert ">100%|##########|</pre>" in out.html and "50%" not in out.html
+    assert "IntSlider" not in out.html
+
+
 def test_outputs_from_captured() -> None:
     from IPython.utils.capture import CapturedIO
 
