@@ -1,0 +1,393 @@
+"""Kernel plumbing for the magics: headless detection, sends on the worker loop, live status, capture."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import html
+import importlib.util
+import queue
+import sys
+import time
+import uuid
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+from . import api
+from .config import SmtpMagic
+from .errors import SmtpMagicError
+from .models import Response, SendRequest
+
+__all__ = ["SendJob", "is_headless", "should_block", "start_send", "wait_all", "run_captured",
+           "one_line"]
+
+# Every job this session started, so `%smtp_outbox --wait` can block on their concurrent futures
+# (never on kernel-loop tasks: the kernel's own loop is blocked while a cell runs).
+_jobs: list[SendJob] = []
+# asyncio keeps only weak references to tasks; these settle the status lines.
+_tasks: set[asyncio.Task[None]] = set()
+
+
+# -- where are we running? -------------------------------------------------------------------------
+
+def kernel_of(shell: Any) -> Any | None:
+    """The ipykernel Kernel behind ``shell``; None in a terminal or a plain InteractiveShell."""
+    return getattr(shell, "kernel", None)
+
+
+def is_headless(shell: Any) -> bool | None:
+    """Whether the running execute request cannot prompt (papermill, nbval, nbconvert --execute).
+
+    Front ends with a user (JupyterLab, Notebook, VS Code) send ``allow_stdin=True``; headless
+    clients send False. None outside a kernel.
+    """
+    kernel = kernel_of(shell)
+    if kernel is None:
+        return None
+    parent: Any = None
+    get_parent = getattr(kernel, "get_parent", None)
+    if get_parent is not None:  # ipykernel >= 6; 7 defaults to the calling thread's channel
+        try:
+            parent = get_parent("shell")
+        except TypeError:
+            parent = get_parent()
+    content = parent.get("content") if isinstance(parent, dict) else None
+    if isinstance(content, dict) and "allow_stdin" in content:
+        return not content["allow_stdin"]
+    # Not an execute request (e.g. a widget callback): the last execute request decides.
+    return not getattr(kernel, "_allow_stdin", True)
+
+
+def should_block(shell: Any, settings: SmtpMagic, forced: bool = False) -> bool:
+    """Whether a send waits for its outcome: ``--sync``, ``send_mode``, else headless runs and
+    terminals (no event loop keeps running between their cells) wait; notebooks do not."""
+    if forced or settings.send_mode == "sync":
+        return True
+    if settings.send_mode == "async":
+        return False
+    headless = is_headless(shell)
+    return True if headless is None else headless
+
+
+# -- sends --------------------------------------------------------------------------------------
+
+class SendJob:
+    """A send started by ``%%smtp_send`` (stored as ``smtp_last``).
+
+    ``await smtp_last`` gives its ``Response`` (a list of them for ``--each``) without blocking
+    the kernel; ``smtp_last.result(timeout)`` blocks; ``smtp_last.done()`` tells whether it ended.
+    Displaying it shows its status line, which updates in place.
+    """
+
+    def __init__(self, requests: Sequence[SendRequest], *, many: bool) -> None:
+        self.requests = tuple(requests)
+        self.many = many
+        self.display_id = uuid.uuid4().hex
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.progress = 0
+        self.future: concurrent.futures.Future[list[Response]] | None = None
+        self.responses: list[Response] | None = None
+        self.crash: BaseException | None = None
+
+    # -- the outcome --
+    def done(self) -> bool:
+        return self.future is not None and self.future.done()
+
+    def result(self, timeout: float | None = None) -> Response | list[Response]:
+        assert self.future is not None
+        responses = self.future.result(timeout)
+        return responses if self.many else responses[0]
+
+    def __await__(self) -> Generator[Any, None, Response | list[Response]]:
+        assert self.future is not None
+        responses = yield from asyncio.wrap_future(self.future).__await__()
+        return responses if self.many else responses[0]
+
+    def _settle(self) -> None:
+        """Record the outcome once the future is done (idempotent)."""
+        if self.finished is not None or self.future is None or not self.future.done():
+            return
+        self.finished = time.monotonic()
+        try:
+            self.responses = self.future.result()
+        except BaseException as exc:  # noqa: BLE001 - a bug in the send shows as a failed status
+            self.crash = exc
+
+    def failures(self) -> list[Response]:
+        if self.crash is not None:
+            return [Response(exitcode=2, message=f"The send crashed ({type(self.crash).__name__}: "
+                                                 f"{self.crash}).")]
+        return [r for r in self.responses or () if not r.ok]
+
+    def error(self) -> SmtpMagicError | None:
+        """The typed error for a failed job, with one sentence a user understands."""
+        failed = self.failures()
+        if not failed:
+            return None
+        try:
+            failed[0].raise_for_status()
+        except SmtpMagicError as exc:
+            if len(self.requests) == 1:
+                return exc
+            return type(exc)(f"{len(failed)} of {len(self.requests)} messages were not sent; "
+                             f"the first: {exc.message}", refused=exc.refused)
+        return SmtpMagicError(failed[0].message)
+
+    # -- the status line --
+    def _summary(self) -> tuple[str, str, str]:
+        """(icon, colour, text)."""
+        total = len(self.requests)
+        if self.finished is None:
+            if self.many:
+                return "\u23f3", "#57606a", f"sending {total} messages\u2026 {self.progress} of {total} done"
+            req = self.requests[0]
+            return "\u23f3", "#57606a", f"sending \u201c{req.subject}\u201d to {', '.join(req.recipients)}\u2026"
+        elapsed = self.finished - self.started
+        failed = self.failures()
+        if not failed:
+            if self.many:
+                return "\u2714", "#1a7f37", f"sent {total} messages in {elapsed:.2f} s"
+            assert self.responses is not None
+            return "\u2714", "#1a7f37", str(self.responses[0])
+        if not self.many:
+            return "\u2718", "#cf222e", f"failed: {failed[0].message}"
+        reasons = "; ".join(dict.fromkeys(r.message for r in failed))
+        return "\u2718", "#cf222e", f"{len(failed)} of {total} messages failed: {reasons}"
+
+    def _repr_html_(self) -> str:
+        icon, colour, text = self._summary()
+        return f"<div style='color:{colour}'>{icon} {html.escape(text)}</div>"
+
+    def __repr__(self) -> str:
+        icon, _, text = self._summary()
+        return f"{icon} {text}"
+
+
+def _display(obj: Any, display_id: str | None = None, update: bool = False) -> None:
+    from IPython.display import display
+
+    if update:
+        display(obj, display_id=display_id, update=True)
+    else:
+        display(obj, display_id=display_id)
+
+
+class _Progress:
+    """A progress bar for ``--each``: an ipywidgets IntProgress in a notebook, else a text line
+    updated in place; at most ten updates a second."""
+
+    def __init__(self, total: int, *, widget: bool) -> None:
+        self.total = total
+        self.last = 0.0
+        self.bar: Any = None
+        self.display_id = uuid.uuid4().hex
+        if widget and importlib.util.find_spec("ipywidgets") is not None:
+            import ipywidgets
+
+            self.bar = ipywidgets.IntProgress(value=0, min=0, max=total, description="Sending")
+            self.label = ipywidgets.Label(f"0 of {total}")
+            _display(ipywidgets.HBox([self.bar, self.label]))
+        else:
+            _display(_Text(f"sending: 0 of {total}"), self.display_id)
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if done < self.total and now - self.last < 0.1:
+            return
+        self.last = now
+        if self.bar is not None:
+            self.bar.value = done
+            self.label.value = f"{done} of {self.total}"
+        else:
+            _display(_Text(f"sending: {done} of {self.total}"), self.display_id, update=True)
+
+    def close(self, ok: bool) -> None:
+        self.update(self.total)
+        if self.bar is not None:
+            self.bar.bar_style = "success" if ok else "danger"
+
+
+class _Text:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic, *, block: bool,
+               many: bool) -> SendJob:
+    """Send ``requests`` in one ``send_many_async`` call on the worker loop, with a status line.
+
+    ``block``: wait here (the kernel's loop is not needed: the I/O runs on the worker loop's
+    thread). Otherwise return at once; the status line is settled by a task on the kernel's loop
+    (so its output is parented to this cell), or by the worker thread where no loop runs.
+    """
+    job = SendJob(requests, many=many)
+    in_kernel = kernel_of(shell) is not None
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if in_kernel or not block:
+        _display(job, job.display_id)
+    bar = _Progress(len(job.requests), widget=not block) if many and in_kernel else None
+    inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+    context = contextvars.copy_context()
+
+    def post(func: Callable[[], None]) -> None:
+        """Run ``func`` where outputs belong: the waiting thread, the kernel loop, or here."""
+        if block:
+            inbox.put(func)
+        elif loop is not None:
+            loop.call_soon_threadsafe(func, context=context)
+        else:
+            func()
+
+    def on_progress(done: int, total: int, response: Response) -> None:
+        job.progress = done
+        if bar is not None:
+            post(lambda: bar.update(done))
+
+    job.future = api.worker_loop().submit(
+        api.send_many_async(job.requests, config=settings, progress=on_progress))
+    _jobs.append(job)
+
+    def settle() -> None:
+        job._settle()
+        if bar is not None:
+            bar.close(not job.failures())
+        if in_kernel or not block:
+            _display(job, job.display_id, update=True)
+        else:
+            _display(job)
+
+    if block:
+        try:
+            while not job.future.done():
+                try:
+                    inbox.get(timeout=0.05)()
+                except queue.Empty:
+                    pass
+        except KeyboardInterrupt:  # the send goes on; its status line still settles later
+            block = False
+            _settle_later(job, loop, settle)
+            raise
+        while not inbox.empty():
+            inbox.get()()
+        settle()
+    else:
+        _settle_later(job, loop, settle)
+    return job
+
+
+def _settle_later(job: SendJob, loop: asyncio.AbstractEventLoop | None,
+                  settle: Callable[[], None]) -> None:
+    assert job.future is not None
+    if loop is None:
+        job.future.add_done_callback(lambda _: settle())
+        return
+
+    async def wait_and_settle() -> None:
+        assert job.future is not None
+        try:
+            await asyncio.wrap_future(job.future)
+        except BaseException:  # noqa: BLE001 - reported by the status line
+            pass
+        settle()
+
+    task = loop.create_task(wait_and_settle())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def pending_jobs() -> list[SendJob]:
+    return [job for job in _jobs if not job.done()]
+
+
+def wait_all(timeout: float | None = None) -> list[SendJob]:
+    """Block until every send started by the magics has finished; returns those jobs.
+
+    Waits on the worker loop's futures, so it works while the kernel's loop is blocked.
+    """
+    jobs = list(_jobs)
+    concurrent.futures.wait([j.future for j in jobs if j.future is not None], timeout=timeout)
+    for job in jobs:
+        job._settle()
+    return jobs
+
+
+def one_line(exc: BaseException) -> BaseException:
+    """Make IPython show ``exc`` as one line (its type and sentence) instead of a traceback."""
+    text = f"\x1b[0;31m{type(exc).__name__}\x1b[0m: {exc}"
+    exc._render_traceback_ = lambda: [text]  # type: ignore[attr-defined]
+    return exc
+
+
+# -- --capture: run a cell as usual and keep its outputs, in order ------------------------------
+
+class _TeeStream:
+    """``sys.stdout`` as before, plus a copy of every write in ``records``."""
+
+    def __init__(self, stream: Any, records: list[tuple[str, Any, Any]], name: str) -> None:
+        self._stream = stream
+        self._records = records
+        self._name = name
+
+    def write(self, text: str) -> int:
+        if text:
+            self._records.append(("stream", self._name, text))
+        return self._stream.write(text)  # type: ignore[no-any-return]
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def run_captured(shell: Any, code: str) -> tuple[list[Any], Any]:
+    """Run ``code`` as a cell whose outputs show as usual; returns (outputs, ExecutionResult).
+
+    stdout writes, ``display()`` calls (figures included) and the value of the last expression
+    are recorded in the order they happen, as ``render.Output`` objects.
+    """
+    from .render import Output
+
+    records: list[tuple[str, Any, Any]] = []
+    pub, hook = shell.display_pub, shell.displayhook
+    orig_publish, orig_write = pub.publish, hook.write_format_data
+
+    def publish(*args: Any, **kwargs: Any) -> Any:
+        data = kwargs["data"] if "data" in kwargs else (args[0] if args else {})
+        metadata = kwargs.get("metadata", args[1] if len(args) > 1 else None)
+        if not kwargs.get("update"):  # an update redraws an earlier output: not a new one
+            records.append(("display", data, metadata or {}))
+        return orig_publish(*args, **kwargs)
+
+    def write_format_data(format_dict: Any, md_dict: Any = None) -> Any:
+        records.append(("display", format_dict, md_dict or {}))
+        return orig_write(format_dict, md_dict)
+
+    saved = {obj: vars(obj).get(name) for obj, name in ((pub, "publish"), (hook, "write_format_data"))}
+    stdout = sys.stdout
+    pub.publish, hook.write_format_data = publish, write_format_data
+    sys.stdout = _TeeStream(stdout, records, "stdout")
+    try:
+        result = shell.run_cell(code, store_history=False)
+    finally:
+        sys.stdout = stdout
+        for obj, name in ((pub, "publish"), (hook, "write_format_data")):
+            if saved[obj] is None:
+                vars(obj).pop(name, None)
+            else:
+                setattr(obj, name, saved[obj])
+    outputs = [
+        Output(kind="stream", name=a, text=b) if kind == "stream"
+        else Output(kind="display", data=dict(a), metadata=dict(b))
+        for kind, a, b in records
+    ]
+    return outputs, result

@@ -1,0 +1,531 @@
+"""The IPython magics: %smtp_config, %%smtp_send, %smtp_outbox, %smtp_inbox and %smtp_compose."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import glob
+import os
+import re
+import shlex
+import weakref
+from collections import ChainMap
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+
+from . import _kernel, api, config
+from ._views import Block, Inbox, Table
+from .config import SmtpMagic, current
+from .errors import SmtpMagicError
+from .models import Attachment, SendRequest
+from .outbox import history
+
+__all__ = ["SmtpMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+LOCAL_SENDER = "notebook@localhost.test"
+
+# -- the line: shell-style words, each expanded on its own -----------------------------------------
+#
+# IPython expands {expr} and $name in the whole line and, when any part fails, keeps the whole line
+# as typed: `--to {addr} --subject "Up $5M"` would then send to the literal "{addr}". The magics
+# opt out (@no_var_expand) and expand with the same syntax, field by field:
+#   - a field that fails to evaluate is kept as typed ("$5M" stays "$5M"); {{ }} and $$ escape;
+#   - a word in single quotes is never expanded;
+#   - a word that is only `{expr}`/`$name` and evaluates to a list gives one argument per item
+#     (`--to {team}`), and a value with spaces stays one argument (`--subject {title}`).
+# `--each` expands the options once per row, with the row's columns before notebook variables.
+
+_WORD = re.compile(r"""(?:\\.|[^\s'"\\]|'[^']*'|"(?:\\.|[^"\\])*")+""", re.S)
+_SINGLE_QUOTED = re.compile(r"""\\.|"(?:\\.|[^"\\])*"|('[^']*')""", re.S)
+_NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_FIELD = re.compile(r"\{\{|\}\}|\$\$|\{([^{}]+)\}|\$(" + _NAME + ")")
+_WHOLE_FIELD = re.compile(r"\{([^{}]+)\}|\$(" + _NAME + ")")
+
+
+def split_words(line: str) -> list[tuple[str, bool]]:
+    """Shell-style words of ``line``, each with whether it may be expanded."""
+    try:
+        shlex.split(line)  # checks the quoting once, with shlex's own error messages
+    except ValueError as exc:
+        raise UsageError(f"The options cannot be split into words: {exc}.") from None
+    words = []
+    for match in _WORD.finditer(line):
+        raw = match.group(0)
+        literal = any(m.group(1) for m in _SINGLE_QUOTED.finditer(raw))
+        words.append(("".join(shlex.split(raw)), not literal))
+    return words
+
+
+def expand_word(word: str, namespace: Mapping[str, Any]) -> list[str]:
+    """``{expr}`` and ``$name`` in one word, evaluated in ``namespace``; a failing field stays."""
+    if "{" not in word and "$" not in word:
+        return [word]
+    scope = dict(namespace)
+
+    def evaluate(expr: str) -> Any:
+        return eval(expr, scope)  # noqa: S307 - the user's own expression, as IPython does
+
+    whole = _WHOLE_FIELD.fullmatch(word)
+    if whole:
+        try:
+            value = evaluate(whole.group(1) or whole.group(2))
+        except Exception:  # noqa: BLE001 - kept as typed
+            return [word]
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+    def field(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}", "$$"):
+            return token[0]
+        try:
+            return str(evaluate(match.group(1) or match.group(2)))
+        except Exception:  # noqa: BLE001 - kept as typed
+            return token
+
+    return [_FIELD.sub(field, word)]
+
+
+def expand_words(words: list[tuple[str, bool]], namespace: Mapping[str, Any]) -> list[str]:
+    return [out for word, expandable in words
+            for out in (expand_word(word, namespace) if expandable else [word])]
+
+
+def parse_argv(magic: Callable[..., Any], argv: list[str]) -> argparse.Namespace:
+    """Parse with the magic's parser; a bad option is a plain UsageError with the usage."""
+    parser = magic.parser  # type: ignore[attr-defined]
+    try:
+        return parser.parse_args(argv)  # type: ignore[no-any-return]
+    except UsageError as exc:
+        lines = [ln for ln in parser.format_usage().splitlines() if ln.strip() not in ("", "::")]
+        usage = "\n".join([f"Usage: {lines[0].strip()}", *lines[1:]])
+        raise UsageError(f"{exc}\n{usage}\nSee %{parser.prog}? for help.") from None
+
+
+def _usage_error(exc: SmtpMagicError, prefix: str = "") -> UsageError:
+    return UsageError(prefix + exc.message)
+
+
+# -- %%smtp_send helpers -----------------------------------------------------------------------------
+
+def rows_of(value: Any, name: str) -> list[dict[str, Any]]:
+    """The rows of ``--each VAR``: a DataFrame's records, or an iterable's items."""
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a DataFrame, without importing pandas
+        records = value.to_dict(orient="records")
+        return [{"row": rec, **{str(k): v for k, v in rec.items()}} for rec in records]
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise UsageError(f"--each {name}: expected a DataFrame or an iterable of rows, "
+                         f"not {type(value).__name__}.")
+    rows = []
+    for item in value:
+        if isinstance(item, Mapping):
+            columns = dict(item)
+        elif hasattr(item, "_asdict"):  # a namedtuple
+            columns = item._asdict()
+        else:
+            columns = {}
+        rows.append({"row": item, **{str(k): v for k, v in columns.items()}})
+    return rows
+
+
+def attachments_for(items: list[str], namespace: Mapping[str, Any]) -> list[Attachment]:
+    """``--attach`` items: ``var`` / ``var:file.ext`` for notebook values, else paths and globs."""
+    from .render import attachment_from_object
+
+    out: list[Attachment] = []
+    for item in items:
+        name, _, filename = item.partition(":")
+        if name.isidentifier() and name in namespace:
+            out.append(attachment_from_object(namespace[name], filename or None, name=name))
+            continue
+        path = os.path.expanduser(item)
+        if glob.has_magic(path) and not os.path.exists(path):
+            matches = sorted(p for p in glob.glob(path) if os.path.isfile(p))
+            if not matches:
+                raise UsageError(f"No file matches the attachment pattern {item!r}.")
+            out.extend(Attachment.from_path(m) for m in matches)
+        else:
+            out.append(Attachment.from_path(path))
+    return out
+
+
+def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
+                  attachments: list[Attachment]) -> SendRequest:
+    """The request for one message from the parsed options and the rendered body."""
+    from .render import email_document
+
+    common = dict(to=args.to, subject=args.subject, cc=args.cc or (), bcc=args.bcc or (),
+                  sender=args.sender)
+    if content_type == "text/plain":
+        text = rendered.text
+        if text is None:
+            from .htmltext import html_to_text
+
+            text = html_to_text(rendered.html)
+        return SendRequest(**common, body=text, content_type="text/plain",  # type: ignore[arg-type]
+                           attachments=tuple(attachments))
+    return SendRequest(
+        **common,  # type: ignore[arg-type]
+        body=email_document(rendered.html, title=args.subject), content_type="text/html",
+        inline_images=rendered.images, attachments=(*rendered.attachments, *attachments),
+    )
+
+
+# -- the magics ------------------------------------------------------------------------------------
+
+@magics_class
+class SmtpMagics(Magics):
+    """Send email from notebook cells with the settings of ``SmtpMagic`` (``%config SmtpMagic``)."""
+
+    def _parse(self, magic: Callable[..., Any], line: str) -> argparse.Namespace:
+        return parse_argv(magic, expand_words(split_words(line), self.shell.user_ns))
+
+    # -- %smtp_config --
+    @no_var_expand
+    @magic_arguments()
+    @argument("--host", help="SMTP server host name or IP address.")
+    @argument("--port", type=int, help="TCP port (25, 587 for STARTTLS, 465 for TLS).")
+    @argument("--username", help="Login; also the default sender.")
+    @argument("--password-prompt", action="store_true",
+              help="Ask for the password (never stored in the notebook).")
+    @argument("--password-env", metavar="VAR",
+              help="Read the password from environment variable VAR at send time.")
+    @argument("--keyring", action="store_true",
+              help="Use the system keyring; with --password-prompt, save the typed password there.")
+    @argument("--security", choices=("auto", "starttls", "tls", "none"),
+              help="auto: TLS on 465, else STARTTLS when offered.")
+    @argument("--timeout", type=float, metavar="S", help="Seconds one send may take in all.")
+    @argument("--attachment-size", type=float, metavar="MB", help="Largest attachment (at most 10).")
+    @argument("--from", dest="sender", metavar="ADDR", help="Default From address.")
+    @argument("--send-mode", choices=("auto", "async", "sync"),
+              help="async: cells return at once; sync: they wait; auto: wait only in headless runs.")
+    @argument("--file", metavar="PATH", help="Load a JSON configuration (the connector's format).")
+    @argument("--local", action="store_true",
+              help="Start the built-in capture server here and send to it.")
+    @argument("--check", action="store_true",
+              help="Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing.")
+    @line_magic
+    def smtp_config(self, line: str = "") -> None:
+        """Show or change the SMTP settings (the ``SmtpMagic`` configurable).
+
+        Without options, shows the settings with the password masked. Options apply on top of
+        ``c.SmtpMagic.*``, the ``SMTP_*`` environment and ``--file``. Every option accepts
+        ``{expr}``/``$name`` expansion, e.g. ``%smtp_config --port {port}``.
+        """
+        args = self._parse(self.smtp_config, line)
+        settings = current()
+        if args.password_env and (args.keyring or args.password_prompt):
+            raise UsageError("--password-env cannot be combined with --keyring or --password-prompt.")
+        values = {key: getattr(args, key) for key in
+                  ("host", "port", "username", "security", "timeout", "attachment_size", "sender",
+                   "send_mode") if getattr(args, key) is not None}
+        # The password source given last wins: a new one replaces the others.
+        if args.password_env:
+            values.update(password_env=args.password_env, password=None, use_keyring=False)
+        if args.keyring:
+            values.update(use_keyring=True, password=None, password_env=None)
+        server = None
+        if args.local:
+            from .server import local_server
+
+            server = local_server()
+            values.update(host=server.host, port=server.port, security="none", password=None,
+                          password_env=None, use_keyring=False)
+        try:
+            staged = settings.copy()
+            if args.file:
+                staged.load_file(args.file)
+            staged.update(values, source="%smtp_config")
+            if server is not None and not staged.sender and "@" not in (staged.username or ""):
+                staged.sender = LOCAL_SENDER
+            if args.password_prompt:
+                self._prompt_password(staged, keyring=args.keyring)
+            changed = {name: getattr(staged, name) for name in staged.trait_names(config=True)
+                       if getattr(staged, name) != getattr(settings, name)}
+            settings.update(changed, source="%smtp_config")
+        except SmtpMagicError as exc:
+            raise _usage_error(exc) from None
+        if server is not None:
+            print(f"Sending to the capture server at {server.host}:{server.port}; messages are "
+                  f"stored in {server.maildir} (see %smtp_inbox).")
+        if args.check:
+            try:
+                report = api.check(settings)
+            except SmtpMagicError as exc:
+                raise _kernel.one_line(exc) from None
+            print("\n".join(report.lines()))
+        if not line.strip():
+            display(Table(("setting", "value"), settings.describe(), title="SmtpMagic settings"))
+
+    @staticmethod
+    def _prompt_password(staged: SmtpMagic, *, keyring: bool) -> None:
+        try:
+            password = getpass.getpass(f"Password for {staged.username or 'the SMTP login'}: ")
+        except (NotImplementedError, EOFError):  # ipykernel without stdin: papermill, nbval
+            raise UsageError("--password-prompt needs a front end that can ask for input; in a "
+                             "headless run use --password-env VAR or --keyring.") from None
+        if not password:
+            raise UsageError("No password was entered; nothing changed.")
+        if keyring:
+            from .credentials import store_in_keyring
+
+            store_in_keyring(staged.snapshot(), password)
+        else:
+            staged.password = password
+
+    # -- %%smtp_send --
+    @no_var_expand
+    @magic_arguments(name="%smtp_send")  # the usage line shows %%smtp_send
+    @argument("--to", nargs="+", action="extend", required=True, metavar="ADDR",
+              help="Recipients (several, or comma-separated).")
+    @argument("--cc", nargs="+", action="extend", metavar="ADDR", help="Carbon-copy recipients.")
+    @argument("--bcc", nargs="+", action="extend", metavar="ADDR",
+              help="Blind carbon-copy recipients (not in the headers).")
+    @argument("--subject", required=True, metavar="S", help="The subject.")
+    @argument("--from", dest="sender", metavar="ADDR", help="The sender (default: settings).")
+    @argument("--attach", nargs="+", action="extend", metavar="ITEM",
+              help="Files (globs allowed) or notebook variables: df, df:name.csv|xlsx|parquet, "
+                   "fig:name.png|pdf|svg, bytes/str as var:name.ext.")
+    @argument("--content-type", choices=("text/html", "text/plain", "text/markdown"),
+              help="The body's type (default: the content_type setting).")
+    @argument("--capture", action="store_true",
+              help="Run the cell as code; its outputs (shown as usual) are the body.")
+    @argument("--sync", action="store_true", help="Wait for the outcome; a failed send fails the cell.")
+    @argument("--preview", action="store_true", help="Show the message as it will arrive; send nothing.")
+    @argument("--each", metavar="VAR",
+              help="One message per row of a DataFrame (or item of an iterable).")
+    @cell_magic
+    def smtp_send(self, line: str, cell: str) -> None:
+        """Email the cell: a Jinja template rendered with the notebook's variables.
+
+        ``{{ df }}`` puts a DataFrame in as a table, ``{{ fig }}`` a matplotlib figure as an
+        inline image; other values are HTML-escaped. Options accept ``{expr}``/``$name``
+        (``--to {addr}``); words in single quotes stay as typed, and so does a word whose
+        expansion fails (``"$5M"``). With ``--each df``, the options are expanded and the
+        template rendered once per row, with the row's columns (and ``row``) shadowing notebook
+        variables; all messages go out over reused connections, with a progress bar.
+
+        The send is asynchronous in a notebook: the cell returns at once and a status line updates
+        in place. In headless runs (papermill, nbval, nbconvert: no stdin) and in a terminal it
+        waits, and a failure fails the cell; ``--sync`` or ``%config SmtpMagic.send_mode`` force
+        either. The send is kept as ``smtp_last``: ``await smtp_last`` gives its Response (a list
+        with ``--each``), ``smtp_last.result()`` blocks for it. ``%smtp_outbox --wait`` waits
+        for every send.
+        """
+        ns = self.shell.user_ns
+        words = split_words(line)
+        shape = parse_argv(self.smtp_send, [w for w, _ in words])  # which options, before expanding
+        settings = current().copy()
+        content_type = shape.content_type or settings.content_type
+        if content_type == "multipart/alternative":
+            content_type = "text/html"
+        rows: list[dict[str, Any]] = [{}]
+        if shape.each:
+            if shape.each not in ns:
+                raise UsageError(f"--each {shape.each}: no such variable in the notebook.")
+            rows = rows_of(ns[shape.each], shape.each)
+            if not rows:
+                raise UsageError(f"--each {shape.each} has no rows: nothing to send.")
+        captured = self._capture(cell) if shape.capture else None
+        requests = [self._request(words, cell, row, settings, content_type, captured,
+                                  i if shape.each else None) for i, row in enumerate(rows)]
+        if shape.preview:
+            self._preview(requests, settings)
+            return
+        block = _kernel.should_block(self.shell, settings, shape.sync)
+        job = _kernel.start_send(self.shell, requests, settings, block=block, many=bool(shape.each))
+        ns["smtp_last"] = job
+        error = job.error() if block else None
+        if error is not None:
+            raise _kernel.one_line(error)
+
+    def _request(self, words: list[tuple[str, bool]], cell: str, row: dict[str, Any],
+                 settings: SmtpMagic, content_type: str, captured: Any, index: int | None
+                 ) -> SendRequest:
+        """One message: the options expanded and the template rendered with ``row`` first."""
+        from .render import render_template
+
+        ns = self.shell.user_ns
+        scope: Mapping[str, Any] = ChainMap(row, ns) if row else ns
+        where = f"Row {index}: " if index is not None else ""
+        args = parse_argv(self.smtp_send, expand_words(words, scope))
+        try:
+            rendered = captured or render_template(cell, scope, content_type)
+            request = build_request(args, rendered, content_type,
+                                    attachments_for(args.attach or [], scope))
+            api.build_message(request, config=settings)  # every input error before any send
+        except SmtpMagicError as exc:
+            raise _usage_error(exc, where) from None
+        except UsageError as exc:
+            raise UsageError(f"{where}{exc}") from None
+        return request
+
+    def _capture(self, cell: str) -> Any:
+        from .render import render_outputs
+
+        outputs, result = _kernel.run_captured(self.shell, cell)
+        if not result.success:
+            raise UsageError("The cell raised an error, so nothing was sent.")
+        return render_outputs(outputs)
+
+    def _preview(self, requests: list[SendRequest], settings: SmtpMagic) -> None:
+        from .preview import preview_html, preview_text
+
+        composed = api.build_message(requests[0], config=settings)
+        note = f" (the first of {len(requests)} messages)" if len(requests) > 1 else ""
+        display(Block(preview_html(composed) + (f"<div>{note.strip()}</div>" if note else ""),
+                      f"Preview, nothing was sent{note}\n{preview_text(composed)}"))
+
+    # -- %smtp_outbox --
+    @no_var_expand
+    @magic_arguments()
+    @argument("--wait", action="store_true",
+              help="Block until no send is pending; fail if any failed.")
+    @argument("--retry", action="store_true", help="Resend the failed (undelivered) messages.")
+    @argument("--clear", action="store_true",
+              help="Forget the failed messages (on disk) and the finished sends of this session.")
+    @line_magic
+    def smtp_outbox(self, line: str = "") -> None:
+        """This session's sends with their status (pending, sent, failed: reason, message id),
+        plus messages from earlier sessions that were never delivered (kept on disk)."""
+        args = self._parse(self.smtp_outbox, line)
+        box = api.outbox(current())
+        if args.clear:
+            keys = _undelivered_keys(box)
+            for key in keys:
+                box.remove(key)
+            pending = [r for r in history.records() if r.status == "pending"]
+            history.clear()
+            for record in pending:
+                history.add(record)
+            print(f"Cleared {len(keys)} undelivered message(s) and the finished sends.")
+        if args.wait:
+            _kernel.wait_all()
+        if args.retry:
+            keys = _undelivered_keys(box)
+            if not keys:
+                print("Nothing to retry.")
+            else:
+                try:
+                    api.retry_outbox(config=current(), keys=keys)
+                except SmtpMagicError as exc:
+                    raise _kernel.one_line(exc) from None
+        display(_outbox_table(box))
+        if args.wait or args.retry:
+            failed = _latest_failures()
+            if failed:
+                raise _kernel.one_line(_failure_error(failed))
+
+    # -- %smtp_inbox --
+    @no_var_expand
+    @magic_arguments()
+    @argument("--limit", type=int, default=20, metavar="N", help="Show the newest N (default 20).")
+    @line_magic
+    def smtp_inbox(self, line: str = "") -> None:
+        """Messages received by the built-in capture server (``%smtp_config --local``), newest first."""
+        args = self._parse(self.smtp_inbox, line)
+        from .server import default_maildir, messages
+
+        display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir())))
+
+    # -- %smtp_compose --
+    @no_var_expand
+    @magic_arguments()
+    @argument("--to", nargs="+", action="extend", metavar="ADDR")
+    @argument("--cc", nargs="+", action="extend", metavar="ADDR")
+    @argument("--bcc", nargs="+", action="extend", metavar="ADDR")
+    @argument("--subject", metavar="S")
+    @line_magic
+    def smtp_compose(self, line: str = "") -> None:
+        """Show the compose form (an ipywidgets Box) linked to the settings, prefilled by options."""
+        args = self._parse(self.smtp_compose, line)
+        prefill = {k: v for k, v in vars(args).items() if v is not None}
+        for key in ("to", "cc", "bcc"):
+            if key in prefill:
+                prefill[key] = ", ".join(prefill[key])
+        from .widgets import compose
+
+        display(compose(**prefill))
+
+
+# -- outbox helpers ----------------------------------------------------------------------------------
+
+def _in_flight_keys() -> set[str]:
+    return {r.outbox_key for r in history.records() if r.status == "pending" and r.outbox_key}
+
+
+def _undelivered_keys(box: Any) -> list[str]:
+    """Kept messages that no send of this session is still working on."""
+    busy = _in_flight_keys()
+    return [e.key for e in box.entries() if e.key not in busy]
+
+
+def _latest_failures() -> list[Any]:
+    """Failed sends of this session, unless a later send (a retry) of the same message succeeded."""
+    latest: dict[Any, Any] = {}
+    for record in history.records():
+        latest[record.message_id or id(record)] = record
+    return [r for r in latest.values() if r.status == "failed"]
+
+
+def _failure_error(failed: list[Any]) -> SmtpMagicError:
+    first = failed[0].response
+    try:
+        first.raise_for_status()
+    except SmtpMagicError as exc:
+        if len(failed) == 1:
+            return exc
+        return type(exc)(f"{len(failed)} messages failed; the first: {exc.message}")
+    return SmtpMagicError(f"{len(failed)} messages failed.")
+
+
+def _outbox_table(box: Any) -> Table:
+    records = history.records()
+    rows = [(r.status, r.subject, ", ".join(r.recipients), r.message_id or "", r.reason)
+            for r in records]
+    mine = {r.outbox_key for r in records if r.outbox_key}
+    for entry in box.entries():
+        if entry.key not in mine:
+            rows.append((f"{entry.status} (earlier session)", entry.subject,
+                         ", ".join(entry.recipients), entry.message_id, entry.reason))
+    return Table(("status", "subject", "to", "message id", "reason"), rows,
+                 title=f"Outbox ({box.path})", empty="No sends in this session and nothing undelivered.")
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+# The shells whose IPython config the current settings already took in (reloading must not
+# re-apply c.SmtpMagic.* and the environment over what %smtp_config set since).
+_configured: weakref.WeakKeyDictionary[Any, SmtpMagic] = weakref.WeakKeyDictionary()
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """Register ``SmtpMagic`` in ``shell.configurables`` and the magics; loading twice is harmless."""
+    settings = config._current
+    if settings is None:
+        # Built from the shell's config first, so c.SmtpMagic.* sits below the environment.
+        settings = config.set_current(SmtpMagic(config=shell.config).load_env())
+    elif _configured.get(shell) is not settings:
+        settings.update_config(shell.config)
+        settings.load_env()
+    _configured[shell] = settings
+    shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]
+    shell.configurables.append(settings)
+    if "SmtpMagics" not in shell.magics_manager.registry:
+        shell.register_magics(SmtpMagics)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    """Remove the magics and the settings from ``%config`` (the settings object itself stays)."""
+    manager = shell.magics_manager
+    instance = manager.registry.pop("SmtpMagics", None)
+    for table in manager.magics.values():
+        for name, func in list(table.items()):
+            if instance is not None and getattr(func, "__self__", None) is instance:
+                del table[name]
+    shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]
+
