@@ -664,3 +664,69 @@ def test_rendering_a_plain_object_does_not_import_pandas_or_matplotlib() -> None
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.stdout.strip() == "[]"
+
+
+# -- delivered through a real SMTP server ------------------------------------------------------
+
+
+def _send_and_receive(server: Any, rendered: Rendered, subject: str) -> Any:
+    from smtp_magic import SendRequest, send_many
+
+    request = SendRequest(
+        to=("ann@example.test",),
+        subject=subject,
+        sender="reports@example.test",
+        body=email_document(rendered.html, title=subject),
+        content_type="text/html",
+        inline_images=rendered.images,
+        attachments=rendered.attachments,
+    )
+    config = {"target": server.host, "port": server.port, "security": "none"}
+    (response,) = send_many([request], config=config)
+    assert response.ok, response.message
+    (got,) = server.wait_for(1)
+    return got.message
+
+
+def test_a_report_as_it_arrives_at_a_server(smtp_server: Any, fig: Any, styled: Any) -> None:
+    big = pd.DataFrame(np.random.default_rng(2).normal(size=(2000, 5)), columns=list("abcde"))
+    source = "<h1>Report</h1><p>Highlights:</p>{{ styled }}<p>All rows:</p>{{ big }}{{ fig }}"
+    rendered = render_template(source, {"styled": styled, "big": big, "fig": fig})
+    msg = _send_and_receive(smtp_server, rendered, "Report")
+
+    html_part = msg.get_body(("html",))
+    html = html_part.get_content()
+    assert len(html_part.get_payload().encode()) <= GMAIL_CLIP  # as transferred, encoded
+    assert "<style" not in html.lower() and "data:" not in html
+    assert re.search(r'<td style="[^"]*background-color: yellow[^"]*">19\.25</td>', html)
+
+    related = next(p for p in msg.walk() if p.get_content_type() == "multipart/related")
+    (png,) = [p for p in related.iter_parts() if p.get_content_type() == "image/png"]
+    assert png["Content-ID"].strip("<>") in cids(html)
+    assert png.get_payload(decode=True) == rendered.images[0].data
+
+    (csv,) = [a for a in msg.iter_attachments() if a.get_filename() == "big.csv"]
+    back = pd.read_csv(io.BytesIO(csv.get_payload(decode=True)))
+    pd.testing.assert_frame_equal(back, big)
+
+    text = msg.get_body(("plain",)).get_content()
+    assert not re.search(r"</?[a-zA-Z][^>]*>|&[a-z]+;", text)
+    lines = text.splitlines()
+    assert ["   city    temp", "0  Oslo    3.00", "1  Lima   19.25", "2  Kyoto  12.50"] == lines[
+        4:8
+    ]
+    assert "Showing the first" in text and "big.csv" in text
+
+
+def test_a_markdown_body_as_it_arrives(smtp_server: Any) -> None:
+    source = (
+        "# Hello {{ who }}\n\nSome *emphasis*, a [link](https://example.org).\n\n- one\n- two\n"
+    )
+    msg = _send_and_receive(
+        smtp_server, render_template(source, {"who": "Ann"}, "text/markdown"), "md"
+    )
+    html = msg.get_body(("html",)).get_content()
+    assert "Hello Ann</h1>" in html and "emphasis</em>" in html and "one</li>" in html
+    assert 'href="https://example.org"' in html
+    text = msg.get_body(("plain",)).get_content()
+    assert "link (https://example.org)" in text and "- one" in text
