@@ -438,7 +438,8 @@ class _TextParser(HTMLParser):
         if cell.writer in self._writers:
             self._pop_writers(self._writers.index(cell.writer) + 1)
             self._writers.pop()
-        cell.text = cell.writer.getvalue().replace("\xa0", " ").strip()
+        # Only line breaks are trimmed: a table's first line may start with padding.
+        cell.text = cell.writer.getvalue().replace("\xa0", " ").strip("\n")
         table.cell = None
 
     def _end_row(self, table: _Table) -> None:
@@ -459,7 +460,7 @@ class _TextParser(HTMLParser):
         if table.layout or any(c.has_blocks for c in cells):
             # A layout table: its cells are just containers for blocks of content.
             for cell in cells:
-                if cell.text:
+                if cell.text.strip():
                     out.newline(2)
                     out.raw(cell.text)
         else:

@@ -104,6 +104,12 @@ def test_layout_tables_are_transparent() -> None:
     assert html_to_text(html) == "Report\n\nIntro\n\na  1\n\nBye"
 
 
+def test_a_table_first_in_a_layout_cell_keeps_its_alignment() -> None:
+    data = "<table><tr><th></th><th>a</th></tr><tr><th>0</th><td>1</td></tr></table>"
+    html = f"<table role='presentation'><tr><td>{data}</td></tr></table>"
+    assert html_to_text(html) == "   a\n0  1"
+
+
 def test_pandas_to_html_table() -> None:
     df = pd.DataFrame({"city": ["Paris", "Oslo"], "temp": [21.5, -3.25], "n": [1, 300]})
     text = html_to_text(df.to_html())
@@ -143,3 +149,21 @@ def test_wide_characters_are_aligned_by_display_width() -> None:
 )
 def test_malformed_input_never_raises_or_leaks_markup(html: str) -> None:
     assert no_markup(html_to_text(html))
+
+
+def test_random_markup_never_raises_and_never_leaks_tags() -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    tags = ["p", "div", "b", "a href='https://x.org'", "ul", "li", "table", "tr", "td", "th",
+            "pre", "br", "img alt='pic'", "blockquote", "script", "h2", "span", "ol"]  # fmt: skip
+    pieces = st.one_of(
+        st.sampled_from([f"<{t}>" for t in tags] + [f"</{t.split()[0]}>" for t in tags]),
+        st.text(alphabet="ab \n\t&;", max_size=5),
+    )
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.lists(pieces, max_size=40))
+    def check(parts: list[str]) -> None:
+        assert "<" not in html_to_text("".join(parts))
+
+    check()
