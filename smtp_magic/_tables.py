@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ._layout import email_document
 from .errors import InvalidRequest, missing
 
 __all__ = [
@@ -44,17 +45,14 @@ _SELECTOR_ATTRS = frozenset({"id", "class"})
 _INDENT = re.compile(r"\n[ \t]+")
 _ROW = re.compile(r"<tr\b[^>]*>(?:(?!</tr>).)*</tr>\s*", re.DOTALL | re.IGNORECASE)
 
+_PANDAS_KINDS = frozenset({"DataFrame", "Series", "Styler"})
 FRAME_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".parquet", ".json", ".html")
 
 
 def pandas_kind(obj: Any) -> str | None:
     """``"DataFrame"``, ``"Series"`` or ``"Styler"`` for pandas objects (pandas is not imported)."""
     for cls in type(obj).__mro__:
-        if cls.__module__.startswith("pandas") and cls.__name__ in (
-            "DataFrame",
-            "Series",
-            "Styler",
-        ):
+        if cls.__name__ in _PANDAS_KINDS and cls.__module__.startswith("pandas"):
             return cls.__name__
     return None
 
@@ -184,8 +182,9 @@ def _with_style(tag: str, attrs: str, base: str, drop_selectors: bool) -> str:
         value = m.group(2) or ""
         if name == "style":
             own = value.strip("\"'").strip()
-        elif name != "border" and not (drop_selectors and name in _SELECTOR_ATTRS):
-            # (`border` is dropped always: the attribute would fight the inline borders)
+        elif name == "border" or (drop_selectors and name in _SELECTOR_ATTRS):
+            continue  # the border attribute would fight the inline borders
+        else:
             kept.append(m.group(0))
     style = base + (";" + own if own else "")
     return f"<{tag} " + " ".join(kept + [f'style="{style}"']) + ">"
@@ -265,8 +264,6 @@ def _json(obj: Any) -> bytes:
 
 
 def _html(obj: Any) -> bytes:
-    from ._layout import email_document
-
     frame = _data(obj)
     table = _table_html(obj, len(frame), len(frame))
     return email_document(table).encode("utf-8")
