@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import socket
 import ssl
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,7 +33,27 @@ class Envelope(Protocol):
     recipients: tuple[str, ...]
     smtputf8: bool
 
-__all__ = ["Envelope", "Session", "ServerReport", "Outcome", "deliver", "check_connection", "tls_context"]
+class Payload(Protocol):
+    """A message too large to hold in memory: its size and its bytes, a chunk at a time."""
+
+    size: int
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
+Data = bytes | Payload
+
+__all__ = [
+    "Envelope",
+    "Outcome",
+    "Payload",
+    "ServerReport",
+    "Session",
+    "check_connection",
+    "data_chunks",
+    "deliver",
+    "tls_context",
+]
 
 
 class _Transient(SmtpMagicError):
@@ -113,6 +135,257 @@ def _connect_error(settings: ConnectionSettings, exc: BaseException) -> SmtpMagi
         return _Transient(f"{where} closed the connection before the session started.")
     detail = " ".join(str(cause or exc).split()) or type(exc).__name__
     return ConnectFailed(f"Could not connect to {where}: {detail}.")
+
+
+# -- the DATA payload and pipelined commands (what aiosmtplib lacks) ------------------------------
+
+_timeout = getattr(asyncio, "timeout", None)
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f<>]")
+_SLICE = 1 << 20  # large payloads go to the socket a megabyte at a time
+
+
+def _normalized(chunk: bytes) -> bool:
+    lf = chunk.count(b"\n")
+    return chunk.count(b"\r\n") == lf and chunk.count(b"\r") == lf
+
+
+def data_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The DATA payload of a message: CRLF line ends, leading dots doubled, then ``.``.
+
+    The same transformation as aiosmtplib's ``execute_data_command`` (and smtplib's), done a
+    chunk at a time, so a large message never exists as one bytes object plus its copies.
+    """
+    at_line_start, ended, carry = True, False, b""  # ended: the last byte sent ends a line
+    for chunk in chunks:
+        if carry:
+            chunk, carry = carry + chunk, b""
+        if chunk.endswith(b"\r"):  # its LF may start the next chunk
+            chunk, carry = chunk[:-1], b"\r"
+        if not chunk:
+            continue
+        if not _normalized(chunk):
+            chunk = _LINE_ENDINGS.sub(b"\r\n", chunk)
+        if at_line_start and chunk[:1] == b".":
+            chunk = b"." + chunk
+        chunk = chunk.replace(b"\n.", b"\n..")
+        at_line_start = ended = chunk.endswith(b"\n")
+        yield chunk
+    if carry:
+        yield b"\r\n"
+        ended = True
+    yield b".\r\n" if ended else b"\r\n.\r\n"
+
+
+def _bytes_chunks(data: bytes) -> Iterator[bytes]:
+    if len(data) <= _SLICE:
+        yield data
+        return
+    view = memoryview(data)
+    for start in range(0, len(data), _SLICE):
+        yield bytes(view[start:start + _SLICE])
+
+
+def _size(data: Data) -> int:
+    return len(data) if isinstance(data, (bytes, bytearray)) else data.size
+
+
+def _payload(data: Data) -> Iterator[bytes]:
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) <= _SLICE:  # one write for a small message
+            return iter((b"".join(data_chunks((bytes(data),))),))
+        return data_chunks(_bytes_chunks(bytes(data)))
+    return data_chunks(data.chunks())
+
+
+def _parse_reply(buffer: bytearray) -> tuple[int, str] | None:
+    """Take one complete (possibly multi-line) reply off the front of ``buffer``."""
+    offset, code, lines = 0, -1, []
+    while True:
+        end = buffer.find(b"\n", offset)
+        if end == -1:
+            return None
+        line = bytes(buffer[offset:end + 1])
+        offset = end + 1
+        try:
+            code = int(line[:3])
+        except ValueError:
+            raise ValueError(f"malformed SMTP reply line {line[:80]!r}") from None
+        lines.append(line[4:].strip(b" \t\r\n"))
+        if line[3:4] != b"-":
+            del buffer[:offset]
+            return code, b"\n".join(lines).decode("utf-8", "surrogateescape")
+
+
+_pipelining_class: type | None = None
+
+
+def _extended(protocol: Any) -> Any:
+    """aiosmtplib's protocol, given a collector for several replies to commands written at once.
+
+    aiosmtplib parses one reply per ``read_response`` and drops bytes that arrive while a parsed
+    reply waits to be picked up, so it cannot read pipelined replies (RFC 2920). The subclass
+    only changes how bytes are consumed while ``exchange`` waits; otherwise aiosmtplib's own
+    code runs unchanged. The class is swapped on the connected protocol because aiosmtplib
+    builds it inside ``SMTP.connect`` with no hook.
+    """
+    global _pipelining_class
+    if _pipelining_class is None:
+        from aiosmtplib import SMTPReadTimeoutError, SMTPResponseException, SMTPServerDisconnected
+        from aiosmtplib.protocol import SMTPProtocol
+        from aiosmtplib.response import SMTPResponse
+
+        class PipeliningProtocol(SMTPProtocol):  # type: ignore[misc]
+            _wanted = 0
+            _waiter: asyncio.Future[None] | None = None
+
+            def data_received(self, data: bytes) -> None:
+                if not self._wanted:
+                    super().data_received(data)
+                    return
+                self._inbox.extend(data)
+                try:
+                    while len(self._replies) < self._wanted:
+                        reply = _parse_reply(self._inbox)
+                        if reply is None:
+                            break
+                        self._replies.append(SMTPResponse(*reply))
+                except ValueError as exc:
+                    self._fail(SMTPResponseException(-1, str(exc)))
+                    return
+                if len(self._inbox) > 65536:
+                    self._fail(SMTPResponseException(-1, "Response too long"))
+                elif len(self._replies) >= self._wanted:
+                    self._wake()
+
+            def _wake(self) -> None:
+                if self._waiter is not None and not self._waiter.done():
+                    self._waiter.set_result(None)
+
+            def _fail(self, exc: BaseException) -> None:
+                if self._waiter is not None and not self._waiter.done():
+                    self._waiter.set_exception(exc)
+                    self._waiter.exception()  # retrieved even if nobody awaits it
+
+            def eof_received(self) -> bool:
+                self._fail(SMTPServerDisconnected("Unexpected EOF received"))
+                return bool(super().eof_received())
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                self._fail(SMTPServerDisconnected("Connection lost"))
+                super().connection_lost(exc)
+
+            async def exchange(
+                self, chunks: Iterable[bytes], replies: int, timeout: float | None
+            ) -> list[Any]:
+                """Write ``chunks`` (commands and/or payload), then read ``replies`` replies."""
+                if self.transport is None or self.transport.is_closing():
+                    raise SMTPServerDisconnected("Connection lost")
+                waiter = self._loop.create_future()
+                self._inbox, self._replies = bytearray(), []
+                self._waiter, self._wanted = waiter, replies
+                timer = None
+                try:
+                    for chunk in chunks:
+                        self.write(chunk)
+                        if self._paused:  # flow control: keep at most a chunk buffered
+                            await self._drain_helper()
+                    if not waiter.done():
+                        if timeout is not None:
+                            timer = self._loop.call_later(
+                                timeout, self._fail,
+                                SMTPReadTimeoutError("Timed out waiting for server response"),
+                            )
+                        await waiter
+                    else:
+                        waiter.result()
+                    return self._replies
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                    self._wanted, self._waiter = 0, None
+
+        _pipelining_class = PipeliningProtocol
+    if protocol is not None and type(protocol) is not _pipelining_class:
+        protocol.__class__ = _pipelining_class
+    return protocol
+
+
+def _address(address: str, smtputf8: bool) -> bytes:
+    raw = address.encode("utf-8" if smtputf8 else "ascii")
+    if _CONTROL.search(raw):
+        raise ValueError(f"address {address!r} contains a prohibited character")
+    return b"<" + raw + b">"
+
+
+async def _send_message(
+    smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool,
+) -> dict[str, Any]:
+    """MAIL, RCPT..., DATA and the payload: pipelined when the server offers it (RFC 2920).
+
+    Raises aiosmtplib's own exceptions, so callers handle both paths alike; returns the refused
+    recipients as aiosmtplib's ``sendmail`` does.
+    """
+    import aiosmtplib
+
+    if smtp.is_ehlo_or_helo_needed:
+        try:
+            await smtp.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await smtp.helo()
+    if smtputf8 and not smtp.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    protocol = _extended(smtp.protocol)
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    timeout = smtp.timeout
+    mail = b"MAIL FROM:" + _address(sender, smtputf8)
+    if smtp.supports_extension("size"):
+        mail += b" SIZE=%d" % _size(data)
+    if smtputf8:
+        mail += b" SMTPUTF8"
+    commands = [mail + b"\r\n", *(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n" for r in recipients)]
+    refused: dict[str, Any] = {}
+    try:
+        if smtp.supports_extension("pipelining"):
+            replies = await protocol.exchange((b"".join(commands) + b"DATA\r\n",),
+                                              len(commands) + 1, timeout)
+            mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
+        else:
+            (mail_reply,) = await protocol.exchange((commands[0],), 1, timeout)
+            rcpt_replies, data_reply = [], None
+            if mail_reply.code == 250:
+                for command in commands[1:]:
+                    rcpt_replies += await protocol.exchange((command,), 1, timeout)
+        if mail_reply.code != 250:
+            await _end_data(protocol, data_reply, timeout)
+            raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+        for rcpt, reply in zip(recipients, rcpt_replies):
+            if reply.code not in (250, 251):
+                refused[rcpt] = aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
+        if len(refused) == len(recipients):
+            await _end_data(protocol, data_reply, timeout)
+            raise aiosmtplib.SMTPRecipientsRefused(list(refused.values()))
+        if data_reply is None:
+            (data_reply,) = await protocol.exchange((b"DATA\r\n",), 1, timeout)
+        if data_reply.code != 354:
+            raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+        (reply,) = await protocol.exchange(_payload(data), 1, timeout)
+        if reply.code != 250:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        try:  # reset the envelope for the next message, as aiosmtplib's sendmail does
+            await smtp.rset()
+        except (ConnectionError, aiosmtplib.SMTPException):
+            pass
+        raise
+    return refused
+
+
+async def _end_data(protocol: Any, data_reply: Any, timeout: float | None) -> None:
+    """A server that accepted DATA after refusing the envelope gets an empty message ending."""
+    if data_reply is not None and data_reply.code == 354:
+        await protocol.exchange((b".\r\n",), 1, timeout)
 
 
 class Session:
@@ -228,16 +501,18 @@ class Session:
         )
 
     async def transaction(
-        self, sender: str, recipients: tuple[str, ...], data: bytes, smtputf8: bool
+        self, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool
     ) -> tuple[list[str], dict[str, tuple[int, str]], dict[str, tuple[int, str]]]:
-        """One MAIL/RCPT/DATA. Returns (accepted, refused permanently, refused temporarily)."""
+        """One MAIL/RCPT/DATA. Returns (accepted, refused permanently, refused temporarily).
+
+        ``data`` is the message as bytes, or a ``Payload`` streamed from disk in chunks.
+        """
         import aiosmtplib
 
         smtp = await self.open()
         where = _where(self.settings)
-        options = ["SMTPUTF8"] if smtputf8 else []
         try:
-            errors, _ = await smtp.sendmail(sender, list(recipients), data, mail_options=options)
+            errors = await _send_message(smtp, sender, recipients, data, smtputf8)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -291,7 +566,7 @@ def backoff(attempt: int) -> float:
     return 0.25 * (3 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
-async def deliver_once(session: Session, envelope: Envelope, data: bytes) -> Outcome:
+async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outcome:
     """Send one message over a session, retrying temporary failures; raise typed errors."""
     settings = session.settings
     outcome = Outcome()
@@ -356,11 +631,15 @@ def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicEr
     )
 
 
-async def deliver(session: Session, envelope: Envelope, data: bytes) -> Outcome:
+async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
     """``deliver_once`` bounded by the execution timeout (connecting and retries included)."""
     settings = session.settings
     try:
-        outcome = await asyncio.wait_for(deliver_once(session, envelope, data), settings.timeout)
+        if _timeout is not None:  # Python 3.11+: no extra task per message, unlike wait_for
+            async with _timeout(settings.timeout):
+                outcome = await deliver_once(session, envelope, data)
+        else:
+            outcome = await asyncio.wait_for(deliver_once(session, envelope, data), settings.timeout)
     except asyncio.TimeoutError:
         session.abort()
         raise SendTimeout(

@@ -1,0 +1,141 @@
+"""The transport's own DATA path: pipelined commands (RFC 2920), dot-stuffing, streamed payloads."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+from smtp_magic import transport
+from smtp_magic.config import SmtpMagic
+from smtp_magic.errors import PartiallyRefused, Rejected
+
+
+def reference(data: bytes) -> bytes:
+    """What aiosmtplib itself writes after DATA."""
+    return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+
+
+@pytest.mark.parametrize("data", [
+    b"", b".", b"a", b"a\r\n", b"a\n.b\r\n.c", b".\r\n.\r\n", b"x\r", b"x\ry\r\n", b"\n\n.\n",
+    b"line\r\n..two\r\n.\r\nend",
+])
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+def test_data_chunks_match_aiosmtplib_for_any_chunking(data: bytes, size: int):
+    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    assert b"".join(transport.data_chunks(chunks)) == reference(data)
+
+
+@dataclass
+class Recorder:
+    """A raw SMTP server that replies byte by byte, to split pipelined replies across reads."""
+
+    pipelining: bool = True
+    commands: list[bytes] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # commands found in one read
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def reply(text: bytes) -> None:
+            for i in range(len(text)):
+                writer.write(text[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0)
+
+        await reply(b"220 test ESMTP\r\n")
+        accepted = 0
+        while line := await reader.readline():
+            self.commands.append(line)
+            self.batches.append(len(reader._buffer.split(b"\r\n")))  # noqa: SLF001 - test only
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                ext = b"250-PIPELINING\r\n" if self.pipelining else b""
+                await reply(b"250-test\r\n" + ext + b"250 SIZE 100000000\r\n")
+            elif verb == b"MAIL":
+                accepted = 0
+                await reply(b"550 no such sender\r\n" if b"bad-sender" in line else b"250 ok\r\n")
+            elif verb == b"RCPT":
+                if b"refused" in line:
+                    await reply(b"550 5.1.1 no such user\r\n")
+                else:
+                    accepted += 1
+                    await reply(b"250 ok\r\n")
+            elif verb == b"DATA":
+                if not accepted:
+                    await reply(b"554 no valid recipients\r\n")
+                    continue
+                await reply(b"354 go ahead\r\n")
+                lines = []
+                while (data_line := await reader.readline()) not in (b".\r\n", b""):
+                    lines.append(data_line)
+                self.messages.append(b"".join(lines) + b".\r\n")
+                await reply(b"250 queued\r\n")
+            elif verb == b"RSET":
+                await reply(b"250 reset\r\n")
+            elif verb == b"QUIT":
+                await reply(b"221 bye\r\n")
+                break
+            else:
+                await reply(b"502 what?\r\n")
+        writer.close()
+
+
+async def _session(recorder: Recorder) -> tuple[transport.Session, asyncio.AbstractServer]:
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpMagic(host="127.0.0.1", port=port, security="none", timeout=10).snapshot()
+    return transport.Session(settings, None), server
+
+
+@dataclass
+class Env:
+    sender: str
+    recipients: tuple[str, ...]
+    smtputf8: bool = False
+
+
+@dataclass
+class Chunked:
+    parts: list[bytes]
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.parts))
+
+    def chunks(self) -> Iterator[bytes]:
+        return iter(self.parts)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_messages_over_one_connection_with_partial_refusals(pipelining: bool):
+    recorder = Recorder(pipelining=pipelining)
+    session, server = await _session(recorder)
+    body = b"Subject: x\r\n\r\n.leading dot\r\nline\n"
+    try:
+        outcome = await transport.deliver(session, Env("a@x.test", ("b@x.test",)), body)
+        assert outcome.accepted == ["b@x.test"]
+        with pytest.raises(PartiallyRefused) as partly:
+            await transport.deliver(session, Env("a@x.test", ("c@x.test", "refused@x.test")), body)
+        assert list(partly.value.refused) == ["refused@x.test"]
+        with pytest.raises(Rejected):
+            await transport.deliver(session, Env("a@x.test", ("refused@x.test",)), body)
+        with pytest.raises(Rejected):
+            await transport.deliver(session, Env("bad-sender@x.test", ("d@x.test",)), body)
+        streamed = Chunked([b"Subject: big\r\n\r\n", b"abc\r", b"\n.def\r\n" * 3, b"end"])
+        await transport.deliver(session, Env("a@x.test", ("e@x.test",)), streamed)
+    finally:
+        await session.close()
+        server.close()
+    # This server wrongly answers 354 after a refused sender: a pipelining client then ends
+    # the DATA with an empty message (RFC 2920 §3.1); one that waits never gets that far.
+    empty = [b".\r\n"] if pipelining else []
+    assert recorder.messages == [reference(body)] * 2 + empty + [reference(b"".join(streamed.parts))]
+    # One connection throughout; pipelined: MAIL, RCPT and DATA arrive together.
+    assert sum(c.startswith(b"EHLO") for c in recorder.commands) == 1
+    mail_batches = [n for c, n in zip(recorder.commands, recorder.batches) if c.startswith(b"MAIL")]
+    assert all(n > 1 for n in mail_batches) if pipelining else all(n == 1 for n in mail_batches)
+    assert any(re.match(rb"MAIL FROM:<a@x.test> SIZE=\d+", c) for c in recorder.commands)
