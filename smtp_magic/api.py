@@ -65,6 +65,10 @@ def _attachment(item: AttachmentLike) -> list[Attachment]:
     if isinstance(item, Attachment):
         return [item]
     if isinstance(item, tuple) and len(item) == 2:
+        if not isinstance(item[1], (bytes, bytearray, memoryview, str)):
+            # bytes(5) would silently attach five NUL bytes
+            raise InvalidRequest(f"Attachment {item[0]!r} must hold bytes or text, not "
+                                 f"{type(item[1]).__name__}.")
         return [Attachment.from_bytes(item[0], item[1])]
     if isinstance(item, (str, os.PathLike)):
         path = os.path.expanduser(os.fspath(item))
@@ -84,6 +88,8 @@ def _attachments(items: Iterable[AttachmentLike] | AttachmentLike | None) -> tup
         isinstance(items, tuple) and len(items) == 2 and isinstance(items[1], (bytes, bytearray))
     ):
         items = [items]  # a single attachment given on its own
+    if not isinstance(items, Iterable):
+        raise InvalidRequest(f"'attachments' must be a list of files, not {type(items).__name__}.")
     out: list[Attachment] = []
     for item in items:  # type: ignore[union-attr]
         out.extend(_attachment(item))
@@ -94,6 +100,15 @@ def _make_request(
     to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
 ) -> SendRequest:
+    # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside.
+    for name, value in (("to", to), ("cc", cc), ("bcc", bcc)):
+        if value is not None and not isinstance(value, (str, Iterable)):
+            raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
+                                 f"{type(value).__name__}.")
+    if headers is not None and not isinstance(headers, Iterable):
+        raise InvalidRequest(f"'headers' must map header names to values, not {type(headers).__name__}.")
+    if content_type is not None and not isinstance(content_type, str):
+        raise InvalidRequest(f"The content type must be text, not {type(content_type).__name__}.")
     return SendRequest(
         to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
         attachments=_attachments(attachments), content_type=content_type, headers=headers or (),
