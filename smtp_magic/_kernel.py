@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import html
 import importlib.util
@@ -19,8 +20,15 @@ from .config import SmtpMagic
 from .errors import SmtpMagicError
 from .models import Response, SendRequest
 
-__all__ = ["SendJob", "is_headless", "should_block", "start_send", "wait_all", "run_captured",
-           "one_line"]
+__all__ = [
+    "SendJob",
+    "is_headless",
+    "one_line",
+    "run_captured",
+    "should_block",
+    "start_send",
+    "wait_all",
+]
 
 # Every job this session started, so `%smtp_outbox --wait` can block on their concurrent futures
 # (never on kernel-loop tasks: the kernel's own loop is blocked while a cell runs).
@@ -253,7 +261,7 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
 
     job.future = api.worker_loop().submit(
         api.send_many_async(job.requests, config=settings, progress=on_progress))
-    _jobs.append(job)
+    _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
 
     def settle() -> None:
         job._settle()
@@ -292,10 +300,8 @@ def _settle_later(job: SendJob, loop: asyncio.AbstractEventLoop | None,
 
     async def wait_and_settle() -> None:
         assert job.future is not None
-        try:
+        with contextlib.suppress(BaseException):  # a failure is what the status line reports
             await asyncio.wrap_future(job.future)
-        except BaseException:  # noqa: BLE001 - reported by the status line
-            pass
         settle()
 
     task = loop.create_task(wait_and_settle())

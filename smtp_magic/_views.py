@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from typing import Any
 
-__all__ = ["Table", "Block", "Inbox"]
+__all__ = ["Block", "Inbox", "Table"]
 
 
 class Table:
@@ -63,7 +63,9 @@ def _inline_images(msg: EmailMessage) -> dict[str, str]:
     for part in msg.walk():
         cid = part.get("Content-ID")
         if cid and part.get_content_maintype() == "image":
-            data = base64.b64encode(part.get_payload(decode=True) or b"").decode("ascii")
+            payload = part.get_payload(decode=True)
+            raw = payload if isinstance(payload, bytes) else b""
+            data = base64.b64encode(raw).decode("ascii")
             out[str(cid).strip("<>")] = f"data:{part.get_content_type()};base64,{data}"
     return out
 

@@ -33,22 +33,23 @@ LOCAL_SENDER = "notebook@localhost.test"
 #
 # IPython expands {expr} and $name in the whole line and, when any part fails, keeps the whole line
 # as typed: `--to {addr} --subject "Up $5M"` would then send to the literal "{addr}". The magics
-# opt out (@no_var_expand) and expand with the same syntax, field by field:
-#   - a field that fails to evaluate is kept as typed ("$5M" stays "$5M"); {{ }} and $$ escape;
-#   - a word in single quotes is never expanded;
+# opt out (@no_var_expand) and expand with IPython's syntax, but field by field:
+#   - a field that fails to evaluate is kept as typed ("$5M" stays "$5M"); {{, }} and $$ escape;
+#   - as in IPython, $name is not expanded inside single quotes ({expr} is);
 #   - a word that is only `{expr}`/`$name` and evaluates to a list gives one argument per item
 #     (`--to {team}`), and a value with spaces stays one argument (`--subject {title}`).
 # `--each` expands the options once per row, with the row's columns before notebook variables.
 
-_WORD = re.compile(r"""(?:\\.|[^\s'"\\]|'[^']*'|"(?:\\.|[^"\\])*")+""", re.S)
-_SINGLE_QUOTED = re.compile(r"""\\.|"(?:\\.|[^"\\])*"|('[^']*')""", re.S)
+_WORD = re.compile(r"""(?:\\.|[^\s'"\\]|'[^']*'|"(?:\\.|[^"\\])*")+""", re.DOTALL)
+_SINGLE_QUOTED = re.compile(r"""\\.|"(?:\\.|[^"\\])*"|('[^']*')""", re.DOTALL)
 _NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _FIELD = re.compile(r"\{\{|\}\}|\$\$|\{([^{}]+)\}|\$(" + _NAME + ")")
+_BRACE_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}()")
 _WHOLE_FIELD = re.compile(r"\{([^{}]+)\}|\$(" + _NAME + ")")
 
 
 def split_words(line: str) -> list[tuple[str, bool]]:
-    """Shell-style words of ``line``, each with whether it may be expanded."""
+    """Shell-style words of ``line``, each with whether ``$name`` may be expanded in it."""
     try:
         shlex.split(line)  # checks the quoting once, with shlex's own error messages
     except ValueError as exc:
@@ -56,22 +57,23 @@ def split_words(line: str) -> list[tuple[str, bool]]:
     words = []
     for match in _WORD.finditer(line):
         raw = match.group(0)
-        literal = any(m.group(1) for m in _SINGLE_QUOTED.finditer(raw))
-        words.append(("".join(shlex.split(raw)), not literal))
+        single_quoted = any(m.group(1) for m in _SINGLE_QUOTED.finditer(raw))
+        words.append(("".join(shlex.split(raw)), not single_quoted))
     return words
 
 
-def expand_word(word: str, namespace: Mapping[str, Any]) -> list[str]:
-    """``{expr}`` and ``$name`` in one word, evaluated in ``namespace``; a failing field stays."""
-    if "{" not in word and "$" not in word:
+def expand_word(word: str, namespace: Mapping[str, Any], dollar: bool = True) -> list[str]:
+    """``{expr}`` (and ``$name`` if ``dollar``) in one word, evaluated in ``namespace``;
+    a field that fails stays as typed."""
+    if "{" not in word and not (dollar and "$" in word):
         return [word]
     scope = dict(namespace)
 
     def evaluate(expr: str) -> Any:
-        return eval(expr, scope)  # noqa: S307 - the user's own expression, as IPython does
+        return eval(expr, scope)
 
     whole = _WHOLE_FIELD.fullmatch(word)
-    if whole:
+    if whole and (dollar or whole.group(1)):
         try:
             value = evaluate(whole.group(1) or whole.group(2))
         except Exception:  # noqa: BLE001 - kept as typed
@@ -87,12 +89,11 @@ def expand_word(word: str, namespace: Mapping[str, Any]) -> list[str]:
         except Exception:  # noqa: BLE001 - kept as typed
             return token
 
-    return [_FIELD.sub(field, word)]
+    return [(_FIELD if dollar else _BRACE_FIELD).sub(field, word)]
 
 
 def expand_words(words: list[tuple[str, bool]], namespace: Mapping[str, Any]) -> list[str]:
-    return [out for word, expandable in words
-            for out in (expand_word(word, namespace) if expandable else [word])]
+    return [out for word, dollar in words for out in expand_word(word, namespace, dollar)]
 
 
 def parse_argv(magic: Callable[..., Any], argv: list[str]) -> argparse.Namespace:
@@ -158,18 +159,18 @@ def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
     """The request for one message from the parsed options and the rendered body."""
     from .render import email_document
 
-    common = dict(to=args.to, subject=args.subject, cc=args.cc or (), bcc=args.bcc or (),
-                  sender=args.sender)
+    common: dict[str, Any] = {"to": args.to, "subject": args.subject, "cc": args.cc or (),
+                              "bcc": args.bcc or (), "sender": args.sender}
     if content_type == "text/plain":
         text = rendered.text
         if text is None:
             from .htmltext import html_to_text
 
             text = html_to_text(rendered.html)
-        return SendRequest(**common, body=text, content_type="text/plain",  # type: ignore[arg-type]
+        return SendRequest(**common, body=text, content_type="text/plain",
                            attachments=tuple(attachments))
     return SendRequest(
-        **common,  # type: ignore[arg-type]
+        **common,
         body=email_document(rendered.html, title=args.subject), content_type="text/html",
         inline_images=rendered.images, attachments=(*rendered.attachments, *attachments),
     )
@@ -181,8 +182,13 @@ def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
 class SmtpMagics(Magics):
     """Send email from notebook cells with the settings of ``SmtpMagic`` (``%config SmtpMagic``)."""
 
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        assert self.shell is not None
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
     def _parse(self, magic: Callable[..., Any], line: str) -> argparse.Namespace:
-        return parse_argv(magic, expand_words(split_words(line), self.shell.user_ns))
+        return parse_argv(magic, expand_words(split_words(line), self.user_ns))
 
     # -- %smtp_config --
     @no_var_expand
@@ -205,7 +211,7 @@ class SmtpMagics(Magics):
               help="async: cells return at once; sync: they wait; auto: wait only in headless runs.")
     @argument("--file", metavar="PATH", help="Load a JSON configuration (the connector's format).")
     @argument("--local", action="store_true",
-              help="Start the built-in capture server here and send to it.")
+              help="Start the built-in capture server here and send to it (no login).")
     @argument("--check", action="store_true",
               help="Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing.")
     @line_magic
@@ -259,7 +265,8 @@ class SmtpMagics(Magics):
                 raise _kernel.one_line(exc) from None
             print("\n".join(report.lines()))
         if not line.strip():
-            display(Table(("setting", "value"), settings.describe(), title="SmtpMagic settings"))
+            text = Table(("setting", "value"), settings.describe(), title="SmtpMagic settings")
+            display(Block(settings._repr_html_(), repr(text)))  # the password masked in both
 
     @staticmethod
     def _prompt_password(staged: SmtpMagic, *, keyring: bool) -> None:
@@ -304,10 +311,10 @@ class SmtpMagics(Magics):
 
         ``{{ df }}`` puts a DataFrame in as a table, ``{{ fig }}`` a matplotlib figure as an
         inline image; other values are HTML-escaped. Options accept ``{expr}``/``$name``
-        (``--to {addr}``); words in single quotes stay as typed, and so does a word whose
-        expansion fails (``"$5M"``). With ``--each df``, the options are expanded and the
-        template rendered once per row, with the row's columns (and ``row``) shadowing notebook
-        variables; all messages go out over reused connections, with a progress bar.
+        (``--to {addr}``), field by field: one that fails stays as typed (``"$5M"``), and
+        ``$name`` is not expanded in single quotes. With ``--each df``, the options are expanded
+        and the template rendered once per row, with the row's columns (and ``row``) shadowing
+        notebook variables; all messages go out over reused connections, with a progress bar.
 
         The send is asynchronous in a notebook: the cell returns at once and a status line updates
         in place. In headless runs (papermill, nbval, nbconvert: no stdin) and in a terminal it
@@ -316,7 +323,7 @@ class SmtpMagics(Magics):
         with ``--each``), ``smtp_last.result()`` blocks for it. ``%smtp_outbox --wait`` waits
         for every send.
         """
-        ns = self.shell.user_ns
+        ns = self.user_ns
         words = split_words(line)
         shape = parse_argv(self.smtp_send, [w for w, _ in words])  # which options, before expanding
         settings = current().copy()
@@ -349,7 +356,7 @@ class SmtpMagics(Magics):
         """One message: the options expanded and the template rendered with ``row`` first."""
         from .render import render_template
 
-        ns = self.shell.user_ns
+        ns = self.user_ns
         scope: Mapping[str, Any] = ChainMap(row, ns) if row else ns
         where = f"Row {index}: " if index is not None else ""
         args = parse_argv(self.smtp_send, expand_words(words, scope))
@@ -439,17 +446,19 @@ class SmtpMagics(Magics):
     @argument("--cc", nargs="+", action="extend", metavar="ADDR")
     @argument("--bcc", nargs="+", action="extend", metavar="ADDR")
     @argument("--subject", metavar="S")
+    @argument("--from", dest="sender", metavar="ADDR")
+    @argument("--attach", dest="attachments", nargs="+", action="extend", metavar="ITEM",
+              help="Notebook variables (df, df:name.xlsx) or file paths.")
+    @argument("--content-type", choices=("text/html", "text/plain", "text/markdown"))
     @line_magic
     def smtp_compose(self, line: str = "") -> None:
-        """Show the compose form (an ipywidgets Box) linked to the settings, prefilled by options."""
+        """Show the compose form (an ipywidgets Box) linked both ways to the settings, prefilled
+        by the options."""
         args = self._parse(self.smtp_compose, line)
         prefill = {k: v for k, v in vars(args).items() if v is not None}
-        for key in ("to", "cc", "bcc"):
-            if key in prefill:
-                prefill[key] = ", ".join(prefill[key])
         from .widgets import compose
 
-        display(compose(**prefill))
+        display(compose(namespace=self.user_ns, **prefill))
 
 
 # -- outbox helpers ----------------------------------------------------------------------------------

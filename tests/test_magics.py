@@ -19,7 +19,12 @@ from traitlets.config import Config
 
 from smtp_magic import _kernel, config
 from smtp_magic.errors import ConnectFailed, SmtpMagicError
-from smtp_magic.magics import expand_words, load_ipython_extension, split_words, unload_ipython_extension
+from smtp_magic.magics import (
+    expand_words,
+    load_ipython_extension,
+    split_words,
+    unload_ipython_extension,
+)
 from smtp_magic.outbox import Outbox, history
 from smtp_magic.server import CaptureServer
 
@@ -128,7 +133,7 @@ assert "smtp_outbox" in ip.magics_manager.magics["line"]
 print("ok")
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
@@ -248,10 +253,12 @@ def test_usage_error_shows_the_usage(ip: TestingShell) -> None:
 
 def test_expansion_word_by_word(ip: TestingShell) -> None:
     ns = {"addr": "ann@example.test", "team": ["a@x.test", "b@x.test"], "n": 3}
-    words = split_words("--to {addr} --cc {team} --subject \"Up $5M in {n} days\" --from '$addr'")
+    words = split_words("--to {addr} --cc {team} --subject \"Up $5M in {n} days\" --from '$addr'"
+                        " --bcc $addr --body 'n={n}'")
     assert expand_words(words, ns) == [
         "--to", "ann@example.test", "--cc", "a@x.test", "b@x.test",
-        "--subject", "Up $5M in 3 days", "--from", "$addr"]
+        "--subject", "Up $5M in 3 days", "--from", "$addr", "--bcc", "ann@example.test",
+        "--body", "n=3"]
     assert expand_words(split_words('--subject "{nope} and {{braces}} cost $$5"'), ns) == [
         "--subject", "{nope} and {braces} cost $5"]
 
@@ -429,3 +436,47 @@ def test_local_server_and_inbox(ip: TestingShell) -> None:
     inbox = run(ip, "%smtp_inbox --limit 5")
     html = inbox.outputs[0].data["text/html"]
     assert "In the inbox" in html and "<details>" in html and "Hello inbox" in html
+
+
+def test_compose_form_gets_the_options(ip: TestingShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr("smtp_magic.widgets.compose", lambda **kw: calls.append(kw) or "FORM")
+    ip.user_ns["boss"] = "boss@example.test"
+    shown = run(ip, "%smtp_compose --to {boss} a@example.test --subject 'Q3 numbers' --attach df")
+    (kwargs,) = calls
+    assert kwargs["to"] == ["boss@example.test", "a@example.test"]
+    assert kwargs["subject"] == "Q3 numbers" and kwargs["attachments"] == ["df"]
+    assert kwargs["namespace"] is ip.user_ns and "FORM" in text_of(shown)
+
+
+# -- headless detection across kernel APIs ----------------------------------------------------------
+
+class FakeKernel:
+    def __init__(self, parent: dict[str, Any] | None, allow_stdin: bool = True,
+                 channel_arg: bool = True) -> None:
+        self.parent, self._allow_stdin, self.channel_arg = parent, allow_stdin, channel_arg
+
+    def get_parent(self, *args: Any) -> Any:
+        if args and not self.channel_arg:
+            raise TypeError("get_parent() takes 1 positional argument")
+        return self.parent
+
+
+@pytest.mark.parametrize(("kernel", "headless"), [
+    (None, None),  # a terminal: no kernel
+    (FakeKernel({"content": {"allow_stdin": True}}), False),  # JupyterLab, VS Code
+    (FakeKernel({"content": {"allow_stdin": False}}), True),  # papermill, nbval, nbconvert
+    (FakeKernel({"content": {"allow_stdin": False}}, channel_arg=False), True),
+    (FakeKernel({"content": {"comm_id": "x"}}, allow_stdin=False), True),  # a widget callback
+    (FakeKernel({}, allow_stdin=True), False),
+])
+def test_headless_detection(kernel: Any, headless: bool | None) -> None:
+    shell = type("Shell", (), {"kernel": kernel})() if kernel is not None else object()
+    assert _kernel.is_headless(shell) is headless
+    settings = config.SmtpMagic()
+    assert _kernel.should_block(shell, settings) is (headless is not False)
+    settings.send_mode = "async"
+    assert _kernel.should_block(shell, settings) is False
+    assert _kernel.should_block(shell, settings, forced=True) is True
+    settings.send_mode = "sync"
+    assert _kernel.should_block(shell, settings) is True
