@@ -1,0 +1,778 @@
+"""The compose form: an ipywidgets VBox bound both ways to the SmtpMagic settings."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import glob
+import html
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+
+from . import api
+from .compose import parse_address
+from .config import SmtpMagic, current
+from .errors import InvalidRequest, SmtpMagicError
+from .models import Attachment, Response, SendRequest, as_address_list
+from .preview import preview_html
+
+__all__ = ["ComposeForm", "attachable_variables", "compose"]
+
+# Notebook values offered as attachments, matched by (top-level package, class name) along the
+# MRO so that neither pandas nor matplotlib is imported just to look.
+_ATTACHABLE = {
+    ("pandas", "DataFrame"), ("pandas", "Series"), ("pandas", "Styler"),
+    ("matplotlib", "Figure"),
+}
+_CONTENT_TYPES = (
+    ("HTML", "text/html"), ("Plain text", "text/plain"), ("Markdown", "text/markdown"),
+)
+_SECURITY = (
+    ("auto (465: TLS, else STARTTLS)", "auto"), ("STARTTLS", "starttls"),
+    ("TLS (implicit)", "tls"), ("none", "none"),
+)
+_COLORS = {"info": "#57606a", "busy": "#0969da", "ok": "#1a7f37", "error": "#cf222e",
+           "warn": "#9a6700"}
+_ICONS = {"info": "", "busy": "\u23f3 ", "ok": "\u2714 ", "error": "\u2718 ", "warn": "\u26a0 "}
+_LABEL = {"description_width": "84px"}
+
+
+def _kind(obj: Any) -> str | None:
+    try:
+        mro = type(obj).__mro__
+    except AttributeError:
+        return None
+    for cls in mro:
+        if (cls.__module__.partition(".")[0], cls.__name__) in _ATTACHABLE:
+            return cls.__name__
+    return None
+
+
+def _describe(obj: Any, kind: str) -> str:
+    shape = getattr(obj, "shape", None) if kind in ("DataFrame", "Series") else None
+    if isinstance(shape, tuple) and all(isinstance(n, int) for n in shape):
+        if len(shape) == 1:
+            return f"{kind} ({shape[0]})"
+        return f"{kind} " + "\u00d7".join(map(str, shape))
+    return kind
+
+
+def attachable_variables(namespace: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, name) of the DataFrames and figures in a namespace, by name, for the picker."""
+    out = []
+    for name in sorted(namespace):
+        if name.startswith("_") or name in ("In", "Out"):
+            continue
+        kind = _kind(namespace[name])
+        if kind is not None:
+            out.append((f"{name}  \u2014 {_describe(namespace[name], kind)}", name))
+    return out
+
+
+def _user_namespace() -> Mapping[str, Any]:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return {}
+    shell = get_ipython()
+    return getattr(shell, "user_ns", None) or {}
+
+
+def _size(n: float) -> str:
+    """Decimal units, the way attachment_size counts (1 MB = 10**6 bytes)."""
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if n < 100 else f"{n:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _caption(text: str) -> widgets.HTML:
+    """A label aligned with the descriptions of the Text fields (right-aligned, 84 px)."""
+    return widgets.HTML(
+        f"<div style='text-align:right;padding-right:8px'>{html.escape(text)}</div>",
+        layout=widgets.Layout(width="92px", min_width="92px"))
+
+
+def _line(kind: str, text: str) -> str:
+    return (f"<span style='color:{_COLORS[kind]}'>{_ICONS[kind]}"
+            f"{html.escape(text)}</span>")
+
+
+def _on_kernel(future: concurrent.futures.Future[Any], callback: Callable[[Any], None]) -> None:
+    """Run ``callback(future)`` on the calling thread's event loop once the future is done.
+
+    In a kernel the widget callbacks run on the kernel's loop: widget updates made there go out
+    in order, attached to the form (never to whichever cell runs next). Without a running loop
+    (plain Python, tests) the callback runs on the worker thread that finished the future.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(callback, f)
+                return
+            except RuntimeError:  # the loop closed in between
+                pass
+        callback(f)
+
+    future.add_done_callback(done)
+
+
+class _GuardedLink(traitlets.link):
+    """``traitlets.link`` that reports a value the settings refuse instead of raising.
+
+    An exception raised here would surface as a traceback in the kernel log while the form
+    silently disagreed with the settings; the form shows the one-line reason instead.
+    """
+
+    def __init__(self, source: tuple[Any, str], target: tuple[Any, str],
+                 report: Callable[[str, BaseException | None], None],
+                 transform: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None,
+                 ) -> None:
+        self._report = report
+        super().__init__(source, target, transform)
+
+    def _update_source(self, change: Any) -> None:
+        try:
+            super()._update_source(change)
+        except (traitlets.TraitError, ValueError, TypeError) as exc:
+            self._report(self.source[1], exc)
+        else:
+            self._report(self.source[1], None)
+
+    def _update_target(self, change: Any) -> None:
+        super()._update_target(change)
+        self._report(self.source[1], None)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One row of the attachment list: what it is, where it came from, and any problem."""
+
+    label: str
+    origin: str
+    attachment: Attachment | None
+    size: int | None
+    problem: str | None
+
+
+class ComposeForm(widgets.VBox):
+    """An email form bound to an :class:`~smtp_magic.SmtpMagic` settings object.
+
+    The fields are public widgets (``to``, ``cc``, ``bcc``, ``sender``, ``subject``, ``body``,
+    ``content_type``, ``upload``, ``variables``, ``send_button``, ``preview_button`` and, in the
+    settings panel, ``host``, ``port``, ``username``, ``password``, ``security``, ``timeout``,
+    ``check_button``), so the form can be driven from code and embedded in other layouts.
+    """
+
+    def __init__(
+        self,
+        *,
+        to: str | Iterable[str] | None = None,
+        cc: str | Iterable[str] | None = None,
+        bcc: str | Iterable[str] | None = None,
+        subject: str = "",
+        body: str = "",
+        content_type: str | None = None,
+        attachments: Iterable[Any] | Any = (),
+        settings: SmtpMagic | None = None,
+        sender: str | None = None,
+        namespace: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings: SmtpMagic = settings if settings is not None else current()
+        self._namespace = namespace
+        self._links: list[traitlets.link] = []
+        self._setting_errors: dict[str, str] = {}
+        self._sending = False
+        self._future: concurrent.futures.Future[Any] | None = None
+        self.last_response: Response | None = None
+        self.last_report: list[str] | None = None
+
+        # -- the message ------------------------------------------------------------------
+        def address_field(label: str, value: Any, placeholder: str) -> widgets.Text:
+            text = ", ".join(as_address_list(value)) if value else ""
+            return widgets.Text(value=text, description=label, placeholder=placeholder,
+                                style=_LABEL, layout=widgets.Layout(width="100%"))
+
+        self.to = address_field("To", to, "alice@example.org, Bob <bob@example.org>")
+        self.cc = address_field("Cc", cc, "optional, comma separated")
+        self.bcc = address_field("Bcc", bcc, "optional, comma separated; not shown to recipients")
+        self.sender = widgets.Text(value=sender or "", description="From", style=_LABEL,
+                                   layout=widgets.Layout(width="100%"))
+        self.subject = widgets.Text(value=subject, description="Subject", style=_LABEL,
+                                    placeholder="What is it about?",
+                                    layout=widgets.Layout(width="100%"))
+        self._flags = {name: self._flag() for name in ("sender", "to", "cc", "bcc")}
+
+        default_type = content_type or self.settings.content_type
+        if default_type not in dict(_CONTENT_TYPES).values():
+            default_type = "text/html"  # multipart/alternative: the HTML body gets a text part
+        self.content_type = widgets.ToggleButtons(
+            options=_CONTENT_TYPES, value=default_type,
+            style={"button_width": "96px"},
+            tooltips=["HTML (a plain-text alternative is added)", "Plain text only",
+                      "Markdown, sent as HTML"],
+        )
+        self.body = widgets.Textarea(value=body, placeholder="Write the message here",
+                                     layout=widgets.Layout(width="100%", height="170px"))
+
+        # -- attachments -------------------------------------------------------------------
+        self.upload = widgets.FileUpload(multiple=True, description="Upload files",
+                                         tooltip="Attach files from your computer",
+                                         layout=widgets.Layout(width="auto"))
+        self.clear_uploads = widgets.Button(description="Clear uploads", icon="times",
+                                            tooltip="Remove the uploaded files",
+                                            layout=widgets.Layout(width="auto", display="none"))
+        self.variables = widgets.SelectMultiple(
+            options=[], description="Variables", rows=3, style=_LABEL,
+            layout=widgets.Layout(width="auto", flex="1 1 auto"),
+            tooltip="DataFrames and figures of the notebook; Ctrl/Cmd-click to pick several",
+        )
+        self.refresh_variables = widgets.Button(
+            icon="refresh", tooltip="Look for DataFrames and figures again",
+            layout=widgets.Layout(width="36px"),
+        )
+        self._no_variables = widgets.HTML(
+            "<span style='color:#57606a;font-size:12px'>No DataFrame or figure in the notebook "
+            "yet: make one, then \u21bb to attach it.</span>",
+            layout=widgets.Layout(margin="0 8px 0 88px", flex="1 1 auto"))
+        self.attachment_list = widgets.HTML()
+        self._fixed: list[tuple[str, Any, str | None]] = []  # (label, object or path, filename)
+        self._fixed_problems: list[str] = []
+
+        # -- actions and results ----------------------------------------------------------
+        self.preview_button = widgets.Button(description="Preview", icon="eye",
+                                             tooltip="Show the message as it will arrive; "
+                                             "sends nothing")
+        self.send_button = widgets.Button(description="Send", icon="paper-plane",
+                                          button_style="primary")
+        # Results are written by setting this HTML widget's value, which lands in the form
+        # wherever it is shown; `with output:` from a callback would capture into another cell.
+        self.status = widgets.HTML(_line("info", "Ready."),
+                                   layout=widgets.Layout(margin="0 0 0 88px"))
+        self.preview = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.close_preview = widgets.Button(description="Hide preview", icon="eye-slash",
+                                            tooltip="Hide the preview",
+                                            layout=widgets.Layout(width="auto"))
+        self._preview_box = widgets.VBox([self.close_preview, self.preview],
+                                         layout=widgets.Layout(display="none", width="100%"))
+
+        # -- the settings panel -----------------------------------------------------------
+        def half() -> widgets.Layout:
+            return widgets.Layout(width="50%")
+
+        self.host = widgets.Text(description="Host", continuous_update=False, style=_LABEL,
+                                 placeholder="smtp.example.org", layout=half())
+        self.port = widgets.IntText(description="Port", style=_LABEL, layout=half(),
+                                    tooltip="587: submission (STARTTLS), 465: implicit TLS")
+        self.security = widgets.Dropdown(options=_SECURITY, description="Security",
+                                         style=_LABEL, layout=half())
+        self.timeout = widgets.FloatText(description="Timeout (s)", style=_LABEL,
+                                         layout=half(),
+                                         tooltip="Seconds one send may take, retries included")
+        self.username = widgets.Text(description="Username", continuous_update=False,
+                                     style=_LABEL, layout=half())
+        # continuous_update=False: the value reaches the kernel once (Enter or leaving the
+        # field), is moved into the settings and cleared at once.
+        self.password = widgets.Password(description="Password", continuous_update=False,
+                                         placeholder="type, then Enter", style=_LABEL,
+                                         layout=half())
+        self.password_hint = widgets.HTML()
+        self.check_button = widgets.Button(description="Check connection", icon="plug",
+                                           tooltip="Connect, negotiate TLS and log in; sends "
+                                           "nothing", layout=widgets.Layout(width="auto"))
+        self.settings_status = widgets.HTML()
+        settings_box = widgets.VBox([
+            widgets.HBox([self.host, self.port]),
+            widgets.HBox([self.security, self.timeout]),
+            widgets.HBox([self.username, self.password]),
+            self.password_hint,
+            widgets.HBox([self.check_button]),
+            self.settings_status,
+        ])
+        self.settings_panel = widgets.Accordion(children=[settings_box],
+                                                titles=("Connection settings",),
+                                                selected_index=None)
+
+        self.children = (
+            widgets.HTML("<b style='font-size:15px'>\u2709 New email</b>"),
+            self.sender, self._flags["sender"],
+            self.to, self._flags["to"],
+            self.cc, self._flags["cc"],
+            self.bcc, self._flags["bcc"],
+            self.subject,
+            widgets.HBox([_caption("Body"), self.content_type]),
+            self.body,
+            widgets.HBox([_caption("Attachments"), self.upload, self.clear_uploads],
+                         layout=widgets.Layout(align_items="center")),
+            widgets.HBox([self.variables, self._no_variables, self.refresh_variables],
+                         layout=widgets.Layout(align_items="center")),
+            self.attachment_list,
+            widgets.HBox([self.preview_button, self.send_button],
+                         layout=widgets.Layout(margin="6px 0 0 88px")),
+            self.status,
+            self._preview_box,
+            self.settings_panel,
+        )
+        self.layout = widgets.Layout(width="100%", max_width="780px", padding="4px")
+
+        # -- wiring ------------------------------------------------------------------------
+        self._link("host", self.host)
+        self._link("port", self.port)
+        self._link("security", self.security)
+        self._link("timeout", self.timeout)
+        self._link("username", self.username,
+                   (lambda v: v or "", lambda v: v.strip() or None))
+        self.password.observe(self._on_password, names="value")
+        self.settings.observe(self._on_password_setting,
+                              names=["password", "password_env", "use_keyring"])
+        self.settings.observe(self._on_sender_setting, names=["sender", "username"])
+        self.settings.observe(self._on_limit, names="attachment_size")
+        for name in ("sender", "to", "cc", "bcc"):
+            getattr(self, name).observe(self._on_address, names="value")
+        self.upload.observe(self._on_attachments_changed, names="value")
+        self.variables.observe(self._on_attachments_changed, names="value")
+        self.clear_uploads.on_click(self._on_clear_uploads)
+        self.refresh_variables.on_click(lambda _b: self.refresh())
+        self.preview_button.on_click(self._on_preview)
+        self.close_preview.on_click(self._on_hide_preview)
+        self.send_button.on_click(self._on_send)
+        self.check_button.on_click(self._on_check)
+
+        picked = self._add_attachments(attachments)
+        self.refresh()
+        if picked:
+            self.variables.value = tuple(dict.fromkeys(picked))
+        self._on_password_setting(None)
+        self._on_sender_setting(None)
+        for name in ("sender", "to", "cc", "bcc"):
+            self._on_address({"owner": getattr(self, name)})
+
+    # -- public helpers ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Look for DataFrames and figures in the notebook again; keeps the current picks."""
+        ns = self._ns()
+        options = attachable_variables(ns)
+        names = {value for _, value in options}
+        keep = tuple(v for v in self.variables.value if v in names)
+        if list(self.variables.options) != options:
+            self.variables.options = options  # resets the selection
+            self.variables.value = keep
+        self.variables.layout.display = None if options else "none"
+        self._no_variables.layout.display = "none" if options else None
+        self._render_attachments()
+
+    def request(self) -> SendRequest:
+        """The message as filled in, validated; raises InvalidRequest with one sentence."""
+        for name in ("sender", "to", "cc", "bcc"):
+            problem = self._address_problem(name)
+            if problem:
+                raise InvalidRequest(problem)
+        to = as_address_list(self.to.value)
+        if not to:
+            raise InvalidRequest("The message has no recipient: fill in To.")
+        items = self._attachment_items()
+        for item in items:
+            if item.problem:
+                raise InvalidRequest(item.problem)
+        return SendRequest(
+            to=to, cc=as_address_list(self.cc.value), bcc=as_address_list(self.bcc.value),
+            subject=self.subject.value, body=self.body.value,
+            sender=self.sender.value.strip() or None, content_type=self.content_type.value,
+            attachments=tuple(i.attachment for i in items if i.attachment is not None),
+        )
+
+    @property
+    def sending(self) -> bool:
+        """True while a send started from this form is in flight."""
+        return self._sending
+
+    def close(self) -> None:
+        """Unlink from the settings and close every widget of the form."""
+        for link in self._links:
+            link.unlink()
+        self._links.clear()
+        for handler, names in ((self._on_password_setting,
+                                ["password", "password_env", "use_keyring"]),
+                               (self._on_sender_setting, ["sender", "username"]),
+                               (self._on_limit, "attachment_size")):
+            try:
+                self.settings.unobserve(handler, names=names)
+            except ValueError:
+                pass
+        for child in _descendants(self):
+            child.close()
+        super().close()
+
+    # -- settings ------------------------------------------------------------------------------
+
+    def _link(self, name: str, widget: widgets.Widget,
+              transform: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None) -> None:
+        self._links.append(_GuardedLink((self.settings, name), (widget, "value"),
+                                        self._report_setting, transform))
+
+    def _report_setting(self, name: str, exc: BaseException | None) -> None:
+        if exc is None:
+            if self._setting_errors.pop(name, None) is None:
+                return
+        else:
+            message = str(exc).strip() or type(exc).__name__
+            if not message.endswith("."):
+                message += "."
+            self._setting_errors[name] = (f"{message} The {name} setting is still "
+                                          f"{getattr(self.settings, name)!r}.")
+        self.settings_status.value = "<br>".join(
+            _line("error", msg) for msg in self._setting_errors.values())
+
+    def _on_password(self, change: Mapping[str, Any]) -> None:
+        value = change["new"]
+        if not value:
+            return
+        try:
+            self.settings.password = value
+        except traitlets.TraitError:
+            self._report_setting("password", ValueError("The password must be text."))
+        finally:
+            # Never leave it in synced widget state: a saved notebook would keep it.
+            self.password.value = ""
+        self._on_password_setting(None)
+
+    def _on_password_setting(self, _change: Any) -> None:
+        s = self.settings
+        if s.password:
+            hint = _line("ok", "Password set (held by the settings, never saved in the notebook).")
+        elif s.password_env:
+            hint = _line("info", f"Password read from ${s.password_env} when sending.")
+        elif s.use_keyring:
+            hint = _line("info", "Password read from the system keyring when sending.")
+        else:
+            hint = _line("info", "No password: mail is sent without logging in.")
+        self.password_hint.value = f"<span style='font-size:12px;margin-left:88px'>{hint}</span>"
+
+    def _on_sender_setting(self, _change: Any) -> None:
+        default = self.settings.sender or (
+            self.settings.username if self.settings.username and "@" in self.settings.username
+            else None)
+        self.sender.placeholder = (f"{default} (from the settings)" if default else
+                                   "your address (or set a sender in the settings)")
+
+    def _on_limit(self, _change: Any) -> None:
+        self._render_attachments()
+
+    def _on_check(self, _button: Any = None) -> None:
+        if self.check_button.disabled:
+            return
+        self.check_button.disabled = True
+        self.settings_status.value = _line(
+            "busy", f"Connecting to {self.settings.host}:{self.settings.port}\u2026")
+        try:
+            future = api.worker_loop().submit(api.check_async(self.settings))
+        except Exception as exc:  # noqa: BLE001 - shown, the form stays usable
+            self.check_button.disabled = False
+            self.settings_status.value = _line("error", _sentence(exc))
+            return
+        _on_kernel(future, self._finish_check)
+
+    def _finish_check(self, future: concurrent.futures.Future[Any]) -> None:
+        try:
+            lines = future.result().lines()
+            self.last_report = lines
+            self.settings_status.value = "<br>".join(
+                [_line("ok", lines[0]), *(_line("info", x) for x in lines[1:])])
+        except Exception as exc:  # noqa: BLE001
+            self.last_report = None
+            self.settings_status.value = _line("error", _sentence(exc))
+        finally:
+            self.check_button.disabled = False
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _flag() -> widgets.HTML:
+        return widgets.HTML(layout=widgets.Layout(display="none", margin="-2px 0 2px 88px"))
+
+    def _address_problem(self, name: str) -> str | None:
+        label = {"sender": "From", "to": "To", "cc": "Cc", "bcc": "Bcc"}[name]
+        try:
+            items = as_address_list(getattr(self, name).value)
+        except InvalidRequest as exc:
+            return exc.message
+        if name == "sender" and len(items) > 1:
+            return "From takes a single address."
+        bad = []
+        for item in items:
+            try:
+                parse_address(item, f"{label} address")
+            except InvalidRequest as exc:
+                bad.append(exc.message)
+        if not bad:
+            return None
+        return bad[0] + (f" ({len(bad) - 1} more invalid)" if len(bad) > 1 else "")
+
+    def _on_address(self, change: Mapping[str, Any]) -> None:
+        widget = change["owner"]
+        name = next(n for n in ("sender", "to", "cc", "bcc") if getattr(self, n) is widget)
+        problem = self._address_problem(name)
+        flag = self._flags[name]
+        flag.value = _line("warn", problem) if problem else ""
+        flag.layout.display = None if problem else "none"
+        widget.style.text_color = _COLORS["error"] if problem else None
+        self._update_send_button()
+
+    # -- attachments ---------------------------------------------------------------------------
+
+    def _ns(self) -> Mapping[str, Any]:
+        return self._namespace if self._namespace is not None else _user_namespace()
+
+    def _add_attachments(self, items: Iterable[Any] | Any) -> list[str]:
+        """Prefilled attachments: variable names (``df`` or ``df:name.xlsx``), paths, objects."""
+        if items is None:
+            return []
+        single = (isinstance(items, (str, os.PathLike, Attachment)) or _kind(items)
+                  or not isinstance(items, Iterable)
+                  or (isinstance(items, tuple) and len(items) == 2
+                      and isinstance(items[1], (bytes, bytearray))))
+        if single:
+            items = [items]
+        ns = self._ns()
+        picked: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                var, _, filename = item.partition(":")
+                if item in ns:
+                    var, filename = item, ""
+                if var in ns:
+                    if _kind(ns[var]) and not filename and not var.startswith("_"):
+                        picked.append(var)
+                    else:
+                        self._fixed.append((var, ns[var], filename or None))
+                    continue
+                path = os.path.expanduser(item)
+                matches = [path] if os.path.exists(path) else sorted(glob.glob(path))
+                if not matches:
+                    self._fixed_problems.append(
+                        f"Attachment {item!r} is neither a notebook variable nor a file.")
+                for match in matches:
+                    self._fixed.append((os.path.basename(match), match, None))
+            elif isinstance(item, os.PathLike):
+                self._fixed.append((os.path.basename(os.fspath(item)), item, None))
+            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                self._fixed.append((item[0], item[1], item[0]))
+            elif isinstance(item, Attachment):
+                self._fixed.append((item.filename, item, None))
+            else:
+                # The variable's name makes the default file name (df -> df.csv).
+                name = next((k for k, v in ns.items() if v is item and not k.startswith("_")),
+                            None)
+                self._fixed.append((name or type(item).__name__.lower(), item, None))
+        return picked
+
+    def _attachment_items(self) -> list[_Item]:
+        # Converted on every call, not cached: a DataFrame may have changed in place.
+        limit = int(self.settings.attachment_size * 1_000_000)
+        items: list[_Item] = []
+
+        def add(label: str, origin: str, make: Callable[[], Attachment]) -> None:
+            try:
+                att = make()
+                size = att.size
+            except SmtpMagicError as exc:
+                items.append(_Item(label, origin, None, None, exc.message))
+                return
+            except Exception as exc:  # noqa: BLE001 - a value that cannot be converted
+                items.append(_Item(label, origin, None, None,
+                                   f"{label} cannot be attached: {_sentence(exc)}"))
+                return
+            problem = None
+            if size > limit:
+                problem = (f"Attachment {att.filename!r} is {_size(size)}, over the "
+                           f"{_size(limit)} limit (attachment_size).")
+            items.append(_Item(att.filename, origin, att, size, problem))
+
+        for f in self.upload.value:
+            add(f["name"], "upload", partial(Attachment.from_bytes, f["name"], bytes(f["content"])))
+        ns = self._ns()
+        for name in self.variables.value:
+            if name not in ns:
+                items.append(_Item(name, "variable", None, None,
+                                   f"The variable {name!r} no longer exists."))
+                continue
+            add(name, f"variable {name}", partial(_from_object, ns[name], None, name))
+        for label, obj, filename in self._fixed:
+            add(label, "given", partial(_from_object, obj, filename, label))
+        for problem in self._fixed_problems:
+            items.append(_Item("?", "given", None, None, problem))
+        return items
+
+    def _render_attachments(self) -> None:
+        items = self._attachment_items()
+        self.clear_uploads.layout.display = None if self.upload.value else "none"
+        if not items:
+            self.attachment_list.value = (
+                "<div style='margin-left:88px;color:#57606a;font-size:12px'>No attachments. "
+                f"Limit {_size(self.settings.attachment_size * 1_000_000)} per file "
+                "(attachment_size).</div>")
+        else:
+            rows = []
+            for item in items:
+                size = f" \u00b7 {_size(item.size)}" if item.size is not None else ""
+                text = f"<i class='fa fa-paperclip'></i> {html.escape(item.label)}{size} " \
+                       f"<span style='color:#57606a'>({html.escape(item.origin)})</span>"
+                if item.problem:
+                    text += "<br>&nbsp;&nbsp;&nbsp;" + _line("error", item.problem)
+                rows.append(f"<div>{text}</div>")
+            self.attachment_list.value = (
+                f"<div style='margin-left:88px;font-size:13px'>{''.join(rows)}</div>")
+        self._blocking_attachment = next((i.problem for i in items if i.problem), None)
+        self._update_send_button()
+
+    def _on_attachments_changed(self, _change: Any) -> None:
+        self._render_attachments()
+
+    def _on_clear_uploads(self, _button: Any) -> None:
+        self.upload.value = ()
+
+    # -- preview and send ----------------------------------------------------------------------
+
+    def _blocker(self) -> str | None:
+        for name in ("sender", "to", "cc", "bcc"):
+            problem = self._address_problem(name)
+            if problem:
+                return problem
+        return getattr(self, "_blocking_attachment", None)
+
+    def _update_send_button(self) -> None:
+        if not hasattr(self, "send_button"):
+            return
+        blocker = self._blocker()
+        self.send_button.disabled = self._sending or blocker is not None
+        self.send_button.description = "Sending\u2026" if self._sending else "Send"
+        self.send_button.tooltip = blocker or ("A send is in progress" if self._sending else
+                                               "Send the message")
+
+    def _set_status(self, kind: str, text: str) -> None:
+        self.status.value = f"<div style='line-height:1.4'>{_line(kind, text)}</div>"
+
+    def _on_preview(self, _button: Any = None) -> None:
+        try:
+            composed = api.build_message(self.request(), config=self.settings)
+        except Exception as exc:  # noqa: BLE001 - shown, nothing sent
+            self._set_status("error", _sentence(exc))
+            return
+        self.preview.value = preview_html(composed)
+        self._preview_box.layout.display = None
+        self._set_status("info", "Preview below; nothing was sent.")
+
+    def _on_hide_preview(self, _button: Any = None) -> None:
+        self._preview_box.layout.display = "none"
+        self.preview.value = ""
+
+    def _on_send(self, _button: Any = None) -> None:
+        if self._sending:
+            return
+        try:
+            request = self.request()
+        except SmtpMagicError as exc:
+            self._set_status("error", exc.message + " Nothing was sent.")
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a value render cannot convert
+            self._set_status("error", _sentence(exc) + " Nothing was sent.")
+            return
+        self._sending = True
+        self._update_send_button()
+        n = len(request.recipients)
+        self._set_status("busy", f"Sending to {n} recipient{'s' if n != 1 else ''}\u2026")
+        try:
+            self._future = api.worker_loop().submit(
+                api.send_many_async([request], config=self.settings))
+        except BaseException as exc:
+            self._sending = False
+            self._update_send_button()
+            self._set_status("error", _sentence(exc))
+            raise
+        _on_kernel(self._future, partial(self._finish_send, subject=request.subject))
+
+    def _finish_send(self, future: concurrent.futures.Future[Any], subject: str) -> None:
+        try:
+            try:
+                (response,) = future.result()
+            except Exception as exc:  # noqa: BLE001 - a bug must not leave the form stuck
+                self.last_response = None
+                self._set_status("error", f"Unexpected error while sending: {_sentence(exc)}")
+                return
+            self.last_response = response
+            if response.ok:
+                n = len(response.accepted)
+                self._set_status("ok", f"Sent \u201c{subject}\u201d to {n} recipient"
+                                 f"{'s' if n != 1 else ''} in {response.elapsed:.2f} s "
+                                 f"\u2014 Message-ID {response.message_id}")
+            else:
+                self._set_status("error", f"Not sent (exit {response.exitcode}): "
+                                 f"{response.message}")
+        finally:
+            self._sending = False
+            self._update_send_button()
+
+
+def _from_object(obj: Any, filename: str | None, name: str | None) -> Attachment:
+    if isinstance(obj, Attachment) and filename is None:
+        return obj
+    if isinstance(obj, (str, os.PathLike)) and not filename:
+        return Attachment.from_path(obj)
+    from .render import attachment_from_object
+
+    return attachment_from_object(obj, filename, name=name)
+
+
+def _sentence(exc: BaseException) -> str:
+    if isinstance(exc, SmtpMagicError):
+        return exc.message
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _descendants(box: widgets.Widget) -> Iterable[widgets.Widget]:
+    for child in getattr(box, "children", ()):
+        yield from _descendants(child)
+        yield child
+
+
+def compose(
+    *,
+    to: str | Iterable[str] | None = None,
+    cc: str | Iterable[str] | None = None,
+    bcc: str | Iterable[str] | None = None,
+    subject: str = "",
+    body: str = "",
+    content_type: str | None = None,
+    attachments: Iterable[Any] | Any = (),
+    settings: SmtpMagic | None = None,
+    sender: str | None = None,
+    namespace: Mapping[str, Any] | None = None,
+) -> ComposeForm:
+    """An email form (an ipywidgets ``VBox``) bound both ways to ``settings`` (default: current).
+
+    Every argument prefills the form: addresses as a string (comma separated) or a list;
+    ``content_type`` is ``text/html``, ``text/plain`` or ``text/markdown``; ``attachments`` are
+    notebook variable names (``"df"``, ``"df:sales.xlsx"``), file paths, or objects (DataFrames,
+    figures, ``Attachment``, ``(filename, bytes)``). ``namespace`` is where DataFrames and
+    figures are looked for (default: the IPython user namespace).
+    """
+    return ComposeForm(to=to, cc=cc, bcc=bcc, subject=subject, body=body,
+                       content_type=content_type, attachments=attachments, settings=settings,
+                       sender=sender, namespace=namespace)
