@@ -1,0 +1,97 @@
+"""The fast composition path writes the very bytes the email package writes for the message."""
+
+from __future__ import annotations
+
+import re
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtp_magic.compose import POLICY, _simple_address, compose, parse_address
+from smtp_magic.config import SmtpMagic
+from smtp_magic.errors import InvalidRequest
+from smtp_magic.models import Attachment, SendRequest
+
+SETTINGS = SmtpMagic(sender="Reports <reports@example.test>").snapshot()
+BOUNDARY = re.compile(rb"={15}\d{19}==")
+
+
+def slow_and_fast(request: SendRequest) -> tuple[bytes, bytes]:
+    composed = compose(request, SETTINGS)
+    fast = composed.as_bytes()
+    slow = composed.message.as_bytes(policy=POLICY)  # the EmailMessage, built on demand
+    boundaries: dict[bytes, bytes] = {}
+
+    def norm(data: bytes) -> bytes:
+        boundaries.clear()
+        return BOUNDARY.sub(lambda m: boundaries.setdefault(m.group(), b"B%d" % len(boundaries)),
+                            data)
+
+    return norm(slow), norm(fast)
+
+
+printable = st.text(string.printable + "éü€ \u00a0", max_size=120)
+names = st.from_regex(r"[A-Za-z0-9]{1,12}( [A-Za-z0-9]{1,12}){0,3}", fullmatch=True)
+locals_ = st.from_regex(r"[a-z0-9]{1,10}([._+-][a-z0-9]{1,10}){0,2}", fullmatch=True)
+domains = st.from_regex(r"[a-z0-9]{1,12}(\.[a-z]{2,6}){1,2}", fullmatch=True)
+
+
+@st.composite
+def addresses(draw: st.DrawFn) -> str:
+    addr = f"{draw(locals_)}@{draw(domains)}"
+    return f"{draw(names)} <{addr}>" if draw(st.booleans()) else addr
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    to=st.lists(addresses(), min_size=1, max_size=4),
+    cc=st.lists(addresses(), max_size=3),
+    subject=printable,
+    body=printable,
+    plain=st.booleans(),
+    header=st.none() | printable,
+    attachment=st.none() | st.binary(max_size=300),
+    filename=st.sampled_from(["a.csv", "report.pdf", "données.xlsx", "x" * 90 + ".txt"]),
+)
+def test_fast_bytes_equal_the_email_package_bytes(to, cc, subject, body, plain, header, attachment,
+                                                  filename):
+    request = SendRequest(
+        to=to, cc=cc, subject=subject, body=body, content_type="text/plain" if plain else "text/html",
+        headers={"X-Note": header} if header is not None else (),
+        attachments=[Attachment.from_bytes(filename, attachment)] if attachment is not None else (),
+    )
+    try:
+        slow, fast = slow_and_fast(request)
+    except InvalidRequest:
+        return
+    assert fast == slow
+
+
+def test_long_lines_encodings_and_streamed_attachments(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(range(256)) * 5000)
+    for body in ["a" * 500, "é" * 300 + "\n" + "x" * 100, "line\r\nbreak\rhere\n", "<p>" + "z " * 999]:
+        request = SendRequest(to="a@example.test", subject="S " * 50, body=body,
+                              attachments=[Attachment.from_path(path)])
+        slow, fast = slow_and_fast(request)
+        assert fast == slow
+
+
+@pytest.mark.parametrize("text", [
+    "a@b.test", "  Bob <bob@example.test> ", "Bob Smith <b.s+tag@mail.example.test>",
+    "x_y@example.test", "Ann <a@b-c.test>",
+])
+def test_simple_addresses_parse_like_the_header_parser(text):
+    simple = _simple_address(text)
+    assert simple is not None
+    parsed = POLICY.header_factory("To", text).addresses[0]
+    assert (simple.display_name, simple.username, simple.domain) == (
+        parsed.display_name, parsed.username, parsed.domain)
+    assert parse_address(text) == parsed
+
+
+@pytest.mark.parametrize("text", ['"Bob" <b@x.test>', "b@x_y.test", "a@-x.test", "J. Doe <j@x.test>"])
+def test_other_addresses_go_through_the_header_parser(text):
+    assert _simple_address(text) is None
