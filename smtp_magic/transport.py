@@ -519,6 +519,11 @@ class Session:
             self._after_error(exc)
             if 400 <= exc.code < 500:
                 raise _Transient(f"{where} deferred the sender: {_reply(exc)}.") from None
+            if exc.code == 530:  # "authentication required": a login problem, not a rejection
+                raise AuthFailed(
+                    f"{where} requires a login before sending ({_reply(exc)}); set username and "
+                    "password."
+                ) from None
             raise Rejected(f"{where} refused the sender {sender!r}: {_reply(exc)}.") from None
         except aiosmtplib.SMTPDataError as exc:
             self._after_error(exc)
