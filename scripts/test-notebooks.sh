@@ -81,7 +81,7 @@ for nb in "${notebooks[@]}"; do
   set +e
   (
     export XDG_DATA_HOME=$dir/data SMTP_MAGIC_CAPTURE_DIR=$dir/maildir
-    export SMTP_HOST=127.0.0.1 SMTP_PORT=$port
+    export SMTP_HOST=127.0.0.1 SMTP_PORT=$port SMTP_SENDER="Sales reports <reports@example.org>"
     if ((UPDATE)); then
       say "executing $name.ipynb in place (capture server on 127.0.0.1:$port)"
       cd "$ROOT/notebooks"
@@ -113,7 +113,8 @@ start_server "$dir"
 say "papermill scheduled_report.ipynb -> capture server on 127.0.0.1:$port"
 before=$(count_mail "$dir")
 set +e
-SMTP_HOST=127.0.0.1 SMTP_PORT=$port XDG_DATA_HOME=$dir/data SMTP_MAGIC_CAPTURE_DIR=$dir/maildir \
+SMTP_HOST=127.0.0.1 SMTP_PORT=$port SMTP_SENDER=reports@example.org \
+  XDG_DATA_HOME=$dir/data SMTP_MAGIC_CAPTURE_DIR=$dir/maildir \
   "$PY" -m papermill "$report" "$dir/report.ipynb" --cwd "$ROOT/notebooks" -k python3 \
   -p recipients "ops@example.org, finance@example.org" -p start "2024-03-01" -p end "2024-03-07" \
   --no-progress-bar --log-level WARNING
@@ -139,7 +140,7 @@ mkdir -p "$dir"
 closed=$("$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1]); s.close()")
 say "papermill scheduled_report.ipynb -> 127.0.0.1:$closed (nothing listening): must fail"
 set +e
-SMTP_HOST=127.0.0.1 SMTP_PORT=$closed XDG_DATA_HOME=$dir/data \
+SMTP_HOST=127.0.0.1 SMTP_PORT=$closed SMTP_SENDER=reports@example.org XDG_DATA_HOME=$dir/data \
   "$PY" -m papermill "$report" "$dir/report.ipynb" --cwd "$ROOT/notebooks" -k python3 \
   -p recipients "ops@example.org" --no-progress-bar --log-level WARNING >"$dir/papermill.log" 2>&1
 rc=$?
