@@ -26,7 +26,7 @@ from smtp_magic.magics import (
     unload_ipython_extension,
 )
 from smtp_magic.outbox import Outbox, history
-from smtp_magic.server import CaptureServer
+from smtp_magic.server import CaptureServer, local_server
 
 if TYPE_CHECKING:
     from conftest import TmpData
@@ -429,13 +429,16 @@ def test_check_reports_and_fails_in_one_line(ip: TestingShell, to_server: Captur
 
 
 def test_local_server_and_inbox(ip: TestingShell) -> None:
-    shown = run(ip, "%smtp_config --local")
-    s = config.current()
-    assert s.security == "none" and s.sender and "capture server" in shown.stdout
-    ip.run_cell("%%smtp_send --to bob@example.test --subject 'In the inbox'\n<p>Hello inbox</p>")
-    inbox = run(ip, "%smtp_inbox --limit 5")
-    html = inbox.outputs[0].data["text/html"]
-    assert "In the inbox" in html and "<details>" in html and "Hello inbox" in html
+    try:
+        shown = run(ip, "%smtp_config --local")
+        s = config.current()
+        assert s.security == "none" and s.sender and "capture server" in shown.stdout
+        ip.run_cell("%%smtp_send --to bob@example.test --subject 'In the inbox'\n<p>Hello inbox</p>")
+        inbox = run(ip, "%smtp_inbox --limit 5")
+        html = inbox.outputs[0].data["text/html"]
+        assert "In the inbox" in html and "<details>" in html and "Hello inbox" in html
+    finally:
+        local_server().stop()  # the process-wide server: the next user gets a fresh one
 
 
 def test_compose_form_gets_the_options(ip: TestingShell, monkeypatch: pytest.MonkeyPatch) -> None:
