@@ -19,12 +19,24 @@ from .config import ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
 from .errors import InvalidRequest, SmtpMagicError
 from .models import Attachment, Response, SendRequest
-from .outbox import Outbox, OutboxEntry, SendRecord, history
+from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 __all__ = [
-    "send", "send_async", "send_many", "send_many_async", "connector", "Connector",
-    "retry_outbox", "retry_outbox_async", "check", "check_async", "load_settings",
-    "request_from_dict", "SendHandle", "run_blocking", "build_message",
+    "Connector",
+    "SendHandle",
+    "build_message",
+    "check",
+    "check_async",
+    "connector",
+    "load_settings",
+    "request_from_dict",
+    "retry_outbox",
+    "retry_outbox_async",
+    "run_blocking",
+    "send",
+    "send_async",
+    "send_many",
+    "send_many_async",
 ]
 
 T = TypeVar("T")
@@ -165,6 +177,8 @@ class _Job:
     composed: Composed | None = None
     response: Response | None = None
     record: SendRecord | None = None
+    entry: OutboxEntry | None = None  # its place in the outbox, once written there
+    data: bytes | transport.Payload | None = None
 
 
 def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
@@ -181,12 +195,13 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
         raise InvalidRequest(f"The message cannot be built: {exc}.") from None
 
 
-def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None) -> _Job:
+def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
+             plain: ConnectionSettings | None = None) -> _Job:
     try:
         request, overrides = _as_request(item)
         if timeout is not None:
             overrides = {**overrides, "timeout": timeout}
-        settings = base.snapshot(overrides)
+        settings = plain if plain is not None and not overrides else base.snapshot(overrides)
         job = _Job(index, request, settings)
         job.composed = _prepare(request, settings)
     except SmtpMagicError as exc:
@@ -194,7 +209,7 @@ def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None) -> _
         job = _Job(index, request, None, response=Response.from_error(exc))
     composed = job.composed
     job.record = history.add(SendRecord(
-        subject=composed.message["Subject"] if composed else str(job.request.subject or ""),
+        subject=composed.subject if composed else str(job.request.subject or ""),
         recipients=composed.recipients if composed else job.request.recipients,
         message_id=composed.message_id if composed else None,
     ))
@@ -204,22 +219,43 @@ def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None) -> _
 
 
 async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox) -> Response:
-    composed = job.composed
-    assert composed is not None and job.record is not None
-    started = time.monotonic()
-    data = composed.as_bytes()
-    entry: OutboxEntry = outbox.add(
-        data, sender=composed.sender, recipients=composed.recipients,
-        message_id=composed.message_id, subject=str(composed.message["Subject"]),
-    )
-    job.record.outbox_key = entry.key
-    response = await _deliver_bytes(session, composed, data, entry, outbox, started)
+    composed, entry = job.composed, job.entry
+    assert composed is not None and job.record is not None and entry is not None
+    assert job.data is not None
+    response = await _deliver_bytes(session, composed, job.data, entry, outbox, time.monotonic())
+    job.data = None  # sent: let a large message's bytes go
     job.record.finish(response)
     return response
 
 
+def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None]) -> Batch:
+    """Write every message of the group to the outbox (one journal) before any is sent."""
+    batch = outbox.batch()
+    try:
+        for job in jobs:
+            composed = job.composed
+            assert composed is not None and job.record is not None
+            try:
+                job.entry, job.data = batch.add(
+                    composed.chunks(), sender=composed.sender, recipients=composed.recipients,
+                    message_id=composed.message_id, subject=composed.subject,
+                )
+            except SmtpMagicError as exc:  # e.g. an attachment that can no longer be read
+                job.response = Response.from_error(exc, message_id=composed.message_id)
+                job.record.finish(job.response)
+                progress(job)
+                continue
+            job.record.outbox_key = job.entry.key
+        batch.commit()
+    except BaseException:
+        batch.close()
+        raise
+    return batch
+
+
 async def _deliver_bytes(
-    session: transport.Session, envelope: transport.Envelope, data: bytes, entry: OutboxEntry,
+    session: transport.Session, envelope: transport.Envelope, data: bytes | transport.Payload,
+    entry: OutboxEntry,
     outbox: Outbox, started: float,
 ) -> Response:
     """Deliver, then settle the outbox entry: removed once confirmed, else marked failed."""
@@ -260,7 +296,8 @@ async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: C
             progress(job)
         return
     outbox = Outbox(settings.outbox_dir)
-    queue = list(reversed(jobs))
+    batch = _journal(jobs, outbox, progress)
+    queue = [job for job in reversed(jobs) if job.response is None]
 
     async def worker() -> None:
         session = transport.Session(settings, password)
@@ -272,8 +309,11 @@ async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: C
         finally:
             await session.close()
 
-    workers = min(settings.connections, len(jobs))
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    try:
+        workers = min(settings.connections, len(queue))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    finally:
+        batch.close()  # deleted when every message is settled; kept (pending) otherwise
 
 
 async def send_many_async(
@@ -290,7 +330,11 @@ async def send_many_async(
         base = load_settings(config)
     except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
         return [Response.from_error(exc) for _ in requests]
-    jobs = [_new_job(i, item, base, timeout) for i, item in enumerate(requests)]
+    try:
+        plain = base.snapshot({"timeout": timeout} if timeout is not None else None)
+    except SmtpMagicError:
+        plain = None  # each request reports the problem itself
+    jobs = [_new_job(i, item, base, timeout, plain) for i, item in enumerate(requests)]
     total, done = len(jobs), 0
 
     def report(job: _Job) -> None:

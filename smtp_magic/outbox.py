@@ -5,16 +5,25 @@ from __future__ import annotations
 import json
 import mailbox
 import os
+import re
+import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .models import Response
 
-__all__ = ["Outbox", "OutboxEntry", "SendRecord", "SendLog", "default_outbox_dir", "history"]
+__all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
+
+# A batch journal keeps every message of one bulk send in one file; keys look like J<id>-<n>.
+_JOURNAL_DIR = "journal"
+_MAGIC = b"smtp-magic journal 1\n"
+_KEEP_IN_MEMORY = 1 << 20  # larger messages are streamed back from the journal when sent
+_READ_CHUNK = 1 << 20
+_SETTLEMENT = re.compile(rb"([DM]) (\d+)")
 
 
 def default_outbox_dir() -> Path:
@@ -90,25 +99,88 @@ class Outbox:
     def mark_failed(self, entry: OutboxEntry, response: Response,
                     recipients: tuple[str, ...] | None = None) -> OutboxEntry:
         """Record why a kept message was not delivered (and to whom it is still owed)."""
+        journal = _journal_key(entry.key)
+        if journal is not None and not self._meta_path(entry.key).exists():
+            # Moved out of its batch journal into the Maildir, under the same key.
+            self._copy_to_maildir(entry.key, self._journal_chunks(entry.key))
         failed = OutboxEntry(
             entry.key, entry.message_id, entry.subject, entry.sender,
             tuple(recipients) if recipients is not None else entry.recipients, "failed",
             response.exitcode, response.message, entry.created, time.time(),
         )
         self._write_meta(failed)
+        if journal is not None:
+            _settle(self._journal_path(journal[0]), journal[1], b"M")
         return failed
+
+    def _copy_to_maildir(self, key: str, chunks: Iterable[bytes]) -> None:
+        self.maildir  # noqa: B018 - creates tmp/ new/ cur/ meta/
+        tmp = self.path / "tmp" / f"{key}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.writelines(chunks)
+        os.replace(tmp, self.path / "new" / key)
+        if self._maildir is not None:
+            self._maildir._refresh()
+
+    # -- batch journals --------------------------------------------------------------------
+
+    def batch(self) -> Batch:
+        """A journal for the messages of one bulk send (see ``Batch``)."""
+        return Batch(self)
+
+    def _journal_path(self, journal_id: str) -> Path:
+        return self.path / _JOURNAL_DIR / f"{journal_id}.log"
+
+    def _journal_record(self, key: str) -> tuple[Path, int, int] | None:
+        """(journal path, payload offset, length) of a pending journal entry, else None."""
+        journal = _journal_key(key)
+        if journal is None:
+            return None
+        path = self._journal_path(journal[0])
+        record = _read_journal(path).get(journal[1])
+        if record is None or record[3] is not None:
+            return None
+        return path, record[0], record[1]
+
+    def _journal_chunks(self, key: str) -> Iterator[bytes]:
+        found = self._journal_record(key)
+        if found is None:
+            raise KeyError(key)
+        return _region_chunks(*found)
 
     def remove(self, key: str) -> None:
         """Forget a message (delivered, or cleared by the user)."""
+        journal = _journal_key(key)
+        if journal is not None and not self._meta_path(key).exists():
+            _settle(self._journal_path(journal[0]), journal[1], b"D")
+            return
         with self._lock:
             try:
                 self.maildir.remove(key)
             except KeyError:
                 pass
         self._meta_path(key).unlink(missing_ok=True)
+        if journal is not None:  # a moved journal entry: settle its record too
+            _settle(self._journal_path(journal[0]), journal[1], b"D")
 
     def entries(self) -> list[OutboxEntry]:
         """Every kept message, oldest first."""
+        out = self._maildir_entries()
+        known = {e.key for e in out}
+        journals = self.path / _JOURNAL_DIR
+        if journals.is_dir():
+            for path in journals.glob("*.log"):
+                records = _read_journal(path)
+                if records and all(r[3] is not None for r in records.values()):
+                    _forget_journal(path)  # every message settled: a finished batch
+                    continue
+                for n, (_, _, meta, settled) in records.items():
+                    key = f"J{path.stem}-{n}"
+                    if settled is None and key not in known:
+                        out.append(_pending_entry(key, meta))
+        return sorted(out, key=lambda e: e.created)
+
+    def _maildir_entries(self) -> list[OutboxEntry]:
         if not (self.path / "meta").is_dir():
             return []
         out = []
@@ -122,6 +194,8 @@ class Outbox:
         return sorted(out, key=lambda e: e.created)
 
     def read(self, key: str) -> bytes:
+        if _journal_key(key) is not None and not self._meta_path(key).exists():
+            return b"".join(self._journal_chunks(key))
         with self._lock:
             return self.maildir.get_bytes(key)
 
@@ -136,6 +210,200 @@ class Outbox:
 
     def __iter__(self) -> Iterator[OutboxEntry]:
         return iter(self.entries())
+
+
+class _Region:
+    """A message kept in a journal, sent straight from the file (``transport.Payload``)."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self.fd, self.offset, self.size = fd, offset, size
+
+    def chunks(self) -> Iterator[bytes]:
+        end = self.offset + self.size
+        for start in range(self.offset, end, _READ_CHUNK):
+            yield os.pread(self.fd, min(_READ_CHUNK, end - start), start)
+
+
+class Batch:
+    """The journal of one bulk send: every message in one file, written before any is sent.
+
+    A message per Maildir file costs a file creation, an fsync, a link and an unlink, plus its
+    JSON sidecar, for each message; a journal costs one append per message and one fsync per
+    batch. Confirmations are appended as they arrive (``D`` delivered, ``M`` moved to the
+    Maildir as failed), so a process killed mid-batch leaves exactly the unconfirmed messages
+    pending, and ``Outbox.entries()``/``read()``/``remove()``/``retry`` treat them as any other
+    entry. The file is deleted once every message in it is settled.
+
+    Format: a magic line, then ``P <n> <length:016d> <json>\\n<message>\\n`` per message and
+    ``D <n>\\n`` / ``M <n>\\n`` settlements. It is written as ``<id>.tmp`` and renamed to
+    ``<id>.log`` when complete, so a reader never sees a half-written batch.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        directory = outbox.path / _JOURNAL_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        self.id = f"{time.time_ns():x}{os.getpid():x}{secrets.token_hex(3)}"
+        self.path = directory / f"{self.id}.log"
+        self._tmp = directory / f"{self.id}.tmp"
+        self._file = open(self._tmp, "w+b")  # noqa: SIM115 - closed in close()
+        self._file.write(_MAGIC)
+        self._count = 0
+        self._pending: set[int] = set()
+        self._append: int | None = None
+        self._committed = False
+
+    def add(self, chunks: Iterable[bytes], *, sender: str, recipients: tuple[str, ...],
+            message_id: str, subject: str) -> tuple[OutboxEntry, bytes | _Region]:
+        """Journal one message; returns its entry and what to send (bytes, or a file region)."""
+        n, f = self._count, self._file
+        now = time.time()
+        meta = {"message_id": message_id, "subject": subject, "sender": sender,
+                "recipients": list(recipients), "created": now}
+        prefix, suffix = b"P %d " % n, b" " + json.dumps(meta).encode("utf-8") + b"\n"
+        start = f.tell()
+        kept: list[bytes] | None = []
+        size = 0
+        try:
+            f.write(prefix + b"%016d" % 0 + suffix)
+            offset = f.tell()
+            for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
+                if kept is not None:
+                    kept.append(chunk)
+                    if size > _KEEP_IN_MEMORY:
+                        kept = None
+            f.write(b"\n")
+            f.seek(start)
+            f.write(prefix + b"%016d" % size + suffix)
+            f.seek(0, os.SEEK_END)
+        except BaseException:
+            f.seek(start)  # drop the partial record (e.g. an attachment that cannot be read)
+            f.truncate()
+            raise
+        self._count += 1
+        self._pending.add(n)
+        entry = OutboxEntry(f"J{self.id}-{n}", message_id, subject, sender, tuple(recipients),
+                            "pending", created=now, updated=now)
+        data = b"".join(kept) if kept is not None else _Region(f.fileno(), offset, size)
+        return entry, data
+
+    def commit(self) -> None:
+        """Make the batch durable and visible; call before sending any of its messages."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        os.replace(self._tmp, self.path)
+        self._append = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._committed = True
+        with _batches_lock:
+            _batches[self.path] = self
+
+    def settle(self, n: int, mark: bytes) -> None:
+        os.write(self._append, b"%s %d\n" % (mark, n))
+        self._pending.discard(n)
+
+    def close(self) -> None:
+        """Delete the journal if every message is settled; otherwise leave it for the outbox."""
+        with _batches_lock:
+            _batches.pop(self.path, None)
+        if not self._file.closed:
+            self._file.close()
+        if self._append is not None:
+            os.close(self._append)
+            self._append = None
+        if not self._committed:
+            self._tmp.unlink(missing_ok=True)
+        elif not self._pending:
+            self.path.unlink(missing_ok=True)
+
+
+_batches: dict[Path, Batch] = {}  # batches being sent by this process
+_batches_lock = threading.Lock()
+
+
+def _journal_key(key: str) -> tuple[str, int] | None:
+    if key.startswith("J") and "-" in key:
+        journal_id, _, n = key[1:].rpartition("-")
+        if n.isdigit() and journal_id.isalnum():
+            return journal_id, int(n)
+    return None
+
+
+def _settle(path: Path, n: int, mark: bytes) -> None:
+    """Append a settlement to a journal: through its batch if this process is sending it."""
+    with _batches_lock:
+        batch = _batches.get(path)
+        if batch is not None:
+            batch.settle(n, mark)
+            return
+    try:
+        with open(path, "ab") as f:
+            f.write(b"%s %d\n" % (mark, n))
+    except FileNotFoundError:
+        return
+    records = _read_journal(path)
+    if all(r[3] is not None for r in records.values()):
+        _forget_journal(path)
+
+
+def _forget_journal(path: Path) -> None:
+    with _batches_lock:
+        if path in _batches:  # still being sent by this process
+            return
+    path.unlink(missing_ok=True)
+
+
+def _read_journal(path: Path) -> dict[int, tuple[int, int, dict[str, Any], bytes | None]]:
+    """n -> (payload offset, length, meta, settlement or None). Tolerates a torn tail."""
+    records: dict[int, tuple[int, int, dict[str, Any], bytes | None]] = {}
+    try:
+        f = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return records
+    with f:
+        end = os.fstat(f.fileno()).st_size
+        if f.readline() != _MAGIC:
+            return records
+        while True:
+            line = f.readline()
+            if not line.endswith(b"\n"):
+                break
+            kind, _, rest = line.partition(b" ")
+            try:
+                if kind == b"P":
+                    n_text, length_text, meta_text = rest.split(b" ", 2)
+                    offset, length = f.tell(), int(length_text)
+                    if offset + length + 1 > end:
+                        break
+                    records[int(n_text)] = (offset, length, json.loads(meta_text), None)
+                    f.seek(length + 1, os.SEEK_CUR)
+                else:  # settlements; a torn one may share its line with the next
+                    for mark, n_text in _SETTLEMENT.findall(line):
+                        n = int(n_text)
+                        if n in records:
+                            records[n] = (*records[n][:3], mark)
+            except (ValueError, TypeError):
+                break
+    return records
+
+
+def _region_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while size > 0:
+            chunk = f.read(min(_READ_CHUNK, size))
+            if not chunk:
+                break
+            size -= len(chunk)
+            yield chunk
+
+
+def _pending_entry(key: str, meta: dict[str, Any]) -> OutboxEntry:
+    created = float(meta.get("created", 0.0))
+    return OutboxEntry(key, str(meta.get("message_id", "")), str(meta.get("subject", "")),
+                       str(meta.get("sender", "")), tuple(meta.get("recipients", ())), "pending",
+                       created=created, updated=created)
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""Bulk sends keep their messages in one journal per batch: same outbox guarantees, one file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from smtp_magic.outbox import _batches
+from smtp_magic.models import Response
+from smtp_magic.outbox import Outbox
+
+
+def _batch(outbox: Outbox, n: int):
+    batch = outbox.batch()
+    entries = []
+    for i in range(n):
+        entry, data = batch.add([b"Subject: %d\r\n\r\n" % i, b"body\r\n"], sender="a@x.test",
+                                recipients=("b@x.test",), message_id=f"<{i}@x.test>", subject=str(i))
+        assert data == b"Subject: %d\r\n\r\nbody\r\n" % i
+        entries.append(entry)
+    batch.commit()
+    return batch, entries
+
+
+def test_journal_entries_read_remove_fail_and_cleanup(tmp_path: Path):
+    outbox = Outbox(tmp_path / "outbox")
+    batch, entries = _batch(outbox, 4)
+    assert [e.message_id for e in outbox.entries()] == [f"<{i}@x.test>" for i in range(4)]
+    assert all(e.status == "pending" for e in outbox.entries())
+    assert outbox.read(entries[2].key) == b"Subject: 2\r\n\r\nbody\r\n"
+    outbox.remove(entries[0].key)
+    outbox.mark_failed(entries[1], Response(exitcode=7, message="deferred"))
+    kept = {e.key: e for e in outbox.entries()}
+    assert list(kept) == [entries[1].key, entries[2].key, entries[3].key]
+    assert kept[entries[1].key].status == "failed" and kept[entries[1].key].exitcode == 7
+    assert outbox.read(entries[1].key) == b"Subject: 1\r\n\r\nbody\r\n"  # now in the Maildir
+    outbox.remove(entries[2].key)
+    outbox.remove(entries[3].key)
+    batch.close()
+    assert not list((tmp_path / "outbox" / "journal").iterdir())  # every message settled
+    assert [e.key for e in outbox.entries()] == [entries[1].key]
+    outbox.remove(entries[1].key)
+    assert outbox.entries() == []
+
+
+def test_journal_left_by_a_dead_process_is_read_and_settled_by_another(tmp_path: Path):
+    outbox = Outbox(tmp_path / "outbox")
+    batch, entries = _batch(outbox, 3)
+    outbox.remove(entries[0].key)
+    # The process dies: no close(), nothing deleted, and its last settlement is torn.
+    batch._file.close()  # noqa: SLF001
+    _batches.pop(batch.path)
+    with open(batch.path, "ab") as f:
+        f.write(b"D 9")
+    other = Outbox(tmp_path / "outbox")
+    assert [e.key for e in other.entries()] == [entries[1].key, entries[2].key]
+    assert other.clear() == 2
+    assert other.entries() == [] and not batch.path.exists()
+
+
+SERVER_REPLIES = 3  # the server confirms this many messages, then never answers again
+
+CHILD = """
+import sys, smtp_magic
+reqs = [{"to": f"u{i}@example.test", "subject": f"m{i}", "body": "hello", "content-type": "text/plain",
+         "from": "me@example.test"} for i in range(8)]
+cfg = {"host": "127.0.0.1", "port": int(sys.argv[1]), "security": "none", "connections": 1,
+       "timeout": 60}
+smtp_magic.send_many(reqs, config=cfg)
+"""
+
+
+def test_sigkill_mid_batch_keeps_exactly_the_unconfirmed_messages(tmp_path: Path):
+    received: list[bytes] = []
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                data = []
+                while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                    data.append(chunk)
+                received.append(b"".join(data))
+                if len(received) > SERVER_REPLIES:
+                    await asyncio.sleep(30)  # stall: this message is never confirmed
+                writer.write(b"250 queued\r\n")
+            elif verb == b"EHLO":
+                writer.write(b"250-test\r\n250 PIPELINING\r\n")
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        ports.append(server.sockets[0].getsockname()[1])
+        started.set()
+        await asyncio.sleep(60)
+        server.close()
+
+    ports: list[int] = []
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    env = {**os.environ, "SMTP_MAGIC_OUTBOX": str(tmp_path / "outbox")}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(ports[0])], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while len(received) <= SERVER_REPLIES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the client has handled the confirmed replies by now
+        assert child.poll() is None
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    kept = Outbox(tmp_path / "outbox").entries()
+    assert sorted(e.subject for e in kept) == [f"m{i}" for i in range(SERVER_REPLIES, 8)]
+    assert all(e.status == "pending" for e in kept)
+    journals = list((tmp_path / "outbox" / "journal").glob("*.log"))
+    assert len(journals) == 1 and json.loads(
+        journals[0].read_bytes().split(b"\n")[1].split(b" ", 3)[3])["subject"] == "m0"
