@@ -11,15 +11,17 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import transport
-from .compose import Composed, compose
 from .config import ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
 from .errors import InvalidRequest, SmtpMagicError
 from .models import Attachment, Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
+
+if TYPE_CHECKING:
+    from .compose import Composed
 
 __all__ = [
     "Connector",
@@ -188,6 +190,8 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
 
         request = request.replace(body=markdown_to_html(request.body or ""), content_type="text/html")
     try:
+        from .compose import compose  # the email package, imported on the first send
+
         return compose(request, settings)
     except SmtpMagicError:
         raise

@@ -15,7 +15,6 @@ from email.utils import formatdate, make_msgid
 
 from .config import ConnectionSettings
 from .errors import InvalidRequest
-from .htmltext import html_to_text
 from .models import Attachment, SendRequest
 
 __all__ = ["Composed", "check_header_value", "compose", "parse_address"]
@@ -225,7 +224,7 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
         if not isinstance(body, str):
             raise InvalidRequest(f"The body must be text, not {type(body).__name__}.")
         # An HTML body always travels with a plain-text alternative, for text-only clients.
-        text = request.text if request.text is not None else html_to_text(body)
+        text = request.text if request.text is not None else _text_alternative(body)
 
     def build() -> EmailMessage:
         return _build_message(request, content_type, sender, to, cc, smtputf8, date, message_id,
@@ -262,6 +261,24 @@ def _build_message(
         msg.add_attachment(att.read(), maintype=att.maintype, subtype=att.subtype,
                            filename=att.filename)
     return msg
+
+
+_texts: dict[str, str] = {}
+
+
+def _text_alternative(html: str) -> str:
+    """``html_to_text``, remembered for bodies repeated across a bulk send (same body, other
+    recipients); imported on first use to keep ``%load_ext`` light."""
+    text = _texts.get(html)
+    if text is None:
+        from .htmltext import html_to_text
+
+        text = html_to_text(html)
+        if len(html) < 200_000:
+            if len(_texts) >= 64:
+                _texts.clear()
+            _texts[html] = text
+    return text
 
 
 _date_cache: tuple[int, str] = (0, "")
