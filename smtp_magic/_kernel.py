@@ -239,9 +239,12 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
-    if in_kernel or not block:
+    # A live status line needs a front end that applies display updates; headless runners
+    # (nbval, papermill) keep only the first version, so there we show the final line alone.
+    live = not block or (in_kernel and not is_headless(shell))
+    if live:
         _display(job, job.display_id)
-    bar = _Progress(len(job.requests), widget=not block) if many and in_kernel else None
+    bar = _Progress(len(job.requests), widget=not block) if many and live and in_kernel else None
     inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
     context = contextvars.copy_context()
 
@@ -267,7 +270,7 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         job._settle()
         if bar is not None:
             bar.close(not job.failures())
-        if in_kernel or not block:
+        if live:
             _display(job, job.display_id, update=True)
         else:
             _display(job)
