@@ -1,0 +1,300 @@
+"""Run every smtp_magic benchmark against its peers, interleaved, and check the goals of issue 8.
+
+    python benchmarks/run.py [--rounds N] [--out benchmarks/results.md]
+
+Starts Postfix's smtp-sink and an aiosmtpd server on free loopback ports (both stop by
+themselves), runs each measurement in a fresh process (``scenarios.py``), round after round
+with the peers interleaved, then prints medians and PASS/MISS per goal and writes results.md.
+Peers that are not installed are skipped with a note: pip install -r benchmarks/requirements.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = HERE / "scenarios.py"
+SERVER_LIFETIME = 600  # seconds; the servers stop by themselves even if this script is killed
+ATTACHMENT_BYTES = 10_000_000  # the largest attachment the settings allow (attachment_size 10 MB)
+CHILD_TIMEOUT = 180
+
+BULK_PEERS = ["smtplib", "aiosmtplib", "yagmail", "redmail", "smtp_magic", "smtp_magic_autotext"]
+ATTACHMENT_PEERS = ["smtplib", "aiosmtplib", "yagmail", "redmail", "smtp_magic"]
+MODULE_OF = {"yagmail": "yagmail", "redmail": "redmail", "sql": "sql", "aiosmtplib": "aiosmtplib"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answers on 127.0.0.1:{port}")
+
+
+def find_smtp_sink() -> str | None:
+    for candidate in ("/usr/sbin/smtp-sink", "/usr/lib/postfix/sbin/smtp-sink"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("smtp-sink")
+
+
+@contextlib.contextmanager
+def servers(env: dict[str, str]) -> Iterator[dict[str, int]]:
+    sink = find_smtp_sink()
+    if sink is None:
+        raise SystemExit("smtp-sink not found: apt-get install postfix (it ships /usr/sbin/smtp-sink)")
+    ports = {"sink": free_port(), "stall": free_port()}
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses to stay root
+    procs = [
+        subprocess.Popen(["timeout", str(SERVER_LIFETIME), sink, *user, "-4",
+                          f"127.0.0.1:{ports['sink']}", "256"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(["timeout", str(SERVER_LIFETIME), sys.executable, str(SCENARIOS),
+                          "stall_server", str(ports["stall"]), "2", str(SERVER_LIFETIME)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env),
+    ]
+    try:
+        wait_for_port(ports["sink"])
+        wait_for_port(ports["stall"])
+        yield ports
+    finally:
+        for proc in procs:  # only the processes started here, by their id
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def child(env: dict[str, str], *args: str) -> dict[str, Any]:
+    try:
+        done = subprocess.run([sys.executable, str(SCENARIOS), *args], capture_output=True,
+                              text=True, env=env, timeout=CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {CHILD_TIMEOUT} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": tail[:200]}
+    return json.loads(lines[-1])
+
+
+def available(name: str) -> bool:
+    module = MODULE_OF.get(name)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "machine": platform.machine(), "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def render_goal() -> dict[str, Any]:
+    script = HERE / "bench_render.py"
+    if not script.exists():
+        return {"error": "benchmarks/bench_render.py is missing"}
+    try:
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": "bench_render.py timed out"}
+    found = re.search(r"\(([\d.]+) ms, ([\d.]+) MB\)", done.stdout)
+    if not found:
+        tail = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["?"])[-1]
+        return {"error": f"bench_render.py: {tail[:200]}"}
+    return {"ms": float(found.group(1)), "mb": float(found.group(2)), "output": done.stdout}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every scenario (3)")
+    parser.add_argument("--out", default=str(HERE / "results.md"), help="results table (markdown)")
+    options = parser.parse_args()
+
+    notes: list[str] = []
+    bulk_peers = [p for p in BULK_PEERS if available(p)]
+    attachment_peers = [p for p in ATTACHMENT_PEERS if available(p)]
+    for peer in sorted(set(BULK_PEERS) - set(bulk_peers)):
+        notes.append(f"{peer} is not installed: skipped (pip install -r benchmarks/requirements.txt)")
+    extensions = ["smtp_magic"] + (["sql"] if available("sql") else [])
+    if "sql" not in extensions:
+        notes.append("jupysql is not installed: goal 3 has no reference (pip install jupysql)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="smtp-magic-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_")}
+    env.update(SMTP_MAGIC_OUTBOX=str(tmp / "outbox"), XDG_DATA_HOME=str(tmp / "data"),
+               IPYTHONDIR=str(tmp / "ipython"), JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
+               JUPYTER_DATA_DIR=str(tmp / "jupyter-data"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"), PYTHONDONTWRITEBYTECODE="1")
+    env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")  # the venv's kernelspec
+    attachment_file = tmp / "attachment.bin"
+    attachment_file.write_bytes(os.urandom(ATTACHMENT_BYTES))
+
+    results: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    started = time.monotonic()
+    try:
+        with servers(env) as ports:
+            for rnd in range(options.rounds):
+                shift = rnd % len(bulk_peers)  # interleaved, in a rotating order
+                for peer in bulk_peers[shift:] + bulk_peers[:shift]:
+                    results["bulk"][peer].append(child(env, "bulk", peer, str(ports["sink"])))
+                for peer in attachment_peers[shift % len(attachment_peers):] + attachment_peers[
+                        :shift % len(attachment_peers)]:
+                    results["attachment"][peer].append(
+                        child(env, "attachment", peer, str(ports["sink"]), str(attachment_file)))
+                for ext in extensions if rnd % 2 == 0 else extensions[::-1]:
+                    results["load_ext"][ext].append(child(env, "load_ext", ext))
+                print(f"round {rnd + 1}/{options.rounds} done ({time.monotonic() - started:.0f} s)",
+                      flush=True)
+            if importlib.util.find_spec("jupyter_client") and importlib.util.find_spec("ipykernel"):
+                results["kernel"]["smtp_magic"].append(child(env, "kernel", str(ports["stall"])))
+            else:
+                notes.append("jupyter_client/ipykernel missing: goal 4 not measured")
+        render = render_goal()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    for scenario, peers in results.items():
+        for peer, runs in peers.items():
+            errors = [r["error"] for r in runs if "error" in r]
+            if errors:
+                notes.append(f"{scenario}/{peer}: {len(errors)} of {len(runs)} runs failed: {errors[0]}")
+
+    def ok(scenario: str, peer: str) -> list[dict[str, Any]]:
+        return [r for r in results[scenario].get(peer, []) if "error" not in r]
+
+    def med(scenario: str, peer: str, key: str) -> float:
+        return median([r[key] for r in ok(scenario, peer)])
+
+    rows: list[tuple[str, str, str, str, str, str]] = []  # goal, ours, peer, ratio, target, verdict
+
+    def verdict(passed: bool | None) -> str:
+        return "n/a" if passed is None else ("PASS" if passed else "MISS")
+
+    # Goal 1: bulk
+    ours, ref = med("bulk", "smtp_magic", "seconds"), med("bulk", "smtplib", "seconds")
+    ratio = ref / ours if ours == ours and ref == ref else float("nan")
+    rows.append(("1. bulk: 500 distinct ~2 KB text+HTML messages to smtp-sink (msg/s)",
+                 f"{500 / ours:,.0f}/s", f"smtplib, one reused connection: {500 / ref:,.0f}/s",
+                 f"{ratio:.1f}x", ">= 5x", verdict(ratio >= 5 if ratio == ratio else None)))
+    auto = med("bulk", "smtp_magic_autotext", "seconds")
+    if auto == auto:
+        rows.append(("1'. same, text alternative generated from the HTML (for information)",
+                     f"{500 / auto:,.0f}/s", f"smtplib: {500 / ref:,.0f}/s",
+                     f"{ref / auto:.1f}x", "(no goal)", "info"))
+    # Goal 2: attachment
+    size = ATTACHMENT_BYTES
+    extra = med("attachment", "smtp_magic", "extra_bytes")
+    t_ours, t_ref = med("attachment", "smtp_magic", "seconds"), med("attachment", "smtplib", "seconds")
+    ref_extra = med("attachment", "smtplib", "extra_bytes")
+    rows.append(("2a. one 10 MB attachment: extra peak RSS (VmHWM)", f"{extra / 1e6:.1f} MB",
+                 f"smtplib: {ref_extra / 1e6:.1f} MB ({ref_extra / size:.1f}x)",
+                 f"{extra / size:.2f}x the attachment", "<= 2.5x", verdict(extra / size <= 2.5)))
+    rows.append(("2b. one 10 MB attachment: wall time", f"{t_ours:.3f} s", f"smtplib: {t_ref:.3f} s",
+                 f"{t_ours / t_ref:.2f}x", "<= 0.5x", verdict(t_ours / t_ref <= 0.5)))
+    # Goal 3: %load_ext
+    l_ours = med("load_ext", "smtp_magic", "seconds")
+    heavy = sorted({m for r in ok("load_ext", "smtp_magic") for m in r["heavy"]})
+    if "sql" in extensions:
+        l_ref = med("load_ext", "sql", "seconds")
+        rows.append(("3. %load_ext in a fresh IPython shell", f"{l_ours * 1e3:.0f} ms"
+                     + (f", imports {', '.join(heavy)}" if heavy else ", no pandas/matplotlib/"
+                        "ipywidgets/aiosmtplib"),
+                     f"%load_ext sql (jupysql): {l_ref * 1e3:.0f} ms", f"{l_ours / l_ref:.3f}x",
+                     "<= 0.1x, none of those imported",
+                     verdict(l_ours / l_ref <= 0.1 and not heavy)))
+    # Goal 4: kernel
+    kernel = ok("kernel", "smtp_magic")
+    if kernel:
+        k = kernel[0]
+        extra_ms = (k["send"] - k["empty"]) * 1e3
+        rows.append(("4. async %%smtp_send in a kernel (allow_stdin), server stalls 2 s",
+                     f"{k['send'] * 1e3:.1f} ms" + (f" ({k['errors'][0]})" if k["errors"] else ""),
+                     f"empty cell: {k['empty'] * 1e3:.1f} ms", f"+{extra_ms:.1f} ms",
+                     "<= +5 ms", verdict(extra_ms <= 5 and not k["errors"])))
+    # Goal 5: render (bench_render.py, owned by the render helper)
+    if "error" in render:
+        notes.append(render["error"])
+    else:
+        rows.append(("5. 1000 x 10 DataFrame -> email HTML (bench_render.py)",
+                     f"{render['ms']:.1f} ms, {render['mb']:.2f} MB", "", "",
+                     "<= 200 ms, <= 1 MB", verdict(render["ms"] <= 200 and render["mb"] <= 1)))
+
+    info = machine()
+    detail = ["| peer | bulk msg/s | 10 MB attachment: time | extra peak RSS |",
+              "| --- | ---: | ---: | ---: |"]
+    for peer in BULK_PEERS:
+        b = med("bulk", peer, "seconds")
+        a, x = med("attachment", peer, "seconds"), med("attachment", peer, "extra_bytes")
+        if b != b and a != a:
+            continue
+        detail.append(f"| {peer} | {500 / b:,.0f} | " + (f"{a:.3f} s | {x / 1e6:.1f} MB ({x / size:.1f}x) |"
+                                                       if a == a else "– | – |"))
+    lines = [
+        "# smtp_magic benchmark results", "",
+        f"Machine: `{info['machine']}`, {info['cpu']}, Python {info['python']}, {info['date']}.",
+        f"Command: `python benchmarks/run.py --rounds {options.rounds}` "
+        f"(medians of {options.rounds} interleaved rounds, each measurement in a fresh process; "
+        f"wall time {time.monotonic() - started:.0f} s).", "",
+        "| goal | ours | peer | ratio | target | result |", "| --- | --- | --- | --- | --- | --- |",
+        *(f"| {' | '.join(row)} |" for row in rows), "",
+        "All peers (medians):", "", *detail, "",
+        "Notes:", "",
+        "- Bulk peers get the same 500 (to, subject, text, html) messages; smtp_magic gets them as "
+        "SendRequests with the text alternative given (1'. lets html_to_text make it).",
+        "- The attachment is 10,000,000 random bytes, the largest the settings allow "
+        "(attachment_size is at most 10 MB, counted as 10^6 bytes). Extra peak RSS = VmHWM after the "
+        "send minus VmRSS before it, after a warm-up send of a small file.",
+        "- Goal 4 counts from execute_request to execute_reply, median of 7, against an aiosmtpd "
+        "server whose DATA reply takes 2 s.",
+        *(f"- {n}" for n in notes),
+    ]
+    text = "\n".join(lines) + "\n"
+    Path(options.out).write_text(text, encoding="utf-8")
+    print()
+    print(text)
+    return 0 if all(r[5] in ("PASS", "info") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""One benchmark measurement in a fresh process; ``run.py`` starts this and reads its JSON line.
+
+    python benchmarks/scenarios.py bulk PEER PORT
+    python benchmarks/scenarios.py attachment PEER PORT FILE
+    python benchmarks/scenarios.py load_ext EXTENSION
+    python benchmarks/scenarios.py kernel PORT
+    python benchmarks/scenarios.py stall_server PORT SECONDS LIFETIME
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+N_BULK = 500
+SENDER = "reports@example.org"
+
+
+def _status(field: str) -> int:
+    """VmRSS / VmHWM of this process in bytes (ru_maxrss would include the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def messages() -> list[tuple[str, str, str, str]]:
+    """500 distinct ~2 KB messages: (to, subject, text, html), the same for every peer."""
+    out = []
+    for i in range(N_BULK):
+        rows = "".join(f"<tr><td>item {j}</td><td>{(i + 1) * j}</td></tr>" for j in range(20))
+        html = (f"<html><body><p>Hello user {i},</p><p>Your numbers for week {i % 52}:</p>"
+                f"<table>{rows}</table><p>Regards,<br>the reports robot</p></body></html>")
+        text = (f"Hello user {i},\n\nYour numbers for week {i % 52}:\n\n"
+                + "".join(f"item {j}  {(i + 1) * j}\n" for j in range(20)) * 2
+                + "\nRegards,\nthe reports robot\n")
+        out.append((f"user{i}@example.org", f"Weekly report {i}", text, html))
+    return out
+
+
+# -- bulk: 500 distinct text+HTML messages over reused connections ------------------------------
+
+def bulk(peer: str, port: int) -> dict[str, Any]:
+    msgs = messages()
+    config = {"host": "127.0.0.1", "port": port, "security": "none", "sender": SENDER}
+    run: Callable[[], Any]
+    if peer == "smtplib":
+        import smtplib
+        from email.message import EmailMessage
+
+        def run() -> None:
+            with smtplib.SMTP("127.0.0.1", port) as smtp:
+                for to, subject, text, html in msgs:
+                    m = EmailMessage()
+                    m["From"], m["To"], m["Subject"] = SENDER, to, subject
+                    m.set_content(text)
+                    m.add_alternative(html, subtype="html")
+                    smtp.send_message(m)
+    elif peer == "aiosmtplib":
+        import asyncio
+        from email.message import EmailMessage
+
+        import aiosmtplib
+
+        async def main() -> None:
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+            await smtp.connect()
+            for to, subject, text, html in msgs:
+                m = EmailMessage()
+                m["From"], m["To"], m["Subject"] = SENDER, to, subject
+                m.set_content(text)
+                m.add_alternative(html, subtype="html")
+                await smtp.send_message(m)
+            await smtp.quit()
+
+        def run() -> None:
+            asyncio.run(main())
+    elif peer == "yagmail":
+        import yagmail
+
+        def run() -> None:
+            yag = yagmail.SMTP(SENDER, host="127.0.0.1", port=port, smtp_ssl=False,
+                               smtp_starttls=False, smtp_skip_login=True)
+            for to, subject, text, html in msgs:
+                yag.send(to=to, subject=subject, contents=[text, html], prettify_html=False)
+            yag.close()
+    elif peer == "redmail":
+        from redmail import EmailSender
+
+        def run() -> None:
+            sender = EmailSender(host="127.0.0.1", port=port, use_starttls=False)
+            with sender:  # one connection for the whole loop
+                for to, subject, text, html in msgs:
+                    sender.send(subject=subject, sender=SENDER, receivers=[to], text=text, html=html)
+    elif peer in ("smtp_magic", "smtp_magic_autotext"):
+        import smtp_magic
+        from smtp_magic.models import SendRequest
+
+        import smtp_magic.compose
+        import smtp_magic.transport  # noqa: F401 - imported before timing, as for the peers
+        import aiosmtplib  # noqa: F401
+
+        given = peer == "smtp_magic"
+        requests = [SendRequest(to=to, subject=subject, body=html, text=text if given else None)
+                    for to, subject, text, html in msgs]
+
+        def run() -> None:
+            responses = smtp_magic.send_many(requests, config=config)
+            bad = [r for r in responses if not r.ok]
+            if bad:
+                raise RuntimeError(f"{len(bad)} sends failed: {bad[0].message}")
+    else:
+        raise SystemExit(f"unknown peer {peer}")
+    started = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": N_BULK / seconds}
+
+
+# -- one large attachment: wall time and extra peak memory -------------------------------------
+
+def attachment(peer: str, port: int, path: str) -> dict[str, Any]:
+    size = os.path.getsize(path)
+    name = os.path.basename(path)
+    send: Callable[[str], Any]
+    if peer == "smtplib":
+        import smtplib
+        from email.message import EmailMessage
+
+        def send(file: str) -> None:
+            m = EmailMessage()
+            m["From"], m["To"], m["Subject"] = SENDER, "bob@example.org", "Big file"
+            m.set_content("See attached.")
+            with open(file, "rb") as f:
+                m.add_attachment(f.read(), maintype="application", subtype="octet-stream",
+                                 filename=os.path.basename(file))
+            with smtplib.SMTP("127.0.0.1", port) as smtp:
+                smtp.send_message(m)
+    elif peer == "aiosmtplib":
+        import asyncio
+        from email.message import EmailMessage
+
+        import aiosmtplib
+
+        def send(file: str) -> None:
+            m = EmailMessage()
+            m["From"], m["To"], m["Subject"] = SENDER, "bob@example.org", "Big file"
+            m.set_content("See attached.")
+            with open(file, "rb") as f:
+                m.add_attachment(f.read(), maintype="application", subtype="octet-stream",
+                                 filename=os.path.basename(file))
+            asyncio.run(aiosmtplib.send(m, hostname="127.0.0.1", port=port, start_tls=False))
+    elif peer == "yagmail":
+        import yagmail
+
+        def send(file: str) -> None:
+            yag = yagmail.SMTP(SENDER, host="127.0.0.1", port=port, smtp_ssl=False,
+                               smtp_starttls=False, smtp_skip_login=True)
+            yag.send(to="bob@example.org", subject="Big file", contents="See attached.",
+                     attachments=[file])
+            yag.close()
+    elif peer == "redmail":
+        from redmail import EmailSender
+
+        def send(file: str) -> None:
+            sender = EmailSender(host="127.0.0.1", port=port, use_starttls=False)
+            sender.send(subject="Big file", sender=SENDER, receivers=["bob@example.org"],
+                        text="See attached.", attachments={os.path.basename(file): Path(file)})
+    elif peer == "smtp_magic":
+        import smtp_magic
+
+        config = {"host": "127.0.0.1", "port": port, "security": "none", "sender": SENDER}
+
+        def send(file: str) -> None:
+            r = smtp_magic.send("bob@example.org", "Big file", "See attached.",
+                                content_type="text/plain", attachments=[file], config=config)
+            if not r.ok:
+                raise RuntimeError(r.message)
+    else:
+        raise SystemExit(f"unknown peer {peer}")
+    # Warm up with a small file so lazy imports are not counted as the attachment's memory.
+    small = Path(path).with_name("warmup.bin")
+    small.write_bytes(b"x" * 1000)
+    send(str(small))
+    before = _status("VmRSS")
+    started = time.perf_counter()
+    send(path)
+    seconds = time.perf_counter() - started
+    extra = _status("VmHWM") - before
+    return {"seconds": seconds, "extra_bytes": extra, "size": size, "ratio": extra / size,
+            "name": name}
+
+
+# -- %load_ext in a fresh shell ------------------------------------------------------------------
+
+HEAVY = ("pandas", "matplotlib", "ipywidgets", "aiosmtplib")
+
+
+def load_ext(extension: str) -> dict[str, Any]:
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+
+    shell = TerminalInteractiveShell.instance()
+    started = time.perf_counter()
+    shell.run_line_magic("load_ext", extension)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "heavy": [m for m in HEAVY if m in sys.modules]}
+
+
+# -- an asynchronous %%smtp_send in an interactive kernel ----------------------------------------
+
+def kernel(port: int) -> dict[str, Any]:
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    try:
+        def run(code: str, timeout: float = 30) -> tuple[float, dict[str, Any]]:
+            started = time.perf_counter()
+            msg_id = kc.execute(code, allow_stdin=True, store_history=True)
+            while True:
+                reply = kc.get_shell_msg(timeout=timeout)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return time.perf_counter() - started, reply["content"]
+
+        setup = (f"%load_ext smtp_magic\n%smtp_config --host 127.0.0.1 --port {port} "
+                 f"--security none --from {SENDER}")
+        _, content = run(setup)
+        if content["status"] != "ok":
+            return {"error": f"{content.get('ename')}: {content.get('evalue')}"}
+        send = "%%smtp_send --to bob@example.org --subject 'Async check'\n<p>Hello</p>"
+        run("pass")
+        run(send)  # warm-up: the first send imports the composer
+        time.sleep(2.5)
+        empty, sends, errors = [], [], []
+        for _ in range(7):
+            empty.append(run("pass")[0])
+            seconds, content = run(send)
+            sends.append(seconds)
+            if content["status"] != "ok":
+                errors.append(f"{content.get('ename')}: {content.get('evalue')}")
+        return {"empty": statistics.median(empty), "send": statistics.median(sends),
+                "errors": errors[:1]}
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+# -- a server that takes its time (aiosmtpd) ------------------------------------------------------
+
+def stall_server(port: int, stall: float, lifetime: float) -> None:
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+
+    class Slow:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            await asyncio.sleep(stall)
+            return "250 OK"
+
+    controller = Controller(Slow(), hostname="127.0.0.1", port=port)
+    controller.start()
+    print(json.dumps({"ready": True}), flush=True)
+    try:
+        time.sleep(lifetime)  # stops by itself
+    finally:
+        controller.stop()
+
+
+def main(argv: list[str]) -> None:
+    kind, args = argv[0], argv[1:]
+    if kind == "stall_server":
+        stall_server(int(args[0]), float(args[1]), float(args[2]))
+        return
+    if kind == "bulk":
+        result = bulk(args[0], int(args[1]))
+    elif kind == "attachment":
+        result = attachment(args[0], int(args[1]), args[2])
+    elif kind == "load_ext":
+        result = load_ext(args[0])
+    elif kind == "kernel":
+        result = kernel(int(args[0]))
+    else:
+        raise SystemExit(__doc__)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
