@@ -13,7 +13,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from .config import ConnectionSettings
+from .config import MB, ConnectionSettings
 from .errors import InvalidRequest
 from .models import Attachment, SendRequest
 
@@ -183,7 +183,7 @@ def check_attachments(request: SendRequest, settings: ConnectionSettings) -> Non
         size = att.size
         if size > limit:
             raise InvalidRequest(
-                f"Attachment {att.filename!r} is {size / 1e6:.1f} MB, over the "
+                f"Attachment {att.filename!r} is {size / MB:.1f} MB, over the "
                 f"{settings.attachment_size:g} MB limit (attachment_size)."
             )
 

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 MASK = "********"
+MB = 1024 * 1024  # the unit of attachment_size
 
 
 class Secret:
@@ -284,8 +285,9 @@ class ConnectionSettings:
 
     @property
     def attachment_limit(self) -> int:
-        """The attachment limit in bytes (MB taken as 10**6 bytes, the way mail servers count)."""
-        return int(self.attachment_size * 1_000_000)
+        """The attachment limit in bytes; a MB here is 2**20 bytes, so a "10 MB" file is allowed
+        whether the user's file manager counts in MiB or in 10**6 bytes."""
+        return int(self.attachment_size * MB)
 
     @property
     def implicit_tls(self) -> bool:

@@ -17,7 +17,7 @@ import traitlets
 
 from . import api
 from .compose import parse_address
-from .config import SmtpMagic, current
+from .config import MB, SmtpMagic, current
 from .errors import InvalidRequest, SmtpMagicError
 from .models import Attachment, Response, SendRequest, as_address_list
 from .preview import preview_html
@@ -85,12 +85,12 @@ def _user_namespace() -> Mapping[str, Any]:
 
 
 def _size(n: float) -> str:
-    """Decimal units, the way attachment_size counts (1 MB = 10**6 bytes)."""
-    if n < 1000:
+    """Binary units, the way attachment_size counts (1 MB = 2**20 bytes)."""
+    if n < 1024:
         return f"{int(n)} B"
     for unit in ("kB", "MB", "GB"):
-        n /= 1000
-        if n < 1000 or unit == "GB":
+        n /= 1024
+        if n < 1024 or unit == "GB":
             return f"{n:.1f} {unit}" if n < 100 else f"{n:.0f} {unit}"
     raise AssertionError("unreachable")
 
@@ -584,7 +584,7 @@ class ComposeForm(widgets.VBox):
 
     def _attachment_items(self) -> list[_Item]:
         # Converted on every call, not cached: a DataFrame may have changed in place.
-        limit = int(self.settings.attachment_size * 1_000_000)
+        limit = int(self.settings.attachment_size * MB)
         items: list[_Item] = []
 
         def add(label: str, origin: str, make: Callable[[], Attachment]) -> None:
@@ -625,7 +625,7 @@ class ComposeForm(widgets.VBox):
         if not items:
             self.attachment_list.value = (
                 "<div style='margin-left:88px;color:#57606a;font-size:12px'>No attachments. "
-                f"Limit {_size(self.settings.attachment_size * 1_000_000)} per file "
+                f"Limit {_size(self.settings.attachment_size * MB)} per file "
                 "(attachment_size).</div>")
         else:
             rows = []

@@ -82,10 +82,10 @@ def test_unicode_file_names_use_rfc2231():
 
 
 def test_attachment_limit_is_checked_before_anything_else():
-    small = SmtpMagic(attachment_size=0.001).snapshot()  # 1000 bytes
+    small = SmtpMagic(attachment_size=0.001).snapshot()  # 1048 bytes
     with pytest.raises(InvalidRequest, match=r"'big.bin' is 0.0 MB, over the 0.001 MB limit"):
         compose(SendRequest(to="a@example.test", subject="S", body="x", sender="me@example.test",
-                            attachments=[Attachment.from_bytes("big.bin", b"x" * 1001)]), small)
+                            attachments=[Attachment.from_bytes("big.bin", b"x" * 1049)]), small)
 
 
 def test_missing_attachment_file_is_exit_1(tmp_path):

@@ -63,7 +63,7 @@ def test_seed_json_and_trait_names_are_both_accepted(tmp_path):
     s = SmtpMagic().load_file(path)
     assert (s.host, s.port, s.attachment_size, s.security, s.sender) == (
         "smtp.example.test", 465, 0.5, "tls", "x@example.test")
-    assert s.snapshot().attachment_limit == 500_000
+    assert s.snapshot().attachment_limit == 512 * 1024
 
 
 def test_bad_json_names_the_file(tmp_path):

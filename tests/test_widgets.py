@@ -76,7 +76,7 @@ def test_send_delivers_to_the_real_server(form: ComposeForm, smtp_server: Captur
     form.content_type.value = "text/plain"
     form.body.value = "Hello from the form"
     form.upload.value = upload_value("numbers.bin", payload)
-    assert "numbers.bin" in form.attachment_list.value and "10.2 kB" in form.attachment_list.value
+    assert "numbers.bin" in form.attachment_list.value and "10.0 kB" in form.attachment_list.value
 
     form.send_button.click()
     assert form.send_button.disabled and "Sending" in form.status.value  # progress, at once
