@@ -48,6 +48,9 @@ export SMTP_MAGIC_POSTFIX_ENV=$PF/env
 # In CI a missing Postfix or browser is a failure, not a skip.
 export SMTP_MAGIC_REQUIRE_POSTFIX=1 SMTP_MAGIC_REQUIRE_BROWSER=1
 
+step "notebooks (nbval against the capture server)"
+bash scripts/test-notebooks.sh "$VENV"
+
 step "pytest"
 set +e
 "$VENV/bin/python" -m pytest -p no:cacheprovider -q -ra tests
@@ -55,7 +58,3 @@ rc=$?
 set -e
 # pytest exits 5 when it collected nothing: that is a failure too.
 [[ $rc -eq 0 ]] || { echo "pytest failed (exit $rc)"; exit "$rc"; }
-
-step "notebooks (nbval against the capture server)"
-bash scripts/test-notebooks.sh "$VENV"
-step "done"
