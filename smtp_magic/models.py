@@ -165,9 +165,13 @@ def as_address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def _split_addresses(text: str) -> list[str]:
     """Split on commas/semicolons that are outside quotes and angle brackets."""
-    parts, buf, quoted, angle = [], [], False, False
+    parts, buf, quoted, angle, escaped = [], [], False, False, False
     for ch in text:
-        if ch == '"':
+        if escaped:  # \" and \\ inside a quoted display name do not end the quotes
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
             quoted = not quoted
         elif ch == "<" and not quoted:
             angle = True
