@@ -119,8 +119,8 @@ class Outbox:
         with open(tmp, "wb") as f:
             f.writelines(chunks)
         os.replace(tmp, self.path / "new" / key)
-        if self._maildir is not None:
-            self._maildir._refresh()
+        # No Maildir._refresh(): a lookup of an unknown key refreshes by itself, and a refresh
+        # per failure lists the whole folder each time.
 
     # -- batch journals --------------------------------------------------------------------
 
@@ -143,6 +143,14 @@ class Outbox:
         return path, record[0], record[1]
 
     def _journal_chunks(self, key: str) -> Iterator[bytes]:
+        journal = _journal_key(key)
+        if journal is not None:
+            with _batches_lock:
+                batch = _batches.get(self._journal_path(journal[0]))
+            if batch is not None and journal[1] in batch.regions:
+                # Being sent by this process: no need to re-read the journal (that made many
+                # failures in one batch quadratic).
+                return batch.regions[journal[1]].chunks()
         found = self._journal_record(key)
         if found is None:
             raise KeyError(key)
@@ -250,6 +258,7 @@ class Batch:
         self._file.write(_MAGIC)
         self._count = 0
         self._pending: set[int] = set()
+        self.regions: dict[int, _Region] = {}  # n -> where its message is in the journal
         self._append: int | None = None
         self._committed = False
 
@@ -284,9 +293,10 @@ class Batch:
             raise
         self._count += 1
         self._pending.add(n)
+        self.regions[n] = _Region(f.fileno(), offset, size)
         entry = OutboxEntry(f"J{self.id}-{n}", message_id, subject, sender, tuple(recipients),
                             "pending", created=now, updated=now)
-        data = b"".join(kept) if kept is not None else _Region(f.fileno(), offset, size)
+        data = b"".join(kept) if kept is not None else self.regions[n]
         return entry, data
 
     def commit(self) -> None:

@@ -132,3 +132,20 @@ def test_sigkill_mid_batch_keeps_exactly_the_unconfirmed_messages(tmp_path: Path
     journals = list((tmp_path / "outbox" / "journal").glob("*.log"))
     assert len(journals) == 1 and json.loads(
         journals[0].read_bytes().split(b"\n")[1].split(b" ", 3)[3])["subject"] == "m0"
+
+
+def test_many_failures_in_one_batch_are_all_kept_and_stay_linear(tmp_data, refused_port):
+    """A mail merge against a server that is down keeps every message, each retrievable."""
+    import smtp_magic
+    from smtp_magic.models import SendRequest
+
+    requests = [SendRequest(to=f"u{i}@example.test", subject=f"s{i}", body="<p>x</p>")
+                for i in range(300)]
+    config = {"host": "127.0.0.1", "port": refused_port, "security": "none",
+              "sender": "r@example.test"}
+    responses = smtp_magic.send_many(requests, config=config)
+    assert {r.exitcode for r in responses} == {2}
+    entries = Outbox().entries()
+    assert sorted(e.subject for e in entries) == sorted(f"s{i}" for i in range(300))
+    assert all(e.status == "failed" for e in entries)
+    assert b"Subject: s7\r\n" in Outbox().read(next(e.key for e in entries if e.subject == "s7"))
