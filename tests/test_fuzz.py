@@ -14,7 +14,6 @@ import re
 import string
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
