@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html as htmllib
 import os
 import re
 import string
+import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -361,3 +363,68 @@ def test_never_another_exception_for_wrong_types() -> None:
         except SmtpMagicError as exc:  # pragma: no cover - build() catches InvalidRequest
             pytest.fail(f"{request}: {exc!r}")
         assert isinstance(outcome, str), request
+
+
+# -- values from data: --each rows are escaped in HTML and cannot inject headers ---------------------
+NASTY = ['<script>alert("x")</script>', "Tom & Jerry <tj@example.test>", "\"quoted\" 'single'",
+         "{{ 7 * 7 }} {% raw %}", "$HOME {name}", "Zoë ✓ \u202e", "</p><img src=x onerror=alert(1)>"]
+
+
+@pytest.fixture
+def ishell(tmp_data: TmpData) -> Iterator[Any]:
+    """An IPython shell with the extension loaded; the process settings are restored after."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from smtp_magic import config
+
+    saved = config._current
+    if InteractiveShell.initialized():
+        InteractiveShell.clear_instance()
+    shell = InteractiveShell.instance()
+    shell.extension_manager.load_extension("smtp_magic")
+    try:
+        yield shell
+    finally:
+        shell.extension_manager.unload_extension("smtp_magic")
+        InteractiveShell.clear_instance()
+        config._current = saved
+
+
+def test_each_row_values_are_html_escaped(ishell: Any, smtp_server: CaptureServer) -> None:
+    ishell.run_line_magic("smtp_config", f"--host 127.0.0.1 --port {smtp_server.port} "
+                          "--security none --from nb@example.test")
+    rows = [{"email": f"row{i}@example.test", "name": name} for i, name in enumerate(NASTY)]
+    ishell.user_ns["rows"] = rows
+    result = ishell.run_cell("%%smtp_send --each rows --to {email} --subject 'For {name}'\n"
+                             "<p>Dear {{ name }}, this is for {{ email }}.</p>")
+    assert result.success, result.error_in_exec
+    got = {m.rcpt_to[0]: m for m in smtp_server.wait_for(len(rows))}
+    for row in rows:
+        msg = parse_bytes(got[row["email"]].path.read_bytes())
+        html = body_parts(got[row["email"]].path.read_bytes()).get_body(("html",))
+        assert html is not None
+        content = html.get_content()
+        # No markup from the data survived as markup; as text it is all there, unevaluated
+        # (no Jinja, no $/{} expansion inside values).
+        assert "<script" not in content and "<img" not in content and "<tj@" not in content
+        assert f"Dear {row['name']}," in htmllib.unescape(content), content
+        assert same_text(msg["Subject"], f"For {row['name']}")  # headers are text, not HTML
+        assert [a.addr_spec for a in msg["To"].addresses] == [row["email"]]
+
+
+@pytest.mark.parametrize("bad", ["\r\nBcc: eve@evil.test", "\nX-Evil: 1", "\0"])
+def test_each_row_cannot_inject_headers_and_nothing_is_sent(ishell: Any,
+                                                            smtp_server: CaptureServer,
+                                                            bad: str) -> None:
+    ishell.run_line_magic("smtp_config", f"--host 127.0.0.1 --port {smtp_server.port} "
+                          "--security none --from nb@example.test")
+    ishell.user_ns["rows"] = [{"email": "ok@example.test", "name": "Ok"},
+                              {"email": f"row@example.test{bad}", "name": "Bad"},
+                              {"email": "also-ok@example.test", "name": f"Name{bad}"}]
+    result = ishell.run_cell("%%smtp_send --each rows --to {email} --subject 'For {name}'\n"
+                             "<p>{{ name }}</p>")
+    assert not result.success
+    error = str(result.error_in_exec)
+    assert "Row 1" in error and "\n" not in error.strip()
+    time.sleep(0.2)
+    assert smtp_server.count() == 0  # every row is checked before the first is sent
