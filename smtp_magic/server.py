@@ -6,12 +6,14 @@ import asyncio
 import atexit
 import contextlib
 import email
+import email.parser
 import email.policy
 import functools
 import hmac
 import itertools
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -108,6 +110,7 @@ class CapturedMessage:
     def from_path(cls, path: Path) -> CapturedMessage:
         data = path.read_bytes()
         msg = email.message_from_bytes(data, policy=email.policy.default)
+        _utf8_headers(msg, data)
         assert isinstance(msg, EmailMessage)
         rcpts = str(msg.get("X-RcptTo", ""))
         return cls(
@@ -126,6 +129,22 @@ class CapturedMessage:
     def message_id(self) -> str | None:
         value = self.message.get("Message-ID")
         return str(value) if value is not None else None
+
+
+def _utf8_headers(msg: EmailMessage, data: bytes) -> None:
+    """Re-read SMTPUTF8 (raw UTF-8) headers as text: the bytes parser surrogate-escapes them.
+
+    The body stays as the bytes parser read it, which is right for 8-bit bodies.
+    """
+    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
+    if head.isascii():
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    parsed = email.parser.HeaderParser(policy=email.policy.default).parsestr(text + "\n\n")
+    msg._headers = parsed._headers  # the same (name, value) list, now decoded
 
 
 def _message_paths(maildir: Path) -> list[Path]:

@@ -152,3 +152,11 @@ def test_attachment_objects_pass_through(smtp_server, cfg):
     assert smtp_magic.send("ann@example.test", "xlsx", "x", attachments=[att], config=cfg).ok
     (part,) = smtp_server.wait_for(1)[0].message.iter_attachments()
     assert part.get_content_type().endswith("spreadsheetml.sheet")
+
+
+def test_unicode_addresses_arrive_readable(smtp_server, cfg):
+    r = smtp_magic.send("Jürgen <jürgen@example.test>", "Grüße", "<p>x</p>", config=cfg)
+    assert r.ok, r.message
+    (got,) = smtp_server.wait_for(1)
+    assert got.rcpt_to == ("jürgen@example.test",)
+    assert got.subject == "Grüße" and got.message["To"].addresses[0].username == "jürgen"
