@@ -48,6 +48,10 @@ export SMTP_MAGIC_POSTFIX_ENV=$PF/env
 # In CI a missing Postfix or browser is a failure, not a skip.
 export SMTP_MAGIC_REQUIRE_POSTFIX=1 SMTP_MAGIC_REQUIRE_BROWSER=1
 
+step "lint and types (ruff, mypy)"
+"$VENV/bin/ruff" check smtp_magic
+"$VENV/bin/mypy" smtp_magic
+
 step "notebooks (nbval against the capture server)"
 bash scripts/test-notebooks.sh "$VENV"
 

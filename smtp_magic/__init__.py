@@ -25,10 +25,27 @@ from .models import Attachment, Response, SendRequest
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attachment", "Connector", "Response", "SendHandle", "SendRequest", "SmtpMagic",
-    "SmtpMagicError", "check", "check_async", "compose", "connector", "current", "outbox",
-    "retry_outbox", "retry_outbox_async", "send", "send_async", "send_many", "send_many_async",
-    "load_ipython_extension", "unload_ipython_extension",
+    "Attachment",
+    "Connector",
+    "Response",
+    "SendHandle",
+    "SendRequest",
+    "SmtpMagic",
+    "SmtpMagicError",
+    "check",
+    "check_async",
+    "compose",
+    "connector",
+    "current",
+    "load_ipython_extension",
+    "outbox",
+    "retry_outbox",
+    "retry_outbox_async",
+    "send",
+    "send_async",
+    "send_many",
+    "send_many_async",
+    "unload_ipython_extension",
 ]
 
 

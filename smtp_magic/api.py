@@ -125,7 +125,8 @@ def _make_request(
         raise InvalidRequest(f"The content type must be text, not {type(content_type).__name__}.")
     return SendRequest(
         to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
-        attachments=_attachments(attachments), content_type=content_type, headers=headers or (),
+        attachments=_attachments(attachments), content_type=content_type,
+        headers=tuple(headers.items() if isinstance(headers, Mapping) else headers or ()),
     )
 
 
@@ -294,7 +295,7 @@ async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: C
         password = resolve_password(settings)
     except SmtpMagicError as exc:
         for job in jobs:
-            job.response = Response.from_error(exc, message_id=job.composed and job.composed.message_id)
+            job.response = Response.from_error(exc, message_id=job.composed.message_id if job.composed else None)
             assert job.record is not None
             job.record.finish(job.response)
             progress(job)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import InvalidRequest, SmtpMagicError
@@ -14,7 +15,7 @@ from .models import Response
 
 def _read_json(path: str, what: str) -> Any:
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidRequest(f"The {what} file {path!r} cannot be read: {exc.strerror}.") from None
     try:

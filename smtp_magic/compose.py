@@ -12,6 +12,7 @@ from email.generator import Generator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Any
 
 from .config import MB, ConnectionSettings
 from .errors import InvalidRequest
@@ -114,7 +115,7 @@ def parse_address(text: str, field: str = "address") -> Address:
         header = email_policy.default.header_factory("To", text)
         addresses = header.addresses
         defects = [d for d in header.defects if type(d).__name__ != "NonASCIILocalPartDefect"]
-    except Exception:  # the stdlib parser raises assorted errors on garbage
+    except Exception:  # noqa: BLE001 - the stdlib parser raises assorted errors on garbage
         addresses, defects = (), [None]
     if len(addresses) != 1 or defects or not _valid_addr_spec(addresses[0]):
         hint = "; separate several addresses with commas" if len(addresses) > 1 else ""
@@ -304,7 +305,7 @@ def _set_body(msg: EmailMessage, request: SendRequest, content_type: str, text: 
     msg.set_content(text)
     msg.add_alternative(body, subtype="html")
     if request.inline_images:
-        html_part = msg.get_payload()[-1]
+        html_part: EmailMessage = msg.get_payload()[-1]  # type: ignore[index,assignment]
         for image in request.inline_images:
             html_part.add_related(image.data, maintype="image", subtype=image.subtype,
                                   cid=f"<{image.cid}>", filename=image.filename,
@@ -397,7 +398,7 @@ _Skeleton = tuple[list[bytes | tuple[str, int]], int]
 _skeletons: dict[tuple[object, ...], _Skeleton] = {}
 
 
-def _skeleton(shape: tuple[object, ...]) -> _Skeleton | None:
+def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
     """The flattened MIME structure of ``shape``: literal bytes, ("slot", i) and ("boundary", j)."""
     cached = _skeletons.get(shape)
     if cached is not None:
@@ -407,13 +408,13 @@ def _skeleton(shape: tuple[object, ...]) -> _Skeleton | None:
     msg.set_content("x", cte=ctes[0])
     if content_type != "text/plain":
         msg.add_alternative("x", subtype="html", cte=ctes[1])
-    for maintype, subtype, filename in attachments:  # type: ignore[attr-defined]
+    for maintype, subtype, filename in attachments:
         msg.add_attachment(b"", maintype=maintype, subtype=subtype, filename=filename)
     leaves = [p for p in msg.walk() if not p.is_multipart()]
     for i, leaf in enumerate(leaves):
         leaf.set_payload(_SLOT.format(i))
     raw = msg.as_bytes(policy=POLICY)
-    boundaries = [p.get_boundary().encode("ascii") for p in msg.walk() if p.is_multipart()]
+    boundaries = [str(p.get_boundary()).encode("ascii") for p in msg.walk() if p.is_multipart()]
     pieces: list[bytes | tuple[str, int]] = []
     for i, piece in enumerate(_SLOT_OR_BOUNDARY.split(raw)):
         if i % 2 == 0:
@@ -455,7 +456,7 @@ def _render_fast(
         head.append(POLICY.fold_binary("Message-ID", POLICY.header_store_parse("Message-ID", message_id)[1]))
     for name, value in request.headers:
         check_header_value(f"header {name}", value)
-        if name.lower() in POLICY.header_factory.registry:
+        if name.lower() in POLICY.header_factory.registry:  # type: ignore[attr-defined]
             return None  # a structured header (Reply-To...): the email package's rules apply
         head.append(_fold(name, value))
     texts = [body] if content_type == "text/plain" else [text or "", body]
@@ -470,9 +471,9 @@ def _render_fast(
         return None
     pieces, nboundaries = skeleton
     slots: list[bytes | _Base64Body] = [*payloads, *map(_Base64Body, request.attachments)]
-    boundaries = []
+    boundaries: list[bytes] = []
     while len(boundaries) < nboundaries:
-        b = Generator._make_boundary().encode("ascii")
+        b = Generator._make_boundary().encode("ascii")  # type: ignore[attr-defined]
         if b not in boundaries and not any(b in p for p in payloads):
             boundaries.append(b)
     out: list[bytes | _Base64Body] = [b"".join(head)]

@@ -17,9 +17,9 @@ from traitlets.config import Configurable
 from .errors import ConfigError
 
 __all__ = [
+    "ConnectionSettings",
     "Secret",
     "SmtpMagic",
-    "ConnectionSettings",
     "current",
     "load_json",
     "normalize_keys",

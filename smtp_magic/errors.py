@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
-    "SmtpMagicError",
-    "InvalidRequest",
+    "AuthFailed",
     "ConfigError",
     "ConnectFailed",
-    "AuthFailed",
-    "Rejected",
-    "PartiallyRefused",
-    "SendTimeout",
-    "TemporaryFailure",
+    "InvalidRequest",
     "MissingDependency",
+    "PartiallyRefused",
+    "Rejected",
+    "SendTimeout",
+    "SmtpMagicError",
+    "TemporaryFailure",
 ]
 
 

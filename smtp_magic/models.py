@@ -16,10 +16,10 @@ from .errors import InvalidRequest, SmtpMagicError
 __all__ = [
     "Attachment",
     "InlineImage",
-    "SendRequest",
     "Response",
-    "mime_type_for",
+    "SendRequest",
     "as_address_list",
+    "mime_type_for",
 ]
 
 # The types we promise, whatever the host's /etc/mime.types says (python's built-in table lacks
@@ -165,7 +165,9 @@ def as_address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def _split_addresses(text: str) -> list[str]:
     """Split on commas/semicolons that are outside quotes and angle brackets."""
-    parts, buf, quoted, angle, escaped = [], [], False, False, False
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted = angle = escaped = False
     for ch in text:
         if escaped:  # \" and \\ inside a quoted display name do not end the quotes
             escaped = False

@@ -310,6 +310,7 @@ class Batch:
             _batches[self.path] = self
 
     def settle(self, n: int, mark: bytes) -> None:
+        assert self._append is not None, "settle() before commit()"
         os.write(self._append, b"%s %d\n" % (mark, n))
         self._pending.discard(n)
 

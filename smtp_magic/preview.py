@@ -21,7 +21,8 @@ def _inline_images(msg: EmailMessage) -> dict[str, str]:
     for part in msg.walk():
         cid = part.get("Content-ID")
         if cid and part.get_content_maintype() == "image":
-            data = base64.b64encode(part.get_payload(decode=True) or b"").decode("ascii")
+            raw: bytes = part.get_payload(decode=True) or b""  # type: ignore[assignment]
+            data = base64.b64encode(raw).decode("ascii")
             out[cid.strip("<>")] = f"data:{part.get_content_type()};base64,{data}"
     return out
 

@@ -144,7 +144,7 @@ def _utf8_headers(msg: EmailMessage, data: bytes) -> None:
     except UnicodeDecodeError:
         return
     parsed = email.parser.HeaderParser(policy=email.policy.default).parsestr(text + "\n\n")
-    msg._headers = parsed._headers  # the same (name, value) list, now decoded
+    msg._headers = parsed._headers  # type: ignore[attr-defined]  # the same list, now decoded
 
 
 def _message_paths(maildir: Path) -> list[Path]:

@@ -29,9 +29,14 @@ if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
 class Envelope(Protocol):
     """What the transport needs to know besides the bytes (``compose.Composed`` is one)."""
 
-    sender: str
-    recipients: tuple[str, ...]
-    smtputf8: bool
+    @property
+    def sender(self) -> str: ...
+
+    @property
+    def recipients(self) -> tuple[str, ...]: ...
+
+    @property
+    def smtputf8(self) -> bool: ...
 
 class Payload(Protocol):
     """A message too large to hold in memory: its size and its bytes, a chunk at a time."""
@@ -238,6 +243,8 @@ def _extended(protocol: Any) -> Any:
         class PipeliningProtocol(SMTPProtocol):  # type: ignore[misc]
             _wanted = 0
             _waiter: asyncio.Future[None] | None = None
+            _inbox: bytearray
+            _replies: list[Any]
 
             def data_received(self, data: bytes) -> None:
                 if not self._wanted:
