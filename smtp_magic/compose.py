@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +108,13 @@ def parse_address(text: str, field: str = "address") -> Address:
     """Parse one address (``"Name <user@host>"`` or ``user@host``); raise InvalidRequest if bad."""
     if not isinstance(text, str):
         raise InvalidRequest(f"The {field} {text!r} is not a string.")
+    return _parse_address(text, field)
+
+
+# A bulk send parses the same sender (and often the same Cc) for every message. Address objects
+# are immutable; errors are not cached, so each bad address still gets its own message.
+@functools.lru_cache(maxsize=4096)
+def _parse_address(text: str, field: str) -> Address:
     check_header_value(f"{field} {text.strip()[:60]!r}", text)
     simple = _simple_address(text)
     if simple is not None:

@@ -159,6 +159,14 @@ class Outbox:
     def remove(self, key: str) -> None:
         """Forget a message (delivered, or cleared by the user)."""
         journal = _journal_key(key)
+        if journal is not None:
+            with _batches_lock:
+                batch = _batches.get(self._journal_path(journal[0]))
+                if batch is not None and journal[1] in batch.pending:
+                    # Still in the journal of a batch this process is sending (the common case
+                    # of a confirmed delivery): one append, no look at the disk.
+                    batch.settle(journal[1], b"D")
+                    return
         if journal is not None and not self._meta_path(key).exists():
             _settle(self._journal_path(journal[0]), journal[1], b"D")
             return
@@ -257,7 +265,7 @@ class Batch:
         self._file = open(self._tmp, "w+b")  # noqa: SIM115 - closed in close()
         self._file.write(_MAGIC)
         self._count = 0
-        self._pending: set[int] = set()
+        self.pending: set[int] = set()
         self.regions: dict[int, _Region] = {}  # n -> where its message is in the journal
         self._append: int | None = None
         self._committed = False
@@ -292,7 +300,7 @@ class Batch:
             f.truncate()
             raise
         self._count += 1
-        self._pending.add(n)
+        self.pending.add(n)
         self.regions[n] = _Region(f.fileno(), offset, size)
         entry = OutboxEntry(f"J{self.id}-{n}", message_id, subject, sender, tuple(recipients),
                             "pending", created=now, updated=now)
@@ -312,7 +320,7 @@ class Batch:
     def settle(self, n: int, mark: bytes) -> None:
         assert self._append is not None, "settle() before commit()"
         os.write(self._append, b"%s %d\n" % (mark, n))
-        self._pending.discard(n)
+        self.pending.discard(n)
 
     def close(self) -> None:
         """Delete the journal if every message is settled; otherwise leave it for the outbox."""
@@ -325,7 +333,7 @@ class Batch:
             self._append = None
         if not self._committed:
             self._tmp.unlink(missing_ok=True)
-        elif not self._pending:
+        elif not self.pending:
             self.path.unlink(missing_ok=True)
 
 
