@@ -73,7 +73,9 @@ def _this_python_kernel() -> Iterator[str]:
         spec.mkdir(parents=True)
         (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                     "--log-level=ERROR"],  # not the "TCP without encryption" warning
+                     # Quiet: not the "TCP without encryption" warning, nor the "KeyboardInterrupt
+                     # caught" that shutting the kernel down logs; cell errors still fail the run.
+                     "--log-level=CRITICAL"],
             "display_name": "Python 3 (smtp-magic demo)",
             "language": "python",
         }), encoding="utf-8")
