@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from html import unescape
 from html.parser import HTMLParser
 
 __all__ = ["html_to_text"]
@@ -66,6 +69,7 @@ _BLOCKS = frozenset(
 _CELL_BLOCKS = (_BLOCKS - {"hr"}) | {"ul", "ol"}
 _LINE_ITEMS = frozenset({"li", "dt", "dd", "caption", "option"})
 _NO_LINK_SCHEMES = ("javascript:", "cid:", "data:", "#")
+_HTML_SPACE = " \t\n\r\f"
 _SPACES = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: a no-break space is content
 _NUMBER = re.compile(r"^[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?$")
 
@@ -76,14 +80,124 @@ def html_to_text(html: str) -> str:
     Paragraphs are separated by blank lines, lists become ``- item`` / ``1. item``, links
     ``text (url)``, images their alt text, and each table row one line of aligned cells.
     """
-    parser = _TextParser()
+    converter = _Converter()
+    if not _fast_tokenize(html, converter):
+        converter = _Converter()
+        _stdlib_tokenize(html, converter)
+    return converter.finish()
+
+
+def _html_to_text_reference(html: str) -> str:
+    """``html_to_text`` through HTMLParser only: the oracle of the fast tokenizer's tests."""
+    converter = _Converter()
+    _stdlib_tokenize(html, converter)
+    return converter.finish()
+
+
+# -- tokenizers ---------------------------------------------------------------------------------
+# HTMLParser spends most of its time in per-token bookkeeping (positions, line numbers, several
+# regexes per tag). The fast tokenizer is one regex over the common, well-formed subset of HTML,
+# written so that whatever it accepts HTMLParser tokenizes the same way (same tags, attributes,
+# text chunks); anything else, e.g. a '<' + letter that is not a clean tag, goes to HTMLParser.
+# Only the five HTML whitespace characters separate: HTMLParser's rules differ for other \s.
+_WS = r"[ \t\n\r\f]"
+_NAME = r"[a-zA-Z_:][-a-zA-Z0-9_:.]*"
+_ATTRS = re.compile(rf"""{_WS}+({_NAME})(?:{_WS}*={_WS}*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?""")
+_ATTR = rf"""{_WS}+{_NAME}(?:{_WS}*={_WS}*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+_TOKEN = re.compile(
+    r"([^<]*)(?:"  # 1: the text before the markup, then one of:
+    rf"<([a-zA-Z][-a-zA-Z0-9_:.]*)((?:{_ATTR})*){_WS}*(/?)>"  # 2: tag 3: attributes 4: '/'
+    r"|</\s*([a-zA-Z][-.a-zA-Z0-9:_]*)\s*>"  # 5: end tag (as HTMLParser's endtagfind)
+    r"|<!--.*?--\s*>|<![dD][oO][cC][tT][yY][pP][eE][^>]*>|<\?[^>]*>"  # ignored
+    r"|(<)(?![a-zA-Z/!?])"  # 6: a '<' that starts no markup is text
+    r"|(<)"  # 7: anything else
+    r"|\Z)",
+    re.DOTALL,
+)
+# HTMLParser ends a script/style at the first such end tag whose name is ASCII (re.I alone would
+# also take e.g. a long s for an s).
+_RAW_TEXT_END = {
+    tag: re.compile(r"</\s*" + "".join(f"[{c}{c.upper()}]" for c in tag) + r"\s*>")
+    for tag in HTMLParser.CDATA_CONTENT_ELEMENTS
+}
+
+
+def _fast_tokenize(html: str, sink: _Converter) -> bool:
+    """Feed ``html`` to ``sink``; False (with ``sink`` spoilt) for input left to HTMLParser."""
+    data, start, end, pos = sink.data, sink.start, sink.end, 0
+    while True:  # one pass of finditer, restarted after each script/style element
+        for token in _TOKEN.finditer(html, pos):
+            text, tag, attrs, slash, end_tag, stray, other = token.groups()
+            if text:
+                data(unescape(text) if "&" in text else text)
+            if tag is not None:
+                tag = tag.lower()
+                attr = _attributes(attrs) if attrs else _NO_ATTRIBUTES
+                if slash:
+                    sink.startend(tag, attr)
+                    continue
+                start(tag, attr)
+                if tag in _RAW_TEXT_END:  # script/style: all up to the end tag is their text
+                    break
+            elif end_tag is not None:
+                end(end_tag.lower())
+            elif stray is not None:
+                data("<")
+            elif other is not None:
+                return False
+        else:
+            return True
+        pos = token.end()
+        close = _RAW_TEXT_END[tag].search(html, pos)
+        if close is None:  # HTMLParser drops an unterminated script's text
+            return True
+        if close.start() > pos:
+            data(html[pos : close.start()])
+        end(tag)
+        pos = close.end()
+
+
+_NO_ATTRIBUTES: dict[str, str] = {}  # shared, like the cached ones below: read only
+
+
+@lru_cache(maxsize=1024)  # email HTML repeats attributes (an inlined style on every cell)
+def _attributes(source: str) -> dict[str, str]:
+    """A start tag's attributes; the dict is shared by all tags with this source: read only."""
+    attr = {}
+    for name, double, single, bare in _ATTRS.findall(source):
+        value = double or single or bare
+        attr[name.lower()] = unescape(value) if "&" in value else value
+    return attr
+
+
+def _stdlib_tokenize(html: str, sink: _Converter) -> None:
+    parser = _StdlibTokenizer(sink)
     parser.feed(html)
     parser.close()
-    return parser.result()
+
+
+class _StdlibTokenizer(HTMLParser):
+    def __init__(self, sink: _Converter) -> None:
+        super().__init__(convert_charrefs=True)
+        self._sink = sink
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._sink.start(tag, {k: (v or "") for k, v in attrs})
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._sink.startend(tag, {k: (v or "") for k, v in attrs})
+
+    def handle_endtag(self, tag: str) -> None:
+        self._sink.end(tag)
+
+    def handle_data(self, data: str) -> None:
+        self._sink.data(data)
 
 
 class _Writer:
     """Accumulates text with browser-like whitespace: collapsed spaces, deferred line breaks."""
+
+    __slots__ = ("_last", "_newlines", "_space", "_trailing_nl", "parts")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -102,6 +216,10 @@ class _Writer:
         if core:
             self._put(core)
             self._space = text[-1] == " "
+
+    def space(self) -> None:
+        """Add text that was only whitespace: a collapsed space owed before the next text."""
+        self._space = True
 
     def raw(self, text: str) -> None:
         """Add preformatted text verbatim."""
@@ -133,10 +251,13 @@ class _Writer:
 
     def _append(self, text: str) -> None:
         self.parts.append(text)
+        self._last = text[-1]
+        if self._last != "\n":  # the common case, without the arithmetic below
+            self._trailing_nl = 0
+            return
         stripped = text.rstrip("\n")
         trailing = len(text) - len(stripped)
         self._trailing_nl = self._trailing_nl + trailing if not stripped else trailing
-        self._last = text[-1]
 
     def mark(self) -> int:
         return len(self.parts)
@@ -148,7 +269,7 @@ class _Writer:
         return "".join(self.parts)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Cell:
     writer: _Writer
     header: bool
@@ -158,7 +279,7 @@ class _Cell:
     text: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Table:
     layout: bool
     rows: list[tuple[bool, list[_Cell]]] = field(default_factory=list)  # (is header row, cells)
@@ -169,16 +290,17 @@ class _Table:
     caption: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Link:
     href: str
     writer: _Writer
     mark: int
 
 
-class _TextParser(HTMLParser):
+class _Converter:
+    """The state machine that turns a stream of tags and text into plain text."""
+
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self._writers: list[_Writer] = [_Writer()]
         self._tables: list[_Table] = []
         self._lists: list[list[int]] = []  # per open list: [next number] or [] for bullets
@@ -193,58 +315,60 @@ class _TextParser(HTMLParser):
     def _out(self) -> _Writer:
         return self._writers[-1]
 
-    # -- parser callbacks ---------------------------------------------------------------
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._skipping_start(tag):
+    # -- tokenizer callbacks ------------------------------------------------------------
+    def start(self, tag: str, attr: dict[str, str]) -> None:
+        if self._skip is not None and self._skipping_start(tag):
             return
-        attr = {k: (v or "") for k, v in attrs}
-        if tag in _SKIPPED or _hidden(attr):
+        if tag in _SKIPPED or (attr and _hidden(attr)):
             if tag not in _VOID:
                 self._skip = (tag, 1)
             return
         if tag in _CELL_BLOCKS:
             self._flag_cell_block()
         if tag in _BLOCKS:
-            self._out.newline(2)
-        handler = getattr(self, f"_start_{tag}", None)
+            self._writers[-1].newline(2)
+        handler = _STARTS.get(tag)
         if handler is not None:
-            handler(attr)
+            handler(self, attr)
 
-    def handle_endtag(self, tag: str) -> None:
-        if self._skipping_end(tag):
+    def end(self, tag: str) -> None:
+        if self._skip is not None and self._skipping_end(tag):
             return
-        handler = getattr(self, f"_end_{tag}", None)
+        handler = _ENDS.get(tag)
         if handler is not None:
-            handler()
+            handler(self)
         if tag in _BLOCKS:
-            self._out.newline(2)
+            self._writers[-1].newline(2)
         elif tag in _LINE_ITEMS:
-            self._out.newline(1)
+            self._writers[-1].newline(1)
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
+    def startend(self, tag: str, attr: dict[str, str]) -> None:
+        self.start(tag, attr)
         if tag not in _VOID:
-            self.handle_endtag(tag)
+            self.end(tag)
 
-    def handle_data(self, data: str) -> None:
+    def data(self, data: str) -> None:
         if self._skip is not None:
             return
+        out = self._writers[-1]
         if self._pre:
             if self._pre_fresh and data.startswith("\n"):
                 data = data[1:]
             self._pre_fresh = False
-            self._out.raw(data)
-        else:
-            self._out.inline(_SPACES.sub(" ", data))
+            out.raw(data)
+        elif data.strip(_HTML_SPACE):
+            # Printable text without double spaces has nothing to collapse; the check is much
+            # cheaper than the regex.
+            collapsible = "  " in data or not data.isprintable()
+            out.inline(_SPACES.sub(" ", data) if collapsible else data)
+        else:  # the whitespace between tags: most of the text of a formatted document
+            out.space()
 
-    def close(self) -> None:
-        super().close()
+    def finish(self) -> str:
         while self._tables:
             self._end_table()
         while len(self._writers) > 1:
             self._pop_writer()
-
-    def result(self) -> str:
         text = self._writers[0].getvalue().replace("\xa0", " ").replace("\u00ad", "")
         lines = [line.rstrip() for line in text.split("\n")]
         return "\n".join(lines).strip("\n")
@@ -413,11 +537,14 @@ class _TextParser(HTMLParser):
         if not self._tables:
             return
         table = self._tables[-1]
-        self._end_cell(table)
+        if table.cell is not None:
+            self._end_cell(table)
         if table.row is None:
             table.row = []
             table.row_is_header = table.in_thead
-        cell = _Cell(_Writer(), header, _span(attr, "colspan"), _span(attr, "rowspan"))
+        cell = _Cell(_Writer(), header)
+        if attr:
+            cell.colspan, cell.rowspan = _span(attr, "colspan"), _span(attr, "rowspan")
         table.cell = cell
         table.row.append(cell)
         self._writers.append(cell.writer)
@@ -435,7 +562,9 @@ class _TextParser(HTMLParser):
         cell = table.cell
         if cell is None:
             return
-        if cell.writer in self._writers:
+        if self._writers[-1] is cell.writer:
+            self._writers.pop()
+        elif cell.writer in self._writers:
             self._pop_writers(self._writers.index(cell.writer) + 1)
             self._writers.pop()
         # Only line breaks are trimmed: a table's first line may start with padding.
@@ -469,17 +598,42 @@ class _TextParser(HTMLParser):
         out.newline(2)
 
 
+# Handlers by tag name, looked up once per tag instead of by getattr on a formatted name.
+_STARTS: dict[str, Callable[[_Converter, dict[str, str]], None]] = {
+    name.removeprefix("_start_"): method
+    for name, method in vars(_Converter).items()
+    if name.startswith("_start_")
+}
+_ENDS: dict[str, Callable[[_Converter], None]] = {
+    name.removeprefix("_end_"): method
+    for name, method in vars(_Converter).items()
+    if name.startswith("_end_")
+}
+
+
 def _hidden(attr: dict[str, str]) -> bool:
-    style = attr.get("style", "").replace(" ", "").lower()
-    return "hidden" in attr or "display:none" in style or attr.get("aria-hidden") == "true"
+    if "hidden" in attr or attr.get("aria-hidden") == "true":
+        return True
+    style = attr.get("style")
+    return style is not None and _hiding_style(style)
+
+
+@lru_cache(maxsize=1024)  # inlined CSS repeats the same few styles on every cell
+def _hiding_style(style: str) -> bool:
+    return "display:none" in style.replace(" ", "").lower()
 
 
 def _span(attr: dict[str, str], name: str) -> int:
-    value = attr.get(name, "1").strip()
+    value = attr.get(name)
+    if value is None:
+        return 1
+    value = value.strip()
     return min(int(value), 1000) if value.isdigit() and int(value) > 0 else 1
 
 
 def _one_line(text: str) -> str:
+    if "\n" not in text and "\xa0" not in text:
+        return text.strip()
     return " ".join(part.strip() for part in text.replace("\xa0", " ").split("\n") if part.strip())
 
 
@@ -505,17 +659,9 @@ def _width(text: str) -> int:
     )
 
 
-def _pad(text: str, width: int, right: bool) -> str:
-    fill = " " * max(0, width - _width(text))
-    return fill + text if right else text + fill
-
-
-@dataclass
-class _Placed:
-    column: int
-    span: int
-    text: str
-    header_row: bool
+# A cell on the grid: (column, span, text, in a header row, width of the text). A tuple, not a
+# dataclass: a big table has thousands and building a tuple is several times cheaper.
+_Placed = tuple[int, int, str, bool, int]
 
 
 def _place(rows: list[tuple[bool, list[_Cell]]]) -> list[list[_Placed]]:
@@ -523,22 +669,26 @@ def _place(rows: list[tuple[bool, list[_Cell]]]) -> list[list[_Placed]]:
     grid: list[list[_Placed]] = []
     carried: dict[int, int] = {}  # column -> rows still covered by a rowspan from above
     for is_header, cells in rows:
-        covered = {col for col, left in carried.items() if left > 0}
+        covered = {col for col, left in carried.items() if left > 0} if carried else ()
         placed: list[_Placed] = []
+        shown = False
         col = 0
         for cell in cells:
             while col in covered:
                 col += 1
-            placed.append(_Placed(col, cell.colspan, _one_line(cell.text), is_header))
+            text = _one_line(cell.text)
+            placed.append((col, cell.colspan, text, is_header, _width(text)))
+            shown = shown or bool(text)
             if cell.rowspan > 1:
                 for c in range(col, col + cell.colspan):
                     carried[c] = cell.rowspan  # decremented below, this row included
             col += cell.colspan
-        for c in list(carried):
-            carried[c] -= 1
-            if carried[c] <= 0:
-                del carried[c]
-        if any(p.text for p in placed):
+        if carried:
+            for c in list(carried):
+                carried[c] -= 1
+                if carried[c] <= 0:
+                    del carried[c]
+        if shown:
             grid.append(placed)
     return grid
 
@@ -548,30 +698,35 @@ def _format_rows(rows: list[tuple[bool, list[_Cell]]]) -> list[str]:
     grid = _place(rows)
     if not grid:
         return []
-    ncols = max(p.column + p.span for row in grid for p in row)
+    ncols = max(row[-1][0] + row[-1][1] for row in grid)  # columns grow along a row
     widths = [0] * ncols
+    spanning = []
     for row in grid:
-        for p in row:
-            if p.span == 1:
-                widths[p.column] = max(widths[p.column], _width(p.text))
-    for row in grid:  # widen the last spanned column when a spanning cell does not fit
-        for p in row:
-            if p.span > 1:
-                end = min(p.column + p.span, ncols)
-                have = sum(widths[p.column : end]) + 2 * (end - p.column - 1)
-                widths[end - 1] += max(0, _width(p.text) - have)
+        for column, span, _, _, width in row:
+            if span != 1:
+                spanning.append((column, span, width))
+            elif width > widths[column]:
+                widths[column] = width
+    for column, span, width in spanning:  # widen the last spanned column when the cell is wider
+        end = min(column + span, ncols)
+        have = sum(widths[column:end]) + 2 * (end - column - 1)
+        widths[end - 1] += max(0, width - have)
     numeric = _numeric_columns(grid, ncols)
     lines = []
     for row in grid:
-        by_col = {p.column: p for p in row}
         segments, col = [], 0
-        while col < ncols:
-            cell = by_col.get(col)
-            span = min(cell.span, ncols - col) if cell else 1
-            width = sum(widths[col : col + span]) + 2 * (span - 1)
-            segments.append(_pad(cell.text if cell else "", width, numeric[col] and span == 1))
+        for column, span, text, _, width in row:
+            while col < column:  # a slot spanned over by a rowspan from above
+                segments.append(" " * widths[col])
+                col += 1
+            if span == 1:
+                fill = " " * (widths[col] - width)
+                segments.append(fill + text if numeric[col] else text + fill)
+            else:
+                fill = " " * (sum(widths[col : col + span]) + 2 * (span - 1) - width)
+                segments.append(text + fill)
             col += span
-        lines.append("  ".join(segments).rstrip())
+        lines.append("  ".join(segments).rstrip())  # empty slots at the end would be stripped
     return lines
 
 
@@ -580,9 +735,9 @@ def _numeric_columns(grid: list[list[_Placed]], ncols: int) -> list[bool]:
     seen = [False] * ncols
     numeric = [True] * ncols
     for row in grid:
-        for p in row:
-            if p.header_row or p.span != 1 or not p.text:
+        for column, span, text, header_row, _ in row:
+            if header_row or span != 1 or not text:
                 continue
-            seen[p.column] = True
-            numeric[p.column] = numeric[p.column] and bool(_NUMBER.match(p.text))
+            seen[column] = True
+            numeric[column] = numeric[column] and bool(_NUMBER.match(text))
     return [s and n for s, n in zip(seen, numeric)]

@@ -1,0 +1,242 @@
+"""The regex tokenizer of html_to_text gives exactly what the stdlib HTMLParser path gives."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtp_magic import htmltext
+from smtp_magic.htmltext import _html_to_text_reference, html_to_text
+
+ROOT = Path(__file__).resolve().parent.parent
+# The last html_to_text before the fast tokenizer (HTMLParser only): the oracle, where git has it.
+BEFORE = "0d2982fcf5de0d47dadba0f6daa46e0915934483"
+
+
+def _old_module() -> types.ModuleType | None:
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{BEFORE}:smtp_magic/htmltext.py"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    module = types.ModuleType("_htmltext_before")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, "htmltext_before.py", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+OLD = _old_module()
+
+
+def outcome(convert: Callable[[str], str], html: str) -> tuple[str, str]:
+    try:
+        return ("ok", convert(html))
+    except Exception as exc:  # noqa: BLE001 -- the old parser raises on some <![...]> junk: so must we
+        return ("raised", type(exc).__name__)
+
+
+def same(html: str) -> None:
+    new = outcome(html_to_text, html)
+    assert new == outcome(_html_to_text_reference, html), html
+    if OLD is not None:
+        assert new == outcome(OLD.html_to_text, html), html
+
+
+def test_the_old_implementation_is_available() -> None:
+    if OLD is None:
+        pytest.skip("no git history")
+    assert OLD.html_to_text("<p>a</p><p>b</p>") == "a\n\nb"
+
+
+# -- every HTML string literal of the other html tests ------------------------------------------
+def _literals(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sorted(
+        {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "<" in node.value
+        }
+    )
+
+
+LITERALS = _literals(ROOT / "tests" / "test_htmltext.py") + _literals(
+    ROOT / "tests" / "test_render.py"
+)
+
+
+def test_literals_were_found() -> None:
+    assert len(LITERALS) > 50
+
+
+@pytest.mark.parametrize("html", LITERALS)
+def test_test_literals(html: str) -> None:
+    same(html)
+
+
+# -- hand-picked edge cases of the tokenizer ------------------------------------------------------
+EDGES = [
+    "", "<", "a<", "a <", "<<", "< p>", "a < b > c", "x<3 & y>2", "<p>1 < 2</p>", "<>", "</>",
+    "</", "</p", "</ p>", "</p >", "</p foo>", "</p\n>", "</3>", "<!>", "<!x>", "<!-->", "<!--->",
+    "<!-- a -- >b", "<!-- a", "<!doctype html><p>x", "<!DOCTYPE html", "<?xml version='1.0'?>x",
+    "<?x", "<![CDATA[x]]>y", "<![if !mso]>x<![endif]>", "<![foo]>", "<!-- <p>hidden</p> -->x",
+    "<p", "<p class", "<p class=", "<p class='x", "<p class=x", "<p/", "<br/>", "<br />", "<br/ >",
+    "<p/>x</p>", "<div/>x", "<a href=x/>t</a>", "<a href=x />t</a>", "<a href=/>t</a>",
+    "<a href=\"u\"title=t>x</a>", "<a href='u'/>x", "<a  href = 'u' >x</a>", "<a HREF=U>x</a>",
+    "<A HREF='u'>x</A>", "<a href=u&amp;v>x</a>", "<a href='&lt;u&gt;'>x</a>", "<a href=a=b>x</a>",
+    "<a href==u>x</a>", "<a href=`u`>x</a>", "<a href=u\"v>x</a>", "<a href=\xa0u>x</a>",
+    "<a\xa0href=u>x</a>", "<a\x0bhref=u>x</a>", "<p\x00>x", "<td colspan=2 colspan=3>x",
+    "<p\xa0>x</p>y", "<b\xa0>x</b>y", "<br\x0b>x", "</p\xa0>x",
+    "<img alt='a' alt='b'>", "<img alt>", "<img alt=''>", "<o:p>x</o:p>", "<my-el a-b=c>x</my-el>",
+    "<p title=\"a>b\">x</p>", "<p title='a\nb'>x</p>", "<p\ntitle=x\n>y</p>", "<p\t/>", "<p a=b/c>",
+    "<script>if (a < b) document.write('<p>x</p>')</script>y", "<script>x", "<style>x</style >y",
+    "<SCRIPT>x</script>y", "<script>a</scripts>b</script>c", "<script/>visible", "<style/>v",
+    "<script >x</ script>y", "<script>x</script foo>y</script>z", "<title>a<b>c</title>d",
+    "<div hidden><script>x</script>y</div>z", "<textarea><p>x</textarea>",
+    "&", "&amp", "&amp;", "a &amp b", "&#", "&#x", "&#65", "&#x41;&#65;", "&nbsp;&shy;x", "&notit;",
+    "&amp;lt;", "x &", "x &a", "x &am<b>p;</b>", "&#0;&#x110000;", "&;", "a&b;c",
+    "<pre>\nx\n</pre>", "<pre>\n\nx</pre>", "<pre><\nx</pre>", "<pre>&#10;x</pre>", "<pre>\r\nx</pre>",
+    "<head><body>x", "<head><title>t</title><p>x", "<ul><li>a<li>b</ul>", "<ol start=-2><li>a",
+    "<table><tr><td>a<td>b<tr><td>c</table>", "<table><td rowspan=2>a<td>b<tr><td>c",
+    "<p>\u65e5\u672c\u8a9e <b>\u0301x</b>\U0001f600</p>", "<p>a\u2028b\u00a0c</p>",
+    "<script>a</\u017fcript>b</script>c", "<script>a</scr\u0130pt>b</script>c", "<\u017fcript>x",
+    "<style>a</STYLE\n>b", "<script>a</style>b</script>c", "</cell>", "</row>", "<p hidden></row></p>",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("html", EDGES)
+def test_edge_cases(html: str) -> None:
+    same(html)
+
+
+def test_edge_cases_take_the_fast_path_when_they_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback must stay the exception: well-formed email HTML never takes it."""
+    calls: list[str] = []
+    real = htmltext._stdlib_tokenize
+
+    def spy(html: str, sink: Any) -> None:
+        calls.append(html)
+        real(html, sink)
+
+    monkeypatch.setattr(htmltext, "_stdlib_tokenize", spy)
+    html_to_text("<!DOCTYPE html><p class=a id='b' data-x=\"c\" hidden>x &amp; y<br/><br />z</p>")
+    html_to_text("<!-- c --><?pi?><script>a < b</script><img alt=x/><a href=u>1 < 2 > 0</a>")
+    assert calls == []
+    html_to_text("a<b")
+    assert calls == ["a<b"]
+
+
+# -- rendered emails ------------------------------------------------------------------------------
+def _rendered() -> list[str]:
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    from smtp_magic.render import email_document, markdown_to_html, render_object, render_template
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(
+        {
+            "city": ["Paris", "Oslo <x>", "Kyoto \u4eac\u90fd", "S\u00e3o Paulo", "a & b"],
+            "temp": [21.5, -3.25, 12.0, float("nan"), 1e9],
+            "n": [1, 300, 7, 0, -4],
+            "when": pd.date_range("2024-01-01", periods=5),
+        }
+    )
+    index = pd.MultiIndex.from_product([["x", "y"], [1, 2]], names=["k", "j"])
+    multi = pd.DataFrame({"A": range(4), "B": list("abcd")}, index=index)
+    wide = pd.DataFrame(rng.normal(size=(30, 8)).round(3))
+    styled = df.style.highlight_max(subset=["temp"], color="yellow").format({"temp": "{:.2f}"})
+    markdown = (
+        "# Report for <Ann>\n\n*Fine* and **bold**, [docs](https://example.org) & `code <b>`\n\n"
+        "- one\n- two\n  1. nested\n\n> quoted\n> text\n\n```\npre  block\n```\n\n"
+        "| a | b |\n|---|--:|\n| x | 1 |\n| y | 22 |\n\n---\n\n<div>raw html</div>\n"
+    )
+    frames = {"df": df, "multi": multi, "wide": wide, "styled": styled, "who": "<Ann & Bob>"}
+    template = (
+        "<h1>Weekly {{ who }}</h1><p>See <a href='https://example.org/r'>report</a></p>"
+        "{{ df }}<h2>multi</h2>{{ multi }}{{ styled }}{{ wide }}"
+    )
+    fragments = [
+        df.to_html(), multi.to_html(), wide.to_html(), styled.to_html(), df.to_html(index=False),
+        render_object(df).html, render_object(styled).html, render_object(multi).html,
+        markdown_to_html(markdown), render_template(markdown, frames, "text/markdown").html,
+        render_template(template, frames).html, render_template(template, frames, max_rows=3).html,
+    ]  # fmt: skip
+    return fragments + [email_document(f, title="T <1>") for f in fragments]
+
+
+def test_rendered_emails() -> None:
+    for html in _rendered():
+        same(html)
+
+
+def test_benchmark_bodies() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from scenarios import messages
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    bodies = [html for _, _, _, html in messages()]
+    assert len(bodies) == 500
+    for html in bodies:
+        same(html)
+
+
+# -- random markup --------------------------------------------------------------------------------
+def test_random_markup() -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    names = st.sampled_from(
+        ["p", "div", "b", "a", "ul", "ol", "li", "table", "tr", "td", "th", "thead", "caption",
+         "pre", "br", "img", "blockquote", "script", "style", "h2", "span", "head", "body", "title",
+         "hr", "dl", "dt", "dd", "o:p", "x-y", "SCRIPT", "Td", "svg"]
+    )  # fmt: skip
+    attr_names = st.sampled_from(
+        ["href", "alt", "style", "hidden", "colspan", "rowspan", "start", "value", "role",
+         "aria-hidden", "class", "HREF", "data-x"]
+    )  # fmt: skip
+    values = st.sampled_from(
+        ["https://x.org/a?b=1&amp;c=2", "display:none", "2", "0", "-1", "presentation", "true",
+         "a>b", "a b", "x/", "/", "&lt;&#65;&", "", "mailto:a@b.c", "#top", "caf\u00e9"]
+    )  # fmt: skip
+    seps = st.sampled_from([" ", "\n", "  ", "\t", " / ", "/", "", "\xa0", "\x0b"])
+    quotes = st.sampled_from(['"', "'", ""])
+
+    @st.composite
+    def attribute(draw: Any) -> str:
+        name, value, quote = draw(attr_names), draw(values), draw(quotes)
+        if draw(st.booleans()):
+            return draw(seps) + name
+        eq = draw(st.sampled_from(["=", " = ", "==", "=\n"]))
+        return f"{draw(seps)}{name}{eq}{quote}{value}{quote}"
+
+    endings = st.sampled_from(["", " ", "/", " /", "\n", "\xa0", "\x0b"])
+
+    @st.composite
+    def start_tag(draw: Any) -> str:
+        attrs = "".join(draw(st.lists(attribute(), max_size=3)))
+        return f"<{draw(names)}{attrs}{draw(endings)}>"
+
+    end_tag = st.builds(lambda n, s: f"</{n}{s}>", names, st.sampled_from(["", " ", " x", "\n"]))
+    junk = st.sampled_from(
+        ["<", ">", "</", "<!-- c -->", "<!--", "-->", "<!doctype html>", "<?pi ?>", "<!x>", "&",
+         "&amp;", "&lt;p&gt;", "&nbsp;", "&#8364;", "&#x41", "&shy;", "<3", "a<b", "< p>", "</>",
+         "<![CDATA[x]]>", "\u65e5\u672c", "\U0001f600", "e\u0301", "\r\n", "  ", "\t"]
+    )  # fmt: skip
+    text = st.text(alphabet="ab <>&;#/\n\t\xa0\u00e9\u65e5", max_size=8)
+    pieces = st.one_of(start_tag(), end_tag, junk, text)
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.lists(pieces, max_size=40))
+    def check(parts: list[str]) -> None:
+        same("".join(parts))
+
+    check()
