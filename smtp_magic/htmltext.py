@@ -83,8 +83,19 @@ def html_to_text(html: str) -> str:
     converter = _Converter()
     if not _fast_tokenize(html, converter):
         converter = _Converter()
-        _stdlib_tokenize(html, converter)
+        try:
+            _stdlib_tokenize(html, converter)
+        except (AssertionError, ValueError):
+            # HTMLParser asserts on some malformed markup (e.g. "<![ x"); a text part must still
+            # come out, so strip whatever looks like a tag.
+            return _stripped(html)
     return converter.finish()
+
+
+def _stripped(html: str) -> str:
+    """Last resort: tags removed, entities decoded, blank runs collapsed."""
+    text = unescape(re.sub(r"<[^>]*>?", " ", html))
+    return re.sub(r"[ \t]*\n[ \t\n]*\n", "\n\n", re.sub(r"[ \t]+", " ", text)).strip()
 
 
 def _html_to_text_reference(html: str) -> str:
@@ -525,20 +536,20 @@ class _Converter:
         if not self._tables:
             return
         table = self._tables[-1]
-        self._end_row(table)
+        self._close_row(table)
         table.row = []
         table.row_is_header = table.in_thead
 
     def _end_tr(self) -> None:
         if self._tables:
-            self._end_row(self._tables[-1])
+            self._close_row(self._tables[-1])
 
     def _start_td(self, attr: dict[str, str], header: bool = False) -> None:
         if not self._tables:
             return
         table = self._tables[-1]
         if table.cell is not None:
-            self._end_cell(table)
+            self._close_cell(table)
         if table.row is None:
             table.row = []
             table.row_is_header = table.in_thead
@@ -554,11 +565,11 @@ class _Converter:
 
     def _end_td(self) -> None:
         if self._tables:
-            self._end_cell(self._tables[-1])
+            self._close_cell(self._tables[-1])
 
     _end_th = _end_td
 
-    def _end_cell(self, table: _Table) -> None:
+    def _close_cell(self, table: _Table) -> None:
         cell = table.cell
         if cell is None:
             return
@@ -571,8 +582,8 @@ class _Converter:
         cell.text = cell.writer.getvalue().replace("\xa0", " ").strip("\n")
         table.cell = None
 
-    def _end_row(self, table: _Table) -> None:
-        self._end_cell(table)
+    def _close_row(self, table: _Table) -> None:
+        self._close_cell(table)
         if table.row is not None:
             is_header = table.row_is_header or all(c.header for c in table.row)
             table.rows.append((is_header, table.row))
@@ -582,7 +593,7 @@ class _Converter:
         if not self._tables:
             return
         table = self._tables.pop()
-        self._end_row(table)
+        self._close_row(table)
         cells = [c for _, row in table.rows for c in row]
         out = self._out
         out.newline(2)
