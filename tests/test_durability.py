@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from faults import FaultServer
+from kernels import kernel_environment
 from jupyter_client.manager import KernelManager
 
 from smtp_magic.outbox import Outbox
@@ -26,16 +27,6 @@ from smtp_magic.outbox import Outbox
 pytestmark = pytest.mark.kernel
 
 ROWS = 60
-
-
-def kernel_environment(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "JUPYTER_"))}
-    for name, sub in (("XDG_DATA_HOME", "xdg"), ("SMTP_MAGIC_OUTBOX", "outbox"),
-                      ("SMTP_MAGIC_CAPTURE_DIR", "capture"), ("JUPYTER_CONFIG_DIR", "jconfig"),
-                      ("JUPYTER_DATA_DIR", "jdata"), ("JUPYTER_RUNTIME_DIR", "jruntime"),
-                      ("IPYTHONDIR", "ipython")):
-        env[name] = str(root / sub)
-    return env
 
 
 class Kernel:

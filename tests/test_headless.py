@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from faults import FaultServer, refused_port
+from kernels import kernel_environment
 
 pytest.importorskip("papermill")
 pytest.importorskip("pandas")
@@ -54,12 +54,7 @@ def start_papermill(root: Path, port: int, to: str = "boss@example.test") -> sub
     nb.cells[0].metadata["tags"] = ["parameters"]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, source)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "JUPYTER_"))}
-    for name, sub in (("XDG_DATA_HOME", "xdg"), ("SMTP_MAGIC_OUTBOX", "outbox"),
-                      ("SMTP_MAGIC_CAPTURE_DIR", "capture"), ("JUPYTER_CONFIG_DIR", "jconfig"),
-                      ("JUPYTER_DATA_DIR", "jdata"), ("JUPYTER_RUNTIME_DIR", "jruntime"),
-                      ("IPYTHONDIR", "ipython")):
-        env[name] = str(root / sub)
+    env = kernel_environment(root)
     return subprocess.Popen(
         [sys.executable, "-m", "papermill", str(source), str(root / "out.ipynb"),
          "--kernel", "python3", "--no-progress-bar", "--cwd", str(root),

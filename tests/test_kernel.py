@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import queue
 import secrets
 import ssl
@@ -17,6 +16,7 @@ from typing import Any
 import nbformat
 import pytest
 from faults import FaultServer
+from kernels import kernel_environment as isolated_environment
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
@@ -34,15 +34,8 @@ PASSWORD = "pw-" + secrets.token_hex(12)  # unique, so any leak is unmistakable
 
 
 def kernel_environment(root: Path) -> dict[str, str]:
-    """The test process's environment with every data and Jupyter directory under ``root``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "JUPYTER_"))}
-    for name, sub in (("XDG_DATA_HOME", "xdg"), ("SMTP_MAGIC_OUTBOX", "outbox"),
-                      ("SMTP_MAGIC_CAPTURE_DIR", "capture"), ("JUPYTER_CONFIG_DIR", "jconfig"),
-                      ("JUPYTER_DATA_DIR", "jdata"), ("JUPYTER_RUNTIME_DIR", "jruntime"),
-                      ("IPYTHONDIR", "ipython")):
-        env[name] = str(root / sub)
-    env["SMTP_TEST_PASSWORD"] = PASSWORD
-    return env
+    """The isolated kernel environment, plus the password the notebook reads by --password-env."""
+    return {**isolated_environment(root), "SMTP_TEST_PASSWORD": PASSWORD}
 
 
 class RecordingClient(NotebookClient):
