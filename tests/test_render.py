@@ -633,37 +633,23 @@ def test_missing_file_format_dependencies(
 # -- layering ------------------------------------------------------------------------------
 
 
+def _imported_after(code: str, modules: set[str]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(sorted(set({sorted(modules)!r}) & set(sys.modules)))\n"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parent.parent)
+    return eval(result.stdout)  # noqa: S307 - our own printed list
+
+
 def test_importing_render_imports_no_optional_library() -> None:
-    code = (
-        "import sys, smtp_magic.render, smtp_magic.htmltext\n"
-        "heavy = {'pandas', 'matplotlib', 'jinja2', 'css_inline', 'markdown_it', 'numpy',\n"
-        "         'ipywidgets'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert result.stdout.strip() == "[]"
+    heavy = {"pandas", "matplotlib", "jinja2", "css_inline", "markdown_it", "numpy", "ipywidgets"}
+    assert _imported_after("import smtp_magic.render, smtp_magic.htmltext", heavy) == []
 
 
 def test_rendering_a_plain_object_does_not_import_pandas_or_matplotlib() -> None:
-    code = (
-        "import sys\nfrom smtp_magic.render import render_object, email_document\n"
-        "email_document(render_object([1, 2]).html)\n"
-        "print(sorted({'pandas', 'matplotlib', 'jinja2'} & set(sys.modules)))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert result.stdout.strip() == "[]"
+    code = ("from smtp_magic.render import render_object, email_document\n"
+            "email_document(render_object([1, 2]).html)")
+    assert _imported_after(code, {"pandas", "matplotlib", "jinja2"}) == []
 
 
 # -- delivered through a real SMTP server ------------------------------------------------------
