@@ -127,37 +127,38 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
 
 # -- one large attachment: wall time and extra peak memory -------------------------------------
 
+def _big_message(file: str) -> Any:
+    """The message the smtplib and aiosmtplib peers send: the file as one attachment, the
+    usual way with the email package."""
+    from email.message import EmailMessage
+
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = SENDER, "bob@example.org", "Big file"
+    m.set_content("See attached.")
+    with open(file, "rb") as f:
+        m.add_attachment(f.read(), maintype="application", subtype="octet-stream",
+                         filename=os.path.basename(file))
+    return m
+
+
 def attachment(peer: str, port: int, path: str) -> dict[str, Any]:
     size = os.path.getsize(path)
     name = os.path.basename(path)
     send: Callable[[str], Any]
     if peer == "smtplib":
         import smtplib
-        from email.message import EmailMessage
 
         def send(file: str) -> None:
-            m = EmailMessage()
-            m["From"], m["To"], m["Subject"] = SENDER, "bob@example.org", "Big file"
-            m.set_content("See attached.")
-            with open(file, "rb") as f:
-                m.add_attachment(f.read(), maintype="application", subtype="octet-stream",
-                                 filename=os.path.basename(file))
             with smtplib.SMTP("127.0.0.1", port) as smtp:
-                smtp.send_message(m)
+                smtp.send_message(_big_message(file))
     elif peer == "aiosmtplib":
         import asyncio
-        from email.message import EmailMessage
 
         import aiosmtplib
 
         def send(file: str) -> None:
-            m = EmailMessage()
-            m["From"], m["To"], m["Subject"] = SENDER, "bob@example.org", "Big file"
-            m.set_content("See attached.")
-            with open(file, "rb") as f:
-                m.add_attachment(f.read(), maintype="application", subtype="octet-stream",
-                                 filename=os.path.basename(file))
-            asyncio.run(aiosmtplib.send(m, hostname="127.0.0.1", port=port, start_tls=False))
+            asyncio.run(aiosmtplib.send(_big_message(file), hostname="127.0.0.1", port=port,
+                                        start_tls=False))
     elif peer == "yagmail":
         import yagmail
 
