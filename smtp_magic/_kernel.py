@@ -17,7 +17,7 @@ from typing import Any
 
 from . import api
 from .config import SmtpMagic
-from .errors import SmtpMagicError
+from .errors import ExitCode, SmtpMagicError
 from .models import Response, SendRequest
 
 __all__ = [
@@ -125,7 +125,7 @@ class SendJob:
 
     def failures(self) -> list[Response]:
         if self.crash is not None:
-            return [Response(exitcode=2, message=f"The send crashed ({type(self.crash).__name__}: "
+            return [Response(exitcode=ExitCode.CONNECT, message=f"The send crashed ({type(self.crash).__name__}: "
                                                  f"{self.crash}).")]
         return [r for r in self.responses or () if not r.ok]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import difflib
-import glob
 import os
 import threading
 import time
@@ -14,10 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import transport
-from .config import ConnectionSettings, SmtpMagic, current
+from .attachments import AttachmentSpec, resolve_all
+from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
-from .errors import InvalidRequest, SmtpMagicError
-from .models import Attachment, Response, SendRequest
+from .errors import ExitCode, InvalidRequest, SmtpMagicError, did_you_mean
+from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ __all__ = [
 
 T = TypeVar("T")
 ConfigLike = SmtpMagic | Mapping[str, Any] | str | os.PathLike[str] | None
-AttachmentLike = Attachment | str | os.PathLike[str] | tuple[str, bytes | str]
+AttachmentLike = AttachmentSpec
 Progress = Callable[[int, int, Response], None]
 
 # The seed's request parameters (plus a few natural spellings) and what they map to.
@@ -52,8 +51,10 @@ _REQUEST_FIELDS = {
     "from": "sender", "sender": "sender", "attachments": "attachments",
     "content-type": "content_type", "content_type": "content_type", "headers": "headers",
 }
-# Request parameters that change the connection for this one send.
-_CONNECTION_FIELDS = {"username", "password", "port", "target", "host", "security", "timeout"}
+# Any other setting (or its seed name: target, port, username, password...) in a request
+# changes the connection for that one send.
+_CONNECTION_FIELDS = frozenset(SETTINGS) | frozenset(ALIASES)
+_KNOWN_FIELDS = frozenset({*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action"})
 
 
 # -- settings and requests ------------------------------------------------------------------------
@@ -75,41 +76,6 @@ def load_settings(config: ConfigLike = None) -> SmtpMagic:
     raise InvalidRequest(f"config must be settings, a dict or a JSON file path, not {type(config).__name__}.")
 
 
-def _attachment(item: AttachmentLike) -> list[Attachment]:
-    if isinstance(item, Attachment):
-        return [item]
-    if isinstance(item, tuple) and len(item) == 2:
-        if not isinstance(item[1], (bytes, bytearray, memoryview, str)):
-            # bytes(5) would silently attach five NUL bytes
-            raise InvalidRequest(f"Attachment {item[0]!r} must hold bytes or text, not "
-                                 f"{type(item[1]).__name__}.")
-        return [Attachment.from_bytes(item[0], item[1])]
-    if isinstance(item, (str, os.PathLike)):
-        path = os.path.expanduser(os.fspath(item))
-        if not os.path.exists(path) and glob.has_magic(path):
-            matches = sorted(glob.glob(path))
-            if not matches:
-                raise InvalidRequest(f"No file matches the attachment pattern {os.fspath(item)!r}.")
-            return [Attachment.from_path(m) for m in matches]
-        return [Attachment.from_path(path)]
-    raise InvalidRequest(f"Attachment {item!r} is not a file path, an Attachment or (name, bytes).")
-
-
-def _attachments(items: Iterable[AttachmentLike] | AttachmentLike | None) -> tuple[Attachment, ...]:
-    if items is None:
-        return ()
-    if isinstance(items, (str, os.PathLike, Attachment)) or (
-        isinstance(items, tuple) and len(items) == 2 and isinstance(items[1], (bytes, bytearray))
-    ):
-        items = [items]  # a single attachment given on its own
-    if not isinstance(items, Iterable):
-        raise InvalidRequest(f"'attachments' must be a list of files, not {type(items).__name__}.")
-    out: list[Attachment] = []
-    for item in items:  # type: ignore[union-attr]
-        out.extend(_attachment(item))
-    return tuple(out)
-
-
 def _make_request(
     to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
@@ -125,7 +91,7 @@ def _make_request(
         raise InvalidRequest(f"The content type must be text, not {type(content_type).__name__}.")
     return SendRequest(
         to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
-        attachments=_attachments(attachments), content_type=content_type,
+        attachments=resolve_all(attachments), content_type=content_type,
         headers=tuple(headers.items() if isinstance(headers, Mapping) else headers or ()),
     )
 
@@ -147,10 +113,8 @@ def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, A
         elif key in _CONNECTION_FIELDS:
             overrides[key] = value
         else:
-            known = sorted({*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action"})
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else "."
-            raise InvalidRequest(f"Unknown request parameter {key!r}{hint}")
+            raise InvalidRequest(f"Unknown request parameter {key!r}"
+                                 f"{did_you_mean(str(key), _KNOWN_FIELDS)}")
     for required in ("to", "subject"):
         if required not in fields:
             raise InvalidRequest(f"The request has no {required!r} (it is required).")
@@ -271,21 +235,21 @@ async def _deliver_bytes(
         response = Response.from_error(
             exc, message_id=message_id, elapsed=time.monotonic() - started,
             accepted=tuple(r for r in envelope.recipients if r not in exc.refused)
-            if exc.exitcode == 5 else (),
+            if exc.exitcode == ExitCode.PARTIAL else (),
         )
-        owed = tuple(exc.refused) if response.exitcode == 5 else None
+        owed = tuple(exc.refused) if response.exitcode == ExitCode.PARTIAL else None
         outbox.mark_failed(entry, response, owed)
         return response
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
         session.abort()
         response = Response(
-            exitcode=2, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
+            exitcode=ExitCode.CONNECT, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
             message_id=message_id, elapsed=time.monotonic() - started,
         )
         outbox.mark_failed(entry, response)
         return response
     outbox.remove(entry.key)
-    return Response(exitcode=0, message_id=message_id, elapsed=time.monotonic() - started,
+    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=time.monotonic() - started,
                     accepted=tuple(outcome.accepted))
 
 
@@ -466,11 +430,8 @@ class Connector:
 
     def set(self, key: str, value: Any) -> Connector:
         """Set one request parameter (the seed's names: to, from, subject, body, cc, ...)."""
-        known = {*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action"}
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else "."
-            raise InvalidRequest(f"Unknown request parameter {key!r}{hint}")
+        if key not in _KNOWN_FIELDS:
+            raise InvalidRequest(f"Unknown request parameter {key!r}{did_you_mean(key, _KNOWN_FIELDS)}")
         self._params[key] = value
         return self
 

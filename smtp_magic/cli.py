@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import InvalidRequest, SmtpMagicError
+from .errors import ExitCode, InvalidRequest, SmtpMagicError
 from .models import Response
 
 
@@ -94,6 +94,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+_EXIT_CODES = ", ".join(f"{int(code)} {code.meaning}" for code in ExitCode)
+
+
 class _UsageError(Exception):
     pass
 
@@ -115,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("send", help="send one request (the connector's JSON formats)",
                        description="Send one message. Prints the response as JSON and exits with "
-                       "its exit code (0 sent, 1 invalid, 2 connect, 3 auth, 4 rejected, "
-                       "5 partly refused, 6 timed out, 7 temporary failure).")
+                       f"its exit code ({_EXIT_CODES}).")
     p.add_argument("--config", required=True, metavar="CONN.json",
                    help="connection settings: target, port, username, password, attachment_size")
     p.add_argument("--request", required=True, metavar="REQ.json",
@@ -162,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
-        return _print(Response(exitcode=1, message=f"Invalid command line: {exc}."))
+        return _print(Response(exitcode=ExitCode.INVALID, message=f"Invalid command line: {exc}."))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -170,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI answers in JSON, never with a traceback
-        return _print(Response(exitcode=1, message=f"Internal error: {type(exc).__name__}: {exc}."))
+        return _print(Response(exitcode=ExitCode.INVALID, message=f"Internal error: {type(exc).__name__}: {exc}."))
 
 
 if __name__ == "__main__":

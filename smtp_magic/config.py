@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import difflib
 import html
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from traitlets import Bool, Enum, Float, Int, TraitError, TraitType, Unicode, validate
 from traitlets.config import Configurable
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 __all__ = [
+    "SETTINGS",
     "ConnectionSettings",
     "Secret",
     "SmtpMagic",
@@ -110,40 +110,51 @@ class SmtpMagic(Configurable):
 
     Sources, later wins: trait defaults < IPython config (``c.SmtpMagic.port = 587``) <
     environment (``SMTP_HOST`` ...) < a JSON file < ``%smtp_config`` options < options of one send.
+
+    Every trait tagged ``config=True`` is a setting: it is in ``%config SmtpMagic``, in every
+    snapshot (``ConnectionSettings``), in ``%smtp_config``'s table (in declaration order) and
+    options (``--name``, or the ``option`` tag; ``option=False`` for none), and accepted as a
+    JSON key and as a per-request override. A new setting is one trait here.
     """
 
     host = Unicode("localhost", help="SMTP server host name or IP address.").tag(config=True)
-    port = Int(25, help="TCP port of the SMTP server.").tag(config=True)
-    username = Unicode(None, allow_none=True, help="Login; also the default sender.").tag(config=True)
-    password = SecretTrait(help="Password; never shown, logged or saved.").tag(config=True)
-    password_env = Unicode(
-        None, allow_none=True,
-        help="Name of an environment variable holding the password, read at send time.",
-    ).tag(config=True)
-    use_keyring = Bool(
-        False, help="Read the password from the system keyring (service 'smtp-magic')."
-    ).tag(config=True)
+    port = Int(25, help="TCP port (25, 587 for STARTTLS, 465 for implicit TLS).").tag(
+        config=True, metavar="N")
     security = Enum(
         SECURITY_MODES, "auto",
         help="auto (465: implicit TLS, else STARTTLS when offered), starttls, tls or none.",
     ).tag(config=True)
+    username = Unicode(None, allow_none=True, help="Login; also the default sender.").tag(
+        config=True)
+    password = SecretTrait(help="Password; never shown, logged or saved.").tag(
+        config=True, option=False)
+    password_env = Unicode(
+        None, allow_none=True,
+        help="Name of an environment variable holding the password, read at send time.",
+    ).tag(config=True, metavar="VAR")
+    use_keyring = Bool(
+        False, help="Read the password from the system keyring (service 'smtp-magic'); with "
+        "--password-prompt, save the typed password there."
+    ).tag(config=True, option="--keyring")
+    sender = Unicode(None, allow_none=True, help="Default From address.").tag(
+        config=True, option="--from", metavar="ADDR")
     validate_certs = Bool(True, help="Verify the server's TLS certificate.").tag(config=True)
     cafile = Unicode(
         None, allow_none=True, help="Extra CA bundle (PEM) for a private certificate authority."
-    ).tag(config=True)
+    ).tag(config=True, metavar="PATH")
     allow_plaintext_auth = Bool(
         False, help="Allow sending credentials over an unencrypted connection."
     ).tag(config=True)
     timeout = Float(
         30.0, help="Seconds one send may take, from connecting to the final reply, retries included."
-    ).tag(config=True)
-    attachment_size = Float(10.0, help="Largest attachment in MB (at most 10).").tag(config=True)
-    sender = Unicode(None, allow_none=True, help="Default From address.").tag(config=True)
-    content_type = Enum(CONTENT_TYPES, "text/html", help="Default body type.").tag(config=True)
+    ).tag(config=True, metavar="S")
     attempts = Int(3, help="Attempts in all for a temporary failure (first + retries).").tag(
-        config=True
-    )
-    connections = Int(4, help="Connections used in parallel by bulk sends.").tag(config=True)
+        config=True, metavar="N")
+    connections = Int(4, help="Connections used in parallel by bulk sends.").tag(
+        config=True, metavar="N")
+    attachment_size = Float(10.0, help="Largest attachment in MB (at most 10).").tag(
+        config=True, metavar="MB")
+    content_type = Enum(CONTENT_TYPES, "text/html", help="Default body type.").tag(config=True)
     send_mode = Enum(
         ("auto", "async", "sync"), "auto",
         help="How %%smtp_send waits: async returns at once, sync blocks; auto blocks only in "
@@ -152,7 +163,7 @@ class SmtpMagic(Configurable):
     outbox_dir = Unicode(
         None, allow_none=True,
         help="Where undelivered messages are kept (default: $XDG_DATA_HOME/smtp_magic/outbox).",
-    ).tag(config=True)
+    ).tag(config=True, metavar="PATH")
 
     @validate("port")
     def _check_port(self, proposal: Any) -> int:
@@ -224,13 +235,12 @@ class SmtpMagic(Configurable):
     def snapshot(self, overrides: Mapping[str, Any] | None = None) -> ConnectionSettings:
         """Frozen settings for one send; ``overrides`` (seed or trait names) apply to it only."""
         source = self.copy().update(overrides, source="request") if overrides else self
-        values = {f.name: getattr(source, f.name) for f in fields(ConnectionSettings)}
-        return ConnectionSettings(**values)
+        return ConnectionSettings({name: getattr(source, name) for name in SETTINGS})
 
     def describe(self) -> list[tuple[str, str]]:
         """(name, shown value) for every setting, password masked."""
         rows = []
-        for name in _DISPLAY_ORDER:
+        for name in SETTINGS:
             value = getattr(self, name)
             if name == "password":
                 shown = MASK if value else "(not set)"
@@ -254,34 +264,99 @@ class SmtpMagic(Configurable):
         return f"<table><thead><tr><th>setting</th><th>value</th></tr></thead>{rows}</table>"
 
 
-_DISPLAY_ORDER = (
-    "host", "port", "security", "username", "password", "password_env", "use_keyring", "sender",
-    "validate_certs", "cafile", "allow_plaintext_auth", "timeout", "attempts", "connections",
-    "attachment_size", "content_type", "send_mode", "outbox_dir",
-)
+def _declared_settings(cls: type[SmtpMagic]) -> tuple[str, ...]:
+    """The names of ``cls``'s settings (``config=True`` traits), in declaration order."""
+    names: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, TraitType) and value.metadata.get("config"):
+                names[name] = None
+    return tuple(names)
+
+
+SETTINGS: tuple[str, ...] = _declared_settings(SmtpMagic)
 
 
 @dataclass(frozen=True)
-class ConnectionSettings:
-    """An immutable copy of the settings, taken when a send starts."""
+class SettingOption:
+    """How a setting is given on a command line: ``--port N``, ``--security {auto,...}``..."""
 
-    host: str
-    port: int
-    username: str | None
-    password: Secret | None
-    password_env: str | None
-    use_keyring: bool
-    security: str
-    validate_certs: bool
-    cafile: str | None
-    allow_plaintext_auth: bool
-    timeout: float
-    attachment_size: float
-    sender: str | None
-    content_type: str
-    attempts: int
-    connections: int
-    outbox_dir: str | None
+    name: str  # the setting
+    flag: str  # e.g. "--port", "--from"
+    kind: type  # int, float, bool or str
+    choices: tuple[str, ...] | None
+    metavar: str | None
+    help: str
+
+
+def setting_options() -> list[SettingOption]:
+    """One command-line option per setting, derived from the trait declarations."""
+    out = []
+    for name in SETTINGS:
+        trait = SmtpMagic.class_traits()[name]
+        flag = trait.metadata.get("option", "--" + name.replace("_", "-"))
+        if flag is False:
+            continue
+        kind: type = str
+        choices = None
+        if isinstance(trait, Bool):
+            kind = bool
+        elif isinstance(trait, Int):
+            kind = int
+        elif isinstance(trait, Float):
+            kind = float
+        elif isinstance(trait, Enum):
+            choices = tuple(str(v) for v in trait.values or ())
+        out.append(SettingOption(name, flag, kind, choices, trait.metadata.get("metavar"),
+                                 trait.help.replace("%", "%%")))
+    return out
+
+
+class ConnectionSettings:
+    """An immutable snapshot of every setting, taken when a send starts.
+
+    It has an attribute per setting (``settings.host``, ``settings.timeout``...), so a new
+    trait of :class:`SmtpMagic` is in every snapshot without another edit. Snapshots are equal
+    (and hash alike) when their values are, so sends with the same settings share connections.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        unknown = set(values) - set(SETTINGS)
+        if unknown:
+            raise TypeError(f"not settings: {', '.join(sorted(unknown))}")
+        defaults = {name: SmtpMagic.class_traits()[name].default() for name in SETTINGS}
+        frozen = {name: _frozen(values.get(name, defaults[name])) for name in SETTINGS}
+        object.__setattr__(self, "_values", frozen)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "_values")[name]
+        except KeyError:
+            raise AttributeError(f"ConnectionSettings has no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ConnectionSettings is immutable; use replace()")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConnectionSettings):
+            return NotImplemented
+        return bool(self._values == other._values)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.values()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={MASK if k == 'password' and v else v!r}"
+                          for k, v in self._values.items() if v is not None)
+        return f"ConnectionSettings({shown})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("ConnectionSettings cannot be pickled (it may hold a password)")
+
+    def replace(self, **changes: Any) -> ConnectionSettings:
+        return ConnectionSettings({**self._values, **changes})
 
     @property
     def attachment_limit(self) -> int:
@@ -294,17 +369,24 @@ class ConnectionSettings:
         return self.security == "tls" or (self.security == "auto" and self.port == 465)
 
 
+def _frozen(value: Any) -> Any:
+    """Lists become tuples, so every snapshot is hashable."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, (dict, set)):
+        return tuple(sorted(value.items() if isinstance(value, dict) else value))
+    return value
+
+
 def normalize_keys(values: Mapping[str, Any], *, source: str = "settings") -> dict[str, Any]:
     """Map seed names to trait names; refuse unknown keys, suggesting the closest valid one."""
-    valid = set(SmtpMagic.class_trait_names(config=True))
+    valid = set(SETTINGS)
     out: dict[str, Any] = {}
     for key, value in values.items():
         name = ALIASES.get(str(key).lower(), str(key).replace("-", "_"))
         if name not in valid:
             choices = sorted(valid | set(ALIASES))
-            close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else "."
-            raise ConfigError(f"Unknown setting {key!r} in {source}{hint}")
+            raise ConfigError(f"Unknown setting {key!r} in {source}{did_you_mean(str(key), choices)}")
         out[name] = value
     return out
 

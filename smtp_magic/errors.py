@@ -1,13 +1,16 @@
-"""Exception tree; each error carries the exit code of SPEC §8 and a one-sentence message."""
+"""Exit codes (SPEC §8) and the exception tree; each error carries its exit code and one sentence."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
+from enum import IntEnum
 
 __all__ = [
     "AuthFailed",
     "ConfigError",
     "ConnectFailed",
+    "ExitCode",
     "InvalidRequest",
     "MissingDependency",
     "PartiallyRefused",
@@ -15,24 +18,79 @@ __all__ = [
     "SendTimeout",
     "SmtpMagicError",
     "TemporaryFailure",
+    "did_you_mean",
+    "error_for",
 ]
 
 
+class ExitCode(IntEnum):
+    """The outcome of a send: ``Response.exitcode``, the CLI's exit status, the outbox's record."""
+
+    SENT = 0
+    INVALID = 1  # invalid request or configuration; no connection was opened
+    CONNECT = 2  # could not connect (DNS, refused, TLS handshake, certificate)
+    AUTH = 3  # authentication failed, or it would need plaintext credentials
+    REJECTED = 4  # rejected for every recipient, or the message refused
+    PARTIAL = 5  # accepted for some recipients, refused for others
+    TIMEOUT = 6  # the execution timeout ran out; the outcome is unknown
+    TEMPORARY = 7  # a temporary (4xx) failure persisted through every retry
+
+    @property
+    def result(self) -> str:
+        """The delivery status as ``Response.result`` words it."""
+        return _RESULTS[self]
+
+    @property
+    def meaning(self) -> str:
+        """What the code means, for help texts and tables."""
+        return _MEANINGS[self]
+
+
+_RESULTS = {
+    ExitCode.SENT: "sent",
+    ExitCode.INVALID: "not sent: invalid request",
+    ExitCode.CONNECT: "not sent: could not connect",
+    ExitCode.AUTH: "not sent: authentication failed",
+    ExitCode.REJECTED: "not sent: rejected by the server",
+    ExitCode.PARTIAL: "partly sent",
+    ExitCode.TIMEOUT: "unknown: timed out",
+    ExitCode.TEMPORARY: "not sent: temporary failure, kept in the outbox",
+}
+_MEANINGS = {
+    ExitCode.SENT: "sent",
+    ExitCode.INVALID: "invalid",
+    ExitCode.CONNECT: "could not connect",
+    ExitCode.AUTH: "authentication failed",
+    ExitCode.REJECTED: "rejected",
+    ExitCode.PARTIAL: "partly refused",
+    ExitCode.TIMEOUT: "timed out",
+    ExitCode.TEMPORARY: "temporary failure",
+}
+
+
 class SmtpMagicError(Exception):
-    """Base class. ``str(exc)`` is one sentence a user understands, never a password."""
+    """Base class. ``str(exc)`` is one sentence a user understands, never a password.
 
-    exitcode: int = 1
+    ``code`` and ``reply`` are the SMTP reply behind the error, when a server gave one
+    (``550``, ``"550 5.1.1 no such user"``); the library error that caused it stays in
+    ``__cause__``.
+    """
 
-    def __init__(self, message: str, *, refused: Mapping[str, tuple[int, str]] | None = None):
+    exitcode: ExitCode = ExitCode.INVALID
+
+    def __init__(self, message: str, *, refused: Mapping[str, tuple[int, str]] | None = None,
+                 code: int | None = None, reply: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.refused: dict[str, tuple[int, str]] = dict(refused or {})
+        self.code = code
+        self.reply = reply
 
 
 class InvalidRequest(SmtpMagicError, ValueError):
     """Exit 1: the request cannot be sent as given; no connection was opened."""
 
-    exitcode = 1
+    exitcode = ExitCode.INVALID
 
 
 class ConfigError(InvalidRequest):
@@ -46,37 +104,53 @@ class MissingDependency(InvalidRequest, ImportError):
 class ConnectFailed(SmtpMagicError, ConnectionError):
     """Exit 2: no usable connection (DNS, refused, TLS handshake, certificate, no STARTTLS)."""
 
-    exitcode = 2
+    exitcode = ExitCode.CONNECT
 
 
 class AuthFailed(SmtpMagicError):
     """Exit 3: login refused, or it would need credentials in plaintext."""
 
-    exitcode = 3
+    exitcode = ExitCode.AUTH
 
 
 class Rejected(SmtpMagicError):
     """Exit 4: the server refused every recipient, or the message itself."""
 
-    exitcode = 4
+    exitcode = ExitCode.REJECTED
 
 
 class PartiallyRefused(SmtpMagicError):
     """Exit 5: accepted for some recipients; ``refused`` maps the others to (code, reply)."""
 
-    exitcode = 5
+    exitcode = ExitCode.PARTIAL
 
 
 class SendTimeout(SmtpMagicError, TimeoutError):
     """Exit 6: the execution timeout ran out; the outcome is unknown."""
 
-    exitcode = 6
+    exitcode = ExitCode.TIMEOUT
 
 
 class TemporaryFailure(SmtpMagicError):
     """Exit 7: a temporary (4xx) failure persisted through every retry."""
 
-    exitcode = 7
+    exitcode = ExitCode.TEMPORARY
+
+
+_ERROR_CLASSES: dict[ExitCode, type[SmtpMagicError]] = {
+    cls.exitcode: cls
+    for cls in (InvalidRequest, ConnectFailed, AuthFailed, Rejected, PartiallyRefused,
+                SendTimeout, TemporaryFailure)
+}
+
+
+def error_for(exitcode: int, message: str, **fields: object) -> SmtpMagicError:
+    """The error matching an exit code (e.g. to raise a failed Response)."""
+    try:
+        cls = _ERROR_CLASSES[ExitCode(exitcode)]
+    except (ValueError, KeyError):
+        cls = SmtpMagicError
+    return cls(message, **fields)  # type: ignore[arg-type]
 
 
 def missing(package: str, purpose: str, extra: str = "all") -> MissingDependency:
@@ -84,3 +158,9 @@ def missing(package: str, purpose: str, extra: str = "all") -> MissingDependency
     return MissingDependency(
         f"{purpose} needs {package}: pip install 'smtp-magic[{extra}]'."
     )
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'port'?"`` for the closest choice, else ``"."``: ends a sentence."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else "."

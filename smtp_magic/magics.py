@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import glob
-import os
 import re
 import shlex
 import weakref
@@ -20,6 +18,7 @@ from IPython.display import display
 
 from . import _kernel, api, config
 from ._views import Block, Inbox, Table
+from .attachments import resolve_all
 from .config import SmtpMagic, current
 from .errors import SmtpMagicError
 from .models import Attachment, SendRequest
@@ -111,6 +110,22 @@ def _usage_error(exc: SmtpMagicError, prefix: str = "") -> UsageError:
     return UsageError(prefix + exc.message)
 
 
+def setting_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``%smtp_config``'s option for every setting, derived from ``SmtpMagic``'s traits."""
+    kinds: dict[type, dict[str, Any]] = {
+        bool: {"action": argparse.BooleanOptionalAction},
+        int: {"type": int}, float: {"type": float}, str: {},
+    }
+    for option in reversed(config.setting_options()):
+        kwargs = dict(kinds[option.kind], dest=option.name, default=None, help=option.help)
+        if option.choices:
+            kwargs["choices"] = option.choices
+        if option.metavar and option.kind is not bool:
+            kwargs["metavar"] = option.metavar
+        func = argument(option.flag, **kwargs)(func)
+    return func
+
+
 # -- %%smtp_send helpers -----------------------------------------------------------------------------
 
 def rows_of(value: Any, name: str) -> list[dict[str, Any]]:
@@ -131,27 +146,6 @@ def rows_of(value: Any, name: str) -> list[dict[str, Any]]:
             columns = {}
         rows.append({"row": item, **{str(k): v for k, v in columns.items()}})
     return rows
-
-
-def attachments_for(items: list[str], namespace: Mapping[str, Any]) -> list[Attachment]:
-    """``--attach`` items: ``var`` / ``var:file.ext`` for notebook values, else paths and globs."""
-    from .render import attachment_from_object
-
-    out: list[Attachment] = []
-    for item in items:
-        name, _, filename = item.partition(":")
-        if name.isidentifier() and name in namespace:
-            out.append(attachment_from_object(namespace[name], filename or None, name=name))
-            continue
-        path = os.path.expanduser(item)
-        if glob.has_magic(path) and not os.path.exists(path):
-            matches = sorted(p for p in glob.glob(path) if os.path.isfile(p))
-            if not matches:
-                raise UsageError(f"No file matches the attachment pattern {item!r}.")
-            out.extend(Attachment.from_path(m) for m in matches)
-        else:
-            out.append(Attachment.from_path(path))
-    return out
 
 
 def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
@@ -193,22 +187,9 @@ class SmtpMagics(Magics):
     # -- %smtp_config --
     @no_var_expand
     @magic_arguments()
-    @argument("--host", help="SMTP server host name or IP address.")
-    @argument("--port", type=int, help="TCP port (25, 587 for STARTTLS, 465 for TLS).")
-    @argument("--username", help="Login; also the default sender.")
+    @setting_arguments
     @argument("--password-prompt", action="store_true",
               help="Ask for the password (never stored in the notebook).")
-    @argument("--password-env", metavar="VAR",
-              help="Read the password from environment variable VAR at send time.")
-    @argument("--keyring", action="store_true",
-              help="Use the system keyring; with --password-prompt, save the typed password there.")
-    @argument("--security", choices=("auto", "starttls", "tls", "none"),
-              help="auto: TLS on 465, else STARTTLS when offered.")
-    @argument("--timeout", type=float, metavar="S", help="Seconds one send may take in all.")
-    @argument("--attachment-size", type=float, metavar="MB", help="Largest attachment (at most 10).")
-    @argument("--from", dest="sender", metavar="ADDR", help="Default From address.")
-    @argument("--send-mode", choices=("auto", "async", "sync"),
-              help="async: cells return at once; sync: they wait; auto: wait only in headless runs.")
     @argument("--file", metavar="PATH", help="Load a JSON configuration (the connector's format).")
     @argument("--local", action="store_true",
               help="Start the built-in capture server here and send to it (no login).")
@@ -218,22 +199,22 @@ class SmtpMagics(Magics):
     def smtp_config(self, line: str = "") -> None:
         """Show or change the SMTP settings (the ``SmtpMagic`` configurable).
 
-        Without options, shows the settings with the password masked. Options apply on top of
-        ``c.SmtpMagic.*``, the ``SMTP_*`` environment and ``--file``. Every option accepts
+        Without options, shows the settings with the password masked. Every setting has an
+        option (``--port 587``, ``--from ADDR``, ``--no-validate-certs``...); they apply on top
+        of ``c.SmtpMagic.*``, the ``SMTP_*`` environment and ``--file``. Every option accepts
         ``{expr}``/``$name`` expansion, e.g. ``%smtp_config --port {port}``.
         """
         args = self._parse(self.smtp_config, line)
         settings = current()
-        if args.password_env and (args.keyring or args.password_prompt):
+        if args.password_env and (args.use_keyring or args.password_prompt):
             raise UsageError("--password-env cannot be combined with --keyring or --password-prompt.")
-        values = {key: getattr(args, key) for key in
-                  ("host", "port", "username", "security", "timeout", "attachment_size", "sender",
-                   "send_mode") if getattr(args, key) is not None}
+        values = {option.name: getattr(args, option.name) for option in config.setting_options()
+                  if getattr(args, option.name) is not None}
         # The password source given last wins: a new one replaces the others.
         if args.password_env:
-            values.update(password_env=args.password_env, password=None, use_keyring=False)
-        if args.keyring:
-            values.update(use_keyring=True, password=None, password_env=None)
+            values.update(password=None, use_keyring=False)
+        if args.use_keyring:
+            values.update(password=None, password_env=None)
         server = None
         if args.local:
             from .server import local_server
@@ -249,8 +230,8 @@ class SmtpMagics(Magics):
             if server is not None and not staged.sender and "@" not in (staged.username or ""):
                 staged.sender = LOCAL_SENDER
             if args.password_prompt:
-                self._prompt_password(staged, keyring=args.keyring)
-            changed = {name: getattr(staged, name) for name in staged.trait_names(config=True)
+                self._prompt_password(staged, keyring=bool(args.use_keyring))
+            changed = {name: getattr(staged, name) for name in config.SETTINGS
                        if getattr(staged, name) != getattr(settings, name)}
             settings.update(changed, source="%smtp_config")
         except SmtpMagicError as exc:
@@ -363,7 +344,7 @@ class SmtpMagics(Magics):
         try:
             rendered = captured or render_template(cell, scope, content_type)
             request = build_request(args, rendered, content_type,
-                                    attachments_for(args.attach or [], scope))
+                                    list(resolve_all(args.attach or [], scope)))
             api.build_message(request, config=settings)  # every input error before any send
         except SmtpMagicError as exc:
             raise _usage_error(exc, where) from None

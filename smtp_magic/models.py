@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequest, SmtpMagicError
+from .errors import ExitCode, InvalidRequest, SmtpMagicError, error_for
 
 __all__ = [
     "Attachment",
@@ -228,23 +228,11 @@ class SendRequest:
         return replace(self, **changes)
 
 
-_RESULT_TEXT = {
-    0: "sent",
-    1: "not sent: invalid request",
-    2: "not sent: could not connect",
-    3: "not sent: authentication failed",
-    4: "not sent: rejected by the server",
-    5: "partly sent",
-    6: "unknown: timed out",
-    7: "not sent: temporary failure, kept in the outbox",
-}
-
-
 @dataclass(frozen=True)
 class Response:
     """The outcome of one send, in the seed's terms (``exitcode``, ``message``, ``result``)."""
 
-    exitcode: int
+    exitcode: ExitCode | int
     message: str = ""
     result: str = ""
     message_id: str | None = None
@@ -253,8 +241,14 @@ class Response:
     accepted: tuple[str, ...] = ()  # recipients the server accepted
 
     def __post_init__(self) -> None:
+        try:
+            code = ExitCode(self.exitcode)
+        except ValueError:
+            code = None
+        else:
+            object.__setattr__(self, "exitcode", code)
         if not self.result:
-            object.__setattr__(self, "result", _RESULT_TEXT.get(self.exitcode, "failed"))
+            object.__setattr__(self, "result", code.result if code is not None else "failed")
 
     @classmethod
     def from_error(
@@ -268,7 +262,7 @@ class Response:
 
     @property
     def ok(self) -> bool:
-        return self.exitcode == 0
+        return self.exitcode == ExitCode.SENT
 
     def get(self, key: str, default: Any = None) -> Any:
         """Seed-style access: ``response.get("result")``."""
@@ -281,6 +275,7 @@ class Response:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["exitcode"] = int(self.exitcode)
         d["refused"] = {k: list(v) for k, v in self.refused.items()}
         d["accepted"] = list(self.accepted)
         d["elapsed"] = round(self.elapsed, 3)
@@ -293,14 +288,7 @@ class Response:
         """Raise the matching ``SmtpMagicError`` unless the send succeeded; return self otherwise."""
         if self.ok:
             return self
-        from . import errors
-
-        kind = {
-            1: errors.InvalidRequest, 2: errors.ConnectFailed, 3: errors.AuthFailed,
-            4: errors.Rejected, 5: errors.PartiallyRefused, 6: errors.SendTimeout,
-            7: errors.TemporaryFailure,
-        }.get(self.exitcode, errors.SmtpMagicError)
-        raise kind(self.message, refused=self.refused)
+        raise error_for(self.exitcode, self.message, refused=self.refused)
 
     def __str__(self) -> str:
         if self.ok:
@@ -308,7 +296,7 @@ class Response:
         return f"exit {self.exitcode}: {self.message}"
 
     def _repr_html_(self) -> str:
-        color = "#1a7f37" if self.ok else ("#9a6700" if self.exitcode == 5 else "#cf222e")
+        color = "#1a7f37" if self.ok else ("#9a6700" if self.exitcode == ExitCode.PARTIAL else "#cf222e")
         icon = "\u2714" if self.ok else "\u2718"
         detail = html.escape(str(self))
         refused = "".join(

@@ -15,6 +15,7 @@ from .config import ConnectionSettings
 from .errors import (
     AuthFailed,
     ConnectFailed,
+    ExitCode,
     PartiallyRefused,
     Rejected,
     SendTimeout,
@@ -64,7 +65,7 @@ __all__ = [
 class _Transient(SmtpMagicError):
     """A failure worth retrying (4xx, or a connection dropped before the final reply)."""
 
-    exitcode = 7
+    exitcode = ExitCode.TEMPORARY
 
 
 @dataclass
@@ -95,7 +96,7 @@ def tls_context(settings: ConnectionSettings) -> ssl.SSLContext:
         try:
             ctx.load_verify_locations(cafile=settings.cafile)
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"The CA file {settings.cafile!r} cannot be used: {exc}.") from None
+            raise ConnectFailed(f"The CA file {settings.cafile!r} cannot be used: {exc}.") from exc
     if not settings.validate_certs:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -110,6 +111,11 @@ def _reply(exc: Any) -> str:
     """``550 5.1.1 no such user`` from an aiosmtplib response exception."""
     text = " ".join(str(getattr(exc, "message", "") or "").split())
     return f"{exc.code} {text}".strip()
+
+
+def _answered(cls: type[SmtpMagicError], message: str, exc: Any) -> SmtpMagicError:
+    """``cls(message)`` carrying the server's reply (``code``, ``reply``) from ``exc``."""
+    return cls(message, code=exc.code, reply=_reply(exc))
 
 
 def _connect_error(settings: ConnectionSettings, exc: BaseException) -> SmtpMagicError:
@@ -131,8 +137,8 @@ def _connect_error(settings: ConnectionSettings, exc: BaseException) -> SmtpMagi
             return ConnectFailed(f"Could not connect to {where}: the connection was refused.")
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
         if 400 <= exc.code < 500:
-            return _Transient(f"{where} is not accepting mail right now: {_reply(exc)}.")
-        return ConnectFailed(f"{where} refused the session: {_reply(exc)}.")
+            return _answered(_Transient, f"{where} is not accepting mail right now: {_reply(exc)}.", exc)
+        return _answered(ConnectFailed, f"{where} refused the session: {_reply(exc)}.", exc)
     # aiosmtplib wraps a hang-up before the greeting in SMTPConnectError; it is still a drop.
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected) or isinstance(
         cause, aiosmtplib.SMTPServerDisconnected
@@ -435,17 +441,17 @@ class Session:
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
             if 400 <= exc.code < 500:
-                raise _Transient(f"{_where(s)} could not check the login now: {_reply(exc)}.") from None
-            raise AuthFailed(
-                f"{_where(s)} refused the login for {s.username!r}: {_reply(exc)}."
-            ) from None
+                raise _answered(_Transient, f"{_where(s)} could not check the login now: "
+                                f"{_reply(exc)}.", exc) from exc
+            raise _answered(AuthFailed, f"{_where(s)} refused the login for {s.username!r}: "
+                            f"{_reply(exc)}.", exc) from exc
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             smtp.close()
             if isinstance(exc, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
                 raise SendTimeout(
                     f"{_where(s)} did not answer within {s.timeout:g} s while connecting."
-                ) from None
-            raise _connect_error(s, exc) from None
+                ) from exc
+            raise _connect_error(s, exc) from exc
         self._smtp = smtp
         return smtp
 
@@ -525,33 +531,36 @@ class Session:
         except aiosmtplib.SMTPSenderRefused as exc:
             self._after_error(exc)
             if 400 <= exc.code < 500:
-                raise _Transient(f"{where} deferred the sender: {_reply(exc)}.") from None
+                raise _answered(_Transient, f"{where} deferred the sender: {_reply(exc)}.",
+                                exc) from exc
             if exc.code == 530:  # "authentication required": a login problem, not a rejection
-                raise AuthFailed(
-                    f"{where} requires a login before sending ({_reply(exc)}); set username and "
-                    "password."
-                ) from None
-            raise Rejected(f"{where} refused the sender {sender!r}: {_reply(exc)}.") from None
+                raise _answered(AuthFailed, f"{where} requires a login before sending "
+                                f"({_reply(exc)}); set username and password.", exc) from exc
+            raise _answered(Rejected, f"{where} refused the sender {sender!r}: {_reply(exc)}.",
+                            exc) from exc
         except aiosmtplib.SMTPDataError as exc:
             self._after_error(exc)
             if 400 <= exc.code < 500:
-                raise _Transient(f"{where} deferred the message: {_reply(exc)}.") from None
+                raise _answered(_Transient, f"{where} deferred the message: {_reply(exc)}.",
+                                exc) from exc
             if exc.code == 552:
-                raise Rejected(f"{where} refused the message as too large: {_reply(exc)}.") from None
-            raise Rejected(f"{where} refused the message: {_reply(exc)}.") from None
+                raise _answered(Rejected, f"{where} refused the message as too large: "
+                                f"{_reply(exc)}.", exc) from exc
+            raise _answered(Rejected, f"{where} refused the message: {_reply(exc)}.",
+                            exc) from exc
         except aiosmtplib.SMTPNotSupported as exc:
-            raise Rejected(f"{where} cannot take this message: {exc}.") from None
+            raise Rejected(f"{where} cannot take this message: {exc}.") from exc
         except aiosmtplib.SMTPResponseException as exc:
             self._after_error(exc)
             if 400 <= exc.code < 500:
-                raise _Transient(f"{where} answered {_reply(exc)}.") from None
-            raise Rejected(f"{where} answered {_reply(exc)}.") from None
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError):
+                raise _answered(_Transient, f"{where} answered {_reply(exc)}.", exc) from exc
+            raise _answered(Rejected, f"{where} answered {_reply(exc)}.", exc) from exc
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
             self.abort()
-            raise _Transient(f"{where} dropped the connection before confirming delivery.") from None
-        except aiosmtplib.SMTPTimeoutError:
+            raise _Transient(f"{where} dropped the connection before confirming delivery.") from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
             self.abort()
-            raise SendTimeout(f"{where} stopped answering.") from None
+            raise SendTimeout(f"{where} stopped answering.") from exc
         refused_perm: dict[str, tuple[int, str]] = {}
         refused_temp: dict[str, tuple[int, str]] = {}
         for rcpt, err in errors.items():
@@ -608,10 +617,11 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
             pending = tuple(temp)
             if not pending:
                 break
+            code, text = next(iter(temp.values()))
             last = TemporaryFailure(
                 "The server deferred some recipients: "
                 + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
-                refused=temp,
+                refused=temp, code=code, reply=f"{code} {text}".strip(),
             )
         if attempt >= settings.attempts:
             break
@@ -623,8 +633,8 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
             raise TemporaryFailure(
                 f"{last.message.rstrip('.')}, still failing after {attempt} attempts; "
                 "the message is kept in the outbox.",
-                refused={**outcome.refused, **left},
-            )
+                refused={**outcome.refused, **left}, code=last.code, reply=last.reply,
+            ) from last
         outcome.refused.update(left)
     return outcome
 
@@ -634,13 +644,15 @@ def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicEr
     if not outcome.refused:
         return None
     listed = "; ".join(f"{r} ({c} {t})" for r, (c, t) in outcome.refused.items())
+    code, text = next(iter(outcome.refused.values()))  # the first refusal stands for the rest
     if not outcome.accepted:
-        return Rejected(f"{_where(settings)} refused every recipient: {listed}.", refused=outcome.refused)
-    return PartiallyRefused(
-        f"Delivered to {len(outcome.accepted)} recipient(s), refused for {len(outcome.refused)}: "
-        f"{listed}.",
-        refused=outcome.refused,
-    )
+        cls: type[SmtpMagicError] = Rejected
+        message = f"{_where(settings)} refused every recipient: {listed}."
+    else:
+        cls = PartiallyRefused
+        message = (f"Delivered to {len(outcome.accepted)} recipient(s), refused for "
+                   f"{len(outcome.refused)}: {listed}.")
+    return cls(message, refused=outcome.refused, code=code, reply=f"{code} {text}".strip())
 
 
 async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
@@ -652,12 +664,12 @@ async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
                 outcome = await deliver_once(session, envelope, data)
         else:
             outcome = await asyncio.wait_for(deliver_once(session, envelope, data), settings.timeout)
-    except asyncio.TimeoutError:
+    except asyncio.TimeoutError as exc:
         session.abort()
         raise SendTimeout(
             f"The send to {_where(settings)} did not finish within {settings.timeout:g} s; "
             "it may or may not have been delivered and is kept in the outbox."
-        ) from None
+        ) from exc
     error = outcome_error(outcome, settings)
     if error is not None:
         raise error
@@ -669,7 +681,7 @@ async def check_connection(settings: ConnectionSettings, password: str | None) -
     session = Session(settings, password)
     try:
         return await asyncio.wait_for(session.report(), settings.timeout)
-    except asyncio.TimeoutError:
-        raise SendTimeout(f"{_where(settings)} did not answer within {settings.timeout:g} s.") from None
+    except asyncio.TimeoutError as exc:
+        raise SendTimeout(f"{_where(settings)} did not answer within {settings.timeout:g} s.") from exc
     finally:
         await session.close()

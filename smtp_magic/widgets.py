@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import glob
 import html
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -16,6 +15,7 @@ import ipywidgets as widgets
 import traitlets
 
 from . import api
+from .attachments import is_single_spec, resolve
 from .compose import parse_address
 from .config import MB, SmtpMagic, current
 from .errors import InvalidRequest, SmtpMagicError
@@ -251,8 +251,7 @@ class ComposeForm(widgets.VBox):
             "yet: make one, then \u21bb to attach it.</span>",
             layout=widgets.Layout(margin="0 8px 0 88px", flex="1 1 auto"))
         self.attachment_list = widgets.HTML()
-        self._fixed: list[tuple[str, Any, str | None]] = []  # (label, object or path, filename)
-        self._fixed_problems: list[str] = []
+        self._fixed: list[tuple[str, Any, str | None]] = []  # (label, spec, variable name)
 
         # -- actions and results ----------------------------------------------------------
         self.preview_button = widgets.Button(description="Preview", icon="eye",
@@ -540,57 +539,33 @@ class ComposeForm(widgets.VBox):
         return self._namespace if self._namespace is not None else _user_namespace()
 
     def _add_attachments(self, items: Iterable[Any] | Any) -> list[str]:
-        """Prefilled attachments: variable names (``df`` or ``df:name.xlsx``), paths, objects."""
+        """Prefilled attachments: variable names (``df`` or ``df:name.xlsx``), paths, objects.
+
+        Returns the variable names that go to the picker; the rest are kept as specs and
+        resolved (``attachments.resolve``) whenever the list is shown or the message is sent.
+        """
         if items is None:
             return []
-        single = (isinstance(items, (str, os.PathLike, Attachment)) or _kind(items)
-                  or not isinstance(items, Iterable)
-                  or (isinstance(items, tuple) and len(items) == 2
-                      and isinstance(items[1], (bytes, bytearray))))
-        if single:
-            items = [items]
         ns = self._ns()
         picked: list[str] = []
-        for item in items:
-            if isinstance(item, str):
-                var, _, filename = item.partition(":")
-                if item in ns:
-                    var, filename = item, ""
-                if var in ns:
-                    if _kind(ns[var]) and not filename and not var.startswith("_"):
-                        picked.append(var)
-                    else:
-                        self._fixed.append((var, ns[var], filename or None))
-                    continue
-                path = os.path.expanduser(item)
-                matches = [path] if os.path.exists(path) else sorted(glob.glob(path))
-                if not matches:
-                    self._fixed_problems.append(
-                        f"Attachment {item!r} is neither a notebook variable nor a file.")
-                for match in matches:
-                    self._fixed.append((os.path.basename(match), match, None))
-            elif isinstance(item, os.PathLike):
-                self._fixed.append((os.path.basename(os.fspath(item)), item, None))
-            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-                self._fixed.append((item[0], item[1], item[0]))
-            elif isinstance(item, Attachment):
-                self._fixed.append((item.filename, item, None))
-            else:
-                # The variable's name makes the default file name (df -> df.csv).
-                name = next((k for k, v in ns.items() if v is item and not k.startswith("_")),
-                            None)
-                self._fixed.append((name or type(item).__name__.lower(), item, None))
+        for item in ([items] if is_single_spec(items) else items):
+            if isinstance(item, str) and item in ns and _kind(ns[item]) \
+                    and not item.startswith("_"):
+                picked.append(item)  # shown (and unpicked) in the picker
+                continue
+            name = next((k for k, v in ns.items() if v is item and not k.startswith("_")), None)
+            self._fixed.append((_spec_label(item, name), item, name))
         return picked
 
     def _attachment_items(self) -> list[_Item]:
         # Converted on every call, not cached: a DataFrame may have changed in place.
         limit = int(self.settings.attachment_size * MB)
+        ns = self._ns()
         items: list[_Item] = []
 
-        def add(label: str, origin: str, make: Callable[[], Attachment]) -> None:
+        def add(label: str, origin: str, spec: Any, name: str | None = None) -> None:
             try:
-                att = make()
-                size = att.size
+                found = resolve(spec, ns, name=name)
             except SmtpMagicError as exc:
                 items.append(_Item(label, origin, None, None, exc.message))
                 return
@@ -598,25 +573,28 @@ class ComposeForm(widgets.VBox):
                 items.append(_Item(label, origin, None, None,
                                    f"{label} cannot be attached: {_sentence(exc)}"))
                 return
-            problem = None
-            if size > limit:
-                problem = (f"Attachment {att.filename!r} is {_size(size)}, over the "
-                           f"{_size(limit)} limit (attachment_size).")
-            items.append(_Item(att.filename, origin, att, size, problem))
+            for att in found:
+                try:
+                    size = att.size
+                except SmtpMagicError as exc:
+                    items.append(_Item(att.filename, origin, None, None, exc.message))
+                    continue
+                problem = None
+                if size > limit:
+                    problem = (f"Attachment {att.filename!r} is {_size(size)}, over the "
+                               f"{_size(limit)} limit (attachment_size).")
+                items.append(_Item(att.filename, origin, att, size, problem))
 
         for f in self.upload.value:
-            add(f["name"], "upload", partial(Attachment.from_bytes, f["name"], bytes(f["content"])))
-        ns = self._ns()
+            add(f["name"], "upload", (f["name"], bytes(f["content"])))
         for name in self.variables.value:
             if name not in ns:
                 items.append(_Item(name, "variable", None, None,
                                    f"The variable {name!r} no longer exists."))
                 continue
-            add(name, f"variable {name}", partial(_from_object, ns[name], None, name))
-        for label, obj, filename in self._fixed:
-            add(label, "given", partial(_from_object, obj, filename, label))
-        for problem in self._fixed_problems:
-            items.append(_Item("?", "given", None, None, problem))
+            add(name, f"variable {name}", name)
+        for label, spec, name in self._fixed:
+            add(label, "given", spec, name)
         return items
 
     def _render_attachments(self) -> None:
@@ -729,14 +707,15 @@ class ComposeForm(widgets.VBox):
             self._update_send_button()
 
 
-def _from_object(obj: Any, filename: str | None, name: str | None) -> Attachment:
-    if isinstance(obj, Attachment) and filename is None:
-        return obj
-    if isinstance(obj, (str, os.PathLike)) and not filename:
-        return Attachment.from_path(obj)
-    from .render import attachment_from_object
-
-    return attachment_from_object(obj, filename, name=name)
+def _spec_label(spec: Any, name: str | None) -> str:
+    """How a prefilled attachment is listed before (or if) it can be resolved."""
+    if isinstance(spec, Attachment):
+        return spec.filename
+    if isinstance(spec, (str, os.PathLike)):
+        return os.path.basename(os.fspath(spec)) or os.fspath(spec)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return str(spec[0])
+    return name or type(spec).__name__.lower()
 
 
 def _sentence(exc: BaseException) -> str:

@@ -22,6 +22,8 @@ import pytest
 import trustme
 from faults import PASSWORD, USER, FaultServer
 from faults import refused_port as _refused_port
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
 
 from smtp_magic.server import CaptureServer
 
@@ -56,6 +58,51 @@ def tmp_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TmpData:
     monkeypatch.setenv("SMTP_MAGIC_CAPTURE_DIR", str(data.capture))
     monkeypatch.setenv("SMTP_MAGIC_OUTBOX", str(data.outbox))
     return data
+
+
+# -- IPython ---------------------------------------------------------------------------------
+class TestingShell(InteractiveShell):
+    """A shell whose cells raise their errors (as jupysql's TestingShell does); no history."""
+
+    __test__ = False  # not a test class for pytest
+
+    def run_cell(self, raw_cell: str, *args: Any, **kwargs: Any) -> Any:
+        result = super().run_cell(raw_cell, *args, **kwargs)
+        result.raise_error()
+        return result
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[TestingShell]:
+    """The module's in-process IPython shell (the extension is not loaded: see ``ip``)."""
+    if InteractiveShell.initialized():
+        InteractiveShell.clear_instance()
+    cfg = Config()
+    cfg.HistoryManager.enabled = False
+    ip = TestingShell.instance(config=cfg)
+    yield ip
+    TestingShell.clear_instance()
+
+
+@pytest.fixture
+def ip(shell: TestingShell, tmp_data: TmpData, monkeypatch: pytest.MonkeyPatch
+       ) -> Iterator[TestingShell]:
+    """The shell with the extension freshly loaded: new settings, empty send log, clean names."""
+    from smtp_magic import _kernel, config
+    from smtp_magic.magics import load_ipython_extension, unload_ipython_extension
+    from smtp_magic.outbox import history
+
+    monkeypatch.setattr(config, "_current", None)
+    history.clear()
+    _kernel._jobs.clear()
+    names = set(shell.user_ns)
+    load_ipython_extension(shell)
+    yield shell
+    _kernel.wait_all(timeout=10)
+    unload_ipython_extension(shell)
+    for name in set(shell.user_ns) - names:
+        del shell.user_ns[name]
+    shell.config.pop("SmtpMagic", None)
 
 
 # -- certificates ----------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from faults import FaultServer
-from kernels import kernel_environment
 from jupyter_client.manager import KernelManager
+from kernels import kernel_environment
 
 from smtp_magic.outbox import Outbox
 

@@ -16,8 +16,8 @@ from typing import Any
 import nbformat
 import pytest
 from faults import FaultServer
-from kernels import kernel_environment as isolated_environment
 from jupyter_client.manager import KernelManager
+from kernels import kernel_environment as isolated_environment
 from nbclient import NotebookClient
 
 from smtp_magic.server import CapturedMessage, CaptureServer

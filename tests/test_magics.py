@@ -7,15 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 from smtp_magic import _kernel, config
 from smtp_magic.errors import ConnectFailed, SmtpMagicError
@@ -29,50 +26,11 @@ from smtp_magic.outbox import Outbox, history
 from smtp_magic.server import CaptureServer, local_server
 
 if TYPE_CHECKING:
-    from conftest import TmpData
+    from conftest import TestingShell, TmpData
 
 pd = pytest.importorskip("pandas")
 
 SENDER = "reports@example.test"
-
-
-class TestingShell(InteractiveShell):
-    """A shell whose cells raise their errors (as jupysql's TestingShell does)."""
-
-    __test__ = False  # not a test class for pytest
-
-    def run_cell(self, raw_cell: str, *args: Any, **kwargs: Any) -> Any:
-        result = super().run_cell(raw_cell, *args, **kwargs)
-        result.raise_error()
-        return result
-
-
-@pytest.fixture(scope="module")
-def shell() -> Iterator[TestingShell]:
-    if InteractiveShell.initialized():
-        InteractiveShell.clear_instance()
-    cfg = Config()
-    cfg.HistoryManager.enabled = False
-    ip = TestingShell.instance(config=cfg)
-    yield ip
-    TestingShell.clear_instance()
-
-
-@pytest.fixture
-def ip(shell: TestingShell, tmp_data: TmpData, monkeypatch: pytest.MonkeyPatch
-       ) -> Iterator[TestingShell]:
-    """The shell with the extension freshly loaded: new settings, empty send log, clean names."""
-    monkeypatch.setattr(config, "_current", None)
-    history.clear()
-    _kernel._jobs.clear()
-    names = set(shell.user_ns)
-    load_ipython_extension(shell)
-    yield shell
-    _kernel.wait_all(timeout=10)
-    unload_ipython_extension(shell)
-    for name in set(shell.user_ns) - names:
-        del shell.user_ns[name]
-    shell.config.pop("SmtpMagic", None)
 
 
 @pytest.fixture

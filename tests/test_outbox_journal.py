@@ -12,9 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from smtp_magic.outbox import _batches
 from smtp_magic.models import Response
-from smtp_magic.outbox import Outbox
+from smtp_magic.outbox import Outbox, _batches
 
 
 def _batch(outbox: Outbox, n: int):
@@ -55,7 +54,7 @@ def test_journal_left_by_a_dead_process_is_read_and_settled_by_another(tmp_path:
     batch, entries = _batch(outbox, 3)
     outbox.remove(entries[0].key)
     # The process dies: no close(), nothing deleted, and its last settlement is torn.
-    batch._file.close()  # noqa: SLF001
+    batch._file.close()
     _batches.pop(batch.path)
     with open(batch.path, "ab") as f:
         f.write(b"D 9")

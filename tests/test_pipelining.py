@@ -50,7 +50,7 @@ class Recorder:
         accepted = 0
         while line := await reader.readline():
             self.commands.append(line)
-            self.batches.append(len(reader._buffer.split(b"\r\n")))  # noqa: SLF001 - test only
+            self.batches.append(len(reader._buffer.split(b"\r\n")))
             verb = line[:4].upper()
             if verb == b"EHLO":
                 ext = b"250-PIPELINING\r\n" if self.pipelining else b""

@@ -365,30 +365,12 @@ def test_close_unlinks_from_the_settings(settings: SmtpMagic) -> None:
     assert form.port.value != 2999
 
 
-def test_smtp_config_magic_and_form_share_settings(
-    tmp_data: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("smtp_magic.magics")
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setattr(config_module, "_current", None)
-    if InteractiveShell.initialized():
-        InteractiveShell.clear_instance()
-    cfg = Config()
-    cfg.HistoryManager.enabled = False
-    shell = InteractiveShell.instance(config=cfg)
-    try:
-        shell.run_line_magic("load_ext", "smtp_magic")
-        form = compose(namespace={})
-        shell.run_line_magic("smtp_config", "--port 2601 --host mail.example.org")
-        assert (form.port.value, form.host.value) == (2601, "mail.example.org")
-        form.port.value = 2602
-        assert config_module.current() is form.settings and form.settings.port == 2602
-        shell.run_line_magic("config", "SmtpMagic.port = 2603")
-        assert form.port.value == 2603
-        form.close()
-    finally:
-        shell.run_line_magic("unload_ext", "smtp_magic")
-        InteractiveShell.clear_instance()
+def test_smtp_config_magic_and_form_share_settings(ip: Any) -> None:
+    form = compose(namespace={})
+    ip.run_line_magic("smtp_config", "--port 2601 --host mail.example.org")
+    assert (form.port.value, form.host.value) == (2601, "mail.example.org")
+    form.port.value = 2602
+    assert config_module.current() is form.settings and form.settings.port == 2602
+    ip.run_line_magic("config", "SmtpMagic.port = 2603")
+    assert form.port.value == 2603
+    form.close()
