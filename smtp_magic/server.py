@@ -243,7 +243,7 @@ def _controller_class() -> type:
     try:
         from aiosmtpd.controller import Controller
     except ImportError as exc:
-        raise missing("aiosmtpd", "The capture server", extra="server") from exc
+        raise missing("aiosmtpd", "The capture server") from exc
     logging.getLogger("mail.log").addFilter(_drop_login_data_warning)
 
     class _Controller(Controller):
