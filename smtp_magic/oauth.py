@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import AuthFailed, ConfigError, missing
 from .tokenstore import TokenStore
@@ -32,8 +32,8 @@ __all__ = [
     "access_token",
     "forget",
     "login",
-    "sasl_xoauth2",
     "sasl_oauthbearer",
+    "sasl_xoauth2",
     "sign_in_status",
 ]
 
@@ -66,7 +66,7 @@ GENERIC_SCOPES = "openid email offline_access"
 
 
 def default_scopes(provider: str | None) -> str:
-    if provider in PRESETS:
+    if provider is not None and provider in PRESETS:
         return PRESETS[provider].scopes
     return GENERIC_SCOPES if provider and provider != "command" else ""
 
@@ -385,7 +385,7 @@ class _Backend:
 class _Issuer(_Backend):
     """Any OpenID Connect issuer, through authlib: discovery, device grant, refresh, revoke."""
 
-    _metadata_cache: dict[str, dict[str, Any]] = {}
+    _metadata_cache: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: OAuthConfig):
         super().__init__(config)
@@ -445,7 +445,7 @@ class _Issuer(_Backend):
                                algorithms=md.get("id_token_signing_alg_values_supported"))
             jwt.JWTClaimsRegistry(
                 leeway=120, iss={"essential": True, "value": self.issuer},
-                aud={"essential": True, "value": self.config.client_id},
+                aud={"essential": True, "value": self.config.client_id or ""},
             ).validate(token.claims)
         except (JoseError, ValueError, KeyError) as exc:
             raise AuthFailed(f"The ID token from {self.issuer} is not valid: {exc}.") from exc
@@ -525,7 +525,7 @@ class _Issuer(_Backend):
                                           token=entry["refresh_token"],
                                           token_type_hint="refresh_token",
                                           timeout=self.config.timeout)
-            except Exception:  # noqa: S110 - the local copy is deleted all the same
+            except Exception:  # noqa: BLE001 - the local copy is deleted all the same
                 pass
         return super().logout()
 
@@ -648,7 +648,7 @@ class _Google(_Backend):
                     "Signed in; you can close this tab and go back to your notebook."),
                 timeout_seconds=int(max(self.config.timeout, 300)),
                 access_type="offline", prompt="consent")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - oauthlib's, requests' or socket errors alike
             raise AuthFailed(f"The Google sign-in did not complete: {exc}.") from None
         if creds is None or not creds.token:
             raise AuthFailed("The Google sign-in did not complete (no answer in time).")
