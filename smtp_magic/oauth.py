@@ -525,7 +525,7 @@ class _Issuer(_Backend):
                                           token=entry["refresh_token"],
                                           token_type_hint="refresh_token",
                                           timeout=self.config.timeout)
-            except Exception:  # noqa: BLE001 - the local copy is deleted all the same
+            except Exception:  # noqa: BLE001, S110 - the local copy is deleted all the same
                 pass
         return super().logout()
 
