@@ -236,6 +236,12 @@ def _remember(config: OAuthConfig, token: AccessToken) -> AccessToken:
     return token
 
 
+def _drop_memory(config: OAuthConfig) -> None:
+    with _MEMORY_LOCK:
+        for key in [k for k in _MEMORY if k[0] == config.key]:
+            del _MEMORY[key]
+
+
 def clear_memory() -> None:
     """Forget the access tokens held in memory (the saved sign-ins stay)."""
     with _MEMORY_LOCK:
@@ -259,7 +265,12 @@ def access_token(config: OAuthConfig, *, force_refresh: bool = False) -> AccessT
             cached = _MEMORY.get((config.key, config.username))
         if cached is not None and cached.fresh():
             return cached
-    return _remember(config, _backend(config).silent(force_refresh))
+    try:
+        token = _backend(config).silent(force_refresh)
+    except AuthFailed:
+        _drop_memory(config)
+        raise
+    return _remember(config, token)
 
 
 def login(config: OAuthConfig, show: Callable[[DeviceCode], object]) -> AccessToken:
@@ -274,9 +285,7 @@ def login(config: OAuthConfig, show: Callable[[DeviceCode], object]) -> AccessTo
 
 def forget(config: OAuthConfig) -> bool:
     """Sign out: delete the saved sign-in (and revoke it where the provider supports that)."""
-    with _MEMORY_LOCK:
-        for key in [k for k in _MEMORY if k[0] == config.key]:
-            del _MEMORY[key]
+    _drop_memory(config)
     if config.kind in ("callable", "command"):
         return False
     return _backend(config).logout()
@@ -658,7 +667,8 @@ class _Google(_Backend):
         identity = identity or self.config.username
         id_token = getattr(creds, "id_token", None)
         if isinstance(id_token, str):
-            identity = _unverified_email(id_token) or identity
+            claims = _unverified_claims(id_token)
+            identity = claims.get("email") or identity or claims.get("sub")
         if creds.refresh_token:
             self.store.put(self.config.key, {"refresh_token": creds.refresh_token,
                                              "identity": identity})
@@ -693,15 +703,17 @@ class _Google(_Backend):
         return self._token(creds, entry.get("identity"))
 
 
-def _unverified_email(id_token: str) -> str | None:
-    """The email claim of an ID token received directly from the token endpoint over TLS
-    (OpenID Connect Core 3.1.3.7 lets a client skip the signature check there)."""
+def _unverified_claims(id_token: str) -> dict[str, str]:
+    """The string claims of an ID token received directly from the token endpoint over TLS
+    (OpenID Connect Core 3.1.3.7 lets a client skip the signature check there); shown to the
+    user as who signed in, never used to decide anything."""
     import base64
 
     try:
         payload = id_token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
-        return None
-    email = claims.get("email") if isinstance(claims, dict) else None
-    return email if isinstance(email, str) else None
+        return {}
+    if not isinstance(claims, dict):
+        return {}
+    return {k: v for k, v in claims.items() if isinstance(v, str)}

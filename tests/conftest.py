@@ -330,3 +330,52 @@ def postfix() -> Iterator[Postfix]:
         subprocess.run(["bash", str(ROOT / "scripts" / "postfix-down.sh")], env=env,
                        capture_output=True, timeout=60, check=False)
         shutil.rmtree(pf, ignore_errors=True)
+
+
+# -- OAuth2: a real OpenID Connect server and an SMTP server that asks it about tokens ---------
+def _oidc_unavailable(reason: str) -> None:
+    if os.environ.get("SMTP_MAGIC_REQUIRE_OIDC") == "1":
+        pytest.fail(f"The OpenID Connect server is required (SMTP_MAGIC_REQUIRE_OIDC=1) but {reason}")
+    pytest.skip(f"OAuth2 tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[Any]:
+    """node-oidc-provider on 127.0.0.1 (tests/oidc), for the whole session. Skips when Node or
+    its npm packages are missing; fails instead when ``SMTP_MAGIC_REQUIRE_OIDC=1``."""
+    import idp as idp_module
+
+    reason = idp_module.unavailable_reason()
+    if reason:
+        _oidc_unavailable(reason)
+    with idp_module.IdentityProvider() as server:
+        yield server
+
+
+@pytest.fixture
+def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No keyring backend, whatever the host has: sign-ins go to the 0600 file in tmp_data."""
+    import keyring
+    from keyring.backends import fail
+
+    before = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(before)
+
+
+@pytest.fixture
+def oauth_server(tmp_path: Path, server_tls: ssl.SSLContext, idp: Any, no_keyring: None
+                 ) -> Iterator[CaptureServer]:
+    """STARTTLS submission server whose XOAUTH2/OAUTHBEARER asks ``idp`` (introspection)
+    whether the presented token is an active access token of the user signing in."""
+    import smtp_magic.oauth
+
+    smtp_magic.oauth.clear_memory()
+    with CaptureServer(tmp_path / "oauth", tls="starttls", ssl_context=server_tls,
+                       token_validator=idp.validate, oauth_scope="smtp",
+                       require_auth=True) as server:
+        yield server
+    smtp_magic.oauth.clear_memory()

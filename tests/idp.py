@@ -104,9 +104,10 @@ class _StopAtLoopback(Exception):
 
 
 def click_through(session: requests.Session, response: requests.Response, login: str,
-                  *, stop_at: str | None = None, max_pages: int = 12) -> requests.Response | str:
+                  *, stop_at: str | None = None, abort: bool = False, max_pages: int = 12
+                  ) -> requests.Response | str:
     """Fill in and submit the provider's pages until none is left: the login form (any password),
-    the consent form, the device-code confirmation ("Continue", never "Abort").
+    the consent form, the device-code confirmation ("Continue", or "Abort" with ``abort``).
 
     With ``stop_at`` (a redirect URI prefix), stops at the redirect there and returns its URL
     instead of following it (that is where the app's loopback server listens).
@@ -122,9 +123,11 @@ def click_through(session: requests.Session, response: requests.Response, login:
         if "login" in data:
             data.update(login=login, password="any password")
         data.pop("abort", None)
+        if abort and any(name == "abort" for name, _, _ in form.buttons):
+            data["abort"] = "yes"
         target = urljoin(response.url, form.action)
         response = _post(session, target, data, stop_at)
-        if isinstance(response, str):
+        if isinstance(response, str) or "abort" in data:
             return response
     raise AssertionError(f"Still on a form after {max_pages} pages: {response.url}")
 
@@ -208,16 +211,16 @@ class IdentityProvider:
 
     # -- acting as the user ---------------------------------------------------------------
     def approve_device_code(self, verification_uri: str, user_code: str,
-                            login: str = USER_EMAIL) -> str:
-        """Open the verification page, type the user code, sign in, consent and confirm.
-        Returns the final page's title ("Sign-in Success" when it worked)."""
+                            login: str = USER_EMAIL, *, abort: bool = False) -> str:
+        """Open the verification page, type the user code, sign in, consent and confirm (or
+        abort). Returns the final page's title ("Sign-in Success" when it worked)."""
         with requests.Session() as browser:
             page = browser.get(verification_uri, timeout=10)
             form = next(f for f in _page(page).forms if f.method == "post")
             data = {**form.fields, "user_code": user_code}
             response = _post(browser, urljoin(page.url, form.action), data, None)
             assert not isinstance(response, str)
-            final = click_through(browser, response, login)
+            final = click_through(browser, response, login, abort=abort)
             assert not isinstance(final, str)
             return _page(final).title.strip()
 
