@@ -22,12 +22,11 @@ from .errors import AuthFailed, ConfigError, missing
 from .tokenstore import TokenStore
 
 __all__ = [
+    "DEFAULT_SCOPES",
     "HINT",
-    "PRESETS",
     "AccessToken",
     "DeviceCode",
     "OAuthConfig",
-    "Preset",
     "SignIn",
     "access_token",
     "forget",
@@ -47,39 +46,18 @@ GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _MSAL_RESERVED = {"openid", "profile", "offline_access"}
 
 
-@dataclass(frozen=True)
-class Preset:
-    """What choosing a provider implies: its submission server and default scopes."""
-
-    host: str
-    port: int
-    security: str
-    scopes: str
-
-
-PRESETS: Mapping[str, Preset] = {
-    "microsoft": Preset("smtp.office365.com", 587, "starttls",
-                        "https://outlook.office.com/SMTP.Send offline_access"),
-    "google": Preset("smtp.gmail.com", 465, "tls", "https://mail.google.com/"),
+# Host, port and security of the two providers are presets of the settings (config.py).
+DEFAULT_SCOPES: Mapping[str, str] = {
+    "microsoft": "https://outlook.office.com/SMTP.Send offline_access",
+    "google": "https://mail.google.com/",
 }
 GENERIC_SCOPES = "openid email offline_access"
 
 
 def default_scopes(provider: str | None) -> str:
-    if provider is not None and provider in PRESETS:
-        return PRESETS[provider].scopes
-    return GENERIC_SCOPES if provider and provider != "command" else ""
-
-
-def check_provider(value: str) -> str:
-    """Validate an ``oauth2_provider`` value (a name, ``command`` or an issuer URL)."""
-    if value in ("microsoft", "google", "command"):
-        return value
-    if value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        return value.rstrip("/")
-    raise ConfigError(
-        f"oauth2_provider must be 'microsoft', 'google', 'command' or an OpenID Connect issuer "
-        f"URL (https://...), not {value!r}.")
+    if provider is not None and provider in DEFAULT_SCOPES:
+        return DEFAULT_SCOPES[provider]
+    return GENERIC_SCOPES if provider and provider not in ("command", "callable") else ""
 
 
 # -- what the rest of the package sees ---------------------------------------------------------
@@ -131,11 +109,17 @@ class SignIn:
             return "OAuth2 access tokens come from oauth2_token_command."
         if not self.signed_in:
             return f"Not signed in with OAuth2 ({self.provider}): {HINT}."
-        when = ""
-        if self.expires_at:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.expires_at))
-            when = f"; access token valid until {stamp}"
+        when = valid_until(self.expires_at)
         return f"Signed in with OAuth2 ({self.provider}) as {self.identity or 'unknown'}{when}."
+
+
+def valid_until(token: AccessToken | float | None) -> str:
+    """"; access token valid until 2026-12-01 10:00:00 UTC" (local time), or ''."""
+    expires_at = token.expires_at if isinstance(token, AccessToken) else token
+    if not expires_at:
+        return ""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(expires_at))
+    return f"; access token valid until {stamp}"
 
 
 @dataclass(frozen=True)
