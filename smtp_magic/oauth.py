@@ -93,6 +93,24 @@ class DeviceCode:
         return (f"To sign in, open {self.verification_uri} and enter the code {self.user_code} "
                 f"(valid for {max(1, self.expires_in // 60)} min).")
 
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        """The URL as a link and the code with a copy button (the code is short-lived and
+        single-use, not a secret: it only lets whoever enters it sign in to this app)."""
+        import html
+
+        url, code = html.escape(self.verification_uri), html.escape(self.user_code)
+        copy = ("navigator.clipboard.writeText(this.dataset.code);"
+                "this.textContent='Copied';setTimeout(()=>this.textContent='Copy code',1500)")
+        return (f"<div class='smtp-magic-device-code'>To sign in, open "
+                f"<a href='{url}' target='_blank' rel='noopener noreferrer'>{url}</a> and enter the "
+                f"code <code style='font-size:1.2em;font-weight:bold'>{code}</code> "
+                f"<button data-code='{code}' onclick=\"{copy}\">Copy code</button> "
+                f"<small>(valid for {max(1, self.expires_in // 60)} min; waiting for you to "
+                f"approve)</small></div>")
+
 
 @dataclass(frozen=True)
 class SignIn:
