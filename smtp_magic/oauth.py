@@ -9,6 +9,8 @@ OpenID Connect issuer (device authorization grant, RFC 8628). Refresh tokens are
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shlex
 import subprocess
 import threading
@@ -227,12 +229,55 @@ def decode_challenge(text: str) -> str:
     return ", ".join(parts)
 
 
+# -- keeping tokens out of the OAuth libraries' debug logs ------------------------------------
+# requests-oauthlib logs whole token responses at DEBUG, and others log request bodies. Every
+# token this module handles is registered here and masked in those libraries' log records.
+_SECRETS: set[str] = set()
+_LIBRARY_LOGGERS = ("requests_oauthlib", "oauthlib", "msal", "authlib", "google_auth_oauthlib",
+                    "google.auth", "google.oauth2", "urllib3", "requests")
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record: let logging report it
+            return True
+        masked = _TOKEN_FIELD.sub(r"\1********", text)
+        for secret in list(_SECRETS):
+            masked = masked.replace(secret, "********")
+        if masked != text:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_REDACT = _Redact()
+# Tokens by their field names too, for responses logged before this module has seen them:
+# JSON ("refresh_token": "x"), Python reprs ('access_token': 'x') and form bodies (code=x&...).
+_TOKEN_FIELD = re.compile(
+    r"""((?:access_token|refresh_token|id_token|device_code|code|client_secret|assertion)"""
+    r"""['"]?\s*[:=]\s*['"]?|Bearer\s+)([^'"&\s,}]+)""")
+
+
+def _keep_out_of_logs(*secrets: str | None) -> None:
+    """Register tokens to mask, and put the filter on every library logger that exists now
+    (a filter on a logger does not apply to its children, so each one gets it)."""
+    _SECRETS.update(s for s in secrets if s)
+    manager = logging.Logger.manager
+    for name in [*_LIBRARY_LOGGERS, *list(manager.loggerDict)]:
+        if name.startswith(_LIBRARY_LOGGERS):
+            logger = logging.getLogger(name)
+            if _REDACT not in logger.filters:
+                logger.addFilter(_REDACT)
+
+
 # -- the token cache of this process ----------------------------------------------------------
 _MEMORY: dict[tuple[str, str | None], AccessToken] = {}
 _MEMORY_LOCK = threading.Lock()
 
 
 def _remember(config: OAuthConfig, token: AccessToken) -> AccessToken:
+    _keep_out_of_logs(token.value)
     with _MEMORY_LOCK:
         _MEMORY[(config.key, config.username)] = token
     return token
@@ -365,17 +410,23 @@ def _backend(config: OAuthConfig) -> _Backend:
         raise ConfigError(
             f"oauth2_client_id is not set: register an app with {config.provider} and "
             "`%smtp_config --oauth2-client-id ID` (see the README, 'Microsoft 365 with OAuth2').")
+    backend: _Backend
     if config.kind == "microsoft":
-        return _Microsoft(config)
-    if config.kind == "google":
-        return _Google(config)
-    return _Issuer(config)
+        backend = _Microsoft(config)
+    elif config.kind == "google":
+        backend = _Google(config)
+    else:
+        backend = _Issuer(config)
+    _keep_out_of_logs()  # the libraries are imported now: filter their loggers
+    return backend
 
 
 class _Backend:
     def __init__(self, config: OAuthConfig):
         self.config = config
         self.store = config.token_store()
+        entry = self.store.get(config.key) or {}
+        _keep_out_of_logs(entry.get("refresh_token"))  # before any library sends it
 
     def silent(self, force: bool) -> AccessToken:
         raise NotImplementedError
@@ -434,6 +485,8 @@ class _Issuer(_Backend):
         claims = self._id_claims(result.get("id_token"))
         identity = (claims.get("email") or claims.get("preferred_username")
                     or claims.get("sub") or identity)
+        _keep_out_of_logs(result.get("access_token"), result.get("refresh_token"),
+                          result.get("id_token"))
         if result.get("refresh_token"):  # rotated refresh tokens replace the saved one
             self.store.put(self.config.key, {"refresh_token": result["refresh_token"],
                                              "identity": identity, "issuer": self.issuer})
@@ -558,12 +611,21 @@ class _Microsoft(_Backend):
         if entry and entry.get("msal_cache"):
             self.cache.deserialize(entry["msal_cache"])
         self.identity = (entry or {}).get("identity")
-        self.app = msal.PublicClientApplication(config.client_id, authority=authority,
-                                                token_cache=self.cache,
-                                                timeout=config.timeout)
+        try:  # MSAL reads the authority's metadata here already
+            self.app = msal.PublicClientApplication(
+                config.client_id, authority=authority, token_cache=self.cache,
+                timeout=config.timeout,
+                # A full authority URL is taken as given (no lookup at Microsoft first).
+                instance_discovery=not tenant.startswith("https://"))
+        except ValueError as exc:
+            raise ConfigError(f"oauth2_tenant: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # requests' connection errors and the like
+            raise _unreachable(config, exc) from exc
         self.scopes = [s for s in config.scopes if s not in _MSAL_RESERVED]
 
     def _save(self, identity: str | None) -> None:
+        for kind in ("RefreshToken", "AccessToken"):
+            _keep_out_of_logs(*(item.get("secret") for item in self.cache.search(kind)))
         if self.cache.has_state_changed or identity != self.identity:
             self.store.put(self.config.key, {"msal_cache": self.cache.serialize(),
                                              "identity": identity})
@@ -643,6 +705,8 @@ class _Google(_Backend):
 
         from google_auth_oauthlib.flow import InstalledAppFlow
 
+        _keep_out_of_logs()
+
         try:
             webbrowser.get()
         except webbrowser.Error:
@@ -666,6 +730,7 @@ class _Google(_Backend):
         return self._token(creds, self.config.username)
 
     def _token(self, creds: Any, identity: str | None) -> AccessToken:
+        _keep_out_of_logs(creds.token, creds.refresh_token)
         identity = identity or self.config.username
         id_token = getattr(creds, "id_token", None)
         if isinstance(id_token, str):

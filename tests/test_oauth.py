@@ -288,3 +288,49 @@ async def test_smtp_server_accepts_only_live_tokens_of_that_user(
                                    ("OAUTHBEARER", USER_EMAIL, True),
                                    ("XOAUTH2", "mallory@example.test", False),
                                    ("OAUTHBEARER", USER_EMAIL, False)]
+
+
+def test_no_token_in_debug_logs_of_any_library(
+        idp: IdentityProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Everything at DEBUG (requests-oauthlib logs whole token responses there): device flow,
+    refresh, sign-out, and Google's loopback flow; no token may reach a log record."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    cfg = config(idp)
+    first = oauth.login(cfg, User(idp))
+    refresh = TokenStore().get(cfg.key)["refresh_token"]  # type: ignore[index]
+    oauth.clear_memory()
+    second = oauth.access_token(cfg)
+    rotated = TokenStore().get(cfg.key)["refresh_token"]  # type: ignore[index]
+    oauth.forget(cfg)
+    test_google_loopback_flow_with_a_browser_on_this_machine(idp, tmp_path, monkeypatch)
+    google = json.loads(token_file().read_text())
+    secrets = {first.value, second.value, refresh, rotated,
+               *(e["refresh_token"] for e in google.values())}
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "requests_oauthlib" in {r.name.split(".")[0] for r in caplog.records}
+    leaked = [s[:6] for s in secrets if s in logged]
+    assert leaked == [], [line for line in logged.splitlines() if any(s in line for s in secrets)]
+
+
+def test_oauth_libraries_are_imported_only_when_oauth_is_used() -> None:
+    from test_render import _imported_after
+
+    libraries = {"msal", "authlib", "joserfc", "google_auth_oauthlib", "requests_oauthlib",
+                 "oauthlib", "keyring", "requests", "smtp_magic.oauth"}
+    code = ("import smtp_magic, smtp_magic.magics, smtp_magic.transport, smtp_magic.api\n"
+            "from smtp_magic.config import SmtpMagic\n"
+            "SmtpMagic().update({'oauth2_provider': 'microsoft', 'oauth2_client_id': 'x'})"
+            ".snapshot()")
+    assert _imported_after(code, libraries) == []
+    # The module itself is light too: the libraries come with the provider's backend.
+    assert _imported_after("import smtp_magic.oauth", libraries) == ["smtp_magic.oauth"]
+
+
+def test_microsoft_authority_unreachable_is_exit_3_not_a_traceback() -> None:
+    cfg = oauth.OAuthConfig(provider="microsoft", client_id="x", scopes=("s",),
+                            tenant="https://127.0.0.1:9/organizations", timeout=2)
+    with pytest.raises(AuthFailed, match="Cannot reach the OAuth2 authorization server"):
+        oauth.access_token(cfg)
