@@ -190,11 +190,13 @@ class SmtpMagic(Configurable):
     ).tag(config=True, metavar="SCOPES")
     oauth2_token_command = Unicode(
         None, allow_none=True,
-        help="A program whose standard output is an access token (like msmtp's passwordeval).",
+        help="A program whose standard output is an access token (like msmtp's passwordeval); "
+        "used instead of signing in when set.",
     ).tag(config=True, metavar="CMD")
     oauth2_token_provider = Callable(
         None, allow_none=True,
-        help="A Python callable returning an access token (Python API, ipython_config.py).",
+        help="A Python callable returning an access token (Python API, ipython_config.py); "
+        "used instead of signing in when set.",
     ).tag(config=True, option=False)
 
     @validate("port")

@@ -183,9 +183,11 @@ class OAuthConfig:
 
     @property
     def kind(self) -> str:
-        if self.token_provider is not None and self.provider in ("callable", "command", ""):
+        """Where tokens come from: a callable or a command when one is set (whatever the
+        provider, whose presets still apply), else the provider's sign-in."""
+        if self.token_provider is not None:
             return "callable"
-        if self.provider == "command" or (self.token_command and self.provider == "callable"):
+        if self.token_command or self.provider == "command":
             return "command"
         if self.provider in ("microsoft", "google"):
             return self.provider

@@ -118,6 +118,12 @@ def test_token_command_signs_in(oauth_server: CaptureServer, idp: IdentityProvid
                      "oauth2_token_command": f"{sys.executable} {script}"}, "via command")
     assert response.exitcode == 0, response.message
     assert oauth_server.wait_for(1)[0].subject == "via command"
+    # With a provider's presets, the command is still what gives the token.
+    response = send({"oauth2_provider": "google", "oauth2_token_command":
+                     f"{sys.executable} {script}", "host": oauth_server.host,
+                     "port": oauth_server.port, "security": "starttls",
+                     "username": USER_EMAIL}, "google preset, own command")
+    assert response.exitcode == 0, response.message
 
 
 def test_check_shows_identity_and_expiry_not_the_token(
