@@ -636,6 +636,7 @@ class _Microsoft(_Backend):
         if "access_token" not in result:
             error = result.get("error", "")
             if error in ("invalid_grant", "interaction_required"):
+                self.store.delete(self.config.key)  # useless now; --check must not claim it
                 raise _refused(self.config, error)
             text = (result.get("error_description") or error or "no token").splitlines()[0]
             raise AuthFailed(f"Microsoft did not issue a token: {text}.")

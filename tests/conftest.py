@@ -352,6 +352,25 @@ def idp() -> Iterator[Any]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def ms_idp(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same provider shaped like a Microsoft authority (HTTPS, ``/contoso/v2.0``), so that
+    MSAL itself can sign in against it; its certificate is issued by ``ca``."""
+    import idp as idp_module
+
+    reason = idp_module.unavailable_reason()
+    if reason:
+        _oidc_unavailable(reason)
+    folder = tmp_path_factory.mktemp("ms-idp")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    with idp_module.IdentityProvider(tls=(folder / "cert.pem", folder / "key.pem"),
+                                     ca=folder / "ca.pem", path="/contoso/v2.0") as server:
+        yield server
+
+
 @pytest.fixture
 def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No keyring backend, whatever the host has: sign-ins go to the 0600 file in tmp_data."""

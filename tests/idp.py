@@ -155,9 +155,14 @@ def _follow(session: requests.Session, response: requests.Response, stop_at: str
 class IdentityProvider:
     """node-oidc-provider on 127.0.0.1, started by :meth:`start` and stopped by :meth:`stop`."""
 
-    def __init__(self, *, access_ttl: int = 600, short_access_ttl: int = 2):
+    def __init__(self, *, access_ttl: int = 600, short_access_ttl: int = 2,
+                 tls: tuple[Path, Path] | None = None, ca: Path | None = None, path: str = ""):
+        """``tls`` (certificate and key PEM files, trusted through ``ca``) and ``path`` (e.g.
+        ``/contoso/v2.0``) shape the issuer like a Microsoft authority, as MSAL requires."""
         self.access_ttl = access_ttl
         self.short_access_ttl = short_access_ttl
+        self.tls, self.path = tls, path
+        self.verify: str | bool = str(ca) if ca else True
         self.issuer = ""
         self._proc: subprocess.Popen[str] | None = None
         self._log: list[str] = []
@@ -167,7 +172,10 @@ class IdentityProvider:
         if reason:
             raise Unavailable(reason)
         env = {**os.environ, "OIDC_PORT": "0", "OIDC_ACCESS_TTL": str(self.access_ttl),
-               "OIDC_SHORT_ACCESS_TTL": str(self.short_access_ttl), "NODE_ENV": "test"}
+               "OIDC_SHORT_ACCESS_TTL": str(self.short_access_ttl), "NODE_ENV": "test",
+               "OIDC_PATH": self.path}
+        if self.tls:
+            env.update(OIDC_TLS_CERT=str(self.tls[0]), OIDC_TLS_KEY=str(self.tls[1]))
         # stdin stays open: the server exits by itself when this process dies and it closes.
         self._proc = subprocess.Popen(["node", str(OIDC_DIR / "server.mjs")], cwd=OIDC_DIR,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -180,7 +188,7 @@ class IdentityProvider:
             raise RuntimeError("the OIDC server did not start:\n" + "".join(self._log))
         self.issuer = json.loads(line)["issuer"]
         self.metadata = requests.get(self.issuer + "/.well-known/openid-configuration",
-                                     timeout=10).json()
+                                     timeout=10, verify=self.verify).json()
         return self
 
     def _drain(self, stream: Any) -> None:
@@ -215,6 +223,7 @@ class IdentityProvider:
         """Open the verification page, type the user code, sign in, consent and confirm (or
         abort). Returns the final page's title ("Sign-in Success" when it worked)."""
         with requests.Session() as browser:
+            browser.verify = self.verify
             page = browser.get(verification_uri, timeout=10)
             form = next(f for f in _page(page).forms if f.method == "post")
             data = {**form.fields, "user_code": user_code}
@@ -233,6 +242,7 @@ class IdentityProvider:
 
         redirect = parse_qs(parsed.query)["redirect_uri"][0]
         with requests.Session() as browser:
+            browser.verify = self.verify
             first = browser.get(url, allow_redirects=False, timeout=10)
             response = _follow(browser, first, redirect)
             if isinstance(response, str):
@@ -244,7 +254,7 @@ class IdentityProvider:
     # -- acting as the resource server ----------------------------------------------------
     def introspect(self, token: str) -> dict[str, Any]:
         response = requests.post(self.metadata["introspection_endpoint"], data={"token": token},
-                                 auth=SERVER_CLIENT, timeout=10)
+                                 auth=SERVER_CLIENT, timeout=10, verify=self.verify)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -257,7 +267,8 @@ class IdentityProvider:
 
     def revoke(self, token: str, client_id: str = CLIENT_ID) -> None:
         response = requests.post(self.metadata["revocation_endpoint"],
-                                 data={"token": token, "client_id": client_id}, timeout=10)
+                                 data={"token": token, "client_id": client_id}, timeout=10,
+                                 verify=self.verify)
         response.raise_for_status()
 
 

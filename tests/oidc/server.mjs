@@ -5,6 +5,10 @@
 // (any login name, any password), which the tests fill in over HTTP as a user would.
 //
 // Prints one JSON line {"issuer": ...} once listening; exits when stdin closes (its parent died).
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.OIDC_PORT || 0);
@@ -41,12 +45,14 @@ const configuration = {
       redirect_uris: [],
     },
   ],
-  scopes: ['openid', 'offline_access', 'email', 'smtp'],
-  claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'smtp'],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['preferred_username'] },
+  // The ID token carries the scopes' claims (MSAL reads the account's username from it).
+  conformIdTokenClaims: false,
   async findAccount(ctx, sub) {
     return {
       accountId: sub,
-      async claims() { return { sub, email: sub, email_verified: true }; },
+      async claims() { return { sub, email: sub, email_verified: true, preferred_username: sub }; },
     };
   },
   features: {
@@ -76,14 +82,18 @@ const configuration = {
   },
 };
 
+// HTTPS (OIDC_TLS_CERT/OIDC_TLS_KEY, PEM files) and a path prefix (OIDC_PATH, e.g. "/tenant/v2.0")
+// make it look like Microsoft's authorities, which MSAL insists on.
+const tls = process.env.OIDC_TLS_CERT
+  ? { cert: readFileSync(process.env.OIDC_TLS_CERT), key: readFileSync(process.env.OIDC_TLS_KEY) }
+  : null;
+const prefix = (process.env.OIDC_PATH || '').replace(/\/$/, '');
 const server = await new Promise((resolve) => {
   // Bind first to learn the port, then build the provider with the final issuer URL.
-  import('node:http').then(({ createServer }) => {
-    const s = createServer();
-    s.listen(port, '127.0.0.1', () => resolve(s));
-  });
+  const s = tls ? createHttpsServer(tls) : createServer();
+  s.listen(port, '127.0.0.1', () => resolve(s));
 });
-const issuer = `http://127.0.0.1:${server.address().port}`;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}${prefix}`;
 const provider = new Provider(issuer, configuration);
 // RFC 8628 lets the server choose the polling interval (5 s when it says nothing); 1 s keeps the
 // tests quick. oidc-provider has no setting for it, so it is added to its response here.
@@ -94,7 +104,16 @@ provider.use(async (ctx, next) => {
   }
 });
 provider.on('server_error', (ctx, err) => { console.error('server_error', err); });
-server.on('request', provider.callback());
+const callback = provider.callback();
+server.on('request', (req, res) => {
+  if (prefix) {
+    // Mounted under the prefix, as express's app.use(prefix, ...) would do it.
+    if (!req.url.startsWith(prefix)) { res.statusCode = 404; res.end(); return; }
+    req.originalUrl = req.url;
+    req.url = req.url.slice(prefix.length) || '/';
+  }
+  callback(req, res);
+});
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 
 process.stdin.resume();
