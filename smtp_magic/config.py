@@ -191,7 +191,7 @@ class SmtpMagic(Configurable):
     oauth2_token_command = Unicode(
         None, allow_none=True,
         help="A program whose standard output is an access token (like msmtp's passwordeval); "
-        "used instead of signing in when set.",
+        "used instead of signing in when set. Setting it also sets auth to oauth2.",
     ).tag(config=True, metavar="CMD")
     oauth2_token_provider = Callable(
         None, allow_none=True,
@@ -321,11 +321,13 @@ OAUTH2_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> None:
+    """Giving a provider, a token command or a token callable means signing in with OAuth2."""
+    implied = ("oauth2_provider", "oauth2_token_command", "oauth2_token_provider")
+    if "auth" not in given and any(key in given and getattr(staged, key) for key in implied):
+        staged.auth = "oauth2"
     provider = staged.oauth2_provider
     if "oauth2_provider" not in given or not provider:
         return
-    if "auth" not in given:
-        staged.auth = "oauth2"
     traits = SmtpMagic.class_traits()
     for key, value in OAUTH2_PRESETS.get(provider, {}).items():
         if key not in given and getattr(staged, key) == traits[key].default():

@@ -141,3 +141,53 @@ def test_check_shows_identity_and_expiry_not_the_token(
     assert f"signed in with OAuth2 (XOAUTH2) as {USER_EMAIL}" in out.out
     assert "valid until" in out.out
     assert token.value not in out.out + out.err
+
+
+def test_refused_token_message_carries_the_decoded_challenge(
+        oauth_server: CaptureServer, client_ssl_env: Path, tmp_path: Path) -> None:
+    import sys
+
+    script = tmp_path / "bogus.py"
+    script.write_text("print('not-a-valid-token-at-all')\n")
+    response = send({"host": oauth_server.host, "port": oauth_server.port,
+                     "security": "starttls", "username": USER_EMAIL,
+                     "oauth2_token_command": f"{sys.executable} {script}"}, "bogus")
+    assert response.exitcode == 3
+    assert "refused the OAuth2 token for 'analyst@example.test': 535 5.7.8" in response.message
+    assert "(the server said: status 401, schemes bearer, scope smtp)" in response.message
+    assert "not-a-valid-token-at-all" not in response.message
+    # Tried twice: the command was run again for a fresh token after the first 535.
+    assert [ok for _, _, ok in oauth_server.logins] == [False, False]
+
+
+class RefusingServer(CaptureServer):
+    """Refuses every password login with one scripted reply (the providers' well-known ones)."""
+
+    reply = "535 5.7.8 no"
+
+    def _authenticate(self, *args: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        return AuthResult(success=False, handled=False, message=self.reply)
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("535 5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+     "--oauth2-provider microsoft"),
+    ("550 5.7.30 Basic authentication is not supported for Client Submission.",
+     "--oauth2-provider microsoft"),
+    ("534 5.7.9 Application-specific password required.", "app password"),
+])
+def test_provider_guidance_for_refused_password_logins(
+        reply: str, expected: str, tmp_path: Path, server_tls: Any, client_ssl_env: Path
+        ) -> None:
+    server = RefusingServer(tmp_path / "refusing", tls="starttls", ssl_context=server_tls,
+                            users={"me@example.test": "pw"}, require_auth=True)
+    server.reply = reply
+    with server:
+        response = smtp_magic.send("a@example.test", "s", "b", config={
+            "host": server.host, "port": server.port, "security": "starttls",
+            "username": "me@example.test", "password": "pw"})
+    assert response.exitcode == 3
+    assert reply.split(".")[0] in response.message and expected in response.message
+    assert "README" in response.message and "\n" not in response.message
