@@ -203,6 +203,15 @@ class OAuthConfig:
     def token_store(self) -> TokenStore:
         return self.store if self.store is not None else TokenStore()
 
+    def validate(self) -> OAuthConfig:
+        """Raise ConfigError (exit 1) for settings that can never sign in; before connecting."""
+        if self.kind in ("microsoft", "google", "issuer") and not self.client_id:
+            raise ConfigError(
+                f"oauth2_client_id is not set: register an app with {self.provider} and "
+                "`%smtp_config --oauth2-client-id ID` (see the README, 'Microsoft 365 with "
+                "OAuth2').")
+        return self
+
 
 # -- SASL -------------------------------------------------------------------------------------
 def sasl_xoauth2(user: str, token: str) -> bytes:
@@ -408,10 +417,7 @@ def _from_callable(config: OAuthConfig) -> AccessToken:
 
 # -- providers --------------------------------------------------------------------------------
 def _backend(config: OAuthConfig) -> _Backend:
-    if not config.client_id:
-        raise ConfigError(
-            f"oauth2_client_id is not set: register an app with {config.provider} and "
-            "`%smtp_config --oauth2-client-id ID` (see the README, 'Microsoft 365 with OAuth2').")
+    config.validate()
     backend: _Backend
     if config.kind == "microsoft":
         backend = _Microsoft(config)

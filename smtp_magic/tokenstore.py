@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .errors import AuthFailed
+
 __all__ = ["KEYRING_SERVICE", "TokenStore", "default_store", "token_file"]
 
 KEYRING_SERVICE = "smtp-magic-oauth2"
@@ -75,14 +77,16 @@ class TokenStore:
     # -- entries ------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
         if self._keyring is not None:
-            raw = self._keyring.get_password(KEYRING_SERVICE, key)
+            with self._keyring_errors():
+                raw = self._keyring.get_password(KEYRING_SERVICE, key)
             return _loads(raw)
         with _LOCK:
             return self._read_file().get(key)
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         if self._keyring is not None:
-            self._keyring.set_password(KEYRING_SERVICE, key, json.dumps(entry))
+            with self._keyring_errors():
+                self._keyring.set_password(KEYRING_SERVICE, key, json.dumps(entry))
             return
         with _LOCK:
             entries = self._read_file()
@@ -97,7 +101,8 @@ class TokenStore:
             except ImportError:  # pragma: no cover - keyring is there when _keyring is set
                 return False
             try:
-                self._keyring.delete_password(KEYRING_SERVICE, key)
+                with self._keyring_errors():
+                    self._keyring.delete_password(KEYRING_SERVICE, key)
             except PasswordDeleteError:
                 return False
             return True
@@ -107,6 +112,22 @@ class TokenStore:
             if found:
                 self._write_file(entries)
             return found
+
+    @contextlib.contextmanager
+    def _keyring_errors(self) -> Any:
+        """A locked or broken keyring (e.g. Secret Service in a cron job) is exit 3, said
+        plainly, not a traceback."""
+        from keyring.errors import KeyringError, PasswordDeleteError
+
+        try:
+            yield
+        except PasswordDeleteError:
+            raise
+        except (KeyringError, OSError) as exc:
+            raise AuthFailed(f"The system keyring could not be used for the OAuth2 sign-in "
+                             f"({type(exc).__name__}: {exc}); unlock it, or set "
+                             "PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring to keep "
+                             "sign-ins in a private file instead.") from exc
 
     # -- the file fallback --------------------------------------------------------------------
     def _read_file(self) -> dict[str, Any]:

@@ -515,6 +515,10 @@ class Session:
         import aiosmtplib
 
         s = self.settings
+        if s.auth == "oauth2":  # settings that can never sign in: exit 1, before connecting
+            from .oauth import OAuthConfig
+
+            OAuthConfig.from_settings(s).validate()
         smtp = aiosmtplib.SMTP(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
             tls_context=tls_context(s) if s.security != "none" else None,

@@ -334,3 +334,35 @@ def test_microsoft_authority_unreachable_is_exit_3_not_a_traceback() -> None:
                             tenant="https://127.0.0.1:9/organizations", timeout=2)
     with pytest.raises(AuthFailed, match="Cannot reach the OAuth2 authorization server"):
         oauth.access_token(cfg)
+
+
+def test_missing_client_id_is_exit_1_before_any_connection(refused_port: int) -> None:
+    import smtp_magic
+
+    response = smtp_magic.send("a@example.test", "s", "b", config={
+        "host": "127.0.0.1", "port": refused_port, "security": "tls",
+        "oauth2_provider": "microsoft", "username": "me@example.test"})
+    assert response.exitcode == 1  # not 2: the refused port was never tried
+    assert "oauth2_client_id is not set" in response.message
+
+
+def test_locked_keyring_is_exit_3_said_plainly(idp: IdentityProvider) -> None:
+    import keyring
+    from keyring.backend import KeyringBackend
+    from keyring.errors import KeyringLocked
+
+    class Locked(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+
+        def get_password(self, service: str, username: str) -> str | None:
+            raise KeyringLocked("the collection is locked")
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            raise KeyringLocked("the collection is locked")
+
+        def delete_password(self, service: str, username: str) -> None:
+            raise KeyringLocked("the collection is locked")
+
+    keyring.set_keyring(Locked())
+    with pytest.raises(AuthFailed, match="system keyring could not be used.*KeyringLocked"):
+        oauth.access_token(config(idp))
