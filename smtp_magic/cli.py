@@ -59,9 +59,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .api import check
+    from .api import check, oauth2_login, oauth2_logout
 
     try:
+        if args.oauth2_logout:
+            found = oauth2_logout(args.config)
+            print("Signed out: the saved OAuth2 sign-in was removed." if found
+                  else "There was no saved OAuth2 sign-in.")
+            return 0
+        if args.oauth2_login:
+            print(oauth2_login(args.config).describe(), flush=True)
         report = check(args.config)
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
@@ -143,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="connect, negotiate TLS and log in; send nothing")
     p.add_argument("--config", default=None, metavar="CONN.json")
+    p.add_argument("--oauth2-login", action="store_true",
+                   help="sign in with OAuth2 first (shows a URL and a code to enter there)")
+    p.add_argument("--oauth2-logout", action="store_true",
+                   help="forget the saved OAuth2 sign-in, then stop")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("outbox", help="list, retry or clear undelivered messages")
