@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import traitlets
 
 from . import api
+from ._kinds import PANDAS, kind_of
 from .attachments import is_single_spec, resolve
 from .compose import parse_address
 from .config import MB, SmtpMagic, current
@@ -25,12 +26,8 @@ from .preview import preview_html
 
 __all__ = ["ComposeForm", "attachable_variables", "compose"]
 
-# Notebook values offered as attachments, matched by (top-level package, class name) along the
-# MRO so that neither pandas nor matplotlib is imported just to look.
-_ATTACHABLE = {
-    ("pandas", "DataFrame"), ("pandas", "Series"), ("pandas", "Styler"),
-    ("matplotlib", "Figure"),
-}
+# Notebook values offered as attachments (kinds by class name: nothing is imported to look).
+_ATTACHABLE = PANDAS | {"Figure"}
 _CONTENT_TYPES = (
     ("HTML", "text/html"), ("Plain text", "text/plain"), ("Markdown", "text/markdown"),
 )
@@ -45,14 +42,8 @@ _LABEL = {"description_width": "84px"}
 
 
 def _kind(obj: Any) -> str | None:
-    try:
-        mro = type(obj).__mro__
-    except AttributeError:
-        return None
-    for cls in mro:
-        if (cls.__module__.partition(".")[0], cls.__name__) in _ATTACHABLE:
-            return cls.__name__
-    return None
+    kind = kind_of(obj)
+    return kind if kind in _ATTACHABLE else None
 
 
 def _describe(obj: Any, kind: str) -> str:
