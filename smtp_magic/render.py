@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _budget, _charts, _layout, _sanitize, _tables
 from ._kinds import CHARTS, FIGURES, PANDAS, kind_of, title_of
 from ._layout import email_document
+from ._names import UniqueNames
 from .errors import InvalidRequest, missing
 from .models import Attachment, InlineImage
 
@@ -108,7 +109,7 @@ class _Options:
     name: str | None = None  # the variable name, for file names of images and attachments
     title: str | None = None  # a figure's or chart's title: alt text and image file name
     label: str | None = None  # how messages name the object, e.g. "output 2 of the cell"
-    names: _UniqueNames | None = None  # file names already used in this message
+    names: UniqueNames | None = None  # file names already used in this message
 
     @property
     def who(self) -> str:
@@ -137,7 +138,7 @@ def render_object(
         max_rows=DEFAULT_MAX_ROWS if max_rows is None else max_rows,
         name=name,
         title=title_of(obj) or None,
-        names=_UniqueNames(),
+        names=UniqueNames(),
     )
     return _render(obj, opts)
 
@@ -170,7 +171,7 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
     stderr (warnings included) is marked as such.
     """
     room = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-    names = _UniqueNames()
+    names = UniqueNames()
     parts = []
     for number, output in enumerate(_merge_streams(outputs), 1):
         if output.kind == "stream":
@@ -233,7 +234,7 @@ def email_body(
         room = limit - (_tables.utf8_size(document) - size)
     else:
         room = limit - 6_000
-    names = _UniqueNames()
+    names = UniqueNames()
     for att in rendered.attachments:
         names.unique(att.filename)
     filename = names.unique(f"{_slug(title or '') or 'message'}.html")
@@ -851,7 +852,7 @@ def _terminal_text(text: str) -> str:
     return "\n".join(next((s for s in reversed(line.split("\r")) if s), "") for line in lines)
 
 
-def _render_stream(output: Output, max_bytes: int, names: _UniqueNames) -> Rendered:
+def _render_stream(output: Output, max_bytes: int, names: UniqueNames) -> Rendered:
     text = _terminal_text(output.text).rstrip("\n")
     if not text.strip():
         return Rendered("")
@@ -1084,7 +1085,7 @@ class _Inserter:
         self._max_rows = max_rows
         self._text = text  # the body was typed as text: a long string keeps its line breaks
         self._tokens: dict[int, tuple[str, Any]] = {}  # id -> (placeholder, object kept alive)
-        self._names = _UniqueNames()
+        self._names = UniqueNames()
         # Letters and digits only, so Markdown and the sanitiser leave the placeholder alone.
         self._salt = "smtpmagic" + secrets.token_hex(6)
 
@@ -1154,20 +1155,7 @@ def _budgeted(value: Any) -> bool:
     return isinstance(value, str) or kind_of(value) in PANDAS
 
 
-class _UniqueNames:
-    """File names for one message: a second ``df.csv`` becomes ``df-2.csv``."""
 
-    def __init__(self) -> None:
-        self._used: set[str] = set()
-
-    def unique(self, filename: str) -> str:
-        stem, ext = os.path.splitext(filename)
-        candidate, n = filename, 1
-        while candidate.lower() in self._used:
-            n += 1
-            candidate = f"{stem}-{n}{ext}"
-        self._used.add(candidate.lower())
-        return candidate
 
 
 def _cells(value: Any) -> int:
