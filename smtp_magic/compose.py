@@ -16,6 +16,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from ._names import unique_attachments
+from ._sanitize import clean_document
 from .config import MB, ConnectionSettings
 from .errors import InvalidRequest
 from .models import Attachment, SendRequest
@@ -235,6 +236,9 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
         body = request.body or ""
         if not isinstance(body, str):
             raise InvalidRequest(f"The body must be text, not {type(body).__name__}.")
+        safe = clean_document(body)  # no script, event handler or script URL leaves the machine
+        if safe is not body:
+            request, body = request.replace(body=safe), safe
         # An HTML body always travels with a plain-text alternative, for text-only clients.
         text = request.text if request.text is not None else _text_alternative(body)
 

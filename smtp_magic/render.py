@@ -37,6 +37,7 @@ __all__ = [
     "attachment_from_object",
     "email_body",
     "email_document",
+    "fit_html_body",
     "is_plain_text",
     "markdown_to_html",
     "outputs_from_captured",
@@ -94,6 +95,7 @@ class Output:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     title: str = ""
     variable: str = ""
+    source: Any = field(default=None, repr=False, compare=False)  # the displayed object
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Output:
@@ -183,7 +185,11 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
                      else f"output {number} of the cell")
             opts = _Options(max_bytes=max(room, _MIN_OBJECT_BYTES), name=output.variable or None,
                             title=output.title or None, label=label, names=names)
-            part = _render_bundle(output.data, output.metadata, opts)
+            data = {mime: _joined(value) for mime, value in output.data.items()}
+            if kind_of(output.source) in CHARTS and _needs_javascript(data):
+                part = _render_chart(output.source, opts)  # the object is here: export it
+            else:
+                part = _render_bundle(data, output.metadata, opts)
         room -= _tables.utf8_size(part.html)
         parts.append(part)
     return _concat(parts)
@@ -944,6 +950,22 @@ def text_to_html(text: str) -> str:
     )
 
 
+def fit_html_body(body: str, title: str | None = None) -> Rendered | None:
+    """An HTML body given as is (API, CLI) made ready to send, or None if it already is.
+
+    A body without any markup was typed as text: it is laid out as paragraphs (line breaks
+    kept, ``<``/``&`` shown as typed) in the email layout. A body over the size budget is cut
+    by :func:`email_body`, with the whole attached.
+    """
+    if not body.strip():
+        return None
+    if is_plain_text(body):
+        return email_body(Rendered(text_to_html(_html.escape(body, quote=False))), title=title)
+    if _tables.utf8_size(body) > DEFAULT_MAX_BYTES:
+        return email_body(Rendered(body), title=title)
+    return None
+
+
 def render_template(
     source: str,
     namespace: Mapping[str, Any],
@@ -986,6 +1008,9 @@ def render_template(
 
 
 def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]) -> str:
+    if not any(mark in source for mark in ("{{", "{%", "{#")):
+        # Nothing to fill in (what Jinja would give back, without needing it installed).
+        return _html.escape(source, quote=False) if kind == "text" else source
     jinja2 = _jinja()
     try:
         template = _compile(source, kind)

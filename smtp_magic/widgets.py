@@ -192,6 +192,7 @@ class ComposeForm(widgets.VBox):
         self._sending = False
         self._future: concurrent.futures.Future[Any] | None = None
         self.last_response: Response | None = None
+        self.notes: tuple[str, ...] = ()  # what the last message's rendering fell back on
         self.last_report: list[str] | None = None
 
         # -- the message ------------------------------------------------------------------
@@ -389,12 +390,21 @@ class ComposeForm(widgets.VBox):
         for item in items:
             if item.problem:
                 raise InvalidRequest(item.problem)
-        return SendRequest(
-            to=to, cc=as_address_list(self.cc.value), bcc=as_address_list(self.bcc.value),
-            subject=self.subject.value, body=self.body.value,
-            sender=self.sender.value.strip() or None, content_type=self.content_type.value,
-            attachments=tuple(i.attachment for i in items if i.attachment is not None),
-        )
+        attachments = tuple(i.attachment for i in items if i.attachment is not None)
+        common: dict[str, Any] = {
+            "to": to, "cc": as_address_list(self.cc.value), "bcc": as_address_list(self.bcc.value),
+            "subject": self.subject.value, "sender": self.sender.value.strip() or None}
+        # The body is a template, rendered and laid out exactly as a %%smtp_send cell's.
+        from .render import email_body, render_template
+
+        rendered = render_template(self.body.value, self._ns(), self.content_type.value)
+        self.notes = rendered.warnings
+        if self.content_type.value == "text/plain":
+            return SendRequest(**common, body=rendered.text or "", content_type="text/plain",
+                               attachments=attachments)
+        body = email_body(rendered, title=self.subject.value)
+        return SendRequest(**common, body=body.html, content_type="text/html",
+                           inline_images=body.images, attachments=(*body.attachments, *attachments))
 
     @property
     def sending(self) -> bool:
@@ -752,7 +762,8 @@ class ComposeForm(widgets.VBox):
                 n = len(response.accepted)
                 self._set_status("ok", f"Sent \u201c{subject}\u201d to {n} recipient"
                                  f"{'s' if n != 1 else ''} in {response.elapsed:.2f} s "
-                                 f"\u2014 Message-ID {response.message_id}")
+                                 f"\u2014 Message-ID {response.message_id}"
+                                 + "".join(f"; note: {note}" for note in self.notes))
             else:
                 self._set_status("error", f"Not sent (exit {response.exitcode}): "
                                  f"{response.message}")

@@ -389,8 +389,9 @@ def test_unsupported_content_type() -> None:
 
 def test_missing_jinja_is_actionable(no_module: Any) -> None:
     no_module("jinja2")
+    assert render_template("<p>nothing to fill in</p>", {}).html == "<p>nothing to fill in</p>"
     with pytest.raises(MissingDependency) as info:
-        render_template("x", {})
+        render_template("{{ x }}", {"x": 1})
     assert str(info.value) == "Templating a cell needs jinja2: pip install 'smtp-magic[all]'."
 
 
