@@ -50,6 +50,9 @@ __all__ = [
 # Gmail clips an HTML part over 102 KB. The part is sent quoted-printable, which adds about 7 %
 # to markup like ours, and the page layout adds ~3 KB: 90 KB of rendered HTML stays under.
 DEFAULT_MAX_BYTES = 90_000
+# What the page layout and the inlined CSS add around a body: the budget of a template's or a
+# captured cell's content is what is left, so that the whole document fits DEFAULT_MAX_BYTES.
+_LAYOUT_ROOM = 6_000
 DEFAULT_MAX_ROWS = 200
 # However crowded a template, each table may show a header and a few rows.
 _MIN_OBJECT_BYTES = 2_000
@@ -172,7 +175,7 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
     A stream too long for the size budget shows its first lines and is attached in full;
     stderr (warnings included) is marked as such.
     """
-    room = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    room = DEFAULT_MAX_BYTES - _LAYOUT_ROOM if max_bytes is None else max_bytes
     names = UniqueNames()
     parts = []
     for number, output in enumerate(_merge_streams(outputs), 1):
@@ -183,16 +186,31 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
         else:
             label = (f"variable {output.variable!r}" if output.variable
                      else f"output {number} of the cell")
-            opts = _Options(max_bytes=max(room, _MIN_OBJECT_BYTES), name=output.variable or None,
+            # A figure's title says more than the loop variable it was drawn with.
+            opts = _Options(max_bytes=max(room, _MIN_OBJECT_BYTES),
+                            name=None if output.title else output.variable or None,
                             title=output.title or None, label=label, names=names)
             data = {mime: _joined(value) for mime, value in output.data.items()}
-            if kind_of(output.source) in CHARTS and _needs_javascript(data):
-                part = _render_chart(output.source, opts)  # the object is here: export it
+            if _from_source(output.source, data):
+                part = _render(output.source, opts)  # the object is here: render it ourselves
             else:
                 part = _render_bundle(data, output.metadata, opts)
         room -= _tables.utf8_size(part.html)
         parts.append(part)
     return _concat(parts)
+
+
+def _from_source(source: Any, data: Mapping[str, Any]) -> bool:
+    """Whether a captured output is better rendered from its object than from its bundle: a
+    chart drawn by JavaScript, or a figure or table the front end got only as text."""
+    kind = kind_of(source)
+    if kind in CHARTS:
+        return _needs_javascript(data)
+    if kind in FIGURES:
+        return not any(mime in data for mime in _IMAGE_TYPES)
+    if kind in PANDAS:
+        return "text/html" not in data
+    return False
 
 
 def outputs_from_captured(captured: CapturedIO) -> list[Output]:
@@ -405,13 +423,15 @@ def _render_scripted(
     for mime, value in data.items():
         match = _VEGA.fullmatch(mime)
         if match:
+            opts = replace(opts, title=opts.title or _vega_title(value) or None)
             png = _charts.vega_png(value, opts.who, vega_lite=match.group(1) == "vegalite")
             return _image(png, "png", {"scale": _charts.SCALE}, opts,
-                          alt=opts.title or _vega_title(value) or opts.name or "Chart")
+                          alt=opts.title or opts.name or "Chart")
     if _PLOTLY in data:
+        opts = replace(opts, title=opts.title or _plotly_title(data[_PLOTLY]) or None)
         png = _charts.plotly_png(data[_PLOTLY], opts.who)
         return _image(png, "png", {"scale": _charts.SCALE}, opts,
-                      alt=opts.title or _plotly_title(data[_PLOTLY]) or opts.name or "Chart")
+                      alt=opts.title or opts.name or "Chart")
     if "image/svg+xml" in data:
         return _render_svg(data["image/svg+xml"], _meta(metadata, "image/svg+xml"), opts)
     if any(mime.startswith("application/vnd.bokehjs") for mime in data):
@@ -1004,7 +1024,7 @@ def render_template(
         text = markdown_to_html(text)
     elif kind == "text":
         text = text_to_html(text)
-    return inserter.finish(text, max_bytes or DEFAULT_MAX_BYTES)
+    return inserter.finish(text, max_bytes or DEFAULT_MAX_BYTES - _LAYOUT_ROOM)
 
 
 def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]) -> str:
