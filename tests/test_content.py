@@ -301,8 +301,7 @@ def test_a_frame_with_one_400_kb_cell(ip: TestingShell, to_server: CaptureServer
 
 def test_a_long_pre_in_the_template(ip: TestingShell, to_server: CaptureServer) -> None:
     lines = "".join(f"line {i} &lt;ok&gt;\n" for i in range(30_000))
-    ip.user_ns["_ignored"] = None
-    html, text, size, atts = budget_case(
+    html, _text, size, atts = budget_case(
         ip, to_server, f"%%smtp_send --to a@example.test --subject pre\n<h2>Dump</h2><pre>{lines}"
                        "</pre><p>The end.</p>")
     assert top_note(html).startswith("This message is longer than email programs show")
@@ -449,7 +448,7 @@ def test_hostile_object_html_arrives_inert(ip: TestingShell, to_server: CaptureS
                 "<p onclick=\"mine()\">Mine <a href='javascript:void(0)'>x</a> "
                 "<img src='https://example.org/logo.png' alt='logo'></p>{{ obj }}{{ styled }}")
     msg = arrived(to_server)[0]
-    html, text, _ = parts(msg)
+    html, _text, _ = parts(msg)
     lowered = html.lower()
     for gone in ("<script", "onclick", "onmouseover", "onerror", "onload", "javascript:",
                  "<iframe", "tracker.example", "evil.example", "<form", "<input", "<svg",
