@@ -887,7 +887,7 @@ def _render_stream(output: Output, max_bytes: int, names: UniqueNames) -> Render
     block = _text_block(text, opts, _STDERR_STYLE if stderr else "")
     if not stderr:
         return block
-    label = "\u26a0 Warning" if _WARNING.search(text) else "\u26a0 stderr"
+    label = "\u26a0 stderr" + (" (with warnings)" if _WARNING.search(text) else "")
     return replace(block, html=f'<p style="{_STDERR_LABEL}">{label}</p>\n{block.html}')
 
 
