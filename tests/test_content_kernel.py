@@ -72,7 +72,7 @@ def html_of(msg: Any) -> str:
 
 
 def test_capture_mails_the_final_state_with_stderr_and_warnings_marked(run: Any) -> None:
-    nb, messages = run
+    _, messages = run
     html = html_of(messages["Live"])
     for stale in ("step 0", "step 2", "starting", "pending"):
         assert stale not in html, stale
