@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _shortcuts
 from .config import ConnectionSettings
 from .errors import (
     AuthFailed,
@@ -25,6 +26,8 @@ from .errors import (
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
     import aiosmtplib
+
+    from ._pipeline import Channel, Trace
 
 
 class Envelope(Protocol):
@@ -209,121 +212,6 @@ def _payload(data: Data) -> Iterator[bytes]:
     return data_chunks(data.chunks())
 
 
-def _parse_reply(buffer: bytearray) -> tuple[int, str] | None:
-    """Take one complete (possibly multi-line) reply off the front of ``buffer``."""
-    offset, code, lines = 0, -1, []
-    while True:
-        end = buffer.find(b"\n", offset)
-        if end == -1:
-            return None
-        line = bytes(buffer[offset:end + 1])
-        offset = end + 1
-        try:
-            code = int(line[:3])
-        except ValueError:
-            raise ValueError(f"malformed SMTP reply line {line[:80]!r}") from None
-        lines.append(line[4:].strip(b" \t\r\n"))
-        if line[3:4] != b"-":
-            del buffer[:offset]
-            return code, b"\n".join(lines).decode("utf-8", "surrogateescape")
-
-
-_pipelining_class: type | None = None
-
-
-def _extended(protocol: Any) -> Any:
-    """aiosmtplib's protocol, given a collector for several replies to commands written at once.
-
-    aiosmtplib parses one reply per ``read_response`` and drops bytes that arrive while a parsed
-    reply waits to be picked up, so it cannot read pipelined replies (RFC 2920). The subclass
-    only changes how bytes are consumed while ``exchange`` waits; otherwise aiosmtplib's own
-    code runs unchanged. The class is swapped on the connected protocol because aiosmtplib
-    builds it inside ``SMTP.connect`` with no hook.
-    """
-    global _pipelining_class
-    if _pipelining_class is None:
-        from aiosmtplib import SMTPReadTimeoutError, SMTPResponseException, SMTPServerDisconnected
-        from aiosmtplib.protocol import SMTPProtocol
-        from aiosmtplib.response import SMTPResponse
-
-        class PipeliningProtocol(SMTPProtocol):  # type: ignore[misc]
-            _wanted = 0
-            _waiter: asyncio.Future[None] | None = None
-            _inbox: bytearray
-            _replies: list[Any]
-
-            def data_received(self, data: bytes) -> None:
-                if not self._wanted:
-                    super().data_received(data)
-                    return
-                self._inbox.extend(data)
-                try:
-                    while len(self._replies) < self._wanted:
-                        reply = _parse_reply(self._inbox)
-                        if reply is None:
-                            break
-                        self._replies.append(SMTPResponse(*reply))
-                except ValueError as exc:
-                    self._fail(SMTPResponseException(-1, str(exc)))
-                    return
-                if len(self._inbox) > 65536:
-                    self._fail(SMTPResponseException(-1, "Response too long"))
-                elif len(self._replies) >= self._wanted:
-                    self._wake()
-
-            def _wake(self) -> None:
-                if self._waiter is not None and not self._waiter.done():
-                    self._waiter.set_result(None)
-
-            def _fail(self, exc: BaseException) -> None:
-                if self._waiter is not None and not self._waiter.done():
-                    self._waiter.set_exception(exc)
-                    self._waiter.exception()  # retrieved even if nobody awaits it
-
-            def eof_received(self) -> bool:
-                self._fail(SMTPServerDisconnected("Unexpected EOF received"))
-                return bool(super().eof_received())
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                self._fail(SMTPServerDisconnected("Connection lost"))
-                super().connection_lost(exc)
-
-            async def exchange(
-                self, chunks: Iterable[bytes], replies: int, timeout: float | None
-            ) -> list[Any]:
-                """Write ``chunks`` (commands and/or payload), then read ``replies`` replies."""
-                if self.transport is None or self.transport.is_closing():
-                    raise SMTPServerDisconnected("Connection lost")
-                waiter = self._loop.create_future()
-                self._inbox, self._replies = bytearray(), []
-                self._waiter, self._wanted = waiter, replies
-                timer = None
-                try:
-                    for chunk in chunks:
-                        self.write(chunk)
-                        if self._paused:  # flow control: keep at most a chunk buffered
-                            await self._drain_helper()
-                    if not waiter.done():
-                        if timeout is not None:
-                            timer = self._loop.call_later(
-                                timeout, self._fail,
-                                SMTPReadTimeoutError("Timed out waiting for server response"),
-                            )
-                        await waiter
-                    else:
-                        waiter.result()
-                    return self._replies
-                finally:
-                    if timer is not None:
-                        timer.cancel()
-                    self._wanted, self._waiter = 0, None
-
-        _pipelining_class = PipeliningProtocol
-    if protocol is not None and type(protocol) is not _pipelining_class:
-        protocol.__class__ = _pipelining_class
-    return protocol
-
-
 def _address(address: str, smtputf8: bool) -> bytes:
     raw = address.encode("utf-8" if smtputf8 else "ascii")
     if _CONTROL.search(raw):
@@ -332,25 +220,22 @@ def _address(address: str, smtputf8: bool) -> bytes:
 
 
 async def _send_message(
-    smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool,
+    smtp: aiosmtplib.SMTP, channel: Channel | None, sender: str, recipients: tuple[str, ...],
+    data: Data, smtputf8: bool,
 ) -> dict[str, Any]:
-    """MAIL, RCPT..., DATA and the payload: pipelined when the server offers it (RFC 2920).
+    """One mail transaction; returns the refused recipients as aiosmtplib's ``sendmail`` does
+    and raises aiosmtplib's exceptions, whichever path carries it.
 
-    Raises aiosmtplib's own exceptions, so callers handle both paths alike; returns the refused
-    recipients as aiosmtplib's ``sendmail`` does.
+    With a ``Channel`` (the pipelining shortcut) MAIL, RCPT... and DATA go out together when
+    the server offers PIPELINING (RFC 2920) and the payload is streamed; without one, this is
+    aiosmtplib's public ``sendmail``.
     """
+    if channel is None:
+        return await _send_public(smtp, sender, recipients, data, smtputf8)
     import aiosmtplib
 
-    if smtp.is_ehlo_or_helo_needed:
-        try:
-            await smtp.ehlo()
-        except aiosmtplib.SMTPHeloError:
-            await smtp.helo()
     if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
-    protocol = _extended(smtp.protocol)
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     timeout = smtp.timeout
     mail = b"MAIL FROM:" + _address(sender, smtputf8)
     if smtp.supports_extension("size"):
@@ -361,44 +246,55 @@ async def _send_message(
     refused: dict[str, Any] = {}
     try:
         if smtp.supports_extension("pipelining"):
-            replies = await protocol.exchange((b"".join(commands) + b"DATA\r\n",),
-                                              len(commands) + 1, timeout)
+            replies = await channel.exchange(b"".join(commands) + b"DATA\r\n",
+                                             len(commands) + 1, timeout)
             mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         else:
-            (mail_reply,) = await protocol.exchange((commands[0],), 1, timeout)
+            (mail_reply,) = await channel.exchange(commands[0], 1, timeout)
             rcpt_replies, data_reply = [], None
             if mail_reply.code == 250:
                 for command in commands[1:]:
-                    rcpt_replies += await protocol.exchange((command,), 1, timeout)
+                    rcpt_replies += await channel.exchange(command, 1, timeout)
         if mail_reply.code != 250:
-            await _end_data(protocol, data_reply, timeout)
+            await _end_data(channel, data_reply, timeout)
             raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
         for rcpt, reply in zip(recipients, rcpt_replies):
             if reply.code not in (250, 251):
                 refused[rcpt] = aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
         if len(refused) == len(recipients):
-            await _end_data(protocol, data_reply, timeout)
+            await _end_data(channel, data_reply, timeout)
             raise aiosmtplib.SMTPRecipientsRefused(list(refused.values()))
         if data_reply is None:
-            (data_reply,) = await protocol.exchange((b"DATA\r\n",), 1, timeout)
+            (data_reply,) = await channel.exchange(b"DATA\r\n", 1, timeout)
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-        (reply,) = await protocol.exchange(_payload(data), 1, timeout)
+        (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data))
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         try:  # reset the envelope for the next message, as aiosmtplib's sendmail does
-            await smtp.rset()
+            await channel.exchange(b"RSET\r\n", 1, timeout)
         except (ConnectionError, aiosmtplib.SMTPException):
             pass
         raise
     return refused
 
 
-async def _end_data(protocol: Any, data_reply: Any, timeout: float | None) -> None:
+async def _send_public(
+    smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool,
+) -> dict[str, Any]:
+    """The same transaction through aiosmtplib's public ``sendmail`` (no PIPELINING; the
+    message is held whole in memory)."""
+    message = bytes(data) if isinstance(data, (bytes, bytearray)) else b"".join(data.chunks())
+    errors, _ = await smtp.sendmail(sender, list(recipients), message,
+                                    mail_options=["SMTPUTF8"] if smtputf8 else [])
+    return errors
+
+
+async def _end_data(channel: Channel, data_reply: Any, timeout: float | None) -> None:
     """A server that accepted DATA after refusing the envelope gets an empty message ending."""
     if data_reply is not None and data_reply.code == 354:
-        await protocol.exchange((b".\r\n",), 1, timeout)
+        await channel.exchange(b".\r\n", 1, timeout)
 
 
 class Session:
@@ -408,7 +304,9 @@ class Session:
         self.settings = settings
         self._password = password
         self._smtp: aiosmtplib.SMTP | None = None
+        self._channel: Channel | None = None  # the pipelining shortcut, when it took over
         self.encrypted = False
+        self.trace: Trace | None = None  # called with ("C"|"S", line) for the transactions
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -416,10 +314,12 @@ class Session:
 
     @property
     def is_open(self) -> bool:
+        if self._channel is not None:
+            return self._channel.is_open
         return self._smtp is not None and self._smtp.is_connected
 
     async def open(self) -> aiosmtplib.SMTP:
-        if self._smtp is not None and self._smtp.is_connected:
+        if self._smtp is not None and self.is_open:
             return self._smtp
         self.abort()
         import aiosmtplib
@@ -435,6 +335,7 @@ class Session:
             self.encrypted = s.implicit_tls
             await self._negotiate(smtp)
             await self._login(smtp)
+            await self._greet(smtp)
         except SmtpMagicError:
             smtp.close()
             raise
@@ -453,7 +354,22 @@ class Session:
                 ) from exc
             raise _connect_error(s, exc) from exc
         self._smtp = smtp
+        transport = _shortcuts.take_transport(smtp)
+        if transport is not None:
+            from ._pipeline import Channel
+
+            self._channel = Channel.take(transport, self.trace)
         return smtp
+
+    async def _greet(self, smtp: aiosmtplib.SMTP) -> None:
+        """EHLO (or HELO) once before the first transaction, if TLS and login did not."""
+        import aiosmtplib
+
+        if smtp.is_ehlo_or_helo_needed:
+            try:
+                await smtp.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await smtp.helo()
 
     async def _negotiate(self, smtp: aiosmtplib.SMTP) -> None:
         s = self.settings
@@ -487,6 +403,9 @@ class Session:
 
     def abort(self) -> None:
         """Drop the connection without QUIT (its state is unknown after an error)."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
@@ -494,7 +413,9 @@ class Session:
     async def close(self) -> None:
         import aiosmtplib
 
-        if self._smtp is not None and self._smtp.is_connected:
+        if self._channel is not None:
+            await self._channel.quit()
+        elif self._smtp is not None and self._smtp.is_connected:
             try:
                 await asyncio.wait_for(self._smtp.quit(), timeout=2)
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
@@ -525,7 +446,7 @@ class Session:
         smtp = await self.open()
         where = _where(self.settings)
         try:
-            errors = await _send_message(smtp, sender, recipients, data, smtputf8)
+            errors = await _send_message(smtp, self._channel, sender, recipients, data, smtputf8)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from smtp_magic import transport
+from smtp_magic import _shortcuts, transport
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import PartiallyRefused, Rejected
 
@@ -110,9 +110,20 @@ class Chunked:
         return iter(self.parts)
 
 
-@pytest.mark.parametrize("pipelining", [True, False])
-async def test_messages_over_one_connection_with_partial_refusals(pipelining: bool):
-    recorder = Recorder(pipelining=pipelining)
+@pytest.fixture(params=["shortcut", "public"])
+def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both transaction paths: the pipelining Channel and aiosmtplib's public ``sendmail``."""
+    if request.param == "public":
+        monkeypatch.setenv(_shortcuts.ENV, "1")
+    elif not _shortcuts.allowed("pipelining"):
+        pytest.skip(f"pipelining shortcut off: {_shortcuts.status()['pipelining']}")
+    return str(request.param)
+
+
+@pytest.mark.parametrize("offered", [True, False])
+async def test_messages_over_one_connection_with_partial_refusals(offered: bool, wire: str):
+    pipelining = offered and wire == "shortcut"  # aiosmtplib's sendmail never pipelines
+    recorder = Recorder(pipelining=offered)
     session, server = await _session(recorder)
     body = b"Subject: x\r\n\r\n.leading dot\r\nline\n"
     try:
@@ -138,4 +149,4 @@ async def test_messages_over_one_connection_with_partial_refusals(pipelining: bo
     assert sum(c.startswith(b"EHLO") for c in recorder.commands) == 1
     mail_batches = [n for c, n in zip(recorder.commands, recorder.batches) if c.startswith(b"MAIL")]
     assert all(n > 1 for n in mail_batches) if pipelining else all(n == 1 for n in mail_batches)
-    assert any(re.match(rb"MAIL FROM:<a@x.test> SIZE=\d+", c) for c in recorder.commands)
+    assert any(re.match(rb"MAIL FROM:<a@x.test> SIZE=\d+", c, re.I) for c in recorder.commands)
