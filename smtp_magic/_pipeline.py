@@ -56,7 +56,7 @@ class Channel(asyncio.Protocol):
     def __init__(self, transport: asyncio.WriteTransport, trace: Trace | None = None) -> None:
         self.transport = transport
         self.trace = trace
-        self._loop = asyncio.get_running_loop()
+        self._event_loop = asyncio.get_running_loop()
         self._inbox = bytearray()
         self._replies: list[SMTPResponse] = []
         self._wanted = 0
@@ -114,7 +114,7 @@ class Channel(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self._writable is None:
-            self._writable = self._loop.create_future()
+            self._writable = self._event_loop.create_future()
 
     def resume_writing(self) -> None:
         writable, self._writable = self._writable, None
@@ -139,7 +139,7 @@ class Channel(asyncio.Protocol):
         """Write ``commands`` (CRLF-ended lines) and then ``payload``; read ``replies`` replies."""
         if not self.is_open:
             raise SMTPServerDisconnected("Connection lost")
-        waiter = self._loop.create_future()
+        waiter = self._event_loop.create_future()
         self._inbox, self._replies = bytearray(), []
         self._waiter, self._wanted = waiter, replies
         if self.trace is not None:
@@ -159,7 +159,7 @@ class Channel(asyncio.Protocol):
                     await self._writable
             if not waiter.done():
                 if timeout is not None:
-                    timer = self._loop.call_later(
+                    timer = self._event_loop.call_later(
                         timeout, self._fail,
                         SMTPReadTimeoutError("Timed out waiting for server response"),
                     )
