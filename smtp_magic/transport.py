@@ -7,7 +7,7 @@ import random
 import re
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -154,6 +154,49 @@ def _connect_error(settings: ConnectionSettings, exc: BaseException) -> SmtpMagi
 # -- the DATA payload and pipelined commands (what aiosmtplib lacks) ------------------------------
 
 _timeout = getattr(asyncio, "timeout", None)
+_GREETING_GRACE = 1.0  # seconds of silence before asking whether the port speaks implicit TLS
+_SMTP_REPLY = re.compile(rb"\d{3}[ -]")
+
+
+async def _probe_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (on a second, short-lived connection)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # any TLS at all will do
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), timeout)
+    except (OSError, ssl.SSLError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def _probe_smtp(host: str, port: int, timeout: float) -> str | None:
+    """The plain-text SMTP greeting of ``host:port`` (on a second connection), or None."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if _SMTP_REPLY.match(line):
+            writer.write(b"QUIT\r\n")
+            return line.decode("utf-8", "replace").strip()
+        return None
+    except (OSError, asyncio.TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
+def _tls_mismatch(exc: BaseException) -> bool:
+    """A TLS handshake that failed on something that is not TLS (not a certificate problem)."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return False
+        if isinstance(err, ssl.SSLError):
+            return True
+    return False
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f<>]")
 _SLICE = 1 << 20  # large payloads go to the socket a megabyte at a time
@@ -221,7 +264,7 @@ def _address(address: str, smtputf8: bool) -> bytes:
 
 async def _send_message(
     smtp: aiosmtplib.SMTP, channel: Channel | None, sender: str, recipients: tuple[str, ...],
-    data: Data, smtputf8: bool,
+    data: Data, smtputf8: bool, sending: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """One mail transaction; returns the refused recipients as aiosmtplib's ``sendmail`` does
     and raises aiosmtplib's exceptions, whichever path carries it.
@@ -231,6 +274,7 @@ async def _send_message(
     aiosmtplib's public ``sendmail``.
     """
     if channel is None:
+        sending()  # aiosmtplib's sendmail does not say when the data goes out: assume now
         return await _send_public(smtp, sender, recipients, data, smtputf8)
     import aiosmtplib
 
@@ -268,6 +312,7 @@ async def _send_message(
             (data_reply,) = await channel.exchange(b"DATA\r\n", 1, timeout)
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+        sending()
         (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data))
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
@@ -307,6 +352,11 @@ class Session:
         self._channel: Channel | None = None  # the pipelining shortcut, when it took over
         self.encrypted = False
         self.trace: Trace | None = None  # called with ("C"|"S", line) for the transactions
+        self.phase = "closed"  # connect, tls, login, ehlo, ready: where a stall would be
+        # Per message (reset by ``deliver``): its data went out and no final reply came back,
+        # in some attempt; and the last temporary failure, if any.
+        self.unconfirmed = False
+        self.last_transient: SmtpMagicError | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -331,10 +381,14 @@ class Session:
             validate_certs=s.validate_certs, timeout=s.timeout,
         )
         try:
-            await smtp.connect()
+            self.phase = "connect"
+            await self._connect(smtp)
             self.encrypted = s.implicit_tls
+            self.phase = "tls"
             await self._negotiate(smtp)
+            self.phase = "login"
             await self._login(smtp)
+            self.phase = "ehlo"
             await self._greet(smtp)
         except SmtpMagicError:
             smtp.close()
@@ -349,10 +403,19 @@ class Session:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             smtp.close()
             if isinstance(exc, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
-                raise SendTimeout(
-                    f"{_where(s)} did not answer within {s.timeout:g} s while connecting."
-                ) from exc
+                raise self.stalled() from exc
+            if s.implicit_tls and self.phase == "connect" and _tls_mismatch(exc):
+                greeting = await _probe_smtp(s.host, s.port, min(2.0, s.timeout))
+                if greeting is not None:
+                    raise ConnectFailed(
+                        f"{_where(s)} speaks plain SMTP, not implicit TLS (it greeted "
+                        f"{greeting[:60]!r}): use security 'starttls' (or 'auto')."
+                    ) from exc
             raise _connect_error(s, exc) from exc
+        except BaseException:  # cancelled (the execution timeout): leave no socket behind
+            smtp.close()
+            raise
+        self.phase = "ready"
         self._smtp = smtp
         transport = _shortcuts.take_transport(smtp)
         if transport is not None:
@@ -360,6 +423,45 @@ class Session:
 
             self._channel = Channel.take(transport, self.trace)
         return smtp
+
+    async def _connect(self, smtp: aiosmtplib.SMTP) -> None:
+        """aiosmtplib's connect (TCP, TLS if implicit, the greeting), failing fast when a port
+        that should greet in plain text turns out to speak implicit TLS (it waits silently for
+        a TLS handshake, so nothing would happen until the timeout)."""
+        s = self.settings
+        connecting = asyncio.ensure_future(smtp.connect())
+        probe: asyncio.Future[bool] | None = None
+        try:
+            done, _ = await asyncio.wait({connecting}, timeout=min(_GREETING_GRACE, s.timeout))
+            if not done and not s.implicit_tls:
+                probe = asyncio.ensure_future(_probe_tls(s.host, s.port, min(3.0, s.timeout)))
+                await asyncio.wait({connecting, probe}, return_when=asyncio.FIRST_COMPLETED)
+                if not connecting.done() and probe.done() and probe.result():
+                    raise ConnectFailed(
+                        f"{_where(s)} speaks implicit TLS and sends no plain SMTP greeting"
+                        f"{' (port 465 is the implicit-TLS port)' if s.port == 465 else ''}: "
+                        "use security 'tls'; nothing was sent."
+                    )
+            await connecting
+        finally:
+            for task in (connecting, probe):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    def stalled(self) -> SmtpMagicError:
+        """The error for a timeout in the current phase; before any data it is not 'unknown'."""
+        s, where = self.settings, _where(self.settings)
+        if self.phase == "connect":
+            what = ("did not complete the TLS handshake and greet" if s.implicit_tls
+                    else "sent no SMTP greeting")
+            return ConnectFailed(f"{where} {what} within {s.timeout:g} s; nothing was sent.")
+        if self.phase == "tls":
+            return ConnectFailed(f"{where} did not finish STARTTLS within {s.timeout:g} s; "
+                                 "nothing was sent.")
+        if self.phase in ("login", "ehlo"):
+            return ConnectFailed(f"{where} did not answer the {self.phase.upper()} within "
+                                 f"{s.timeout:g} s; nothing was sent.")
+        return SendTimeout(f"{where} stopped answering.")
 
     async def _greet(self, smtp: aiosmtplib.SMTP) -> None:
         """EHLO (or HELO) once before the first transaction, if TLS and login did not."""
@@ -445,8 +547,19 @@ class Session:
 
         smtp = await self.open()
         where = _where(self.settings)
+        unconfirmed = self.unconfirmed
+
+        def sending() -> None:
+            self.unconfirmed = True
+
         try:
-            errors = await _send_message(smtp, self._channel, sender, recipients, data, smtputf8)
+            try:
+                errors = await _send_message(smtp, self._channel, sender, recipients, data,
+                                             smtputf8, sending)
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
+                    aiosmtplib.SMTPNotSupported):
+                self.unconfirmed = unconfirmed  # a final answer: this attempt delivered nothing
+                raise
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -481,7 +594,11 @@ class Session:
             raise _Transient(f"{where} dropped the connection before confirming delivery.") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
             self.abort()
-            raise SendTimeout(f"{where} stopped answering.") from exc
+            if not self.unconfirmed:  # stalled before the data: nothing can have arrived
+                raise TemporaryFailure(f"{where} stopped answering before the message was "
+                                       "sent; it is kept in the outbox.") from exc
+            raise SendTimeout(f"{where} stopped answering; the message may or may not have been "
+                              "delivered and is kept in the outbox.") from exc
         refused_perm: dict[str, tuple[int, str]] = {}
         refused_temp: dict[str, tuple[int, str]] = {}
         for rcpt, err in errors.items():
@@ -522,7 +639,7 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
                 envelope.sender, pending, data, envelope.smtputf8
             )
         except _Transient as exc:
-            last = exc
+            last = session.last_transient = exc
             session.abort()
         else:
             outcome.accepted += accepted
@@ -539,7 +656,7 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
             if not pending:
                 break
             code, text = next(iter(temp.values()))
-            last = TemporaryFailure(
+            last = session.last_transient = TemporaryFailure(
                 "The server deferred some recipients: "
                 + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
                 refused=temp, code=code, reply=f"{code} {text}".strip(),
@@ -558,6 +675,29 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
             ) from last
         outcome.refused.update(left)
     return outcome
+
+
+def _timed_out(session: Session) -> SmtpMagicError:
+    """What a send that ran out of time amounts to: unknown only if its data went out and no
+    final reply came back; otherwise nothing was delivered (exit 2 or 7, not 6)."""
+    settings = session.settings
+    where, seconds = _where(settings), f"{settings.timeout:g} s"
+    if session.unconfirmed:
+        return SendTimeout(
+            f"The send to {where} did not finish within {seconds}; "
+            "it may or may not have been delivered and is kept in the outbox."
+        )
+    last = session.last_transient
+    if last is not None:
+        return TemporaryFailure(
+            f"{last.message.rstrip('.')}, still failing when the {seconds} timeout ran out; "
+            "the message is kept in the outbox.",
+            refused=last.refused, code=last.code, reply=last.reply,
+        )
+    if session.phase == "ready":
+        return TemporaryFailure(f"{where} did not accept the message within {seconds}; "
+                                "nothing was sent and it is kept in the outbox.")
+    return session.stalled()
 
 
 def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicError | None:
@@ -579,6 +719,7 @@ def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicEr
 async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
     """``deliver_once`` bounded by the execution timeout (connecting and retries included)."""
     settings = session.settings
+    session.unconfirmed, session.last_transient = False, None
     try:
         if _timeout is not None:  # Python 3.11+: no extra task per message, unlike wait_for
             async with _timeout(settings.timeout):
@@ -587,10 +728,7 @@ async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
             outcome = await asyncio.wait_for(deliver_once(session, envelope, data), settings.timeout)
     except asyncio.TimeoutError as exc:
         session.abort()
-        raise SendTimeout(
-            f"The send to {_where(settings)} did not finish within {settings.timeout:g} s; "
-            "it may or may not have been delivered and is kept in the outbox."
-        ) from exc
+        raise _timed_out(session) from exc
     error = outcome_error(outcome, settings)
     if error is not None:
         raise error
@@ -603,6 +741,6 @@ async def check_connection(settings: ConnectionSettings, password: str | None) -
     try:
         return await asyncio.wait_for(session.report(), settings.timeout)
     except asyncio.TimeoutError as exc:
-        raise SendTimeout(f"{_where(settings)} did not answer within {settings.timeout:g} s.") from exc
+        raise session.stalled() from exc
     finally:
         await session.close()
