@@ -26,6 +26,7 @@ greps for them).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -80,8 +81,16 @@ def _why_not(feature: str) -> str | None:
     """Why ``feature`` is off (a short reason), or None when it may be used."""
     if os.environ.get(ENV, "").strip() not in ("", "0"):
         return f"{ENV} is set"
-    if not _in_window(sys.version_info[:2], PYTHON_WINDOW):
-        return f"Python {sys.version_info[0]}.{sys.version_info[1]} is outside {_window(PYTHON_WINDOW)}"
+    if _checked.get(feature) is False:
+        return "its runtime check failed"
+    return _why_not_here(feature, PYTHON_WINDOW, AIOSMTPLIB_WINDOW)
+
+
+@functools.lru_cache(maxsize=16)
+def _why_not_here(feature: str, python_window: Any, aiosmtplib_window: Any) -> str | None:
+    """The reasons that do not change while the process runs (versions, attributes)."""
+    if not _in_window(sys.version_info[:2], python_window):
+        return f"Python {sys.version_info[0]}.{sys.version_info[1]} is outside {_window(python_window)}"
     if feature == "compose":
         from email import contentmanager
 
@@ -89,13 +98,11 @@ def _why_not(feature: str) -> str | None:
             return "email.contentmanager._encode_text is missing"
     elif feature == "pipelining":
         version = _aiosmtplib_version()
-        if not _in_window(version, AIOSMTPLIB_WINDOW):
+        if not _in_window(version, aiosmtplib_window):
             shown = ".".join(map(str, version))
-            return f"aiosmtplib {shown} is outside {_window(AIOSMTPLIB_WINDOW)}"
+            return f"aiosmtplib {shown} is outside {_window(aiosmtplib_window)}"
     else:
         raise ValueError(f"unknown shortcut {feature!r}")
-    if _checked.get(feature) is False:
-        return "its runtime check failed"
     return None
 
 
