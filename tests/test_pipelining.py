@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from smtp_magic import _shortcuts, transport
 from smtp_magic.config import SmtpMagic
@@ -16,8 +15,12 @@ from smtp_magic.errors import PartiallyRefused, Rejected
 
 
 def reference(data: bytes) -> bytes:
-    """What aiosmtplib itself writes after DATA."""
-    return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    """What smtplib and aiosmtplib write after DATA (RFC 5321 §4.5.2): CRLF line ends, a
+    leading dot doubled, the message ended by a line break and ``.``."""
+    data = re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
 
 
 @pytest.mark.parametrize("data", [
