@@ -69,9 +69,12 @@ class Channel(asyncio.Protocol):
         """Make this protocol the one that receives ``transport``'s events from now on."""
         channel = cls(transport, trace)
         transport.set_protocol(channel)
-        low_high = transport.get_write_buffer_limits()
-        if transport.get_write_buffer_size() > low_high[1]:
-            channel.pause_writing()  # paused before the hand-over: wait for resume_writing
+        try:  # paused before the hand-over (never seen: aiosmtplib has just read a reply)?
+            paused = transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+        except (AttributeError, NotImplementedError):  # Python 3.10's SSL transport
+            paused = False
+        if paused:
+            channel.pause_writing()  # then wait for resume_writing before writing more
         return channel
 
     @property

@@ -140,3 +140,20 @@ def test_both_paths_deliver_the_same_message(mode, monkeypatch, fresh_checks, sm
     (att,) = msg.iter_attachments()
     assert att.get_filename() == "data.bin" and att.get_content() == data
     assert email.message_from_bytes(msg.as_bytes(), policy=email.policy.default).defects == []
+
+
+@pytest.mark.parametrize("server_kind", ["tls_server", "starttls_server"])
+def test_a_large_message_streams_over_tls(server_kind, request, client_ssl_env, fresh_checks):
+    """Flow control through an SSL transport taken over from aiosmtplib (STARTTLS or implicit)."""
+    server = request.getfixturevalue(server_kind)
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    config = {"host": "127.0.0.1", "port": server.port,
+              "security": "tls" if server_kind == "tls_server" else "starttls"}
+    r = smtp_magic.send("bob@example.test", "Big over TLS", "see attached",
+                        sender="a@example.test", content_type="text/plain",
+                        attachments=[Attachment.from_bytes("big.bin", data)], config=config)
+    assert r.ok, r.message
+    (att,) = server.messages()[0].message.iter_attachments()
+    assert att.get_content() == data
+    if _shortcuts.allowed("pipelining"):
+        assert _shortcuts.status()["pipelining"] == "on"
