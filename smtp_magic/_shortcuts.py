@@ -49,7 +49,7 @@ __all__ = [
 ENV = "SMTP_MAGIC_NO_SHORTCUTS"
 FEATURES = ("compose", "pipelining")
 # [lowest, first unsupported): tested at the low and high end of each (scripts/test.sh).
-PYTHON_WINDOW = ((3, 10), (3, 14))  # 3.10 and 3.13 tested (tests/test_shortcuts.py)
+PYTHON_WINDOW = ((3, 10), (3, 14))  # the wire tests passed on 3.10, 3.11 (CI) and 3.13
 AIOSMTPLIB_WINDOW = ((3, 0), (6, 0))  # keep in step with pyproject.toml's dependency
 
 _checked: dict[str, bool] = {}
