@@ -351,7 +351,7 @@ class Session:
         self._smtp: aiosmtplib.SMTP | None = None
         self._channel: Channel | None = None  # the pipelining shortcut, when it took over
         self.encrypted = False
-        self.trace: Trace | None = None  # called with ("C"|"S", line) for the transactions
+        self._trace: Trace | None = None
         self.phase = "closed"  # connect, tls, login, ehlo, ready: where a stall would be
         # Per message (reset by ``deliver``): its data went out and no final reply came back,
         # in some attempt; and the last temporary failure, if any.
@@ -361,6 +361,18 @@ class Session:
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
         return f"<Session {_where(self.settings)} {state}>"
+
+    @property
+    def trace(self) -> Trace | None:
+        """Called with ("C", command) and ("S", reply) for each line of the mail transactions
+        (the message itself only as its size); the one place to log the conversation."""
+        return self._trace
+
+    @trace.setter
+    def trace(self, trace: Trace | None) -> None:
+        self._trace = trace
+        if self._channel is not None:
+            self._channel.trace = trace
 
     @property
     def is_open(self) -> bool:

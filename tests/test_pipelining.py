@@ -153,3 +153,22 @@ async def test_messages_over_one_connection_with_partial_refusals(offered: bool,
     mail_batches = [n for c, n in zip(recorder.commands, recorder.batches) if c.startswith(b"MAIL")]
     assert all(n > 1 for n in mail_batches) if pipelining else all(n == 1 for n in mail_batches)
     assert any(re.match(rb"MAIL FROM:<a@x.test> SIZE=\d+", c, re.I) for c in recorder.commands)
+
+
+async def test_trace_sees_every_command_and_reply_but_not_the_message(monkeypatch):
+    if not _shortcuts.allowed("pipelining"):
+        pytest.skip("the trace hook is the pipelining channel's (aiosmtplib's sendmail has none)")
+    recorder = Recorder()
+    session, server = await _session(recorder)
+    lines: list[tuple[str, str]] = []
+    session.trace = lambda direction, line: lines.append((direction, line))
+    try:
+        await transport.deliver(session, Env("a@x.test", ("b@x.test",)), b"Subject: x\r\n\r\nsecret body\r\n")
+    finally:
+        await session.close()
+        server.close()
+    assert lines[:3] == [("C", "MAIL FROM:<a@x.test> SIZE=27"), ("C", "RCPT TO:<b@x.test>"),
+                         ("C", "DATA")]
+    assert ("S", "354 go ahead") in lines and ("C", "<message: 27 bytes>") in lines
+    assert lines[-2:] == [("C", "QUIT"), ("S", "221 bye")]
+    assert not any("secret" in line for _, line in lines)
