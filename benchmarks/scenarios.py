@@ -1,6 +1,7 @@
 """One benchmark measurement in a fresh process; ``run.py`` starts this and reads its JSON line.
 
     python benchmarks/scenarios.py bulk PEER PORT
+    python benchmarks/scenarios.py stream COUNT PORT
     python benchmarks/scenarios.py attachment PEER PORT FILE
     python benchmarks/scenarios.py load_ext EXTENSION
     python benchmarks/scenarios.py kernel PORT
@@ -100,15 +101,22 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
             with sender:  # one connection for the whole loop
                 for to, subject, text, html in msgs:
                     sender.send(subject=subject, sender=SENDER, receivers=[to], text=text, html=html)
-    elif peer in ("smtp_magic", "smtp_magic_autotext"):
+    elif peer.startswith("smtp_magic"):
+        # smtp_magic: text part given; _autotext: generated from the HTML; _public: the text
+        # given, every shortcut off (EmailMessage + aiosmtplib's sendmail, see _shortcuts.py)
+        if peer == "smtp_magic_public":
+            os.environ["SMTP_MAGIC_NO_SHORTCUTS"] = "1"
+        elif peer not in ("smtp_magic", "smtp_magic_autotext"):
+            raise SystemExit(f"unknown peer {peer}")
         import smtp_magic
         from smtp_magic.models import SendRequest
 
         import smtp_magic.compose
+        import smtp_magic.htmltext
         import smtp_magic.transport  # noqa: F401 - imported before timing, as for the peers
         import aiosmtplib  # noqa: F401
 
-        given = peer == "smtp_magic"
+        given = peer != "smtp_magic_autotext"
         requests = [SendRequest(to=to, subject=subject, body=html, text=text if given else None)
                     for to, subject, text, html in msgs]
 
@@ -123,6 +131,37 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
     run()
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rate": N_BULK / seconds}
+
+
+# -- 100,000 rows through send_many, the requests from a generator: peak memory ------------------
+
+def stream(count: int, port: int) -> dict[str, Any]:
+    """``send_many`` of ``count`` distinct messages produced by a generator, as a mail merge
+    over a large table would; reports the peak RSS of the whole process (VmHWM)."""
+    import smtp_magic
+    from smtp_magic.models import SendRequest
+
+    config = {"host": "127.0.0.1", "port": port, "security": "none", "sender": SENDER}
+
+    def rows() -> Any:
+        for i in range(count):
+            html = (f"<p>Hello customer {i},</p><p>your balance is <b>{i * 7 % 1000}.{i % 100:02d}"
+                    f"</b> EUR.</p><p>Regards,<br>Accounts</p>")
+            text = (f"Hello customer {i},\n\nyour balance is {i * 7 % 1000}.{i % 100:02d} EUR."
+                    "\n\nRegards,\nAccounts\n")
+            yield SendRequest(to=f"customer{i}@example.org", subject=f"Your balance, #{i}",
+                              body=html, text=text)
+
+    before = _status("VmRSS")
+    started = time.perf_counter()
+    responses = smtp_magic.send_many(rows(), config=config)
+    seconds = time.perf_counter() - started
+    bad = [r for r in responses if not r.ok]
+    if len(responses) != count or bad:
+        raise RuntimeError(f"{len(responses)} responses, {len(bad)} failed: "
+                           f"{bad[0].message if bad else ''}")
+    return {"seconds": seconds, "rate": count / seconds, "peak_bytes": _status("VmHWM"),
+            "before_bytes": before, "count": count}
 
 
 # -- one large attachment: wall time and extra peak memory -------------------------------------
@@ -281,6 +320,8 @@ def main(argv: list[str]) -> None:
         return
     if kind == "bulk":
         result = bulk(args[0], int(args[1]))
+    elif kind == "stream":
+        result = stream(int(args[0]), int(args[1]))
     elif kind == "attachment":
         result = attachment(args[0], int(args[1]), args[2])
     elif kind == "load_ext":

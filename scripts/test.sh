@@ -15,6 +15,21 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+# The aiosmtplib requirement as pyproject.toml pins it, e.g. "aiosmtplib>=3.0,<6".
+aiosmtplib_pin() { grep -o '"aiosmtplib>=[^"]*"' pyproject.toml | tr -d '"'; }
+# The tests of the wire (transport, composition, bulk engine, faults, timeouts): run again with
+# every shortcut off and with the lowest supported aiosmtplib. Short on purpose.
+WIRE_TESTS=(tests/test_pipelining.py tests/test_shortcuts.py tests/test_compose.py
+  tests/test_compose_fast.py tests/test_api.py tests/test_faults.py tests/test_exit_codes.py
+  tests/test_greeting.py tests/test_send_many_stream.py tests/test_outbox_journal.py
+  tests/test_load.py tests/test_postfix.py)
+run_pytest() {  # like pytest, but exit 5 (nothing collected) is a failure too
+  set +e
+  "$@"
+  local rc=$?
+  set -e
+  [[ $rc -eq 0 ]] || { echo "pytest failed (exit $rc): $*"; exit "$rc"; }
+}
 
 step "Debian packages"
 need=()
@@ -37,6 +52,8 @@ step "Python packages"
 [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored" || true
+# The newest aiosmtplib of the supported range (pyproject.toml); the lowest is tested below.
+"$VENV/bin/python" -m pip install -q --upgrade "$(aiosmtplib_pin)" 2>&1 | grep -v "is ignored" || true
 
 # Keep the host's Jupyter and IPython configuration out of the tests.
 export JUPYTER_CONFIG_DIR=$WORK/jupyter-config JUPYTER_DATA_DIR=$WORK/jupyter-data
@@ -63,9 +80,20 @@ step "notebooks (nbval against the capture server)"
 bash scripts/test-notebooks.sh "$VENV"
 
 step "pytest"
-set +e
-"$VENV/bin/python" -m pytest -p no:cacheprovider -q -ra tests
-rc=$?
-set -e
-# pytest exits 5 when it collected nothing: that is a failure too.
-[[ $rc -eq 0 ]] || { echo "pytest failed (exit $rc)"; exit "$rc"; }
+run_pytest "$VENV/bin/python" -m pytest -p no:cacheprovider -q -ra tests
+
+step "pytest, wire tests with every shortcut off (SMTP_MAGIC_NO_SHORTCUTS=1: EmailMessage + aiosmtplib's sendmail)"
+SMTP_MAGIC_NO_SHORTCUTS=1 run_pytest "$VENV/bin/python" -m pytest -p no:cacheprovider -q -ra "${WIRE_TESTS[@]}"
+
+# A second venv with only the lowest supported aiosmtplib; everything else comes from the main
+# venv (a .pth that adds its site-packages after this venv's own).
+low=$(aiosmtplib_pin | sed -E 's/.*>=([0-9.]+).*/\1/')
+step "pytest, wire tests with the lowest supported aiosmtplib ($low)"
+LOW_VENV=$WORK/venv-aiosmtplib-$low
+python3 -m venv "$LOW_VENV"
+"$LOW_VENV/bin/python" -m pip install -q "aiosmtplib==$low" 2>&1 | grep -v "is ignored" || true
+main_site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+low_site=$("$LOW_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "import site; site.addsitedir('$main_site')" > "$low_site/zz-smtp-magic-main-venv.pth"
+"$LOW_VENV/bin/python" -c "import aiosmtplib, sys; v = aiosmtplib.__version__; print('aiosmtplib', v); sys.exit(v != '$low')"
+run_pytest "$LOW_VENV/bin/python" -m pytest -p no:cacheprovider -q -ra "${WIRE_TESTS[@]}"

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+    Sized,
+)
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -137,7 +147,15 @@ def _as_request(item: SendRequest | Mapping[str, Any]) -> tuple[SendRequest, dic
     raise InvalidRequest(f"A request must be a dict or a SendRequest, not {type(item).__name__}.")
 
 
-# -- the engine: compose everything first, then deliver over a few reused connections -------------
+# -- the engine: windows of requests composed, journaled, then delivered over reused connections --
+#
+# Requests are taken ``_WINDOW`` at a time (they may come from a generator): each window is
+# composed, written to the outbox as one journal (every message on disk before any of the
+# window is sent), and delivered; the connections (and the password) stay open from one window
+# to the next. Memory is bounded by the window, not by the number of requests; what is kept
+# for every request is its Response (and its line in the session's send log).
+
+_WINDOW = 1000
 
 @dataclass
 class _Job:
@@ -264,10 +282,43 @@ async def _deliver_bytes(
                     accepted=tuple(outcome.accepted))
 
 
-async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: Callable[[_Job], None]) -> None:
+class _Pool:
+    """The connections and passwords of one ``send_many``, kept from one window to the next."""
+
+    def __init__(self) -> None:
+        self._idle: dict[ConnectionSettings, list[transport.Session]] = {}
+        self._passwords: dict[ConnectionSettings, str | None | SmtpMagicError] = {}
+
+    def password(self, settings: ConnectionSettings) -> str | None:
+        """Resolved once per settings (a prompt or a keyring look-up is not repeated)."""
+        if settings not in self._passwords:
+            try:
+                self._passwords[settings] = resolve_password(settings)
+            except SmtpMagicError as exc:
+                self._passwords[settings] = exc
+        found = self._passwords[settings]
+        if isinstance(found, SmtpMagicError):
+            raise found
+        return found
+
+    def take(self, settings: ConnectionSettings, password: str | None) -> transport.Session:
+        idle = self._idle.get(settings)
+        return idle.pop() if idle else transport.Session(settings, password)
+
+    def give(self, session: transport.Session) -> None:
+        self._idle.setdefault(session.settings, []).append(session)
+
+    async def close(self) -> None:
+        sessions = [s for idle in self._idle.values() for s in idle]
+        self._idle.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: Callable[[_Job], None],
+                     pool: _Pool) -> None:
     """Deliver jobs that share settings over at most ``settings.connections`` connections."""
     try:
-        password = resolve_password(settings)
+        password = pool.password(settings)
     except SmtpMagicError as exc:
         for job in jobs:
             job.response = Response.from_error(exc, message_id=job.composed.message_id if job.composed else None)
@@ -280,14 +331,14 @@ async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: C
     queue = [job for job in reversed(jobs) if job.response is None]
 
     async def worker() -> None:
-        session = transport.Session(settings, password)
+        session = pool.take(settings, password)
         try:
             while queue:
                 job = queue.pop()
                 job.response = await _deliver_job(job, session, outbox)
                 progress(job)
         finally:
-            await session.close()
+            pool.give(session)  # closed by the pool when the whole send_many is done
 
     try:
         workers = min(settings.connections, len(queue))
@@ -304,7 +355,10 @@ async def send_many_async(
 
     ``requests`` are dicts in the seed's request format (``to``, ``from``, ``subject``, ``body``,
     ``cc``, ``bcc``, ``attachments``, ``content-type``...), dicts of ``send``'s keyword arguments,
-    or ``SendRequest`` objects. Invalid requests get exit code 1 without stopping the others.
+    or ``SendRequest`` objects, in a list or from any iterable (a generator is consumed a window
+    at a time, so memory does not grow with the number of messages). Invalid requests get exit
+    code 1 without stopping the others. ``progress(done, total, response)`` is called after
+    each message; ``total`` is 0 when ``requests`` has no length.
     """
     try:
         base = load_settings(config)
@@ -314,8 +368,8 @@ async def send_many_async(
         plain = base.snapshot({"timeout": timeout} if timeout is not None else None)
     except SmtpMagicError:
         plain = None  # each request reports the problem itself
-    jobs = [_new_job(i, item, base, timeout, plain) for i, item in enumerate(requests)]
-    total, done = len(jobs), 0
+    total = len(requests) if isinstance(requests, Sized) else 0
+    done = 0
 
     def report(job: _Job) -> None:
         nonlocal done
@@ -323,15 +377,29 @@ async def send_many_async(
         if progress is not None and job.response is not None:
             progress(done, total, job.response)
 
-    groups: dict[ConnectionSettings, list[_Job]] = {}
-    for job in jobs:
-        if job.response is not None:
-            report(job)
-        else:
-            assert job.settings is not None
-            groups.setdefault(job.settings, []).append(job)
-    await asyncio.gather(*(_run_group(g, s, report) for s, g in groups.items()))
-    return [job.response for job in jobs]  # type: ignore[misc]
+    responses: list[Response] = []
+    pool = _Pool()
+    try:
+        for window in _windows(enumerate(requests), _WINDOW):
+            jobs = [_new_job(i, item, base, timeout, plain) for i, item in window]
+            groups: dict[ConnectionSettings, list[_Job]] = {}
+            for job in jobs:
+                if job.response is not None:
+                    report(job)
+                else:
+                    assert job.settings is not None
+                    groups.setdefault(job.settings, []).append(job)
+            await asyncio.gather(*(_run_group(g, s, report, pool) for s, g in groups.items()))
+            responses += [job.response for job in jobs]  # type: ignore[misc]
+    finally:
+        await pool.close()
+    return responses
+
+
+def _windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while window := list(itertools.islice(iterator, size)):
+        yield window
 
 
 async def send_async(

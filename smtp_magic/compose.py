@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import binascii
 import functools
+import random
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
-from email import contentmanager
 from email import policy as email_policy
-from email.generator import Generator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from . import _shortcuts
 from ._names import unique_attachments
 from ._sanitize import clean_document
 from .config import MB, ConnectionSettings
@@ -248,7 +249,7 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
 
     recipients = tuple(dict.fromkeys(a.addr_spec for a in (*to, *cc, *bcc)))
     parts = None
-    if _FAST and not smtputf8 and not request.inline_images:
+    if not smtputf8 and not request.inline_images and _shortcuts.verified("compose", _self_check):
         parts = _render_fast(request, content_type, sender, to, cc, date, message_id, text)
     if parts is None:
         return Composed(build(), sender.addr_spec, recipients, message_id, smtputf8)
@@ -360,16 +361,17 @@ def _set_body(msg: EmailMessage, request: SendRequest, content_type: str, text: 
 # and its payloads, encoded by the email package's own content manager. Headers take a short
 # path only when the email package would write them unchanged (short printable ASCII); anything
 # else is folded by the policy itself. tests/test_compose_fast.py checks the bytes are equal.
-
-_encode_text = getattr(contentmanager, "_encode_text", None)
-_FAST = _encode_text is not None
+# The text encoder is the stdlib's private one, so this path lives behind ``_shortcuts``
+# ("compose"): off outside its version window, with SMTP_MAGIC_NO_SHORTCUTS, or when
+# ``_self_check`` finds other bytes than the email package's.
 _SIMPLE = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_ADDR = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)\Z")
 _SIMPLE_NAME = re.compile(r"([A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <([^<>\s]+)>\Z")
 _SIMPLE_MSGID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>\Z")
 _SLOT = "smtpmagicslot{}x"
-_SLOT_OR_BOUNDARY = re.compile(rb"(smtpmagicslot\d+x|={15}\d+==)")
+_SLOT_RE = rb"smtpmagicslot\d+x"
+_BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
 _B64_BLOCK = 57 * 8192  # whole 76-character lines per block
 
 
@@ -458,8 +460,9 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
         leaf.set_payload(_SLOT.format(i))
     raw = msg.as_bytes(policy=POLICY)
     boundaries = [str(p.get_boundary()).encode("ascii") for p in msg.walk() if p.is_multipart()]
+    split = re.compile(b"(" + b"|".join([_SLOT_RE, *map(re.escape, boundaries)]) + b")")
     pieces: list[bytes | tuple[str, int]] = []
-    for i, piece in enumerate(_SLOT_OR_BOUNDARY.split(raw)):
+    for i, piece in enumerate(split.split(raw)):
         if i % 2 == 0:
             pieces.append(piece)
         elif piece.startswith(b"smtpmagicslot"):
@@ -480,12 +483,17 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
     return result
 
 
+def _new_boundary() -> str:
+    """A multipart boundary in the generator's own format (``===...==``, random digits)."""
+    return "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
+
+
 def _render_fast(
     request: SendRequest, content_type: str, sender: Address, to: list[Address],
     cc: list[Address], date: str, message_id: str, text: str | None,
+    new_boundary: Callable[[], str] = _new_boundary,
 ) -> list[bytes | _Base64Body] | None:
     """The message's bytes (attachments as lazy parts), or None to build it the slow way."""
-    assert _encode_text is not None
     body = request.body or ""
     if not isinstance(body, str):
         return None
@@ -505,7 +513,7 @@ def _render_fast(
     texts = [body] if content_type == "text/plain" else [text or "", body]
     ctes, payloads = [], []
     for t in texts:
-        cte, data = _encode_text(t, "utf-8", None, POLICY)
+        cte, data = _shortcuts.encode_text(t, POLICY)
         ctes.append(cte)
         payloads.append(data.replace("\n", "\r\n").encode("ascii"))
     att_ctes = [attachment_cte(a) for a in request.attachments]
@@ -522,7 +530,7 @@ def _render_fast(
               for a, cte in zip(request.attachments, att_ctes)]
     boundaries: list[bytes] = []
     while len(boundaries) < nboundaries:
-        b = Generator._make_boundary().encode("ascii")  # type: ignore[attr-defined]
+        b = new_boundary().encode("ascii")
         if b not in boundaries and not any(b in p for p in (*payloads, *texts_7bit)):
             boundaries.append(b)
     out: list[bytes | _Base64Body] = [b"".join(head)]
@@ -541,3 +549,46 @@ def _render_fast(
         else:
             merged.append(part)
     return merged
+
+
+def _self_check() -> bool:
+    """The fast path writes the email package's bytes for a few representative messages.
+
+    Run once per process before the first fast composition (``_shortcuts.verified``); the
+    boundaries are fixed on both sides so that the bytes can be compared as they are.
+    """
+    try:
+        return _fast_matches_email_package()
+    except Exception:  # noqa: BLE001 - a shortcut that raises is a shortcut that does not work
+        return False
+
+
+def _fast_matches_email_package() -> bool:
+    sender = Address("Self Check", "check", "example.test")
+    to = [Address("", "to", "example.test"), Address("Bob Smith", "bob", "example.test")]
+    cc = [Address("", "cc", "example.test")]
+    date, message_id = "Thu, 01 Jan 2026 00:00:00 +0000", "<self.check@example.test>"
+    samples = [  # 7bit, quoted-printable and base64 bodies; one and two levels of multipart
+        ("text/plain", "Grüße, naïve café – " * 8, None, ()),
+        ("text/html", "<p>" + "long line " * 40 + "</p>\n" + "<p>é</p>\n" * 12, "Plain\n",
+         (Attachment.from_bytes("données.csv", b"a,b\n1,2\n" * 50),)),
+    ]
+    for content_type, body, text, attachments in samples:
+        request = SendRequest(to=tuple(map(str, to)), cc=tuple(map(str, cc)),
+                              subject="Self-check é " * 6, body=body, text=text,
+                              content_type=content_type, attachments=attachments,
+                              headers=(("X-Note", "checked"),))
+        # Same length as real ones: the skeleton's header folding depends on it.
+        fixed = ["=" * 15 + str(i).zfill(_BOUNDARY_DIGITS) + "==" for i in range(8)]
+        boundaries = iter(fixed)
+        parts = _render_fast(request, content_type, sender, to, cc, date, message_id, text,
+                             new_boundary=boundaries.__next__)
+        if parts is None:
+            return False
+        fast = b"".join(p if isinstance(p, bytes) else b"".join(p.chunks()) for p in parts)
+        msg = _build_message(request, content_type, sender, to, cc, False, date, message_id, text)
+        for i, part in enumerate(p for p in msg.walk() if p.is_multipart()):
+            part.set_boundary(fixed[i])
+        if fast != msg.as_bytes(policy=POLICY):
+            return False
+    return True

@@ -161,7 +161,9 @@ class Outbox:
         journal = _journal_key(key)
         if journal is not None:
             with _batches_lock:
-                batch = _batches.get(self._journal_path(journal[0]))
+                batch = _batch_ids.get(journal[0])  # by id: no Path built per delivery
+                if batch is not None and batch.outbox.path != self.path:
+                    batch = None
                 if batch is not None and journal[1] in batch.pending:
                     # Still in the journal of a batch this process is sending (the common case
                     # of a confirmed delivery): one append, no look at the disk.
@@ -316,6 +318,7 @@ class Batch:
         self._committed = True
         with _batches_lock:
             _batches[self.path] = self
+            _batch_ids[self.id] = self
 
     def settle(self, n: int, mark: bytes) -> None:
         assert self._append is not None, "settle() before commit()"
@@ -326,6 +329,7 @@ class Batch:
         """Delete the journal if every message is settled; otherwise leave it for the outbox."""
         with _batches_lock:
             _batches.pop(self.path, None)
+            _batch_ids.pop(self.id, None)
         if not self._file.closed:
             self._file.close()
         if self._append is not None:
@@ -338,6 +342,7 @@ class Batch:
 
 
 _batches: dict[Path, Batch] = {}  # batches being sent by this process
+_batch_ids: dict[str, Batch] = {}  # the same, by journal id
 _batches_lock = threading.Lock()
 
 

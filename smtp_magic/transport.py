@@ -7,10 +7,11 @@ import random
 import re
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _shortcuts
 from .config import ConnectionSettings
 from .errors import (
     AuthFailed,
@@ -25,6 +26,8 @@ from .errors import (
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
     import aiosmtplib
+
+    from ._pipeline import Channel, Trace
 
 
 class Envelope(Protocol):
@@ -156,6 +159,49 @@ def _connect_error(settings: ConnectionSettings, exc: BaseException) -> SmtpMagi
 # -- the DATA payload and pipelined commands (what aiosmtplib lacks) ------------------------------
 
 _timeout = getattr(asyncio, "timeout", None)
+_GREETING_GRACE = 1.0  # seconds of silence before asking whether the port speaks implicit TLS
+_SMTP_REPLY = re.compile(rb"\d{3}[ -]")
+
+
+async def _probe_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (on a second, short-lived connection)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # any TLS at all will do
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), timeout)
+    except (OSError, ssl.SSLError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def _probe_smtp(host: str, port: int, timeout: float) -> str | None:
+    """The plain-text SMTP greeting of ``host:port`` (on a second connection), or None."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if _SMTP_REPLY.match(line):
+            writer.write(b"QUIT\r\n")
+            return line.decode("utf-8", "replace").strip()
+        return None
+    except (OSError, asyncio.TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
+def _tls_mismatch(exc: BaseException) -> bool:
+    """A TLS handshake that failed on something that is not TLS (not a certificate problem)."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return False
+        if isinstance(err, ssl.SSLError):
+            return True
+    return False
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f<>]")
 _SLICE = 1 << 20  # large payloads go to the socket a megabyte at a time
@@ -214,121 +260,6 @@ def _payload(data: Data) -> Iterator[bytes]:
     return data_chunks(data.chunks())
 
 
-def _parse_reply(buffer: bytearray) -> tuple[int, str] | None:
-    """Take one complete (possibly multi-line) reply off the front of ``buffer``."""
-    offset, code, lines = 0, -1, []
-    while True:
-        end = buffer.find(b"\n", offset)
-        if end == -1:
-            return None
-        line = bytes(buffer[offset:end + 1])
-        offset = end + 1
-        try:
-            code = int(line[:3])
-        except ValueError:
-            raise ValueError(f"malformed SMTP reply line {line[:80]!r}") from None
-        lines.append(line[4:].strip(b" \t\r\n"))
-        if line[3:4] != b"-":
-            del buffer[:offset]
-            return code, b"\n".join(lines).decode("utf-8", "surrogateescape")
-
-
-_pipelining_class: type | None = None
-
-
-def _extended(protocol: Any) -> Any:
-    """aiosmtplib's protocol, given a collector for several replies to commands written at once.
-
-    aiosmtplib parses one reply per ``read_response`` and drops bytes that arrive while a parsed
-    reply waits to be picked up, so it cannot read pipelined replies (RFC 2920). The subclass
-    only changes how bytes are consumed while ``exchange`` waits; otherwise aiosmtplib's own
-    code runs unchanged. The class is swapped on the connected protocol because aiosmtplib
-    builds it inside ``SMTP.connect`` with no hook.
-    """
-    global _pipelining_class
-    if _pipelining_class is None:
-        from aiosmtplib import SMTPReadTimeoutError, SMTPResponseException, SMTPServerDisconnected
-        from aiosmtplib.protocol import SMTPProtocol
-        from aiosmtplib.response import SMTPResponse
-
-        class PipeliningProtocol(SMTPProtocol):  # type: ignore[misc]
-            _wanted = 0
-            _waiter: asyncio.Future[None] | None = None
-            _inbox: bytearray
-            _replies: list[Any]
-
-            def data_received(self, data: bytes) -> None:
-                if not self._wanted:
-                    super().data_received(data)
-                    return
-                self._inbox.extend(data)
-                try:
-                    while len(self._replies) < self._wanted:
-                        reply = _parse_reply(self._inbox)
-                        if reply is None:
-                            break
-                        self._replies.append(SMTPResponse(*reply))
-                except ValueError as exc:
-                    self._fail(SMTPResponseException(-1, str(exc)))
-                    return
-                if len(self._inbox) > 65536:
-                    self._fail(SMTPResponseException(-1, "Response too long"))
-                elif len(self._replies) >= self._wanted:
-                    self._wake()
-
-            def _wake(self) -> None:
-                if self._waiter is not None and not self._waiter.done():
-                    self._waiter.set_result(None)
-
-            def _fail(self, exc: BaseException) -> None:
-                if self._waiter is not None and not self._waiter.done():
-                    self._waiter.set_exception(exc)
-                    self._waiter.exception()  # retrieved even if nobody awaits it
-
-            def eof_received(self) -> bool:
-                self._fail(SMTPServerDisconnected("Unexpected EOF received"))
-                return bool(super().eof_received())
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                self._fail(SMTPServerDisconnected("Connection lost"))
-                super().connection_lost(exc)
-
-            async def exchange(
-                self, chunks: Iterable[bytes], replies: int, timeout: float | None
-            ) -> list[Any]:
-                """Write ``chunks`` (commands and/or payload), then read ``replies`` replies."""
-                if self.transport is None or self.transport.is_closing():
-                    raise SMTPServerDisconnected("Connection lost")
-                waiter = self._loop.create_future()
-                self._inbox, self._replies = bytearray(), []
-                self._waiter, self._wanted = waiter, replies
-                timer = None
-                try:
-                    for chunk in chunks:
-                        self.write(chunk)
-                        if self._paused:  # flow control: keep at most a chunk buffered
-                            await self._drain_helper()
-                    if not waiter.done():
-                        if timeout is not None:
-                            timer = self._loop.call_later(
-                                timeout, self._fail,
-                                SMTPReadTimeoutError("Timed out waiting for server response"),
-                            )
-                        await waiter
-                    else:
-                        waiter.result()
-                    return self._replies
-                finally:
-                    if timer is not None:
-                        timer.cancel()
-                    self._wanted, self._waiter = 0, None
-
-        _pipelining_class = PipeliningProtocol
-    if protocol is not None and type(protocol) is not _pipelining_class:
-        protocol.__class__ = _pipelining_class
-    return protocol
-
-
 def _address(address: str, smtputf8: bool) -> bytes:
     raw = address.encode("utf-8" if smtputf8 else "ascii")
     if _CONTROL.search(raw):
@@ -337,25 +268,23 @@ def _address(address: str, smtputf8: bool) -> bytes:
 
 
 async def _send_message(
-    smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool,
+    smtp: aiosmtplib.SMTP, channel: Channel | None, sender: str, recipients: tuple[str, ...],
+    data: Data, smtputf8: bool, sending: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """MAIL, RCPT..., DATA and the payload: pipelined when the server offers it (RFC 2920).
+    """One mail transaction; returns the refused recipients as aiosmtplib's ``sendmail`` does
+    and raises aiosmtplib's exceptions, whichever path carries it.
 
-    Raises aiosmtplib's own exceptions, so callers handle both paths alike; returns the refused
-    recipients as aiosmtplib's ``sendmail`` does.
+    With a ``Channel`` (the pipelining shortcut) MAIL, RCPT... and DATA go out together when
+    the server offers PIPELINING (RFC 2920) and the payload is streamed; without one, this is
+    aiosmtplib's public ``sendmail``.
     """
+    if channel is None:
+        sending()  # aiosmtplib's sendmail does not say when the data goes out: assume now
+        return await _send_public(smtp, sender, recipients, data, smtputf8)
     import aiosmtplib
 
-    if smtp.is_ehlo_or_helo_needed:
-        try:
-            await smtp.ehlo()
-        except aiosmtplib.SMTPHeloError:
-            await smtp.helo()
     if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
-    protocol = _extended(smtp.protocol)
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     timeout = smtp.timeout
     mail = b"MAIL FROM:" + _address(sender, smtputf8)
     if smtp.supports_extension("size"):
@@ -366,44 +295,56 @@ async def _send_message(
     refused: dict[str, Any] = {}
     try:
         if smtp.supports_extension("pipelining"):
-            replies = await protocol.exchange((b"".join(commands) + b"DATA\r\n",),
-                                              len(commands) + 1, timeout)
+            replies = await channel.exchange(b"".join(commands) + b"DATA\r\n",
+                                             len(commands) + 1, timeout)
             mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         else:
-            (mail_reply,) = await protocol.exchange((commands[0],), 1, timeout)
+            (mail_reply,) = await channel.exchange(commands[0], 1, timeout)
             rcpt_replies, data_reply = [], None
             if mail_reply.code == 250:
                 for command in commands[1:]:
-                    rcpt_replies += await protocol.exchange((command,), 1, timeout)
+                    rcpt_replies += await channel.exchange(command, 1, timeout)
         if mail_reply.code != 250:
-            await _end_data(protocol, data_reply, timeout)
+            await _end_data(channel, data_reply, timeout)
             raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
         for rcpt, reply in zip(recipients, rcpt_replies):
             if reply.code not in (250, 251):
                 refused[rcpt] = aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
         if len(refused) == len(recipients):
-            await _end_data(protocol, data_reply, timeout)
+            await _end_data(channel, data_reply, timeout)
             raise aiosmtplib.SMTPRecipientsRefused(list(refused.values()))
         if data_reply is None:
-            (data_reply,) = await protocol.exchange((b"DATA\r\n",), 1, timeout)
+            (data_reply,) = await channel.exchange(b"DATA\r\n", 1, timeout)
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-        (reply,) = await protocol.exchange(_payload(data), 1, timeout)
+        sending()
+        (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data))
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         try:  # reset the envelope for the next message, as aiosmtplib's sendmail does
-            await smtp.rset()
+            await channel.exchange(b"RSET\r\n", 1, timeout)
         except (ConnectionError, aiosmtplib.SMTPException):
             pass
         raise
     return refused
 
 
-async def _end_data(protocol: Any, data_reply: Any, timeout: float | None) -> None:
+async def _send_public(
+    smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool,
+) -> dict[str, Any]:
+    """The same transaction through aiosmtplib's public ``sendmail`` (no PIPELINING; the
+    message is held whole in memory)."""
+    message = bytes(data) if isinstance(data, (bytes, bytearray)) else b"".join(data.chunks())
+    errors, _ = await smtp.sendmail(sender, list(recipients), message,
+                                    mail_options=["SMTPUTF8"] if smtputf8 else [])
+    return errors
+
+
+async def _end_data(channel: Channel, data_reply: Any, timeout: float | None) -> None:
     """A server that accepted DATA after refusing the envelope gets an empty message ending."""
     if data_reply is not None and data_reply.code == 354:
-        await protocol.exchange((b".\r\n",), 1, timeout)
+        await channel.exchange(b".\r\n", 1, timeout)
 
 
 # -- OAuth2 sign-in (SASL XOAUTH2 / OAUTHBEARER) -------------------------------------------------
@@ -497,19 +438,40 @@ class Session:
         self.settings = settings
         self._password = password
         self._smtp: aiosmtplib.SMTP | None = None
+        self._channel: Channel | None = None  # the pipelining shortcut, when it took over
         self.encrypted = False
         self.signed_in: str | None = None
+        self._trace: Trace | None = None
+        self.phase = "closed"  # connect, tls, login, ehlo, ready: where a stall would be
+        # Per message (reset by ``deliver``): its data went out and no final reply came back,
+        # in some attempt; and the last temporary failure, if any.
+        self.unconfirmed = False
+        self.last_transient: SmtpMagicError | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
         return f"<Session {_where(self.settings)} {state}>"
 
     @property
+    def trace(self) -> Trace | None:
+        """Called with ("C", command) and ("S", reply) for each line of the mail transactions
+        (the message itself only as its size); the one place to log the conversation."""
+        return self._trace
+
+    @trace.setter
+    def trace(self, trace: Trace | None) -> None:
+        self._trace = trace
+        if self._channel is not None:
+            self._channel.trace = trace
+
+    @property
     def is_open(self) -> bool:
+        if self._channel is not None:
+            return self._channel.is_open
         return self._smtp is not None and self._smtp.is_connected
 
     async def open(self) -> aiosmtplib.SMTP:
-        if self._smtp is not None and self._smtp.is_connected:
+        if self._smtp is not None and self.is_open:
             return self._smtp
         self.abort()
         import aiosmtplib
@@ -525,10 +487,15 @@ class Session:
             validate_certs=s.validate_certs, timeout=s.timeout,
         )
         try:
-            await smtp.connect()
+            self.phase = "connect"
+            await self._connect(smtp)
             self.encrypted = s.implicit_tls
+            self.phase = "tls"
             await self._negotiate(smtp)
+            self.phase = "login"
             await self._login(smtp)
+            self.phase = "ehlo"
+            await self._greet(smtp)
         except SmtpMagicError:
             smtp.close()
             raise
@@ -542,12 +509,75 @@ class Session:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             smtp.close()
             if isinstance(exc, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
-                raise SendTimeout(
-                    f"{_where(s)} did not answer within {s.timeout:g} s while connecting."
-                ) from exc
+                raise self.stalled() from exc
+            if s.implicit_tls and self.phase == "connect" and _tls_mismatch(exc):
+                greeting = await _probe_smtp(s.host, s.port, min(2.0, s.timeout))
+                if greeting is not None:
+                    raise ConnectFailed(
+                        f"{_where(s)} speaks plain SMTP, not implicit TLS (it greeted "
+                        f"{greeting[:60]!r}): use security 'starttls' (or 'auto')."
+                    ) from exc
             raise _connect_error(s, exc) from exc
+        except BaseException:  # cancelled (the execution timeout): leave no socket behind
+            smtp.close()
+            raise
+        self.phase = "ready"
         self._smtp = smtp
+        transport = _shortcuts.take_transport(smtp)
+        if transport is not None:
+            from ._pipeline import Channel
+
+            self._channel = Channel.take(transport, self.trace)
         return smtp
+
+    async def _connect(self, smtp: aiosmtplib.SMTP) -> None:
+        """aiosmtplib's connect (TCP, TLS if implicit, the greeting), failing fast when a port
+        that should greet in plain text turns out to speak implicit TLS (it waits silently for
+        a TLS handshake, so nothing would happen until the timeout)."""
+        s = self.settings
+        connecting = asyncio.ensure_future(smtp.connect())
+        probe: asyncio.Future[bool] | None = None
+        try:
+            done, _ = await asyncio.wait({connecting}, timeout=min(_GREETING_GRACE, s.timeout))
+            if not done and not s.implicit_tls:
+                probe = asyncio.ensure_future(_probe_tls(s.host, s.port, min(3.0, s.timeout)))
+                await asyncio.wait({connecting, probe}, return_when=asyncio.FIRST_COMPLETED)
+                if not connecting.done() and probe.done() and probe.result():
+                    raise ConnectFailed(
+                        f"{_where(s)} speaks implicit TLS and sends no plain SMTP greeting"
+                        f"{' (port 465 is the implicit-TLS port)' if s.port == 465 else ''}: "
+                        "use security 'tls'; nothing was sent."
+                    )
+            await connecting
+        finally:
+            for task in (connecting, probe):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    def stalled(self) -> SmtpMagicError:
+        """The error for a timeout in the current phase; before any data it is not 'unknown'."""
+        s, where = self.settings, _where(self.settings)
+        if self.phase == "connect":
+            what = ("did not complete the TLS handshake and greet" if s.implicit_tls
+                    else "sent no SMTP greeting")
+            return ConnectFailed(f"{where} {what} within {s.timeout:g} s; nothing was sent.")
+        if self.phase == "tls":
+            return ConnectFailed(f"{where} did not finish STARTTLS within {s.timeout:g} s; "
+                                 "nothing was sent.")
+        if self.phase in ("login", "ehlo"):
+            return ConnectFailed(f"{where} did not answer the {self.phase.upper()} within "
+                                 f"{s.timeout:g} s; nothing was sent.")
+        return SendTimeout(f"{where} stopped answering.")
+
+    async def _greet(self, smtp: aiosmtplib.SMTP) -> None:
+        """EHLO (or HELO) once before the first transaction, if TLS and login did not."""
+        import aiosmtplib
+
+        if smtp.is_ehlo_or_helo_needed:
+            try:
+                await smtp.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await smtp.helo()
 
     async def _negotiate(self, smtp: aiosmtplib.SMTP) -> None:
         s = self.settings
@@ -584,6 +614,9 @@ class Session:
 
     def abort(self) -> None:
         """Drop the connection without QUIT (its state is unknown after an error)."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
@@ -591,7 +624,9 @@ class Session:
     async def close(self) -> None:
         import aiosmtplib
 
-        if self._smtp is not None and self._smtp.is_connected:
+        if self._channel is not None:
+            await self._channel.quit()
+        elif self._smtp is not None and self._smtp.is_connected:
             try:
                 await asyncio.wait_for(self._smtp.quit(), timeout=2)
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
@@ -621,8 +656,19 @@ class Session:
 
         smtp = await self.open()
         where = _where(self.settings)
+        unconfirmed = self.unconfirmed
+
+        def sending() -> None:
+            self.unconfirmed = True
+
         try:
-            errors = await _send_message(smtp, sender, recipients, data, smtputf8)
+            try:
+                errors = await _send_message(smtp, self._channel, sender, recipients, data,
+                                             smtputf8, sending)
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
+                    aiosmtplib.SMTPNotSupported):
+                self.unconfirmed = unconfirmed  # a final answer: this attempt delivered nothing
+                raise
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -660,7 +706,11 @@ class Session:
             raise _Transient(f"{where} dropped the connection before confirming delivery.") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
             self.abort()
-            raise SendTimeout(f"{where} stopped answering.") from exc
+            if not self.unconfirmed:  # stalled before the data: nothing can have arrived
+                raise TemporaryFailure(f"{where} stopped answering before the message was "
+                                       "sent; it is kept in the outbox.") from exc
+            raise SendTimeout(f"{where} stopped answering; the message may or may not have been "
+                              "delivered and is kept in the outbox.") from exc
         refused_perm: dict[str, tuple[int, str]] = {}
         refused_temp: dict[str, tuple[int, str]] = {}
         for rcpt, err in errors.items():
@@ -701,7 +751,7 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
                 envelope.sender, pending, data, envelope.smtputf8
             )
         except _Transient as exc:
-            last = exc
+            last = session.last_transient = exc
             session.abort()
         else:
             outcome.accepted += accepted
@@ -718,7 +768,7 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
             if not pending:
                 break
             code, text = next(iter(temp.values()))
-            last = TemporaryFailure(
+            last = session.last_transient = TemporaryFailure(
                 "The server deferred some recipients: "
                 + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
                 refused=temp, code=code, reply=f"{code} {text}".strip(),
@@ -737,6 +787,29 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
             ) from last
         outcome.refused.update(left)
     return outcome
+
+
+def _timed_out(session: Session) -> SmtpMagicError:
+    """What a send that ran out of time amounts to: unknown only if its data went out and no
+    final reply came back; otherwise nothing was delivered (exit 2 or 7, not 6)."""
+    settings = session.settings
+    where, seconds = _where(settings), f"{settings.timeout:g} s"
+    if session.unconfirmed:
+        return SendTimeout(
+            f"The send to {where} did not finish within {seconds}; "
+            "it may or may not have been delivered and is kept in the outbox."
+        )
+    last = session.last_transient
+    if last is not None:
+        return TemporaryFailure(
+            f"{last.message.rstrip('.')}, still failing when the {seconds} timeout ran out; "
+            "the message is kept in the outbox.",
+            refused=last.refused, code=last.code, reply=last.reply,
+        )
+    if session.phase == "ready":
+        return TemporaryFailure(f"{where} did not accept the message within {seconds}; "
+                                "nothing was sent and it is kept in the outbox.")
+    return session.stalled()
 
 
 def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicError | None:
@@ -758,6 +831,7 @@ def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicEr
 async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
     """``deliver_once`` bounded by the execution timeout (connecting and retries included)."""
     settings = session.settings
+    session.unconfirmed, session.last_transient = False, None
     try:
         if _timeout is not None:  # Python 3.11+: no extra task per message, unlike wait_for
             async with _timeout(settings.timeout):
@@ -766,10 +840,7 @@ async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
             outcome = await asyncio.wait_for(deliver_once(session, envelope, data), settings.timeout)
     except asyncio.TimeoutError as exc:
         session.abort()
-        raise SendTimeout(
-            f"The send to {_where(settings)} did not finish within {settings.timeout:g} s; "
-            "it may or may not have been delivered and is kept in the outbox."
-        ) from exc
+        raise _timed_out(session) from exc
     error = outcome_error(outcome, settings)
     if error is not None:
         raise error
@@ -782,6 +853,6 @@ async def check_connection(settings: ConnectionSettings, password: str | None) -
     try:
         return await asyncio.wait_for(session.report(), settings.timeout)
     except asyncio.TimeoutError as exc:
-        raise SendTimeout(f"{_where(settings)} did not answer within {settings.timeout:g} s.") from exc
+        raise session.stalled() from exc
     finally:
         await session.close()

@@ -51,7 +51,7 @@ def tmp_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TmpData:
     monkeypatch.setattr(smtp_magic.config, "_current", None)
     history.clear()
     for name in list(os.environ):
-        if name.startswith("SMTP_"):
+        if name.startswith("SMTP_") and name != "SMTP_MAGIC_NO_SHORTCUTS":  # kept: a whole run's mode
             monkeypatch.delenv(name)
     data = TmpData(tmp_path, tmp_path / "capture", tmp_path / "outbox")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))

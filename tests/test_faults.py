@@ -213,20 +213,23 @@ def test_drop_after_data_once_is_retried_with_the_same_message_id(fault_server: 
 
 # -- a server that stalls: the execution timeout bounds the whole send ------------------------------
 @pytest.mark.parametrize(
-    "fault",
-    [{"stall": 5, "stall_at": "greeting"}, {"stall": 5, "stall_at": "data"},
-     {"data_reply": (451, "4.3.0 Later")}, {"greeting": (421, "4.3.2 Busy")}],
+    ("fault", "exitcode"),
+    # Unknown (6) only when the data went out and no final reply came back; a stall before the
+    # greeting delivered nothing (2), and so did retried 4xx replies (7).
+    [({"stall": 5, "stall_at": "greeting"}, 2), ({"stall": 5, "stall_at": "data"}, 6),
+     ({"data_reply": (451, "4.3.0 Later")}, 7), ({"greeting": (421, "4.3.2 Busy")}, 7)],
     ids=["stall-greeting", "stall-data", "451-retries", "421-retries"],
 )
 def test_timeout_bounds_the_whole_send_including_retries(fault_server: FaultFactory,
-                                                         tmp_data: TmpData, fault: dict[str, Any]
-                                                         ) -> None:
+                                                         tmp_data: TmpData, fault: dict[str, Any],
+                                                         exitcode: int) -> None:
     server = fault_server(**fault)
     # Three attempts with backoff (≈0.25 s + 0.75 s) would take longer than this.
     started = time.monotonic()
     r = send(BOB, "Bounded", "hello", config=settings(server, timeout=0.6, attempts=3))
     took = time.monotonic() - started
-    assert r.exitcode == 6, r
+    assert r.exitcode == exitcode, r
+    assert ("may or may not" in r.message) == (exitcode == 6)
     msg = one_sentence(r)
     assert "0.6 s" in msg
     assert took < 1.5

@@ -8,16 +8,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from smtp_magic import transport
+from smtp_magic import _shortcuts, transport
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import PartiallyRefused, Rejected
 
 
 def reference(data: bytes) -> bytes:
-    """What aiosmtplib itself writes after DATA."""
-    return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    """What smtplib and aiosmtplib write after DATA (RFC 5321 §4.5.2): CRLF line ends, a
+    leading dot doubled, the message ended by a line break and ``.``."""
+    data = re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
 
 
 @pytest.mark.parametrize("data", [
@@ -110,9 +113,20 @@ class Chunked:
         return iter(self.parts)
 
 
-@pytest.mark.parametrize("pipelining", [True, False])
-async def test_messages_over_one_connection_with_partial_refusals(pipelining: bool):
-    recorder = Recorder(pipelining=pipelining)
+@pytest.fixture(params=["shortcut", "public"])
+def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both transaction paths: the pipelining Channel and aiosmtplib's public ``sendmail``."""
+    if request.param == "public":
+        monkeypatch.setenv(_shortcuts.ENV, "1")
+    elif not _shortcuts.allowed("pipelining"):
+        pytest.skip(f"pipelining shortcut off: {_shortcuts.status()['pipelining']}")
+    return str(request.param)
+
+
+@pytest.mark.parametrize("offered", [True, False])
+async def test_messages_over_one_connection_with_partial_refusals(offered: bool, wire: str):
+    pipelining = offered and wire == "shortcut"  # aiosmtplib's sendmail never pipelines
+    recorder = Recorder(pipelining=offered)
     session, server = await _session(recorder)
     body = b"Subject: x\r\n\r\n.leading dot\r\nline\n"
     try:
@@ -138,4 +152,23 @@ async def test_messages_over_one_connection_with_partial_refusals(pipelining: bo
     assert sum(c.startswith(b"EHLO") for c in recorder.commands) == 1
     mail_batches = [n for c, n in zip(recorder.commands, recorder.batches) if c.startswith(b"MAIL")]
     assert all(n > 1 for n in mail_batches) if pipelining else all(n == 1 for n in mail_batches)
-    assert any(re.match(rb"MAIL FROM:<a@x.test> SIZE=\d+", c) for c in recorder.commands)
+    assert any(re.match(rb"MAIL FROM:<a@x.test> SIZE=\d+", c, re.I) for c in recorder.commands)
+
+
+async def test_trace_sees_every_command_and_reply_but_not_the_message(monkeypatch):
+    if not _shortcuts.allowed("pipelining"):
+        pytest.skip("the trace hook is the pipelining channel's (aiosmtplib's sendmail has none)")
+    recorder = Recorder()
+    session, server = await _session(recorder)
+    lines: list[tuple[str, str]] = []
+    session.trace = lambda direction, line: lines.append((direction, line))
+    try:
+        await transport.deliver(session, Env("a@x.test", ("b@x.test",)), b"Subject: x\r\n\r\nsecret body\r\n")
+    finally:
+        await session.close()
+        server.close()
+    assert lines[:3] == [("C", "MAIL FROM:<a@x.test> SIZE=27"), ("C", "RCPT TO:<b@x.test>"),
+                         ("C", "DATA")]
+    assert ("S", "354 go ahead") in lines and ("C", "<message: 27 bytes>") in lines
+    assert lines[-2:] == [("C", "QUIT"), ("S", "221 bye")]
+    assert not any("secret" in line for _, line in lines)

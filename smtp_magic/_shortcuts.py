@@ -1,0 +1,181 @@
+"""The one boundary where smtp_magic leans on more than a library's documented API.
+
+Each shortcut has a declared version window, a runtime check, and a fallback on public APIs
+that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on the fallbacks):
+
+``compose``
+    The bulk composer (``compose._render_fast``) writes a message's bytes from a cached MIME
+    skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts with
+    the stdlib's private ``email.contentmanager._encode_text`` (what ``set_content`` itself
+    calls) so that its bytes are exactly the email package's. Checked at first use by composing
+    sample messages both ways and comparing the bytes. Fallback: ``EmailMessage`` +
+    ``set_content``/``add_alternative``/``add_attachment``, flattened by its generator.
+
+``pipelining``
+    aiosmtplib has no PIPELINING (RFC 2920) and copies a message several times on its way to
+    the socket. After aiosmtplib has connected, negotiated TLS and logged in (its public API),
+    the transport's ``_pipeline.Channel`` takes over the connection's asyncio transport
+    (``SMTP.transport``, a public attribute; ``BaseTransport.set_protocol``, public asyncio) for
+    the mail transactions. That relies on aiosmtplib not touching the transport afterwards,
+    which holds for the versions in the window. Checked per connection: the transport must
+    still be attached to aiosmtplib's protocol. Fallback: ``aiosmtplib.SMTP.sendmail``.
+
+Nothing else in the package may use another library's private names (tests/test_shortcuts.py
+greps for them).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "AIOSMTPLIB_WINDOW",
+    "ENV",
+    "FEATURES",
+    "PYTHON_WINDOW",
+    "allowed",
+    "encode_text",
+    "status",
+    "take_transport",
+    "verified",
+]
+
+ENV = "SMTP_MAGIC_NO_SHORTCUTS"
+FEATURES = ("compose", "pipelining")
+# [lowest, first unsupported): tested at the low and high end of each (scripts/test.sh).
+PYTHON_WINDOW = ((3, 10), (3, 14))  # the wire tests passed on 3.10, 3.11 (CI) and 3.13
+AIOSMTPLIB_WINDOW = ((3, 0), (6, 0))  # keep in step with pyproject.toml's dependency
+
+_checked: dict[str, bool] = {}
+_lock = threading.Lock()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _in_window(version: tuple[int, ...], window: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+    low, high = window
+    return low <= version[:2] < high
+
+
+def _aiosmtplib_version() -> tuple[int, ...]:
+    import aiosmtplib
+
+    return _version(getattr(aiosmtplib, "__version__", "0"))
+
+
+def _why_not(feature: str) -> str | None:
+    """Why ``feature`` is off (a short reason), or None when it may be used."""
+    if os.environ.get(ENV, "").strip() not in ("", "0"):
+        return f"{ENV} is set"
+    if _checked.get(feature) is False:
+        return "its runtime check failed"
+    return _why_not_here(feature, PYTHON_WINDOW, AIOSMTPLIB_WINDOW)
+
+
+@functools.lru_cache(maxsize=16)
+def _why_not_here(feature: str, python_window: Any, aiosmtplib_window: Any) -> str | None:
+    """The reasons that do not change while the process runs (versions, attributes)."""
+    if not _in_window(sys.version_info[:2], python_window):
+        return f"Python {sys.version_info[0]}.{sys.version_info[1]} is outside {_window(python_window)}"
+    if feature == "compose":
+        from email import contentmanager
+
+        if not callable(getattr(contentmanager, "_encode_text", None)):
+            return "email.contentmanager._encode_text is missing"
+    elif feature == "pipelining":
+        version = _aiosmtplib_version()
+        if not _in_window(version, aiosmtplib_window):
+            shown = ".".join(map(str, version))
+            return f"aiosmtplib {shown} is outside {_window(aiosmtplib_window)}"
+    else:
+        raise ValueError(f"unknown shortcut {feature!r}")
+    return None
+
+
+def _window(window: tuple[tuple[int, int], tuple[int, int]]) -> str:
+    (a, b), (c, d) = window
+    return f"[{a}.{b}, {c}.{d})"
+
+
+def allowed(feature: str) -> bool:
+    """Whether the shortcut may be used now (environment, version window, earlier checks)."""
+    return _why_not(feature) is None
+
+
+def verified(feature: str, check: Callable[[], bool]) -> bool:
+    """``allowed(feature)``, plus ``check()`` run once per process; a failed check turns the
+    shortcut off for good (with a warning) so the public path takes over."""
+    if not allowed(feature):
+        return False
+    if feature in _checked:
+        return _checked[feature]
+    with _lock:
+        if feature not in _checked:
+            try:
+                ok = bool(check())
+            except Exception:  # noqa: BLE001 - any surprise means: do not trust the shortcut
+                ok = False
+            if not ok:
+                warnings.warn(f"smtp_magic: the {feature!r} shortcut failed its self-check on this "
+                              "Python/aiosmtplib; using the public APIs instead (slower, same result).",
+                              RuntimeWarning, stacklevel=2)
+            _checked[feature] = ok
+    return _checked[feature]
+
+
+def status() -> dict[str, str]:
+    """Each shortcut's state, for diagnostics and tests: ``"on"``, ``"unchecked"`` or why it is off."""
+    out = {}
+    for feature in FEATURES:
+        why = _why_not(feature)
+        out[feature] = why if why else ("on" if _checked.get(feature) else "unchecked")
+    return out
+
+
+# -- compose: the stdlib's text encoder ----------------------------------------------------------
+
+def encode_text(text: str, policy: Any) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, encoded body) exactly as ``set_content(text)`` chooses them.
+
+    Only called when ``allowed("compose")``; the private function is looked up at call time.
+    """
+    from email import contentmanager
+
+    return contentmanager._encode_text(text, "utf-8", None, policy)  # type: ignore[attr-defined,no-any-return]
+
+
+# -- pipelining: the connection's transport, taken over from aiosmtplib ----------------------------
+
+def take_transport(smtp: Any) -> Any | None:
+    """The asyncio transport under a connected ``aiosmtplib.SMTP``, or None when it cannot be
+    taken over safely (then the transport keeps using aiosmtplib's own send)."""
+    if not allowed("pipelining"):
+        return None
+    transport = getattr(smtp, "transport", None)
+    if transport is None or transport.is_closing():
+        return None  # already gone: aiosmtplib's send reports the disconnection
+    protocol = getattr(smtp, "protocol", None)
+    ok = (
+        callable(getattr(transport, "set_protocol", None))
+        and callable(getattr(transport, "get_protocol", None))
+        and transport.get_protocol() is protocol
+    )
+    if not ok:
+        _checked["pipelining"] = False
+        return None
+    _checked["pipelining"] = True
+    return transport

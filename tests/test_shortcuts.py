@@ -1,0 +1,159 @@
+"""The shortcut boundary: one module, version windows, runtime checks, public fallbacks that work."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+import smtp_magic
+from smtp_magic import _shortcuts
+from smtp_magic.models import Attachment, SendRequest
+
+compose_module = importlib.import_module("smtp_magic.compose")
+PACKAGE = Path(smtp_magic.__file__).parent
+# Private names of other libraries that the package once used directly.
+PRIVATE = re.compile(r"_encode_text|_make_boundary|_drain_helper|\._paused|\._loop\b|"
+                     r"__class__\s*=|aiosmtplib\.protocol|\._buffer\b|_response_waiter")
+
+
+@pytest.fixture
+def fresh_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget this process's runtime-check results for the test."""
+    monkeypatch.setattr(_shortcuts, "_checked", {})
+
+
+def test_private_names_of_other_libraries_appear_only_in_the_boundary_module():
+    offenders = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.name == "_shortcuts.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if PRIVATE.search(line) and not line.lstrip().startswith("#"):
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_the_pinned_aiosmtplib_range_is_the_declared_window_and_includes_the_installed_one():
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    pin = re.search(r'"aiosmtplib>=([\d.]+),<([\d.]+)"', pyproject)
+    assert pin, "pyproject.toml must pin aiosmtplib as >=LOW,<HIGH"
+    (low, high) = _shortcuts.AIOSMTPLIB_WINDOW
+    assert (_shortcuts._version(pin.group(1)) + (0,))[:2] == low
+    assert (_shortcuts._version(pin.group(2)) + (0,))[:2] == high
+    assert low <= _shortcuts._version(aiosmtplib.__version__)[:2] < high
+    assert _shortcuts.PYTHON_WINDOW[0] <= sys.version_info[:2] < _shortcuts.PYTHON_WINDOW[1]
+
+
+def test_the_environment_switch_turns_every_shortcut_off(monkeypatch):
+    monkeypatch.setenv(_shortcuts.ENV, "1")
+    assert _shortcuts.status() == {f: f"{_shortcuts.ENV} is set" for f in _shortcuts.FEATURES}
+    assert not any(_shortcuts.allowed(f) for f in _shortcuts.FEATURES)
+    monkeypatch.setenv(_shortcuts.ENV, "0")  # "0" and "" mean: shortcuts on
+    assert "is set" not in _shortcuts.status()["compose"]
+
+
+def test_versions_outside_the_window_use_the_public_apis(monkeypatch, fresh_checks):
+    monkeypatch.delenv(_shortcuts.ENV, raising=False)
+    monkeypatch.setattr(_shortcuts, "AIOSMTPLIB_WINDOW", ((99, 0), (100, 0)))
+    monkeypatch.setattr(_shortcuts, "PYTHON_WINDOW", ((2, 0), (3, 0)))
+    state = _shortcuts.status()
+    assert "outside [2.0, 3.0)" in state["compose"] and "outside [2.0, 3.0)" in state["pipelining"]
+    monkeypatch.setattr(_shortcuts, "PYTHON_WINDOW", ((3, 0), (99, 0)))
+    assert "aiosmtplib" in _shortcuts.status()["pipelining"]
+    assert _shortcuts.allowed("compose")
+
+
+def test_a_failed_self_check_turns_the_fast_composer_off_and_messages_still_come_out_right(
+        monkeypatch, fresh_checks, smtp_server):
+    monkeypatch.delenv(_shortcuts.ENV, raising=False)
+
+    def wrong(text, policy):  # an encoder that changed behaviour in some future Python
+        return "7bit", text.upper()
+
+    monkeypatch.setattr(_shortcuts, "encode_text", wrong)
+    with pytest.warns(RuntimeWarning, match="'compose' shortcut failed its self-check"):
+        r = smtp_magic.send("bob@example.test", "Checked", "<p>hello there</p>",
+                            sender="a@example.test",
+                            config={"host": "127.0.0.1", "port": smtp_server.port,
+                                    "security": "none"})
+    assert r.ok, r.message
+    assert _shortcuts.status()["compose"] == "its runtime check failed"
+    msg = smtp_server.messages()[0].message
+    assert msg.get_body(("plain",)).get_content().strip() == "hello there"
+    assert "<p>hello there</p>" in msg.get_body(("html",)).get_content()
+
+
+def test_the_self_check_passes_here_and_would_catch_a_changed_encoder(monkeypatch):
+    assert compose_module._self_check()
+    monkeypatch.setattr(_shortcuts, "encode_text", lambda text, policy: ("8bit", text))
+    assert not compose_module._self_check()
+
+
+def test_a_transport_that_is_not_aiosmtplibs_is_not_taken_over(fresh_checks, monkeypatch):
+    monkeypatch.delenv(_shortcuts.ENV, raising=False)
+
+    class Transport:
+        def is_closing(self):
+            return False
+
+        def set_protocol(self, protocol):
+            raise AssertionError("must not be taken over")
+
+        def get_protocol(self):
+            return object()  # some other protocol than aiosmtplib's
+
+    class Smtp:
+        transport, protocol = Transport(), object()
+
+    assert _shortcuts.take_transport(Smtp()) is None
+    assert _shortcuts.status()["pipelining"] == "its runtime check failed"
+
+
+@pytest.mark.parametrize("mode", ["shortcuts", "public"])
+def test_both_paths_deliver_the_same_message(mode, monkeypatch, fresh_checks, smtp_server,
+                                             tmp_path):
+    if mode == "public":
+        monkeypatch.setenv(_shortcuts.ENV, "1")
+    elif not (_shortcuts.allowed("compose") and _shortcuts.allowed("pipelining")):
+        pytest.skip(f"shortcuts off: {_shortcuts.status()}")
+    data = bytes(range(256)) * 4000  # ~1 MB: streamed in chunks on the shortcut path
+    request = SendRequest(to="bob@example.test", cc="Carol <carol@example.test>",
+                          subject="Grüße from both paths", body="<p>" + "é " * 500 + "</p>",
+                          sender="a@example.test",
+                          attachments=[Attachment.from_bytes("data.bin", data)])
+    config = {"host": "127.0.0.1", "port": smtp_server.port, "security": "none"}
+    (r,) = smtp_magic.send_many([request], config=config)
+    assert r.ok, r.message
+    state = _shortcuts.status()
+    assert (state["compose"], state["pipelining"]) == (
+        ("on", "on") if mode == "shortcuts" else (f"{_shortcuts.ENV} is set",) * 2)
+    msg = smtp_server.messages()[0].message
+    assert msg["Subject"] == "Grüße from both paths" and msg["Message-ID"] == r.message_id
+    assert msg.get_body(("html",)).get_content().count("é") == 500
+    (att,) = msg.iter_attachments()
+    assert att.get_filename() == "data.bin" and att.get_content() == data
+    assert email.message_from_bytes(msg.as_bytes(), policy=email.policy.default).defects == []
+
+
+@pytest.mark.parametrize("server_kind", ["tls_server", "starttls_server"])
+def test_a_large_message_streams_over_tls(server_kind, request, client_ssl_env, fresh_checks):
+    """Flow control through an SSL transport taken over from aiosmtplib (STARTTLS or implicit)."""
+    server = request.getfixturevalue(server_kind)
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    config = {"host": "127.0.0.1", "port": server.port,
+              "security": "tls" if server_kind == "tls_server" else "starttls"}
+    r = smtp_magic.send("bob@example.test", "Big over TLS", "see attached",
+                        sender="a@example.test", content_type="text/plain",
+                        attachments=[Attachment.from_bytes("big.bin", data)], config=config)
+    assert r.ok, r.message
+    (att,) = server.messages()[0].message.iter_attachments()
+    assert att.get_content() == data
+    if _shortcuts.allowed("pipelining"):
+        assert _shortcuts.status()["pipelining"] == "on"
