@@ -26,8 +26,6 @@ from .outbox import history
 
 __all__ = ["SmtpMagics", "load_ipython_extension", "unload_ipython_extension"]
 
-LOCAL_SENDER = "notebook@localhost.test"
-
 # -- the line: shell-style words, each expanded on its own -----------------------------------------
 #
 # IPython expands {expr} and $name in the whole line and, when any part fails, keeps the whole line
@@ -220,20 +218,20 @@ class SmtpMagics(Magics):
             from .server import local_server
 
             server = local_server()
-            values.update(host=server.host, port=server.port, security="none", password=None,
-                          password_env=None, use_keyring=False)
         try:
+            if args.use_keyring:
+                from .credentials import check_keyring
+
+                check_keyring()  # no backend (a headless Linux box): say so now, change nothing
             staged = settings.copy()
             if args.file:
                 staged.load_file(args.file)
-            staged.update(values, source="%smtp_config")
-            if server is not None and not staged.sender and "@" not in (staged.username or ""):
-                staged.sender = LOCAL_SENDER
+            staged.update(values, source=config.MAGIC)
+            if server is not None:  # until the host or port changes again
+                staged.use_local(server.host, server.port)
             if args.password_prompt:
                 self._prompt_password(staged, keyring=bool(args.use_keyring))
-            changed = {name: getattr(staged, name) for name in config.SETTINGS
-                       if getattr(staged, name) != getattr(settings, name)}
-            settings.update(changed, source="%smtp_config")
+            settings.apply(staged)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
         if server is not None:
@@ -246,7 +244,7 @@ class SmtpMagics(Magics):
                 raise _kernel.one_line(exc) from None
             print("\n".join(report.lines()))
         if not line.strip():
-            text = Table(("setting", "value"), settings.describe(), title="SmtpMagic settings")
+            text = Table(("setting", "value", "from"), settings.rows(), title="SmtpMagic settings")
             display(Block(settings._repr_html_(), repr(text)))  # the password masked in both
 
     @staticmethod
@@ -319,13 +317,19 @@ class SmtpMagics(Magics):
             if not rows:
                 raise UsageError(f"--each {shape.each} has no rows: nothing to send.")
         captured = self._capture(cell) if shape.capture else None
-        requests = [self._request(words, cell, row, settings, content_type, captured,
-                                  i if shape.each else None) for i, row in enumerate(rows)]
+        built = [self._request(words, cell, row, settings, content_type, captured,
+                               i if shape.each else None) for i, row in enumerate(rows)]
+        requests, composed = [r for r, _ in built], [c for _, c in built]
         if shape.preview:
-            self._preview(requests, settings)
+            self._preview(requests, composed)
             return
         block = _kernel.should_block(self.shell, settings, shape.sync)
-        job = _kernel.start_send(self.shell, requests, settings, block=block, many=bool(shape.each))
+        try:
+            job = _kernel.start_send(self.shell, requests, settings, block=block,
+                                     many=bool(shape.each), composed=composed)
+        except _kernel.SendInterrupted as exc:  # the send goes on: keep it reachable
+            ns["smtp_last"] = exc.job
+            raise
         ns["smtp_last"] = job
         error = job.error() if block else None
         if error is not None:
@@ -333,8 +337,9 @@ class SmtpMagics(Magics):
 
     def _request(self, words: list[tuple[str, bool]], cell: str, row: dict[str, Any],
                  settings: SmtpMagic, content_type: str, captured: Any, index: int | None
-                 ) -> SendRequest:
-        """One message: the options expanded and the template rendered with ``row`` first."""
+                 ) -> tuple[SendRequest, Any]:
+        """One message: the options expanded and the template rendered with ``row`` first;
+        returns the request and the message composed from it."""
         from .render import render_template
 
         ns = self.user_ns
@@ -345,12 +350,12 @@ class SmtpMagics(Magics):
             rendered = captured or render_template(cell, scope, content_type)
             request = build_request(args, rendered, content_type,
                                     list(resolve_all(args.attach or [], scope)))
-            api.build_message(request, config=settings)  # every input error before any send
+            composed = api.build_message(request, config=settings)  # every input error first
         except SmtpMagicError as exc:
             raise _usage_error(exc, where) from None
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
-        return request
+        return request, composed
 
     def _capture(self, cell: str) -> Any:
         from .render import render_outputs
@@ -360,10 +365,10 @@ class SmtpMagics(Magics):
             raise UsageError("The cell raised an error, so nothing was sent.")
         return render_outputs(outputs)
 
-    def _preview(self, requests: list[SendRequest], settings: SmtpMagic) -> None:
+    def _preview(self, requests: list[SendRequest], built: list[Any]) -> None:
         from .preview import preview_html, preview_text
 
-        composed = api.build_message(requests[0], config=settings)
+        composed = built[0]
         note = f" (the first of {len(requests)} messages)" if len(requests) > 1 else ""
         display(Block(preview_html(composed) + (f"<div>{note.strip()}</div>" if note else ""),
                       f"Preview, nothing was sent{note}\n{preview_text(composed)}"))
@@ -392,7 +397,10 @@ class SmtpMagics(Magics):
                 history.add(record)
             print(f"Cleared {len(keys)} undelivered message(s) and the finished sends.")
         if args.wait:
-            _kernel.wait_all()
+            stuck = _kernel.wait_all()
+            if stuck:
+                print(f"{len(stuck)} send(s) run on this notebook's own event loop and cannot "
+                      "finish while a cell waits: await them instead.")
         if args.retry:
             keys = _undelivered_keys(box)
             if not keys:
