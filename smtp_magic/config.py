@@ -184,6 +184,7 @@ class SmtpMagic(Configurable):
         self._sources: dict[str, str] = {}
         self._active: Any = None  # the source of the values being set now
         self._before_local: dict[str, tuple[Any, str]] = {}
+        self._left_local: dict[str, tuple[Any, str]] = {}  # restored: (--local's value, source)
         self.observe(self._on_change, names=list(self.trait_names(config=True)))
         super().__init__(**kwargs)
         self._mark_config(self.config)
@@ -330,9 +331,16 @@ class SmtpMagic(Configurable):
         saved, self._before_local = self._before_local, {}
         for name, (value, source) in saved.items():
             if self._sources.get(name) == LOCAL:
+                self._left_local[name] = (getattr(self, name), source)
                 with self._setting_from(_QUIET):
                     setattr(self, name, value)
                 self._sources[name] = source
+
+    def left_local(self) -> list[str]:
+        """The settings that leaving the capture server gave back a different value (since this
+        object was made or copied), e.g. ``security`` after ``--local`` then ``--host``."""
+        return [name for name, (local, source) in self._left_local.items()
+                if self._sources.get(name) == source and getattr(self, name) != local]
 
     # -- snapshots and display -----------------------------------------------------------------
 

@@ -231,9 +231,14 @@ class SmtpMagics(Magics):
                 staged.use_local(server.host, server.port)
             if args.password_prompt:
                 self._prompt_password(staged, keyring=bool(args.use_keyring))
+            restored = staged.left_local()
             settings.apply(staged)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
+        if restored:
+            shown = dict(settings.describe())
+            print("Not the capture server any more, so what --local had set is back: "
+                  + ", ".join(f"{name} {shown[name]}" for name in restored) + ".")
         if server is not None:
             print(f"Sending to the capture server at {server.host}:{server.port}; messages are "
                   f"stored in {server.maildir} (see %smtp_inbox).")
