@@ -280,8 +280,12 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
             post(lambda: bar.update(done) if bar is not None else None)
 
     # Composed (if need be), credentials resolved and journaled here, before anything is shown.
-    job.future = api.submit_many(job.requests, config=settings, progress=on_progress,
-                                 composed=composed)
+    try:
+        job.future = api.submit_many(job.requests, config=settings, progress=on_progress,
+                                     composed=composed)
+    except KeyboardInterrupt:
+        raise one_line(KeyboardInterrupt("interrupted before anything was sent; nothing was "
+                                         "kept in the outbox.")) from None
     _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
     if live:
         _display(job, job.display_id)

@@ -402,6 +402,9 @@ def prepare_many(
     except BaseException:
         # Interrupted (or a bug) before anything was sent: these never became sends.
         for group in groups:
+            for job in group.jobs:
+                if job.entry is not None:
+                    group.outbox.remove(job.entry.key)
             group.batch.close()
         history.discard([job.record for job in jobs if job.record is not None])
         raise

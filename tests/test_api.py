@@ -195,3 +195,25 @@ def test_retry_with_a_credential_failure_returns_responses_and_keeps_the_message
     assert "No system keyring" in again.message
     (entry,) = Outbox().entries()
     assert entry.message_id == r.message_id and smtp_server.count() == 0
+
+
+def test_interrupted_while_preparing_leaves_no_trace(smtp_server, cfg, tmp_data, monkeypatch):
+    """^C while a batch is composed and journaled: nothing was sent, so nothing stays behind
+    (no pending record for --wait, nothing in the outbox to resend)."""
+    from smtp_magic import api
+
+    calls = []
+
+    def interrupted_second_time(settings):
+        calls.append(settings)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(api, "resolve_password", interrupted_second_time)
+    requests = [{"to": "a@example.test", "subject": "one"},
+                {"to": "b@example.test", "subject": "two", "timeout": 5}]  # a second group
+    with pytest.raises(KeyboardInterrupt):
+        api.prepare_many(requests, config=cfg)
+    assert len(calls) == 2 and history.records() == [] and len(Outbox()) == 0
+    assert smtp_server.count() == 0
