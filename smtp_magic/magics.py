@@ -206,6 +206,9 @@ class SmtpMagics(Magics):
         settings = current()
         if args.password_env and (args.use_keyring or args.password_prompt):
             raise UsageError("--password-env cannot be combined with --keyring or --password-prompt.")
+        if args.local and (args.host is not None or args.port is not None):
+            raise UsageError("--local sends to the built-in capture server, on a port of its own: "
+                             "leave out --host and --port.")
         values = {option.name: getattr(args, option.name) for option in config.setting_options()
                   if getattr(args, option.name) is not None}
         # The password source given last wins: a new one replaces the others.

@@ -180,6 +180,8 @@ def test_password_sources(ip: TestingShell, monkeypatch: pytest.MonkeyPatch,
     assert memory_keyring == {("smtp-magic", "alice@localhost"): "typed-pw"}
     error = usage_error(ip, "%smtp_config --password-env X --keyring")
     assert "cannot be combined" in str(error)
+    error = usage_error(ip, "%smtp_config --local --port 2525")
+    assert "leave out --host and --port" in str(error)
 
 
 @pytest.mark.parametrize("line", [
