@@ -405,7 +405,11 @@ class SmtpMagics(Magics):
                 history.add(record)
             print(f"Cleared {len(keys)} undelivered message(s) and the finished sends.")
         if args.wait:
-            stuck = _kernel.wait_all()
+            try:
+                stuck = _kernel.wait_all()
+            except KeyboardInterrupt:
+                raise _kernel.one_line(KeyboardInterrupt(
+                    "stopped waiting; the sends go on (%smtp_outbox shows them).")) from None
             if stuck:
                 print(f"{len(stuck)} send(s) run on this notebook's own event loop and cannot "
                       "finish while a cell waits: await them instead.")
