@@ -19,8 +19,10 @@ from . import api
 from .config import SmtpMagic
 from .errors import ExitCode, SmtpMagicError
 from .models import Response, SendRequest
+from .outbox import history
 
 __all__ = [
+    "SendInterrupted",
     "SendJob",
     "is_headless",
     "one_line",
@@ -232,13 +234,32 @@ class _Text:
         return self.text
 
 
+class SendInterrupted(KeyboardInterrupt):
+    """A blocking send was interrupted (the stop button): the send itself goes on."""
+
+    def __init__(self, job: SendJob) -> None:
+        super().__init__("the send goes on in the background; its status line shows the outcome, "
+                         "and `await smtp_last` or %smtp_outbox --wait waits for it.")
+        self.job = job
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[0;31mKeyboardInterrupt\x1b[0m: {self}"]
+
+
 def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic, *, block: bool,
-               many: bool, notes: Sequence[str] = ()) -> SendJob:
-    """Send ``requests`` in one ``send_many_async`` call on the worker loop, with a status line.
+               many: bool, composed: Sequence[Any] | None = None,
+               notes: Sequence[str] = ()) -> SendJob:
+    """Send ``requests`` in one batch on the worker loop, with a status line.
+
+    Every message is written to the outbox before this starts sending or shows "sending", so a
+    kernel restart right after the cell returns loses nothing. ``composed``: the messages
+    already built from ``requests`` (the magic's validation pass), reused as they are.
+    ``notes``: what the status line says besides the outcome (e.g. an object that fell back).
 
     ``block``: wait here (the kernel's loop is not needed: the I/O runs on the worker loop's
-    thread). Otherwise return at once; the status line is settled by a task on the kernel's loop
-    (so its output is parented to this cell), or by the worker thread where no loop runs.
+    thread); an interrupt then raises ``SendInterrupted`` (the send goes on). Otherwise return
+    at once; the status line is settled by a task on the kernel's loop (so its output is
+    parented to this cell), or by the worker thread where no loop runs.
     """
     job = SendJob(requests, many=many, notes=notes)
     in_kernel = kernel_of(shell) is not None
@@ -249,9 +270,7 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
     # A live status line needs a front end that applies display updates; headless runners
     # (nbval, papermill) keep only the first version, so there we show the final line alone.
     live = not block or (in_kernel and not is_headless(shell))
-    if live:
-        _display(job, job.display_id)
-    bar = _Progress(len(job.requests), widget=not block) if many and live and in_kernel else None
+    bar: _Progress | None = None
     inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
     context = contextvars.copy_context()
 
@@ -267,11 +286,21 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
     def on_progress(done: int, total: int, response: Response) -> None:
         job.progress = done
         if bar is not None:
-            post(lambda: bar.update(done))
+            post(lambda: bar.update(done) if bar is not None else None)
 
-    job.future = api.worker_loop().submit(
-        api.send_many_async(job.requests, config=settings, progress=on_progress))
+    # Composed (if need be), credentials resolved and journaled here, before anything is shown.
+    try:
+        job.future = api.submit_many(job.requests, config=settings, progress=on_progress,
+                                     composed=composed)
+    except KeyboardInterrupt:
+        raise one_line(KeyboardInterrupt("interrupted before anything was sent; nothing was "
+                                         "kept in the outbox.")) from None
     _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
+    if live:
+        _display(job, job.display_id)
+    bar = _Progress(len(job.requests), widget=not block) if many and live and in_kernel else None
+    if bar is not None and job.progress:
+        bar.update(job.progress)
 
     def settle() -> None:
         job._settle()
@@ -292,7 +321,7 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         except KeyboardInterrupt:  # the send goes on; its status line still settles later
             block = False
             _settle_later(job, loop, settle)
-            raise
+            raise SendInterrupted(job) from None
         while not inbox.empty():
             inbox.get()()
         settle()
@@ -323,16 +352,21 @@ def pending_jobs() -> list[SendJob]:
     return [job for job in _jobs if not job.done()]
 
 
-def wait_all(timeout: float | None = None) -> list[SendJob]:
-    """Block until every send started by the magics has finished; returns those jobs.
+def wait_all(timeout: float | None = None) -> list[Any]:
+    """Block until every send of this session has finished, whatever started it (the magics,
+    the form, the API); returns the sends still pending (those running on this thread's own
+    event loop, which cannot finish while it blocks).
 
-    Waits on the worker loop's futures, so it works while the kernel's loop is blocked.
+    Waits on the worker loop's futures and the send log, so it works while the kernel's loop
+    is blocked.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     jobs = list(_jobs)
     concurrent.futures.wait([j.future for j in jobs if j.future is not None], timeout=timeout)
     for job in jobs:
         job._settle()
-    return jobs
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return history.wait(left)
 
 
 def one_line(exc: BaseException) -> BaseException:

@@ -25,7 +25,14 @@ from . import transport
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
-from .errors import ExitCode, InvalidRequest, SmtpMagicError, did_you_mean
+from .errors import (
+    ConfigError,
+    ConnectFailed,
+    ExitCode,
+    InvalidRequest,
+    SmtpMagicError,
+    did_you_mean,
+)
 from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Connector",
+    "Prepared",
     "SendHandle",
     "build_message",
     "check",
@@ -43,6 +51,7 @@ __all__ = [
     "oauth2_login",
     "oauth2_logout",
     "oauth2_status",
+    "prepare_many",
     "request_from_dict",
     "retry_outbox",
     "retry_outbox_async",
@@ -51,6 +60,7 @@ __all__ = [
     "send_async",
     "send_many",
     "send_many_async",
+    "submit_many",
 ]
 
 T = TypeVar("T")
@@ -194,14 +204,14 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
 
 
 def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
-             plain: ConnectionSettings | None = None) -> _Job:
+             plain: ConnectionSettings | None = None, composed: Composed | None = None) -> _Job:
     try:
         request, overrides = _as_request(item)
         if timeout is not None:
             overrides = {**overrides, "timeout": timeout}
         settings = plain if plain is not None and not overrides else base.snapshot(overrides)
         job = _Job(index, request, settings)
-        job.composed = _prepare(request, settings)
+        job.composed = composed if composed is not None else _prepare(request, settings)
     except SmtpMagicError as exc:
         request = item if isinstance(item, SendRequest) else SendRequest(to=(), subject="")
         job = _Job(index, request, None, response=Response.from_error(exc))
@@ -283,7 +293,7 @@ async def _deliver_bytes(
 
 
 class _Pool:
-    """The connections and passwords of one ``send_many``, kept from one window to the next."""
+    """The connections and passwords of one bulk send, kept from one window to the next."""
 
     def __init__(self) -> None:
         self._idle: dict[ConnectionSettings, list[transport.Session]] = {}
@@ -314,21 +324,50 @@ class _Pool:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
-async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: Callable[[_Job], None],
-                     pool: _Pool) -> None:
-    """Deliver jobs that share settings over at most ``settings.connections`` connections."""
-    try:
-        password = pool.password(settings)
-    except SmtpMagicError as exc:
-        for job in jobs:
-            job.response = Response.from_error(exc, message_id=job.composed.message_id if job.composed else None)
+@dataclass
+class _Group:
+    """Jobs that share settings, ready to deliver: credentials resolved, messages journaled."""
+
+    settings: ConnectionSettings
+    jobs: list[_Job]
+    password: str | None
+    outbox: Outbox
+    batch: Batch
+
+
+def _fail(jobs: list[_Job], exc: SmtpMagicError, progress: Callable[[_Job], None]) -> None:
+    for job in jobs:
+        if job.response is None:
+            job.response = Response.from_error(
+                exc, message_id=job.composed.message_id if job.composed else None)
             assert job.record is not None
             job.record.finish(job.response)
             progress(job)
-        return
+
+
+def _open_group(jobs: list[_Job], settings: ConnectionSettings,
+                progress: Callable[[_Job], None], pool: _Pool) -> _Group | None:
+    """Resolve the password and write every message to the outbox (exit 1 for each message,
+    before any connection, when either fails); None when nothing is left to deliver."""
+    try:
+        password = pool.password(settings)
+    except SmtpMagicError as exc:
+        _fail(jobs, exc, progress)
+        return None
     outbox = Outbox(settings.outbox_dir)
-    batch = _journal(jobs, outbox, progress)
-    queue = [job for job in reversed(jobs) if job.response is None]
+    try:
+        batch = _journal(jobs, outbox, progress)
+    except OSError as exc:
+        _fail(jobs, ConfigError(f"The outbox {str(outbox.path)!r} cannot be written "
+                                f"({exc.strerror or exc}); nothing was sent."), progress)
+        return None
+    return _Group(settings, jobs, password, outbox, batch)
+
+
+async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Pool) -> None:
+    """Deliver jobs that share settings over at most ``settings.connections`` connections."""
+    settings, password, outbox = group.settings, group.password, group.outbox
+    queue = [job for job in reversed(group.jobs) if job.response is None]
 
     async def worker() -> None:
         session = pool.take(settings, password)
@@ -338,13 +377,138 @@ async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: C
                 job.response = await _deliver_job(job, session, outbox)
                 progress(job)
         finally:
-            pool.give(session)  # closed by the pool when the whole send_many is done
+            pool.give(session)  # closed by the pool when the whole send is done
 
     try:
         workers = min(settings.connections, len(queue))
         await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
-        batch.close()  # deleted when every message is settled; kept (pending) otherwise
+        group.batch.close()  # deleted when every message is settled; kept (pending) otherwise
+
+
+class _Counter:
+    """``progress(done, total, response)`` as jobs finish, counted across windows."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, job: _Job) -> None:
+        self.done += 1
+        if self.progress is not None and job.response is not None:
+            self.progress(self.done, self.total, job.response)
+
+
+class Prepared:
+    """A batch on its way: every message composed, its credentials resolved and written to the
+    outbox, so that nothing is lost from here on, even if the process dies before it is sent.
+    ``await prepared.deliver()`` sends it; the Responses come back in request order."""
+
+    def __init__(self, jobs: list[_Job], groups: list[_Group], report: Callable[[_Job], None],
+                 pool: _Pool | None = None) -> None:
+        self.jobs, self._groups, self._report = jobs, groups, report
+        self._pool, self._own_pool = pool or _Pool(), pool is None
+
+    async def deliver(self) -> list[Response]:
+        here = threading.get_ident()
+        for job in self.jobs:
+            if job.record is not None:
+                job.record.thread = here
+        try:
+            await asyncio.gather(*(_run_group(g, self._report, self._pool) for g in self._groups))
+        except Exception as exc:  # noqa: BLE001 - a bug: the messages stay in the outbox
+            _fail(self.jobs, ConnectFailed(
+                f"Unexpected error while sending ({type(exc).__name__}: {exc}); the message "
+                "is kept in the outbox (%smtp_outbox --retry)."), self._report)
+        finally:
+            # Cancelled (e.g. the loop stopped): nothing may stay "pending" in this session's log.
+            _fail(self.jobs, ConnectFailed("The send was cancelled; the message is kept in the "
+                                            "outbox (%smtp_outbox --retry)."), self._report)
+            if self._own_pool:
+                await self._pool.close()
+        return [job.response for job in self.jobs]  # type: ignore[misc]
+
+
+def _settings_for(config: ConfigLike, timeout: float | None
+                  ) -> tuple[SmtpMagic, ConnectionSettings | None]:
+    """The settings of a batch, and their snapshot for requests that override nothing."""
+    base = load_settings(config)
+    try:
+        plain = base.snapshot({"timeout": timeout} if timeout is not None else None)
+    except SmtpMagicError:
+        plain = None  # each request reports the problem itself
+    return base, plain
+
+
+def _prepare_window(items: Sequence[Any], start: int, base: SmtpMagic,
+                    plain: ConnectionSettings | None, timeout: float | None, report: _Counter,
+                    pool: _Pool | None, composed: Sequence[Composed] | None = None) -> Prepared:
+    """Compose ``items``, resolve their credentials and journal them (see ``prepare_many``)."""
+    jobs: list[_Job] = []
+    groups: list[_Group] = []
+    group_pool = pool or _Pool()
+    try:
+        for i, item in enumerate(items):
+            jobs.append(_new_job(start + i, item, base, timeout, plain,
+                                 composed[i] if composed is not None else None))
+        by_settings: dict[ConnectionSettings, list[_Job]] = {}
+        for job in jobs:
+            if job.response is not None:
+                report(job)
+            else:
+                assert job.settings is not None
+                by_settings.setdefault(job.settings, []).append(job)
+        for settings, group_jobs in by_settings.items():
+            group = _open_group(group_jobs, settings, report, group_pool)
+            if group is not None:
+                groups.append(group)
+    except BaseException:
+        # Interrupted (or a bug) before anything was sent: these never became sends.
+        for group in groups:
+            for job in group.jobs:
+                if job.entry is not None:
+                    group.outbox.remove(job.entry.key)
+            group.batch.close()
+        history.discard([job.record for job in jobs if job.record is not None])
+        raise
+    return Prepared(jobs, groups, report, group_pool if pool is not None else None)
+
+
+def _failed_batch(count: int, exc: SmtpMagicError) -> Prepared:
+    failed = [_Job(i, SendRequest(to=(), subject=""), None, response=Response.from_error(exc))
+              for i in range(count)]
+    return Prepared(failed, [], lambda job: None)
+
+
+def prepare_many(
+    requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
+    timeout: float | None = None, progress: Progress | None = None,
+    composed: Sequence[Composed] | None = None,
+) -> Prepared:
+    """Compose every message, resolve the credentials and write the batch to the outbox, now,
+    in this thread; then ``await .deliver()`` (or ``submit_many``) sends it.
+
+    ``composed``: the messages ``build_message`` already made from these requests with the same
+    config (a preview or a validation pass), so they are not composed twice.
+    """
+    items = list(requests)
+    try:
+        base, plain = _settings_for(config, timeout)
+    except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
+        return _failed_batch(len(items), exc)
+    return _prepare_window(items, 0, base, plain, timeout, _Counter(progress, len(items)), None,
+                           composed)
+
+
+def submit_many(
+    requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
+    timeout: float | None = None, progress: Progress | None = None,
+    composed: Sequence[Composed] | None = None,
+) -> concurrent.futures.Future[list[Response]]:
+    """Start sending on the worker loop and return at once. By then every message is in the
+    outbox (``prepare_many``): a kernel restart right after this returns loses nothing."""
+    prepared = prepare_many(requests, config=config, timeout=timeout, progress=progress,
+                            composed=composed)
+    return worker_loop().submit(prepared.deliver())
 
 
 async def send_many_async(
@@ -356,41 +520,24 @@ async def send_many_async(
     ``requests`` are dicts in the seed's request format (``to``, ``from``, ``subject``, ``body``,
     ``cc``, ``bcc``, ``attachments``, ``content-type``...), dicts of ``send``'s keyword arguments,
     or ``SendRequest`` objects, in a list or from any iterable (a generator is consumed a window
-    at a time, so memory does not grow with the number of messages). Invalid requests get exit
-    code 1 without stopping the others. ``progress(done, total, response)`` is called after
-    each message; ``total`` is 0 when ``requests`` has no length.
+    at a time, each window composed and written to the outbox before it is sent, so memory does
+    not grow with the number of messages). Invalid requests get exit code 1 without stopping
+    the others. ``progress(done, total, response)`` is called after each message; ``total`` is
+    0 when ``requests`` has no length.
     """
     try:
-        base = load_settings(config)
+        base, plain = _settings_for(config, timeout)
     except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
         return [Response.from_error(exc) for _ in requests]
-    try:
-        plain = base.snapshot({"timeout": timeout} if timeout is not None else None)
-    except SmtpMagicError:
-        plain = None  # each request reports the problem itself
-    total = len(requests) if isinstance(requests, Sized) else 0
-    done = 0
-
-    def report(job: _Job) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None and job.response is not None:
-            progress(done, total, job.response)
-
+    report = _Counter(progress, len(requests) if isinstance(requests, Sized) else 0)
     responses: list[Response] = []
     pool = _Pool()
     try:
-        for window in _windows(enumerate(requests), _WINDOW):
-            jobs = [_new_job(i, item, base, timeout, plain) for i, item in window]
-            groups: dict[ConnectionSettings, list[_Job]] = {}
-            for job in jobs:
-                if job.response is not None:
-                    report(job)
-                else:
-                    assert job.settings is not None
-                    groups.setdefault(job.settings, []).append(job)
-            await asyncio.gather(*(_run_group(g, s, report, pool) for s, g in groups.items()))
-            responses += [job.response for job in jobs]  # type: ignore[misc]
+        start = 0
+        for window in _windows(requests, _WINDOW):
+            prepared = _prepare_window(window, start, base, plain, timeout, report, pool)
+            responses += await prepared.deliver()
+            start += len(window)
     finally:
         await pool.close()
     return responses
@@ -527,8 +674,15 @@ class Connector:
         return run_blocking(self._send(dict(self._params)))
 
     def run_async(self) -> SendHandle:
-        """Start the send and return at once; await the handle or call ``.result()``."""
-        return SendHandle(worker_loop().submit(self._send(dict(self._params))))
+        """Start the send and return at once (the message is in the outbox by then); await the
+        handle or call ``.result()``."""
+        prepared = prepare_many([dict(self._params)], config=self._settings)
+
+        async def one() -> Response:
+            (response,) = await prepared.deliver()
+            return response
+
+        return SendHandle(worker_loop().submit(one()))
 
     def call(self, request: Mapping[str, Any]) -> Response:
         """Send a whole request (the seed's JSON request as a dict) and wait for the Response."""
@@ -557,15 +711,23 @@ async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] |
     entries = [e for e in outbox.entries() if wanted is None or e.key in wanted]
     if not entries:
         return []
-    password = resolve_password(settings)
     responses: list[Response] = []
+    try:
+        password = resolve_password(settings)
+    except SmtpMagicError as exc:  # nothing was tried: the messages stay as they are
+        for entry in entries:
+            record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
+                                            outbox_key=entry.key))
+            record.finish(Response.from_error(exc, message_id=entry.message_id))
+            responses.append(record.response)  # type: ignore[arg-type]
+        return responses
     session = transport.Session(settings, password)
     try:
         for entry in entries:
             addresses = (entry.sender, *entry.recipients)
             envelope = _StoredEnvelope(entry.sender, entry.recipients, not all(a.isascii() for a in addresses))
             record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
-                                            outbox_key=entry.key))
+                                            outbox_key=entry.key, thread=threading.get_ident()))
             response = await _deliver_bytes(session, envelope, outbox.read(entry.key), entry, outbox,
                                             time.monotonic())
             record.finish(response)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from traitlets import Bool, Callable, Enum, Float, Int, TraitError, TraitType, Unicode, validate
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 
 from .errors import ConfigError, did_you_mean
 
@@ -27,6 +28,16 @@ __all__ = [
 
 MASK = "********"
 MB = 1024 * 1024  # the unit of attachment_size
+
+# Where a setting's value came from, as %smtp_config's table shows it.
+DEFAULT = "default"
+IPYTHON_CONFIG = "IPython config"
+MAGIC = "%smtp_config"
+LOCAL = "%smtp_config --local"
+ASSIGNED = "Python or the form"  # settings.port = 587, or the form's settings panel
+_QUIET = object()  # copying a whole state: no provenance bookkeeping
+# The sender --local uses when the username is not an address.
+LOCAL_SENDER = "notebook@localhost.test"
 
 
 class Secret:
@@ -115,6 +126,10 @@ class SmtpMagic(Configurable):
     snapshot (``ConnectionSettings``), in ``%smtp_config``'s table (in declaration order) and
     options (``--name``, or the ``option`` tag; ``option=False`` for none), and accepted as a
     JSON key and as a per-request override. A new setting is one trait here.
+
+    Each setting also knows where its value came from (``source(name)``, the "from" column of
+    ``%smtp_config``). Settings chosen by ``--local`` (``use_local``) last only while the
+    settings point at the capture server: changing the host or port restores what they were.
     """
 
     host = Unicode("localhost", help="SMTP server host name or IP address.").tag(config=True)
@@ -199,6 +214,15 @@ class SmtpMagic(Configurable):
         "used instead of signing in when set.",
     ).tag(config=True, option=False)
 
+    def __init__(self, **kwargs: Any) -> None:
+        self._sources: dict[str, str] = {}
+        self._active: Any = None  # the source of the values being set now
+        self._before_local: dict[str, tuple[Any, str]] = {}
+        self._left_local: dict[str, tuple[Any, str]] = {}  # restored: (--local's value, source)
+        self.observe(self._on_change, names=list(self.trait_names(config=True)))
+        super().__init__(**kwargs)
+        self._mark_config(self.config)
+
     @validate("port")
     def _check_port(self, proposal: Any) -> int:
         value = proposal["value"]
@@ -251,15 +275,22 @@ class SmtpMagic(Configurable):
     def load_env(self, environ: Mapping[str, str] | None = None) -> SmtpMagic:
         """Apply the SMTP_* environment variables that are set."""
         environ = os.environ if environ is None else environ
-        values = {trait: environ[var] for var, trait in ENV_VARS.items() if environ.get(var)}
-        return self.update(values, source="environment")
+        found = {var: trait for var, trait in ENV_VARS.items() if environ.get(var)}
+        self.update({trait: environ[var] for var, trait in found.items()}, source="environment")
+        for var, trait in found.items():
+            self._sources[trait] = f"environment ({var})"
+        return self
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
         """Apply a JSON file in the seed's format (``target``, ``port``...) or with trait names."""
-        return self.update(load_json(path), source=str(path))
+        return self.update(load_json(path), source=str(path), origin=f"file {path}")
 
-    def update(self, values: Mapping[str, Any], *, source: str = "settings") -> SmtpMagic:
-        """Set several settings at once, all or nothing; errors name the key and the source."""
+    def update(self, values: Mapping[str, Any], *, source: str = "settings",
+               origin: str | None = None) -> SmtpMagic:
+        """Set several settings at once, all or nothing; errors name the key and the source.
+
+        ``origin`` is where the values come from as ``source(name)`` tells it (default: ``source``).
+        """
         normalized = normalize_keys(values, source=source)
         staged = self.copy()
         for key, value in normalized.items():
@@ -268,15 +299,100 @@ class SmtpMagic(Configurable):
             except (TraitError, ValueError, TypeError) as exc:
                 raise ConfigError(_trait_message(key, value, exc, source)) from None
         _oauth2_presets(staged, normalized)
-        for key in {**normalized, **_PRESET_KEYS}:
-            setattr(self, key, getattr(staged, key))
+        origin = origin or source
+        with self._setting_from(origin):
+            for key in normalized:
+                setattr(self, key, getattr(staged, key))
+                self._sources[key] = origin  # also when the value stayed the same
+            for key in _PRESET_KEYS:  # what choosing an OAuth2 provider implied
+                if key not in normalized and getattr(self, key) != getattr(staged, key):
+                    setattr(self, key, getattr(staged, key))
+                    self._sources[key] = origin
+        return self
+
+    def update_config(self, config: Config) -> None:
+        """Apply IPython config (``%config SmtpMagic.port = 587``), noting where values came from."""
+        with self._setting_from(IPYTHON_CONFIG):
+            super().update_config(config)
+        self._mark_config(config)
+
+    def _mark_config(self, config: Config) -> None:
+        section = config.get(type(self).__name__) if isinstance(config, dict) else None
+        for name in section or ():
+            if name in SETTINGS:
+                self._sources[name] = IPYTHON_CONFIG
+
+    def use_local(self, host: str, port: int) -> SmtpMagic:
+        """Point at the capture server at ``host:port``: no TLS, no login, a stand-in sender
+        when the username is not an address. What these settings were before comes back as soon
+        as the host or port changes again."""
+        local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
+                                 "password_env": None, "use_keyring": False}
+        if not self.sender and "@" not in (self.username or ""):
+            local["sender"] = LOCAL_SENDER
+        for name in local:  # a second --local keeps what the user had before the first
+            if name not in self._before_local or self.source(name) != LOCAL:
+                self._before_local[name] = (getattr(self, name), self.source(name))
+        with self._setting_from(LOCAL):
+            for name, value in local.items():
+                setattr(self, name, value)
+                self._sources[name] = LOCAL
+        return self
+
+    def source(self, name: str) -> str:
+        """Where the current value of setting ``name`` came from (``default``, ``IPython
+        config``, ``environment (SMTP_HOST)``, ``file PATH``, ``%smtp_config``, ``--local``...)."""
+        if name not in SETTINGS:
+            raise KeyError(name)
+        return self._sources.get(name, DEFAULT)
+
+    def apply(self, other: SmtpMagic) -> SmtpMagic:
+        """Take every setting of ``other``, with where it came from (ends a staged change)."""
+        with self._setting_from(_QUIET):
+            for name in SETTINGS:
+                if getattr(self, name) != getattr(other, name):
+                    setattr(self, name, getattr(other, name))
+        self._sources = dict(other._sources)
+        self._before_local = dict(other._before_local)
         return self
 
     def copy(self) -> SmtpMagic:
         clone = SmtpMagic()
-        for name in self.trait_names(config=True):
-            setattr(clone, name, getattr(self, name))
-        return clone
+        return clone.apply(self)
+
+    @contextlib.contextmanager
+    def _setting_from(self, source: Any) -> Iterator[None]:
+        saved, self._active = self._active, source
+        try:
+            yield
+        finally:
+            self._active = saved
+
+    def _on_change(self, change: Any) -> None:
+        source = self._active
+        if source is _QUIET:
+            return
+        name = change["name"]
+        self._sources[name] = source or ASSIGNED
+        if name in ("host", "port") and self._before_local and source != LOCAL:
+            self._leave_local()
+
+    def _leave_local(self) -> None:
+        """Restore what --local replaced, unless it was set since (the settings left the
+        capture server: its no-TLS, no-login settings must not go to a real server)."""
+        saved, self._before_local = self._before_local, {}
+        for name, (value, source) in saved.items():
+            if self._sources.get(name) == LOCAL:
+                self._left_local[name] = (getattr(self, name), source)
+                with self._setting_from(_QUIET):
+                    setattr(self, name, value)
+                self._sources[name] = source
+
+    def left_local(self) -> list[str]:
+        """The settings that leaving the capture server gave back a different value (since this
+        object was made or copied), e.g. ``security`` after ``--local`` then ``--host``."""
+        return [name for name, (local, source) in self._left_local.items()
+                if self._sources.get(name) == source and getattr(self, name) != local]
 
     # -- snapshots and display -----------------------------------------------------------------
 
@@ -303,13 +419,19 @@ class SmtpMagic(Configurable):
         items = ", ".join(f"{k}={v}" for k, v in self.describe() if v != "(not set)")
         return f"SmtpMagic({items})"
 
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(name, shown value, where it came from) for every setting, password masked."""
+        return [(name, shown, self.source(name)) for name, shown in self.describe()]
+
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in self.describe()
+            f"<td style='text-align:left'>{html.escape(v)}</td>"
+            f"<td style='text-align:left'>{html.escape(src)}</td></tr>"
+            for k, v, src in self.rows()
         )
-        return f"<table><thead><tr><th>setting</th><th>value</th></tr></thead>{rows}</table>"
+        return ("<table><thead><tr><th>setting</th><th>value</th><th>from</th></tr></thead>"
+                f"{rows}</table>")
 
 
 # What choosing an OAuth2 provider sets, unless given too (or changed from the default before).

@@ -26,8 +26,6 @@ from .outbox import history
 
 __all__ = ["SmtpMagics", "load_ipython_extension", "unload_ipython_extension"]
 
-LOCAL_SENDER = "notebook@localhost.test"
-
 # -- the line: shell-style words, each expanded on its own -----------------------------------------
 #
 # IPython expands {expr} and $name in the whole line and, when any part fails, keeps the whole line
@@ -238,6 +236,9 @@ class SmtpMagics(Magics):
         settings = current()
         if args.password_env and (args.use_keyring or args.password_prompt):
             raise UsageError("--password-env cannot be combined with --keyring or --password-prompt.")
+        if args.local and (args.host is not None or args.port is not None):
+            raise UsageError("--local sends to the built-in capture server, on a port of its own: "
+                             "leave out --host and --port.")
         values = {option.name: getattr(args, option.name) for option in config.setting_options()
                   if getattr(args, option.name) is not None}
         # The password source given last wins: a new one replaces the others.
@@ -250,22 +251,27 @@ class SmtpMagics(Magics):
             from .server import local_server
 
             server = local_server()
-            values.update(host=server.host, port=server.port, security="none", password=None,
-                          password_env=None, use_keyring=False)
         try:
+            if args.use_keyring:
+                from .credentials import check_keyring
+
+                check_keyring()  # no backend (a headless Linux box): say so now, change nothing
             staged = settings.copy()
             if args.file:
                 staged.load_file(args.file)
-            staged.update(values, source="%smtp_config")
-            if server is not None and not staged.sender and "@" not in (staged.username or ""):
-                staged.sender = LOCAL_SENDER
+            staged.update(values, source=config.MAGIC)
+            if server is not None:  # until the host or port changes again
+                staged.use_local(server.host, server.port)
             if args.password_prompt:
                 self._prompt_password(staged, keyring=bool(args.use_keyring))
-            changed = {name: getattr(staged, name) for name in config.SETTINGS
-                       if getattr(staged, name) != getattr(settings, name)}
-            settings.update(changed, source="%smtp_config")
+            restored = staged.left_local()
+            settings.apply(staged)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
+        if restored:
+            shown = dict(settings.describe())
+            print("Not the capture server any more, so what --local had set is back: "
+                  + ", ".join(f"{name} {shown[name]}" for name in restored) + ".")
         if server is not None:
             print(f"Sending to the capture server at {server.host}:{server.port}; messages are "
                   f"stored in {server.maildir} (see %smtp_inbox).")
@@ -278,7 +284,7 @@ class SmtpMagics(Magics):
                 raise _kernel.one_line(exc) from None
             print("\n".join(report.lines()))
         if not line.strip():
-            text = Table(("setting", "value"), settings.describe(), title="SmtpMagic settings")
+            text = Table(("setting", "value", "from"), settings.rows(), title="SmtpMagic settings")
             display(Block(settings._repr_html_(), repr(text)))  # the password masked in both
 
     def _oauth2(self, settings: SmtpMagic, *, login: bool) -> None:
@@ -369,16 +375,20 @@ class SmtpMagics(Magics):
         captured = self._capture(cell) if shape.capture else None
         built = [self._request(words, cell, row, settings, content_type, captured,
                                i if shape.each else None) for i, row in enumerate(rows)]
-        requests = [request for request, _ in built]
+        requests, composed = [r for r, _, _ in built], [c for _, _, c in built]
         # What the sender should know: objects that fell back, what sanitising removed.
-        warnings = list(dict.fromkeys(w for _, r in built for w in r.warnings))
-        removed = list(dict.fromkeys(w for _, r in built for w in r.removed))
+        warnings = list(dict.fromkeys(w for _, r, _ in built for w in r.warnings))
+        removed = list(dict.fromkeys(w for _, r, _ in built for w in r.removed))
         if shape.preview:
-            self._preview(requests, settings, warnings, removed)
+            self._preview(requests, composed, warnings, removed)
             return
         block = _kernel.should_block(self.shell, settings, shape.sync)
-        job = _kernel.start_send(self.shell, requests, settings, block=block, many=bool(shape.each),
-                                 notes=warnings)
+        try:
+            job = _kernel.start_send(self.shell, requests, settings, block=block,
+                                     many=bool(shape.each), composed=composed, notes=warnings)
+        except _kernel.SendInterrupted as exc:  # the send goes on: keep it reachable
+            ns["smtp_last"] = exc.job
+            raise
         ns["smtp_last"] = job
         error = job.error() if block else None
         if error is not None:
@@ -386,9 +396,9 @@ class SmtpMagics(Magics):
 
     def _request(self, words: list[tuple[str, bool]], cell: str, row: dict[str, Any],
                  settings: SmtpMagic, content_type: str, captured: Any, index: int | None
-                 ) -> tuple[SendRequest, Any]:
-        """One message (and its rendering): the options expanded and the template rendered with
-        ``row`` first."""
+                 ) -> tuple[SendRequest, Any, Any]:
+        """One message: the options expanded and the template rendered with ``row`` first;
+        returns the request, its rendering and the message composed from it."""
         from .render import render_template
 
         ns = self.user_ns
@@ -399,12 +409,12 @@ class SmtpMagics(Magics):
             rendered = captured or render_template(cell, scope, content_type)
             request = build_request(args, rendered, content_type,
                                     list(resolve_all(args.attach or [], scope)))
-            api.build_message(request, config=settings)  # every input error before any send
+            composed = api.build_message(request, config=settings)  # every input error first
         except SmtpMagicError as exc:
             raise _usage_error(exc, where) from None
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
-        return request, rendered
+        return request, rendered, composed
 
     def _capture(self, cell: str) -> Any:
         from .render import render_outputs
@@ -417,13 +427,13 @@ class SmtpMagics(Magics):
         except SmtpMagicError as exc:  # e.g. a chart that cannot become an image
             raise _usage_error(exc, "Nothing was sent: ") from None
 
-    def _preview(self, requests: list[SendRequest], settings: SmtpMagic, warnings: list[str],
+    def _preview(self, requests: list[SendRequest], built: list[Any], warnings: list[str],
                  removed: list[str]) -> None:
         import html
 
         from .preview import preview_html, preview_text
 
-        composed = api.build_message(requests[0], config=settings)
+        composed = built[0]
         note = f" (the first of {len(requests)} messages)" if len(requests) > 1 else ""
         lines = ([f"Removed before sending: {'; '.join(removed)}."] if removed else []) + [
             f"Note: {w}." for w in warnings]
@@ -457,7 +467,14 @@ class SmtpMagics(Magics):
                 history.add(record)
             print(f"Cleared {len(keys)} undelivered message(s) and the finished sends.")
         if args.wait:
-            _kernel.wait_all()
+            try:
+                stuck = _kernel.wait_all()
+            except KeyboardInterrupt:
+                raise _kernel.one_line(KeyboardInterrupt(
+                    "stopped waiting; the sends go on (%smtp_outbox shows them).")) from None
+            if stuck:
+                print(f"{len(stuck)} send(s) run on this notebook's own event loop and cannot "
+                      "finish while a cell waits: await them instead.")
         if args.retry:
             keys = _undelivered_keys(box)
             if not keys:

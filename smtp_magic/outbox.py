@@ -441,6 +441,10 @@ class SendRecord:
     response: Response | None = None
     started: float = field(default_factory=time.time)
     outbox_key: str | None = None
+    # The thread whose event loop delivers it, once delivery started: a wait on that same
+    # thread could never see it finish.
+    thread: int | None = field(default=None, repr=False, compare=False)
+    _log: SendLog | None = field(default=None, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
@@ -449,6 +453,8 @@ class SendRecord:
     def finish(self, response: Response) -> None:
         self.response = response
         self.status = "sent" if response.ok else "failed"
+        if self._log is not None:
+            self._log.changed()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -459,20 +465,50 @@ class SendRecord:
 
 
 class SendLog:
-    """Every send of this process, in order (thread-safe: blocking sends run on a worker loop)."""
+    """Every send of this process, in order, whatever started it: the magics, the form, the
+    API (thread-safe: sends run on worker loops)."""
 
     def __init__(self) -> None:
         self._records: list[SendRecord] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
 
     def add(self, record: SendRecord) -> SendRecord:
         with self._lock:
+            record._log = self
             self._records.append(record)
         return record
 
     def records(self) -> list[SendRecord]:
         with self._lock:
             return list(self._records)
+
+    def pending(self) -> list[SendRecord]:
+        with self._lock:
+            return [r for r in self._records if r.status == "pending"]
+
+    def changed(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, timeout: float | None = None) -> list[SendRecord]:
+        """Block until no send is pending, except those delivered by this thread's own event
+        loop (they cannot progress while it blocks); returns the sends still pending."""
+        me = threading.get_ident()
+
+        def settled() -> bool:
+            return all(r.status != "pending" or r.thread == me for r in self._records)
+
+        with self._changed:
+            self._changed.wait_for(settled, timeout)
+            return [r for r in self._records if r.status == "pending"]
+
+    def discard(self, records: Iterable[SendRecord]) -> None:
+        """Forget records of sends that never started (interrupted while being prepared)."""
+        gone = {id(r) for r in records}
+        with self._changed:
+            self._records[:] = [r for r in self._records if id(r) not in gone]
+            self._changed.notify_all()
 
     def clear(self) -> None:
         with self._lock:

@@ -80,7 +80,9 @@ class Rendered:
     top_notes: tuple[str, ...] = ()
 
     def _repr_html_(self) -> str:
-        return self.html
+        from ._views import html_frame  # shown inert, as every view of message HTML
+
+        return html_frame(self.html, {i.cid: (f"image/{i.subtype}", i.data) for i in self.images})
 
 
 @dataclass(frozen=True)

@@ -740,8 +740,8 @@ class ComposeForm(widgets.VBox):
         n = len(request.recipients)
         self._set_status("busy", f"Sending to {n} recipient{'s' if n != 1 else ''}\u2026")
         try:
-            self._future = api.worker_loop().submit(
-                api.send_many_async([request], config=self.settings))
+            # In the outbox (and in the session's log, for %smtp_outbox --wait) on return.
+            self._future = api.submit_many([request], config=self.settings)
         except BaseException as exc:
             self._sending = False
             self._update_send_button()

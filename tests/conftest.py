@@ -105,6 +105,51 @@ def ip(shell: TestingShell, tmp_data: TmpData, monkeypatch: pytest.MonkeyPatch
     shell.config.pop("SmtpMagic", None)
 
 
+# -- keyring -----------------------------------------------------------------------------------
+@pytest.fixture
+def memory_keyring() -> Iterator[dict[tuple[str, str], str]]:
+    """A working system keyring for the test (a real keyring backend that keeps its passwords
+    in a dict, which the test gets); the machine's own (often none: headless) comes back after."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    store: dict[tuple[str, str], str] = {}
+
+    class MemoryKeyring(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return store.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            store[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            store.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        yield store
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No keyring backend, as on a headless Linux machine (keyring's own ``fail`` backend)."""
+    import keyring
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
+
+
 # -- certificates ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
