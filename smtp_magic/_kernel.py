@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
 import html
 import importlib.util
+import logging
 import queue
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 from . import api
 from .config import SmtpMagic
+from .conversation import debug_output
 from .errors import ExitCode, SmtpMagicError
 from .models import Response, SendRequest
 
@@ -29,6 +32,8 @@ __all__ = [
     "start_send",
     "wait_all",
 ]
+
+log = logging.getLogger(__name__)
 
 # Every job this session started, so `%smtp_outbox --wait` can block on their concurrent futures
 # (never on kernel-loop tasks: the kernel's own loop is blocked while a cell runs).
@@ -225,6 +230,48 @@ class _Text:
         return self.text
 
 
+class _Transcript:
+    """The SMTP conversation of an asynchronous send in debug mode, shown in the cell's output
+    under its status line and updated in place (at most five times a second), so it stays in
+    the right cell after the cell has finished. The newest ``limit`` lines are kept."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 2000) -> None:
+        self.loop = loop
+        self.lines: collections.deque[str] = collections.deque(maxlen=limit)
+        self.dropped = 0
+        self.display_id = uuid.uuid4().hex
+        self._scheduled = False
+        _display(self, self.display_id)
+
+    def add(self, line: str) -> None:
+        if len(self.lines) == self.lines.maxlen:
+            self.dropped += 1
+        self.lines.append(line)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_later(0.2, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        _display(self, self.display_id, update=True)
+
+    def text(self) -> str:
+        head = [f"({self.dropped} earlier lines not shown)"] if self.dropped else []
+        return "\n".join(head + list(self.lines)) or "(no SMTP conversation yet)"
+
+    def __repr__(self) -> str:
+        return "SMTP conversation (debug):\n" + self.text()
+
+    def _repr_html_(self) -> str:
+        return ("<details open><summary>SMTP conversation (debug)</summary>"
+                f"<pre style='margin:0;font-size:12px'>{html.escape(self.text())}</pre></details>")
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic, *, block: bool,
                many: bool) -> SendJob:
     """Send ``requests`` in one ``send_many_async`` call on the worker loop, with a status line.
@@ -262,12 +309,24 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         if bar is not None:
             post(lambda: bar.update(done))
 
-    job.future = api.worker_loop().submit(
-        api.send_many_async(job.requests, config=settings, progress=on_progress))
+    # --debug: the conversation goes where this cell's outputs go (see _Transcript).
+    transcript: _Transcript | None = None
+    sink: Callable[[str], None] | None = None
+    if settings.debug:
+        if block or loop is None:
+            sink = lambda line: post(lambda: _stderr_line(line))
+        else:
+            shown = transcript = _Transcript(loop)
+            sink = lambda line: post(lambda: shown.add(line))
+    with debug_output(sink) if sink is not None else contextlib.nullcontext():
+        job.future = api.worker_loop().submit(
+            api.send_many_async(job.requests, config=settings, progress=on_progress))
     _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
 
     def settle() -> None:
         job._settle()
+        if transcript is not None:
+            transcript.flush()
         if bar is not None:
             bar.close(not job.failures())
         if live:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ __all__ = [
     "style_tables",
     "utf8_size",
 ]
+
+log = logging.getLogger(__name__)
 
 # Shown columns at most; the attached file has them all.
 MAX_COLUMNS = 50

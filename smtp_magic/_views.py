@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 import time
 from collections.abc import Sequence
 from email.message import EmailMessage
 from typing import Any
 
 __all__ = ["Block", "Inbox", "Table"]
+
+log = logging.getLogger(__name__)
 
 
 class Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,8 @@ __all__ = [
     "send_many",
     "send_many_async",
 ]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ConfigLike = SmtpMagic | Mapping[str, Any] | str | os.PathLike[str] | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any, NoReturn
 
 from .errors import ExitCode, InvalidRequest, SmtpMagicError
 from .models import Response
+
+log = logging.getLogger(__name__)
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -31,11 +34,21 @@ def _print(response: Response) -> int:
     return response.exitcode
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    """The settings of a command: ``--config`` over the current ones, then ``--debug``."""
+    from .api import load_settings
+
+    settings = load_settings(args.config).copy()
+    if getattr(args, "debug", False):
+        settings.update({"debug": True}, source="--debug")
+    return settings
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    from .api import load_settings, request_from_dict, send_many
+    from .api import request_from_dict, send_many
 
     try:
-        settings = load_settings(args.config)
+        settings = _settings(args)
         request = _read_json(args.request, "request")
         request_from_dict(request)  # validate before anything else, for a precise message
     except SmtpMagicError as exc:
@@ -62,7 +75,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .api import check
 
     try:
-        report = check(args.config)
+        report = check(_settings(args))
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
     print("\n".join(report.lines()))
@@ -70,14 +83,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from .api import load_settings, outbox, retry_outbox
+    from .api import outbox, retry_outbox
 
-    box = outbox(args.config)
+    settings = _settings(args)
+    box = outbox(settings)
     if args.clear:
         print(f"Removed {box.clear()} message(s) from {box.path}.")
         return 0
     if args.retry:
-        responses = retry_outbox(config=load_settings(args.config))
+        responses = retry_outbox(config=settings)
         print(json.dumps([r.to_dict() for r in responses], indent=2))
         return max((r.exitcode for r in responses), default=0)
     entries = box.entries()
@@ -109,6 +123,11 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+def _debug_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true",
+                   help="show the SMTP conversation on standard error (logins redacted)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="smtp-magic",
@@ -125,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the request: to, from, subject, body, cc, bcc, attachments, content-type "
                    "('-' reads standard input)")
     p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
+    _debug_option(p)
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("serve", help="run the built-in capture server",
@@ -143,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="connect, negotiate TLS and log in; send nothing")
     p.add_argument("--config", default=None, metavar="CONN.json")
+    _debug_option(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("outbox", help="list, retry or clear undelivered messages")
@@ -150,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--retry", action="store_true", help="resend every kept message")
     group.add_argument("--clear", action="store_true", help="forget every kept message")
+    _debug_option(p)
     p.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("demo", help="run the quickstart notebook against the capture server")

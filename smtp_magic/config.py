@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ __all__ = [
     "load_json",
     "normalize_keys",
 ]
+
+log = logging.getLogger(__name__)
 
 MASK = "********"
 MB = 1024 * 1024  # the unit of attachment_size
@@ -164,6 +167,11 @@ class SmtpMagic(Configurable):
         None, allow_none=True,
         help="Where undelivered messages are kept (default: $XDG_DATA_HOME/smtp_magic/outbox).",
     ).tag(config=True, metavar="PATH")
+
+    debug = Bool(
+        False, help="Show the SMTP conversation of every send (logins redacted) on standard "
+        "error, or in the cell's output in a notebook."
+    ).tag(config=True)
 
     @validate("port")
     def _check_port(self, proposal: Any) -> int:

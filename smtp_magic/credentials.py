@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from .config import ConnectionSettings
 from .errors import ConfigError, missing
+
+log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "smtp-magic"
 

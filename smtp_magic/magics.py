@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import re
 import shlex
 import weakref
@@ -25,6 +26,8 @@ from .models import Attachment, SendRequest
 from .outbox import history
 
 __all__ = ["SmtpMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+log = logging.getLogger(__name__)
 
 LOCAL_SENDER = "notebook@localhost.test"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import mailbox
 import os
 import re
@@ -17,6 +18,8 @@ from typing import Any
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
+
+log = logging.getLogger(__name__)
 
 # A batch journal keeps every message of one bulk send in one file; keys look like J<id>-<n>.
 _JOURNAL_DIR = "journal"

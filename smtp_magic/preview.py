@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 from email.message import EmailMessage
 
 from .compose import Composed
 
 __all__ = ["preview_html", "preview_text"]
+
+log = logging.getLogger(__name__)
 
 
 def _body_parts(msg: EmailMessage) -> tuple[EmailMessage | None, EmailMessage | None]:

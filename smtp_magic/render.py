@@ -9,6 +9,7 @@ import html as _html
 import importlib.util
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -40,6 +41,8 @@ __all__ = [
     "render_outputs",
     "render_template",
 ]
+
+log = logging.getLogger(__name__)
 
 # Gmail clips an HTML part over 102 KB. The part is sent quoted-printable, which adds about 7 %
 # to markup like ours, and the page layout adds ~3 KB: 90 KB of rendered HTML stays under.

@@ -41,6 +41,8 @@ __all__ = [
     "serve",
 ]
 
+log = logging.getLogger(__name__)
+
 TLSMode = Literal["starttls", "tls"]
 
 # Room for the seed's 10 MB attachment limit several times over, base64 included (like Postfix's 50 MB).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import socket
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import ConnectionSettings
+from .conversation import Conversation
 from .errors import (
     AuthFailed,
     ConnectFailed,
@@ -25,6 +27,8 @@ from .errors import (
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
     import aiosmtplib
+
+log = logging.getLogger(__name__)
 
 
 class Envelope(Protocol):
@@ -324,6 +328,44 @@ def _extended(protocol: Any) -> Any:
     return protocol
 
 
+_tapped_class: type | None = None
+
+
+def _smtp_class() -> type[aiosmtplib.SMTP]:
+    """aiosmtplib's SMTP client, reporting every command and reply to its ``conversation``.
+
+    Every command outside a mail transaction (EHLO, AUTH and its SASL lines, RSET, QUIT...)
+    goes through the public ``execute_command``; the greeting, STARTTLS and the transaction
+    are reported where ``Session`` and ``_send_message`` run them.
+    """
+    global _tapped_class
+    if _tapped_class is None:
+        import aiosmtplib
+
+        class TappedSMTP(aiosmtplib.SMTP):  # type: ignore[misc]
+            conversation: Conversation | None = None
+
+            async def execute_command(self, *args: bytes, **kwargs: Any) -> Any:
+                conv = self.conversation
+                if conv is None:
+                    return await super().execute_command(*args, **kwargs)
+                conv.command(*args)
+                try:
+                    response = await super().execute_command(*args, **kwargs)
+                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+                    conv.note(f"no reply: {exc}")
+                    raise
+                conv.reply(response.code, response.message)
+                return response
+
+        _tapped_class = TappedSMTP
+    return _tapped_class
+
+
+def _conversation(smtp: Any) -> Conversation | None:
+    return getattr(smtp, "conversation", None)
+
+
 def _address(address: str, smtputf8: bool) -> bytes:
     raw = address.encode("utf-8" if smtputf8 else "ascii")
     if _CONTROL.search(raw):
@@ -359,31 +401,46 @@ async def _send_message(
         mail += b" SMTPUTF8"
     commands = [mail + b"\r\n", *(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n" for r in recipients)]
     refused: dict[str, Any] = {}
+    conv = _conversation(smtp)
+
+    async def exchange(chunk: bytes, replies: int) -> list[Any]:
+        """Write commands (one line each in the conversation), read their replies."""
+        if conv is not None:
+            conv.lines(chunk)
+        got = await protocol.exchange((chunk,), replies, timeout)
+        if conv is not None:
+            for r in got:
+                conv.reply(r.code, r.message)
+        return list(got)
+
     try:
         if smtp.supports_extension("pipelining"):
-            replies = await protocol.exchange((b"".join(commands) + b"DATA\r\n",),
-                                              len(commands) + 1, timeout)
+            replies = await exchange(b"".join(commands) + b"DATA\r\n", len(commands) + 1)
             mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         else:
-            (mail_reply,) = await protocol.exchange((commands[0],), 1, timeout)
+            (mail_reply,) = await exchange(commands[0], 1)
             rcpt_replies, data_reply = [], None
             if mail_reply.code == 250:
                 for command in commands[1:]:
-                    rcpt_replies += await protocol.exchange((command,), 1, timeout)
+                    rcpt_replies += await exchange(command, 1)
         if mail_reply.code != 250:
-            await _end_data(protocol, data_reply, timeout)
+            await _end_data(protocol, data_reply, timeout, conv)
             raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
         for rcpt, reply in zip(recipients, rcpt_replies):
             if reply.code not in (250, 251):
                 refused[rcpt] = aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt)
         if len(refused) == len(recipients):
-            await _end_data(protocol, data_reply, timeout)
+            await _end_data(protocol, data_reply, timeout, conv)
             raise aiosmtplib.SMTPRecipientsRefused(list(refused.values()))
         if data_reply is None:
-            (data_reply,) = await protocol.exchange((b"DATA\r\n",), 1, timeout)
+            (data_reply,) = await exchange(b"DATA\r\n", 1)
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+        if conv is not None:
+            conv.data(_size(data))
         (reply,) = await protocol.exchange(_payload(data), 1, timeout)
+        if conv is not None:
+            conv.reply(reply.code, reply.message)
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
@@ -395,10 +452,15 @@ async def _send_message(
     return refused
 
 
-async def _end_data(protocol: Any, data_reply: Any, timeout: float | None) -> None:
+async def _end_data(protocol: Any, data_reply: Any, timeout: float | None,
+                    conv: Conversation | None = None) -> None:
     """A server that accepted DATA after refusing the envelope gets an empty message ending."""
     if data_reply is not None and data_reply.code == 354:
-        await protocol.exchange((b".\r\n",), 1, timeout)
+        if conv is not None:
+            conv.command(b".")
+        (reply,) = await protocol.exchange((b".\r\n",), 1, timeout)
+        if conv is not None:
+            conv.reply(reply.code, reply.message)
 
 
 class Session:
@@ -409,6 +471,7 @@ class Session:
         self._password = password
         self._smtp: aiosmtplib.SMTP | None = None
         self.encrypted = False
+        self.conversation: Conversation | None = None  # of the current connection
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -425,21 +488,30 @@ class Session:
         import aiosmtplib
 
         s = self.settings
-        smtp = aiosmtplib.SMTP(
+        smtp = _smtp_class()(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
             tls_context=tls_context(s) if s.security != "none" else None,
             validate_certs=s.validate_certs, timeout=s.timeout,
         )
+        conv = self.conversation = Conversation(
+            _where(s), debug=s.debug, secrets=(self._password,), username=s.username)
+        smtp.conversation = conv  # type: ignore[attr-defined]  # see _smtp_class
+        conv.note(f"connecting to {_where(s)}" + (" (implicit TLS)" if s.implicit_tls else ""))
         try:
-            await smtp.connect()
+            greeting = await smtp.connect()
+            conv.reply(greeting.code, greeting.message)
             self.encrypted = s.implicit_tls
+            if self.encrypted:
+                self._note_tls(smtp)
             await self._negotiate(smtp)
             await self._login(smtp)
-        except SmtpMagicError:
+        except SmtpMagicError as exc:
             smtp.close()
+            conv.note(f"gave up: {exc}")
             raise
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
+            conv.note(f"login refused: {_reply(exc)}")
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{_where(s)} could not check the login now: "
                                 f"{_reply(exc)}.", exc) from exc
@@ -447,6 +519,7 @@ class Session:
                             f"{_reply(exc)}.", exc) from exc
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             smtp.close()
+            conv.note(f"connection failed: {type(exc).__name__}: {exc}")
             if isinstance(exc, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
                 raise SendTimeout(
                     f"{_where(s)} did not answer within {s.timeout:g} s while connecting."
@@ -455,14 +528,34 @@ class Session:
         self._smtp = smtp
         return smtp
 
+    def _note_tls(self, smtp: aiosmtplib.SMTP) -> None:
+        conv = self.conversation
+        if conv is not None and conv.active:
+            info = smtp.get_transport_info("ssl_object")
+            version = info.version() if info is not None else None
+            conv.note("TLS established" + (f" ({version})" if version else ""))
+
     async def _negotiate(self, smtp: aiosmtplib.SMTP) -> None:
+        import aiosmtplib
+
         s = self.settings
         if s.implicit_tls or s.security == "none":
             return
         await smtp.ehlo()
         if smtp.supports_extension("starttls"):
-            await smtp.starttls(tls_context=tls_context(s))
+            conv = self.conversation
+            if conv is not None:
+                conv.command(b"STARTTLS")
+            try:
+                response = await smtp.starttls(tls_context=tls_context(s))
+            except aiosmtplib.SMTPResponseException as exc:
+                if conv is not None:
+                    conv.reply(exc.code, exc.message)
+                raise
+            if conv is not None:
+                conv.reply(response.code, response.message)
             self.encrypted = True
+            self._note_tls(smtp)
         elif s.security == "starttls":
             # Never fall back to plaintext when encryption was asked for.
             raise ConnectFailed(
@@ -625,7 +718,14 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
             )
         if attempt >= settings.attempts:
             break
-        await asyncio.sleep(backoff(attempt))
+        delay = backoff(attempt)
+        note = (f"temporary failure ({last.reply or last.message}); retrying in {delay:.1f} s "
+                f"(attempt {attempt + 1} of {settings.attempts})")
+        if session.conversation is not None:
+            session.conversation.note(note)
+        else:
+            log.info("%s: %s", _where(settings), note)
+        await asyncio.sleep(delay)
     if pending:
         assert last is not None
         left = {r: outcome.refused.get(r) or last.refused.get(r) or (450, last.message) for r in pending}

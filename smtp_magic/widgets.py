@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import html
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from .models import Attachment, Response, SendRequest, as_address_list
 from .preview import preview_html
 
 __all__ = ["ComposeForm", "attachable_variables", "compose"]
+
+log = logging.getLogger(__name__)
 
 # Notebook values offered as attachments, matched by (top-level package, class name) along the
 # MRO so that neither pandas nor matplotlib is imported just to look.
