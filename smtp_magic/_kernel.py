@@ -100,6 +100,7 @@ class SendJob:
         self.started = time.monotonic()
         self.finished: float | None = None
         self.progress = 0
+        self.finish_at: float | None = None  # expected, for a paced --each (the rate setting)
         self.future: concurrent.futures.Future[list[Response]] | None = None
         self.responses: list[Response] | None = None
         self.crash: BaseException | None = None
@@ -154,7 +155,9 @@ class SendJob:
         total = len(self.requests)
         if self.finished is None:
             if self.many:
-                return "\u23f3", "#57606a", f"sending {total} messages\u2026 {self.progress} of {total} done"
+                when = f", done by about {finish_time(self.finish_at)}" if self.finish_at else ""
+                return ("\u23f3", "#57606a",
+                        f"sending {total} messages\u2026 {self.progress} of {total} done{when}")
             req = self.requests[0]
             return "\u23f3", "#57606a", f"sending \u201c{req.subject}\u201d to {', '.join(req.recipients)}\u2026"
         elapsed = self.finished - self.started
@@ -205,21 +208,29 @@ class _Progress:
         else:
             _display(_Text(f"sending: 0 of {total}"), self.display_id)
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, finish_at: float | None = None) -> None:
         now = time.monotonic()
         if done < self.total and now - self.last < 0.1:
             return
         self.last = now
+        when = f", done by about {finish_time(finish_at)}" if finish_at and done < self.total else ""
         if self.bar is not None:
             self.bar.value = done
-            self.label.value = f"{done} of {self.total}"
+            self.label.value = f"{done} of {self.total}{when}"
         else:
-            _display(_Text(f"sending: {done} of {self.total}"), self.display_id, update=True)
+            _display(_Text(f"sending: {done} of {self.total}{when}"), self.display_id, update=True)
 
     def close(self, ok: bool) -> None:
         self.update(self.total)
         if self.bar is not None:
             self.bar.bar_style = "success" if ok else "danger"
+
+
+def finish_time(at: float) -> str:
+    """``14:32:05`` (and the date when it is not today) for a ``time.time()`` value."""
+    today = time.strftime("%Y-%m-%d")
+    day = time.strftime("%Y-%m-%d", time.localtime(at))
+    return time.strftime("%H:%M:%S" if day == today else "%Y-%m-%d %H:%M", time.localtime(at))
 
 
 class _Text:
@@ -304,10 +315,11 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         else:
             func()
 
-    def on_progress(done: int, total: int, response: Response) -> None:
-        job.progress = done
+    def on_progress(done: int, total: int, response: Response | None,
+                    finish_at: float | None) -> None:
+        job.progress, job.finish_at = done, finish_at
         if bar is not None:
-            post(lambda: bar.update(done))
+            post(lambda: bar.update(done, finish_at))
 
     # --debug: the conversation goes where this cell's outputs go (see _Transcript).
     transcript: _Transcript | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import threading
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import transport
+from . import pacing, transport
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
@@ -46,7 +47,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ConfigLike = SmtpMagic | Mapping[str, Any] | str | os.PathLike[str] | None
 AttachmentLike = AttachmentSpec
-Progress = Callable[[int, int, Response], None]
+# progress(done, total, response) after each message; a callback with a fourth parameter also
+# gets the expected finish time (time.time() seconds, or None), and a first call (0, total,
+# None, finish) before anything is sent when the batch is paced (the rate setting).
+Progress = Callable[..., None]
 
 # The seed's request parameters (plus a few natural spellings) and what they map to.
 _REQUEST_FIELDS = {
@@ -190,11 +194,12 @@ def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
     return job
 
 
-async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox) -> Response:
+async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox,
+                       pacer: pacing.Pacer | None = None) -> Response:
     composed, entry = job.composed, job.entry
     assert composed is not None and job.record is not None and entry is not None
     assert job.data is not None
-    response = await _deliver_bytes(session, composed, job.data, entry, outbox, time.monotonic())
+    response = await _deliver_bytes(session, composed, job.data, entry, outbox, pacer)
     job.data = None  # sent: let a large message's bytes go
     job.record.finish(response)
     return response
@@ -225,18 +230,50 @@ def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None])
     return batch
 
 
+async def _deliver_paced(
+    session: transport.Session, envelope: transport.Envelope, data: bytes | transport.Payload,
+    pacer: pacing.Pacer | None, clock: list[float],
+) -> transport.Outcome:
+    """``transport.deliver`` at the pacer's pace. A throttled message slows the pacer down and
+    is sent again at the slower pace (up to ``pacing.MAX_THROTTLED`` times), without spending
+    its retries. ``clock[0]`` is set to when the last attempt started (after the wait)."""
+    throttled = 0
+    while True:
+        if pacer is not None:
+            await pacer.wait(retry=throttled > 0)
+        clock[0] = time.monotonic()
+        try:
+            outcome = await transport.deliver(session, envelope, data)
+        except pacing.Throttled as exc:
+            throttled += 1
+            if pacer is None or throttled > pacing.MAX_THROTTLED:
+                raise pacing.Throttled(
+                    f"{exc.message.rstrip('.')}, still after {throttled} tries at a slower pace; "
+                    "the message is kept in the outbox.",
+                    refused=exc.refused, code=exc.code, reply=exc.reply) from exc
+            pacer.throttled(exc.reply)
+            if session.conversation is not None:
+                session.conversation.note(f"throttled ({exc.reply}); sending again at "
+                                          f"{pacer.interval:.2f} s per message")
+            continue
+        if pacer is not None:
+            pacer.succeeded()
+        return outcome
+
+
 async def _deliver_bytes(
     session: transport.Session, envelope: transport.Envelope, data: bytes | transport.Payload,
-    entry: OutboxEntry,
-    outbox: Outbox, started: float,
+    entry: OutboxEntry, outbox: Outbox, pacer: pacing.Pacer | None = None,
 ) -> Response:
-    """Deliver, then settle the outbox entry: removed once confirmed, else marked failed."""
+    """Deliver (at the pacer's pace), then settle the outbox entry: removed once confirmed,
+    else marked failed. ``elapsed`` does not count the wait for the pace."""
     message_id = entry.message_id
+    clock = [time.monotonic()]
     try:
-        outcome = await transport.deliver(session, envelope, data)
+        outcome = await _deliver_paced(session, envelope, data, pacer, clock)
     except SmtpMagicError as exc:
         response = Response.from_error(
-            exc, message_id=message_id, elapsed=time.monotonic() - started,
+            exc, message_id=message_id, elapsed=time.monotonic() - clock[0],
             accepted=tuple(r for r in envelope.recipients if r not in exc.refused)
             if exc.exitcode == ExitCode.PARTIAL else (),
         )
@@ -247,17 +284,19 @@ async def _deliver_bytes(
         session.abort()
         response = Response(
             exitcode=ExitCode.CONNECT, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
-            message_id=message_id, elapsed=time.monotonic() - started,
+            message_id=message_id, elapsed=time.monotonic() - clock[0],
         )
         outbox.mark_failed(entry, response)
         return response
     outbox.remove(entry.key)
-    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=time.monotonic() - started,
+    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=time.monotonic() - clock[0],
                     accepted=tuple(outcome.accepted))
 
 
-async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: Callable[[_Job], None]) -> None:
-    """Deliver jobs that share settings over at most ``settings.connections`` connections."""
+async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: Callable[[_Job], None],
+                     pacer: pacing.Pacer | None = None) -> None:
+    """Deliver jobs that share settings over at most ``settings.connections`` connections,
+    each message at ``pacer``'s pace (the ``rate`` setting)."""
     try:
         password = resolve_password(settings)
     except SmtpMagicError as exc:
@@ -276,7 +315,7 @@ async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: C
         try:
             while queue:
                 job = queue.pop()
-                job.response = await _deliver_job(job, session, outbox)
+                job.response = await _deliver_job(job, session, outbox, pacer)
                 progress(job)
         finally:
             await session.close()
@@ -308,22 +347,68 @@ async def send_many_async(
         plain = None  # each request reports the problem itself
     jobs = [_new_job(i, item, base, timeout, plain) for i, item in enumerate(requests)]
     total, done = len(jobs), 0
+    groups: dict[ConnectionSettings, list[_Job]] = {}
+    for job in jobs:
+        if job.response is None:
+            assert job.settings is not None
+            groups.setdefault(job.settings, []).append(job)
+    # One pacer per group of messages sharing settings (an account): they share its rate.
+    pacers = {s: pacing.Pacer.from_setting(s.rate, total=len(g)) for s, g in groups.items()}
+    tell = _progress_caller(progress)
+    started = time.time()
+
+    def finish_at() -> float | None:
+        """The expected finish time (``time.time()`` seconds), for the progress callback."""
+        left = [p.finish_in() for p in pacers.values()]
+        if any(x is None for x in left):
+            return None
+        return time.time() + max((x for x in left if x is not None), default=0.0)
 
     def report(job: _Job) -> None:
         nonlocal done
         done += 1
-        if progress is not None and job.response is not None:
-            progress(done, total, job.response)
+        if job.settings is not None and job.settings in pacers and job.composed is not None:
+            pacers[job.settings].settled += 1
+        if tell is not None and job.response is not None:
+            tell(done, total, job.response, finish_at)
 
-    groups: dict[ConnectionSettings, list[_Job]] = {}
+    if tell is not None and total and any(p.interval for p in pacers.values()):
+        tell(0, total, None, finish_at)  # a paced batch knows its finish time from the start
     for job in jobs:
         if job.response is not None:
             report(job)
-        else:
-            assert job.settings is not None
-            groups.setdefault(job.settings, []).append(job)
-    await asyncio.gather(*(_run_group(g, s, report) for s, g in groups.items()))
+    if groups:
+        log.info("sending %d message(s) over %d connection group(s)%s", total - done,
+                 len(groups), "".join(f", at {s.rate}" for s in groups if s.rate))
+    await asyncio.gather(*(_run_group(g, s, report, pacers[s]) for s, g in groups.items()))
+    log.info("%d of %d message(s) sent in %.2f s", sum(1 for j in jobs if j.response and j.response.ok),
+             total, time.time() - started)
     return [job.response for job in jobs]  # type: ignore[misc]
+
+
+def _progress_caller(progress: Progress | None
+                     ) -> Callable[[int, int, Response | None, Callable[[], float | None]], None] | None:
+    """Call ``progress(done, total, response)``, or with a fourth argument, the expected finish
+    time (``time.time()`` seconds or None), when the callback takes one."""
+    if progress is None:
+        return None
+    try:
+        inspect.signature(progress).bind(0, 0, None, None)
+    except TypeError:
+        takes_eta = False
+    except ValueError:  # no signature (a builtin): the documented three arguments
+        takes_eta = False
+    else:
+        takes_eta = True
+
+    def tell(done: int, total: int, response: Response | None,
+             finish_at: Callable[[], float | None]) -> None:
+        if takes_eta:
+            progress(done, total, response, finish_at())  # type: ignore[call-arg]
+        elif response is not None:
+            progress(done, total, response)
+
+    return tell
 
 
 async def send_async(
@@ -484,6 +569,7 @@ async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] |
     password = resolve_password(settings)
     responses: list[Response] = []
     session = transport.Session(settings, password)
+    pacer = pacing.Pacer.from_setting(settings.rate, total=len(entries))
     try:
         for entry in entries:
             addresses = (entry.sender, *entry.recipients)
@@ -491,7 +577,8 @@ async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] |
             record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
                                             outbox_key=entry.key))
             response = await _deliver_bytes(session, envelope, outbox.read(entry.key), entry, outbox,
-                                            time.monotonic())
+                                            pacer)
+            pacer.settled += 1
             record.finish(response)
             responses.append(response)
     finally:

@@ -168,6 +168,11 @@ class SmtpMagic(Configurable):
         help="Where undelivered messages are kept (default: $XDG_DATA_HOME/smtp_magic/outbox).",
     ).tag(config=True, metavar="PATH")
 
+    rate = Unicode(
+        None, allow_none=True,
+        help="Pace of bulk sends, e.g. '30/min' (Microsoft 365) or '14/s' (Amazon SES): messages "
+        "per s, min, hour or day, evenly spaced. Unset: as fast as the server allows.",
+    ).tag(config=True, metavar="N/UNIT")
     debug = Bool(
         False, help="Show the SMTP conversation of every send (logins redacted) on standard "
         "error, or in the cell's output in a notebook."
@@ -199,6 +204,19 @@ class SmtpMagic(Configurable):
             name = proposal["trait"].name
             raise TraitError(f"{name} must be at least 1, not {proposal['value']}.")
         return proposal["value"]
+
+    @validate("rate")
+    def _check_rate(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        from .pacing import parse_rate
+
+        try:
+            parse_rate(value)
+        except ValueError as exc:
+            raise TraitError(f"{exc}.") from None
+        return " ".join(value.split())
 
     @validate("host")
     def _check_host(self, proposal: Any) -> str:

@@ -24,6 +24,7 @@ from .errors import (
     SmtpMagicError,
     TemporaryFailure,
 )
+from .pacing import Throttled, is_throttle
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
     import aiosmtplib
@@ -716,6 +717,13 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
                 + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
                 refused=temp, code=code, reply=f"{code} {text}".strip(),
             )
+        assert last is not None
+        if not outcome.accepted and is_throttle(last.code, last.reply):
+            # Retrying at once would be throttled again: the caller's pacer slows down and
+            # sends this message again later (api._deliver_paced).
+            raise Throttled(f"{_where(settings)} is throttling: {last.reply}.",
+                            refused={r: (last.code or 450, last.reply or "") for r in pending},
+                            code=last.code, reply=last.reply) from last
         if attempt >= settings.attempts:
             break
         delay = backoff(attempt)
