@@ -83,6 +83,13 @@ def load_settings(config: ConfigLike = None) -> SmtpMagic:
     raise InvalidRequest(f"config must be settings, a dict or a JSON file path, not {type(config).__name__}.")
 
 
+def _with_profile(settings: SmtpMagic, profile: str | None) -> SmtpMagic:
+    """``settings`` with the saved profile ``profile`` applied (a copy), or as they are."""
+    if not profile:
+        return settings
+    return settings.copy().update({"profile": profile}, source="profile=")
+
+
 def _make_request(
     to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
@@ -329,16 +336,20 @@ async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: C
 
 async def send_many_async(
     requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
-    timeout: float | None = None, progress: Progress | None = None,
+    timeout: float | None = None, progress: Progress | None = None, profile: str | None = None,
 ) -> list[Response]:
     """Send many messages over a few reused connections; one Response per request, in order.
 
     ``requests`` are dicts in the seed's request format (``to``, ``from``, ``subject``, ``body``,
     ``cc``, ``bcc``, ``attachments``, ``content-type``...), dicts of ``send``'s keyword arguments,
     or ``SendRequest`` objects. Invalid requests get exit code 1 without stopping the others.
+    ``profile`` applies a saved profile over ``config``. With the ``rate`` setting the messages
+    go out evenly paced. ``progress(done, total, response)`` is called after each message; a
+    callback with a fourth parameter also gets the expected finish time (``time.time()``
+    seconds or None), first before anything is sent when the batch is paced.
     """
     try:
-        base = load_settings(config)
+        base = _with_profile(load_settings(config), profile)
     except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
         return [Response.from_error(exc) for _ in requests]
     try:
@@ -415,7 +426,7 @@ async def send_async(
     to: str | Sequence[str], subject: str, body: str = "", *, cc: str | Sequence[str] | None = None,
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
-    config: ConfigLike = None, timeout: float | None = None,
+    config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
 ) -> Response:
     """Send one message; returns its Response (never raises for a failed send)."""
     try:
@@ -423,7 +434,8 @@ async def send_async(
                                 attachments=attachments, content_type=content_type)
     except SmtpMagicError as exc:
         return Response.from_error(exc)
-    (response,) = await send_many_async([request], config=config, timeout=timeout)
+    (response,) = await send_many_async([request], config=config, timeout=timeout,
+                                        profile=profile)
     return response
 
 
@@ -467,25 +479,28 @@ def send(
     to: str | Sequence[str], subject: str, body: str = "", *, cc: str | Sequence[str] | None = None,
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
-    config: ConfigLike = None, timeout: float | None = None,
+    config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
 ) -> Response:
     """Send one message and wait for the outcome. Works in scripts and in notebook cells.
+
+    ``profile`` sends with a saved profile's settings (``%smtp_config --profile NAME --save``).
 
     >>> r = send("bob@example.org", "Numbers", "<p>Hi</p>")  # doctest: +SKIP
     >>> r.exitcode, r.message_id  # doctest: +SKIP
     """
     return run_blocking(send_async(
         to, subject, body, cc=cc, bcc=bcc, sender=sender, attachments=attachments,
-        content_type=content_type, config=config, timeout=timeout,
+        content_type=content_type, config=config, timeout=timeout, profile=profile,
     ))
 
 
 def send_many(
     requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
-    timeout: float | None = None, progress: Progress | None = None,
+    timeout: float | None = None, progress: Progress | None = None, profile: str | None = None,
 ) -> list[Response]:
     """Blocking ``send_many_async``."""
-    return run_blocking(send_many_async(requests, config=config, timeout=timeout, progress=progress))
+    return run_blocking(send_many_async(requests, config=config, timeout=timeout,
+                                        progress=progress, profile=profile))
 
 
 # -- the seed's connector ---------------------------------------------------------------------------

@@ -35,10 +35,14 @@ def _print(response: Response) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    """The settings of a command: ``--config`` over the current ones, then ``--debug``."""
+    """The settings of a command: the current ones, ``--profile``, ``--config``, ``--debug``."""
     from .api import load_settings
 
-    settings = load_settings(args.config).copy()
+    settings = load_settings(None).copy()
+    if getattr(args, "profile", None):
+        settings.update({"profile": args.profile}, source="--profile")
+    if args.config:
+        settings.load_file(args.config)
     if getattr(args, "debug", False):
         settings.update({"debug": True}, source="--debug")
     return settings
@@ -123,7 +127,9 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _debug_option(p: argparse.ArgumentParser) -> None:
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="use a saved profile (profiles.json in the user's config folder)")
     p.add_argument("--debug", action="store_true",
                    help="show the SMTP conversation on standard error (logins redacted)")
 
@@ -144,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the request: to, from, subject, body, cc, bcc, attachments, content-type "
                    "('-' reads standard input)")
     p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
-    _debug_option(p)
+    _connection_options(p)
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("serve", help="run the built-in capture server",
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="connect, negotiate TLS and log in; send nothing")
     p.add_argument("--config", default=None, metavar="CONN.json")
-    _debug_option(p)
+    _connection_options(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("outbox", help="list, retry or clear undelivered messages")
@@ -171,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--retry", action="store_true", help="resend every kept message")
     group.add_argument("--clear", action="store_true", help="forget every kept message")
-    _debug_option(p)
+    _connection_options(p)
     p.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("demo", help="run the quickstart notebook against the capture server")

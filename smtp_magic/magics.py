@@ -193,6 +193,9 @@ class SmtpMagics(Magics):
     @setting_arguments
     @argument("--password-prompt", action="store_true",
               help="Ask for the password (never stored in the notebook).")
+    @argument("--save", action="store_true",
+              help="With --profile NAME: save the settings (without the password) as that "
+                   "profile, in profiles.json in the user's config folder.")
     @argument("--file", metavar="PATH", help="Load a JSON configuration (the connector's format).")
     @argument("--local", action="store_true",
               help="Start the built-in capture server here and send to it (no login).")
@@ -225,8 +228,14 @@ class SmtpMagics(Magics):
             server = local_server()
             values.update(host=server.host, port=server.port, security="none", password=None,
                           password_env=None, use_keyring=False)
+        profile = values.pop("profile", None)
+        if args.save and not profile:
+            raise UsageError("--save needs the name to save under: --profile NAME --save.")
+        saved: Any = None
         try:
             staged = settings.copy()
+            if profile and not args.save:  # first, so --file and the other options win over it
+                staged.update({"profile": profile}, source="%smtp_config")
             if args.file:
                 staged.load_file(args.file)
             staged.update(values, source="%smtp_config")
@@ -234,11 +243,24 @@ class SmtpMagics(Magics):
                 staged.sender = LOCAL_SENDER
             if args.password_prompt:
                 self._prompt_password(staged, keyring=bool(args.use_keyring))
+            if args.save:
+                from .profiles import save
+
+                saved = save(profile, staged.saved_values())
+                staged.update({"profile": profile}, apply_profile=False)
             changed = {name: getattr(staged, name) for name in config.SETTINGS
                        if getattr(staged, name) != getattr(settings, name)}
-            settings.update(changed, source="%smtp_config")
+            settings.update(changed, source="%smtp_config", apply_profile=False)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
+        if saved is not None:
+            note = (" The password is not in it: next time give it with --password-prompt, or "
+                    "save the profile with --password-env VAR or --keyring."
+                    if settings.password else "")
+            print(f"Saved the settings as profile {profile!r} in {saved}.{note}")
+        elif profile:
+            who = f" as {settings.username}" if settings.username else ""
+            print(f"Using profile {profile!r}: {settings.host}:{settings.port}{who}.")
         if server is not None:
             print(f"Sending to the capture server at {server.host}:{server.port}; messages are "
                   f"stored in {server.maildir} (see %smtp_inbox).")
@@ -289,6 +311,10 @@ class SmtpMagics(Magics):
     @argument("--preview", action="store_true", help="Show the message as it will arrive; send nothing.")
     @argument("--each", metavar="VAR",
               help="One message per row of a DataFrame (or item of an iterable).")
+    @argument("--profile", metavar="NAME",
+              help="Send with this saved profile's settings (see %%smtp_config --profile).")
+    @argument("--debug", action="store_true",
+              help="Show the SMTP conversation of this send (logins redacted).")
     @cell_magic
     def smtp_send(self, line: str, cell: str) -> None:
         """Email the cell: a Jinja template rendered with the notebook's variables.
@@ -311,6 +337,14 @@ class SmtpMagics(Magics):
         words = split_words(line)
         shape = parse_argv(self.smtp_send, [w for w, _ in words])  # which options, before expanding
         settings = current().copy()
+        try:
+            if shape.profile:
+                name = (expand_words([(shape.profile, True)], ns) or [shape.profile])[0]
+                settings.update({"profile": name}, source="--profile")
+            if shape.debug:
+                settings.update({"debug": True}, source="--debug")
+        except SmtpMagicError as exc:
+            raise _usage_error(exc) from None
         content_type = shape.content_type or settings.content_type
         if content_type == "multipart/alternative":
             content_type = "text/html"
@@ -501,9 +535,9 @@ def load_ipython_extension(shell: Any) -> None:
     settings = config._current
     if settings is None:
         # Built from the shell's config first, so c.SmtpMagic.* sits below the environment.
-        settings = config.set_current(SmtpMagic(config=shell.config).load_env())
+        settings = config.set_current(SmtpMagic.from_ipython_config(shell.config).load_env())
     elif _configured.get(shell) is not settings:
-        settings.update_config(shell.config)
+        settings.load_ipython_config(shell.config)
         settings.load_env()
     _configured[shell] = settings
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]
