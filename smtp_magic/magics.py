@@ -311,6 +311,9 @@ class SmtpMagics(Magics):
     @argument("--preview", action="store_true", help="Show the message as it will arrive; send nothing.")
     @argument("--each", metavar="VAR",
               help="One message per row of a DataFrame (or item of an iterable).")
+    @argument("--template", metavar="FILE",
+              help="A Jinja template file the cell extends: the cell fills its {%% block %%}s "
+                   "and sets variables; {%% include %%} finds files next to it.")
     @argument("--profile", metavar="NAME",
               help="Send with this saved profile's settings (see %%smtp_config --profile).")
     @argument("--debug", action="store_true",
@@ -355,6 +358,9 @@ class SmtpMagics(Magics):
             rows = rows_of(ns[shape.each], shape.each)
             if not rows:
                 raise UsageError(f"--each {shape.each} has no rows: nothing to send.")
+        if shape.capture and shape.template:
+            raise UsageError("--capture and --template do not go together: with --capture the "
+                             "cell is code, not a template.")
         captured = self._capture(cell) if shape.capture else None
         requests = [self._request(words, cell, row, settings, content_type, captured,
                                   i if shape.each else None) for i, row in enumerate(rows)]
@@ -379,7 +385,8 @@ class SmtpMagics(Magics):
         where = f"Row {index}: " if index is not None else ""
         args = parse_argv(self.smtp_send, expand_words(words, scope))
         try:
-            rendered = captured or render_template(cell, scope, content_type)
+            rendered = captured or render_template(cell, scope, content_type,
+                                                   template=args.template)
             request = build_request(args, rendered, content_type,
                                     list(resolve_all(args.attach or [], scope)))
             api.build_message(request, config=settings)  # every input error before any send
