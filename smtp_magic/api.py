@@ -40,6 +40,8 @@ __all__ = [
     "send_async",
     "send_many",
     "send_many_async",
+    "send_notebook",
+    "send_notebook_async",
 ]
 
 log = logging.getLogger(__name__)
@@ -437,6 +439,49 @@ async def send_async(
     (response,) = await send_many_async([request], config=config, timeout=timeout,
                                         profile=profile)
     return response
+
+
+async def send_notebook_async(
+    notebook: str | os.PathLike[str] | Mapping[str, Any], to: str | Sequence[str], *,
+    subject: str | None = None, cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
+    attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
+    config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+) -> Response:
+    """Email an executed notebook (see ``send_notebook``); returns its Response."""
+    try:
+        from .nbreport import notebook_request
+
+        request = notebook_request(notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender,
+                                   no_input=no_input, attach_notebook=attach_notebook,
+                                   attachments=resolve_all(attachments))
+    except SmtpMagicError as exc:
+        return Response.from_error(exc)
+    (response,) = await send_many_async([request], config=config, timeout=timeout,
+                                        profile=profile)
+    return response
+
+
+def send_notebook(
+    notebook: str | os.PathLike[str] | Mapping[str, Any], to: str | Sequence[str], *,
+    subject: str | None = None, cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
+    attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
+    config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+) -> Response:
+    """Email an executed notebook as one message: its Markdown, code (unless ``no_input``) and
+    outputs in order, rendered as ``%%smtp_send --capture`` renders a cell (images inline,
+    long tables and outputs cut to fit, the whole of them attached). ``notebook`` is a path or
+    the NotebookNode ``papermill.execute_notebook`` returns; ``attach_notebook`` attaches the
+    ``.ipynb``. The subject defaults to the notebook's first heading.
+
+    >>> nb = papermill.execute_notebook("report.ipynb", "out.ipynb", parameters={"week": 12})  # doctest: +SKIP
+    >>> send_notebook(nb, to="team@example.org", no_input=True)  # doctest: +SKIP
+    """
+    return run_blocking(send_notebook_async(
+        notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender, no_input=no_input,
+        attach_notebook=attach_notebook, attachments=attachments, config=config,
+        profile=profile, timeout=timeout))
 
 
 # -- blocking calls that also work inside a running event loop (a notebook cell) ------------------

@@ -61,6 +61,20 @@ def cmd_send(args: argparse.Namespace) -> int:
     return _print(response)
 
 
+def cmd_send_notebook(args: argparse.Namespace) -> int:
+    from .api import send_notebook
+
+    try:
+        settings = _settings(args)
+    except SmtpMagicError as exc:
+        return _print(Response.from_error(exc))
+    response = send_notebook(
+        args.notebook, args.to, subject=args.subject, cc=args.cc, bcc=args.bcc,
+        sender=args.sender, no_input=args.no_input, attach_notebook=args.attach_notebook,
+        attachments=args.attach or (), config=settings, timeout=args.timeout)
+    return _print(response)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
@@ -152,6 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
     _connection_options(p)
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser(
+        "send-notebook", help="email an executed notebook (outputs, and code unless --no-input)",
+        description="Email an executed notebook as one message: its Markdown, code and outputs "
+        "in order, images inline, long tables and outputs cut to fit an email and attached in "
+        "full. Prints the response as JSON and exits with its exit code. In a papermill "
+        "pipeline: papermill report.ipynb out.ipynb -p week 12 && smtp-magic send-notebook "
+        "out.ipynb --to team@example.org --no-input")
+    p.add_argument("notebook", metavar="NOTEBOOK", help="the executed .ipynb")
+    p.add_argument("--to", nargs="+", required=True, metavar="ADDR", help="recipients")
+    p.add_argument("--cc", nargs="+", metavar="ADDR")
+    p.add_argument("--bcc", nargs="+", metavar="ADDR")
+    p.add_argument("--subject", default=None,
+                   help="the subject (default: the notebook's first heading, or its name)")
+    p.add_argument("--from", dest="sender", default=None, metavar="ADDR")
+    p.add_argument("--no-input", action="store_true", help="leave the code out: outputs only")
+    p.add_argument("--attach-notebook", action="store_true", help="attach the .ipynb itself")
+    p.add_argument("--attach", nargs="+", metavar="FILE", help="more files to attach (globs allowed)")
+    p.add_argument("--config", default=None, metavar="CONN.json", help="connection settings")
+    p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
+    _connection_options(p)
+    p.set_defaults(func=cmd_send_notebook)
 
     p = sub.add_parser("serve", help="run the built-in capture server",
                        description="Accept mail on 127.0.0.1 and store each message as an .eml "

@@ -136,6 +136,9 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
             part = _render_error(output)
         else:
             part = _render_bundle(output.data, output.metadata, _Options(max_bytes=room))
+            share = max(room // 2, _MIN_OBJECT_BYTES)
+            if _tables.utf8_size(part.html) > share:  # e.g. a DataFrame shown with max_rows raised
+                part = _fit_display(part, output, share, names)
         room -= _tables.utf8_size(part.html)
         parts.append(part)
     return _concat(parts)
@@ -566,6 +569,40 @@ def _render_stream(output: Output, max_bytes: int, names: _UniqueNames) -> Rende
         _pre(shown, style) + "\n" + _note(note),
         attachments=(Attachment.from_bytes(filename, text),),
     )
+
+
+_ROW = re.compile(r"<tr\b.*?</tr\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def _fit_display(part: Rendered, output: Output, max_bytes: int, names: _UniqueNames) -> Rendered:
+    """A displayed output too big for its share of the budget: a table shows its first rows,
+    anything else its first lines of text; the whole output is attached either way."""
+    html = part.html
+    lower = html.lower()
+    start, end = lower.find("<tbody"), lower.rfind("</tbody>")
+    rows = list(_ROW.finditer(html, start, end)) if 0 <= start < end else []
+    if rows:
+        head, tail = html[:rows[0].start()], html[rows[-1].end():]
+        room = max_bytes - _tables.utf8_size(head) - _tables.utf8_size(tail) - 200
+        kept = 0
+        for row in rows:
+            room -= _tables.utf8_size(row.group(0))
+            if room < 0 and kept:
+                break
+            kept += 1
+        filename = names.unique("table.html")
+        original = _SCRIPT.sub("", str(_joined(output.data.get("text/html")) or html))
+        note = (f"Showing the first {kept:,} of {len(rows):,} rows; the full table is attached "
+                f"as {filename}.")
+        shown = head + "".join(r.group(0) for r in rows[:kept]) + tail
+        return Rendered(shown + "\n" + _note(note), part.images,
+                        (*part.attachments, Attachment.from_bytes(filename, str(original))))
+    text = _terminal_text(str(_joined(output.data.get("text/plain")) or ""))
+    filename = names.unique("output.txt")
+    shown_text = _head_lines(text, max_bytes) if text.strip() else ""
+    note = f"This output is too large for an email; it is attached as {filename}."
+    return Rendered((_pre(shown_text) + "\n" if shown_text else "") + _note(note), (),
+                    (Attachment.from_bytes(filename, text or html),))
 
 
 def _head_lines(text: str, max_bytes: int) -> str:
