@@ -95,11 +95,13 @@ class Conversation:
     # -- what the transport reports ------------------------------------------------------------
     def command(self, *args: bytes) -> None:
         """One command line as aiosmtplib's ``execute_command`` takes it (its words)."""
+        starts_auth = bool(args) and args[0].upper() == b"AUTH"
+        if starts_auth:  # tracked even when nobody listens, so no SASL line can slip through
+            self._in_auth = True
         if not self.active:
             return
         words = [a.decode("utf-8", "replace") for a in args]
-        if words and words[0].upper() == "AUTH":
-            self._in_auth = True
+        if starts_auth:
             shown = " ".join(words[:2] + ([REDACTED] if len(words) > 2 else []))
         elif self._in_auth:  # a SASL response: credentials, whatever they look like
             shown = REDACTED if any(words) else "(empty line)"
