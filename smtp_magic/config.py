@@ -290,6 +290,7 @@ class SmtpMagic(Configurable):
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
         """Apply a JSON file in the seed's format (``target``, ``port``...) or with trait names."""
+        log.debug("settings from %s", path)
         return self.update(load_json(path), source=str(path))
 
     def update(self, values: Mapping[str, Any], *, source: str = "settings",
@@ -302,6 +303,7 @@ class SmtpMagic(Configurable):
         normalized = normalize_keys(values, source=source)
         if apply_profile and normalized.get("profile"):
             name = str(normalized["profile"]).strip()
+            log.info("profile %r chosen in %s", name, source)
             normalized = {**self.profile_values(name, previous=self.profile), **normalized,
                           "profile": name}
         staged = self.copy()

@@ -21,8 +21,10 @@ def keyring_user(settings: ConnectionSettings) -> str:
 def resolve_password(settings: ConnectionSettings) -> str | None:
     """The password to log in with, or None to send without logging in."""
     if settings.password:
+        log.debug("the password comes from the settings")
         return settings.password.reveal()
     if settings.password_env:
+        log.debug("the password comes from the environment variable %s", settings.password_env)
         value = os.environ.get(settings.password_env)
         if not value:
             raise ConfigError(
@@ -37,6 +39,7 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
             import keyring
         except ImportError:
             raise missing("keyring", "Reading the password from the system keyring") from None
+        log.debug("the password comes from the keyring entry %s", keyring_user(settings))
         value = keyring.get_password(KEYRING_SERVICE, keyring_user(settings))
         if not value:
             raise ConfigError(

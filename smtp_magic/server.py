@@ -230,6 +230,7 @@ class CaptureHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         path = self.store(session, envelope)
+        log.debug("stored a message from %s as %s", envelope.mail_from, path)
         return f"250 2.0.0 Ok: stored as {path.stem}"
 
 
