@@ -40,6 +40,7 @@ SAMPLE = {
     "attempts": ("5", 5), "connections": ("2", 2), "attachment_size": ("4", 4.0),
     "content_type": ("text/plain", "text/plain"), "send_mode": ("sync", "sync"),
     "outbox_dir": ("/tmp/elsewhere", "/tmp/elsewhere"),
+    "rate": ("30/min", "30/min"), "profile": ("work", "work"),  # "work" is saved by the test
 }
 
 
@@ -68,6 +69,10 @@ def test_smtp_config_sets_each_setting(ip: TestingShell, option: Any) -> None:
     from smtp_magic.config import current
 
     typed, expected = SAMPLE[option.name]
+    if option.name == "profile":
+        from smtp_magic.profiles import save
+
+        save("work", {"host": "mail.example.org"})
     ip.run_line_magic("smtp_config", f"{option.flag} '{typed}'")
     assert getattr(current(), option.name) == expected
 
