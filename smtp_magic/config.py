@@ -172,7 +172,7 @@ class SmtpMagic(Configurable):
         None, allow_none=True,
         help="Pace of bulk sends, e.g. '30/min' (Microsoft 365) or '14/s' (Amazon SES): messages "
         "per s, min, hour or day, evenly spaced. Unset: as fast as the server allows.",
-    ).tag(config=True, metavar="N/UNIT")
+    ).tag(config=True, metavar="RATE")
     debug = Bool(
         False, help="Show the SMTP conversation of every send (logins redacted) on standard "
         "error, or in the cell's output in a notebook."
