@@ -23,6 +23,8 @@ command -v saslpasswd2 >/dev/null || need+=(sasl2-bin)
 [[ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so || -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ]] || need+=(libsasl2-modules)
 command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
+command -v node >/dev/null || need+=(nodejs)  # the OpenID Connect server of the OAuth2 tests
+command -v npm >/dev/null || need+=(npm)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # "No configuration": the system postfix must not start on :25; the tests run a private one.
@@ -47,6 +49,11 @@ PF=$PF bash scripts/postfix-up.sh
 export SMTP_MAGIC_POSTFIX_ENV=$PF/env
 # In CI a missing Postfix or browser is a failure, not a skip.
 export SMTP_MAGIC_REQUIRE_POSTFIX=1 SMTP_MAGIC_REQUIRE_BROWSER=1
+
+step "OpenID Connect server for the OAuth2 tests (npm ci in tests/oidc)"
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+# The tests start and stop it themselves (tests/idp.py); in CI a missing one fails them.
+export SMTP_MAGIC_REQUIRE_OIDC=1
 
 step "lint and types (ruff, mypy)"
 "$VENV/bin/ruff" check smtp_magic

@@ -32,6 +32,9 @@ __all__ = [
     "check_async",
     "connector",
     "load_settings",
+    "oauth2_login",
+    "oauth2_logout",
+    "oauth2_status",
     "request_from_dict",
     "retry_outbox",
     "retry_outbox_async",
@@ -660,6 +663,41 @@ async def check_async(config: ConfigLike = None) -> transport.ServerReport:
 def check(config: ConfigLike = None) -> transport.ServerReport:
     """Blocking ``check_async``; raises SmtpMagicError (with ``exitcode``) on a problem."""
     return run_blocking(check_async(config))
+
+
+def _oauth_config(config: ConfigLike) -> Any:
+    from .oauth import OAuthConfig
+
+    return OAuthConfig.from_settings(load_settings(config).snapshot())
+
+
+def oauth2_login(config: ConfigLike = None, *, show: Callable[[Any], object] | None = None
+                 ) -> Any:
+    """The interactive OAuth2 sign-in; returns who signed in (an ``oauth.SignIn``).
+
+    ``show`` receives the ``oauth.DeviceCode`` (URL and code) to put in front of the user
+    (default: print it); this then blocks until the user has approved it or the code expired.
+    The refresh token is saved (keyring, else a 0600 file) for later and headless sends.
+    """
+    from . import oauth
+
+    cfg = _oauth_config(config)
+    token = oauth.login(cfg, show or (lambda code: print(code.text(), flush=True)))
+    return oauth.sign_in_status(cfg, token)
+
+
+def oauth2_logout(config: ConfigLike = None) -> bool:
+    """Forget (and, where the provider allows, revoke) the saved OAuth2 sign-in."""
+    from . import oauth
+
+    return oauth.forget(_oauth_config(config))
+
+
+def oauth2_status(config: ConfigLike = None) -> Any:
+    """Who is signed in with OAuth2 and until when (an ``oauth.SignIn``); never the token."""
+    from . import oauth
+
+    return oauth.sign_in_status(_oauth_config(config))
 
 
 def outbox(config: ConfigLike = None) -> Outbox:

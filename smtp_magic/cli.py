@@ -90,10 +90,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .api import check
+    from .api import check, oauth2_login, oauth2_logout
 
     try:
-        report = check(_settings(args))
+        settings = _settings(args)
+        if args.oauth2_logout:
+            found = oauth2_logout(settings)
+            print("Signed out: the saved OAuth2 sign-in was removed." if found
+                  else "There was no saved OAuth2 sign-in.")
+            return 0
+        if args.oauth2_login:
+            print(oauth2_login(settings).describe(), flush=True)
+        report = check(settings)
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
     print("\n".join(report.lines()))
@@ -205,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="connect, negotiate TLS and log in; send nothing")
     p.add_argument("--config", default=None, metavar="CONN.json")
+    p.add_argument("--oauth2-login", action="store_true",
+                   help="sign in with OAuth2 first (shows a URL and a code to enter there)")
+    p.add_argument("--oauth2-logout", action="store_true",
+                   help="forget the saved OAuth2 sign-in, then stop")
     _connection_options(p)
     p.set_defaults(func=cmd_check)
 

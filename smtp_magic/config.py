@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Enum, Float, Int, TraitError, TraitType, Unicode, observe, validate
+from traitlets import (
+    Bool,
+    Callable,
+    Enum,
+    Float,
+    Int,
+    TraitError,
+    TraitType,
+    Unicode,
+    observe,
+    validate,
+)
 from traitlets.config import Configurable
 
 from .errors import ConfigError, did_you_mean
@@ -167,6 +178,40 @@ class SmtpMagic(Configurable):
         None, allow_none=True,
         help="Where undelivered messages are kept (default: $XDG_DATA_HOME/smtp_magic/outbox).",
     ).tag(config=True, metavar="PATH", profile=False)
+    # -- OAuth2 sign-in (XOAUTH2 / OAUTHBEARER); see smtp_magic.oauth --
+    auth = Enum(
+        ("password", "oauth2"), "password",
+        help="How to log in: password, or oauth2 (a bearer token from oauth2_provider).",
+    ).tag(config=True)
+    oauth2_provider = Unicode(
+        None, allow_none=True,
+        help="microsoft, google, an OpenID Connect issuer URL, or command. Setting it also sets "
+        "auth to oauth2 and, for microsoft and google, host, port and security unless given.",
+    ).tag(config=True, metavar="NAME|URL")
+    oauth2_client_id = Unicode(
+        None, allow_none=True,
+        help="Client id of your app registration (Google: or the path of its client JSON file).",
+    ).tag(config=True, metavar="ID")
+    oauth2_tenant = Unicode(
+        None, allow_none=True,
+        help="Microsoft tenant id or domain (default 'common'), or a full authority URL.",
+    ).tag(config=True, metavar="TENANT")
+    oauth2_scopes = Unicode(
+        None, allow_none=True,
+        help="Space-separated scopes (default: Microsoft 'https://outlook.office.com/SMTP.Send "
+        "offline_access', Google 'https://mail.google.com/', other issuers 'openid email "
+        "offline_access').",
+    ).tag(config=True, metavar="SCOPES")
+    oauth2_token_command = Unicode(
+        None, allow_none=True,
+        help="A program whose standard output is an access token (like msmtp's passwordeval); "
+        "used instead of signing in when set. Setting it also sets auth to oauth2.",
+    ).tag(config=True, metavar="CMD")
+    oauth2_token_provider = Callable(
+        None, allow_none=True,
+        help="A Python callable returning an access token (Python API, ipython_config.py); "
+        "used instead of signing in when set.",
+    ).tag(config=True, option=False, profile=False)
 
     rate = Unicode(
         None, allow_none=True,
@@ -212,6 +257,19 @@ class SmtpMagic(Configurable):
             name = proposal["trait"].name
             raise TraitError(f"{name} must be at least 1, not {proposal['value']}.")
         return proposal["value"]
+
+    @validate("oauth2_provider")
+    def _check_oauth2_provider(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.lower() in ("microsoft", "google", "command"):
+            return value.lower()
+        if value.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
+            return value.rstrip("/")
+        raise TraitError("expected microsoft, google, command or an OpenID Connect issuer URL "
+                         "(https://...)")
 
     @validate("rate")
     def _check_rate(self, proposal: Any) -> str | None:
@@ -260,6 +318,15 @@ class SmtpMagic(Configurable):
         saved = normalize_keys(load(name), source=source)
         defaults = {n: SmtpMagic.class_traits()[n].default() for n in PROFILE_SETTINGS}
         values: dict[str, Any] = {**defaults, **saved, "profile": name}
+        # What a provider implies (auth, and host/port/security for microsoft and google)
+        # holds in a hand-written profile too, unless the profile says otherwise.
+        if "auth" not in saved and any(saved.get(k) for k in (
+                "oauth2_provider", "oauth2_token_command", "oauth2_token_provider")):
+            values["auth"] = "oauth2"
+        provider = str(saved.get("oauth2_provider") or "").strip().lower()
+        for key, value in OAUTH2_PRESETS.get(provider, {}).items():
+            if key not in saved:
+                values[key] = value
         if name != previous:
             values["password"] = None
         return values
@@ -313,9 +380,10 @@ class SmtpMagic(Configurable):
                 setattr(staged, key, _coerce(staged, key, value))
             except (TraitError, ValueError, TypeError) as exc:
                 raise ConfigError(_trait_message(key, value, exc, source)) from None
+        _oauth2_presets(staged, normalized)
         self._quiet = True
         try:
-            for key in normalized:
+            for key in {**normalized, **_PRESET_KEYS}:
                 setattr(self, key, getattr(staged, key))
         finally:
             self._quiet = False
@@ -381,6 +449,28 @@ class SmtpMagic(Configurable):
             for k, v in self.describe()
         )
         return f"<table><thead><tr><th>setting</th><th>value</th></tr></thead>{rows}</table>"
+
+
+# What choosing an OAuth2 provider sets, unless given too (or changed from the default before).
+_PRESET_KEYS = {"auth": None, "host": None, "port": None, "security": None}
+OAUTH2_PRESETS: dict[str, dict[str, Any]] = {
+    "microsoft": {"host": "smtp.office365.com", "port": 587, "security": "starttls"},
+    "google": {"host": "smtp.gmail.com", "port": 465, "security": "tls"},
+}
+
+
+def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> None:
+    """Giving a provider, a token command or a token callable means signing in with OAuth2."""
+    implied = ("oauth2_provider", "oauth2_token_command", "oauth2_token_provider")
+    if "auth" not in given and any(key in given and getattr(staged, key) for key in implied):
+        staged.auth = "oauth2"
+    provider = staged.oauth2_provider
+    if "oauth2_provider" not in given or not provider:
+        return
+    traits = SmtpMagic.class_traits()
+    for key, value in OAUTH2_PRESETS.get(provider, {}).items():
+        if key not in given and getattr(staged, key) == traits[key].default():
+            setattr(staged, key, value)
 
 
 def _declared_settings(cls: type[SmtpMagic]) -> tuple[str, ...]:

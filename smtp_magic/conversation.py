@@ -87,6 +87,11 @@ class Conversation:
     def __repr__(self) -> str:
         return f"<Conversation #{self.number} {self.where}>"
 
+    def add_secrets(self, *secrets: str | None, username: str | None = None) -> None:
+        """More values never to show (e.g. an OAuth2 access token, once it is known)."""
+        self._secrets = tuple(sorted({*self._secrets, *secret_forms(secrets, username)},
+                                     key=len, reverse=True))
+
     @property
     def active(self) -> bool:
         """Whether anyone will see the lines (checked first, so a quiet send pays nothing)."""

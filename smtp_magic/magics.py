@@ -201,6 +201,10 @@ class SmtpMagics(Magics):
               help="Start the built-in capture server here and send to it (no login).")
     @argument("--check", action="store_true",
               help="Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing.")
+    @argument("--oauth2-login", action="store_true",
+              help="Sign in with OAuth2 now: shows a URL and a code to enter there, then waits.")
+    @argument("--oauth2-logout", action="store_true",
+              help="Forget (and revoke) the saved OAuth2 sign-in.")
     @line_magic
     def smtp_config(self, line: str = "") -> None:
         """Show or change the SMTP settings (the ``SmtpMagic`` configurable).
@@ -264,6 +268,8 @@ class SmtpMagics(Magics):
         if server is not None:
             print(f"Sending to the capture server at {server.host}:{server.port}; messages are "
                   f"stored in {server.maildir} (see %smtp_inbox).")
+        if args.oauth2_logout or args.oauth2_login:
+            self._oauth2(settings, login=args.oauth2_login)
         if args.check:
             try:
                 report = api.check(settings)
@@ -273,6 +279,22 @@ class SmtpMagics(Magics):
         if not line.strip():
             text = Table(("setting", "value"), settings.describe(), title="SmtpMagic settings")
             display(Block(settings._repr_html_(), repr(text)))  # the password masked in both
+
+    def _oauth2(self, settings: SmtpMagic, *, login: bool) -> None:
+        try:
+            if not login:
+                found = api.oauth2_logout(settings)
+                print("Signed out: the saved OAuth2 sign-in was removed." if found
+                      else "There was no saved OAuth2 sign-in.")
+                return
+            if _kernel.is_headless(self.shell):
+                raise UsageError("--oauth2-login needs someone to enter the code: run it once in "
+                                 "an interactive session; headless runs then use the saved "
+                                 "sign-in.")
+            status = api.oauth2_login(settings, show=display)
+        except SmtpMagicError as exc:
+            raise _kernel.one_line(exc) from None
+        print(status.describe())
 
     @staticmethod
     def _prompt_password(staged: SmtpMagic, *, keyring: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import email
 import email.parser
@@ -11,6 +12,7 @@ import email.policy
 import functools
 import hmac
 import itertools
+import json
 import logging
 import os
 import re
@@ -35,6 +37,8 @@ __all__ = [
     "DATA_SIZE_LIMIT",
     "CaptureServer",
     "CapturedMessage",
+    "OAuthCaptureHandler",
+    "TokenValidator",
     "default_maildir",
     "local_server",
     "messages",
@@ -44,6 +48,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TLSMode = Literal["starttls", "tls"]
+# (user, access token) -> whether the token is valid for that user; e.g. an introspection call.
+TokenValidator = Callable[[str, str], bool]
 
 # Room for the seed's 10 MB attachment limit several times over, base64 included (like Postfix's 50 MB).
 DATA_SIZE_LIMIT = 64 * 1024 * 1024
@@ -234,6 +240,97 @@ class CaptureHandler:
         return f"250 2.0.0 Ok: stored as {path.stem}"
 
 
+@dataclass(frozen=True)
+class OAuthLogin:
+    """Who signed in with a bearer token, and how (the token itself is not kept)."""
+
+    login: bytes
+    mechanism: str
+
+
+def _parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
+    # user=<addr>\x01auth=Bearer <token>\x01\x01
+    fields = dict(part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01")
+                  if "=" in part)
+    auth = fields.get("auth", "")
+    if "user" not in fields or not auth.startswith("Bearer "):
+        return None
+    return fields["user"], auth[len("Bearer "):]
+
+
+def _parse_oauthbearer(blob: bytes) -> tuple[str, str] | None:
+    # RFC 7628: gs2-header ("n,a=<authzid>,") \x01 key=value \x01 ... \x01\x01
+    head, _, rest = blob.decode("utf-8", "replace").partition("\x01")
+    user = next((f[2:] for f in head.split(",") if f.startswith("a=")), "")
+    user = user.replace("=2C", ",").replace("=3D", "=")
+    fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+    auth = fields.get("auth", "")
+    if not auth.startswith("Bearer "):
+        return None
+    return user, auth[len("Bearer "):]
+
+
+class OAuthCaptureHandler(CaptureHandler):
+    """A capture handler that also accepts SASL XOAUTH2 and OAUTHBEARER (RFC 7628).
+
+    aiosmtpd finds the ``auth_*`` methods with ``dir()``, so they live on this subclass only,
+    and only servers given a ``token_validator`` offer the mechanisms. A refused token gets the
+    providers' error dance: a ``334`` challenge with base64 JSON, then ``535`` after the client's
+    (empty) reply.
+    """
+
+    def __init__(self, maildir: Path, validator: TokenValidator, *, require_auth: bool,
+                 scope: str = "", logins: list[tuple[str, str, bool]] | None = None):
+        super().__init__(maildir, offer_auth=True, require_auth=require_auth)
+        self.validator = validator
+        self.scope = scope
+        self.logins = logins if logins is not None else []
+
+    async def _bearer(self, server: Any, args: list[str], mechanism: str,
+                      parse: Callable[[bytes], tuple[str, str] | None]) -> Any:
+        from aiosmtpd.smtp import MISSING, AuthResult
+
+        if len(args) == 2:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        else:
+            response = await server.challenge_auth("")
+            if response is MISSING:
+                return AuthResult(success=False, handled=True)
+            blob = response
+        parsed = parse(blob)
+        if parsed is None:
+            return AuthResult(success=False, handled=False,
+                              message="501 5.5.2 Malformed " + mechanism + " response")
+        user, token = parsed
+        loop = asyncio.get_running_loop()
+        try:
+            ok = bool(await loop.run_in_executor(None, self.validator, user, token))
+        except Exception:  # the authorization server is down: a temporary failure
+            logging.getLogger(__name__).exception("token validation failed")
+            return AuthResult(success=False, handled=False,
+                              message="454 4.7.0 Temporary authentication failure")
+        self.logins.append((mechanism, user, ok))
+        if ok:
+            return AuthResult(success=True, auth_data=OAuthLogin(user.encode(), mechanism))
+        if mechanism == "XOAUTH2":  # Google's and Microsoft's shape
+            error = {"status": "401", "schemes": "bearer", "scope": self.scope}
+        else:  # RFC 7628 section 3.2.2
+            error = {"status": "invalid_token", "scope": self.scope}
+        await server.challenge_auth(json.dumps(error))  # the client answers with an empty line
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted")
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        return await self._bearer(server, args, "XOAUTH2", _parse_xoauth2)
+
+    async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> Any:
+        return await self._bearer(server, args, "OAUTHBEARER", _parse_oauthbearer)
+
+
 def _drop_login_data_warning(record: logging.LogRecord) -> bool:
     # aiosmtpd itself sets the deprecated Session.login_data on every successful AUTH and logs a
     # warning about it, which a kernel would show as red stderr output.
@@ -246,7 +343,7 @@ def _controller_class() -> type:
     try:
         from aiosmtpd.controller import Controller
     except ImportError as exc:
-        raise missing("aiosmtpd", "The capture server", extra="server") from exc
+        raise missing("aiosmtpd", "The capture server") from exc
     logging.getLogger("mail.log").addFilter(_drop_login_data_warning)
 
     class _Controller(Controller):
@@ -288,7 +385,10 @@ class CaptureServer:
     ``tls``: ``None`` (plain), ``"starttls"`` (offered; required only with ``require_auth``) or
     ``"tls"`` (implicit TLS); both need ``ssl_context`` or ``certfile``/``keyfile``.
     ``users`` maps logins to passwords for AUTH PLAIN/LOGIN; AUTH is offered after STARTTLS, on
-    implicit TLS, and in plaintext only when ``tls`` is None. ``port=0`` picks a free port.
+    implicit TLS, and in plaintext only when ``tls`` is None. ``token_validator(user, token)``
+    adds SASL XOAUTH2 and OAUTHBEARER, accepting a bearer token when it returns true (e.g. after
+    asking the authorization server's introspection endpoint); ``logins`` then records
+    ``(mechanism, user, accepted)`` per attempt. ``port=0`` picks a free port.
     Works from plain code and from inside a running event loop (a Jupyter kernel)::
 
         with CaptureServer(port=0) as server:
@@ -309,13 +409,15 @@ class CaptureServer:
         users: Mapping[str, str] | None = None,
         require_auth: bool = False,
         data_size_limit: int = DATA_SIZE_LIMIT,
+        token_validator: TokenValidator | None = None,
+        oauth_scope: str = "",
     ):
         if tls not in (None, "starttls", "tls"):
             raise ConfigError(f"tls must be None, 'starttls' or 'tls', not {tls!r}.")
         if tls and ssl_context is None and certfile is None:
             raise ConfigError(f"tls={tls!r} needs a certificate: pass certfile/keyfile or ssl_context.")
-        if require_auth and not users:
-            raise ConfigError("require_auth needs users to log in with.")
+        if require_auth and not users and token_validator is None:
+            raise ConfigError("require_auth needs users (or a token_validator) to log in with.")
         self._maildir = Path(maildir).expanduser() if maildir is not None else default_maildir()
         self._host = host
         self._port = port
@@ -325,6 +427,9 @@ class CaptureServer:
         self.users: dict[str, str] = dict(users or {})
         self.require_auth = require_auth
         self.data_size_limit = data_size_limit
+        self.token_validator = token_validator
+        self.oauth_scope = oauth_scope
+        self.logins: list[tuple[str, str, bool]] = []
         self._controller: Any = None
         self._lock = threading.Lock()
 
@@ -357,6 +462,10 @@ class CaptureServer:
 
     # -- what aiosmtpd is built from (overridden by tests/faults.py) ---------------------------
     def _make_handler(self) -> CaptureHandler:
+        if self.token_validator is not None:
+            return OAuthCaptureHandler(self._maildir, self.token_validator,
+                                       require_auth=self.require_auth, scope=self.oauth_scope,
+                                       logins=self.logins)
         return CaptureHandler(self._maildir, offer_auth=bool(self.users),
                               require_auth=self.require_auth)
 
@@ -398,6 +507,8 @@ class CaptureServer:
             # must allow AUTH "without TLS" (aio-libs/aiosmtpd#281).
             "auth_require_tls": self.tls == "starttls",
             "authenticator": self._authenticate if self.users else None,
+            # Bearer tokens only: PLAIN/LOGIN could never succeed without users.
+            "auth_exclude_mechanism": ["PLAIN", "LOGIN"] if not self.users else None,
         }
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import re
@@ -84,11 +85,16 @@ class ServerReport:
     tls_version: str | None
     authenticated: bool
     extensions: dict[str, str] = field(default_factory=dict)
+    signed_in: str | None = None  # OAuth2: who signed in and until when (never the token)
 
     def lines(self) -> list[str]:
         out = [f"Connected to {self.host}:{self.port}: {self.greeting}"]
         out.append(f"Encryption: {self.tls}" + (f" ({self.tls_version})" if self.tls_version else ""))
-        out.append("Login: succeeded" if self.authenticated else "Login: not attempted (no password)")
+        if self.signed_in:
+            out.append(f"Login: {self.signed_in}")
+        else:
+            out.append("Login: succeeded" if self.authenticated
+                       else "Login: not attempted (no password)")
         exts = ", ".join(f"{k.upper()} {v}".strip() for k, v in sorted(self.extensions.items()))
         out.append(f"Extensions: {exts or '(none)'}")
         return out
@@ -464,6 +470,93 @@ async def _end_data(protocol: Any, data_reply: Any, timeout: float | None,
             conv.reply(reply.code, reply.message)
 
 
+# -- OAuth2 sign-in (SASL XOAUTH2 / OAUTHBEARER) -------------------------------------------------
+
+_MICROSOFT_GUIDANCE = (
+    " Microsoft 365 no longer accepts passwords for SMTP (basic authentication is off): sign in "
+    "with OAuth2, `%smtp_config --oauth2-provider microsoft --oauth2-client-id APP-ID "
+    "--oauth2-login` (host smtp.office365.com, port 587, starttls; see the README, 'Microsoft 365 "
+    "with OAuth2'). If OAuth2 is already in use, an admin must enable Authenticated SMTP for "
+    "the mailbox."
+)
+_GOOGLE_GUIDANCE = (
+    " Google wants an app password (with 2-Step Verification) or OAuth2: `%smtp_config "
+    "--oauth2-provider google --oauth2-client-id client_secret.json --oauth2-login` (host "
+    "smtp.gmail.com, port 465, tls; see the README, 'Google with OAuth2')."
+)
+
+
+def provider_guidance(reply: str) -> str:
+    """What to do about the providers' well-known login refusals, or ''."""
+    if "5.7.139" in reply or "5.7.30" in reply:
+        return _MICROSOFT_GUIDANCE
+    if "5.7.9" in reply and reply.startswith("534"):
+        return _GOOGLE_GUIDANCE
+    return ""
+
+
+async def _sasl(smtp: aiosmtplib.SMTP, mechanism: str, blob: bytes) -> tuple[Any, str]:
+    """One AUTH exchange; returns the final reply and the decoded JSON error challenge, if any.
+
+    (aiosmtplib's own ``auth_xoauth2`` answers the challenge but drops what it said.)
+    """
+    import base64
+
+    from .oauth import decode_challenge
+
+    reply = await smtp.execute_command(b"AUTH", mechanism.encode(), base64.b64encode(blob))
+    detail = ""
+    if reply.code == 334:  # the error challenge: acknowledge it to get the final reply
+        detail = decode_challenge(reply.message)
+        reply = await smtp.execute_command(b"" if mechanism == "XOAUTH2" else b"AQ==")
+    return reply, detail
+
+
+async def oauth_login(smtp: aiosmtplib.SMTP, s: ConnectionSettings, *, encrypted: bool) -> str:
+    """Sign in with a bearer token; retried once with a refreshed token when refused.
+
+    Returns who signed in, and until when, for ``--check``. The token is checked for TLS before
+    it is even fetched, and never appears in a message.
+    """
+    from . import oauth
+
+    where = _where(s)
+    if not encrypted:
+        raise AuthFailed(f"Signing in to {where} with OAuth2 needs an encrypted connection; "
+                         "nothing was sent. Use security 'starttls' or 'tls'.")
+    if smtp.is_ehlo_or_helo_needed:  # after STARTTLS
+        await smtp.ehlo()
+    offered = {m.upper() for m in smtp.server_auth_methods}
+    mechanism = next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in offered), None)
+    if mechanism is None:
+        shown = " ".join(sorted(offered)) or "no AUTH at all"
+        raise AuthFailed(f"{where} does not offer OAuth2 sign-in (XOAUTH2 or OAUTHBEARER), only "
+                         f"{shown}; set auth to 'password' for this server.")
+    config = oauth.OAuthConfig.from_settings(s)
+    for attempt in (1, 2):
+        token = await asyncio.to_thread(oauth.access_token, config, force_refresh=attempt == 2)
+        user = s.username or token.identity
+        if not user:
+            raise AuthFailed("OAuth2 sign-in needs the mailbox address: set username.")
+        blob = (oauth.sasl_xoauth2(user, token.value) if mechanism == "XOAUTH2"
+                else oauth.sasl_oauthbearer(user, token.value, s.host, s.port))
+        conv = _conversation(smtp)
+        if conv is not None:  # AUTH lines are redacted anyway; this scrubs any other echo
+            conv.add_secrets(token.value, base64.b64encode(blob).decode("ascii"), username=user)
+        reply, detail = await _sasl(smtp, mechanism, blob)
+        if reply.code == 235:
+            return f"signed in with OAuth2 ({mechanism}) as {user}{oauth.valid_until(token)}"
+        text = f"{reply.code} {' '.join(reply.message.split())}".strip()
+        if 400 <= reply.code < 500:
+            raise _Transient(f"{where} could not check the OAuth2 sign-in now: {text}.",
+                             code=reply.code, reply=text)
+        if reply.code != 535:  # only "credentials invalid" is worth a fresh token
+            break
+    said = f" (the server said: {detail})" if detail else ""
+    raise AuthFailed(f"{where} refused the OAuth2 token for {user!r}: {text}{said}."
+                     f"{provider_guidance(text)}", code=reply.code, reply=text)
+
+
 class Session:
     """One SMTP connection, opened on first use and reused for later messages."""
 
@@ -473,6 +566,7 @@ class Session:
         self._smtp: aiosmtplib.SMTP | None = None
         self.encrypted = False
         self.conversation: Conversation | None = None  # of the current connection
+        self.signed_in: str | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -489,6 +583,10 @@ class Session:
         import aiosmtplib
 
         s = self.settings
+        if s.auth == "oauth2":  # settings that can never sign in: exit 1, before connecting
+            from .oauth import OAuthConfig
+
+            OAuthConfig.from_settings(s).validate()
         smtp = _smtp_class()(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
             tls_context=tls_context(s) if s.security != "none" else None,
@@ -517,7 +615,7 @@ class Session:
                 raise _answered(_Transient, f"{_where(s)} could not check the login now: "
                                 f"{_reply(exc)}.", exc) from exc
             raise _answered(AuthFailed, f"{_where(s)} refused the login for {s.username!r}: "
-                            f"{_reply(exc)}.", exc) from exc
+                            f"{_reply(exc)}.{provider_guidance(_reply(exc))}", exc) from exc
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             smtp.close()
             conv.note(f"connection failed: {type(exc).__name__}: {exc}")
@@ -566,6 +664,9 @@ class Session:
 
     async def _login(self, smtp: aiosmtplib.SMTP) -> None:
         s = self.settings
+        if s.auth == "oauth2":
+            self.signed_in = await oauth_login(smtp, s, encrypted=self.encrypted)
+            return
         if not (s.username and self._password):
             return
         if not self.encrypted and not s.allow_plaintext_auth:
@@ -603,8 +704,8 @@ class Session:
             host=self.settings.host, port=self.settings.port, greeting=greeting,
             tls="implicit" if self.settings.implicit_tls else ("STARTTLS" if self.encrypted else "none"),
             tls_version=info.version() if info is not None else None,
-            authenticated=bool(self.settings.username and self._password),
-            extensions=dict(smtp.esmtp_extensions),
+            authenticated=bool(self.settings.username and self._password) or bool(self.signed_in),
+            extensions=dict(smtp.esmtp_extensions), signed_in=self.signed_in,
         )
 
     async def transaction(
@@ -630,6 +731,9 @@ class Session:
             if exc.code == 530:  # "authentication required": a login problem, not a rejection
                 raise _answered(AuthFailed, f"{where} requires a login before sending "
                                 f"({_reply(exc)}); set username and password.", exc) from exc
+            if provider_guidance(_reply(exc)):  # Microsoft's "basic authentication is off"
+                raise _answered(AuthFailed, f"{where} refused the sender {sender!r}: "
+                                f"{_reply(exc)}.{provider_guidance(_reply(exc))}", exc) from exc
             raise _answered(Rejected, f"{where} refused the sender {sender!r}: {_reply(exc)}.",
                             exc) from exc
         except aiosmtplib.SMTPDataError as exc:

@@ -7,6 +7,7 @@ import concurrent.futures
 import html
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -297,13 +298,18 @@ class ComposeForm(widgets.VBox):
         self.check_button = widgets.Button(description="Check connection", icon="plug",
                                            tooltip="Connect, negotiate TLS and log in; sends "
                                            "nothing", layout=widgets.Layout(width="auto"))
+        # OAuth2 (auth = oauth2): shown instead of the password; the device code appears in
+        # settings_status. The token itself never reaches a widget.
+        self.sign_in_button = widgets.Button(description="Sign in", icon="key",
+                                             tooltip="OAuth2: sign in with a code shown here",
+                                             layout=widgets.Layout(width="auto"))
         self.settings_status = widgets.HTML()
         settings_box = widgets.VBox([
             widgets.HBox([self.host, self.port]),
             widgets.HBox([self.security, self.timeout]),
             widgets.HBox([self.username, self.password]),
             self.password_hint,
-            widgets.HBox([self.check_button]),
+            widgets.HBox([self.sign_in_button, self.check_button]),
             self.settings_status,
         ])
         self.settings_panel = widgets.Accordion(children=[settings_box],
@@ -354,12 +360,15 @@ class ComposeForm(widgets.VBox):
         self.close_preview.on_click(self._on_hide_preview)
         self.send_button.on_click(self._on_send)
         self.check_button.on_click(self._on_check)
+        self.sign_in_button.on_click(self._on_sign_in)
+        self.settings.observe(self._on_auth, names=["auth", "oauth2_provider"])
 
         picked = self._add_attachments(attachments)
         self.refresh()
         if picked:
             self.variables.value = tuple(dict.fromkeys(picked))
         self._on_password_setting(None)
+        self._on_auth(None)
         self._on_sender_setting(None)
         for name in ("sender", "to", "cc", "bcc"):
             self._on_address({"owner": getattr(self, name)})
@@ -412,6 +421,7 @@ class ComposeForm(widgets.VBox):
         for handler, names in ((self._on_password_setting,
                                 ["password", "password_env", "use_keyring"]),
                                (self._on_sender_setting, ["sender", "username"]),
+                               (self._on_auth, ["auth", "oauth2_provider"]),
                                (self._on_limit, "attachment_size")):
             try:
                 self.settings.unobserve(handler, names=names)
@@ -501,6 +511,59 @@ class ComposeForm(widgets.VBox):
             self.settings_status.value = _line("error", _sentence(exc))
         finally:
             self.check_button.disabled = False
+
+    # -- OAuth2 sign-in ------------------------------------------------------------------------
+
+    def _on_auth(self, _change: Any) -> None:
+        oauth2 = self.settings.auth == "oauth2"
+        self.sign_in_button.layout.display = None if oauth2 else "none"
+        self.password.layout.display = "none" if oauth2 else None
+        if oauth2:
+            provider = self.settings.oauth2_provider or "no oauth2_provider set"
+            self.password_hint.value = (
+                "<span style='font-size:12px;margin-left:88px'>"
+                + _line("info", f"Signs in with OAuth2 ({provider}): press Sign in once.")
+                + "</span>")
+        else:
+            self._on_password_setting(None)
+
+    def _on_sign_in(self, _button: Any = None) -> None:
+        """The device-code sign-in on a thread of its own (it waits for the user); the code
+        and the outcome are shown in ``settings_status``."""
+        if self.sign_in_button.disabled:
+            return
+        self.sign_in_button.disabled = True
+        self.settings_status.value = _line("busy", "Starting the OAuth2 sign-in\u2026")
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+
+        def show(code: Any) -> None:  # called on the sign-in thread
+            markup = code._repr_html_()
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(setattr, self.settings_status, "value", markup)
+            else:
+                self.settings_status.value = markup
+
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(api.oauth2_login(self.settings, show=show))
+            except BaseException as exc:  # noqa: BLE001 - reported by _finish_sign_in
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="smtp-magic-sign-in", daemon=True).start()
+        _on_kernel(future, self._finish_sign_in)
+
+    def _finish_sign_in(self, future: concurrent.futures.Future[Any]) -> None:
+        try:
+            self.settings_status.value = _line("ok", future.result().describe())
+        except Exception as exc:  # noqa: BLE001
+            self.settings_status.value = _line("error", _sentence(exc))
+        finally:
+            self.sign_in_button.disabled = False
 
     # -- addresses -----------------------------------------------------------------------------
 

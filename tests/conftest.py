@@ -331,3 +331,71 @@ def postfix() -> Iterator[Postfix]:
         subprocess.run(["bash", str(ROOT / "scripts" / "postfix-down.sh")], env=env,
                        capture_output=True, timeout=60, check=False)
         shutil.rmtree(pf, ignore_errors=True)
+
+
+# -- OAuth2: a real OpenID Connect server and an SMTP server that asks it about tokens ---------
+def _oidc_unavailable(reason: str) -> None:
+    if os.environ.get("SMTP_MAGIC_REQUIRE_OIDC") == "1":
+        pytest.fail(f"The OpenID Connect server is required (SMTP_MAGIC_REQUIRE_OIDC=1) but {reason}")
+    pytest.skip(f"OAuth2 tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[Any]:
+    """node-oidc-provider on 127.0.0.1 (tests/oidc), for the whole session. Skips when Node or
+    its npm packages are missing; fails instead when ``SMTP_MAGIC_REQUIRE_OIDC=1``."""
+    import idp as idp_module
+
+    reason = idp_module.unavailable_reason()
+    if reason:
+        _oidc_unavailable(reason)
+    with idp_module.IdentityProvider() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ms_idp(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same provider shaped like a Microsoft authority (HTTPS, ``/contoso/v2.0``), so that
+    MSAL itself can sign in against it; its certificate is issued by ``ca``."""
+    import idp as idp_module
+
+    reason = idp_module.unavailable_reason()
+    if reason:
+        _oidc_unavailable(reason)
+    folder = tmp_path_factory.mktemp("ms-idp")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    with idp_module.IdentityProvider(tls=(folder / "cert.pem", folder / "key.pem"),
+                                     ca=folder / "ca.pem", path="/contoso/v2.0") as server:
+        yield server
+
+
+@pytest.fixture
+def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No keyring backend, whatever the host has: sign-ins go to the 0600 file in tmp_data."""
+    import keyring
+    from keyring.backends import fail
+
+    before = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(before)
+
+
+@pytest.fixture
+def oauth_server(tmp_path: Path, server_tls: ssl.SSLContext, idp: Any, no_keyring: None
+                 ) -> Iterator[CaptureServer]:
+    """STARTTLS submission server whose XOAUTH2/OAUTHBEARER asks ``idp`` (introspection)
+    whether the presented token is an active access token of the user signing in."""
+    import smtp_magic.oauth
+
+    smtp_magic.oauth.clear_memory()
+    with CaptureServer(tmp_path / "oauth", tls="starttls", ssl_context=server_tls,
+                       token_validator=idp.validate, oauth_scope="smtp",
+                       require_auth=True) as server:
+        yield server
+    smtp_magic.oauth.clear_memory()

@@ -228,3 +228,24 @@ def test_check_in_a_magic_with_debug(ip: TestingShell, auth_server: CaptureServe
     out, err = capfd.readouterr()
     assert "Login: succeeded" in out and "> AUTH PLAIN " + REDACTED in err
     assert_no_secret(out + err)
+
+
+def test_oauth2_sign_in_is_redacted_with_its_token(tmp_path: Path, server_tls: Any,
+                                                   ca_file: Path,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    token = "ya29.tok-" + "Zq8" * 20
+    with CaptureServer(tmp_path / "oauth", tls="starttls", ssl_context=server_tls,
+                       token_validator=lambda user, value: value == token,
+                       require_auth=True) as server:
+        settings = SmtpMagic().update({"host": "127.0.0.1", "port": server.port,
+                                       "username": SENDER, "cafile": str(ca_file),
+                                       "sender": SENDER, "debug": True, "timeout": 10})
+        settings.oauth2_token_provider = lambda: token
+        settings.update({"auth": "oauth2"})
+        r = send("bob@example.test", "OAuth debug", "hi", config=settings)
+        assert r.ok, r
+        err = capfd.readouterr().err
+    assert "> AUTH XOAUTH2 " + REDACTED in err and "< 235 " in err
+    for form in (token, base64.b64encode(token.encode()).decode(),
+                 base64.b64encode(f"user={SENDER}\x01auth=Bearer {token}\x01\x01".encode()).decode()):
+        assert form not in err

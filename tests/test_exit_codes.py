@@ -69,61 +69,39 @@ def test_0_plain(smtp_server: CaptureServer, tmp_data: TmpData) -> None:
     assert outbox_ids(tmp_data) == []
 
 
-def test_0_starttls_trusted_via_ssl_cert_file(starttls_server: CaptureServer, tmp_data: TmpData,
-                                              client_ssl_env: Path) -> None:
-    r = send(BOB, "STARTTLS", "hello", config=settings(starttls_server, security="starttls"))
-    ok(r)
-    arrived(starttls_server, r)
-
-
-def test_0_starttls_trusted_via_cafile(starttls_server: CaptureServer, tmp_data: TmpData,
-                                       ca_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    r = send(BOB, "cafile", "hello",
-             config=settings(starttls_server, security="starttls", cafile=str(ca_file)))
-    ok(r)
-    arrived(starttls_server, r)
-
-
-def test_0_auto_upgrades_to_starttls_when_offered(auth_server: CaptureServer, tmp_data: TmpData,
-                                                  client_ssl_env: Path) -> None:
+# Each way of reaching a server: (server fixture, settings, how the client trusts the test CA).
+DELIVERY_MODES = {
+    "starttls-ssl-cert-file": ("starttls_server", {"security": "starttls"}, "env"),
+    "starttls-cafile": ("starttls_server", {"security": "starttls"}, "cafile"),
     # auth_server refuses MAIL before STARTTLS (530), so a delivery proves the upgrade happened.
-    cfg = settings(auth_server, security="auto", username=USER, password=PASSWORD)
-    r = send(BOB, "auto", "hello", config=cfg)
+    "auto-upgrades-to-starttls": ("auth_server", {"security": "auto", "username": USER,
+                                                  "password": PASSWORD}, "env"),
+    "implicit-tls": ("tls_server", {"security": "tls"}, "env"),
+    "auth-over-starttls": ("auth_server", {"security": "starttls", "username": USER,
+                                           "password": PASSWORD}, "env"),
+    "auth-over-implicit-tls": ("tls_auth_server", {"security": "tls", "username": USER,
+                                                   "password": PASSWORD}, "env"),
+    "plaintext-auth-opted-in": ("plain_auth_server", {"security": "none", "username": USER,
+                                                      "password": PASSWORD,
+                                                      "allow_plaintext_auth": True}, None),
+}
+
+
+@pytest.mark.parametrize(("fixture", "extra", "trust"), DELIVERY_MODES.values(),
+                         ids=DELIVERY_MODES.keys())
+def test_0_every_way_of_reaching_a_server(request: pytest.FixtureRequest, tmp_data: TmpData,
+                                          ca_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                          fixture: str, extra: dict[str, Any],
+                                          trust: str | None) -> None:
+    server: CaptureServer = request.getfixturevalue(fixture)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    if trust == "env":  # the way a user trusts a private CA for every program
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    elif trust == "cafile":
+        extra = {**extra, "cafile": str(ca_file)}
+    r = send(BOB, fixture, "hello", config=settings(server, **extra))
     ok(r)
-    arrived(auth_server, r)
-
-
-def test_0_implicit_tls_port_and_security(tls_server: CaptureServer, tmp_data: TmpData,
-                                          client_ssl_env: Path) -> None:
-    r = send(BOB, "Implicit TLS", "hello", config=settings(tls_server, security="tls"))
-    ok(r)
-    arrived(tls_server, r)
-
-
-def test_0_auth_over_starttls(auth_server: CaptureServer, tmp_data: TmpData,
-                              client_ssl_env: Path) -> None:
-    cfg = settings(auth_server, security="starttls", username=USER, password=PASSWORD)
-    r = send(BOB, "AUTH over STARTTLS", "hello", config=cfg)
-    ok(r)
-    arrived(auth_server, r)
-
-
-def test_0_auth_over_implicit_tls(tls_auth_server: CaptureServer, tmp_data: TmpData,
-                                  client_ssl_env: Path) -> None:
-    cfg = settings(tls_auth_server, security="tls", username=USER, password=PASSWORD)
-    r = send(BOB, "AUTH over TLS", "hello", config=cfg)
-    ok(r)
-    arrived(tls_auth_server, r)
-
-
-def test_0_plaintext_auth_when_allowed(plain_auth_server: CaptureServer, tmp_data: TmpData
-                                       ) -> None:
-    cfg = settings(plain_auth_server, security="none", username=USER, password=PASSWORD,
-                   allow_plaintext_auth=True)
-    r = send(BOB, "Plaintext AUTH, opted in", "hello", config=cfg)
-    ok(r)
-    arrived(plain_auth_server, r)
+    arrived(server, r)
 
 
 def test_0_after_one_451_retried_and_delivered_once(
