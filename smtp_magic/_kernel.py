@@ -93,9 +93,11 @@ class SendJob:
     Displaying it shows its status line, which updates in place.
     """
 
-    def __init__(self, requests: Sequence[SendRequest], *, many: bool) -> None:
+    def __init__(self, requests: Sequence[SendRequest], *, many: bool,
+                 notes: Sequence[str] = ()) -> None:
         self.requests = tuple(requests)
         self.many = many
+        self.notes = tuple(notes)  # e.g. an object that was sent as text: its repr raised
         self.display_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self.finished: float | None = None
@@ -172,13 +174,18 @@ class SendJob:
         reasons = "; ".join(dict.fromkeys(r.message for r in failed))
         return "\u2718", "#cf222e", f"{len(failed)} of {total} messages failed: {reasons}"
 
+    def _notes(self) -> str:
+        return "".join(f"; note: {note}" for note in self.notes)
+
     def _repr_html_(self) -> str:
         icon, colour, text = self._summary()
-        return f"<div style='color:{colour}'>{icon} {html.escape(text)}</div>"
+        notes = (f"<div style='color:#9a6700'>\u26a0 {html.escape(note)}</div>"
+                 for note in self.notes)
+        return f"<div style='color:{colour}'>{icon} {html.escape(text)}</div>{''.join(notes)}"
 
     def __repr__(self) -> str:
         icon, _, text = self._summary()
-        return f"{icon} {text}"
+        return f"{icon} {text}{self._notes()}"
 
 
 def _display(obj: Any, display_id: str | None = None, update: bool = False) -> None:
@@ -284,14 +291,14 @@ def _stderr_line(line: str) -> None:
 
 
 def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic, *, block: bool,
-               many: bool) -> SendJob:
+               many: bool, notes: Sequence[str] = ()) -> SendJob:
     """Send ``requests`` in one ``send_many_async`` call on the worker loop, with a status line.
 
     ``block``: wait here (the kernel's loop is not needed: the I/O runs on the worker loop's
     thread). Otherwise return at once; the status line is settled by a task on the kernel's loop
     (so its output is parented to this cell), or by the worker thread where no loop runs.
     """
-    job = SendJob(requests, many=many)
+    job = SendJob(requests, many=many, notes=notes)
     in_kernel = kernel_of(shell) is not None
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -406,12 +413,12 @@ def one_line(exc: BaseException) -> BaseException:
     return exc
 
 
-# -- --capture: run a cell as usual and keep its outputs, in order ------------------------------
+# -- --capture: run a cell as usual and keep what it shows when it ends -------------------------
 
 class _TeeStream:
-    """``sys.stdout`` as before, plus a copy of every write in ``records``."""
+    """``sys.stdout``/``sys.stderr`` as before, plus a copy of every write in ``records``."""
 
-    def __init__(self, stream: Any, records: list[tuple[str, Any, Any]], name: str) -> None:
+    def __init__(self, stream: Any, records: list[tuple[Any, ...]], name: str) -> None:
         self._stream = stream
         self._records = records
         self._name = name
@@ -432,42 +439,114 @@ class _TeeStream:
 def run_captured(shell: Any, code: str) -> tuple[list[Any], Any]:
     """Run ``code`` as a cell whose outputs show as usual; returns (outputs, ExecutionResult).
 
-    stdout writes, ``display()`` calls (figures included) and the value of the last expression
-    are recorded in the order they happen, as ``render.Output`` objects.
+    The outputs are what the notebook shows once the cell has ended, in order, as
+    ``render.Output`` objects: stdout and stderr (warnings included), ``display()`` calls
+    (figures included) and the last expression's value; a display updated through its
+    ``display_id`` shows its last value, and ``clear_output()`` (``wait=True`` too) removes what
+    came before it. A displayed object's title (figures, charts) and notebook variable name are
+    kept to name its image.
     """
     from .render import Output
 
-    records: list[tuple[str, Any, Any]] = []
-    pub, hook = shell.display_pub, shell.displayhook
+    records: list[tuple[Any, ...]] = []
+    # id(format dict) -> (title, variable, object, the dict: kept alive so its id stays its own)
+    labels: dict[int, tuple[str, str, Any, Any]] = {}
+    pub, hook, formatter = shell.display_pub, shell.displayhook, shell.display_formatter
     orig_publish, orig_write = pub.publish, hook.write_format_data
+    orig_clear, orig_format = pub.clear_output, formatter.format
+
+    def format(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        result = orig_format(obj, *args, **kwargs)
+        if isinstance(result, tuple) and result and isinstance(result[0], dict):
+            labels[id(result[0])] = (*_label_of(obj, shell.user_ns), obj, result[0])
+        return result
 
     def publish(*args: Any, **kwargs: Any) -> Any:
         data = kwargs["data"] if "data" in kwargs else (args[0] if args else {})
         metadata = kwargs.get("metadata", args[1] if len(args) > 1 else None)
-        if not kwargs.get("update"):  # an update redraws an earlier output: not a new one
-            records.append(("display", data, metadata or {}))
+        transient = kwargs.get("transient") or {}
+        display_id = transient.get("display_id") if isinstance(transient, dict) else None
+        kind = "update" if kwargs.get("update") else "display"
+        records.append((kind, data, metadata or {}, display_id))
         return orig_publish(*args, **kwargs)
 
     def write_format_data(format_dict: Any, md_dict: Any = None) -> Any:
-        records.append(("display", format_dict, md_dict or {}))
+        records.append(("display", format_dict, md_dict or {}, None))
         return orig_write(format_dict, md_dict)
 
-    saved = {obj: vars(obj).get(name) for obj, name in ((pub, "publish"), (hook, "write_format_data"))}
-    stdout = sys.stdout
-    pub.publish, hook.write_format_data = publish, write_format_data
+    def clear_output(wait: bool = False) -> Any:
+        records.append(("clear", wait))
+        return orig_clear(wait)
+
+    patched = ((pub, "publish", publish), (hook, "write_format_data", write_format_data),
+               (pub, "clear_output", clear_output), (formatter, "format", format))
+    saved = [(obj, name, vars(obj).get(name)) for obj, name, _ in patched]
+    stdout, stderr = sys.stdout, sys.stderr
+    for obj, name, func in patched:
+        setattr(obj, name, func)
     sys.stdout = _TeeStream(stdout, records, "stdout")
+    sys.stderr = _TeeStream(stderr, records, "stderr")
     try:
         result = shell.run_cell(code, store_history=False)
     finally:
-        sys.stdout = stdout
-        for obj, name in ((pub, "publish"), (hook, "write_format_data")):
-            if saved[obj] is None:
+        sys.stdout, sys.stderr = stdout, stderr
+        for obj, name, before in saved:
+            if before is None:
                 vars(obj).pop(name, None)
             else:
-                setattr(obj, name, saved[obj])
-    outputs = [
-        Output(kind="stream", name=a, text=b) if kind == "stream"
-        else Output(kind="display", data=dict(a), metadata=dict(b))
-        for kind, a, b in records
-    ]
-    return outputs, result
+                setattr(obj, name, before)
+    return _final_outputs(records, labels, Output), result
+
+
+def _final_outputs(records: list[tuple[Any, ...]],
+                   labels: dict[int, tuple[str, str, Any, Any]], output: Any) -> list[Any]:
+    """Replay the cell's output messages as a front end does and keep the final state."""
+    shown: list[Any] = []
+    ids: list[str | None] = []
+    clear_pending = False
+    for record in records:
+        kind = record[0]
+        if kind == "clear":
+            if record[1]:
+                clear_pending = True  # clear_output(wait=True): when the next output comes
+            else:
+                shown.clear()
+                ids.clear()
+            continue
+        if kind == "update":  # redraws the outputs with this display_id, wherever they are
+            _, data, metadata, display_id = record
+            for i, known in enumerate(ids):
+                if display_id is not None and known == display_id:
+                    shown[i] = _display_output(output, data, metadata, labels)
+            continue
+        if clear_pending:
+            shown.clear()
+            ids.clear()
+            clear_pending = False
+        if kind == "stream":
+            shown.append(output(kind="stream", name=record[1], text=record[2]))
+            ids.append(None)
+        else:
+            _, data, metadata, display_id = record
+            shown.append(_display_output(output, data, metadata, labels))
+            ids.append(display_id)
+    return shown
+
+
+def _display_output(output: Any, data: Any, metadata: Any,
+                    labels: dict[int, tuple[str, str, Any, Any]]) -> Any:
+    title, variable, obj, _ = labels.get(id(data), ("", "", None, None))
+    return output(kind="display", data=dict(data), metadata=dict(metadata), title=title,
+                  variable=variable, source=obj)
+
+
+def _label_of(obj: Any, namespace: Any) -> tuple[str, str]:
+    """(title, variable name) of a displayed object, where it has them."""
+    from ._kinds import title_of
+
+    variable = ""
+    if obj is not None and not isinstance(obj, (str, int, float, bool, bytes)):
+        variable = next((k for k, v in namespace.items()
+                         if v is obj and isinstance(k, str) and not k.startswith("_")
+                         and k not in ("In", "Out")), "")
+    return title_of(obj), variable

@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import re
 
-__all__ = ["email_document", "inline_css"]
+__all__ = ["email_document", "inline_css", "is_document"]
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,9 @@ FONT = (
     "'Apple Color Emoji','Segoe UI Emoji'"
 )
 MONO = "ui-monospace,SFMono-Regular,Menlo,Consolas,'Liberation Mono',monospace"
-TEXT_STYLE = f"font-family:{FONT};font-size:15px;line-height:1.5;color:#1f2328"
+# overflow-wrap: a long word or URL wraps instead of widening the page on a phone.
+TEXT_STYLE = (f"font-family:{FONT};font-size:15px;line-height:1.5;color:#1f2328;"
+              "overflow-wrap:break-word;word-wrap:break-word")
 
 # Inlined into style= attributes, then removed: Gmail drops <style> blocks. The table rules
 # skip tables that already carry a style (the DataFrame tables) so their cells do not grow;
@@ -57,7 +59,7 @@ _PAGE = """<!DOCTYPE html>
 style="border-collapse:collapse;background:#ffffff">
 <tr><td align="center" style="padding:16px 12px">
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" \
-style="max-width:720px;border-collapse:collapse">
+style="max-width:720px;border-collapse:collapse;table-layout:fixed">
 <tr><td align="left" style="{text_style};text-align:left">
 {body}
 </td></tr>
@@ -69,6 +71,11 @@ style="max-width:720px;border-collapse:collapse">
 """
 
 _DOCUMENT = re.compile(r"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\b|html\b)", re.IGNORECASE | re.DOTALL)
+
+
+def is_document(html: str) -> bool:
+    """Whether ``html`` is a whole document (``<!DOCTYPE``/``<html>``) rather than a fragment."""
+    return _DOCUMENT.match(html) is not None
 
 
 def email_document(fragment: str, *, title: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as _html_module
 import importlib.util
 import io
 import logging
@@ -10,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ._budget import utf8_size
+from ._kinds import PANDAS, kind_of
 from ._layout import email_document
 from .errors import InvalidRequest, missing
 
@@ -19,6 +22,7 @@ __all__ = [
     "frame_file",
     "frame_table",
     "pandas_kind",
+    "scrollable",
     "style_tables",
     "utf8_size",
 ]
@@ -31,7 +35,10 @@ _SAMPLE_ROWS = 20
 # Cells per chunk when writing CSV: pandas' default chunk makes the peak memory ~10x the file.
 _CSV_CHUNK_CELLS = 2_000
 
-_CELL = "border:1px solid #d0d7de;padding:4px 8px;text-align:right"
+# A cell longer than this is shortened in the email (the attached file has it whole).
+MAX_CELL_CHARS = 1_000
+
+_CELL = "border:1px solid #d0d7de;padding:4px 8px"
 _STYLES = {
     "table": (
         "border-collapse:collapse;border-spacing:0;margin:0 0 8px;font-size:13px;line-height:1.4;"
@@ -41,23 +48,27 @@ _STYLES = {
     "th": _CELL + ";font-weight:600",
     "td": _CELL,
 }
-_TAG = re.compile(r"<(/?)(table|thead|th|td)\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>", re.IGNORECASE)
+_TAG = re.compile(r"<(/?)(table|thead|tr|th|td)\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>",
+                  re.IGNORECASE)
 _ATTR = re.compile(r"""([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?""")
 # Once the CSS is inlined, ids and classes only cost bytes.
 _SELECTOR_ATTRS = frozenset({"id", "class"})
 _INDENT = re.compile(r"\n[ \t]+")
 _ROW = re.compile(r"<tr\b[^>]*>(?:(?!</tr>).)*</tr>\s*", re.DOTALL | re.IGNORECASE)
 
-_PANDAS_KINDS = frozenset({"DataFrame", "Series", "Styler"})
+_TABLE = re.compile(r"<table\b.*?</table\s*>", re.DOTALL | re.IGNORECASE)
+_BODY = re.compile(r"<tbody\b.*?</tbody\s*>", re.DOTALL | re.IGNORECASE)
+_CELL_TEXT = re.compile(r"<(td|th)\b([^>]*)>(.*?)</\1\s*>", re.DOTALL | re.IGNORECASE)
+_COLSPAN = re.compile(r"""colspan\s*=\s*["']?(\d+)""", re.IGNORECASE)
+_NUMBER = re.compile(r"^[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?$")
+_NOT_A_NUMBER = frozenset({"", "nan", "<na>", "none", "nat", "inf", "-inf", "-", "\u2013"})
 FRAME_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".parquet", ".json", ".html")
 
 
 def pandas_kind(obj: Any) -> str | None:
     """``"DataFrame"``, ``"Series"`` or ``"Styler"`` for pandas objects (pandas is not imported)."""
-    for cls in type(obj).__mro__:
-        if cls.__name__ in _PANDAS_KINDS and cls.__module__.startswith("pandas"):
-            return cls.__name__
-    return None
+    kind = kind_of(obj)
+    return kind if kind in PANDAS else None
 
 
 def _data(obj: Any) -> Any:
@@ -77,19 +88,27 @@ class FrameTable:
     total_rows: int
     shown_columns: int
     total_columns: int
+    shortened_cells: int = 0
 
     @property
     def truncated(self) -> bool:
-        return self.shown_rows < self.total_rows or self.shown_columns < self.total_columns
+        return (self.shown_rows < self.total_rows or self.shown_columns < self.total_columns
+                or self.shortened_cells > 0)
 
     def note(self, filename: str) -> str:
-        """The sentence under a truncated table, e.g. "Showing the first 120 of 2,000 rows; ..."."""
+        """The sentence above a truncated table, e.g. "Showing the first 120 of 2,000 rows; ..."."""
         parts = []
         if self.shown_rows < self.total_rows:
             parts.append(f"the first {self.shown_rows:,} of {self.total_rows:,} rows")
         if self.shown_columns < self.total_columns:
             parts.append(f"{self.shown_columns:,} of {self.total_columns:,} columns")
-        return f"Showing {' and '.join(parts)}; the full table is attached as {filename}."
+        sentence = f"Showing {' and '.join(parts)}" if parts else ""
+        if self.shortened_cells:
+            cells = ("1 long cell is" if self.shortened_cells == 1
+                     else f"{self.shortened_cells:,} long cells are")
+            sentence = (f"{sentence}; {cells} shortened" if sentence
+                        else f"{cells[0].upper()}{cells[1:]} shortened")
+        return f"{sentence}; the full table is attached as {filename}."
 
 
 def frame_table(obj: Any, *, max_bytes: int, max_rows: int) -> FrameTable:
@@ -97,11 +116,17 @@ def frame_table(obj: Any, *, max_bytes: int, max_rows: int) -> FrameTable:
     frame = _data(obj)
     total, ncols = len(frame), len(frame.columns)
     rows = _rows_within(obj, total, max_bytes, min(total, max(1, max_rows)))
-    html = _table_html(obj, rows, total)
+    html, shortened = _table_html(obj, rows, total)
     while rows > 1 and utf8_size(html) > max_bytes:  # the estimate was short: scale down and retry
         rows = max(1, min(rows - 1, int(rows * max_bytes / utf8_size(html) * 0.97)))
-        html = _table_html(obj, rows, total)
-    return FrameTable(html, rows, total, min(ncols, MAX_COLUMNS), ncols)
+        html, shortened = _table_html(obj, rows, total)
+    return FrameTable(scrollable(html), rows, total, min(ncols, MAX_COLUMNS), ncols, shortened)
+
+
+def scrollable(html: str) -> str:
+    """A table in a box that scrolls sideways when it is wider than the screen (a phone), so
+    the page around it keeps the screen's width and its text stays readable."""
+    return f'<div style="overflow-x:auto;max-width:100%;margin:0 0 8px">{html}</div>'
 
 
 def _rows_within(obj: Any, total: int, max_bytes: int, limit: int) -> int:
@@ -112,7 +137,7 @@ def _rows_within(obj: Any, total: int, max_bytes: int, limit: int) -> int:
     """
     if limit <= _SAMPLE_ROWS:
         return limit
-    sample = _table_html(obj, _SAMPLE_ROWS, total)
+    sample, _ = _table_html(obj, _SAMPLE_ROWS, total)
     lower = sample.lower()
     start, end = lower.find("<tbody"), lower.rfind("</tbody>")
     if start < 0 or end < start:
@@ -122,17 +147,35 @@ def _rows_within(obj: Any, total: int, max_bytes: int, limit: int) -> int:
     return max(1, min(limit, int((max_bytes - fixed) / per_row * 0.98)))
 
 
-def utf8_size(html: str) -> int:
-    """UTF-8 size, without encoding a copy in the common all-ASCII case."""
-    return len(html) if html.isascii() else len(html.encode())
-
-
-def _table_html(obj: Any, rows: int, total: int) -> str:
+def _table_html(obj: Any, rows: int, total: int) -> tuple[str, int]:
+    """The first ``rows`` rows as an email table, and how many long cells it shortened."""
+    shortened = 0
     if pandas_kind(obj) == "Styler":
         html = _styler_html(obj, rows, total)
     else:
-        html = style_tables(_data(obj).head(rows).to_html(max_cols=MAX_COLUMNS, notebook=False))
-    return _INDENT.sub("\n", html).strip()  # pretty-printing costs ~7 % of the byte budget
+        head, shortened = _short_cells(_data(obj).head(rows))
+        html = style_tables(head.to_html(max_cols=MAX_COLUMNS, notebook=False))
+    return _INDENT.sub("\n", html).strip(), shortened  # pretty-printing costs ~7 % of the budget
+
+
+def _short_cells(frame: Any) -> tuple[Any, int]:
+    """Text cells over MAX_CELL_CHARS cut to that length, with an ellipsis."""
+    text_columns = [c for c, dtype in frame.dtypes.items() if dtype.kind in "OSU"
+                    or str(dtype) == "string"]
+    if not text_columns:
+        return frame, 0
+    long = {c: frame[c].map(lambda v: isinstance(v, str) and len(v) > MAX_CELL_CHARS)
+            for c in text_columns}
+    count = int(sum(int(mask.sum()) for mask in long.values()))
+    if not count:
+        return frame, 0
+    frame = frame.copy()
+    for column, mask in long.items():
+        if mask.any():
+            frame[column] = frame[column].map(
+                lambda v: v[:MAX_CELL_CHARS] + "\u2026"
+                if isinstance(v, str) and len(v) > MAX_CELL_CHARS else v)
+    return frame, count
 
 
 def _styler_html(styler: Any, rows: int, total: int) -> str:
@@ -158,24 +201,57 @@ def _inline_styler_css(html: str) -> str | None:
 
 
 def style_tables(html: str, *, drop_selectors: bool = True) -> str:
-    """Give every table, th and td in ``html`` the email table style as inline CSS.
+    """Give every table, th and td in ``html`` the email table style as inline CSS: borders,
+    padding, and text columns aligned left, number columns right (as pandas prints them).
 
     Styles already on an element come last so they win (a Styler's highlights).
     """
-    in_head = False
+    numeric = [_numeric_columns(m.group(0)) for m in _TABLE.finditer(html)]
+    table, column, in_head = -1, 0, False
 
     def restyle(match: re.Match[str]) -> str:
-        nonlocal in_head
+        nonlocal table, column, in_head
         closing, tag, attrs = match.group(1), match.group(2).lower(), match.group(3)
         if tag == "thead":
             in_head = not closing
             return match.group(0)
         if closing:
             return match.group(0)
+        if tag == "tr":
+            column = 0
+            return match.group(0)
+        if tag == "table":
+            table += 1
+            return _with_style(tag, attrs, _STYLES["table"], drop_selectors)
+        span = _span(attrs)
+        right = 0 <= table < len(numeric) and span == 1 and numeric[table].get(column, False)
+        column += span
         key = "thead th" if tag == "th" and in_head else tag
-        return _with_style(tag, attrs, _STYLES[key], drop_selectors)
+        base = f"{_STYLES[key]};text-align:{'right' if right else 'left'}"
+        return _with_style(tag, attrs, base, drop_selectors)
 
     return _TAG.sub(restyle, html)
+
+
+def _span(attrs: str) -> int:
+    match = _COLSPAN.search(attrs)
+    return max(1, min(int(match.group(1)), 1000)) if match else 1
+
+
+def _numeric_columns(table: str) -> dict[int, bool]:
+    """Column position -> whether every body cell there is a number (blank and NaN allowed)."""
+    body = _BODY.search(table)
+    seen: dict[int, bool] = {}
+    for row in _ROW.findall(body.group(0) if body else table):
+        column = 0
+        for _tag, attrs, content in _CELL_TEXT.findall(row):
+            span = _span(attrs)
+            if span == 1:
+                text = _html_module.unescape(re.sub(r"<[^>]*>", "", content)).strip()
+                if text.lower() not in _NOT_A_NUMBER:
+                    seen[column] = seen.get(column, True) and bool(_NUMBER.match(text))
+            column += span
+    return seen
 
 
 def _with_style(tag: str, attrs: str, base: str, drop_selectors: bool) -> str:
@@ -268,7 +344,7 @@ def _json(obj: Any) -> bytes:
 
 def _html(obj: Any) -> bytes:
     frame = _data(obj)
-    table = _table_html(obj, len(frame), len(frame))
+    table, _ = _table_html(obj, len(frame), len(frame))
     return email_document(table).encode("utf-8")
 
 

@@ -173,6 +173,14 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
         from .render import markdown_to_html
 
         request = request.replace(body=markdown_to_html(request.body or ""), content_type="text/html")
+    elif content_type in ("text/html", "multipart/alternative") and isinstance(request.body, str):
+        from .render import fit_html_body  # text typed as text keeps its lines; the size budget
+
+        fitted = fit_html_body(request.body, request.subject)
+        if fitted is not None:
+            request = request.replace(
+                body=fitted.html, inline_images=(*request.inline_images, *fitted.images),
+                attachments=(*request.attachments, *fitted.attachments))
     try:
         from .compose import compose  # the email package, imported on the first send
 

@@ -16,6 +16,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from ._names import unique_attachments
+from ._sanitize import clean_document
 from .config import MB, ConnectionSettings
 from .errors import InvalidRequest
 from .models import Attachment, SendRequest
@@ -209,6 +211,8 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
     if not request.to:
         raise InvalidRequest("The message has no recipient ('to' needs at least one address).")
     check_header_value("subject", request.subject)
+    if request.attachments:
+        request = request.replace(attachments=unique_attachments(request.attachments))
     sender = _sender(request, settings)
     to = _addresses(request.to, "'to' address")
     cc = _addresses(request.cc, "'cc' address")
@@ -235,6 +239,9 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
         body = request.body or ""
         if not isinstance(body, str):
             raise InvalidRequest(f"The body must be text, not {type(body).__name__}.")
+        safe = clean_document(body)  # no script, event handler or script URL leaves the machine
+        if safe is not body:
+            request, body = request.replace(body=safe), safe
         # An HTML body always travels with a plain-text alternative, for text-only clients.
         text = request.text if request.text is not None else _text_alternative(body)
 
@@ -270,9 +277,32 @@ def _build_message(
 
     _set_body(msg, request, content_type, text)
     for att in request.attachments:
-        msg.add_attachment(att.read(), maintype=att.maintype, subtype=att.subtype,
-                           filename=att.filename)
+        data = att.read()
+        msg.add_attachment(data, maintype=att.maintype, subtype=att.subtype,
+                           filename=att.filename, cte=attachment_cte(att, data))
     return msg
+
+
+# A text attachment of plain ASCII travels as it is (7bit) rather than base64, which spam
+# filters hold against text (rspamd: MIME_BASE64_TEXT_BOGUS). Only small ones: the file is read
+# whole to check it, where base64 streams it.
+_TEXT_7BIT_MAX = 2 * MB
+_LONG_LINE = re.compile(rb"[^\n]{999}")
+
+
+def attachment_cte(att: Attachment, data: bytes | None = None) -> str:
+    """``"7bit"`` for a text/* attachment of ASCII lines (no NUL, no bare CR, none longer than
+    SMTP allows), else ``"base64"``. Its line breaks arrive as CRLF, the canonical form of text
+    in MIME; every other byte arrives as it was."""
+    if att.maintype != "text" or att.size > _TEXT_7BIT_MAX:
+        return "base64"
+    if data is None:
+        data = att.read()
+    if not data.isascii() or b"\0" in data or _LONG_LINE.search(data):
+        return "base64"
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return "base64"  # a bare CR would not survive the trip
+    return "7bit"
 
 
 _texts: dict[str, str] = {}
@@ -371,6 +401,11 @@ class _Base64Body:
             raise InvalidRequest(f"Attachment {str(att.path)!r} cannot be read: {exc.strerror}.") from exc
 
 
+def _crlf(data: bytes) -> bytes:
+    """A 7bit text payload as the generator writes it: every line break as CRLF."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
 def _base64_lines(block: bytes | memoryview) -> bytes:
     encoded = binascii.b2a_base64(block, newline=False)
     return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
@@ -419,8 +454,8 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
     msg.set_content("x", cte=ctes[0])
     if content_type != "text/plain":
         msg.add_alternative("x", subtype="html", cte=ctes[1])
-    for maintype, subtype, filename in attachments:
-        msg.add_attachment(b"", maintype=maintype, subtype=subtype, filename=filename)
+    for maintype, subtype, filename, cte in attachments:
+        msg.add_attachment(b"", maintype=maintype, subtype=subtype, filename=filename, cte=cte)
     leaves = [p for p in msg.walk() if not p.is_multipart()]
     for i, leaf in enumerate(leaves):
         leaf.set_payload(_SLOT.format(i))
@@ -476,16 +511,22 @@ def _render_fast(
         cte, data = _encode_text(t, "utf-8", None, POLICY)
         ctes.append(cte)
         payloads.append(data.replace("\n", "\r\n").encode("ascii"))
-    atts = tuple((a.maintype, a.subtype, a.filename) for a in request.attachments)
+    att_ctes = [attachment_cte(a) for a in request.attachments]
+    atts = tuple((a.maintype, a.subtype, a.filename, cte)
+                 for a, cte in zip(request.attachments, att_ctes))
     skeleton = _skeleton((content_type, tuple(ctes), atts))
     if skeleton is None:
         return None
     pieces, nboundaries = skeleton
-    slots: list[bytes | _Base64Body] = [*payloads, *map(_Base64Body, request.attachments)]
+    texts_7bit = [_crlf(a.read()) for a, cte in zip(request.attachments, att_ctes) if cte == "7bit"]
+    slots: list[bytes | _Base64Body] = [*payloads]
+    plain = iter(texts_7bit)
+    slots += [next(plain) if cte == "7bit" else _Base64Body(a)
+              for a, cte in zip(request.attachments, att_ctes)]
     boundaries: list[bytes] = []
     while len(boundaries) < nboundaries:
         b = Generator._make_boundary().encode("ascii")  # type: ignore[attr-defined]
-        if b not in boundaries and not any(b in p for p in payloads):
+        if b not in boundaries and not any(b in p for p in (*payloads, *texts_7bit)):
             boundaries.append(b)
     out: list[bytes | _Base64Body] = [b"".join(head)]
     for piece in pieces:

@@ -74,6 +74,7 @@ _LINE_ITEMS = frozenset({"li", "dt", "dd", "caption", "option"})
 _NO_LINK_SCHEMES = ("javascript:", "cid:", "data:", "#")
 _HTML_SPACE = " \t\n\r\f"
 _SPACES = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: a no-break space is content
+WIDTH = 76  # running text is wrapped to this many characters per line
 _NUMBER = re.compile(r"^[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?$")
 
 
@@ -209,16 +210,23 @@ class _StdlibTokenizer(HTMLParser):
 
 
 class _Writer:
-    """Accumulates text with browser-like whitespace: collapsed spaces, deferred line breaks."""
+    """Accumulates text with browser-like whitespace: collapsed spaces, deferred line breaks.
 
-    __slots__ = ("_last", "_newlines", "_space", "_trailing_nl", "parts")
+    With ``wrap`` (a width), running text is wrapped at spaces: a line never grows past it
+    unless one word is longer. Preformatted text and table rows are never wrapped.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_col", "_last", "_newlines", "_space", "_trailing_nl", "hang", "parts", "wrap")
+
+    def __init__(self, wrap: int = 0) -> None:
         self.parts: list[str] = []
         self._newlines = 0  # line breaks owed before the next text
         self._space = False  # a collapsed space owed before the next text
         self._trailing_nl = 0  # line breaks already at the end of the output
         self._last = ""
+        self._col = 0  # characters on the current line
+        self.wrap = wrap
+        self.hang = 0  # indent of wrapped lines (a list item's text lines up after its marker)
 
     def inline(self, text: str) -> None:
         """Add text whose whitespace is already collapsed to single spaces."""
@@ -228,7 +236,14 @@ class _Writer:
         if text[0] == " ":
             self._space = True
         if core:
-            self._put(core)
+            if self.wrap and self._col + len(core) >= self.wrap and " " in core:
+                first, *words = core.split(" ")
+                self._put(first)
+                for word in words:
+                    self._space = True
+                    self._put(word)
+            else:
+                self._put(core)
             self._space = text[-1] == " "
 
     def space(self) -> None:
@@ -251,6 +266,7 @@ class _Writer:
     def _put(self, text: str, keep_space: bool = True) -> None:
         if self.parts and self._newlines > self._trailing_nl:
             self._append("\n" * (self._newlines - self._trailing_nl))
+            self.hang = 0
         elif (
             keep_space
             and self._space
@@ -258,7 +274,10 @@ class _Writer:
             and not self._trailing_nl
             and self._last != " "
         ):
-            self._append(" ")
+            if self.wrap and self._col + 1 + len(text) > self.wrap and self._col > self.hang:
+                self._append("\n" + " " * self.hang)
+            else:
+                self._append(" ")
         self._newlines = 0
         self._space = False
         self._append(text)
@@ -266,6 +285,8 @@ class _Writer:
     def _append(self, text: str) -> None:
         self.parts.append(text)
         self._last = text[-1]
+        line = text.rfind("\n")
+        self._col = self._col + len(text) if line < 0 else len(text) - line - 1
         if self._last != "\n":  # the common case, without the arithmetic below
             self._trailing_nl = 0
             return
@@ -278,6 +299,18 @@ class _Writer:
 
     def since(self, mark: int) -> str:
         return "".join(self.parts[mark:])
+
+    def replace_since(self, mark: int, text: str) -> None:
+        """Replace what was written after ``mark`` by ``text``."""
+        del self.parts[mark:]
+        self._col, self._trailing_nl = 0, 0
+        if self.parts:
+            before = "".join(self.parts)
+            line = before.rfind("\n")
+            self._col = len(before) - line - 1
+            self._trailing_nl = len(before) - len(before.rstrip("\n"))
+        if text:
+            self._append(text)
 
     def getvalue(self) -> str:
         return "".join(self.parts)
@@ -315,7 +348,8 @@ class _Converter:
     """The state machine that turns a stream of tags and text into plain text."""
 
     def __init__(self) -> None:
-        self._writers: list[_Writer] = [_Writer()]
+        self._writers: list[_Writer] = [_Writer(WIDTH)]
+        self._headings: list[tuple[int, _Writer, int]] = []  # (level, writer, mark) of open h1-h6
         self._tables: list[_Table] = []
         self._lists: list[list[int]] = []  # per open list: [next number] or [] for bullets
         self._links: list[_Link] = []
@@ -418,6 +452,48 @@ class _Converter:
     def _start_img(self, attr: dict[str, str]) -> None:
         self._out.inline(_SPACES.sub(" ", attr.get("alt", "")))
 
+    def _start_heading(self, level: int) -> None:
+        self._headings.append((level, self._out, self._out.mark()))
+
+    def _end_heading(self) -> None:
+        """A heading is marked in text as it is in Markdown: underlined (h1 =, h2 -) or #-led."""
+        if not self._headings:
+            return
+        level, writer, mark = self._headings.pop()
+        if writer is not self._out:
+            return
+        written = writer.since(mark)
+        title = written.strip("\n")
+        if not title.strip():
+            return
+        lead = written[: len(written) - len(written.lstrip("\n"))]
+        if level <= 2:
+            rule = ("=" if level == 1 else "-") * max(_width(line) for line in title.split("\n"))
+            marked = f"{title}\n{rule}"
+        else:
+            marked = "#" * level + " " + title
+        writer.replace_since(mark, lead + marked)
+
+    def _start_h1(self, attr: dict[str, str]) -> None:
+        self._start_heading(1)
+
+    def _start_h2(self, attr: dict[str, str]) -> None:
+        self._start_heading(2)
+
+    def _start_h3(self, attr: dict[str, str]) -> None:
+        self._start_heading(3)
+
+    def _start_h4(self, attr: dict[str, str]) -> None:
+        self._start_heading(4)
+
+    def _start_h5(self, attr: dict[str, str]) -> None:
+        self._start_heading(5)
+
+    def _start_h6(self, attr: dict[str, str]) -> None:
+        self._start_heading(6)
+
+    _end_h1 = _end_h2 = _end_h3 = _end_h4 = _end_h5 = _end_h6 = _end_heading
+
     def _start_pre(self, attr: dict[str, str]) -> None:
         self._pre += 1
         self._pre_fresh = True
@@ -459,6 +535,7 @@ class _Converter:
         else:
             marker = "- "
         self._out.raw(indent + marker)
+        self._out.hang = len(indent) + len(marker)
 
     def _start_dt(self, attr: dict[str, str]) -> None:
         self._out.newline(1)
@@ -489,7 +566,7 @@ class _Converter:
     # -- block quotes -------------------------------------------------------------------
     def _start_blockquote(self, attr: dict[str, str]) -> None:
         self._quotes.append(len(self._writers))
-        self._writers.append(_Writer())
+        self._writers.append(_Writer(self._out.wrap - 2 if self._out.wrap > 20 else 0))
 
     def _end_blockquote(self) -> None:
         if self._quotes:
@@ -556,7 +633,7 @@ class _Converter:
         if table.row is None:
             table.row = []
             table.row_is_header = table.in_thead
-        cell = _Cell(_Writer(), header)
+        cell = _Cell(_Writer(WIDTH if table.layout else 0), header)
         if attr:
             cell.colspan, cell.rowspan = _span(attr, "colspan"), _span(attr, "rowspan")
         table.cell = cell

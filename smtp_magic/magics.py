@@ -38,12 +38,18 @@ LOCAL_SENDER = "notebook@localhost.test"
 # opt out (@no_var_expand) and expand with IPython's syntax, but field by field:
 #   - a field that fails to evaluate is kept as typed ("$5M" stays "$5M"); {{, }} and $$ escape;
 #   - as in IPython, $name is not expanded inside single quotes ({expr} is);
-#   - a word that is only `{expr}`/`$name` and evaluates to a list gives one argument per item
-#     (`--to {team}`), and a value with spaces stays one argument (`--subject {title}`).
+#   - a `{expr}` is Python, not shell: its quotes and spaces stay as typed (`{', '.join(team)}`);
+#   - a word that is only `{expr}`/`$name` and evaluates to a list, tuple, set, pandas Series or
+#     other iterable gives one argument per item (`--to {team}`, `--to {df.email}`), and a value
+#     with spaces stays one argument (`--subject {title}`).
 # `--each` expands the options once per row, with the row's columns before notebook variables.
 
-_WORD = re.compile(r"""(?:\\.|[^\s'"\\]|'[^']*'|"(?:\\.|[^"\\])*")+""", re.DOTALL)
-_SINGLE_QUOTED = re.compile(r"""\\.|"(?:\\.|[^"\\])*"|('[^']*')""", re.DOTALL)
+# The pieces of a word: an escape, {{ or }}, a {expr} field (kept as typed), a plain character,
+# a single-quoted or a double-quoted string.
+_PIECE = r"""\\.|\{\{|\}\}|\{[^{}\n]*\}|[^\s'"\\]|'[^']*'|"(?:\\.|[^"\\])*" """.strip()
+_WORD = re.compile(f"(?:{_PIECE})+", re.DOTALL)
+_PIECES = re.compile(_PIECE, re.DOTALL)
+_BRACES = re.compile(r"\{\{|\}\}|\{[^{}\n]*\}")
 _NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _FIELD = re.compile(r"\{\{|\}\}|\$\$|\{([^{}]+)\}|\$(" + _NAME + ")")
 _BRACE_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]+)\}()")
@@ -53,14 +59,21 @@ _WHOLE_FIELD = re.compile(r"\{([^{}]+)\}|\$(" + _NAME + ")")
 def split_words(line: str) -> list[tuple[str, bool]]:
     """Shell-style words of ``line``, each with whether ``$name`` may be expanded in it."""
     try:
-        shlex.split(line)  # checks the quoting once, with shlex's own error messages
+        shlex.split(_BRACES.sub("x", line))  # checks the quoting, with shlex's own messages
     except ValueError as exc:
         raise UsageError(f"The options cannot be split into words: {exc}.") from None
     words = []
     for match in _WORD.finditer(line):
-        raw = match.group(0)
-        single_quoted = any(m.group(1) for m in _SINGLE_QUOTED.finditer(raw))
-        words.append(("".join(shlex.split(raw)), not single_quoted))
+        text, single_quoted = [], False
+        for piece in _PIECES.findall(match.group(0)):
+            if piece[0] == "{" or piece == "}}":
+                text.append(piece)  # Python inside braces: no shell unquoting
+            elif piece[0] == "'":
+                single_quoted = True
+                text.append(piece[1:-1])
+            else:
+                text.append("".join(shlex.split(piece)) if piece[0] in "\"\\" else piece)
+        words.append(("".join(text), not single_quoted))
     return words
 
 
@@ -80,7 +93,7 @@ def expand_word(word: str, namespace: Mapping[str, Any], dollar: bool = True) ->
             value = evaluate(whole.group(1) or whole.group(2))
         except Exception:  # noqa: BLE001 - kept as typed
             return [word]
-        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        return [str(v) for v in _items(value)]
 
     def field(match: re.Match[str]) -> str:
         token = match.group(0)
@@ -92,6 +105,19 @@ def expand_word(word: str, namespace: Mapping[str, Any], dollar: bool = True) ->
             return token
 
     return [(_FIELD if dollar else _BRACE_FIELD).sub(field, word)]
+
+
+def _items(value: Any) -> list[Any]:
+    """The arguments one ``{expr}`` gives: each item of a list, tuple, set, Series or other
+    collection (a set in sorted order), else the value itself."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        return [value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    try:
+        return list(value)
+    except TypeError:  # an object with __iter__ = None and the like
+        return [value]
 
 
 def expand_words(words: list[tuple[str, bool]], namespace: Mapping[str, Any]) -> list[str]:
@@ -154,7 +180,7 @@ def rows_of(value: Any, name: str) -> list[dict[str, Any]]:
 def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
                   attachments: list[Attachment]) -> SendRequest:
     """The request for one message from the parsed options and the rendered body."""
-    from .render import email_document
+    from .render import email_body
 
     common: dict[str, Any] = {"to": args.to, "subject": args.subject, "cc": args.cc or (),
                               "bcc": args.bcc or (), "sender": args.sender}
@@ -166,10 +192,10 @@ def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
             text = html_to_text(rendered.html)
         return SendRequest(**common, body=text, content_type="text/plain",
                            attachments=tuple(attachments))
+    body = email_body(rendered, title=args.subject)  # the layout, within the size budget
     return SendRequest(
-        **common,
-        body=email_document(rendered.html, title=args.subject), content_type="text/html",
-        inline_images=rendered.images, attachments=(*rendered.attachments, *attachments),
+        **common, body=body.html, content_type="text/html", inline_images=body.images,
+        attachments=(*body.attachments, *attachments),
     )
 
 
@@ -384,13 +410,18 @@ class SmtpMagics(Magics):
             raise UsageError("--capture and --template do not go together: with --capture the "
                              "cell is code, not a template.")
         captured = self._capture(cell) if shape.capture else None
-        requests = [self._request(words, cell, row, settings, content_type, captured,
-                                  i if shape.each else None) for i, row in enumerate(rows)]
+        built = [self._request(words, cell, row, settings, content_type, captured,
+                               i if shape.each else None) for i, row in enumerate(rows)]
+        requests = [request for request, _ in built]
+        # What the sender should know: objects that fell back, what sanitising removed.
+        warnings = list(dict.fromkeys(w for _, r in built for w in r.warnings))
+        removed = list(dict.fromkeys(w for _, r in built for w in r.removed))
         if shape.preview:
-            self._preview(requests, settings)
+            self._preview(requests, settings, warnings, removed)
             return
         block = _kernel.should_block(self.shell, settings, shape.sync)
-        job = _kernel.start_send(self.shell, requests, settings, block=block, many=bool(shape.each))
+        job = _kernel.start_send(self.shell, requests, settings, block=block, many=bool(shape.each),
+                                 notes=warnings)
         ns["smtp_last"] = job
         error = job.error() if block else None
         if error is not None:
@@ -398,8 +429,9 @@ class SmtpMagics(Magics):
 
     def _request(self, words: list[tuple[str, bool]], cell: str, row: dict[str, Any],
                  settings: SmtpMagic, content_type: str, captured: Any, index: int | None
-                 ) -> SendRequest:
-        """One message: the options expanded and the template rendered with ``row`` first."""
+                 ) -> tuple[SendRequest, Any]:
+        """One message (and its rendering): the options expanded and the template rendered with
+        ``row`` first."""
         from .render import render_template
 
         ns = self.user_ns
@@ -416,7 +448,7 @@ class SmtpMagics(Magics):
             raise _usage_error(exc, where) from None
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
-        return request
+        return request, rendered
 
     def _capture(self, cell: str) -> Any:
         from .render import render_outputs
@@ -424,15 +456,26 @@ class SmtpMagics(Magics):
         outputs, result = _kernel.run_captured(self.shell, cell)
         if not result.success:
             raise UsageError("The cell raised an error, so nothing was sent.")
-        return render_outputs(outputs)
+        try:
+            return render_outputs(outputs)
+        except SmtpMagicError as exc:  # e.g. a chart that cannot become an image
+            raise _usage_error(exc, "Nothing was sent: ") from None
 
-    def _preview(self, requests: list[SendRequest], settings: SmtpMagic) -> None:
+    def _preview(self, requests: list[SendRequest], settings: SmtpMagic, warnings: list[str],
+                 removed: list[str]) -> None:
+        import html
+
         from .preview import preview_html, preview_text
 
         composed = api.build_message(requests[0], config=settings)
         note = f" (the first of {len(requests)} messages)" if len(requests) > 1 else ""
-        display(Block(preview_html(composed) + (f"<div>{note.strip()}</div>" if note else ""),
-                      f"Preview, nothing was sent{note}\n{preview_text(composed)}"))
+        lines = ([f"Removed before sending: {'; '.join(removed)}."] if removed else []) + [
+            f"Note: {w}." for w in warnings]
+        extra = "".join(f"<div>{html.escape(line)}</div>" for line in lines)
+        display(Block(preview_html(composed) + (f"<div>{note.strip()}</div>" if note else "")
+                      + extra,
+                      "\n".join([f"Preview, nothing was sent{note}", *lines,
+                                 preview_text(composed)])))
 
     # -- %smtp_outbox --
     @no_var_expand

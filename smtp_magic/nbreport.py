@@ -18,10 +18,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._layout import email_document
 from .errors import InvalidRequest, missing
 from .models import Attachment, SendRequest, as_address_list
-from .render import Output, render_outputs
+from .render import Output, email_body, render_outputs
 
 __all__ = ["notebook_outputs", "notebook_request", "read_notebook"]
 
@@ -154,10 +153,11 @@ def notebook_request(
         import nbformat
 
         files.append(Attachment.from_bytes(name, nbformat.writes(nb).encode("utf-8")))
+    body = email_body(rendered, title=subject)  # the layout, within the size budget
     log.debug("notebook %s: %d bytes of HTML, %d images, %d attachments", name,
-              len(rendered.html), len(rendered.images), len(files) + len(rendered.attachments))
+              len(body.html), len(body.images), len(files) + len(body.attachments))
     return SendRequest(
-        to=as_address_list(to), cc=as_address_list(cc), bcc=as_address_list(bcc), subject=subject, sender=sender, content_type="text/html",
-        body=email_document(rendered.html, title=subject), inline_images=rendered.images,
-        attachments=(*rendered.attachments, *files),
+        to=as_address_list(to), cc=as_address_list(cc), bcc=as_address_list(bcc),
+        subject=subject, sender=sender, content_type="text/html", body=body.html,
+        inline_images=body.images, attachments=(*body.attachments, *files),
     )

@@ -16,12 +16,14 @@ import secrets
 import struct
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import _tables
+from . import _budget, _charts, _layout, _sanitize, _tables
+from ._kinds import CHARTS, FIGURES, PANDAS, kind_of, title_of
 from ._layout import email_document
+from ._names import UniqueNames
 from .errors import InvalidRequest, missing
 from .models import Attachment, InlineImage
 
@@ -34,12 +36,16 @@ __all__ = [
     "Output",
     "Rendered",
     "attachment_from_object",
+    "email_body",
     "email_document",
+    "fit_html_body",
+    "is_plain_text",
     "markdown_to_html",
     "outputs_from_captured",
     "render_object",
     "render_outputs",
     "render_template",
+    "text_to_html",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,9 @@ log = logging.getLogger(__name__)
 # Gmail clips an HTML part over 102 KB. The part is sent quoted-printable, which adds about 7 %
 # to markup like ours, and the page layout adds ~3 KB: 90 KB of rendered HTML stays under.
 DEFAULT_MAX_BYTES = 90_000
+# What the page layout and the inlined CSS add around a body: the budget of a template's or a
+# captured cell's content is what is left, so that the whole document fits DEFAULT_MAX_BYTES.
+_LAYOUT_ROOM = 6_000
 DEFAULT_MAX_ROWS = 200
 # However crowded a template, each table may show a header and a few rows.
 _MIN_OBJECT_BYTES = 2_000
@@ -57,12 +66,21 @@ _ERROR_LINES = 40
 @dataclass(frozen=True)
 class Rendered:
     """An HTML fragment (or document) with the inline images it references by ``cid:``
-    and the attachments generated while rendering (e.g. the full CSV of a truncated table)."""
+    and the attachments generated while rendering (e.g. the full CSV of a truncated table).
+
+    ``warnings`` are sentences for the sender (an object that fell back to a simpler form),
+    ``removed`` what sanitising took out (listed by ``--preview``), ``top_notes`` sentences a
+    recipient must read first (what was shortened and where the whole is): :func:`email_body`
+    puts them at the top of the message.
+    """
 
     html: str
     images: tuple[InlineImage, ...] = ()
     attachments: tuple[Attachment, ...] = ()
     text: str | None = None
+    warnings: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    top_notes: tuple[str, ...] = ()
 
     def _repr_html_(self) -> str:
         return self.html
@@ -70,13 +88,20 @@ class Rendered:
 
 @dataclass(frozen=True)
 class Output:
-    """One output of a captured cell: a stream chunk, a MIME bundle on display, or an error."""
+    """One output of a captured cell: a stream chunk, a MIME bundle on display, or an error.
+
+    ``title`` and ``variable`` say what the notebook called a displayed object (a figure's
+    title, the name it has in the notebook): they name its image and give its alt text.
+    """
 
     kind: Literal["stream", "display", "error"]
     name: str = ""  # "stdout"/"stderr" for streams, the exception class for errors
     text: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    title: str = ""
+    variable: str = ""
+    source: Any = field(default=None, repr=False, compare=False)  # the displayed object
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Output:
@@ -90,6 +115,16 @@ class _Options:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_rows: int = DEFAULT_MAX_ROWS
     name: str | None = None  # the variable name, for file names of images and attachments
+    title: str | None = None  # a figure's or chart's title: alt text and image file name
+    label: str | None = None  # how messages name the object, e.g. "output 2 of the cell"
+    names: UniqueNames | None = None  # file names already used in this message
+
+    @property
+    def who(self) -> str:
+        return self.label or _label(self.name)
+
+    def unique(self, filename: str) -> str:
+        return self.names.unique(filename) if self.names is not None else filename
 
 
 # -- public entry points ---------------------------------------------------------------
@@ -102,46 +137,83 @@ def render_object(
 
     DataFrames, Series and Stylers become inline-styled tables (a table over ``max_bytes`` or
     ``max_rows`` shows its first rows and attaches the whole frame as CSV), matplotlib figures
-    and PNG/JPEG reprs inline images, HTML/Markdown/LaTeX/plain reprs HTML. ``name`` (the
-    variable's name) names generated files.
+    and PNG/JPEG reprs inline images, Altair/Plotly/Bokeh charts static images, HTML/Markdown/
+    LaTeX/plain reprs sanitised HTML. ``name`` (the variable's name) names generated files.
+    Raises InvalidRequest for what email cannot show (a chart without its image exporter).
     """
     opts = _Options(
         max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
         max_rows=DEFAULT_MAX_ROWS if max_rows is None else max_rows,
         name=name,
+        title=title_of(obj) or None,
+        names=UniqueNames(),
     )
+    return _render(obj, opts)
+
+
+def _render(obj: Any, opts: _Options) -> Rendered:
     if isinstance(obj, Rendered):
         return obj
     if isinstance(obj, str):
         return _render_plain(obj, {}, opts)
-    handler = _object_handler(obj)
+    handler = _OBJECT_HANDLERS.get(kind_of(obj) or "")
     if handler is not None:
         return handler(obj, opts)
-    data, metadata = _format(obj)
-    return _render_bundle(data, metadata, opts)
+    data, metadata, failures = _format(obj)
+    rendered = _render_bundle(data, metadata, opts)
+    if not failures:
+        return rendered
+    shown = _describe_form(data, rendered)
+    warnings = tuple(
+        f"{opts.who} was sent as {shown}: its {method} raised {type(exc).__name__}"
+        + (f" ({_short(str(exc))})" if str(exc).strip() else "")
+        for method, exc in failures
+    )
+    return replace(rendered, warnings=rendered.warnings + warnings)
 
 
 def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -> Rendered:
     """The outputs of a captured cell, in order, as one email body fragment.
 
-    A stream too long for the size budget shows its first lines and is attached in full.
+    A stream too long for the size budget shows its first lines and is attached in full;
+    stderr (warnings included) is marked as such.
     """
-    room = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-    names = _UniqueNames()
+    room = DEFAULT_MAX_BYTES - _LAYOUT_ROOM if max_bytes is None else max_bytes
+    names = UniqueNames()
     parts = []
-    for output in _merge_streams(outputs):
+    for number, output in enumerate(_merge_streams(outputs), 1):
         if output.kind == "stream":
             part = _render_stream(output, max(room // 2, _MIN_OBJECT_BYTES), names)
         elif output.kind == "error":
             part = _render_error(output)
         else:
-            part = _render_bundle(output.data, output.metadata, _Options(max_bytes=room))
-            share = max(room // 2, _MIN_OBJECT_BYTES)
-            if _tables.utf8_size(part.html) > share:  # e.g. a DataFrame shown with max_rows raised
-                part = _fit_display(part, output, share, names)
+            label = (f"variable {output.variable!r}" if output.variable
+                     else f"output {number} of the cell")
+            # A figure's title says more than the loop variable it was drawn with.
+            opts = _Options(max_bytes=max(room, _MIN_OBJECT_BYTES),
+                            name=None if output.title else output.variable or None,
+                            title=output.title or None, label=label, names=names)
+            data = {mime: _joined(value) for mime, value in output.data.items()}
+            if _from_source(output.source, data):
+                part = _render(output.source, opts)  # the object is here: render it ourselves
+            else:
+                part = _render_bundle(data, output.metadata, opts)
         room -= _tables.utf8_size(part.html)
         parts.append(part)
     return _concat(parts)
+
+
+def _from_source(source: Any, data: Mapping[str, Any]) -> bool:
+    """Whether a captured output is better rendered from its object than from its bundle: a
+    chart drawn by JavaScript, or a figure or table the front end got only as text."""
+    kind = kind_of(source)
+    if kind in CHARTS:
+        return _needs_javascript(data)
+    if kind in FIGURES:
+        return not any(mime in data for mime in _IMAGE_TYPES)
+    if kind in PANDAS:
+        return "text/html" not in data
+    return False
 
 
 def outputs_from_captured(captured: CapturedIO) -> list[Output]:
@@ -167,15 +239,64 @@ def markdown_to_html(text: str) -> str:
     return str(_markdown().render(text))
 
 
+def email_body(
+    rendered: Rendered, *, title: str | None = None, max_bytes: int | None = None
+) -> Rendered:
+    """The email's HTML document: ``rendered`` in the email layout, within the size budget.
+
+    The notes of ``rendered.top_notes`` open the message. A document over ``max_bytes``
+    (default: what stays under Gmail's clipping once encoded) is cut at a sensible boundary
+    (after a paragraph, a table row, a line) with a note at the top saying so, and the whole
+    message is attached as an HTML file (images embedded). Inline images the shortened
+    message no longer shows are dropped.
+    """
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    fragment = rendered.html
+    notes = list(rendered.top_notes)
+    size = _tables.utf8_size(fragment)
+    if size <= 2 * limit:
+        document = email_document(_with_notes(fragment, notes), title=title)
+        if _tables.utf8_size(document) <= limit:
+            return replace(rendered, html=document, top_notes=())
+        room = limit - (_tables.utf8_size(document) - size)
+    else:
+        room = limit - 6_000
+    names = UniqueNames()
+    for att in rendered.attachments:
+        names.unique(att.filename)
+    filename = names.unique(f"{_slug(title or '') or 'message'}.html")
+    note = (f"This message is longer than email programs show (about {size / 1000:,.0f} KB), "
+            f"so it stops early; the whole message is attached as {filename}.")
+    document = ""
+    for _ in range(8):
+        shortened = _budget.cut_html(fragment, max(room, 1_000))
+        document = email_document(_with_notes(shortened, [note, *notes]), title=title)
+        over = _tables.utf8_size(document)
+        if over <= limit or room <= 1_000:
+            break
+        room = int(room * limit / over * 0.97)
+    full = email_document(_with_notes(fragment, notes), title=title)
+    for image in rendered.images:  # the attached page shows its images on its own
+        uri = f"data:image/{image.subtype};base64,{base64.b64encode(image.data).decode()}"
+        full = full.replace(f"cid:{image.cid}", uri)
+    return replace(
+        rendered,
+        html=document,
+        images=tuple(i for i in rendered.images if f"cid:{i.cid}" in document),
+        attachments=(*rendered.attachments, Attachment.from_bytes(filename, full, "text/html")),
+        top_notes=(),
+    )
+
+
 def attachment_from_object(
     obj: Any, filename: str | None = None, *, name: str | None = None
 ) -> Attachment:
     """A notebook value as an attachment; the file format follows the extension of ``filename``.
 
     DataFrames/Series/Stylers: .csv (default), .tsv, .xlsx, .parquet, .json, .html. matplotlib
-    figures: .png (default), .pdf, .svg. bytes and str need a file name. Objects with a
-    ``_repr_png_``/``_repr_jpeg_``/``_repr_svg_`` become that image. ``name`` is the variable's
-    name, used for the default file name and in messages.
+    figures: .png (default), .pdf, .svg. Altair/Plotly/Bokeh charts: .png. bytes and str need a
+    file name. Objects with a ``_repr_png_``/``_repr_jpeg_``/``_repr_svg_`` become that image.
+    ``name`` is the variable's name, used for the default file name and in messages.
     """
     if isinstance(obj, Attachment):
         return (
@@ -191,13 +312,18 @@ def attachment_from_object(
             raise InvalidRequest(f"Attaching {_label(name)} needs a file name{example}.")
         data = obj.encode("utf-8") if isinstance(obj, str) else bytes(obj)
         return Attachment.from_bytes(filename, data)
-    if _tables.pandas_kind(obj):
+    kind = kind_of(obj)
+    if kind in PANDAS:
         filename = filename or f"{name or 'data'}.csv"
         return Attachment.from_bytes(filename, _tables.frame_file(obj, filename))
-    figure = _figure_of(obj)
-    if figure is not None:
+    if kind in FIGURES:
         filename = filename or f"{name or 'figure'}.png"
-        return Attachment.from_bytes(filename, _figure_file(figure, filename))
+        return Attachment.from_bytes(filename, _figure_file(_figure_of(obj), filename))
+    if kind in CHARTS:
+        filename = filename or f"{name or _slug(title_of(obj)) or 'chart'}.png"
+        if not filename.lower().endswith(".png"):
+            raise InvalidRequest(f"A chart can be attached as .png, not as {filename!r}.")
+        return Attachment.from_bytes(filename, _CHART_EXPORTS[kind](obj, _label(name)))
     return _attachment_from_repr(obj, filename, name)
 
 
@@ -205,10 +331,9 @@ def attachment_from_object(
 
 _ObjectHandler = Callable[[Any, _Options], Rendered]
 _MimeHandler = Callable[[Any, Mapping[str, Any], _Options], Rendered]
-_OBJECT_HANDLERS: dict[tuple[str, str], _ObjectHandler] = {}
+_OBJECT_HANDLERS: dict[str, _ObjectHandler] = {}  # by _kinds.kind_of
 _MIME_HANDLERS: dict[str, _MimeHandler] = {}
-# Richest email-safe form first. Email runs no JavaScript, so HTML that needs a script loses
-# to an image of the same object (see _choose).
+# Richest email-safe form first.
 _PREFERENCE = (
     "text/html",
     "image/png",
@@ -222,13 +347,20 @@ _PREFERENCE = (
 )
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
 _WIDGET = "application/vnd.jupyter.widget-view+json"
+_PLOTLY = "application/vnd.plotly.v1+json"
+# MIME types whose presence means the notebook draws the output with JavaScript.
+_SCRIPTED = re.compile(
+    r"application/(?:vnd\.(?:plotly|vegalite|vega|bokehjs_exec|bokehjs_load)\b.*|javascript)"
+)
+_VEGA = re.compile(r"application/vnd\.(vegalite|vega)\.v\d+\+json")
 
 
-def _for_type(package: str, class_name: str) -> Callable[[_ObjectHandler], _ObjectHandler]:
-    """Register a handler for a class by name, so its package need not be imported to look."""
+def _for_kind(*kinds: str) -> Callable[[_ObjectHandler], _ObjectHandler]:
+    """Register a handler for objects of a kind (see _kinds: matched by class names)."""
 
     def register(func: _ObjectHandler) -> _ObjectHandler:
-        _OBJECT_HANDLERS[(package, class_name)] = func
+        for kind in kinds:
+            _OBJECT_HANDLERS[kind] = func
         return func
 
     return register
@@ -243,34 +375,89 @@ def _for_mime(*mime_types: str) -> Callable[[_MimeHandler], _MimeHandler]:
     return register
 
 
-def _object_handler(obj: Any) -> _ObjectHandler | None:
-    for cls in type(obj).__mro__:
-        package = cls.__module__.partition(".")[0]
-        handler = _OBJECT_HANDLERS.get((package, cls.__name__))
-        if handler is not None:
-            return handler
-    return None
-
-
 def _render_bundle(
     data: Mapping[str, Any], metadata: Mapping[str, Any], opts: _Options
 ) -> Rendered:
+    data = {mime: _joined(value) for mime, value in data.items()}
+    if _needs_javascript(data):
+        return _render_scripted(data, metadata, opts)
     mime = _choose(data)
     if mime is None or (mime == "text/plain" and _WIDGET in data):
         return Rendered("")  # a widget's text is its repr, e.g. "IntSlider(value=3)": noise
-    meta = metadata.get(mime, {}) if isinstance(metadata.get(mime), Mapping) else {}
-    return _MIME_HANDLERS[mime](_joined(data[mime]), meta, opts)
+    return _MIME_HANDLERS[mime](data[mime], _meta(metadata, mime), opts)
+
+
+def _meta(metadata: Mapping[str, Any], mime: str) -> Mapping[str, Any]:
+    meta = metadata.get(mime)
+    return meta if isinstance(meta, Mapping) else {}
 
 
 def _choose(data: Mapping[str, Any]) -> str | None:
-    has_image = any(mime in data for mime in _IMAGE_TYPES)
-    for mime in _PREFERENCE:
-        if mime not in data:
-            continue
-        if mime == "text/html" and has_image and _SCRIPT.search(_joined(data[mime])):
-            continue
-        return mime
-    return None
+    return next((mime for mime in _PREFERENCE if mime in data), None)
+
+
+def _needs_javascript(data: Mapping[str, Any]) -> bool:
+    """Whether the notebook draws this output with a script: a JavaScript-only MIME type, or
+    HTML whose only content is a script (Plotly, Altair, Bokeh and the like)."""
+    html = data.get("text/html")
+    if isinstance(html, str) and not _SCRIPT.search(html):
+        return False  # HTML that stands on its own
+    scripted = any(_SCRIPTED.match(mime) for mime in data)
+    if isinstance(html, str):
+        return scripted or not _visible(html)
+    return scripted and not any(mime in data for mime in _PREFERENCE if mime != "text/plain")
+
+
+def _visible(html: str) -> bool:
+    """Whether HTML shows anything without running its scripts: text, an image, a table."""
+    body = _HIDDEN_BLOCKS.sub("", html)
+    if re.search(r"<(?:img|svg|table|video|picture|object)\b", body, re.IGNORECASE):
+        return True
+    return bool(_html.unescape(re.sub(r"<[^>]*>", "", body)).strip())
+
+
+def _render_scripted(
+    data: Mapping[str, Any], metadata: Mapping[str, Any], opts: _Options
+) -> Rendered:
+    """An output drawn by JavaScript: its own image, or a static export, or a clear error."""
+    for mime in _IMAGE_TYPES:
+        if mime in data:
+            return _render_bitmap(data[mime], _meta(metadata, mime), opts)
+    for mime, value in data.items():
+        match = _VEGA.fullmatch(mime)
+        if match:
+            opts = replace(opts, title=opts.title or _vega_title(value) or None)
+            png = _charts.vega_png(value, opts.who, vega_lite=match.group(1) == "vegalite")
+            return _image(png, "png", {"scale": _charts.SCALE}, opts,
+                          alt=opts.title or opts.name or "Chart")
+    if _PLOTLY in data:
+        opts = replace(opts, title=opts.title or _plotly_title(data[_PLOTLY]) or None)
+        png = _charts.plotly_png(data[_PLOTLY], opts.who)
+        return _image(png, "png", {"scale": _charts.SCALE}, opts,
+                      alt=opts.title or opts.name or "Chart")
+    if "image/svg+xml" in data:
+        return _render_svg(data["image/svg+xml"], _meta(metadata, "image/svg+xml"), opts)
+    if any(mime.startswith("application/vnd.bokehjs") for mime in data):
+        raise _charts.missing_bokeh(opts.who)
+    raise InvalidRequest(
+        f"Cannot email {opts.who}: it is drawn by JavaScript, which email cannot run, and has "
+        "no image form; display it as an image (IPython.display.Image) or attach it as a file."
+    )
+
+
+def _vega_title(spec: Any) -> str:
+    title = spec.get("title") if isinstance(spec, Mapping) else None
+    if isinstance(title, Mapping):
+        title = title.get("text")
+    return title if isinstance(title, str) else ""
+
+
+def _plotly_title(spec: Any) -> str:
+    layout = spec.get("layout") if isinstance(spec, Mapping) else None
+    title = layout.get("title") if isinstance(layout, Mapping) else None
+    if isinstance(title, Mapping):
+        title = title.get("text")
+    return title if isinstance(title, str) else ""
 
 
 def _joined(value: Any) -> Any:
@@ -280,18 +467,79 @@ def _joined(value: Any) -> Any:
     return value
 
 
+def _describe_form(data: Mapping[str, Any], rendered: Rendered) -> str:
+    if rendered.images:
+        return "an image"
+    mime = _choose(data)
+    return {"text/html": "HTML", "text/markdown": "Markdown"}.get(mime or "", "text")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # -- IPython's display formatter ---------------------------------------------------------
 
 
-def _format(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The MIME bundle the notebook would show for ``obj``."""
-    formatter = _shell_formatter()
-    # format() lets an object with _ipython_display_ display itself (in the user's cell) and
-    # returns nothing; the standalone formatter has that hook switched off.
-    if formatter is None or _has_method(obj, "_ipython_display_"):
-        formatter = _standalone_formatter()
-    data, metadata = formatter.format(obj)
-    return dict(data), dict(metadata)
+def _format(obj: Any) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, BaseException]]]:
+    """The MIME bundle the notebook would show for ``obj``, and the repr methods that raised.
+
+    IPython's own ``format()`` prints the traceback of a raising ``_repr_html_`` into the cell
+    (an error output beside a sent message): the formatters are asked one by one here, through
+    their public lookup, and a failure only leaves its type out.
+    """
+    from IPython.utils.dir2 import get_real_method
+
+    display = _shell_formatter() or _standalone_formatter()
+    data: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    failures: list[tuple[str, BaseException]] = []
+
+    def ask(formatter: Any, **kwargs: Any) -> Any:
+        if not getattr(formatter, "enabled", True):
+            return None
+        try:
+            try:
+                printer = formatter.lookup(obj)
+            except KeyError:
+                method = get_real_method(obj, formatter.print_method)
+                return None if method is None else method(**kwargs)
+            return printer(obj)
+        except NotImplementedError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a broken repr falls back to the next form
+            failures.append((str(formatter.print_method), exc))
+            return None
+
+    bundle = ask(display.mimebundle_formatter, include=None, exclude=None)
+    if isinstance(bundle, tuple) and len(bundle) == 2:
+        bundle, bundle_meta = bundle
+        if isinstance(bundle_meta, Mapping):
+            metadata.update(bundle_meta)
+    if isinstance(bundle, Mapping):
+        data.update(bundle)
+    for mime, formatter in display.formatters.items():
+        if mime in data:
+            continue
+        value = _plain_text(obj, failures) if mime == "text/plain" else ask(formatter)
+        if isinstance(value, tuple) and len(value) == 2:
+            value, meta = value
+            if isinstance(meta, Mapping):
+                metadata[mime] = meta
+        if value is not None:
+            data[mime] = value
+    return data, metadata, failures
+
+
+def _plain_text(obj: Any, failures: list[tuple[str, BaseException]]) -> str:
+    from IPython.lib.pretty import pretty
+
+    try:
+        return str(pretty(obj))
+    except Exception as exc:  # noqa: BLE001
+        failures.append(("__repr__", exc))
+        return object.__repr__(obj)
 
 
 def _shell_formatter() -> Any:
@@ -314,47 +562,75 @@ def _shell_formatter() -> Any:
 def _standalone_formatter() -> Any:
     from IPython.core.formatters import DisplayFormatter
 
-    formatter = DisplayFormatter()
-    formatter.ipython_display_formatter.enabled = False
-    return formatter
+    return DisplayFormatter()
 
 
 def _has_method(obj: Any, name: str) -> bool:
     return callable(getattr(type(obj), name, None))
 
 
-# -- pandas and matplotlib -------------------------------------------------------------
+# -- pandas, matplotlib and the JavaScript charts ------------------------------------------
 
 
-@_for_type("pandas", "DataFrame")
-@_for_type("pandas", "Series")
-@_for_type("pandas", "Styler")
+@_for_kind(*PANDAS)
 def _render_frame(obj: Any, opts: _Options) -> Rendered:
     table = _tables.frame_table(obj, max_bytes=opts.max_bytes, max_rows=opts.max_rows)
     if not table.truncated:
         return Rendered(table.html)
-    attachment = attachment_from_object(obj, f"{opts.name or 'table'}.csv")
-    note = _note(table.note(attachment.filename))
-    return Rendered(table.html + "\n" + note, attachments=(attachment,))
+    filename = opts.unique(f"{opts.name or 'table'}.csv")
+    attachment = attachment_from_object(obj, filename)
+    return Rendered(_note(table.note(attachment.filename)) + "\n" + table.html,
+                    attachments=(attachment,))
 
 
 def _note(sentence: str) -> str:
-    """The small grey line under a shortened table or output."""
-    return f'<p style="margin:4px 0 12px;font-size:13px;color:#57606a">{_html.escape(sentence)}</p>'
+    """The small grey line above a shortened table or output."""
+    return f'<p style="margin:0 0 4px;font-size:13px;color:#57606a">{_html.escape(sentence)}</p>'
 
 
-@_for_type("matplotlib", "Figure")
-@_for_type("matplotlib", "SubFigure")
-@_for_type("matplotlib", "_AxesBase")
+_TOP_NOTE_STYLE = (
+    "margin:0 0 12px;padding:8px 12px;font-size:13px;line-height:1.4;color:#3b2300;"
+    "background:#fff8c5;border:1px solid #d4a72c"
+)
+
+
+def _with_notes(fragment: str, notes: Iterable[str]) -> str:
+    """``fragment`` with the notes for the reader in a box at its very top."""
+    notes = list(dict.fromkeys(notes))
+    if not notes:
+        return fragment
+    box = "".join(f'<p style="{_TOP_NOTE_STYLE}">{_html.escape(n)}</p>\n' for n in notes)
+    body = re.search(r"<body\b[^>]*>", fragment, re.IGNORECASE)
+    if body is not None and _layout.is_document(fragment):
+        return fragment[: body.end()] + "\n" + box + fragment[body.end():]
+    return box + fragment
+
+
+@_for_kind(*FIGURES)
 def _render_figure(obj: Any, opts: _Options) -> Rendered:
     figure = _figure_of(obj)
     png = _figure_file(figure, "figure.png", dpi=_FIGURE_DPI)
-    return _image(png, "png", {}, opts, alt=_figure_title(figure) or "Figure")
+    title = _figure_title(figure)
+    return _image(png, "png", {}, opts, alt=title or opts.name or "Figure")
+
+
+@_for_kind(*CHARTS)
+def _render_chart(obj: Any, opts: _Options) -> Rendered:
+    png = _CHART_EXPORTS[kind_of(obj) or ""](obj, opts.who)
+    return _image(png, "png", {"scale": _charts.SCALE}, opts,
+                  alt=opts.title or title_of(obj) or opts.name or "Chart")
+
+
+_CHART_EXPORTS: dict[str, Callable[[Any, str], bytes]] = {
+    "Altair chart": _charts.altair_png,
+    "Plotly figure": _charts.plotly_png,
+    "Bokeh plot": _charts.bokeh_png,
+}
 
 
 def _figure_of(obj: Any) -> Any:
     """The top-level matplotlib Figure of a Figure, SubFigure or Axes; None for anything else."""
-    if _object_handler(obj) is not _render_figure:
+    if kind_of(obj) not in FIGURES:
         return None
     figure = obj
     while getattr(figure, "figure", None) not in (None, figure):  # Axes/SubFigure -> parent
@@ -374,31 +650,37 @@ def _figure_file(figure: Any, filename: str, dpi: int = 150) -> bytes:
 
 
 def _figure_title(figure: Any) -> str:
-    """A figure's suptitle, else its first axes' title: the image's alt text."""
-    suptitle = getattr(figure, "_suptitle", None)
-    if suptitle is not None and suptitle.get_text():
-        return str(suptitle.get_text())
-    for axes in figure.get_axes():
-        if axes.get_title():
-            return str(axes.get_title())
-    return ""
+    return title_of(figure)
 
 
 # -- MIME handlers -----------------------------------------------------------------------
 
 _SCRIPT = re.compile(r"<script\b.*?(?:</script\s*>|$)", re.IGNORECASE | re.DOTALL)
+_HIDDEN_BLOCKS = re.compile(r"<(script|style|template)\b.*?(?:</\1\s*>|$)",
+                            re.IGNORECASE | re.DOTALL)
 _DATA_URI = re.compile(
     r"""(\bsrc\s*=\s*)(["'])data:image/(png|jpe?g|gif);base64,([A-Za-z0-9+/=\s]+)\2""",
     re.IGNORECASE,
 )
+_PANDAS_STYLE = re.compile(r"<style\s+scoped\s*>.*?</style\s*>", re.IGNORECASE | re.DOTALL)
 
 
 @_for_mime("text/html")
 def _render_html(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendered:
-    html = _SCRIPT.sub("", data)  # clients drop scripts anyway; do not ship dead code
-    if 'class="dataframe"' in html:
-        html = _tables.style_tables(html)  # pandas' own notebook HTML (from a captured output)
-    return _extract_data_uris(html, opts)
+    """HTML from an object or a captured output: its styles kept to itself, then sanitised."""
+    html = data
+    if 'class="dataframe"' in html:  # pandas' own notebook HTML (from a captured output)
+        html = _tables.scrollable(_tables.style_tables(_PANDAS_STYLE.sub("", html)))
+    html, lost = _sanitize.scope_styles(html)
+    rendered = _extract_data_uris(html, opts)
+    removed = _sanitize.removals(rendered.html, "object")
+    if lost:
+        removed.append("its <style> block (css-inline is not installed to apply it)")
+    return replace(
+        rendered,
+        html=_sanitize.clean(rendered.html, "object"),
+        removed=tuple(f"{what} from {opts.who}" for what in removed),
+    )
 
 
 def _extract_data_uris(html: str, opts: _Options) -> Rendered:
@@ -418,30 +700,30 @@ def _extract_data_uris(html: str, opts: _Options) -> Rendered:
 def _render_bitmap(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
     raw = _image_bytes(data)
     subtype = _sniff_subtype(raw)
-    return _image(raw, subtype, meta, opts, alt=opts.name or "Image")
+    return _image(raw, subtype, meta, opts, alt=opts.title or opts.name or "Image")
 
 
 @_for_mime("image/svg+xml")
 def _render_svg(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
     svg = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    if importlib.util.find_spec("cairosvg") is not None:
-        import cairosvg
-
-        return _image(cairosvg.svg2png(bytestring=svg), "png", meta, opts, alt=opts.name or "Image")
+    png = _charts.svg_png(svg)
+    if png is not None:
+        return _image(png, "png", {**meta, "scale": _charts.SCALE}, opts,
+                      alt=opts.title or opts.name or "Image")
     # Most clients do not show SVG inline and nothing here can rasterise it: attach it.
-    filename = f"{opts.name or 'image'}.svg"
+    filename = opts.unique(f"{_file_stem(opts, 'image')}.svg")
     note = f"<p><em>The image is attached as {_html.escape(filename)}.</em></p>"
     return Rendered(note, attachments=(Attachment.from_bytes(filename, svg, "image/svg+xml"),))
 
 
 @_for_mime("text/markdown")
 def _render_markdown(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendered:
-    return Rendered(markdown_to_html(data))
+    return _render_html(markdown_to_html(data), meta, opts)
 
 
 @_for_mime("text/latex", "text/plain")
 def _render_plain(data: str, meta: Mapping[str, Any], opts: _Options) -> Rendered:
-    return Rendered(_pre(data))
+    return _text_block(str(data), opts)
 
 
 @_for_mime("application/json")
@@ -451,7 +733,37 @@ def _render_json(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered
         if isinstance(data, str)
         else json.dumps(data, indent=2, ensure_ascii=False, default=str)
     )
-    return Rendered(_pre(text))
+    return _text_block(text, opts)
+
+
+def _text_block(text: str, opts: _Options, style: str = "") -> Rendered:
+    """Text in a ``<pre>``; over the budget, its first lines with a note and the whole attached."""
+    html = _pre(text, style)
+    if _tables.utf8_size(html) <= max(opts.max_bytes, _MIN_OBJECT_BYTES):
+        return Rendered(html)
+    shown = _escaped_head(text, max(opts.max_bytes, _MIN_OBJECT_BYTES) - 400)
+    filename = opts.unique(f"{_file_stem(opts, 'text')}.txt")
+    total, count = text.count("\n") + 1, shown.count("\n") + 1
+    what = f"the first {count:,} of {total:,} lines" if total > 1 else (
+        f"the first {len(shown):,} of {len(text):,} characters")
+    note = f"Showing {what}; the full text is attached as {filename}."
+    return Rendered(
+        _note(note) + "\n" + _pre(shown, style),
+        attachments=(Attachment.from_bytes(filename, text, "text/plain"),),
+    )
+
+
+def _escaped_head(text: str, max_bytes: int) -> str:
+    """The head of ``text`` (whole lines, else words) whose HTML-escaped form fits."""
+    room = max_bytes
+    shown = _budget.head_text(text, room)
+    for _ in range(6):
+        size = _tables.utf8_size(_html.escape(shown, quote=False))
+        if size <= max_bytes or room < 100:
+            break
+        room = int(room * max_bytes / size * 0.98)
+        shown = _budget.head_text(text, room)
+    return shown
 
 
 def _pre(text: str, style: str = "") -> str:
@@ -477,10 +789,21 @@ def _sniff_subtype(raw: bytes) -> str:
     return "jpeg"
 
 
+def _slug(text: str) -> str:
+    """A file-name stem from a title: "Revenue by region (EUR)" -> "revenue-by-region-eur"."""
+    words = re.findall(r"\w+", text.lower())
+    return "-".join(words)[:60].strip("-_")
+
+
+def _file_stem(opts: _Options, default: str) -> str:
+    return opts.name or _slug(opts.title or "") or default
+
+
 def _inline_image(raw: bytes, subtype: str, opts: _Options) -> InlineImage:
     cid = make_msgid(domain="smtp-magic")[1:-1]
     ext = "jpg" if subtype == "jpeg" else subtype
-    return InlineImage(cid=cid, data=raw, subtype=subtype, filename=f"{opts.name or 'image'}.{ext}")
+    filename = opts.unique(f"{_file_stem(opts, 'image')}.{ext}")
+    return InlineImage(cid=cid, data=raw, subtype=subtype, filename=filename)
 
 
 def _image(
@@ -490,6 +813,8 @@ def _image(
     width, height = meta.get("width"), meta.get("height")
     if width is None and subtype == "png" and len(raw) >= 24:
         width, height = struct.unpack(">II", raw[16:24])
+        scale = meta.get("scale") or 1
+        width, height = width / scale, height / scale
     size = ""
     if width:
         size += f' width="{int(width)}"'
@@ -526,8 +851,10 @@ def _attachment_from_repr(obj: Any, filename: str | None, name: str | None) -> A
 # -- captured outputs ------------------------------------------------------------------
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_STDERR_STYLE = "background:#fff5f5;color:#6e2b20"
+_STDERR_STYLE = "background:#fff5f5;color:#6e2b20;border-left:4px solid #d1242f"
+_STDERR_LABEL = "margin:0;font-size:12px;font-weight:600;color:#82071e"
 _ERROR_STYLE = "background:#ffebe9;color:#82071e;border-left:4px solid #cf222e"
+_WARNING = re.compile(r"^\S.*?:\d+: \w*Warning: ", re.MULTILINE)
 
 
 def _merge_streams(outputs: Iterable[Output]) -> Iterable[Output]:
@@ -554,68 +881,17 @@ def _terminal_text(text: str) -> str:
     return "\n".join(next((s for s in reversed(line.split("\r")) if s), "") for line in lines)
 
 
-def _render_stream(output: Output, max_bytes: int, names: _UniqueNames) -> Rendered:
+def _render_stream(output: Output, max_bytes: int, names: UniqueNames) -> Rendered:
     text = _terminal_text(output.text).rstrip("\n")
     if not text.strip():
         return Rendered("")
-    style = _STDERR_STYLE if output.name == "stderr" else ""
-    shown = _head_lines(text, max_bytes)
-    if len(shown) == len(text):
-        return Rendered(_pre(text, style))
-    filename = names.unique(f"{output.name or 'output'}.txt")
-    total, count = text.count("\n") + 1, shown.count("\n") + 1
-    note = f"Showing the first {count:,} of {total:,} lines; the full output is attached as {filename}."
-    return Rendered(
-        _pre(shown, style) + "\n" + _note(note),
-        attachments=(Attachment.from_bytes(filename, text),),
-    )
-
-
-_ROW = re.compile(r"<tr\b.*?</tr\s*>", re.IGNORECASE | re.DOTALL)
-
-
-def _fit_display(part: Rendered, output: Output, max_bytes: int, names: _UniqueNames) -> Rendered:
-    """A displayed output too big for its share of the budget: a table shows its first rows,
-    anything else its first lines of text; the whole output is attached either way."""
-    html = part.html
-    lower = html.lower()
-    start, end = lower.find("<tbody"), lower.rfind("</tbody>")
-    rows = list(_ROW.finditer(html, start, end)) if 0 <= start < end else []
-    if rows:
-        head, tail = html[:rows[0].start()], html[rows[-1].end():]
-        room = max_bytes - _tables.utf8_size(head) - _tables.utf8_size(tail) - 200
-        kept = 0
-        for row in rows:
-            room -= _tables.utf8_size(row.group(0))
-            if room < 0 and kept:
-                break
-            kept += 1
-        filename = names.unique("table.html")
-        original = _SCRIPT.sub("", str(_joined(output.data.get("text/html")) or html))
-        note = (f"Showing the first {kept:,} of {len(rows):,} rows; the full table is attached "
-                f"as {filename}.")
-        shown = head + "".join(r.group(0) for r in rows[:kept]) + tail
-        return Rendered(shown + "\n" + _note(note), part.images,
-                        (*part.attachments, Attachment.from_bytes(filename, str(original))))
-    text = _terminal_text(str(_joined(output.data.get("text/plain")) or ""))
-    filename = names.unique("output.txt")
-    shown_text = _head_lines(text, max_bytes) if text.strip() else ""
-    note = f"This output is too large for an email; it is attached as {filename}."
-    return Rendered((_pre(shown_text) + "\n" if shown_text else "") + _note(note), (),
-                    (Attachment.from_bytes(filename, text or html),))
-
-
-def _head_lines(text: str, max_bytes: int) -> str:
-    """The longest run of whole first lines whose escaped HTML fits (a part of one, if need be)."""
-    size, end = 0, 0
-    for line in text.split("\n"):
-        size += _tables.utf8_size(_html.escape(line, quote=False)) + 1
-        if size > max_bytes:
-            break
-        end += len(line) + 1
-    if end == 0:
-        return text[: max_bytes // 2]  # one huge line (e.g. printed JSON)
-    return text[: end - 1]
+    stderr = output.name == "stderr"
+    opts = _Options(max_bytes=max_bytes, name=output.name or "output", names=names)
+    block = _text_block(text, opts, _STDERR_STYLE if stderr else "")
+    if not stderr:
+        return block
+    label = "\u26a0 stderr" + (" (with warnings)" if _WARNING.search(text) else "")
+    return replace(block, html=f'<p style="{_STDERR_LABEL}">{label}</p>\n{block.html}')
 
 
 def _render_error(output: Output) -> Rendered:
@@ -626,11 +902,14 @@ def _render_error(output: Output) -> Rendered:
 
 
 def _concat(parts: Iterable[Rendered]) -> Rendered:
-    kept = [p for p in parts if p.html or p.images or p.attachments]
+    kept = [p for p in parts if p.html or p.images or p.attachments or p.warnings]
     return Rendered(
         html="\n".join(p.html for p in kept if p.html),
         images=tuple(i for p in kept for i in p.images),
         attachments=tuple(a for p in kept for a in p.attachments),
+        warnings=tuple(w for p in kept for w in p.warnings),
+        removed=tuple(r for p in kept for r in p.removed),
+        top_notes=tuple(n for p in kept for n in p.top_notes),
     )
 
 
@@ -648,7 +927,7 @@ def _markdown() -> Any:
 
 # -- templates -------------------------------------------------------------------------
 
-_TemplateKind = Literal["html", "plain", "markdown"]
+_TemplateKind = Literal["html", "text", "plain", "markdown"]
 _KINDS: dict[str, _TemplateKind] = {
     "text/html": "html",
     "multipart/alternative": "html",
@@ -666,9 +945,48 @@ _RICH_METHODS = (
     "_repr_mimebundle_",
 )
 _PLAIN_TYPES = (str, bytes, int, float, complex, bool, type(None))
+# A string this long is placed by the budget like a table (shortened and attached if need be).
+_BIG_TEXT = 20_000
 _ACTIVE: contextvars.ContextVar[_Inserter | None] = contextvars.ContextVar(
     "smtp_magic_template", default=None
 )
+_JINJA_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_MARKUP = re.compile(
+    r"<[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>|</[a-zA-Z][a-zA-Z0-9-]*\s*>|<!--|<!doctype"
+    r"|&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});",
+    re.IGNORECASE,
+)
+
+
+def is_plain_text(source: str) -> bool:
+    """Whether a body meant as HTML has no markup at all (no tag, comment or entity outside
+    Jinja's ``{{ }}``/``{% %}``): it was typed as text, and is sent as text laid out in HTML."""
+    return not _MARKUP.search(_JINJA_CODE.sub(" ", source) if "{" in source else source)
+
+
+def text_to_html(text: str) -> str:
+    """Already-escaped text as HTML paragraphs: a blank line ends a paragraph, a line break
+    stays a line break."""
+    paragraphs = re.split(r"\n[ \t]*\n\s*", text.strip("\n").replace("\r\n", "\n"))
+    return "\n".join(
+        "<p>" + p.rstrip().replace("\n", "<br>\n") + "</p>" for p in paragraphs if p.strip()
+    )
+
+
+def fit_html_body(body: str, title: str | None = None) -> Rendered | None:
+    """An HTML body given as is (API, CLI) made ready to send, or None if it already is.
+
+    A body without any markup was typed as text: it is laid out as paragraphs (line breaks
+    kept, ``<``/``&`` shown as typed) in the email layout. A body over the size budget is cut
+    by :func:`email_body`, with the whole attached.
+    """
+    if not body.strip():
+        return None
+    if is_plain_text(body):
+        return email_body(Rendered(text_to_html(_html.escape(body, quote=False))), title=title)
+    if _tables.utf8_size(body) > DEFAULT_MAX_BYTES:
+        return email_body(Rendered(body), title=title)
+    return None
 
 
 def render_template(
@@ -683,9 +1001,12 @@ def render_template(
     """Render a Jinja template with ``namespace`` as its variables.
 
     text/html: values are HTML-escaped, rich objects (DataFrames, figures, objects with rich
-    reprs) go in rendered by :func:`render_object`. text/markdown: the same, then Markdown to
-    HTML. text/plain: no escaping, objects as ``str()``; the result is in ``Rendered.text``.
-    ``max_bytes`` is the size budget of the whole body, shared by its rich objects.
+    reprs) go in rendered by :func:`render_object`; a body without any markup is text: its
+    paragraphs and line breaks are kept and ``<``/``&`` shown as typed. text/markdown: the
+    same, then Markdown to HTML. text/plain: no escaping, objects as ``str()``; the result is
+    in ``Rendered.text``. ``max_bytes`` is the size budget of the whole body, shared by its
+    rich objects. The template's own markup keeps everything but scripts, event handlers and
+    script URLs; HTML from objects is sanitised more strictly (see ``Rendered.removed``).
 
     ``template``: a template file that ``source`` extends (``{% extends %}`` is implied), so
     ``source`` fills the file's ``{% block %}``s and sets variables. ``{% include %}`` and
@@ -698,7 +1019,11 @@ def render_template(
             f"Unsupported content type {content_type!r}: "
             "use text/html, text/plain or text/markdown."
         )
-    inserter = _Inserter(namespace, max_rows)
+    # A body typed as text is shown as typed; one that pulls in template files is markup.
+    if kind == "html" and template is None and not _USES_FILES.search(source) \
+            and is_plain_text(source):
+        kind = "text"
+    inserter = _Inserter(namespace, max_rows, text=kind == "text")
     token = _ACTIVE.set(inserter if kind != "plain" else None)
     try:
         text = _run_template(source, kind, namespace, template)
@@ -708,11 +1033,16 @@ def render_template(
         return Rendered("", text=text)
     if kind == "markdown":
         text = markdown_to_html(text)
-    return inserter.finish(text, max_bytes or DEFAULT_MAX_BYTES)
+    elif kind == "text":
+        text = text_to_html(text)
+    return inserter.finish(text, max_bytes or DEFAULT_MAX_BYTES - _LAYOUT_ROOM)
 
 
 def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any],
                   template: str | os.PathLike[str] | None = None) -> str:
+    if template is None and not any(mark in source for mark in ("{{", "{%", "{#")):
+        # Nothing to fill in (what Jinja would give back, without needing it installed).
+        return _html.escape(source, quote=False) if kind == "text" else source
     jinja2 = _jinja()
     folder = os.getcwd()
     if template is not None:
@@ -740,6 +1070,9 @@ def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]
     except jinja2.TemplateError as exc:
         who, line = _where(exc, folder)
         raise InvalidRequest(f"{who} cannot be rendered{_on(line)}: {exc}.") from None
+
+
+_USES_FILES = re.compile(r"\{%-?\s*(?:include|extends|import|from)\b")
 
 
 def _check_child(source: str, kind: _TemplateKind, folder: str, name: str) -> None:
@@ -832,13 +1165,39 @@ def _environment(kind: _TemplateKind, folder: str) -> Any:
         undefined=jinja2.StrictUndefined,
         finalize=_finalize if kind != "plain" else None,
         keep_trailing_newline=True,
+        extensions=[_escape_text_extension()] if kind == "text" else [],
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _escape_text_extension() -> type:
+    """A Jinja extension that escapes the template's own text: a body typed as text shows
+    ``<`` and ``&`` as typed (values are escaped by autoescape already)."""
+    from jinja2.ext import Extension
+    from jinja2.lexer import Token
+    from markupsafe import escape
+
+    class EscapeText(Extension):
+        def filter_stream(self, stream: Any) -> Iterable[Any]:
+            for token in stream:
+                if token.type == "data":
+                    yield Token(token.lineno, "data", str(escape(token.value)))
+                else:
+                    yield token
+
+    return EscapeText
 
 
 def _finalize(value: Any) -> Any:
     """Jinja calls this on every ``{{ value }}``: rich objects go in rendered, the rest as is."""
     inserter = _ACTIVE.get()
-    if inserter is None or not _is_rich(value):
+    if inserter is None:
+        return value
+    if isinstance(value, str):
+        if len(value) > _BIG_TEXT and not hasattr(value, "__html__"):
+            return inserter.insert(value)
+        return value
+    if not _is_rich(value):
         return value
     return inserter.insert(value)
 
@@ -846,7 +1205,7 @@ def _finalize(value: Any) -> Any:
 def _is_rich(value: Any) -> bool:
     if isinstance(value, _PLAIN_TYPES):
         return False
-    if isinstance(value, Rendered) or _object_handler(value) is not None:
+    if isinstance(value, Rendered) or kind_of(value) is not None:
         return True
     return any(_has_method(value, m) for m in _RICH_METHODS)
 
@@ -858,12 +1217,14 @@ class _Inserter:
     what the text and the other objects leave, smallest first so unused room passes on.
     """
 
-    def __init__(self, namespace: Mapping[str, Any], max_rows: int | None) -> None:
+    def __init__(self, namespace: Mapping[str, Any], max_rows: int | None, *, text: bool = False
+                 ) -> None:
         self._namespace = namespace
         self._max_rows = max_rows
+        self._text = text  # the body was typed as text: a long string keeps its line breaks
         self._tokens: dict[int, tuple[str, Any]] = {}  # id -> (placeholder, object kept alive)
-        self._names = _UniqueNames()
-        # Letters and digits only, so Markdown leaves the placeholder alone.
+        self._names = UniqueNames()
+        # Letters and digits only, so Markdown and the sanitiser leave the placeholder alone.
         self._salt = "smtpmagic" + secrets.token_hex(6)
 
     def insert(self, value: Any) -> Any:
@@ -874,34 +1235,51 @@ class _Inserter:
         return Markup(self._tokens[id(value)][0])
 
     def finish(self, text: str, max_bytes: int) -> Rendered:
+        removed = tuple(f"{what} from the template" for what in
+                        _sanitize.removals(text, "user"))
+        text = _sanitize.clean_document(text)  # the user's markup: theirs, minus scripts
         items = list(self._tokens.values())
-        tables = sorted((i for i in items if _tables.pandas_kind(i[1])), key=lambda i: _cells(i[1]))
-        others = [i for i in items if not _tables.pandas_kind(i[1])]
+        sized = sorted((i for i in items if _budgeted(i[1])), key=lambda i: _cells(i[1]))
+        others = [i for i in items if not _budgeted(i[1])]
         rendered = {token: self._render(value, max_bytes) for token, value in others}
         room = (
             max_bytes
             - _tables.utf8_size(text)
             - sum(_tables.utf8_size(r.html) for r in rendered.values())
         )
-        for left, (token, value) in zip(range(len(tables), 0, -1), tables):
+        for left, (token, value) in zip(range(len(sized), 0, -1), sized):
             rendered[token] = self._render(value, max(room // left, _MIN_OBJECT_BYTES))
             room -= _tables.utf8_size(rendered[token].html)
         for token, part in rendered.items():  # a block alone in a paragraph replaces it
             text = text.replace(f"<p>{token}</p>", part.html).replace(token, part.html)
         parts = [rendered[token] for token, _ in items]
-        return Rendered(
-            text,
-            tuple(i for p in parts for i in p.images),
-            tuple(a for p in parts for a in p.attachments),
-        )
+        merged = _concat(parts)
+        return replace(merged, html=text, removed=removed + merged.removed)
 
     def _render(self, value: Any, max_bytes: int) -> Rendered:
-        rendered = render_object(
-            value, max_bytes=max_bytes, max_rows=self._max_rows, name=self._name_of(value)
-        )
-        return Rendered(
-            rendered.html, rendered.images, tuple(map(self._unique, rendered.attachments))
-        )
+        name = self._name_of(value)
+        if isinstance(value, str):
+            return self._render_string(value, max_bytes, name)
+        opts = _Options(max_bytes=max_bytes,
+                        max_rows=DEFAULT_MAX_ROWS if self._max_rows is None else self._max_rows,
+                        name=name, title=title_of(value) or None, names=self._names)
+        return _render(value, opts)
+
+    def _render_string(self, value: str, max_bytes: int, name: str | None) -> Rendered:
+        """A long string inline, as Jinja would put it; cut short (and attached) if need be."""
+        shown = value
+        if _tables.utf8_size(_html.escape(value, quote=False)) > max_bytes:
+            shown = _escaped_head(value, max_bytes) + " \u2026"
+        html = _html.escape(shown, quote=False)
+        if self._text:
+            html = html.replace("\n", "<br>\n")
+        if shown is value:
+            return Rendered(html)
+        filename = self._names.unique(f"{name or 'text'}.txt")
+        note = (f"{_label(name).capitalize()} is shortened here ({len(shown):,} of "
+                f"{len(value):,} characters); the full text is attached as {filename}.")
+        return Rendered(html, attachments=(Attachment.from_bytes(filename, value, "text/plain"),),
+                        top_notes=(note,))
 
     def _name_of(self, value: Any) -> str | None:
         for key, candidate in self._namespace.items():
@@ -909,29 +1287,17 @@ class _Inserter:
                 return key
         return None
 
-    def _unique(self, attachment: Attachment) -> Attachment:
-        filename = self._names.unique(attachment.filename)
-        if filename == attachment.filename:
-            return attachment
-        return Attachment(filename, attachment.data, attachment.path, attachment.content_type)
+
+def _budgeted(value: Any) -> bool:
+    """Objects that take what room is left (tables, long strings), rather than a fixed size."""
+    return isinstance(value, str) or kind_of(value) in PANDAS
 
 
-class _UniqueNames:
-    """File names for one message: a second ``df.csv`` becomes ``df-2.csv``."""
-
-    def __init__(self) -> None:
-        self._used: set[str] = set()
-
-    def unique(self, filename: str) -> str:
-        stem, ext = os.path.splitext(filename)
-        candidate, n = filename, 1
-        while candidate in self._used:
-            n += 1
-            candidate = f"{stem}-{n}{ext}"
-        self._used.add(candidate)
-        return candidate
 
 
-def _cells(frame: Any) -> int:
-    shape: tuple[int, ...] = getattr(getattr(frame, "data", frame), "shape", (0,))
+
+def _cells(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    shape: tuple[int, ...] = getattr(getattr(value, "data", value), "shape", (0,))
     return int(shape[0]) * (int(shape[1]) if len(shape) > 1 else 1)

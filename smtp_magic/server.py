@@ -28,7 +28,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigError, missing
+from .errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -343,7 +343,8 @@ def _controller_class() -> type:
     try:
         from aiosmtpd.controller import Controller
     except ImportError as exc:
-        raise missing("aiosmtpd", "The capture server") from exc
+        raise MissingDependency("The capture server needs aiosmtpd, a dependency of smtp-magic "
+                                "that is missing here: pip install aiosmtpd.") from exc
     logging.getLogger("mail.log").addFilter(_drop_login_data_warning)
 
     class _Controller(Controller):

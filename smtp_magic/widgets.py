@@ -17,6 +17,7 @@ import ipywidgets as widgets
 import traitlets
 
 from . import api
+from ._kinds import PANDAS, kind_of
 from .attachments import is_single_spec, resolve
 from .compose import parse_address
 from .config import MB, SmtpMagic, current
@@ -28,12 +29,8 @@ __all__ = ["ComposeForm", "attachable_variables", "compose"]
 
 log = logging.getLogger(__name__)
 
-# Notebook values offered as attachments, matched by (top-level package, class name) along the
-# MRO so that neither pandas nor matplotlib is imported just to look.
-_ATTACHABLE = {
-    ("pandas", "DataFrame"), ("pandas", "Series"), ("pandas", "Styler"),
-    ("matplotlib", "Figure"),
-}
+# Notebook values offered as attachments (kinds by class name: nothing is imported to look).
+_ATTACHABLE = PANDAS | {"Figure"}
 _CONTENT_TYPES = (
     ("HTML", "text/html"), ("Plain text", "text/plain"), ("Markdown", "text/markdown"),
 )
@@ -48,14 +45,8 @@ _LABEL = {"description_width": "84px"}
 
 
 def _kind(obj: Any) -> str | None:
-    try:
-        mro = type(obj).__mro__
-    except AttributeError:
-        return None
-    for cls in mro:
-        if (cls.__module__.partition(".")[0], cls.__name__) in _ATTACHABLE:
-            return cls.__name__
-    return None
+    kind = kind_of(obj)
+    return kind if kind in _ATTACHABLE else None
 
 
 def _describe(obj: Any, kind: str) -> str:
@@ -204,6 +195,7 @@ class ComposeForm(widgets.VBox):
         self._sending = False
         self._future: concurrent.futures.Future[Any] | None = None
         self.last_response: Response | None = None
+        self.notes: tuple[str, ...] = ()  # what the last message's rendering fell back on
         self.last_report: list[str] | None = None
 
         # -- the message ------------------------------------------------------------------
@@ -401,12 +393,21 @@ class ComposeForm(widgets.VBox):
         for item in items:
             if item.problem:
                 raise InvalidRequest(item.problem)
-        return SendRequest(
-            to=to, cc=as_address_list(self.cc.value), bcc=as_address_list(self.bcc.value),
-            subject=self.subject.value, body=self.body.value,
-            sender=self.sender.value.strip() or None, content_type=self.content_type.value,
-            attachments=tuple(i.attachment for i in items if i.attachment is not None),
-        )
+        attachments = tuple(i.attachment for i in items if i.attachment is not None)
+        common: dict[str, Any] = {
+            "to": to, "cc": as_address_list(self.cc.value), "bcc": as_address_list(self.bcc.value),
+            "subject": self.subject.value, "sender": self.sender.value.strip() or None}
+        # The body is a template, rendered and laid out exactly as a %%smtp_send cell's.
+        from .render import email_body, render_template
+
+        rendered = render_template(self.body.value, self._ns(), self.content_type.value)
+        self.notes = rendered.warnings
+        if self.content_type.value == "text/plain":
+            return SendRequest(**common, body=rendered.text or "", content_type="text/plain",
+                               attachments=attachments)
+        body = email_body(rendered, title=self.subject.value)
+        return SendRequest(**common, body=body.html, content_type="text/html",
+                           inline_images=body.images, attachments=(*body.attachments, *attachments))
 
     @property
     def sending(self) -> bool:
@@ -764,7 +765,8 @@ class ComposeForm(widgets.VBox):
                 n = len(response.accepted)
                 self._set_status("ok", f"Sent \u201c{subject}\u201d to {n} recipient"
                                  f"{'s' if n != 1 else ''} in {response.elapsed:.2f} s "
-                                 f"\u2014 Message-ID {response.message_id}")
+                                 f"\u2014 Message-ID {response.message_id}"
+                                 + "".join(f"; note: {note}" for note in self.notes))
             else:
                 self._set_status("error", f"Not sent (exit {response.exitcode}): "
                                  f"{response.message}")

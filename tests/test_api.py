@@ -33,8 +33,11 @@ def test_send_delivers_html_with_text_alternative_and_attachments(smtp_server, c
     msg = got.message
     assert msg["Message-ID"] == r.message_id and msg["Bcc"] is None
     assert msg.get_body(("plain",)).get_content().strip() == "Revenue is up."
-    names = {a.get_filename(): (a.get_content_type(), a.get_payload(decode=True)) for a in msg.iter_attachments()}
-    assert names == {"numbers.csv": ("text/csv", b"a,b\n1,2\n"), "notes.txt": ("text/plain", b"hello")}
+    names = {a.get_filename(): (a.get_content_type(), a["Content-Transfer-Encoding"],
+                                a.get_payload(decode=True)) for a in msg.iter_attachments()}
+    # ASCII text travels as text (7bit, lines as CRLF: MIME's canonical form), not base64
+    assert names == {"numbers.csv": ("text/csv", "7bit", b"a,b\r\n1,2\r\n"),
+                     "notes.txt": ("text/plain", "7bit", b"hello")}
 
 
 @pytest.mark.parametrize("ctype, check", [

@@ -95,3 +95,31 @@ def test_simple_addresses_parse_like_the_header_parser(text):
 @pytest.mark.parametrize("text", ['"Bob" <b@x.test>', "b@x_y.test", "a@-x.test", "J. Doe <j@x.test>"])
 def test_other_addresses_go_through_the_header_parser(text):
     assert _simple_address(text) is None
+
+
+TEXT_ATTACHMENTS = [
+    b"a,b\n1,2\n", b"x,y\r\n3,4\r\n", b"no newline at the end", b"", b"--===============1==\nx\n",
+    b"\n\n.\n..\nFrom me\n", b"a" * 998 + b"\n", b"a" * 999, b"bare\rcr\n", "Grüße\n".encode(),
+    b"nul\x00byte\n", b"mixed\r\nends\n",
+]
+
+
+@pytest.mark.parametrize("data", TEXT_ATTACHMENTS)
+@pytest.mark.parametrize("name", ["data.csv", "notes.txt", "page.html"])
+def test_text_attachments_7bit_or_base64_same_bytes_both_ways(tmp_path, data, name):
+    path = tmp_path / name
+    path.write_bytes(data)
+    request = SendRequest(to="a@example.test", subject="S", body="<p>b</p>",
+                          attachments=[Attachment.from_bytes(name, data), Attachment.from_path(path,
+                                                                                     "again-" + name)])
+    slow, fast = slow_and_fast(request)
+    assert fast == slow
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.text(string.printable, max_size=400).map(str.encode))
+def test_any_ascii_text_attachment_same_bytes_both_ways(data):
+    request = SendRequest(to="a@example.test", subject="S", body="b", content_type="text/plain",
+                          attachments=[Attachment.from_bytes("t.csv", data)])
+    slow, fast = slow_and_fast(request)
+    assert fast == slow

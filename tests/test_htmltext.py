@@ -17,7 +17,28 @@ def no_markup(text: str) -> bool:
 
 def test_paragraphs_headings_and_divs_are_separated_by_blank_lines() -> None:
     html = "<h1>Title</h1><p>First   para\n graph.</p><div>A div</div><p>Last</p>"
-    assert html_to_text(html) == "Title\n\nFirst para graph.\n\nA div\n\nLast"
+    assert html_to_text(html) == "Title\n=====\n\nFirst para graph.\n\nA div\n\nLast"
+
+
+def test_headings_are_marked() -> None:
+    html = "<h1>Q3 report</h1><p>a</p><h2>Sales</h2><p>b</p><h3>By region</h3><h6>Fine</h6>"
+    assert html_to_text(html) == (
+        "Q3 report\n=========\n\na\n\nSales\n-----\n\nb\n\n### By region\n\n###### Fine"
+    )
+
+
+def test_running_text_is_wrapped_but_tables_and_pre_are_not() -> None:
+    words = " ".join(f"word{i}" for i in range(60))
+    long_cell = "x" * 120
+    html = (f"<p>{words}</p><ul><li>{words}</li></ul><pre>{long_cell}</pre>"
+            f"<table><tr><td>{long_cell}</td><td>1</td></tr></table>")
+    lines = html_to_text(html).split("\n")
+    prose = [ln for ln in lines if ln.startswith(("word", "  word", "- word"))]
+    assert len(prose) > 6 and all(len(ln) <= 76 for ln in prose)
+    assert " ".join(ln.strip().removeprefix("- ") for ln in prose) == f"{words} {words}"
+    item = lines.index(next(ln for ln in lines if ln.startswith("- ")))
+    assert lines[item + 1].startswith("  word")  # the item's text lines up after its marker
+    assert long_cell in lines and f"{long_cell}  1" in lines
 
 
 def test_whitespace_collapses_like_a_browser() -> None:
@@ -63,7 +84,7 @@ def test_links_show_their_target() -> None:
         "<a href='https://example.org/empty'></a></p>"
     )
     assert html_to_text(html) == (
-        "the docs (https://example.org/doc), https://example.org/, ann@example.org, "
+        "the docs (https://example.org/doc), https://example.org/, ann@example.org,\n"
         "Bob (mailto:bob@example.org), js, cid, https://example.org/empty"
     )
 
@@ -101,7 +122,7 @@ def test_layout_tables_are_transparent() -> None:
         "<table role='presentation'><tr><td><h1>Report</h1><p>Intro</p>"
         "<table><tr><td>a</td><td>1</td></tr></table><p>Bye</p></td></tr></table>"
     )
-    assert html_to_text(html) == "Report\n\nIntro\n\na  1\n\nBye"
+    assert html_to_text(html) == "Report\n======\n\nIntro\n\na  1\n\nBye"
 
 
 def test_a_table_first_in_a_layout_cell_keeps_its_alignment() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -186,7 +187,9 @@ def test_preview_shows_the_message_and_sends_nothing(
     form.preview_button.click()
     assert "Preview, nothing was sent" in form.preview.value
     assert "Preview me" in form.preview.value and "a.csv" in form.preview.value
-    assert "&lt;h1&gt;Title&lt;/h1&gt;" in form.preview.value  # Markdown rendered (in srcdoc)
+    # Markdown rendered and laid out like a cell's (in srcdoc, so escaped)
+    assert re.search(r"&lt;h1\b[^<]*?&gt;Title&lt;/h1&gt;", form.preview.value)
+    assert "max-width:720px" in form.preview.value
     assert form._preview_box.layout.display is None
     time.sleep(0.2)
     assert smtp_server.count() == 0

@@ -1,0 +1,147 @@
+"""Cutting HTML and text to a size budget at a sensible boundary (render's helper)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+__all__ = ["cut_html", "head_text", "utf8_size"]
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(
+    r"<!--.*?(?:-->|\Z)"  # a comment
+    r"|<(/?)([a-zA-Z][\w:.-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>"  # 1: '/' 2: tag 3: attributes
+    r"|<!(?:[^>]*)>",  # a doctype or the like
+    re.DOTALL,
+)
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+                   "param", "source", "track", "wbr"})
+_RAW = frozenset({"script", "style", "textarea", "title"})
+_BLOCKS = frozenset({"p", "div", "table", "tr", "li", "ul", "ol", "dl", "dd", "dt", "pre",
+                     "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+                     "figure", "hr", "br", "tbody", "thead", "details", "center"})
+# Candidate cut points, best first: after a top-level element, after any block, at a line
+# break in text, at a space in text, anywhere in text (not inside an entity).
+_LEVELS = 5
+
+
+def utf8_size(text: str) -> int:
+    """UTF-8 size, without encoding a copy in the common all-ASCII case."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _chars_within(text: str, max_bytes: int) -> int:
+    """How many leading characters of ``text`` fit in ``max_bytes`` of UTF-8."""
+    if text.isascii():
+        return min(len(text), max_bytes)
+    return len(text.encode()[:max_bytes].decode("utf-8", "ignore"))
+
+
+def head_text(text: str, max_bytes: int) -> str:
+    """The longest run of whole first lines within ``max_bytes`` (else whole first words, else
+    characters): a long string shown in part."""
+    end = _chars_within(text, max_bytes)
+    if end >= len(text):
+        return text
+    for sep in ("\n", " "):
+        cut = text.rfind(sep, 0, end + 1)
+        if cut > end // 2:
+            return text[:cut]
+    return text[:end]
+
+
+def cut_html(html: str, max_bytes: int) -> str:
+    """The longest head of ``html`` within ``max_bytes`` that ends at a sensible boundary, with
+    the elements still open there closed. ``html`` itself when it fits."""
+    if utf8_size(html) <= max_bytes:
+        return html
+    limit = _chars_within(html, max_bytes)
+    for _ in range(4):  # the closing tags take room too
+        pos = _best_cut(html, limit)
+        closing = "".join(f"</{tag}>" for tag in reversed(_open_at(html, pos)))
+        if utf8_size(html[:pos]) + len(closing) <= max_bytes or pos == 0:
+            return html[:pos].rstrip() + closing
+        limit = max(0, limit - len(closing))
+    return ""
+
+
+def _best_cut(html: str, limit: int) -> int:
+    """The position of the best cut at or before ``limit`` (in characters)."""
+    best = [0] * _LEVELS  # the last candidate seen per level
+    stack: list[str] = []
+    pos = 0
+    for match in _TOKEN.finditer(html, 0, limit):
+        _text_candidates(html, pos, match.start(), best, limit)
+        pos = match.end()
+        if pos > limit:
+            break
+        closing, tag = match.group(1), (match.group(2) or "").lower()
+        if not tag:
+            continue
+        if closing:
+            if tag in stack:
+                while stack and stack.pop() != tag:
+                    pass
+            _candidate(best, 0 if not stack else 1 if tag in _BLOCKS else 2, pos)
+        elif tag in _VOID or match.group(3).rstrip().endswith("/"):
+            _candidate(best, 0 if not stack else 1 if tag in _BLOCKS else 3, pos)
+        elif tag in _RAW:
+            end = re.compile(rf"</{tag}\s*>", re.IGNORECASE).search(html, pos)
+            if end is None or end.end() > limit:
+                break
+            pos = end.end()
+            _candidate(best, 0 if not stack else 1, pos)
+        else:
+            stack.append(tag)
+    else:
+        tail = html.find("<", pos, limit)  # a tag cut in half by the limit is not text
+        _text_candidates(html, pos, limit if tail < 0 else tail, best, limit)
+    for level in range(_LEVELS):
+        if best[level] >= limit // 2:
+            return best[level]
+    return max(best)
+
+
+def _candidate(best: list[int], level: int, pos: int) -> None:
+    for lvl in range(level, _LEVELS):  # a good boundary is also an acceptable one
+        best[lvl] = max(best[lvl], pos)
+
+
+def _text_candidates(html: str, start: int, end: int, best: list[int], limit: int) -> None:
+    end = min(end, limit)
+    if end <= start:
+        return
+    line = html.rfind("\n", start, end)
+    if line >= 0:
+        _candidate(best, 2, line)
+    space = max(html.rfind(" ", start, end), line)
+    if space >= 0:  # never inside an entity: they hold no spaces
+        _candidate(best, 3, space)
+    amp = html.rfind("&", max(start, end - 10), end)
+    _candidate(best, 4, amp if amp >= 0 and ";" not in html[amp:end] else end)
+
+
+def _open_at(html: str, pos: int) -> list[str]:
+    """The elements open at ``pos``, outermost first."""
+    stack: list[str] = []
+    index = 0
+    while True:
+        match = _TOKEN.search(html, index, pos)
+        if match is None:
+            return stack
+        index = match.end()
+        closing, tag = match.group(1), (match.group(2) or "").lower()
+        if not tag or tag in _VOID or match.group(3).rstrip().endswith("/"):
+            continue
+        if closing:
+            if tag in stack:
+                while stack and stack.pop() != tag:
+                    pass
+        elif tag in _RAW:
+            end = re.compile(rf"</{tag}\s*>", re.IGNORECASE).search(html, index, pos)
+            if end is None:
+                return stack
+            index = end.end()
+        else:
+            stack.append(tag)

@@ -1,0 +1,257 @@
+"""Outgoing HTML made safe with nh3 (the Ammonia sanitiser): strict for objects, lenient for the user.
+
+Two policies:
+
+- objects (``_repr_html_``, captured outputs, Markdown reprs): an allowlist of what email clients
+  render -- text, lists, tables, inline styles, ``cid:`` images, http(s)/mailto links. Scripts,
+  event handlers, iframes, forms, ``javascript:`` URLs and remote (tracker) images are dropped.
+- the user's own markup (templates, API bodies): every ordinary HTML element and attribute is
+  kept, remote images included; only scripts, event handlers and script URLs are removed.
+
+``removals`` says in words what a policy takes out, for ``--preview``.
+"""
+
+from __future__ import annotations
+
+import functools
+import html as _html
+import importlib.util
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
+from html.parser import HTMLParser
+from typing import Any, Literal
+
+from .errors import missing
+
+__all__ = ["Policy", "clean", "clean_document", "removals", "scope_styles"]
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["object", "user"]
+
+_OBJECT_TAGS = frozenset({
+    "a", "abbr", "b", "bdi", "bdo", "blockquote", "br", "caption", "center", "cite", "code",
+    "col", "colgroup", "dd", "del", "details", "dfn", "div", "dl", "dt", "em", "figcaption",
+    "figure", "font", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li",
+    "mark", "ol", "p", "pre", "q", "s", "samp", "small", "span", "strike", "strong", "sub",
+    "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr", "tt", "u",
+    "ul", "var", "wbr",
+})  # fmt: skip
+_OBJECT_ATTRIBUTES = {
+    "*": {"style", "title", "align", "valign", "dir", "lang", "width", "height", "bgcolor"},
+    "a": {"href"},
+    "img": {"src", "alt", "border"},
+    "table": {"border", "cellpadding", "cellspacing", "role", "summary"},
+    "td": {"colspan", "rowspan", "nowrap"},
+    "th": {"colspan", "rowspan", "scope", "nowrap"},
+    "col": {"span"},
+    "colgroup": {"span"},
+    "ol": {"start", "type", "reversed"},
+    "li": {"value"},
+    "font": {"color", "face", "size"},
+    "time": {"datetime"},
+}
+# The user's markup keeps everything a page may hold except what runs code; elements that are
+# not listed (script, and unknown ones) go, their text stays (a script's is dropped).
+_USER_TAGS = _OBJECT_TAGS | frozenset({
+    "address", "area", "article", "aside", "audio", "button", "canvas", "data",
+    "datalist", "dialog", "embed", "fieldset", "footer", "form", "frame", "frameset", "header",
+    "hgroup", "iframe", "input", "label", "legend", "link", "main", "map", "menu", "meter",
+    "nav", "noscript", "object", "optgroup", "option", "output", "param", "picture", "progress",
+    "rp", "rt", "ruby", "section", "select", "source", "style", "textarea", "track", "video",
+})  # fmt: skip
+_USER_GENERIC = {
+    "style", "title", "align", "valign", "dir", "lang", "width", "height", "bgcolor", "id",
+    "class", "role", "hidden", "tabindex", "border", "color", "background", "name", "type",
+    "value", "alt", "src", "href", "target", "colspan", "rowspan", "cellpadding", "cellspacing",
+    "scope", "nowrap", "start", "span", "face", "size", "summary", "headers", "abbr", "datetime",
+    "cite", "media", "rel", "srcset", "sizes", "poster", "controls", "action", "method", "for",
+    "placeholder", "disabled", "checked", "selected", "label", "shape", "coords", "usemap",
+    "frameborder", "allow", "sandbox", "data", "reversed", "open", "loading", "decoding",
+    "crossorigin", "referrerpolicy", "charset", "http-equiv", "content", "download", "hreflang",
+}  # fmt: skip
+_OBJECT_SCHEMES = frozenset({"http", "https", "mailto", "cid"})
+_USER_SCHEMES = frozenset({"http", "https", "mailto", "tel", "cid", "data", "ftp", "sms"})
+_URL_ATTRIBUTES = frozenset({"href", "src", "action", "background", "poster", "data",
+                             "formaction", "srcset", "cite", "longdesc", "usemap"})
+_SCRIPT_SCHEME = re.compile(r"^(?:javascript|vbscript|livescript):", re.IGNORECASE)
+# What a browser ignores inside a URL's scheme: C0 controls and spaces around, tab/LF/CR inside.
+_URL_NOISE = re.compile(r"[\x00-\x20]+")
+_STYLE_URL = re.compile(r"url\s*\(|expression\s*\(|@import|behavior\s*:|-moz-binding",
+                        re.IGNORECASE)
+_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.IGNORECASE | re.DOTALL)
+# Anything that could run code or fetch something; without any of it, the user's markup needs
+# no parsing at all (the common case, and the bulk-send path).
+_SUSPECT = re.compile(
+    r"script|[\s/\"'`]on[a-z]+\s*=|&#|&(?:colon|tab|newline|lpar);|data:", re.IGNORECASE
+)
+_DOCUMENT = re.compile(r"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\b|html\b)", re.IGNORECASE | re.DOTALL)
+
+
+def _nh3() -> Any:
+    if importlib.util.find_spec("nh3") is None:
+        raise missing("nh3", "Sending HTML safely")
+    import nh3
+
+    return nh3
+
+
+def _plain_url(value: str) -> str:
+    return _URL_NOISE.sub("", _html.unescape(value)).lower()
+
+
+def _object_filter(tag: str, attr: str, value: str) -> str | None:
+    if tag == "img" and attr == "src":
+        return value if value.strip().lower().startswith("cid:") else None  # no remote images
+    if attr == "style":
+        return None if _STYLE_URL.search(_html.unescape(value)) else value
+    return value
+
+
+def _user_filter(tag: str, attr: str, value: str) -> str | None:
+    if attr in _URL_ATTRIBUTES and _SCRIPT_SCHEME.match(_plain_url(value)):
+        return None
+    if attr in _URL_ATTRIBUTES and tag != "img" and _plain_url(value).startswith("data:"):
+        return None  # a data: page opened from a link can run script; a data: image cannot
+    if attr == "style" and re.search(r"expression\s*\(|javascript:|-moz-binding|behavior\s*:",
+                                     _html.unescape(value), re.IGNORECASE):
+        return None
+    return value
+
+
+@functools.lru_cache(maxsize=2)
+def _cleaner(policy: Policy) -> Any:
+    nh3 = _nh3()
+    if policy == "object":
+        return nh3.Cleaner(
+            tags=set(_OBJECT_TAGS), clean_content_tags={"script", "style", "template"},
+            attributes={k: set(v) for k, v in _OBJECT_ATTRIBUTES.items()},
+            url_schemes=set(_OBJECT_SCHEMES), attribute_filter=_object_filter,
+            link_rel="noopener noreferrer", strip_comments=True,
+        )
+    return nh3.Cleaner(
+        tags=set(_USER_TAGS), clean_content_tags={"script"},
+        attributes={"*": set(_USER_GENERIC)}, generic_attribute_prefixes={"data-", "aria-"},
+        url_schemes=set(_USER_SCHEMES), attribute_filter=_user_filter, link_rel=None,
+        strip_comments=False,  # Outlook's conditional comments are the user's business
+    )
+
+
+def clean(html: str, policy: Policy) -> str:
+    """``html`` (a fragment) through the policy's allowlist."""
+    if not html or (policy == "user" and not _SUSPECT.search(html)):
+        return html
+    return str(_cleaner(policy).clean(html))
+
+
+def clean_document(html: str) -> str:
+    """The user policy for a fragment or a whole document (whose head keeps only its title,
+    meta and style elements: a sanitiser parses fragments, so the head is rebuilt)."""
+    if not html or not _SUSPECT.search(html):
+        return html
+    if not _DOCUMENT.match(html):
+        return clean(html, "user")
+    head_end = re.search(r"<body\b[^>]*>", html, re.IGNORECASE)
+    if head_end is None:
+        return clean(html, "user")
+    head, body = html[: head_end.start()], html[head_end.end():]
+    body = re.split(r"</body\s*>", body, maxsplit=1, flags=re.IGNORECASE)[0]
+    body_tag = clean(head_end.group(0).replace("<body", "<div", 1), "user")
+    body_tag = body_tag[: body_tag.find(">") + 1].replace("<div", "<body", 1)
+    kept = []
+    for match in re.finditer(
+        r"<title\b[^>]*>.*?</title\s*>|<meta\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>"
+        r"|<style\b[^>]*>.*?</style\s*>", head, re.IGNORECASE | re.DOTALL,
+    ):
+        element = match.group(0)
+        if element[:5].lower() == "<meta":
+            if re.search(r"http-equiv\s*=\s*[\"']?refresh", element, re.IGNORECASE):
+                continue
+            element = re.sub(r"\s+on[a-z]+\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s>]+)", "", element,
+                             flags=re.IGNORECASE)
+        elif element[:6].lower() == "<style" and re.search(
+            r"expression\s*\(|javascript:|-moz-binding|behavior\s*:", element, re.IGNORECASE
+        ):
+            continue
+        kept.append(element)
+    doctype = "<!DOCTYPE html>\n" if html.lstrip()[:9].lower() == "<!doctype" else ""
+    head_html = "<head>\n" + "\n".join(kept) + "\n</head>\n" if kept else ""
+    return (f"{doctype}<html>\n{head_html}{body_tag}\n{clean(body, 'user')}\n</body>\n</html>\n")
+
+
+def scope_styles(html: str) -> tuple[str, bool]:
+    """Apply an object's ``<style>`` blocks to that object's own elements only (inlined into
+    their style attributes), and drop the blocks. Returns (html, whether styles were lost
+    because css-inline is not installed)."""
+    blocks = _STYLE_BLOCK.findall(html)
+    if not blocks:
+        return html, False
+    rest = _STYLE_BLOCK.sub("", html)
+    if importlib.util.find_spec("css_inline") is None:
+        return rest, True
+    import css_inline
+
+    try:
+        scoped = css_inline.inline_fragment(rest, "\n".join(blocks), load_remote_stylesheets=False)
+    except (css_inline.InlineError, ValueError):
+        return rest, True
+    return str(scoped), False
+
+
+# -- what a policy removes, in words ------------------------------------------------------------
+
+_NOTABLE = {
+    "script": "a script", "iframe": "an embedded frame (<iframe>)", "object": "an <object>",
+    "embed": "an <embed>", "form": "a form", "input": "a form field", "button": "a button",
+    "frame": "a frame", "frameset": "a frameset", "link": "a <link> to a stylesheet",
+    "meta": "a <meta> element", "base": "a <base> element", "svg": "an inline SVG drawing",
+    "canvas": "a <canvas>", "video": "a video", "audio": "an audio player", "math": "MathML",
+    "select": "a drop-down", "textarea": "a text box", "style": "a <style> block",
+}
+
+
+class _Scanner(HTMLParser):
+    def __init__(self, policy: Policy) -> None:
+        super().__init__(convert_charrefs=True)
+        self.policy = policy
+        self.found: Counter[str] = Counter()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        allowed = _OBJECT_TAGS if self.policy == "object" else _USER_TAGS
+        if tag not in allowed and tag in _NOTABLE:
+            self.found[_NOTABLE[tag]] += 1
+        for name, value in attrs:
+            value = value or ""
+            if name.startswith("on"):
+                self.found[f"an {name} event handler"] += 1
+            elif name in _URL_ATTRIBUTES and _SCRIPT_SCHEME.match(_plain_url(value)):
+                self.found[f"a {_plain_url(value).partition(':')[0]}: URL"] += 1
+            elif name in _URL_ATTRIBUTES and tag != "img" and _plain_url(value).startswith(
+                    "data:"):
+                self.found["a data: URL"] += 1
+            elif (self.policy == "object" and tag == "img" and name == "src"
+                  and not value.strip().lower().startswith(("cid:", "data:"))):
+                shown = value if len(value) <= 60 else value[:57] + "..."
+                self.found[f"a remote image ({shown})"] += 1
+
+    handle_startendtag = handle_starttag
+
+
+def removals(html: str, policy: Policy) -> list[str]:
+    """What :func:`clean` takes out of ``html`` that a reader or the sender would care about,
+    e.g. ``["a script", "2 x an onclick event handler"]``."""
+    if not html or (policy == "user" and not _SUSPECT.search(html)):
+        return []
+    scanner = _Scanner(policy)
+    try:
+        scanner.feed(html)
+        scanner.close()
+    except (AssertionError, ValueError):  # HTMLParser on broken markup: report what it saw
+        pass
+    return _counted(scanner.found.items())
+
+
+def _counted(items: Iterable[tuple[str, int]]) -> list[str]:
+    return [what if n == 1 else f"{n} x {what}" for what, n in items]

@@ -1,0 +1,75 @@
+"""A report with a wide table, as a phone shows it (Chromium at 375 px): the page keeps the
+screen's width and its text stays readable; the table scrolls sideways."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtp_magic.render import email_body, render_template
+
+pd = pytest.importorskip("pandas")
+np = pytest.importorskip("numpy")
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--disable-dev-shm-usage"]
+PHONE = {"width": 375, "height": 740}
+
+
+@pytest.fixture(scope="module")
+def phone() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("SMTP_MAGIC_REQUIRE_BROWSER"):
+            pytest.fail(f"SMTP_MAGIC_REQUIRE_BROWSER is set but {CHROMIUM} is not installed")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+        finally:
+            browser.close()
+
+
+def test_a_seven_column_table_on_a_phone(phone: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame({
+        "region": ["North-east", "South", "West coast", "Central"],
+        "manager": ["Ann Lee", "Bob Ortiz", "Cy Nakamura", "Dee Okafor"],
+        "orders": rng.integers(100, 9000, 4), "revenue": rng.normal(1e5, 2e4, 4).round(2),
+        "margin %": rng.normal(20, 5, 4).round(1), "returns": rng.integers(0, 90, 4),
+        "status": ["on track", "behind plan", "on track", "ahead"],
+    })
+    source = ("<h1>Weekly sales</h1><p>Hello team, here are this week's numbers by region. "
+              "The table below has every region; the attached file has the daily detail.</p>"
+              "{{ df }}<p>Thanks, Ann</p>")
+    html = email_body(render_template(source, {"df": df}), title="Weekly sales").html
+    phone.set_content(html, wait_until="load")
+    page_width = phone.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= PHONE["width"], f"the page is {page_width} px wide on a 375 px screen"
+    for paragraph in phone.query_selector_all("p"):
+        box = paragraph.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+        size = phone.evaluate("e => parseFloat(getComputedStyle(e).fontSize)", paragraph)
+        assert size >= 14
+    scroller = phone.query_selector("table:not([role]) >> xpath=..")
+    assert phone.evaluate("e => e.scrollWidth > e.clientWidth", scroller)  # the table scrolls
+    assert phone.evaluate("e => getComputedStyle(e).overflowX", scroller) == "auto"
+    aligned = phone.evaluate("""() => [...document.querySelectorAll("table:not([role]) tbody tr")][0]
+        .querySelectorAll('td').values().map(td => getComputedStyle(td).textAlign).toArray()""")
+    assert aligned == ["left", "left", "right", "right", "right", "right", "left"]
+    shot = Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "phone-375px.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot.write_bytes(phone.screenshot(full_page=True))
+    print(f"screenshot: {shot}")
+    assert base64.b64encode(shot.read_bytes())  # written
