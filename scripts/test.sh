@@ -58,7 +58,7 @@ step "Python packages"
 # Keep the host's Jupyter and IPython configuration out of the tests.
 export JUPYTER_CONFIG_DIR=$WORK/jupyter-config JUPYTER_DATA_DIR=$WORK/jupyter-data
 export JUPYTER_RUNTIME_DIR=$WORK/jupyter-runtime IPYTHONDIR=$WORK/ipython
-export XDG_DATA_HOME=$WORK/data
+export XDG_DATA_HOME=$WORK/data XDG_CONFIG_HOME=$WORK/config  # outbox, profiles.json
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
 
 step "Private Postfix on 127.0.0.1"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
 import html
 import importlib.util
+import logging
 import queue
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 from . import api
 from .config import SmtpMagic
+from .conversation import debug_output
 from .errors import ExitCode, SmtpMagicError
 from .models import Response, SendRequest
 from .outbox import history
@@ -31,6 +34,8 @@ __all__ = [
     "start_send",
     "wait_all",
 ]
+
+log = logging.getLogger(__name__)
 
 # Every job this session started, so `%smtp_outbox --wait` can block on their concurrent futures
 # (never on kernel-loop tasks: the kernel's own loop is blocked while a cell runs).
@@ -99,6 +104,7 @@ class SendJob:
         self.started = time.monotonic()
         self.finished: float | None = None
         self.progress = 0
+        self.finish_at: float | None = None  # expected, for a paced --each (the rate setting)
         self.future: concurrent.futures.Future[list[Response]] | None = None
         self.responses: list[Response] | None = None
         self.crash: BaseException | None = None
@@ -153,7 +159,9 @@ class SendJob:
         total = len(self.requests)
         if self.finished is None:
             if self.many:
-                return "\u23f3", "#57606a", f"sending {total} messages\u2026 {self.progress} of {total} done"
+                when = f", done by about {finish_time(self.finish_at)}" if self.finish_at else ""
+                return ("\u23f3", "#57606a",
+                        f"sending {total} messages\u2026 {self.progress} of {total} done{when}")
             req = self.requests[0]
             return "\u23f3", "#57606a", f"sending \u201c{req.subject}\u201d to {', '.join(req.recipients)}\u2026"
         elapsed = self.finished - self.started
@@ -209,21 +217,29 @@ class _Progress:
         else:
             _display(_Text(f"sending: 0 of {total}"), self.display_id)
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, finish_at: float | None = None) -> None:
         now = time.monotonic()
         if done < self.total and now - self.last < 0.1:
             return
         self.last = now
+        when = f", done by about {finish_time(finish_at)}" if finish_at and done < self.total else ""
         if self.bar is not None:
             self.bar.value = done
-            self.label.value = f"{done} of {self.total}"
+            self.label.value = f"{done} of {self.total}{when}"
         else:
-            _display(_Text(f"sending: {done} of {self.total}"), self.display_id, update=True)
+            _display(_Text(f"sending: {done} of {self.total}{when}"), self.display_id, update=True)
 
     def close(self, ok: bool) -> None:
         self.update(self.total)
         if self.bar is not None:
             self.bar.bar_style = "success" if ok else "danger"
+
+
+def finish_time(at: float) -> str:
+    """``14:32:05`` (and the date when it is not today) for a ``time.time()`` value."""
+    today = time.strftime("%Y-%m-%d")
+    day = time.strftime("%Y-%m-%d", time.localtime(at))
+    return time.strftime("%H:%M:%S" if day == today else "%Y-%m-%d %H:%M", time.localtime(at))
 
 
 class _Text:
@@ -244,6 +260,48 @@ class SendInterrupted(KeyboardInterrupt):
 
     def _render_traceback_(self) -> list[str]:
         return [f"\x1b[0;31mKeyboardInterrupt\x1b[0m: {self}"]
+
+
+class _Transcript:
+    """The SMTP conversation of an asynchronous send in debug mode, shown in the cell's output
+    under its status line and updated in place (at most five times a second), so it stays in
+    the right cell after the cell has finished. The newest ``limit`` lines are kept."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 2000) -> None:
+        self.loop = loop
+        self.lines: collections.deque[str] = collections.deque(maxlen=limit)
+        self.dropped = 0
+        self.display_id = uuid.uuid4().hex
+        self._scheduled = False
+        _display(self, self.display_id)
+
+    def add(self, line: str) -> None:
+        if len(self.lines) == self.lines.maxlen:
+            self.dropped += 1
+        self.lines.append(line)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_later(0.2, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        _display(self, self.display_id, update=True)
+
+    def text(self) -> str:
+        head = [f"({self.dropped} earlier lines not shown)"] if self.dropped else []
+        return "\n".join(head + list(self.lines)) or "(no SMTP conversation yet)"
+
+    def __repr__(self) -> str:
+        return "SMTP conversation (debug):\n" + self.text()
+
+    def _repr_html_(self) -> str:
+        return ("<details open><summary>SMTP conversation (debug)</summary>"
+                f"<pre style='margin:0;font-size:12px'>{html.escape(self.text())}</pre></details>")
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic, *, block: bool,
@@ -283,15 +341,26 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         else:
             func()
 
-    def on_progress(done: int, total: int, response: Response) -> None:
-        job.progress = done
+    def on_progress(done: int, total: int, response: Response | None,
+                    finish_at: float | None) -> None:
+        job.progress, job.finish_at = done, finish_at
         if bar is not None:
-            post(lambda: bar.update(done) if bar is not None else None)
+            post(lambda: bar.update(done, finish_at) if bar is not None else None)
 
+    # --debug: the conversation goes where this cell's outputs go (see _Transcript).
+    transcript: _Transcript | None = None
+    sink: Callable[[str], None] | None = None
+    if settings.debug:
+        if block or loop is None:
+            sink = lambda line: post(lambda: _stderr_line(line))
+        else:
+            shown = transcript = _Transcript(loop)
+            sink = lambda line: post(lambda: shown.add(line))
     # Composed (if need be), credentials resolved and journaled here, before anything is shown.
     try:
-        job.future = api.submit_many(job.requests, config=settings, progress=on_progress,
-                                     composed=composed)
+        with debug_output(sink) if sink is not None else contextlib.nullcontext():
+            job.future = api.submit_many(job.requests, config=settings, progress=on_progress,
+                                         composed=composed)
     except KeyboardInterrupt:
         raise one_line(KeyboardInterrupt("interrupted before anything was sent; nothing was "
                                          "kept in the outbox.")) from None
@@ -304,6 +373,8 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
 
     def settle() -> None:
         job._settle()
+        if transcript is not None:
+            transcript.flush()
         if bar is not None:
             bar.close(not job.failures())
         if live:

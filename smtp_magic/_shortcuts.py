@@ -27,12 +27,15 @@ greps for them).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AIOSMTPLIB_WINDOW",
@@ -134,6 +137,7 @@ def verified(feature: str, check: Callable[[], bool]) -> bool:
                               "Python/aiosmtplib; using the public APIs instead (slower, same result).",
                               RuntimeWarning, stacklevel=2)
             _checked[feature] = ok
+            log.debug("shortcut %r: %s", feature, "on" if ok else "off (self-check failed)")
     return _checked[feature]
 
 

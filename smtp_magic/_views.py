@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 import re
 import struct
 import time
@@ -14,6 +15,8 @@ from typing import Any
 
 __all__ = ["Block", "Inbox", "Table", "estimate_height", "html_frame", "message_frame",
            "message_images"]
+
+log = logging.getLogger(__name__)
 
 
 class Table:

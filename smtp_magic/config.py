@@ -5,13 +5,25 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Callable, Enum, Float, Int, TraitError, TraitType, Unicode, validate
+from traitlets import (
+    Bool,
+    Callable,
+    Enum,
+    Float,
+    Int,
+    TraitError,
+    TraitType,
+    Unicode,
+    observe,
+    validate,
+)
 from traitlets.config import Config, Configurable
 
 from .errors import ConfigError, did_you_mean
@@ -25,6 +37,8 @@ __all__ = [
     "load_json",
     "normalize_keys",
 ]
+
+log = logging.getLogger(__name__)
 
 MASK = "********"
 MB = 1024 * 1024  # the unit of attachment_size
@@ -142,7 +156,7 @@ class SmtpMagic(Configurable):
     username = Unicode(None, allow_none=True, help="Login; also the default sender.").tag(
         config=True)
     password = SecretTrait(help="Password; never shown, logged or saved.").tag(
-        config=True, option=False)
+        config=True, option=False, profile=False)
     password_env = Unicode(
         None, allow_none=True,
         help="Name of an environment variable holding the password, read at send time.",
@@ -174,11 +188,11 @@ class SmtpMagic(Configurable):
         ("auto", "async", "sync"), "auto",
         help="How %%smtp_send waits: async returns at once, sync blocks; auto blocks only in "
         "headless runs (papermill, nbval, nbconvert).",
-    ).tag(config=True)
+    ).tag(config=True, profile=False)
     outbox_dir = Unicode(
         None, allow_none=True,
         help="Where undelivered messages are kept (default: $XDG_DATA_HOME/smtp_magic/outbox).",
-    ).tag(config=True, metavar="PATH")
+    ).tag(config=True, metavar="PATH", profile=False)
     # -- OAuth2 sign-in (XOAUTH2 / OAUTHBEARER); see smtp_magic.oauth --
     auth = Enum(
         ("password", "oauth2"), "password",
@@ -212,7 +226,25 @@ class SmtpMagic(Configurable):
         None, allow_none=True,
         help="A Python callable returning an access token (Python API, ipython_config.py); "
         "used instead of signing in when set.",
-    ).tag(config=True, option=False)
+    ).tag(config=True, option=False, profile=False)
+
+    rate = Unicode(
+        None, allow_none=True,
+        help="Pace of bulk sends, e.g. '30/min' (Microsoft 365) or '14/s' (Amazon SES): messages "
+        "per s, min, hour or day, evenly spaced. Unset: as fast as the server allows.",
+    ).tag(config=True, metavar="RATE")
+    debug = Bool(
+        False, help="Show the SMTP conversation of every send (logins redacted) on standard "
+        "error, or in the cell's output in a notebook."
+    ).tag(config=True, profile=False)
+    profile = Unicode(
+        None, allow_none=True,
+        help="A named set of settings (no password) from profiles.json in the user's config "
+        "folder; choosing one replaces the connection settings. With --save: save the current "
+        "settings under this name.",
+    ).tag(config=True, metavar="NAME", profile=False)
+
+    _quiet = False  # while copying settings: choosing `profile` must not load the profile again
 
     def __init__(self, **kwargs: Any) -> None:
         self._sources: dict[str, str] = {}
@@ -263,6 +295,75 @@ class SmtpMagic(Configurable):
         raise TraitError("expected microsoft, google, command or an OpenID Connect issuer URL "
                          "(https://...)")
 
+    @validate("rate")
+    def _check_rate(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        from .pacing import parse_rate
+
+        try:
+            parse_rate(value)
+        except ValueError as exc:
+            raise TraitError(f"{exc}.") from None
+        return " ".join(value.split())
+
+    @validate("profile")
+    def _check_profile(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        from .profiles import check_name, load
+
+        value = check_name(value.strip())
+        if not self._quiet:
+            try:
+                load(value)  # an unknown name fails here, before anything changes
+            except ConfigError as exc:
+                raise TraitError(str(exc)) from None
+        return value  # type: ignore[no-any-return]
+
+    @observe("profile")
+    def _profile_chosen(self, change: Any) -> None:
+        """Setting the trait directly (``%config SmtpMagic.profile = 'work'``, ``c.SmtpMagic``)
+        applies the profile, as ``update`` does."""
+        if self._quiet or not change["new"]:
+            return
+        values = self.profile_values(change["new"], previous=change["old"])
+        self.update(values, source=f"profile {change['new']!r}", apply_profile=False)
+
+    def profile_values(self, name: str, *, previous: str | None = None) -> dict[str, Any]:
+        """What choosing profile ``name`` sets: its saved values, the defaults of the profile
+        settings it leaves out (a profile is a whole account), and no password unless the
+        profile stays the same (a password typed for one account never goes to another)."""
+        from .profiles import load, profiles_path
+
+        source = f"profile {name!r} in {str(profiles_path())!r}"
+        saved = normalize_keys(load(name), source=source)
+        defaults = {n: SmtpMagic.class_traits()[n].default() for n in PROFILE_SETTINGS}
+        values: dict[str, Any] = {**defaults, **saved, "profile": name}
+        # What a provider implies (auth, and host/port/security for microsoft and google)
+        # holds in a hand-written profile too, unless the profile says otherwise.
+        if "auth" not in saved and any(saved.get(k) for k in (
+                "oauth2_provider", "oauth2_token_command", "oauth2_token_provider")):
+            values["auth"] = "oauth2"
+        provider = str(saved.get("oauth2_provider") or "").strip().lower()
+        for key, value in OAUTH2_PRESETS.get(provider, {}).items():
+            if key not in saved:
+                values[key] = value
+        if name != previous:
+            values["password"] = None
+        return values
+
+    def saved_values(self) -> dict[str, Any]:
+        """The profile settings that differ from their defaults: what ``--save`` writes."""
+        out = {}
+        for name in PROFILE_SETTINGS:
+            value = getattr(self, name)
+            if value != SmtpMagic.class_traits()[name].default() and not isinstance(value, Secret):
+                out[name] = value
+        return out
+
     @validate("host")
     def _check_host(self, proposal: Any) -> str:
         value = proposal["value"].strip()
@@ -283,16 +384,25 @@ class SmtpMagic(Configurable):
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
         """Apply a JSON file in the seed's format (``target``, ``port``...) or with trait names."""
+        log.debug("settings from %s", path)
         return self.update(load_json(path), source=str(path), origin=f"file {path}")
 
     def update(self, values: Mapping[str, Any], *, source: str = "settings",
-               origin: str | None = None) -> SmtpMagic:
+               origin: str | None = None, apply_profile: bool = True) -> SmtpMagic:
         """Set several settings at once, all or nothing; errors name the key and the source.
 
         ``origin`` is where the values come from as ``source(name)`` tells it (default: ``source``).
+        A ``profile`` among them is applied first (see ``profile_values``), so the other
+        values given with it win; ``apply_profile=False`` only records the name.
         """
         normalized = normalize_keys(values, source=source)
+        if apply_profile and normalized.get("profile"):
+            name = str(normalized["profile"]).strip()
+            log.info("profile %r chosen in %s", name, source)
+            normalized = {**self.profile_values(name, previous=self.profile), **normalized,
+                          "profile": name}
         staged = self.copy()
+        staged._quiet = True
         for key, value in normalized.items():
             try:
                 setattr(staged, key, _coerce(staged, key, value))
@@ -300,14 +410,18 @@ class SmtpMagic(Configurable):
                 raise ConfigError(_trait_message(key, value, exc, source)) from None
         _oauth2_presets(staged, normalized)
         origin = origin or source
-        with self._setting_from(origin):
-            for key in normalized:
-                setattr(self, key, getattr(staged, key))
-                self._sources[key] = origin  # also when the value stayed the same
-            for key in _PRESET_KEYS:  # what choosing an OAuth2 provider implied
-                if key not in normalized and getattr(self, key) != getattr(staged, key):
+        self._quiet = True
+        try:
+            with self._setting_from(origin):
+                for key in normalized:
                     setattr(self, key, getattr(staged, key))
-                    self._sources[key] = origin
+                    self._sources[key] = origin  # also when the value stayed the same
+                for key in _PRESET_KEYS:  # what choosing an OAuth2 provider implied
+                    if key not in normalized and getattr(self, key) != getattr(staged, key):
+                        setattr(self, key, getattr(staged, key))
+                        self._sources[key] = origin
+        finally:
+            self._quiet = False
         return self
 
     def update_config(self, config: Config) -> None:
@@ -348,17 +462,26 @@ class SmtpMagic(Configurable):
 
     def apply(self, other: SmtpMagic) -> SmtpMagic:
         """Take every setting of ``other``, with where it came from (ends a staged change)."""
-        with self._setting_from(_QUIET):
-            for name in SETTINGS:
-                if getattr(self, name) != getattr(other, name):
-                    setattr(self, name, getattr(other, name))
+        quiet, self._quiet = self._quiet, True  # other's profile is applied already
+        try:
+            with self._setting_from(_QUIET):
+                for name in SETTINGS:
+                    if getattr(self, name) != getattr(other, name):
+                        setattr(self, name, getattr(other, name))
+        finally:
+            self._quiet = quiet
         self._sources = dict(other._sources)
         self._before_local = dict(other._before_local)
         return self
 
     def copy(self) -> SmtpMagic:
         clone = SmtpMagic()
-        return clone.apply(self)
+        clone._quiet = True  # copying the profile's name must not load the profile again
+        try:
+            clone.apply(self)
+        finally:
+            clone._quiet = False
+        return clone
 
     @contextlib.contextmanager
     def _setting_from(self, source: Any) -> Iterator[None]:
@@ -393,6 +516,26 @@ class SmtpMagic(Configurable):
         object was made or copied), e.g. ``security`` after ``--local`` then ``--host``."""
         return [name for name, (local, source) in self._left_local.items()
                 if self._sources.get(name) == source and getattr(self, name) != local]
+
+    @classmethod
+    def from_ipython_config(cls, cfg: Any) -> SmtpMagic:
+        """Settings from an IPython config (``c.SmtpMagic.*``); see ``load_ipython_config``."""
+        return cls(config=cfg)._config_over_profile(cfg)
+
+    def load_ipython_config(self, cfg: Any) -> SmtpMagic:
+        """Apply ``c.SmtpMagic.*`` from an IPython config. A ``profile`` there is applied first,
+        so the other ``c.SmtpMagic`` values of the same config win over it."""
+        self.update_config(cfg)  # traitlets: applies c.SmtpMagic.profile through the observer
+        return self._config_over_profile(cfg)
+
+    def _config_over_profile(self, cfg: Any) -> SmtpMagic:
+        section = cfg.get(type(self).__name__) if hasattr(cfg, "get") else None
+        if isinstance(section, Mapping) and section.get("profile"):
+            others = {k: v for k, v in section.items() if k != "profile" and k in SETTINGS
+                      and isinstance(v, (str, int, float, bool, type(None)))}
+            if others:
+                self.update(others, source="the IPython configuration", apply_profile=False)
+        return self
 
     # -- snapshots and display -----------------------------------------------------------------
 
@@ -467,6 +610,9 @@ def _declared_settings(cls: type[SmtpMagic]) -> tuple[str, ...]:
 
 
 SETTINGS: tuple[str, ...] = _declared_settings(SmtpMagic)
+# The settings a profile holds (an account's): all but those tagged ``profile=False``.
+PROFILE_SETTINGS: tuple[str, ...] = tuple(
+    n for n in SETTINGS if SmtpMagic.class_traits()[n].metadata.get("profile", True))
 
 
 @dataclass(frozen=True)
@@ -618,6 +764,8 @@ def _coerce(obj: SmtpMagic, name: str, value: Any) -> Any:
             raise ValueError(f"expected true or false, not {value!r}")
         if isinstance(trait, Enum):
             return value.strip().lower()
+        if isinstance(trait, Unicode) and trait.allow_none and not value.strip():
+            return None  # `--password-env ''` unsets it
     if isinstance(trait, Float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from .config import ConnectionSettings
 from .errors import ConfigError, missing
+
+log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "smtp-magic"
 # What to do instead, for a machine without a usable keyring (a headless Linux box has none).
@@ -52,8 +55,10 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
     Every failure is a ``ConfigError`` (exit 1, nothing was sent), never a backend's exception.
     """
     if settings.password:
+        log.debug("the password comes from the settings")
         return settings.password.reveal()
     if settings.password_env:
+        log.debug("the password comes from the environment variable %s", settings.password_env)
         value = os.environ.get(settings.password_env)
         if not value:
             raise ConfigError(
@@ -65,6 +70,7 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
         if not settings.username:
             raise ConfigError("Reading the password from the keyring needs a username.")
         keyring = _keyring("Reading the password from the system keyring")
+        log.debug("the password comes from the keyring entry %s", keyring_user(settings))
         try:
             value = keyring.get_password(KEYRING_SERVICE, keyring_user(settings))
         except Exception as exc:  # noqa: BLE001 - the backend's own errors, as one sentence

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -16,6 +17,8 @@ from typing import Any
 from .server import CapturedMessage, CaptureServer, default_maildir
 
 __all__ = ["find_notebook", "main", "run"]
+
+log = logging.getLogger(__name__)
 
 QUICKSTART = Path("notebooks") / "quickstart.ipynb"
 DEFAULT_OUTPUT = Path("demo-output") / "quickstart.ipynb"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import re
 import shlex
 import weakref
@@ -25,6 +26,8 @@ from .models import Attachment, SendRequest
 from .outbox import history
 
 __all__ = ["SmtpMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+log = logging.getLogger(__name__)
 
 # -- the line: shell-style words, each expanded on its own -----------------------------------------
 #
@@ -214,6 +217,9 @@ class SmtpMagics(Magics):
     @setting_arguments
     @argument("--password-prompt", action="store_true",
               help="Ask for the password (never stored in the notebook).")
+    @argument("--save", action="store_true",
+              help="With --profile NAME: save the settings (without the password) as that "
+                   "profile, in profiles.json in the user's config folder.")
     @argument("--file", metavar="PATH", help="Load a JSON configuration (the connector's format).")
     @argument("--local", action="store_true",
               help="Start the built-in capture server here and send to it (no login).")
@@ -251,12 +257,18 @@ class SmtpMagics(Magics):
             from .server import local_server
 
             server = local_server()
+        profile = values.pop("profile", None)
+        if args.save and not profile:
+            raise UsageError("--save needs the name to save under: --profile NAME --save.")
+        saved: Any = None
         try:
             if args.use_keyring:
                 from .credentials import check_keyring
 
                 check_keyring()  # no backend (a headless Linux box): say so now, change nothing
             staged = settings.copy()
+            if profile and not args.save:  # first, so --file and the other options win over it
+                staged.update({"profile": profile}, source="%smtp_config")
             if args.file:
                 staged.load_file(args.file)
             staged.update(values, source=config.MAGIC)
@@ -264,6 +276,11 @@ class SmtpMagics(Magics):
                 staged.use_local(server.host, server.port)
             if args.password_prompt:
                 self._prompt_password(staged, keyring=bool(args.use_keyring))
+            if args.save:
+                from .profiles import save
+
+                saved = save(profile, staged.saved_values())
+                staged.update({"profile": profile}, apply_profile=False)
             restored = staged.left_local()
             settings.apply(staged)
         except SmtpMagicError as exc:
@@ -272,6 +289,14 @@ class SmtpMagics(Magics):
             shown = dict(settings.describe())
             print("Not the capture server any more, so what --local had set is back: "
                   + ", ".join(f"{name} {shown[name]}" for name in restored) + ".")
+        if saved is not None:
+            note = (" The password is not in it: next time give it with --password-prompt, or "
+                    "save the profile with --password-env VAR or --keyring."
+                    if settings.password else "")
+            print(f"Saved the settings as profile {profile!r} in {saved}.{note}")
+        elif profile:
+            who = f" as {settings.username}" if settings.username else ""
+            print(f"Using profile {profile!r}: {settings.host}:{settings.port}{who}.")
         if server is not None:
             print(f"Sending to the capture server at {server.host}:{server.port}; messages are "
                   f"stored in {server.maildir} (see %smtp_inbox).")
@@ -340,6 +365,13 @@ class SmtpMagics(Magics):
     @argument("--preview", action="store_true", help="Show the message as it will arrive; send nothing.")
     @argument("--each", metavar="VAR",
               help="One message per row of a DataFrame (or item of an iterable).")
+    @argument("--template", metavar="FILE",
+              help="A Jinja template file the cell extends: the cell fills its {%% block %%}s "
+                   "and sets variables; {%% include %%} finds files next to it.")
+    @argument("--profile", metavar="NAME",
+              help="Send with this saved profile's settings (see %%smtp_config --profile).")
+    @argument("--debug", action="store_true",
+              help="Show the SMTP conversation of this send (logins redacted).")
     @cell_magic
     def smtp_send(self, line: str, cell: str) -> None:
         """Email the cell: a Jinja template rendered with the notebook's variables.
@@ -362,6 +394,14 @@ class SmtpMagics(Magics):
         words = split_words(line)
         shape = parse_argv(self.smtp_send, [w for w, _ in words])  # which options, before expanding
         settings = current().copy()
+        try:
+            if shape.profile:
+                name = (expand_words([(shape.profile, True)], ns) or [shape.profile])[0]
+                settings.update({"profile": name}, source="--profile")
+            if shape.debug:
+                settings.update({"debug": True}, source="--debug")
+        except SmtpMagicError as exc:
+            raise _usage_error(exc) from None
         content_type = shape.content_type or settings.content_type
         if content_type == "multipart/alternative":
             content_type = "text/html"
@@ -372,6 +412,9 @@ class SmtpMagics(Magics):
             rows = rows_of(ns[shape.each], shape.each)
             if not rows:
                 raise UsageError(f"--each {shape.each} has no rows: nothing to send.")
+        if shape.capture and shape.template:
+            raise UsageError("--capture and --template do not go together: with --capture the "
+                             "cell is code, not a template.")
         captured = self._capture(cell) if shape.capture else None
         built = [self._request(words, cell, row, settings, content_type, captured,
                                i if shape.each else None) for i, row in enumerate(rows)]
@@ -406,7 +449,8 @@ class SmtpMagics(Magics):
         where = f"Row {index}: " if index is not None else ""
         args = parse_argv(self.smtp_send, expand_words(words, scope))
         try:
-            rendered = captured or render_template(cell, scope, content_type)
+            rendered = captured or render_template(cell, scope, content_type,
+                                                   template=args.template)
             request = build_request(args, rendered, content_type,
                                     list(resolve_all(args.attach or [], scope)))
             composed = api.build_message(request, config=settings)  # every input error first
@@ -580,9 +624,9 @@ def load_ipython_extension(shell: Any) -> None:
     settings = config._current
     if settings is None:
         # Built from the shell's config first, so c.SmtpMagic.* sits below the environment.
-        settings = config.set_current(SmtpMagic(config=shell.config).load_env())
+        settings = config.set_current(SmtpMagic.from_ipython_config(shell.config).load_env())
     elif _configured.get(shell) is not settings:
-        settings.update_config(shell.config)
+        settings.load_ipython_config(shell.config)
         settings.load_env()
     _configured[shell] = settings
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import mailbox
 import os
 import re
@@ -17,6 +18,8 @@ from typing import Any
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
+
+log = logging.getLogger(__name__)
 
 # A batch journal keeps every message of one bulk send in one file; keys look like J<id>-<n>.
 _JOURNAL_DIR = "journal"
@@ -99,6 +102,8 @@ class Outbox:
     def mark_failed(self, entry: OutboxEntry, response: Response,
                     recipients: tuple[str, ...] | None = None) -> OutboxEntry:
         """Record why a kept message was not delivered (and to whom it is still owed)."""
+        log.info("kept %s in the outbox %s (exit %d): %s", entry.message_id, self.path,
+                 int(response.exitcode), response.message)
         journal = _journal_key(entry.key)
         if journal is not None and not self._meta_path(entry.key).exists():
             # Moved out of its batch journal into the Maildir, under the same key.

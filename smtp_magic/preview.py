@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from email.message import EmailMessage
 from email.utils import getaddresses
 
@@ -10,6 +11,8 @@ from ._views import message_frame
 from .compose import Composed
 
 __all__ = ["preview_html", "preview_text"]
+
+log = logging.getLogger(__name__)
 
 
 def _body_parts(msg: EmailMessage) -> tuple[EmailMessage | None, EmailMessage | None]:

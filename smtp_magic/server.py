@@ -45,6 +45,8 @@ __all__ = [
     "serve",
 ]
 
+log = logging.getLogger(__name__)
+
 TLSMode = Literal["starttls", "tls"]
 # (user, access token) -> whether the token is valid for that user; e.g. an introspection call.
 TokenValidator = Callable[[str, str], bool]
@@ -234,6 +236,7 @@ class CaptureHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         path = self.store(session, envelope)
+        log.debug("stored a message from %s as %s", envelope.mail_from, path)
         return f"250 2.0.0 Ok: stored as {path.stem}"
 
 

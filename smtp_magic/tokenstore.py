@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 from .errors import AuthFailed
 
 __all__ = ["KEYRING_SERVICE", "TokenStore", "default_store", "token_file"]
+
+log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "smtp-magic-oauth2"
 _LOCK = threading.Lock()

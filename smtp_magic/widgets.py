@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import html
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,8 @@ from .models import Attachment, Response, SendRequest, as_address_list
 from .preview import preview_html
 
 __all__ = ["ComposeForm", "attachable_variables", "compose"]
+
+log = logging.getLogger(__name__)
 
 # Notebook values offered as attachments (kinds by class name: nothing is imported to look).
 _ATTACHABLE = PANDAS | {"Figure"}

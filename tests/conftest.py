@@ -55,6 +55,7 @@ def tmp_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TmpData:
             monkeypatch.delenv(name)
     data = TmpData(tmp_path, tmp_path / "capture", tmp_path / "outbox")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))  # profiles.json
     monkeypatch.setenv("SMTP_MAGIC_CAPTURE_DIR", str(data.capture))
     monkeypatch.setenv("SMTP_MAGIC_OUTBOX", str(data.outbox))
     return data

@@ -45,6 +45,7 @@ SAMPLE = {
     "oauth2_client_id": ("0f3c-app", "0f3c-app"), "oauth2_tenant": ("contoso.example", "contoso.example"),
     "oauth2_scopes": ("openid email", "openid email"),
     "oauth2_token_command": ("pass show mail-token", "pass show mail-token"),
+    "rate": ("30/min", "30/min"), "profile": ("work", "work"),  # "work" is saved by the test
 }
 # Settings that are not typed on a command line: secrets, and Python callables.
 NO_OPTION = ("password", "oauth2_token_provider")
@@ -75,6 +76,10 @@ def test_smtp_config_sets_each_setting(ip: TestingShell, option: Any) -> None:
     from smtp_magic.config import current
 
     typed, expected = SAMPLE[option.name]
+    if option.name == "profile":
+        from smtp_magic.profiles import save
+
+        save("work", {"host": "mail.example.org"})
     ip.run_line_magic("smtp_config", f"{option.flag} '{typed}'")
     assert getattr(current(), option.name) == expected
 
