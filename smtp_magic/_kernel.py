@@ -273,6 +273,9 @@ class _Transcript:
         self.dropped = 0
         self.display_id = uuid.uuid4().hex
         self._scheduled = False
+
+    def show(self) -> None:
+        """Put it in the cell's output (under the status line, so after it)."""
         _display(self, self.display_id)
 
     def add(self, line: str) -> None:
@@ -367,6 +370,8 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
     _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
     if live:
         _display(job, job.display_id)
+    if transcript is not None:
+        transcript.show()
     bar = _Progress(len(job.requests), widget=not block) if many and live and in_kernel else None
     if bar is not None and job.progress:
         bar.update(job.progress)
