@@ -4,7 +4,7 @@ Each shortcut has a declared version window, a runtime check, and a fallback on 
 that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on the fallbacks):
 
 ``compose``
-    The bulk composer (``compose._render_fast``) writes a message's bytes from a cached MIME
+    The bulk composer (``mime._render_fast``) writes a message's bytes from a cached MIME
     skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts with
     the stdlib's private ``email.contentmanager._encode_text`` (what ``set_content`` itself
     calls) so that its bytes are exactly the email package's. Checked at first use by composing

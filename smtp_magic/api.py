@@ -39,7 +39,7 @@ from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 if TYPE_CHECKING:
-    from .compose import Composed
+    from .mime import Composed
 
 __all__ = [
     "Connector",
@@ -210,7 +210,7 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
                 body=fitted.html, inline_images=(*request.inline_images, *fitted.images),
                 attachments=(*request.attachments, *fitted.attachments))
     try:
-        from .compose import compose  # the email package, imported on the first send
+        from .mime import compose  # the email package, imported on the first send
 
         return compose(request, settings)
     except SmtpMagicError:

@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 
 from ._views import message_frame
-from .compose import Composed
+from .mime import Composed
 
 __all__ = ["preview_html", "preview_text"]
 

@@ -236,3 +236,20 @@ def test_the_api_magics_and_form_share_the_spec_parser(ip: TestingShell, smtp_se
         assert part.get_content_type().endswith("spreadsheetml.sheet"), subject
         assert part.get_content().startswith(b"PK"), subject
     form.close()
+
+
+# -- the public names ---------------------------------------------------------------------------
+def test_no_submodule_shadows_a_public_name() -> None:
+    """``import smtp_magic.<module>`` binds the package attribute of that name: a submodule
+    named like a public function (``compose``) would replace it after the first import."""
+    import importlib
+    import pkgutil
+
+    import smtp_magic
+
+    modules = {m.name for m in pkgutil.iter_modules(smtp_magic.__path__)}
+    for name in modules - {"__main__"}:
+        importlib.import_module(f"smtp_magic.{name}")
+    assert callable(smtp_magic.compose) and smtp_magic.compose.__module__ == "smtp_magic"
+    for name in smtp_magic.__all__:
+        assert not isinstance(getattr(smtp_magic, name), type(smtp_magic)), name
