@@ -79,6 +79,9 @@ step "lint and types (ruff, mypy)"
 step "notebooks (nbval against the capture server)"
 bash scripts/test-notebooks.sh "$VENV"
 
+step "the package: sdist and wheel, a fresh venv with the wheel, smtp-magic demo from it"
+bash scripts/test-package.sh "$VENV"
+
 step "pytest"
 run_pytest "$VENV/bin/python" -m pytest -p no:cacheprovider -q -ra tests
 
