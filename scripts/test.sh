@@ -72,9 +72,10 @@ step "OpenID Connect server for the OAuth2 tests (npm ci in tests/oidc)"
 # The tests start and stop it themselves (tests/idp.py); in CI a missing one fails them.
 export SMTP_MAGIC_REQUIRE_OIDC=1
 
-step "lint and types (ruff, mypy)"
+step "lint, types and layering (ruff, mypy, import-linter)"
 "$VENV/bin/ruff" check smtp_magic
 "$VENV/bin/mypy" smtp_magic
+"$VENV/bin/lint-imports"  # the layering the README describes (pyproject.toml [tool.importlinter])
 
 step "notebooks (nbval against the capture server)"
 bash scripts/test-notebooks.sh "$VENV"
