@@ -138,7 +138,8 @@ def memory_keyring() -> Iterator[dict[tuple[str, str], str]]:
 
 @pytest.fixture
 def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No keyring backend, as on a headless Linux machine (keyring's own ``fail`` backend)."""
+    """No keyring backend, as on a headless Linux machine (keyring's own ``fail`` backend):
+    passwords cannot be kept there, and OAuth2 sign-ins go to the 0600 file in tmp_data."""
     import keyring
     from keyring.backends import fail
 
@@ -415,20 +416,6 @@ def ms_idp(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with idp_module.IdentityProvider(tls=(folder / "cert.pem", folder / "key.pem"),
                                      ca=folder / "ca.pem", path="/contoso/v2.0") as server:
         yield server
-
-
-@pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No keyring backend, whatever the host has: sign-ins go to the 0600 file in tmp_data."""
-    import keyring
-    from keyring.backends import fail
-
-    before = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    try:
-        yield
-    finally:
-        keyring.set_keyring(before)
 
 
 @pytest.fixture
