@@ -55,7 +55,14 @@ _WHOLE_FIELD = re.compile(r"\{([^{}]+)\}|\$(" + _NAME + ")")
 
 
 def split_words(line: str) -> list[tuple[str, bool]]:
-    """Shell-style words of ``line``, each with whether ``$name`` may be expanded in it."""
+    """Shell-style words of ``line``, each with whether ``$name`` may be expanded in it.
+
+    As in a shell, a word that starts with an unquoted ``#`` starts a comment
+    (``%smtp_config --local  # the capture server``).
+    """
+    comment = next((m.start() for m in _WORD.finditer(line) if m.group(0).startswith("#")), None)
+    if comment is not None:
+        line = line[:comment]
     try:
         shlex.split(_BRACES.sub("x", line))  # checks the quoting, with shlex's own messages
     except ValueError as exc:

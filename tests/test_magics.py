@@ -222,6 +222,13 @@ def test_expansion_word_by_word(ip: TestingShell) -> None:
         "--subject", "{nope} and {braces} cost $5"]
 
 
+def test_a_hash_word_starts_a_comment_as_in_a_shell() -> None:
+    assert split_words("--local   # the capture server, don't worry") == [("--local", True)]
+    assert split_words("--subject '#1 report' --to a@x.test #note") == [
+        ("--subject", True), ("#1 report", False), ("--to", True), ("a@x.test", True)]
+    assert split_words("--subject issue#5") == [("--subject", True), ("issue#5", True)]
+
+
 # -- sending -------------------------------------------------------------------------------------
 
 def test_template_with_a_dataframe(ip: TestingShell, to_server: CaptureServer, frame: Any) -> None:
