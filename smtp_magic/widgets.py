@@ -19,9 +19,9 @@ import traitlets
 from . import api
 from ._kinds import PANDAS, kind_of
 from .attachments import is_single_spec, resolve
-from .mime import parse_address
 from .config import MB, SmtpMagic, current
 from .errors import InvalidRequest, SmtpMagicError
+from .mime import parse_address
 from .models import Attachment, Response, SendRequest, as_address_list
 from .preview import preview_html
 
