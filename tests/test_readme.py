@@ -31,7 +31,7 @@ import trustme
 from conftest import ROOT, TestingShell
 
 from smtp_magic.models import Response
-from smtp_magic.server import CaptureServer, messages
+from smtp_magic.server import CaptureServer, local_server, messages
 
 pd = pytest.importorskip("pandas")
 
@@ -213,6 +213,7 @@ def test_every_readme_example_runs(ip: TestingShell, providers: CaptureServer, w
                 assert arrived(providers, None) > before, f"{where} sent nothing:\n{block.text}"
     finally:
         logging.getLogger().handlers[:] = root_handlers
+        local_server().stop()  # the process-wide one --local started: the next test gets its own
     assert ran == len(blocks)
     # Every exception is still needed (an example that became runnable must then run).
     assert skipped - {None} == set(SKIPPED_COMMANDS) | set(SKIPPED_LINES)
