@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._paths import user_path
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
@@ -31,10 +32,7 @@ _SETTLEMENT = re.compile(rb"([DM]) (\d+)")
 
 def default_outbox_dir() -> Path:
     """``$SMTP_MAGIC_OUTBOX``, else ``$XDG_DATA_HOME/smtp_magic/outbox`` (``~/.local/share``)."""
-    if os.environ.get("SMTP_MAGIC_OUTBOX"):
-        return Path(os.environ["SMTP_MAGIC_OUTBOX"]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "smtp_magic" / "outbox"
+    return user_path("SMTP_MAGIC_OUTBOX", "data", "outbox")
 
 
 @dataclass(frozen=True)

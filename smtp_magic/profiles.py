@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._paths import user_path
 from .errors import ConfigError, did_you_mean
 
 __all__ = ["check_name", "load", "names", "profiles_path", "save"]
@@ -41,11 +42,7 @@ _cache: dict[Path, tuple[tuple[int, int], dict[str, dict[str, Any]]]] = {}
 
 def profiles_path() -> Path:
     """``$SMTP_MAGIC_PROFILES``, else ``$XDG_CONFIG_HOME/smtp_magic/profiles.json``."""
-    explicit = os.environ.get("SMTP_MAGIC_PROFILES")
-    if explicit:
-        return Path(explicit).expanduser()
-    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join("~", ".config")
-    return Path(config_home).expanduser() / "smtp_magic" / "profiles.json"
+    return user_path("SMTP_MAGIC_PROFILES", "config", "profiles.json")
 
 
 def check_name(name: str) -> str:

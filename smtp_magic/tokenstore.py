@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ._paths import user_path
 from .errors import AuthFailed
 
 __all__ = ["KEYRING_SERVICE", "TokenStore", "default_store", "token_file"]
@@ -22,11 +23,7 @@ _LOCK = threading.Lock()
 
 def token_file() -> Path:
     """``$SMTP_MAGIC_TOKEN_FILE``, else ``$XDG_DATA_HOME/smtp_magic/oauth2-tokens.json``."""
-    explicit = os.environ.get("SMTP_MAGIC_TOKEN_FILE")
-    if explicit:
-        return Path(explicit).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
-    return Path(data_home).expanduser() / "smtp_magic" / "oauth2-tokens.json"
+    return user_path("SMTP_MAGIC_TOKEN_FILE", "data", "oauth2-tokens.json")
 
 
 def _usable_keyring() -> Any | None:
