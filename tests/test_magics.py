@@ -160,7 +160,7 @@ def test_table_masks_the_password(ip: TestingShell, monkeypatch: pytest.MonkeyPa
     shown = run(ip, "%smtp_config")
     (output,) = shown.outputs
     html, text = output.data["text/html"], output.data["text/plain"]
-    assert "<table>" in html and "password" in text
+    assert "<table" in html and "SmtpMagic settings" in html and "password" in text
     for rendered in (html, text):
         assert "hunter2-secret" not in rendered and "********" in rendered
     listed = run(ip, "%config SmtpMagic")
