@@ -215,8 +215,10 @@ def _display(obj: Any, display_id: str | None = None, update: bool = False) -> N
 
 
 class _TextBar:
-    """The progress of ``--each`` in a terminal: one line on stderr, redrawn in place
-    (tqdm-style: ``███▌  25/40, 1 failed, done by about 14:32:05``)."""
+    """The progress of ``--each`` in a terminal: one line on stderr, redrawn in place, as tqdm
+    draws it (``sending  62% |███████████████▍        | 25/40 done, 1 failed, done by about
+    14:32:05``). Not tqdm itself: in a notebook the status line is the one indicator, so a
+    terminal line is all that is needed, and it is not worth a dependency."""
 
     WIDTH = 24
     _PARTS = " \u258f\u258e\u258d\u258c\u258b\u258a\u2589"  # eighths of a block
@@ -239,7 +241,8 @@ class _TextBar:
             bar = "\u2588" * (eighths // 8) + (self._PARTS[eighths % 8] if eighths % 8 else "")
         else:
             bar = "#" * round(share * self.WIDTH)
-        text = f"{bar.ljust(self.WIDTH)} | {job._counts().replace(' of ', '/', 1)}"
+        text = (f"sending {share:4.0%} |{bar.ljust(self.WIDTH)}| "
+                f"{job._counts().replace(' of ', '/', 1)}")
         self.stream.write("\r" + text.ljust(self.shown) + end)
         self.stream.flush()
         self.shown = len(text)
