@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import queue
+import re
 import time
 from pathlib import Path
 from typing import Any
