@@ -25,8 +25,11 @@ on white, in its own sandboxed frame; only the frame's border follows the theme.
 from __future__ import annotations
 
 import html
+import logging
 
 __all__ = ["BORDER", "HUES", "ICONS", "MUTED", "colour", "line", "progress_bar"]
+
+log = logging.getLogger(__name__)
 
 # kind -> (JupyterLab variable, fallback hue for front ends without it)
 HUES: dict[str, tuple[str, str]] = {

@@ -616,8 +616,7 @@ def _outbox_table(box: Any, limit: int) -> Table:
                                          entry.reason)))
     counts: dict[str, int] = {}
     for _, row in rows:
-        status = row[0].split(" ")[0]
-        counts[status] = counts.get(status, 0) + 1
+        counts[row[0]] = counts.get(row[0], 0) + 1
     note = ", ".join(f"{n} {status}" for status, n in counts.items())
     rows.sort(key=lambda r: r[0])  # oldest first (stable: a batch keeps its order)
     shown = rows[len(rows) - limit:] if len(rows) > limit else rows
