@@ -8,7 +8,6 @@ import concurrent.futures
 import contextlib
 import contextvars
 import html
-import importlib.util
 import logging
 import queue
 import sys
@@ -17,7 +16,7 @@ import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from . import api
+from . import _theme, api
 from .config import SmtpMagic
 from .conversation import debug_output
 from .errors import ExitCode, SmtpMagicError
@@ -103,7 +102,8 @@ class SendJob:
         self.display_id = uuid.uuid4().hex
         self.started = time.monotonic()
         self.finished: float | None = None
-        self.progress = 0
+        self.progress = 0  # messages done (sent or failed) so far
+        self.failed = 0  # ... of which failed
         self.finish_at: float | None = None  # expected, for a paced --each (the rate setting)
         self.future: concurrent.futures.Future[list[Response]] | None = None
         self.responses: list[Response] | None = None
@@ -153,41 +153,56 @@ class SendJob:
                              f"the first: {exc.message}", refused=exc.refused)
         return SmtpMagicError(failed[0].message)
 
-    # -- the status line --
-    def _summary(self) -> tuple[str, str, str]:
-        """(icon, colour, text)."""
+    # -- the status line: one line for the whole send, with a progress bar for --each --
+    def _counts(self) -> str:
+        total = len(self.requests)
+        text = f"{self.progress} of {total} done"
+        if self.failed:
+            text += f", {self.failed} failed"
+        if self.finish_at and self.progress < total:
+            text += f", done by about {finish_time(self.finish_at)}"
+        return text
+
+    def _summary(self) -> tuple[str, str]:
+        """(kind, text): busy while sending, then ok or error."""
         total = len(self.requests)
         if self.finished is None:
             if self.many:
-                when = f", done by about {finish_time(self.finish_at)}" if self.finish_at else ""
-                return ("\u23f3", "#57606a",
-                        f"sending {total} messages\u2026 {self.progress} of {total} done{when}")
+                return "busy", f"sending {total} messages\u2026 {self._counts()}"
             req = self.requests[0]
-            return "\u23f3", "#57606a", f"sending \u201c{req.subject}\u201d to {', '.join(req.recipients)}\u2026"
+            return "busy", f"sending \u201c{req.subject}\u201d to {', '.join(req.recipients)}\u2026"
         elapsed = self.finished - self.started
         failed = self.failures()
         if not failed:
             if self.many:
-                return "\u2714", "#1a7f37", f"sent {total} messages in {elapsed:.2f} s"
+                return "ok", f"sent {total} messages in {elapsed:.2f} s"
             assert self.responses is not None
-            return "\u2714", "#1a7f37", str(self.responses[0])
-        if not self.many:
-            return "\u2718", "#cf222e", f"failed: {failed[0].message}"
+            return "ok", str(self.responses[0])
+        if not self.many or self.crash is not None:
+            return "error", f"failed: {failed[0].message}"
         reasons = "; ".join(dict.fromkeys(r.message for r in failed))
-        return "\u2718", "#cf222e", f"{len(failed)} of {total} messages failed: {reasons}"
+        return "error", (f"{total - len(failed)} of {total} messages sent, {len(failed)} failed "
+                         f"({elapsed:.2f} s): {reasons}")
 
     def _notes(self) -> str:
         return "".join(f"; note: {note}" for note in self.notes)
 
     def _repr_html_(self) -> str:
-        icon, colour, text = self._summary()
-        notes = (f"<div style='color:#9a6700'>\u26a0 {html.escape(note)}</div>"
-                 for note in self.notes)
-        return f"<div style='color:{colour}'>{icon} {html.escape(text)}</div>{''.join(notes)}"
+        kind, text = self._summary()
+        if self.many:
+            done = len(self.requests) if self.finished is not None else self.progress
+            text_html = (_theme.ICONS[kind] + _theme.progress_bar(done, len(self.requests))
+                         + html.escape(text))
+            status = _theme.line(kind, text_html, tag="div", escape=False, icon="")
+        else:
+            status = _theme.line(kind, text, tag="div")
+        notes = "".join(_theme.line("warn", note, tag="div") for note in self.notes)
+        # One live region around the line: screen readers announce the outcome when it changes.
+        return f'<div role="status" aria-live="polite">{status}{notes}</div>'
 
     def __repr__(self) -> str:
-        icon, _, text = self._summary()
-        return f"{icon} {text}{self._notes()}"
+        kind, text = self._summary()
+        return f"{_theme.ICONS[kind]}{text}{self._notes()}"
 
 
 def _display(obj: Any, display_id: str | None = None, update: bool = False) -> None:
@@ -199,40 +214,38 @@ def _display(obj: Any, display_id: str | None = None, update: bool = False) -> N
         display(obj, display_id=display_id)
 
 
-class _Progress:
-    """A progress bar for ``--each``: an ipywidgets IntProgress in a notebook, else a text line
-    updated in place; at most ten updates a second."""
+class _TextBar:
+    """The progress of ``--each`` in a terminal: one line on stderr, redrawn in place, as tqdm
+    draws it (``sending  62% |███████████████▍        | 25/40 done, 1 failed, done by about
+    14:32:05``). Not tqdm itself: in a notebook the status line is the one indicator, so a
+    terminal line is all that is needed, and it is not worth a dependency."""
 
-    def __init__(self, total: int, *, widget: bool) -> None:
+    WIDTH = 24
+    _PARTS = " \u258f\u258e\u258d\u258c\u258b\u258a\u2589"  # eighths of a block
+
+    def __init__(self, total: int, stream: Any) -> None:
         self.total = total
-        self.last = 0.0
-        self.bar: Any = None
-        self.display_id = uuid.uuid4().hex
-        if widget and importlib.util.find_spec("ipywidgets") is not None:
-            import ipywidgets
+        self.stream = stream
+        self.shown = 0
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            "\u2588\u258f".encode(encoding)
+            self.unicode = True
+        except (UnicodeEncodeError, LookupError):
+            self.unicode = False
 
-            self.bar = ipywidgets.IntProgress(value=0, min=0, max=total, description="Sending")
-            self.label = ipywidgets.Label(f"0 of {total}")
-            _display(ipywidgets.HBox([self.bar, self.label]))
+    def draw(self, job: SendJob, end: str = "") -> None:
+        share = job.progress / self.total if self.total else 1.0
+        if self.unicode:
+            eighths = round(share * self.WIDTH * 8)
+            bar = "\u2588" * (eighths // 8) + (self._PARTS[eighths % 8] if eighths % 8 else "")
         else:
-            _display(_Text(f"sending: 0 of {total}"), self.display_id)
-
-    def update(self, done: int, finish_at: float | None = None) -> None:
-        now = time.monotonic()
-        if done < self.total and now - self.last < 0.1:
-            return
-        self.last = now
-        when = f", done by about {finish_time(finish_at)}" if finish_at and done < self.total else ""
-        if self.bar is not None:
-            self.bar.value = done
-            self.label.value = f"{done} of {self.total}{when}"
-        else:
-            _display(_Text(f"sending: {done} of {self.total}{when}"), self.display_id, update=True)
-
-    def close(self, ok: bool) -> None:
-        self.update(self.total)
-        if self.bar is not None:
-            self.bar.bar_style = "success" if ok else "danger"
+            bar = "#" * round(share * self.WIDTH)
+        text = (f"sending {share:4.0%} |{bar.ljust(self.WIDTH)}| "
+                f"{job._counts().replace(' of ', '/', 1)}")
+        self.stream.write("\r" + text.ljust(self.shown) + end)
+        self.stream.flush()
+        self.shown = len(text)
 
 
 def finish_time(at: float) -> str:
@@ -240,14 +253,6 @@ def finish_time(at: float) -> str:
     today = time.strftime("%Y-%m-%d")
     day = time.strftime("%Y-%m-%d", time.localtime(at))
     return time.strftime("%H:%M:%S" if day == today else "%Y-%m-%d %H:%M", time.localtime(at))
-
-
-class _Text:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
 
 
 class SendInterrupted(KeyboardInterrupt):
@@ -302,6 +307,13 @@ class _Transcript:
                 f"<pre style='margin:0;font-size:12px'>{html.escape(self.text())}</pre></details>")
 
 
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def _stderr_line(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -331,7 +343,11 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
     # A live status line needs a front end that applies display updates; headless runners
     # (nbval, papermill) keep only the first version, so there we show the final line alone.
     live = not block or (in_kernel and not is_headless(shell))
-    bar: _Progress | None = None
+    # In a terminal a blocking --each draws a text progress bar on stderr while it waits.
+    text_bar = (_TextBar(len(job.requests), sys.stderr)
+                if many and block and not in_kernel and _is_tty(sys.stderr) else None)
+    on_screen = False  # the status line is shown: updates may follow
+    last_update = 0.0
     inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
     context = contextvars.copy_context()
 
@@ -344,11 +360,26 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         else:
             func()
 
+    def redraw() -> None:
+        if job.finished is not None:  # settled meanwhile: the final line is already shown
+            return
+        if text_bar is not None:
+            text_bar.draw(job)
+        elif on_screen:
+            _display(job, job.display_id, update=True)
+
     def on_progress(done: int, total: int, response: Response | None,
                     finish_at: float | None) -> None:
+        """On the worker thread, after each message: count, and redraw at most 5 times a
+        second (the final state is drawn when the send settles)."""
+        nonlocal last_update
         job.progress, job.finish_at = done, finish_at
-        if bar is not None:
-            post(lambda: bar.update(done, finish_at) if bar is not None else None)
+        if response is not None and not response.ok:
+            job.failed += 1
+        now = time.monotonic()
+        if many and (live or text_bar is not None) and now - last_update >= 0.2:
+            last_update = now
+            post(redraw)
 
     # --debug: the conversation goes where this cell's outputs go (see _Transcript).
     transcript: _Transcript | None = None
@@ -370,18 +401,18 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
     _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
     if live:
         _display(job, job.display_id)
+        on_screen = True
+    elif text_bar is not None:
+        text_bar.draw(job)
     if transcript is not None:
         transcript.show()
-    bar = _Progress(len(job.requests), widget=not block) if many and live and in_kernel else None
-    if bar is not None and job.progress:
-        bar.update(job.progress)
 
     def settle() -> None:
         job._settle()
         if transcript is not None:
             transcript.flush()
-        if bar is not None:
-            bar.close(not job.failures())
+        if text_bar is not None:
+            text_bar.draw(job, end="\n")
         if live:
             _display(job, job.display_id, update=True)
         else:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
+from . import _theme
+
 __all__ = ["Block", "Inbox", "Table", "estimate_height", "html_frame", "message_frame",
            "message_images"]
 
@@ -20,29 +22,44 @@ log = logging.getLogger(__name__)
 
 
 class Table:
-    """Rows under headers: an HTML table in a notebook, aligned columns in a terminal."""
+    """Rows under headers: an HTML table in a notebook, aligned columns in a terminal.
+
+    In HTML the title is the table's caption and every cell is left-aligned (JupyterLab aligns
+    table cells right by default); colours are the front end's own, so the table follows its
+    theme. ``note`` is a line under the title (e.g. how many rows were left out).
+    """
 
     def __init__(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str = "",
-                 empty: str = "(nothing)") -> None:
+                 empty: str = "(nothing)", note: str = "") -> None:
         self.headers = tuple(headers)
         self.rows = [tuple("" if v is None else str(v) for v in row) for row in rows]
         self.title = title
         self.empty = empty
+        self.note = note
 
     def _repr_html_(self) -> str:
-        title = f"<div><b>{html.escape(self.title)}</b></div>" if self.title else ""
+        title = f"<b>{html.escape(self.title)}</b>" if self.title else ""
+        if self.note:
+            title += (f"<div style='font-weight:normal;color:{_theme.MUTED}'>"
+                      f"{html.escape(self.note)}</div>")
         if not self.rows:
-            return f"{title}<div>{html.escape(self.empty)}</div>"
+            return f"<div>{title}</div><div>{html.escape(self.empty)}</div>"
         cell = "text-align:left;vertical-align:top"
-        head = "".join(f"<th style='{cell}'>{html.escape(h)}</th>" for h in self.headers)
+        caption = (f"<caption style='text-align:left;caption-side:top;padding:0 0 4px'>{title}"
+                   "</caption>" if title else "")
+        head = "".join(f"<th scope='col' style='{cell}'>{html.escape(h)}</th>"
+                       for h in self.headers)
         body = "".join(
             "<tr>" + "".join(f"<td style='{cell}'>{html.escape(v)}</td>" for v in row) + "</tr>"
             for row in self.rows
         )
-        return f"{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (f"<table style='margin-left:0'>{caption}<thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
 
     def __repr__(self) -> str:
         lines = [self.title] if self.title else []
+        if self.note:
+            lines.append(self.note)
         if not self.rows:
             return "\n".join([*lines, self.empty])
         widths = [max(len(h), *(len(r[i]) for r in self.rows)) for i, h in enumerate(self.headers)]
@@ -131,7 +148,7 @@ def html_frame(document: str, images: Mapping[str, tuple[str, bytes]] | None = N
     at = head.end() if head else 0
     shown = shown[:at] + _CSP + shown[at:]
     return (f"<div class='smtp-magic-message' style='resize:vertical;overflow:hidden;"
-            f"height:{height}px;min-height:{_MIN_HEIGHT}px;border:1px solid #ddd'>"
+            f"height:{height}px;min-height:{_MIN_HEIGHT}px;border:1px solid {_theme.BORDER}'>"
             f"<iframe sandbox=\"\" referrerpolicy=\"no-referrer\" title=\"Message body\" "
             f"srcdoc=\"{html.escape(shown, quote=True)}\" "
             "style='display:block;width:100%;height:100%;border:0;background:white'></iframe></div>")
@@ -207,7 +224,7 @@ class Inbox:
             attached = (f"<div>Attachments: {html.escape(', '.join(files))}</div>" if files else "")
             blocks.append(
                 f"<details><summary><b>{subject or '(no subject)'}</b> &mdash; {sender} &rarr; "
-                f"{to} <span style='color:#57606a'>{when}</span></summary>"
+                f"{to} <span style='color:{_theme.MUTED}'>{when}</span></summary>"
                 f"{message_frame(captured.message)}{attached}</details>"
             )
         return (f"<div><b>{len(self.messages)} message(s)</b> in {html.escape(self.where)}</div>"

@@ -47,6 +47,7 @@ __all__ = [
     "SendHandle",
     "build_message",
     "check",
+    "check_address",
     "check_async",
     "connector",
     "load_settings",
@@ -953,6 +954,14 @@ def outbox(config: ConfigLike = None) -> Outbox:
     """The outbox of the current (or given) settings."""
     return Outbox(load_settings(config).outbox_dir)
 
+
+
+def check_address(text: str, field: str = "address") -> str:
+    """The address as the message will carry it, or InvalidRequest with one sentence naming
+    ``field`` (what the form checks as you type)."""
+    from .mime import parse_address
+
+    return str(parse_address(text, field))
 
 
 def build_message(request: SendRequest | Mapping[str, Any], *, config: ConfigLike = None) -> Composed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import logging
 import os
@@ -566,15 +565,15 @@ class SmtpMagic(Configurable):
         """(name, shown value, where it came from) for every setting, password masked."""
         return [(name, shown, self.source(name)) for name, shown in self.describe()]
 
+    def table(self) -> Any:
+        """The settings as a table (setting, value, where it came from), password masked:
+        HTML in a notebook, aligned text in a terminal."""
+        from ._views import Table
+
+        return Table(("setting", "value", "from"), self.rows(), title="SmtpMagic settings")
+
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
-            f"<td style='text-align:left'>{html.escape(v)}</td>"
-            f"<td style='text-align:left'>{html.escape(src)}</td></tr>"
-            for k, v, src in self.rows()
-        )
-        return ("<table><thead><tr><th>setting</th><th>value</th><th>from</th></tr></thead>"
-                f"{rows}</table>")
+        return self.table()._repr_html_()  # type: ignore[no-any-return]
 
 
 # What choosing an OAuth2 provider sets, unless given too (or changed from the default before).

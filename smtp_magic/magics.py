@@ -316,8 +316,7 @@ class SmtpMagics(Magics):
                 raise _kernel.one_line(exc) from None
             print("\n".join(report.lines()))
         if not line.strip():
-            text = Table(("setting", "value", "from"), settings.rows(), title="SmtpMagic settings")
-            display(Block(settings._repr_html_(), repr(text)))  # the password masked in both
+            display(settings.table())  # the password masked
 
     def _oauth2(self, settings: SmtpMagic, *, login: bool) -> None:
         try:
@@ -480,19 +479,14 @@ class SmtpMagics(Magics):
 
     def _preview(self, requests: list[SendRequest], built: list[Any], warnings: list[str],
                  removed: list[str]) -> None:
-        import html
-
-        from .preview import preview_html, preview_text
+        from .preview import preview_html, preview_notes, preview_notes_html, preview_text
 
         composed = built[0]
         note = f" (the first of {len(requests)} messages)" if len(requests) > 1 else ""
-        lines = ([f"Removed before sending: {'; '.join(removed)}."] if removed else []) + [
-            f"Note: {w}." for w in warnings]
-        extra = "".join(f"<div>{html.escape(line)}</div>" for line in lines)
         display(Block(preview_html(composed) + (f"<div>{note.strip()}</div>" if note else "")
-                      + extra,
-                      "\n".join([f"Preview, nothing was sent{note}", *lines,
-                                 preview_text(composed)])))
+                      + preview_notes_html(removed, warnings),
+                      "\n".join([f"Preview, nothing was sent{note}",
+                                 *preview_notes(removed, warnings), preview_text(composed)])))
 
     # -- %smtp_outbox --
     @no_var_expand
@@ -502,10 +496,15 @@ class SmtpMagics(Magics):
     @argument("--retry", action="store_true", help="Resend the failed (undelivered) messages.")
     @argument("--clear", action="store_true",
               help="Forget the failed messages (on disk) and the finished sends of this session.")
+    @argument("--limit", type=int, default=20, metavar="N",
+              help="Show the newest N sends (default 20); the counts above the table are of all.")
     @line_magic
     def smtp_outbox(self, line: str = "") -> None:
         """This session's sends with their status (pending, sent, failed: reason, message id),
-        plus messages from earlier sessions that were never delivered (kept on disk)."""
+        plus messages from earlier sessions that were never delivered (kept on disk).
+
+        Sends still in flight are waited for, up to a few seconds (``--wait``: until they are
+        done), so that right after a send the table shows how it went."""
         args = self._parse(self.smtp_outbox, line)
         box = api.outbox(current())
         if args.clear:
@@ -526,6 +525,8 @@ class SmtpMagics(Magics):
             if stuck:
                 print(f"{len(stuck)} send(s) run on this notebook's own event loop and cannot "
                       "finish while a cell waits: await them instead.")
+        else:
+            _settle_in_flight("%smtp_outbox --wait")
         if args.retry:
             keys = _undelivered_keys(box)
             if not keys:
@@ -535,7 +536,7 @@ class SmtpMagics(Magics):
                     api.retry_outbox(config=current(), keys=keys)
                 except SmtpMagicError as exc:
                     raise _kernel.one_line(exc) from None
-        display(_outbox_table(box))
+        display(_outbox_table(box, max(args.limit, 0)))
         if args.wait or args.retry:
             failed = _latest_failures()
             if failed:
@@ -547,10 +548,12 @@ class SmtpMagics(Magics):
     @argument("--limit", type=int, default=20, metavar="N", help="Show the newest N (default 20).")
     @line_magic
     def smtp_inbox(self, line: str = "") -> None:
-        """Messages received by the built-in capture server (``%smtp_config --local``), newest first."""
+        """Messages received by the built-in capture server (``%smtp_config --local``), newest
+        first. Sends of this session still in flight are waited for, up to a few seconds."""
         args = self._parse(self.smtp_inbox, line)
         from .server import default_maildir, messages
 
+        _settle_in_flight("%smtp_outbox --wait")
         display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir())))
 
     # -- %smtp_compose --
@@ -606,17 +609,47 @@ def _failure_error(failed: list[Any]) -> SmtpMagicError:
     return SmtpMagicError(f"{len(failed)} messages failed.")
 
 
-def _outbox_table(box: Any) -> Table:
+def _outbox_table(box: Any, limit: int) -> Table:
+    """The session's sends and the undelivered messages of earlier sessions, oldest first: the
+    newest ``limit`` of them, under the counts of all of them."""
     records = history.records()
-    rows = [(r.status, r.subject, ", ".join(r.recipients), r.message_id or "", r.reason)
-            for r in records]
+    rows = [(r.started, (r.status, r.subject, ", ".join(r.recipients), r.message_id or "",
+                         r.reason)) for r in records]
     mine = {r.outbox_key for r in records if r.outbox_key}
     for entry in box.entries():
         if entry.key not in mine:
-            rows.append((f"{entry.status} (earlier session)", entry.subject,
-                         ", ".join(entry.recipients), entry.message_id, entry.reason))
-    return Table(("status", "subject", "to", "message id", "reason"), rows,
-                 title=f"Outbox ({box.path})", empty="No sends in this session and nothing undelivered.")
+            rows.append((entry.created, (f"{entry.status} (earlier session)", entry.subject,
+                                         ", ".join(entry.recipients), entry.message_id,
+                                         entry.reason)))
+    counts: dict[str, int] = {}
+    for _, row in rows:
+        counts[row[0]] = counts.get(row[0], 0) + 1
+    note = ", ".join(f"{n} {status}" for status, n in counts.items())
+    rows.sort(key=lambda r: r[0])  # oldest first (stable: a batch keeps its order)
+    shown = rows[len(rows) - limit:] if len(rows) > limit else rows
+    if len(shown) < len(rows):
+        note += (f"; the newest {len(shown)} of {len(rows)} below "
+                 f"(%smtp_outbox --limit {len(rows)} shows all)")
+    return Table(("status", "subject", "to", "message id", "reason"), [r for _, r in shown],
+                 title=f"Outbox ({box.path})", note=note,
+                 empty="No sends in this session and nothing undelivered.")
+
+
+# How long %smtp_outbox and %smtp_inbox wait for sends still in flight before showing them: a
+# notebook run with Run All shows what its sends did, not "pending".
+SETTLE_SECONDS = 10.0
+
+
+def _settle_in_flight(how: str) -> None:
+    """Wait (at most SETTLE_SECONDS; an interrupt stops it) for this session's sends in flight."""
+    if not history.pending():
+        return
+    try:
+        stuck = _kernel.wait_all(SETTLE_SECONDS)
+    except KeyboardInterrupt:
+        stuck = history.pending()
+    if stuck:
+        print(f"{len(stuck)} send(s) still in flight; {how} waits until they are done.")
 
 
 # -- loading -----------------------------------------------------------------------------------------

@@ -299,12 +299,12 @@ class Response:
         return f"exit {self.exitcode}: {self.message}"
 
     def _repr_html_(self) -> str:
-        color = "#1a7f37" if self.ok else ("#9a6700" if self.exitcode == ExitCode.PARTIAL else "#cf222e")
-        icon = "\u2714" if self.ok else "\u2718"
-        detail = html.escape(str(self))
+        from ._theme import line
+
+        kind = "ok" if self.ok else ("warn" if self.exitcode == ExitCode.PARTIAL else "error")
         refused = "".join(
             f"<li>{html.escape(rcpt)}: {code} {html.escape(text)}</li>"
             for rcpt, (code, text) in self.refused.items()
         )
         extra = f"<ul style='margin:2px 0'>{refused}</ul>" if refused else ""
-        return f"<div style='color:{color}'>{icon} {detail}</div>{extra}"
+        return line(kind, str(self), tag="div", icon=None if self.ok else "\u2718 ") + extra

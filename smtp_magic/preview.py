@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import getaddresses
 
+from . import _theme
 from ._views import message_frame
 from .mime import Composed
 
-__all__ = ["preview_html", "preview_text"]
+__all__ = ["preview_html", "preview_notes", "preview_notes_html", "preview_text"]
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +71,15 @@ def preview_text(composed: Composed) -> str:
     lines += ["", text_part.get_content() if text_part is not None else ""]
     lines += [f"[attachment] {n} ({t}, {s / 1000:.1f} kB)" for n, t, s in _attachments(msg)]
     return "\n".join(lines)
+
+
+def preview_notes(removed: Sequence[str], warnings: Sequence[str]) -> list[str]:
+    """What a sender should know besides the message: what sanitising removed from it, and
+    objects that were sent in a simpler form (their repr failed)."""
+    return (([f"Removed before sending: {'; '.join(removed)}."] if removed else [])
+            + [f"Note: {w}." for w in warnings])
+
+
+def preview_notes_html(removed: Sequence[str], warnings: Sequence[str]) -> str:
+    return "".join(_theme.line("warn", note, tag="div", icon="")
+                   for note in preview_notes(removed, warnings))

@@ -16,14 +16,13 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from . import api
+from . import _theme, api
 from ._kinds import PANDAS, kind_of
 from .attachments import is_single_spec, resolve
 from .config import MB, SmtpMagic, current
 from .errors import InvalidRequest, SmtpMagicError
-from .mime import parse_address
 from .models import Attachment, Response, SendRequest, as_address_list
-from .preview import preview_html
+from .preview import preview_html, preview_notes_html
 
 __all__ = ["ComposeForm", "attachable_variables", "compose"]
 
@@ -38,10 +37,13 @@ _SECURITY = (
     ("auto (465: TLS, else STARTTLS)", "auto"), ("STARTTLS", "starttls"),
     ("TLS (implicit)", "tls"), ("none", "none"),
 )
-_COLORS = {"info": "#57606a", "busy": "#0969da", "ok": "#1a7f37", "error": "#cf222e",
-           "warn": "#9a6700"}
-_ICONS = {"info": "", "busy": "\u23f3 ", "ok": "\u2714 ", "error": "\u2718 ", "warn": "\u26a0 "}
 _LABEL = {"description_width": "84px"}
+_ADDRESS_FIELDS = ("sender", "to", "cc", "bcc")
+# An address field whose value is not valid (class smtp-magic-invalid) shows its text and
+# border in the error colour; the theme's colours, as everything else (see _theme).
+_FORM_STYLE = (
+    "<style>.smtp-magic-form .smtp-magic-invalid input{"
+    f"color:{_theme.colour('error')};border-color:{_theme.colour('error')}}}</style>")
 
 
 def _kind(obj: Any) -> str | None:
@@ -97,9 +99,9 @@ def _caption(text: str) -> widgets.HTML:
         layout=widgets.Layout(width="92px", min_width="92px"))
 
 
-def _line(kind: str, text: str) -> str:
-    return (f"<span style='color:{_COLORS[kind]}'>{_ICONS[kind]}"
-            f"{html.escape(text)}</span>")
+def _status(kind: str, text: str) -> str:
+    """A status area's content: one line, announced by screen readers when it changes."""
+    return _theme.line(kind, text, tag="div", live=True)
 
 
 def _on_kernel(future: concurrent.futures.Future[Any], callback: Callable[[Any], None]) -> None:
@@ -126,31 +128,59 @@ def _on_kernel(future: concurrent.futures.Future[Any], callback: Callable[[Any],
     future.add_done_callback(done)
 
 
-class _GuardedLink(traitlets.link):
-    """``traitlets.link`` that reports a value the settings refuse instead of raising.
+class _Binding:
+    """A form field bound both ways to one setting, with public observers only.
 
-    An exception raised here would surface as a traceback in the kernel log while the form
-    silently disagreed with the settings; the form shows the one-line reason instead.
+    The field's value is tried on the setting: a value the setting refuses is reported (the
+    form shows the one-line reason next to the settings) instead of raised out of a widget
+    callback, and the setting keeps its value. A change of the setting (``%smtp_config``,
+    ``%config``, Python) is shown in the field. After a change from the field, the field shows
+    the setting's value as it was stored (e.g. a username stripped of spaces).
     """
 
-    def __init__(self, source: tuple[Any, str], target: tuple[Any, str],
+    def __init__(self, settings: SmtpMagic, name: str, widget: widgets.ValueWidget,
                  report: Callable[[str, BaseException | None], None],
-                 transform: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None,
-                 ) -> None:
-        self._report = report
-        super().__init__(source, target, transform)
+                 to_widget: Callable[[Any], Any] = lambda v: v,
+                 to_setting: Callable[[Any], Any] = lambda v: v) -> None:
+        self.settings, self.name, self.widget = settings, name, widget
+        self._report, self._to_widget, self._to_setting = report, to_widget, to_setting
+        self._busy = False
+        self._show(getattr(settings, name))
+        widget.observe(self._on_widget, names="value")
+        settings.observe(self._on_setting, names=name)
 
-    def _update_source(self, change: Any) -> None:
+    def _show(self, value: Any) -> None:
+        shown = self._to_widget(value)
+        if self.widget.value != shown:
+            self._busy = True
+            try:
+                self.widget.value = shown
+            finally:
+                self._busy = False
+
+    def _on_widget(self, change: Mapping[str, Any]) -> None:
+        if self._busy:
+            return
+        self._busy = True
         try:
-            super()._update_source(change)
+            setattr(self.settings, self.name, self._to_setting(change["new"]))
         except (traitlets.TraitError, ValueError, TypeError) as exc:
-            self._report(self.source[1], exc)
-        else:
-            self._report(self.source[1], None)
+            self._report(self.name, exc)
+            return
+        finally:
+            self._busy = False
+        self._show(getattr(self.settings, self.name))
+        self._report(self.name, None)
 
-    def _update_target(self, change: Any) -> None:
-        super()._update_target(change)
-        self._report(self.source[1], None)
+    def _on_setting(self, change: Mapping[str, Any]) -> None:
+        if self._busy:
+            return
+        self._show(change["new"])
+        self._report(self.name, None)
+
+    def unlink(self) -> None:
+        self.widget.unobserve(self._on_widget, names="value")
+        self.settings.unobserve(self._on_setting, names=self.name)
 
 
 @dataclass(frozen=True)
@@ -168,9 +198,15 @@ class ComposeForm(widgets.VBox):
     """An email form bound to an :class:`~smtp_magic.SmtpMagic` settings object.
 
     The fields are public widgets (``to``, ``cc``, ``bcc``, ``sender``, ``subject``, ``body``,
-    ``content_type``, ``upload``, ``variables``, ``send_button``, ``preview_button`` and, in the
-    settings panel, ``host``, ``port``, ``username``, ``password``, ``security``, ``timeout``,
-    ``check_button``), so the form can be driven from code and embedded in other layouts.
+    ``content_type``, ``upload``, ``variables``, ``send_button``, ``preview_button``, ``status``
+    and, in the settings panel, ``host``, ``port``, ``username``, ``password``, ``security``,
+    ``timeout``, ``check_button``, ``sign_in_button``, ``settings_status``), so the form can be
+    driven from code and embedded in other layouts. After a send, ``last_response`` is its
+    Response; ``notes`` and ``removed`` say what the last message's rendering fell back on and
+    what sanitising took out of it.
+
+    The settings fields are bound both ways to ``settings`` (see ``_Binding``): a value the
+    settings refuse is reported in ``settings_status``, never raised.
     """
 
     def __init__(
@@ -188,17 +224,46 @@ class ComposeForm(widgets.VBox):
         namespace: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # State first: every handler below may run as soon as it is wired.
         self.settings: SmtpMagic = settings if settings is not None else current()
         self._namespace = namespace
-        self._links: list[traitlets.link] = []
+        self._bindings: list[_Binding] = []
+        self._setting_observers: list[tuple[Callable[[Any], None], list[str]]] = []
         self._setting_errors: dict[str, str] = {}
         self._sending = False
         self._future: concurrent.futures.Future[Any] | None = None
+        self._blocking_attachment: str | None = None
+        self._fixed: list[tuple[str, Any, str | None]] = []  # (label, spec, variable name)
         self.last_response: Response | None = None
         self.notes: tuple[str, ...] = ()  # what the last message's rendering fell back on
+        self.removed: tuple[str, ...] = ()  # what sanitising took out of the last message
         self.last_report: list[str] | None = None
 
-        # -- the message ------------------------------------------------------------------
+        self._build_message(to=to, cc=cc, bcc=bcc, sender=sender, subject=subject, body=body,
+                            content_type=content_type)
+        self._build_attachments()
+        self._build_actions()
+        self._build_settings_panel()
+        self.children = self._arrange()
+        self.layout = widgets.Layout(width="100%", max_width="780px", padding="4px")
+        self.add_class("smtp-magic-form")
+
+        self._wire_settings()
+        self._wire_message()
+        self._wire_attachments_and_actions()
+        picked = self._add_attachments(attachments)
+        self.refresh()
+        if picked:
+            self.variables.value = tuple(dict.fromkeys(picked))
+        self._on_auth(None)  # also shows the password hint
+        self._on_sender_setting(None)
+        for name in _ADDRESS_FIELDS:
+            self._on_address({"owner": getattr(self, name)})
+
+    # -- building the form: the widgets, then how they are arranged --------------------------
+
+    def _build_message(self, *, to: Any, cc: Any, bcc: Any, sender: str | None, subject: str,
+                       body: str, content_type: str | None) -> None:
         def address_field(label: str, value: Any, placeholder: str) -> widgets.Text:
             text = ", ".join(as_address_list(value)) if value else ""
             return widgets.Text(value=text, description=label, placeholder=placeholder,
@@ -212,8 +277,10 @@ class ComposeForm(widgets.VBox):
         self.subject = widgets.Text(value=subject, description="Subject", style=_LABEL,
                                     placeholder="What is it about?",
                                     layout=widgets.Layout(width="100%"))
-        self._flags = {name: self._flag() for name in ("sender", "to", "cc", "bcc")}
-
+        # Under each address field: why it is not valid (hidden while it is).
+        self._flags = {name: widgets.HTML(layout=widgets.Layout(display="none",
+                                                                margin="-2px 0 2px 88px"))
+                       for name in _ADDRESS_FIELDS}
         default_type = content_type or self.settings.content_type
         if default_type not in dict(_CONTENT_TYPES).values():
             default_type = "text/html"  # multipart/alternative: the HTML body gets a text part
@@ -223,10 +290,12 @@ class ComposeForm(widgets.VBox):
             tooltips=["HTML (a plain-text alternative is added)", "Plain text only",
                       "Markdown, sent as HTML"],
         )
-        self.body = widgets.Textarea(value=body, placeholder="Write the message here",
+        # The description is the textarea's <label>: its name for screen readers too.
+        self.body = widgets.Textarea(value=body, description="Body", style=_LABEL,
+                                     placeholder="Write the message here",
                                      layout=widgets.Layout(width="100%", height="170px"))
 
-        # -- attachments -------------------------------------------------------------------
+    def _build_attachments(self) -> None:
         self.upload = widgets.FileUpload(multiple=True, description="Upload files",
                                          tooltip="Attach files from your computer",
                                          layout=widgets.Layout(width="auto"))
@@ -243,13 +312,12 @@ class ComposeForm(widgets.VBox):
             layout=widgets.Layout(width="36px"),
         )
         self._no_variables = widgets.HTML(
-            "<span style='color:#57606a;font-size:12px'>No DataFrame or figure in the notebook "
-            "yet: make one, then \u21bb to attach it.</span>",
+            f"<span style='color:{_theme.MUTED};font-size:12px'>No DataFrame or figure in the "
+            "notebook yet: make one, then \u21bb to attach it.</span>",
             layout=widgets.Layout(margin="0 8px 0 88px", flex="1 1 auto"))
         self.attachment_list = widgets.HTML()
-        self._fixed: list[tuple[str, Any, str | None]] = []  # (label, spec, variable name)
 
-        # -- actions and results ----------------------------------------------------------
+    def _build_actions(self) -> None:
         self.preview_button = widgets.Button(description="Preview", icon="eye",
                                              tooltip="Show the message as it will arrive; "
                                              "sends nothing")
@@ -257,8 +325,8 @@ class ComposeForm(widgets.VBox):
                                           button_style="primary")
         # Results are written by setting this HTML widget's value, which lands in the form
         # wherever it is shown; `with output:` from a callback would capture into another cell.
-        self.status = widgets.HTML(_line("info", "Ready."),
-                                   layout=widgets.Layout(margin="0 0 0 88px"))
+        self.status = widgets.HTML(layout=widgets.Layout(margin="0 0 0 88px"))
+        self._set_status("info", "Ready.")
         self.preview = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.close_preview = widgets.Button(description="Hide preview", icon="eye-slash",
                                             tooltip="Hide the preview",
@@ -266,7 +334,7 @@ class ComposeForm(widgets.VBox):
         self._preview_box = widgets.VBox([self.close_preview, self.preview],
                                          layout=widgets.Layout(display="none", width="100%"))
 
-        # -- the settings panel -----------------------------------------------------------
+    def _build_settings_panel(self) -> None:
         def half() -> widgets.Layout:
             return widgets.Layout(width="50%")
 
@@ -296,26 +364,24 @@ class ComposeForm(widgets.VBox):
                                              tooltip="OAuth2: sign in with a code shown here",
                                              layout=widgets.Layout(width="auto"))
         self.settings_status = widgets.HTML()
-        settings_box = widgets.VBox([
+        self.settings_panel = widgets.Accordion(children=[widgets.VBox([
             widgets.HBox([self.host, self.port]),
             widgets.HBox([self.security, self.timeout]),
             widgets.HBox([self.username, self.password]),
             self.password_hint,
             widgets.HBox([self.sign_in_button, self.check_button]),
             self.settings_status,
-        ])
-        self.settings_panel = widgets.Accordion(children=[settings_box],
-                                                titles=("Connection settings",),
-                                                selected_index=None)
+        ])], titles=("Connection settings",), selected_index=None)
 
-        self.children = (
-            widgets.HTML("<b style='font-size:15px'>\u2709 New email</b>"),
+    def _arrange(self) -> tuple[widgets.Widget, ...]:
+        return (
+            widgets.HTML(_FORM_STYLE + "<b style='font-size:15px'>\u2709 New email</b>"),
             self.sender, self._flags["sender"],
             self.to, self._flags["to"],
             self.cc, self._flags["cc"],
             self.bcc, self._flags["bcc"],
             self.subject,
-            widgets.HBox([_caption("Body"), self.content_type]),
+            widgets.HBox([_caption("Format"), self.content_type]),
             self.body,
             widgets.HBox([_caption("Attachments"), self.upload, self.clear_uploads],
                          layout=widgets.Layout(align_items="center")),
@@ -328,22 +394,27 @@ class ComposeForm(widgets.VBox):
             self._preview_box,
             self.settings_panel,
         )
-        self.layout = widgets.Layout(width="100%", max_width="780px", padding="4px")
 
-        # -- wiring ------------------------------------------------------------------------
-        self._link("host", self.host)
-        self._link("port", self.port)
-        self._link("security", self.security)
-        self._link("timeout", self.timeout)
-        self._link("username", self.username,
-                   (lambda v: v or "", lambda v: v.strip() or None))
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def _wire_settings(self) -> None:
+        for name in ("host", "port", "security", "timeout"):
+            self._bind(name, getattr(self, name))
+        self._bind("username", self.username, lambda v: v or "", lambda v: v.strip() or None)
         self.password.observe(self._on_password, names="value")
-        self.settings.observe(self._on_password_setting,
-                              names=["password", "password_env", "use_keyring"])
-        self.settings.observe(self._on_sender_setting, names=["sender", "username"])
-        self.settings.observe(self._on_limit, names="attachment_size")
-        for name in ("sender", "to", "cc", "bcc"):
+        self._observe_settings(self._show_login_hint, "password", "password_env",
+                               "use_keyring")
+        self._observe_settings(self._on_sender_setting, "sender", "username")
+        self._observe_settings(self._on_limit, "attachment_size")
+        self._observe_settings(self._on_auth, "auth", "oauth2_provider")
+        self.check_button.on_click(self._on_check)
+        self.sign_in_button.on_click(self._on_sign_in)
+
+    def _wire_message(self) -> None:
+        for name in _ADDRESS_FIELDS:
             getattr(self, name).observe(self._on_address, names="value")
+
+    def _wire_attachments_and_actions(self) -> None:
         self.upload.observe(self._on_attachments_changed, names="value")
         self.variables.observe(self._on_attachments_changed, names="value")
         self.clear_uploads.on_click(self._on_clear_uploads)
@@ -351,19 +422,16 @@ class ComposeForm(widgets.VBox):
         self.preview_button.on_click(self._on_preview)
         self.close_preview.on_click(self._on_hide_preview)
         self.send_button.on_click(self._on_send)
-        self.check_button.on_click(self._on_check)
-        self.sign_in_button.on_click(self._on_sign_in)
-        self.settings.observe(self._on_auth, names=["auth", "oauth2_provider"])
 
-        picked = self._add_attachments(attachments)
-        self.refresh()
-        if picked:
-            self.variables.value = tuple(dict.fromkeys(picked))
-        self._on_password_setting(None)
-        self._on_auth(None)
-        self._on_sender_setting(None)
-        for name in ("sender", "to", "cc", "bcc"):
-            self._on_address({"owner": getattr(self, name)})
+    def _bind(self, name: str, widget: widgets.ValueWidget,
+              to_widget: Callable[[Any], Any] = lambda v: v,
+              to_setting: Callable[[Any], Any] = lambda v: v) -> None:
+        self._bindings.append(_Binding(self.settings, name, widget, self._report_setting,
+                                       to_widget, to_setting))
+
+    def _observe_settings(self, handler: Callable[[Any], None], *names: str) -> None:
+        self.settings.observe(handler, names=list(names))
+        self._setting_observers.append((handler, list(names)))
 
     # -- public helpers ------------------------------------------------------------------------
 
@@ -382,7 +450,7 @@ class ComposeForm(widgets.VBox):
 
     def request(self) -> SendRequest:
         """The message as filled in, validated; raises InvalidRequest with one sentence."""
-        for name in ("sender", "to", "cc", "bcc"):
+        for name in _ADDRESS_FIELDS:
             problem = self._address_problem(name)
             if problem:
                 raise InvalidRequest(problem)
@@ -401,7 +469,7 @@ class ComposeForm(widgets.VBox):
         from .render import email_body, render_template
 
         rendered = render_template(self.body.value, self._ns(), self.content_type.value)
-        self.notes = rendered.warnings
+        self.notes, self.removed = rendered.warnings, rendered.removed
         if self.content_type.value == "text/plain":
             return SendRequest(**common, body=rendered.text or "", content_type="text/plain",
                                attachments=attachments)
@@ -416,30 +484,20 @@ class ComposeForm(widgets.VBox):
 
     def close(self) -> None:
         """Unlink from the settings and close every widget of the form."""
-        for link in self._links:
-            link.unlink()
-        self._links.clear()
-        for handler, names in ((self._on_password_setting,
-                                ["password", "password_env", "use_keyring"]),
-                               (self._on_sender_setting, ["sender", "username"]),
-                               (self._on_auth, ["auth", "oauth2_provider"]),
-                               (self._on_limit, "attachment_size")):
-            try:
-                self.settings.unobserve(handler, names=names)
-            except ValueError:
-                pass
+        for binding in self._bindings:
+            binding.unlink()
+        self._bindings.clear()
+        for handler, names in self._setting_observers:
+            self.settings.unobserve(handler, names=names)
+        self._setting_observers.clear()
         for child in _descendants(self):
             child.close()
         super().close()
 
     # -- settings ------------------------------------------------------------------------------
 
-    def _link(self, name: str, widget: widgets.Widget,
-              transform: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None) -> None:
-        self._links.append(_GuardedLink((self.settings, name), (widget, "value"),
-                                        self._report_setting, transform))
-
     def _report_setting(self, name: str, exc: BaseException | None) -> None:
+        """Show (or, with ``exc`` None, clear) why the form's value for ``name`` was refused."""
         if exc is None:
             if self._setting_errors.pop(name, None) is None:
                 return
@@ -449,8 +507,9 @@ class ComposeForm(widgets.VBox):
                 message += "."
             self._setting_errors[name] = (f"{message} The {name} setting is still "
                                           f"{getattr(self.settings, name)!r}.")
-        self.settings_status.value = "<br>".join(
-            _line("error", msg) for msg in self._setting_errors.values())
+        self.settings_status.value = "".join(
+            _theme.line("error", msg, tag="div", live=True)
+            for msg in self._setting_errors.values())
 
     def _on_password(self, change: Mapping[str, Any]) -> None:
         value = change["new"]
@@ -463,19 +522,24 @@ class ComposeForm(widgets.VBox):
         finally:
             # Never leave it in synced widget state: a saved notebook would keep it.
             self.password.value = ""
-        self._on_password_setting(None)
+        self._show_login_hint()
 
-    def _on_password_setting(self, _change: Any) -> None:
+    def _show_login_hint(self, _change: Any = None) -> None:
+        """Under the login fields: how this form will log in (never the password itself)."""
         s = self.settings
-        if s.password:
-            hint = _line("ok", "Password set (held by the settings, never saved in the notebook).")
+        if s.auth == "oauth2":
+            provider = s.oauth2_provider or "no oauth2_provider set"
+            kind, hint = "info", f"Signs in with OAuth2 ({provider}): press Sign in once."
+        elif s.password:
+            kind, hint = "ok", "Password set (held by the settings, never saved in the notebook)."
         elif s.password_env:
-            hint = _line("info", f"Password read from ${s.password_env} when sending.")
+            kind, hint = "info", f"Password read from ${s.password_env} when sending."
         elif s.use_keyring:
-            hint = _line("info", "Password read from the system keyring when sending.")
+            kind, hint = "info", "Password read from the system keyring when sending."
         else:
-            hint = _line("info", "No password: mail is sent without logging in.")
-        self.password_hint.value = f"<span style='font-size:12px;margin-left:88px'>{hint}</span>"
+            kind, hint = "info", "No password: mail is sent without logging in."
+        self.password_hint.value = (f"<div style='font-size:12px;margin-left:88px'>"
+                                    f"{_theme.line(kind, hint)}</div>")
 
     def _on_sender_setting(self, _change: Any) -> None:
         default = self.settings.sender or (
@@ -491,13 +555,13 @@ class ComposeForm(widgets.VBox):
         if self.check_button.disabled:
             return
         self.check_button.disabled = True
-        self.settings_status.value = _line(
+        self.settings_status.value = _status(
             "busy", f"Connecting to {self.settings.host}:{self.settings.port}\u2026")
         try:
             future = api.worker_loop().submit(api.check_async(self.settings))
         except Exception as exc:  # noqa: BLE001 - shown, the form stays usable
             self.check_button.disabled = False
-            self.settings_status.value = _line("error", _sentence(exc))
+            self.settings_status.value = _status("error", _sentence(exc))
             return
         _on_kernel(future, self._finish_check)
 
@@ -505,11 +569,11 @@ class ComposeForm(widgets.VBox):
         try:
             lines = future.result().lines()
             self.last_report = lines
-            self.settings_status.value = "<br>".join(
-                [_line("ok", lines[0]), *(_line("info", x) for x in lines[1:])])
+            self.settings_status.value = _status("ok", lines[0]) + "".join(
+                _theme.line("info", x, tag="div") for x in lines[1:])
         except Exception as exc:  # noqa: BLE001
             self.last_report = None
-            self.settings_status.value = _line("error", _sentence(exc))
+            self.settings_status.value = _status("error", _sentence(exc))
         finally:
             self.check_button.disabled = False
 
@@ -519,14 +583,7 @@ class ComposeForm(widgets.VBox):
         oauth2 = self.settings.auth == "oauth2"
         self.sign_in_button.layout.display = None if oauth2 else "none"
         self.password.layout.display = "none" if oauth2 else None
-        if oauth2:
-            provider = self.settings.oauth2_provider or "no oauth2_provider set"
-            self.password_hint.value = (
-                "<span style='font-size:12px;margin-left:88px'>"
-                + _line("info", f"Signs in with OAuth2 ({provider}): press Sign in once.")
-                + "</span>")
-        else:
-            self._on_password_setting(None)
+        self._show_login_hint()
 
     def _on_sign_in(self, _button: Any = None) -> None:
         """The device-code sign-in on a thread of its own (it waits for the user); the code
@@ -534,7 +591,7 @@ class ComposeForm(widgets.VBox):
         if self.sign_in_button.disabled:
             return
         self.sign_in_button.disabled = True
-        self.settings_status.value = _line("busy", "Starting the OAuth2 sign-in\u2026")
+        self.settings_status.value = _status("busy", "Starting the OAuth2 sign-in\u2026")
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -560,17 +617,13 @@ class ComposeForm(widgets.VBox):
 
     def _finish_sign_in(self, future: concurrent.futures.Future[Any]) -> None:
         try:
-            self.settings_status.value = _line("ok", future.result().describe())
+            self.settings_status.value = _status("ok", future.result().describe())
         except Exception as exc:  # noqa: BLE001
-            self.settings_status.value = _line("error", _sentence(exc))
+            self.settings_status.value = _status("error", _sentence(exc))
         finally:
             self.sign_in_button.disabled = False
 
     # -- addresses -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _flag() -> widgets.HTML:
-        return widgets.HTML(layout=widgets.Layout(display="none", margin="-2px 0 2px 88px"))
 
     def _address_problem(self, name: str) -> str | None:
         label = {"sender": "From", "to": "To", "cc": "Cc", "bcc": "Bcc"}[name]
@@ -583,7 +636,7 @@ class ComposeForm(widgets.VBox):
         bad = []
         for item in items:
             try:
-                parse_address(item, f"{label} address")
+                api.check_address(item, f"{label} address")
             except InvalidRequest as exc:
                 bad.append(exc.message)
         if not bad:
@@ -592,12 +645,15 @@ class ComposeForm(widgets.VBox):
 
     def _on_address(self, change: Mapping[str, Any]) -> None:
         widget = change["owner"]
-        name = next(n for n in ("sender", "to", "cc", "bcc") if getattr(self, n) is widget)
+        name = next(n for n in _ADDRESS_FIELDS if getattr(self, n) is widget)
         problem = self._address_problem(name)
         flag = self._flags[name]
-        flag.value = _line("warn", problem) if problem else ""
+        flag.value = _theme.line("warn", problem, tag="div", live=True) if problem else ""
         flag.layout.display = None if problem else "none"
-        widget.style.text_color = _COLORS["error"] if problem else None
+        if problem:
+            widget.add_class("smtp-magic-invalid")
+        else:
+            widget.remove_class("smtp-magic-invalid")
         self._update_send_button()
 
     # -- attachments ---------------------------------------------------------------------------
@@ -669,7 +725,7 @@ class ComposeForm(widgets.VBox):
         self.clear_uploads.layout.display = None if self.upload.value else "none"
         if not items:
             self.attachment_list.value = (
-                "<div style='margin-left:88px;color:#57606a;font-size:12px'>No attachments. "
+                f"<div style='margin-left:88px;color:{_theme.MUTED};font-size:12px'>No attachments. "
                 f"Limit {_size(self.settings.attachment_size * MB)} per file "
                 "(attachment_size).</div>")
         else:
@@ -677,9 +733,9 @@ class ComposeForm(widgets.VBox):
             for item in items:
                 size = f" \u00b7 {_size(item.size)}" if item.size is not None else ""
                 text = f"<i class='fa fa-paperclip'></i> {html.escape(item.label)}{size} " \
-                       f"<span style='color:#57606a'>({html.escape(item.origin)})</span>"
+                       f"<span style='color:{_theme.MUTED}'>({html.escape(item.origin)})</span>"
                 if item.problem:
-                    text += "<br>&nbsp;&nbsp;&nbsp;" + _line("error", item.problem)
+                    text += "<br>&nbsp;&nbsp;&nbsp;" + _theme.line("error", item.problem)
                 rows.append(f"<div>{text}</div>")
             self.attachment_list.value = (
                 f"<div style='margin-left:88px;font-size:13px'>{''.join(rows)}</div>")
@@ -695,15 +751,13 @@ class ComposeForm(widgets.VBox):
     # -- preview and send ----------------------------------------------------------------------
 
     def _blocker(self) -> str | None:
-        for name in ("sender", "to", "cc", "bcc"):
+        for name in _ADDRESS_FIELDS:
             problem = self._address_problem(name)
             if problem:
                 return problem
-        return getattr(self, "_blocking_attachment", None)
+        return self._blocking_attachment
 
     def _update_send_button(self) -> None:
-        if not hasattr(self, "send_button"):
-            return
         blocker = self._blocker()
         self.send_button.disabled = self._sending or blocker is not None
         self.send_button.description = "Sending\u2026" if self._sending else "Send"
@@ -711,7 +765,7 @@ class ComposeForm(widgets.VBox):
                                                "Send the message")
 
     def _set_status(self, kind: str, text: str) -> None:
-        self.status.value = f"<div style='line-height:1.4'>{_line(kind, text)}</div>"
+        self.status.value = f"<div style='line-height:1.4'>{_status(kind, text)}</div>"
 
     def _on_preview(self, _button: Any = None) -> None:
         try:
@@ -719,7 +773,8 @@ class ComposeForm(widgets.VBox):
         except Exception as exc:  # noqa: BLE001 - shown, nothing sent
             self._set_status("error", _sentence(exc))
             return
-        self.preview.value = preview_html(composed)
+        # What sanitising took out and what fell back, under the message (as --preview does).
+        self.preview.value = preview_html(composed) + preview_notes_html(self.removed, self.notes)
         self._preview_box.layout.display = None
         self._set_status("info", "Preview below; nothing was sent.")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ def test_debug_in_a_kernel(tmp_path: Path, server_tls: Any, ca_file: Path) -> No
             outputs = fe.run("%%smtp_send --to bob@example.test --subject Live\nhi", stdin=True)
             shown = [m for m in outputs if m["msg_type"] == "display_data"]
             assert len(shown) == 2, shown  # the status line and the transcript
-            transcript_id = shown[1]["content"]["transient"]["display_id"]
+            (transcript,) = [m for m in shown if "SMTP conversation" in
+                             m["content"]["data"]["text/plain"]]
+            transcript_id = transcript["content"]["transient"]["display_id"]
             server.wait_for(2, timeout=15)
             fe.run("await smtp_last", stdin=True)
             fe.drain(0.5)
@@ -102,15 +105,20 @@ def test_debug_in_a_kernel(tmp_path: Path, server_tls: Any, ca_file: Path) -> No
             fe.run("%smtp_config --no-debug --rate 10/s", stdin=False)
             fe.run("people = [{'to': f'p{i}@example.test', 'n': i} for i in range(8)]",
                    stdin=True)
-            fe.run("%%smtp_send --each people --to {to} --subject 'Row {n}'\n{{ n }}",
-                   stdin=True)
+            outputs = fe.run("%%smtp_send --each people --to {to} --subject 'Row {n}'\n"
+                             "{{ n }}", stdin=True)
+            (status,) = [m for m in outputs if m["msg_type"] == "display_data"]
+            status_id = status["content"]["transient"]["display_id"]
             fe.run("await smtp_last", stdin=True)
             fe.drain(0.3)
-            labels = [m["content"]["data"]["state"].get("value") for m in fe.iopub
-                      if m["msg_type"] == "comm_msg"
-                      and "state" in m["content"].get("data", {})]
-            assert any(isinstance(v, str) and "done by about" in v for v in labels), labels
-            assert "8 of 8" in labels
+            lines = [m["content"]["data"]["text/plain"] for m in fe.iopub
+                     if m["msg_type"] == "update_display_data"
+                     and m["content"]["transient"]["display_id"] == status_id]
+            # live: the counts move and the expected end is shown; then the final state
+            assert any("done by about" in v for v in [status["content"]["data"]["text/plain"],
+                                                      *lines]), lines
+            assert any(re.search(r"\b[1-7] of 8 done", v) for v in lines), lines
+            assert lines[-1].startswith("\u2714 sent 8 messages in"), lines
 
             everything = json.dumps(fe.iopub, default=str)
             assert PASSWORD not in everything

@@ -149,7 +149,7 @@ def test_sigkill_mid_batch_then_retry_delivers_the_rest_once(
     # A new kernel (a restart): the outbox lists what was not confirmed ...
     kernel = kernels()
     setup_cells(kernel, server.port)
-    listing = kernel.ok("%smtp_outbox")
+    listing = kernel.ok("%smtp_outbox --limit 1000")  # every row (the default shows 20)
     for n, entry in pending.items():
         assert entry.message_id in listing, f"row {n} ({entry.message_id}) is not listed"
     assert "earlier session" in listing
@@ -224,7 +224,9 @@ def test_restart_right_after_an_each_cell_returns_then_retry_delivers_every_row_
 
     kernel = kernels()
     setup_cells(kernel, server.port)
-    listing = kernel.ok("%smtp_outbox")
+    shown = kernel.ok("%smtp_outbox")
+    assert f"{rows} pending (earlier session); the newest 20 of {rows} below" in shown
+    listing = kernel.ok("%smtp_outbox --limit 1000")
     assert all(e.message_id in listing for e in kept) and "pending (earlier session)" in listing
     kernel.ok("%smtp_outbox --retry", timeout=120)
     counts = Counter(row_of(m.subject) for m in server.messages())

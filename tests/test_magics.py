@@ -160,7 +160,7 @@ def test_table_masks_the_password(ip: TestingShell, monkeypatch: pytest.MonkeyPa
     shown = run(ip, "%smtp_config")
     (output,) = shown.outputs
     html, text = output.data["text/html"], output.data["text/plain"]
-    assert "<table>" in html and "password" in text
+    assert "<table" in html and "SmtpMagic settings" in html and "password" in text
     for rendered in (html, text):
         assert "hunter2-secret" not in rendered and "********" in rendered
     listed = run(ip, "%config SmtpMagic")
@@ -381,6 +381,53 @@ def test_earlier_sessions_undelivered_are_listed(ip: TestingShell, tmp_data: Tmp
                  message_id="<old@example.test>", subject="old")
     shown = run(ip, "%smtp_outbox")
     assert "earlier session" in shown.outputs[0].data["text/plain"]
+
+
+def test_outbox_and_inbox_wait_a_little_for_sends_in_flight(
+    ip: TestingShell, fault_server: Any, tmp_data: TmpData
+) -> None:
+    """Run All: the cells after an asynchronous send show how it went, not 'pending'."""
+    server = fault_server(stall=0.6)  # every DATA takes 0.6 s
+    config.current().update({"host": "127.0.0.1", "port": server.port, "security": "none",
+                             "sender": SENDER, "send_mode": "async"})
+    ip.run_cell("%%smtp_send --to bob@example.test --subject 'in flight'\nbody")
+    started = time.monotonic()
+    shown = run(ip, "%smtp_outbox")
+    assert 0.3 < time.monotonic() - started < 8
+    (table,) = [o.data["text/plain"] for o in shown.outputs if "Outbox" in o.data["text/plain"]]
+    assert "1 sent" in table and "pending" not in table, table
+    ip.run_cell("%%smtp_send --to bob@example.test --subject 'second'\nbody")
+    started = time.monotonic()
+    run(ip, "%smtp_inbox")
+    assert 0.3 < time.monotonic() - started < 8 and server.count() == 2
+
+
+def test_outbox_waits_no_longer_than_its_bound(
+    ip: TestingShell, fault_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = fault_server(stall=3.0)
+    config.current().update({"host": "127.0.0.1", "port": server.port, "security": "none",
+                             "sender": SENDER, "send_mode": "async", "timeout": 10})
+    monkeypatch.setattr("smtp_magic.magics.SETTLE_SECONDS", 0.5)
+    ip.run_cell("%%smtp_send --to bob@example.test --subject slow\nbody")
+    started = time.monotonic()
+    shown = run(ip, "%smtp_outbox")
+    assert time.monotonic() - started < 2.5
+    assert "1 send(s) still in flight; %smtp_outbox --wait waits" in shown.stdout
+    (table,) = [o.data["text/plain"] for o in shown.outputs if "Outbox" in o.data["text/plain"]]
+    assert "1 pending" in table
+    run(ip, "%smtp_outbox --wait")
+
+
+def test_outbox_limit_shows_the_newest(ip: TestingShell, to_server: CaptureServer) -> None:
+    ip.user_ns["people"] = [{"to": f"p{i}@example.test", "n": i} for i in range(5)]
+    ip.run_cell("%%smtp_send --sync --each people --to {to} --subject 'Row {n}'\n{{ n }}")
+    text = run(ip, "%smtp_outbox --limit 2").outputs[0].data["text/plain"]
+    assert "Row 3" in text and "Row 4" in text and "Row 2" not in text
+    assert "5 sent; the newest 2 of 5 below (%smtp_outbox --limit 5 shows all)" in text
+    html = run(ip, "%smtp_outbox").outputs[0].data["text/html"]  # default 20: all five
+    assert all(f"Row {i}" in html for i in range(5)) and "the newest" not in html
+    assert "<caption" in html and "Outbox (" in html
 
 
 # -- check, local server, inbox ------------------------------------------------------------------

@@ -13,78 +13,20 @@ import json
 import os
 import re
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lab import chromium, jupyter_lab, log, wait_kernel_ready
 
 from smtp_magic.server import CaptureServer
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage"]
 USER, PASSWORD = "alice", "Tr0ub4dor-" + secrets.token_hex(6)  # unique: searched for in the file
-T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:6.2f}s] {msg}", flush=True)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SMTP_MAGIC_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"the browser test is required (SMTP_MAGIC_REQUIRE_BROWSER=1) but {reason}")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
-
-
-def die_with_pytest(cmd: list[str]) -> list[str]:
-    """Kill the server if pytest itself is killed, so no run leaves one behind (Linux).
-
-    KILL, not TERM: a JupyterLab still starting up was seen to hang on SIGTERM. Its kernel
-    exits by itself once its parent is gone (ipykernel's parent poller).
-    """
-    setpriv = shutil.which("setpriv")  # util-linux; the death signal survives its exec
-    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()  # our own child, by its PID
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 SETTINGS_CELL = """\
@@ -115,17 +57,8 @@ def make_notebook(path: Path, smtp_port: int) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        log(f"chromium {b.version} launched")
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -142,42 +75,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory, smtp: CaptureServer
         ) -> Iterator[tuple[str, Path]]:
     d = tmp_path_factory.mktemp("lab")
     make_notebook(d / "compose.ipynb", smtp.port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_")}
-    env.update(
-        # every Jupyter/IPython dir isolated: the host's config and workspaces stay out
-        JUPYTER_CONFIG_DIR=str(d / ".jcfg"), JUPYTER_DATA_DIR=str(d / ".jdata"),
-        JUPYTER_RUNTIME_DIR=str(d / ".jrun"), IPYTHONDIR=str(d / ".ipy"),
-        JUPYTER_PLATFORM_DIRS="1", XDG_DATA_HOME=str(d / ".xdg"),
-        SMTP_MAGIC_OUTBOX=str(d / "outbox"), SMTP_MAGIC_CAPTURE_DIR=str(d / "capture"),
-    )
-    labconfig = d / ".jcfg" / "labconfig"
-    labconfig.mkdir(parents=True)
-    # JupyterLab 4's "official Jupyter news?" toast would cover the page.
-    (labconfig / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    # ... and widget state is saved with the notebook (jupyterlab-manager's saveState), so the
-    # saved file holds every widget's state: the place a password would leak to.
+    # Widget state is saved with the notebook (jupyterlab-manager's saveState), so the saved
+    # file holds every widget's state: the place a password would leak to.
     widget_settings = (d / ".jcfg" / "lab" / "user-settings" / "@jupyter-widgets"
                        / "jupyterlab-manager")
     widget_settings.mkdir(parents=True)
     (widget_settings / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
-
-    port, token = free_port(), secrets.token_hex(16)
-    log("starting jupyter lab")
-    with open(d / "lab.log", "w") as logfile:
-        proc = subprocess.Popen(die_with_pytest(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-             f"--IdentityProvider.token={token}", f"--port={port}", "--ip=127.0.0.1",
-             f"--ServerApp.root_dir={d}",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]),
-            env=env, stdout=logfile, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", proc)
-        log("jupyter lab answers")
-        yield f"http://127.0.0.1:{port}/lab/tree/compose.ipynb?token={token}", d
-    finally:
-        stop(proc)
-        log("jupyter lab stopped")
+    with jupyter_lab(d) as (base, token):
+        yield f"{base}/lab/tree/compose.ipynb?token={token}", d
 
 
 def test_compose_form_in_jupyterlab(browser: Any, lab: tuple[str, Path],
@@ -188,15 +93,7 @@ def test_compose_form_in_jupyterlab(browser: Any, lab: tuple[str, Path],
     page = browser.new_page(viewport={"width": 1100, "height": 1300})
     try:
         page.goto(url)
-        # 'idle' shows once before the kernel is connected; the debugger button is enabled
-        # only after the kernel_info reply (JupyterLab's Galata waits the same way).
-        page.wait_for_function("""() => {
-            const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
-            const b = document.querySelector('.jp-DebuggerBugButton');
-            return s && s.getAttribute('data-status') === 'idle'
-                && b && b.getAttribute('aria-disabled') === 'false';
-        }""", timeout=60_000)
-        log("kernel ready")
+        wait_kernel_ready(page)
         run = page.locator(".jp-NotebookPanel-toolbar "
                            "[data-command='notebook:run-cell-and-select-next']")
         run.click()  # the settings cell

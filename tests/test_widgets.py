@@ -377,3 +377,47 @@ def test_smtp_config_magic_and_form_share_settings(ip: Any) -> None:
     ip.run_line_magic("config", "SmtpMagic.port = 2603")
     assert form.port.value == 2603
     form.close()
+
+
+def test_the_field_shows_the_setting_as_stored(form: ComposeForm, settings: SmtpMagic) -> None:
+    form.username.value = "  alice@example.org  "
+    assert settings.username == "alice@example.org"
+    assert form.username.value == "alice@example.org"  # what the settings hold, not the typing
+    settings.update({"port": 2700})  # what %smtp_config --port 2700 does
+    assert form.port.value == 2700 and form.settings_status.value == ""
+
+
+def test_a_refused_value_then_a_change_of_the_setting_clears_the_report(
+    form: ComposeForm, settings: SmtpMagic
+) -> None:
+    form.port.value = 70000
+    assert "port must be between 1 and 65535" in form.settings_status.value
+    assert 'role="alert"' in form.settings_status.value  # announced by screen readers
+    settings.port = 2525  # e.g. %smtp_config --port 2525: the form follows and the error goes
+    assert form.port.value == 2525 and form.settings_status.value == ""
+
+
+def test_the_body_has_a_label_and_the_status_is_a_live_region(form: ComposeForm) -> None:
+    assert form.body.description == "Body"  # the textarea's <label>
+    assert 'role="status"' in form.status.value and 'aria-live="polite"' in form.status.value
+    form.send_button.click()  # no recipient
+    assert 'role="alert"' in form.status.value and "no recipient" in form.status.value
+
+
+def test_an_invalid_address_marks_its_field(form: ComposeForm) -> None:
+    form.to.value = "bob@"
+    assert "smtp-magic-invalid" in form.to._dom_classes
+    form.to.value = "bob@example.org"
+    assert "smtp-magic-invalid" not in form.to._dom_classes
+
+
+def test_preview_lists_what_sanitising_removed(form: ComposeForm,
+                                               smtp_server: CaptureServer) -> None:
+    form.to.value = "bob@example.org"
+    form.subject.value = "Careful"
+    form.body.value = "<p onclick=\"alert(1)\">Hi</p><script>alert(2)</script>"
+    form.preview_button.click()
+    assert "Removed before sending:" in form.preview.value, form.preview.value
+    assert form.removed and all(what in form.preview.value for what in
+                                (html.escape(r, quote=False) for r in form.removed))
+    assert smtp_server.count() == 0
