@@ -244,12 +244,15 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     if close is None:
         return None
     source = html[pos : close.end()]
-    counts = source.lower()
-    nrows, nheads = counts.count("<tr"), counts.count("<thead")
-    ncells = counts.count("<td") + counts.count("<th") - nheads
-    if not ncells or not nrows or ncells % nrows or nheads > 1:
+    lowered = source.lower()
+    first_row = lowered.find("</tr")  # as many cells as it has, in every row (the grammar checks)
+    ncols = (
+        lowered.count("</td", 0, first_row)
+        + lowered.count("</th", 0, first_row)
+        - lowered.count("</thead", 0, first_row)
+    )
+    if first_row < 0 or ncols < 1:
         return None
-    ncols = ncells // nrows
     table = _table_grammar(ncols, False).fullmatch(source)
     if table is None:
         table = _table_grammar(ncols, True).fullmatch(source)
@@ -259,7 +262,7 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
     head = table.group("head")
     nhead = head.lower().count("<tr") if head else 0
-    body = source[table.end("head") if head is not None else 0 :].lower()
+    body = lowered if head is None else source[table.end("head") :].lower()
     values = texts[nhead * ncols :]
     if "<th" in body:
         kinds = "".join(_CELL_KIND.findall(body))
