@@ -522,7 +522,7 @@ class _Converter:
             if tag not in _VOID:
                 self._skip = (tag, 1)
             return
-        if tag in _CELL_BLOCKS:
+        if tag in _CELL_BLOCKS and self._tables:
             self._flag_cell_block()
         if tag in _BLOCKS:
             self._writers[-1].newline(2)
