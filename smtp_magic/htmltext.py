@@ -213,13 +213,22 @@ def _close(name: str) -> str:
     return rf"</{_ci(name)}{_WS}*>"
 
 
+def _rest_of_start_tag(attributes: bool) -> str:
+    """A start tag after its name, as _TOKEN reads it (no '/'), with attributes or without."""
+    return rf"(?:{_SAFE_ATTR})*{_WS}*>" if attributes else rf"{_WS}*>"
+
+
+def _cell(attributes: bool) -> str:
+    rest = _rest_of_start_tag(attributes)
+    return rf"{_WS}*<[tT][dDhH]{rest}[^<]*</[tT][dDhH]{_WS}*>"
+
+
 @lru_cache(maxsize=64)
 def _table_grammar(ncols: int, attributes: bool) -> re.Pattern[str]:
     """A <table> whose every row has ``ncols`` cells of text (no tags), its <thead> if any first
-    (group "head": the rows in it), with or without attributes on its tags, as _TOKEN reads them."""
-    rest = rf"(?:{_SAFE_ATTR})*{_WS}*>" if attributes else rf"{_WS}*>"  # a start tag after its name
-    cell = rf"{_WS}*<[tT][dDhH]{rest}[^<]*</[tT][dDhH]{_WS}*>"
-    row = rf"{_WS}*<{_ci('tr')}{rest}(?:{cell}){{{ncols}}}{_WS}*{_close('tr')}"
+    (group "head": the rows in it), with attributes on its tags or without."""
+    rest = _rest_of_start_tag(attributes)
+    row = rf"{_WS}*<{_ci('tr')}{rest}(?:{_cell(attributes)}){{{ncols}}}{_WS}*{_close('tr')}"
     return re.compile(
         rf"<{_ci('table')}{rest}"
         rf"(?:{_WS}*<{_ci('thead')}{rest}(?P<head>(?:{row})*){_WS}*{_close('thead')})?"
@@ -228,7 +237,15 @@ def _table_grammar(ncols: int, attributes: bool) -> re.Pattern[str]:
     )
 
 
-_TABLE_END = re.compile(_close("table"))
+# A table's start up to the end of its first row: its cells (group 1) are how many the grammar
+# expects in every row. It stops where a table stops being simple, so that a page of nested
+# layout tables is not scanned to its end once per table.
+_FIRST_ROW = re.compile(
+    rf"<{_ci('table')}{_rest_of_start_tag(True)}"
+    rf"(?:{_WS}*<{_ci('thead')}{_rest_of_start_tag(True)})?"
+    rf"(?:{_WS}*<{_ci('tbody')}{_rest_of_start_tag(True)})?"
+    rf"{_WS}*<{_ci('tr')}{_rest_of_start_tag(True)}((?:{_cell(True)})*){_WS}*{_close('tr')}"
+)
 _TAG_ATTRS = re.compile(rf"<[a-zA-Z]+((?:{_SAFE_ATTR})+)")  # the attributes of a tag that has some
 _CELL_TEXT = re.compile(r">([^<]*)</[tT][dDhH][ \t\n\r\f>]")  # (not </thead>)
 _CELL_KIND = re.compile(r"<t([dh])[ \t\n\r\f>]")  # in lowercased markup
@@ -240,29 +257,21 @@ _NUMBERS = re.compile(rf"(?:{_NUMBER_SOURCE})?(?:\n(?:{_NUMBER_SOURCE})?)*")  # 
 def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     """The table whose start tag is at ``pos`` laid out as the converter would, and where it
     ends; None for a table that is not that simple."""
-    close = _TABLE_END.search(html, pos)
-    if close is None:
+    first_row = _FIRST_ROW.match(html, pos)
+    ncols = first_row.group(1).count("</") if first_row else 0  # one end tag per cell
+    if not ncols:
         return None
-    source = html[pos : close.end()]
-    lowered = source.lower()
-    first_row = lowered.find("</tr")  # as many cells as it has, in every row (the grammar checks)
-    ncols = (
-        lowered.count("</td", 0, first_row)
-        + lowered.count("</th", 0, first_row)
-        - lowered.count("</thead", 0, first_row)
-    )
-    if first_row < 0 or ncols < 1:
-        return None
-    table = _table_grammar(ncols, False).fullmatch(source)
+    table = _table_grammar(ncols, False).match(html, pos)
     if table is None:
-        table = _table_grammar(ncols, True).fullmatch(source)
-        if table is None or not _plain_attributes(source):
+        table = _table_grammar(ncols, True).match(html, pos)
+        if table is None or not _plain_attributes(table.group()):
             return None
+    source = table.group()
     texts = _cell_texts(_CELL_TEXT.findall(source))
     # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
     head = table.group("head")
     nhead = head.lower().count("<tr") if head else 0
-    body = lowered if head is None else source[table.end("head") :].lower()
+    body = html[table.end("head") if head is not None else pos : table.end()].lower()
     values = texts[nhead * ncols :]
     if "<th" in body:
         kinds = "".join(_CELL_KIND.findall(body))
@@ -274,7 +283,7 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
             for text in values[row * ncols : (row + 1) * ncols]
         ]
     numeric = [_numbers(values[column::ncols]) for column in range(ncols)]
-    return _lay_out(texts, ncols, numeric), close.end()
+    return _lay_out(texts, ncols, numeric), table.end()
 
 
 def _plain_attributes(source: str) -> bool:
