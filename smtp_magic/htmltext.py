@@ -151,11 +151,12 @@ def _fast_tokenize(html: str, sink: _Converter) -> bool:
                 data(unescape(text) if "&" in text else text)
             if tag is not None:
                 tag = tag.lower()
-                if tag == "table" and not slash and sink.takes_whole_tables:
+                attr = _attributes(attrs) if attrs else _NO_ATTRIBUTES
+                # (A table with a role is a layout table: no use trying.)
+                if tag == "table" and not slash and "role" not in attr and sink.takes_whole_tables:
                     table = _whole_table(html, token.end(1))
                     if table is not None:
                         break
-                attr = _attributes(attrs) if attrs else _NO_ATTRIBUTES
                 if slash:
                     sink.startend(tag, attr)
                     continue
