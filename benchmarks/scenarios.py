@@ -111,7 +111,7 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
         import smtp_magic
         from smtp_magic.models import SendRequest
 
-        import smtp_magic.compose
+        import smtp_magic.mime
         import smtp_magic.htmltext
         import smtp_magic.transport  # noqa: F401 - imported before timing, as for the peers
         import aiosmtplib  # noqa: F401

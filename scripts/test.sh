@@ -58,7 +58,7 @@ step "Python packages"
 # Keep the host's Jupyter and IPython configuration out of the tests.
 export JUPYTER_CONFIG_DIR=$WORK/jupyter-config JUPYTER_DATA_DIR=$WORK/jupyter-data
 export JUPYTER_RUNTIME_DIR=$WORK/jupyter-runtime IPYTHONDIR=$WORK/ipython
-export XDG_DATA_HOME=$WORK/data
+export XDG_DATA_HOME=$WORK/data XDG_CONFIG_HOME=$WORK/config  # outbox, profiles.json
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
 
 step "Private Postfix on 127.0.0.1"
@@ -72,12 +72,16 @@ step "OpenID Connect server for the OAuth2 tests (npm ci in tests/oidc)"
 # The tests start and stop it themselves (tests/idp.py); in CI a missing one fails them.
 export SMTP_MAGIC_REQUIRE_OIDC=1
 
-step "lint and types (ruff, mypy)"
+step "lint, types and layering (ruff, mypy, import-linter)"
 "$VENV/bin/ruff" check smtp_magic
 "$VENV/bin/mypy" smtp_magic
+"$VENV/bin/lint-imports"  # the layering the README describes (pyproject.toml [tool.importlinter])
 
 step "notebooks (nbval against the capture server)"
 bash scripts/test-notebooks.sh "$VENV"
+
+step "the package: sdist and wheel, a fresh venv with the wheel, smtp-magic demo from it"
+bash scripts/test-package.sh "$VENV"
 
 step "pytest"
 run_pytest "$VENV/bin/python" -m pytest -p no:cacheprovider -q -ra tests

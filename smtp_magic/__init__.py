@@ -17,6 +17,8 @@ from .api import (
     send_async,
     send_many,
     send_many_async,
+    send_notebook,
+    send_notebook_async,
 )
 from .config import SmtpMagic, current
 from .errors import SmtpMagicError
@@ -45,6 +47,8 @@ __all__ = [
     "send_async",
     "send_many",
     "send_many_async",
+    "send_notebook",
+    "send_notebook_async",
     "unload_ipython_extension",
 ]
 

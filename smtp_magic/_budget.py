@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 __all__ = ["cut_html", "head_text", "utf8_size"]
+
+log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(
     r"<!--.*?(?:-->|\Z)"  # a comment

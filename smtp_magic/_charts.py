@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import logging
 from typing import Any
 
 from .errors import InvalidRequest, MissingDependency
 
 __all__ = ["SCALE", "altair_png", "bokeh_png", "plotly_png", "svg_png", "vega_png"]
+
+log = logging.getLogger(__name__)
 
 SCALE = 2  # pixels per CSS pixel: sharp on high-density screens, shown at half the size
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
 import html
 import importlib.util
+import logging
 import queue
 import sys
 import time
@@ -17,10 +19,13 @@ from typing import Any
 
 from . import api
 from .config import SmtpMagic
+from .conversation import debug_output
 from .errors import ExitCode, SmtpMagicError
 from .models import Response, SendRequest
+from .outbox import history
 
 __all__ = [
+    "SendInterrupted",
     "SendJob",
     "is_headless",
     "one_line",
@@ -29,6 +34,8 @@ __all__ = [
     "start_send",
     "wait_all",
 ]
+
+log = logging.getLogger(__name__)
 
 # Every job this session started, so `%smtp_outbox --wait` can block on their concurrent futures
 # (never on kernel-loop tasks: the kernel's own loop is blocked while a cell runs).
@@ -97,6 +104,7 @@ class SendJob:
         self.started = time.monotonic()
         self.finished: float | None = None
         self.progress = 0
+        self.finish_at: float | None = None  # expected, for a paced --each (the rate setting)
         self.future: concurrent.futures.Future[list[Response]] | None = None
         self.responses: list[Response] | None = None
         self.crash: BaseException | None = None
@@ -151,7 +159,9 @@ class SendJob:
         total = len(self.requests)
         if self.finished is None:
             if self.many:
-                return "\u23f3", "#57606a", f"sending {total} messages\u2026 {self.progress} of {total} done"
+                when = f", done by about {finish_time(self.finish_at)}" if self.finish_at else ""
+                return ("\u23f3", "#57606a",
+                        f"sending {total} messages\u2026 {self.progress} of {total} done{when}")
             req = self.requests[0]
             return "\u23f3", "#57606a", f"sending \u201c{req.subject}\u201d to {', '.join(req.recipients)}\u2026"
         elapsed = self.finished - self.started
@@ -207,21 +217,29 @@ class _Progress:
         else:
             _display(_Text(f"sending: 0 of {total}"), self.display_id)
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, finish_at: float | None = None) -> None:
         now = time.monotonic()
         if done < self.total and now - self.last < 0.1:
             return
         self.last = now
+        when = f", done by about {finish_time(finish_at)}" if finish_at and done < self.total else ""
         if self.bar is not None:
             self.bar.value = done
-            self.label.value = f"{done} of {self.total}"
+            self.label.value = f"{done} of {self.total}{when}"
         else:
-            _display(_Text(f"sending: {done} of {self.total}"), self.display_id, update=True)
+            _display(_Text(f"sending: {done} of {self.total}{when}"), self.display_id, update=True)
 
     def close(self, ok: bool) -> None:
         self.update(self.total)
         if self.bar is not None:
             self.bar.bar_style = "success" if ok else "danger"
+
+
+def finish_time(at: float) -> str:
+    """``14:32:05`` (and the date when it is not today) for a ``time.time()`` value."""
+    today = time.strftime("%Y-%m-%d")
+    day = time.strftime("%Y-%m-%d", time.localtime(at))
+    return time.strftime("%H:%M:%S" if day == today else "%Y-%m-%d %H:%M", time.localtime(at))
 
 
 class _Text:
@@ -232,13 +250,77 @@ class _Text:
         return self.text
 
 
+class SendInterrupted(KeyboardInterrupt):
+    """A blocking send was interrupted (the stop button): the send itself goes on."""
+
+    def __init__(self, job: SendJob) -> None:
+        super().__init__("the send goes on in the background; its status line shows the outcome, "
+                         "and `await smtp_last` or %smtp_outbox --wait waits for it.")
+        self.job = job
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[0;31mKeyboardInterrupt\x1b[0m: {self}"]
+
+
+class _Transcript:
+    """The SMTP conversation of an asynchronous send in debug mode, shown in the cell's output
+    under its status line and updated in place (at most five times a second), so it stays in
+    the right cell after the cell has finished. The newest ``limit`` lines are kept."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 2000) -> None:
+        self.loop = loop
+        self.lines: collections.deque[str] = collections.deque(maxlen=limit)
+        self.dropped = 0
+        self.display_id = uuid.uuid4().hex
+        self._scheduled = False
+
+    def show(self) -> None:
+        """Put it in the cell's output (under the status line, so after it)."""
+        _display(self, self.display_id)
+
+    def add(self, line: str) -> None:
+        if len(self.lines) == self.lines.maxlen:
+            self.dropped += 1
+        self.lines.append(line)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_later(0.2, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        _display(self, self.display_id, update=True)
+
+    def text(self) -> str:
+        head = [f"({self.dropped} earlier lines not shown)"] if self.dropped else []
+        return "\n".join(head + list(self.lines)) or "(no SMTP conversation yet)"
+
+    def __repr__(self) -> str:
+        return "SMTP conversation (debug):\n" + self.text()
+
+    def _repr_html_(self) -> str:
+        return ("<details open><summary>SMTP conversation (debug)</summary>"
+                f"<pre style='margin:0;font-size:12px'>{html.escape(self.text())}</pre></details>")
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic, *, block: bool,
-               many: bool, notes: Sequence[str] = ()) -> SendJob:
-    """Send ``requests`` in one ``send_many_async`` call on the worker loop, with a status line.
+               many: bool, composed: Sequence[Any] | None = None,
+               notes: Sequence[str] = ()) -> SendJob:
+    """Send ``requests`` in one batch on the worker loop, with a status line.
+
+    Every message is written to the outbox before this starts sending or shows "sending", so a
+    kernel restart right after the cell returns loses nothing. ``composed``: the messages
+    already built from ``requests`` (the magic's validation pass), reused as they are.
+    ``notes``: what the status line says besides the outcome (e.g. an object that fell back).
 
     ``block``: wait here (the kernel's loop is not needed: the I/O runs on the worker loop's
-    thread). Otherwise return at once; the status line is settled by a task on the kernel's loop
-    (so its output is parented to this cell), or by the worker thread where no loop runs.
+    thread); an interrupt then raises ``SendInterrupted`` (the send goes on). Otherwise return
+    at once; the status line is settled by a task on the kernel's loop (so its output is
+    parented to this cell), or by the worker thread where no loop runs.
     """
     job = SendJob(requests, many=many, notes=notes)
     in_kernel = kernel_of(shell) is not None
@@ -249,9 +331,7 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
     # A live status line needs a front end that applies display updates; headless runners
     # (nbval, papermill) keep only the first version, so there we show the final line alone.
     live = not block or (in_kernel and not is_headless(shell))
-    if live:
-        _display(job, job.display_id)
-    bar = _Progress(len(job.requests), widget=not block) if many and live and in_kernel else None
+    bar: _Progress | None = None
     inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
     context = contextvars.copy_context()
 
@@ -264,17 +344,42 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         else:
             func()
 
-    def on_progress(done: int, total: int, response: Response) -> None:
-        job.progress = done
+    def on_progress(done: int, total: int, response: Response | None,
+                    finish_at: float | None) -> None:
+        job.progress, job.finish_at = done, finish_at
         if bar is not None:
-            post(lambda: bar.update(done))
+            post(lambda: bar.update(done, finish_at) if bar is not None else None)
 
-    job.future = api.worker_loop().submit(
-        api.send_many_async(job.requests, config=settings, progress=on_progress))
+    # --debug: the conversation goes where this cell's outputs go (see _Transcript).
+    transcript: _Transcript | None = None
+    sink: Callable[[str], None] | None = None
+    if settings.debug:
+        if block or loop is None:
+            sink = lambda line: post(lambda: _stderr_line(line))
+        else:
+            shown = transcript = _Transcript(loop)
+            sink = lambda line: post(lambda: shown.add(line))
+    # Composed (if need be), credentials resolved and journaled here, before anything is shown.
+    try:
+        with debug_output(sink) if sink is not None else contextlib.nullcontext():
+            job.future = api.submit_many(job.requests, config=settings, progress=on_progress,
+                                         composed=composed)
+    except KeyboardInterrupt:
+        raise one_line(KeyboardInterrupt("interrupted before anything was sent; nothing was "
+                                         "kept in the outbox.")) from None
     _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
+    if live:
+        _display(job, job.display_id)
+    if transcript is not None:
+        transcript.show()
+    bar = _Progress(len(job.requests), widget=not block) if many and live and in_kernel else None
+    if bar is not None and job.progress:
+        bar.update(job.progress)
 
     def settle() -> None:
         job._settle()
+        if transcript is not None:
+            transcript.flush()
         if bar is not None:
             bar.close(not job.failures())
         if live:
@@ -292,7 +397,7 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
         except KeyboardInterrupt:  # the send goes on; its status line still settles later
             block = False
             _settle_later(job, loop, settle)
-            raise
+            raise SendInterrupted(job) from None
         while not inbox.empty():
             inbox.get()()
         settle()
@@ -323,16 +428,21 @@ def pending_jobs() -> list[SendJob]:
     return [job for job in _jobs if not job.done()]
 
 
-def wait_all(timeout: float | None = None) -> list[SendJob]:
-    """Block until every send started by the magics has finished; returns those jobs.
+def wait_all(timeout: float | None = None) -> list[Any]:
+    """Block until every send of this session has finished, whatever started it (the magics,
+    the form, the API); returns the sends still pending (those running on this thread's own
+    event loop, which cannot finish while it blocks).
 
-    Waits on the worker loop's futures, so it works while the kernel's loop is blocked.
+    Waits on the worker loop's futures and the send log, so it works while the kernel's loop
+    is blocked.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     jobs = list(_jobs)
     concurrent.futures.wait([j.future for j in jobs if j.future is not None], timeout=timeout)
     for job in jobs:
         job._settle()
-    return jobs
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return history.wait(left)
 
 
 def one_line(exc: BaseException) -> BaseException:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 __all__ = ["CHARTS", "FIGURES", "PANDAS", "kind_of", "kind_of_type", "title_of"]
+
+log = logging.getLogger(__name__)
 
 # (top-level package, class name) -> the kind, for every class in an object's MRO. Matching by
 # name means pandas, matplotlib or a chart library is never imported just to look at a value.

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import html as _html
 import importlib.util
+import logging
 import re
 
 __all__ = ["email_document", "inline_css", "is_document"]
+
+log = logging.getLogger(__name__)
 
 FONT = (
     "-apple-system,BlinkMacSystemFont,'Segoe UI',Roboto,Helvetica,Arial,sans-serif,"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 
 from .models import Attachment
 
 __all__ = ["UniqueNames", "unique_attachments"]
+
+log = logging.getLogger(__name__)
 
 
 class UniqueNames:

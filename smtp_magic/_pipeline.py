@@ -10,6 +10,7 @@ place to observe the conversation (commands and replies; the payload only as its
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,8 @@ from aiosmtplib import (
 )
 
 __all__ = ["Channel", "parse_reply"]
+
+log = logging.getLogger(__name__)  # the conversation itself is logged through ``trace``
 
 _MAX_REPLIES_BYTES = 1 << 16  # a few hundred pipelined replies at most; more is a broken server
 

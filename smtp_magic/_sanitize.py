@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import html as _html
 import importlib.util
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ from typing import Any, Literal
 from .errors import missing
 
 __all__ = ["Policy", "clean", "clean_document", "removals", "scope_styles"]
+
+log = logging.getLogger(__name__)
 
 Policy = Literal["object", "user"]
 

@@ -4,7 +4,7 @@ Each shortcut has a declared version window, a runtime check, and a fallback on 
 that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on the fallbacks):
 
 ``compose``
-    The bulk composer (``compose._render_fast``) writes a message's bytes from a cached MIME
+    The bulk composer (``mime._render_fast``) writes a message's bytes from a cached MIME
     skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts with
     the stdlib's private ``email.contentmanager._encode_text`` (what ``set_content`` itself
     calls) so that its bytes are exactly the email package's. Checked at first use by composing
@@ -27,12 +27,15 @@ greps for them).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AIOSMTPLIB_WINDOW",
@@ -134,6 +137,7 @@ def verified(feature: str, check: Callable[[], bool]) -> bool:
                               "Python/aiosmtplib; using the public APIs instead (slower, same result).",
                               RuntimeWarning, stacklevel=2)
             _checked[feature] = ok
+            log.debug("shortcut %r: %s", feature, "on" if ok else "off (self-check failed)")
     return _checked[feature]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html as _html_module
 import importlib.util
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ __all__ = [
     "style_tables",
     "utf8_size",
 ]
+
+log = logging.getLogger(__name__)
 
 # Shown columns at most; the attached file has them all.
 MAX_COLUMNS = 50

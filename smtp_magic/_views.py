@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
+import re
+import struct
 import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
-__all__ = ["Block", "Inbox", "Table"]
+__all__ = ["Block", "Inbox", "Table", "estimate_height", "html_frame", "message_frame",
+           "message_images"]
+
+log = logging.getLogger(__name__)
 
 
 class Table:
@@ -57,17 +64,123 @@ class Block:
         return self.text
 
 
-def _inline_images(msg: EmailMessage) -> dict[str, str]:
-    """cid -> data: URI, so the notebook can show a received message's inline images."""
+# -- message HTML, shown inert ------------------------------------------------------------------
+#
+# Message HTML is untrusted (anyone who reaches the capture server's port can send some), so
+# every view puts it in an iframe with an empty ``sandbox``: no script, event handler or
+# ``javascript:`` URL in it runs, and it gets an opaque origin (it cannot reach the notebook's
+# page, cookies or kernel). A Content-Security-Policy in the frame says the same again, for a
+# front end that drops the attribute. ``cid:`` images are inlined as data: URIs for the view only.
+#
+# The frame's height cannot follow its content: no script may run inside it, and a script in
+# the notebook cannot read an opaque-origin frame (allow-same-origin would give the message the
+# notebook's origin). So the height is estimated from the text and the images, and the frame
+# sits in a box the reader can resize (drag its corner) when the estimate is off.
+
+FRAME_WIDTH = 800  # px: the width the height estimate assumes (a JupyterLab output area)
+_MIN_HEIGHT, _MAX_HEIGHT = 60, 1000
+_LINE_HEIGHT, _CHARS_PER_LINE, _PADDING = 21, 95, 24
+_ROW_EXTRA = 7  # a table row (one text line) is taller than a line of text: cell padding
+_CSP = ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "img-src data: http: https:; style-src 'unsafe-inline'; font-src data:\">")
+_CID = re.compile(r"cid:([^\"'\s<>)]+)", re.IGNORECASE)
+_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ROW = re.compile(r"<tr\b", re.IGNORECASE)
+_ATTR = re.compile(r"""\b(width|height|src)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_HEAD = re.compile(r"<head\b[^>]*>|<html\b[^>]*>|^\s*<!doctype[^>]*>", re.IGNORECASE)
+
+
+def message_images(msg: EmailMessage) -> dict[str, tuple[str, bytes]]:
+    """Content-ID (without <>) -> (content type, bytes) of every image part of ``msg``."""
     out = {}
     for part in msg.walk():
         cid = part.get("Content-ID")
         if cid and part.get_content_maintype() == "image":
             payload = part.get_payload(decode=True)
-            raw = payload if isinstance(payload, bytes) else b""
-            data = base64.b64encode(raw).decode("ascii")
-            out[str(cid).strip("<>")] = f"data:{part.get_content_type()};base64,{data}"
+            out[str(cid).strip().strip("<>")] = (
+                part.get_content_type(), payload if isinstance(payload, bytes) else b"")
     return out
+
+
+def message_frame(msg: EmailMessage) -> str:
+    """The body of ``msg`` for a notebook: its HTML in an inert frame, else its text."""
+    part = msg.get_body(("html", "plain"))
+    if part is None:
+        return "<i>(no body)</i>"
+    content = part.get_content()
+    if part.get_content_subtype() != "html":
+        return f"<pre style='white-space:pre-wrap'>{html.escape(content)}</pre>"
+    return html_frame(content, message_images(msg))
+
+
+def html_frame(document: str, images: Mapping[str, tuple[str, bytes]] | None = None) -> str:
+    """``document`` (untrusted email HTML) in a sandboxed iframe, its ``cid:`` images inlined
+    and its height estimated; the box around it can be resized by the reader."""
+    images = images or {}
+
+    def inline(match: re.Match[str]) -> str:
+        found = images.get(urllib.parse.unquote(match.group(1)))
+        if found is None:
+            return match.group(0)
+        ctype, data = found
+        return f"data:{ctype};base64,{base64.b64encode(data).decode('ascii')}"
+
+    height = estimate_height(document, images)
+    shown = _CID.sub(inline, document)
+    head = _HEAD.search(shown)
+    at = head.end() if head else 0
+    shown = shown[:at] + _CSP + shown[at:]
+    return (f"<div class='smtp-magic-message' style='resize:vertical;overflow:hidden;"
+            f"height:{height}px;min-height:{_MIN_HEIGHT}px;border:1px solid #ddd'>"
+            f"<iframe sandbox=\"\" referrerpolicy=\"no-referrer\" title=\"Message body\" "
+            f"srcdoc=\"{html.escape(shown, quote=True)}\" "
+            "style='display:block;width:100%;height:100%;border:0;background:white'></iframe></div>")
+
+
+def estimate_height(document: str, images: Mapping[str, tuple[str, bytes]] | None = None) -> int:
+    """Roughly how tall ``document`` renders at FRAME_WIDTH px, in px (text lines + images)."""
+    from .htmltext import html_to_text
+
+    images = images or {}
+    lines = sum(max(1, -(-len(line) // _CHARS_PER_LINE))
+                for line in html_to_text(document).splitlines())
+    height = lines * _LINE_HEIGHT + _PADDING + len(_ROW.findall(document)) * _ROW_EXTRA
+    for tag in _IMG.findall(document):
+        attrs = {m.group(1).lower(): m.group(2) or m.group(3) or m.group(4) or ""
+                 for m in _ATTR.finditer(tag)}
+        src = attrs.get("src", "")
+        found = images.get(urllib.parse.unquote(src[4:])) if src[:4].lower() == "cid:" else None
+        size = _image_size(found[1]) if found else None
+        width = _number(attrs.get("width")) or (size[0] if size else None)
+        tall = _number(attrs.get("height")) or (size[1] if size else None)
+        if tall is None:
+            tall = 150  # a remote image of unknown size
+        elif width and width > FRAME_WIDTH:
+            tall = tall * FRAME_WIDTH // width  # email images scale down to the width
+        height += tall
+    return max(_MIN_HEIGHT, min(_MAX_HEIGHT, height))
+
+
+def _number(value: str | None) -> int | None:
+    match = re.match(r"\s*(\d+)(?:px)?\s*$", value or "")
+    return int(match.group(1)) if match else None
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, GIF or JPEG header; None for anything else."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])  # type: ignore[return-value]
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])  # type: ignore[return-value]
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data) and data[i] == 0xFF:
+            marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                tall, wide = struct.unpack(">HH", data[i + 5:i + 9])
+                return wide, tall
+            i += 2 + length
+    return None
 
 
 class Inbox:
@@ -84,19 +197,6 @@ class Inbox:
         to = ", ".join(captured.rcpt_to) or str(msg.get("To", ""))
         return when, str(msg.get("From", captured.mail_from)), to, str(msg.get("Subject", ""))
 
-    def _body_html(self, msg: EmailMessage) -> str:
-        part = msg.get_body(("html", "plain"))
-        if part is None:
-            return "<i>(no body)</i>"
-        content = part.get_content()
-        if part.get_content_subtype() != "html":
-            return f"<pre style='white-space:pre-wrap'>{html.escape(content)}</pre>"
-        for cid, uri in _inline_images(msg).items():
-            content = content.replace(f"cid:{cid}", uri)
-        # An iframe keeps the message's styles apart from the notebook's.
-        return (f"<iframe srcdoc=\"{html.escape(content, quote=True)}\" style='width:100%;"
-                "height:360px;border:1px solid #ddd;background:white'></iframe>")
-
     def _repr_html_(self) -> str:
         if not self.messages:
             return f"<div>No messages in {html.escape(self.where)}.</div>"
@@ -108,7 +208,7 @@ class Inbox:
             blocks.append(
                 f"<details><summary><b>{subject or '(no subject)'}</b> &mdash; {sender} &rarr; "
                 f"{to} <span style='color:#57606a'>{when}</span></summary>"
-                f"{self._body_html(captured.message)}{attached}</details>"
+                f"{message_frame(captured.message)}{attached}</details>"
             )
         return (f"<div><b>{len(self.messages)} message(s)</b> in {html.escape(self.where)}</div>"
                 + "".join(blocks))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import itertools
+import logging
 import os
 import threading
 import time
@@ -21,19 +23,27 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import transport
+from . import pacing, transport
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
-from .errors import ExitCode, InvalidRequest, SmtpMagicError, did_you_mean
+from .errors import (
+    ConfigError,
+    ConnectFailed,
+    ExitCode,
+    InvalidRequest,
+    SmtpMagicError,
+    did_you_mean,
+)
 from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 if TYPE_CHECKING:
-    from .compose import Composed
+    from .mime import Composed
 
 __all__ = [
     "Connector",
+    "Prepared",
     "SendHandle",
     "build_message",
     "check",
@@ -43,6 +53,7 @@ __all__ = [
     "oauth2_login",
     "oauth2_logout",
     "oauth2_status",
+    "prepare_many",
     "request_from_dict",
     "retry_outbox",
     "retry_outbox_async",
@@ -51,12 +62,20 @@ __all__ = [
     "send_async",
     "send_many",
     "send_many_async",
+    "send_notebook",
+    "send_notebook_async",
+    "submit_many",
 ]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ConfigLike = SmtpMagic | Mapping[str, Any] | str | os.PathLike[str] | None
 AttachmentLike = AttachmentSpec
-Progress = Callable[[int, int, Response], None]
+# progress(done, total, response) after each message; a callback with a fourth parameter also
+# gets the expected finish time (time.time() seconds, or None), and a first call (0, total,
+# None, finish) before anything is sent when the batch is paced (the rate setting).
+Progress = Callable[..., None]
 
 # The seed's request parameters (plus a few natural spellings) and what they map to.
 _REQUEST_FIELDS = {
@@ -87,6 +106,13 @@ def load_settings(config: ConfigLike = None) -> SmtpMagic:
     if isinstance(config, (str, os.PathLike)):
         return current().copy().load_file(config)
     raise InvalidRequest(f"config must be settings, a dict or a JSON file path, not {type(config).__name__}.")
+
+
+def _with_profile(settings: SmtpMagic, profile: str | None) -> SmtpMagic:
+    """``settings`` with the saved profile ``profile`` applied (a copy), or as they are."""
+    if not profile:
+        return settings
+    return settings.copy().update({"profile": profile}, source="profile=")
 
 
 def _make_request(
@@ -184,7 +210,7 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
                 body=fitted.html, inline_images=(*request.inline_images, *fitted.images),
                 attachments=(*request.attachments, *fitted.attachments))
     try:
-        from .compose import compose  # the email package, imported on the first send
+        from .mime import compose  # the email package, imported on the first send
 
         return compose(request, settings)
     except SmtpMagicError:
@@ -194,14 +220,14 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
 
 
 def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
-             plain: ConnectionSettings | None = None) -> _Job:
+             plain: ConnectionSettings | None = None, composed: Composed | None = None) -> _Job:
     try:
         request, overrides = _as_request(item)
         if timeout is not None:
             overrides = {**overrides, "timeout": timeout}
         settings = plain if plain is not None and not overrides else base.snapshot(overrides)
         job = _Job(index, request, settings)
-        job.composed = _prepare(request, settings)
+        job.composed = composed if composed is not None else _prepare(request, settings)
     except SmtpMagicError as exc:
         request = item if isinstance(item, SendRequest) else SendRequest(to=(), subject="")
         job = _Job(index, request, None, response=Response.from_error(exc))
@@ -216,11 +242,12 @@ def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
     return job
 
 
-async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox) -> Response:
+async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox,
+                       pacer: pacing.Pacer | None = None) -> Response:
     composed, entry = job.composed, job.entry
     assert composed is not None and job.record is not None and entry is not None
     assert job.data is not None
-    response = await _deliver_bytes(session, composed, job.data, entry, outbox, time.monotonic())
+    response = await _deliver_bytes(session, composed, job.data, entry, outbox, pacer)
     job.data = None  # sent: let a large message's bytes go
     job.record.finish(response)
     return response
@@ -251,18 +278,50 @@ def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None])
     return batch
 
 
+async def _deliver_paced(
+    session: transport.Session, envelope: transport.Envelope, data: bytes | transport.Payload,
+    pacer: pacing.Pacer | None, clock: list[float],
+) -> transport.Outcome:
+    """``transport.deliver`` at the pacer's pace. A throttled message slows the pacer down and
+    is sent again at the slower pace (up to ``pacing.MAX_THROTTLED`` times), without spending
+    its retries. ``clock[0]`` is set to when the last attempt started (after the wait)."""
+    throttled = 0
+    while True:
+        if pacer is not None:
+            await pacer.wait(retry=throttled > 0)
+        clock[0] = time.monotonic()
+        try:
+            outcome = await transport.deliver(session, envelope, data)
+        except pacing.Throttled as exc:
+            throttled += 1
+            if pacer is None or throttled > pacing.MAX_THROTTLED:
+                raise pacing.Throttled(
+                    f"{exc.message.rstrip('.')}, still after {throttled} tries at a slower pace; "
+                    "the message is kept in the outbox.",
+                    refused=exc.refused, code=exc.code, reply=exc.reply) from exc
+            pacer.throttled(exc.reply)
+            if session.conversation is not None:
+                session.conversation.note(f"throttled ({exc.reply}); sending again at "
+                                          f"{pacer.interval:.2f} s per message")
+            continue
+        if pacer is not None:
+            pacer.succeeded()
+        return outcome
+
+
 async def _deliver_bytes(
     session: transport.Session, envelope: transport.Envelope, data: bytes | transport.Payload,
-    entry: OutboxEntry,
-    outbox: Outbox, started: float,
+    entry: OutboxEntry, outbox: Outbox, pacer: pacing.Pacer | None = None,
 ) -> Response:
-    """Deliver, then settle the outbox entry: removed once confirmed, else marked failed."""
+    """Deliver (at the pacer's pace), then settle the outbox entry: removed once confirmed,
+    else marked failed. ``elapsed`` does not count the wait for the pace."""
     message_id = entry.message_id
+    clock = [time.monotonic()]
     try:
-        outcome = await transport.deliver(session, envelope, data)
+        outcome = await _deliver_paced(session, envelope, data, pacer, clock)
     except SmtpMagicError as exc:
         response = Response.from_error(
-            exc, message_id=message_id, elapsed=time.monotonic() - started,
+            exc, message_id=message_id, elapsed=time.monotonic() - clock[0],
             accepted=tuple(r for r in envelope.recipients if r not in exc.refused)
             if exc.exitcode == ExitCode.PARTIAL else (),
         )
@@ -273,17 +332,17 @@ async def _deliver_bytes(
         session.abort()
         response = Response(
             exitcode=ExitCode.CONNECT, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
-            message_id=message_id, elapsed=time.monotonic() - started,
+            message_id=message_id, elapsed=time.monotonic() - clock[0],
         )
         outbox.mark_failed(entry, response)
         return response
     outbox.remove(entry.key)
-    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=time.monotonic() - started,
+    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=time.monotonic() - clock[0],
                     accepted=tuple(outcome.accepted))
 
 
 class _Pool:
-    """The connections and passwords of one ``send_many``, kept from one window to the next."""
+    """The connections and passwords of one bulk send, kept from one window to the next."""
 
     def __init__(self) -> None:
         self._idle: dict[ConnectionSettings, list[transport.Session]] = {}
@@ -314,85 +373,260 @@ class _Pool:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
-async def _run_group(jobs: list[_Job], settings: ConnectionSettings, progress: Callable[[_Job], None],
-                     pool: _Pool) -> None:
-    """Deliver jobs that share settings over at most ``settings.connections`` connections."""
-    try:
-        password = pool.password(settings)
-    except SmtpMagicError as exc:
-        for job in jobs:
-            job.response = Response.from_error(exc, message_id=job.composed.message_id if job.composed else None)
+@dataclass
+class _Group:
+    """Jobs that share settings, ready to deliver: credentials resolved, messages journaled."""
+
+    settings: ConnectionSettings
+    jobs: list[_Job]
+    password: str | None
+    outbox: Outbox
+    batch: Batch
+    pacer: pacing.Pacer | None = None  # the rate setting's pace, shared by the account
+
+
+def _fail(jobs: list[_Job], exc: SmtpMagicError, progress: Callable[[_Job], None]) -> None:
+    for job in jobs:
+        if job.response is None:
+            job.response = Response.from_error(
+                exc, message_id=job.composed.message_id if job.composed else None)
             assert job.record is not None
             job.record.finish(job.response)
             progress(job)
-        return
+
+
+def _open_group(jobs: list[_Job], settings: ConnectionSettings,
+                progress: _Counter, pool: _Pool) -> _Group | None:
+    """Resolve the password and write every message to the outbox (exit 1 for each message,
+    before any connection, when either fails); None when nothing is left to deliver."""
+    try:
+        password = pool.password(settings)
+    except SmtpMagicError as exc:
+        _fail(jobs, exc, progress)
+        return None
     outbox = Outbox(settings.outbox_dir)
-    batch = _journal(jobs, outbox, progress)
-    queue = [job for job in reversed(jobs) if job.response is None]
+    try:
+        batch = _journal(jobs, outbox, progress)
+    except OSError as exc:
+        _fail(jobs, ConfigError(f"The outbox {str(outbox.path)!r} cannot be written "
+                                f"({exc.strerror or exc}); nothing was sent."), progress)
+        return None
+    return _Group(settings, jobs, password, outbox, batch, progress.pacer(settings, len(jobs)))
+
+
+async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Pool) -> None:
+    """Deliver jobs that share settings over at most ``settings.connections`` connections,
+    each message at the group's pace (the ``rate`` setting)."""
+    settings, password, outbox, pacer = group.settings, group.password, group.outbox, group.pacer
+    queue = [job for job in reversed(group.jobs) if job.response is None]
 
     async def worker() -> None:
         session = pool.take(settings, password)
         try:
             while queue:
                 job = queue.pop()
-                job.response = await _deliver_job(job, session, outbox)
+                job.response = await _deliver_job(job, session, outbox, pacer)
                 progress(job)
         finally:
-            pool.give(session)  # closed by the pool when the whole send_many is done
+            pool.give(session)  # closed by the pool when the whole send is done
 
     try:
         workers = min(settings.connections, len(queue))
         await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
-        batch.close()  # deleted when every message is settled; kept (pending) otherwise
+        group.batch.close()  # deleted when every message is settled; kept (pending) otherwise
+
+
+class _Counter:
+    """Reports jobs as they finish, counted across windows: ``progress(done, total, response)``
+    (with a fourth argument, the expected finish time, when the callback takes one), and keeps
+    the pace of each account (one ``pacing.Pacer`` per settings, shared by its messages)."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.tell = _progress_caller(progress)
+        self.total, self.done = total, 0
+        self.pacers: dict[ConnectionSettings, pacing.Pacer] = {}
+
+    def pacer(self, settings: ConnectionSettings, count: int) -> pacing.Pacer:
+        """The pacer of ``settings``, now with ``count`` more messages to send."""
+        pacer = self.pacers.get(settings)
+        if pacer is None:
+            pacer = self.pacers[settings] = pacing.Pacer.from_setting(settings.rate)
+        pacer.total += count
+        return pacer
+
+    def finish_at(self) -> float | None:
+        """The expected finish time (``time.time()`` seconds), for the progress callback."""
+        left = [p.finish_in() for p in self.pacers.values()]
+        if any(x is None for x in left):
+            return None
+        return time.time() + max((x for x in left if x is not None), default=0.0)
+
+    def started(self) -> None:
+        """A paced batch knows its finish time before anything is sent: say it."""
+        if self.tell is not None and self.total and not self.done and any(
+                p.interval for p in self.pacers.values()):
+            self.tell(0, self.total, None, self.finish_at)
+
+    def __call__(self, job: _Job) -> None:
+        self.done += 1
+        pacer = self.pacers.get(job.settings) if job.settings is not None else None
+        if pacer is not None and job.composed is not None:
+            pacer.settled += 1
+        if self.tell is not None and job.response is not None:
+            self.tell(self.done, self.total, job.response, self.finish_at)
+
+
+class Prepared:
+    """A batch on its way: every message composed, its credentials resolved and written to the
+    outbox, so that nothing is lost from here on, even if the process dies before it is sent.
+    ``await prepared.deliver()`` sends it; the Responses come back in request order."""
+
+    def __init__(self, jobs: list[_Job], groups: list[_Group], report: Callable[[_Job], None],
+                 pool: _Pool | None = None) -> None:
+        self.jobs, self._groups, self._report = jobs, groups, report
+        self._pool, self._own_pool = pool or _Pool(), pool is None
+
+    async def deliver(self) -> list[Response]:
+        here = threading.get_ident()
+        for job in self.jobs:
+            if job.record is not None:
+                job.record.thread = here
+        try:
+            await asyncio.gather(*(_run_group(g, self._report, self._pool) for g in self._groups))
+        except Exception as exc:  # noqa: BLE001 - a bug: the messages stay in the outbox
+            _fail(self.jobs, ConnectFailed(
+                f"Unexpected error while sending ({type(exc).__name__}: {exc}); the message "
+                "is kept in the outbox (%smtp_outbox --retry)."), self._report)
+        finally:
+            # Cancelled (e.g. the loop stopped): nothing may stay "pending" in this session's log.
+            _fail(self.jobs, ConnectFailed("The send was cancelled; the message is kept in the "
+                                            "outbox (%smtp_outbox --retry)."), self._report)
+            if self._own_pool:
+                await self._pool.close()
+        return [job.response for job in self.jobs]  # type: ignore[misc]
+
+
+def _settings_for(config: ConfigLike, timeout: float | None, profile: str | None = None
+                  ) -> tuple[SmtpMagic, ConnectionSettings | None]:
+    """The settings of a batch (``profile`` applied over ``config``), and their snapshot for
+    requests that override nothing."""
+    base = _with_profile(load_settings(config), profile)
+    try:
+        plain = base.snapshot({"timeout": timeout} if timeout is not None else None)
+    except SmtpMagicError:
+        plain = None  # each request reports the problem itself
+    return base, plain
+
+
+def _prepare_window(items: Sequence[Any], start: int, base: SmtpMagic,
+                    plain: ConnectionSettings | None, timeout: float | None, report: _Counter,
+                    pool: _Pool | None, composed: Sequence[Composed] | None = None) -> Prepared:
+    """Compose ``items``, resolve their credentials and journal them (see ``prepare_many``)."""
+    jobs: list[_Job] = []
+    groups: list[_Group] = []
+    group_pool = pool or _Pool()
+    try:
+        for i, item in enumerate(items):
+            jobs.append(_new_job(start + i, item, base, timeout, plain,
+                                 composed[i] if composed is not None else None))
+        by_settings: dict[ConnectionSettings, list[_Job]] = {}
+        for job in jobs:
+            if job.response is not None:
+                report(job)
+            else:
+                assert job.settings is not None
+                by_settings.setdefault(job.settings, []).append(job)
+        for settings, group_jobs in by_settings.items():
+            group = _open_group(group_jobs, settings, report, group_pool)
+            if group is not None:
+                groups.append(group)
+        report.started()
+    except BaseException:
+        # Interrupted (or a bug) before anything was sent: these never became sends.
+        for group in groups:
+            for job in group.jobs:
+                if job.entry is not None:
+                    group.outbox.remove(job.entry.key)
+            group.batch.close()
+        history.discard([job.record for job in jobs if job.record is not None])
+        raise
+    return Prepared(jobs, groups, report, group_pool if pool is not None else None)
+
+
+def _failed_batch(count: int, exc: SmtpMagicError) -> Prepared:
+    failed = [_Job(i, SendRequest(to=(), subject=""), None, response=Response.from_error(exc))
+              for i in range(count)]
+    return Prepared(failed, [], lambda job: None)
+
+
+def prepare_many(
+    requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
+    timeout: float | None = None, progress: Progress | None = None,
+    composed: Sequence[Composed] | None = None,
+) -> Prepared:
+    """Compose every message, resolve the credentials and write the batch to the outbox, now,
+    in this thread; then ``await .deliver()`` (or ``submit_many``) sends it.
+
+    ``composed``: the messages ``build_message`` already made from these requests with the same
+    config (a preview or a validation pass), so they are not composed twice.
+    """
+    items = list(requests)
+    try:
+        base, plain = _settings_for(config, timeout)
+    except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
+        return _failed_batch(len(items), exc)
+    return _prepare_window(items, 0, base, plain, timeout, _Counter(progress, len(items)), None,
+                           composed)
+
+
+def submit_many(
+    requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
+    timeout: float | None = None, progress: Progress | None = None,
+    composed: Sequence[Composed] | None = None,
+) -> concurrent.futures.Future[list[Response]]:
+    """Start sending on the worker loop and return at once. By then every message is in the
+    outbox (``prepare_many``): a kernel restart right after this returns loses nothing."""
+    prepared = prepare_many(requests, config=config, timeout=timeout, progress=progress,
+                            composed=composed)
+    return worker_loop().submit(prepared.deliver())
 
 
 async def send_many_async(
     requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
-    timeout: float | None = None, progress: Progress | None = None,
+    timeout: float | None = None, progress: Progress | None = None, profile: str | None = None,
 ) -> list[Response]:
     """Send many messages over a few reused connections; one Response per request, in order.
 
     ``requests`` are dicts in the seed's request format (``to``, ``from``, ``subject``, ``body``,
     ``cc``, ``bcc``, ``attachments``, ``content-type``...), dicts of ``send``'s keyword arguments,
     or ``SendRequest`` objects, in a list or from any iterable (a generator is consumed a window
-    at a time, so memory does not grow with the number of messages). Invalid requests get exit
-    code 1 without stopping the others. ``progress(done, total, response)`` is called after
-    each message; ``total`` is 0 when ``requests`` has no length.
+    at a time, each window composed and written to the outbox before it is sent, so memory does
+    not grow with the number of messages). Invalid requests get exit code 1 without stopping
+    the others. ``profile`` applies a saved profile over ``config``. With the ``rate`` setting
+    the messages go out evenly paced. ``progress(done, total, response)`` is called after each
+    message (``total`` is 0 when ``requests`` has no length); a callback with a fourth
+    parameter also gets the expected finish time (``time.time()`` seconds or None), first
+    before anything is sent when the batch is paced.
     """
     try:
-        base = load_settings(config)
+        base, plain = _settings_for(config, timeout, profile)
     except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
         return [Response.from_error(exc) for _ in requests]
-    try:
-        plain = base.snapshot({"timeout": timeout} if timeout is not None else None)
-    except SmtpMagicError:
-        plain = None  # each request reports the problem itself
-    total = len(requests) if isinstance(requests, Sized) else 0
-    done = 0
-
-    def report(job: _Job) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None and job.response is not None:
-            progress(done, total, job.response)
-
+    report = _Counter(progress, len(requests) if isinstance(requests, Sized) else 0)
     responses: list[Response] = []
     pool = _Pool()
+    started = time.time()
     try:
-        for window in _windows(enumerate(requests), _WINDOW):
-            jobs = [_new_job(i, item, base, timeout, plain) for i, item in window]
-            groups: dict[ConnectionSettings, list[_Job]] = {}
-            for job in jobs:
-                if job.response is not None:
-                    report(job)
-                else:
-                    assert job.settings is not None
-                    groups.setdefault(job.settings, []).append(job)
-            await asyncio.gather(*(_run_group(g, s, report, pool) for s, g in groups.items()))
-            responses += [job.response for job in jobs]  # type: ignore[misc]
+        start = 0
+        for window in _windows(requests, _WINDOW):
+            prepared = _prepare_window(window, start, base, plain, timeout, report, pool)
+            responses += await prepared.deliver()
+            start += len(window)
     finally:
         await pool.close()
+    log.info("%d of %d message(s) sent in %.2f s", sum(1 for r in responses if r.ok),
+             len(responses), time.time() - started)
     return responses
 
 
@@ -402,11 +636,36 @@ def _windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield window
 
 
+def _progress_caller(progress: Progress | None
+                     ) -> Callable[[int, int, Response | None, Callable[[], float | None]], None] | None:
+    """Call ``progress(done, total, response)``, or with a fourth argument, the expected finish
+    time (``time.time()`` seconds or None), when the callback takes one."""
+    if progress is None:
+        return None
+    try:
+        inspect.signature(progress).bind(0, 0, None, None)
+    except TypeError:
+        takes_eta = False
+    except ValueError:  # no signature (a builtin): the documented three arguments
+        takes_eta = False
+    else:
+        takes_eta = True
+
+    def tell(done: int, total: int, response: Response | None,
+             finish_at: Callable[[], float | None]) -> None:
+        if takes_eta:
+            progress(done, total, response, finish_at())  # type: ignore[call-arg]
+        elif response is not None:
+            progress(done, total, response)
+
+    return tell
+
+
 async def send_async(
     to: str | Sequence[str], subject: str, body: str = "", *, cc: str | Sequence[str] | None = None,
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
-    config: ConfigLike = None, timeout: float | None = None,
+    config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
 ) -> Response:
     """Send one message; returns its Response (never raises for a failed send)."""
     try:
@@ -414,8 +673,52 @@ async def send_async(
                                 attachments=attachments, content_type=content_type)
     except SmtpMagicError as exc:
         return Response.from_error(exc)
-    (response,) = await send_many_async([request], config=config, timeout=timeout)
+    (response,) = await send_many_async([request], config=config, timeout=timeout,
+                                        profile=profile)
     return response
+
+
+async def send_notebook_async(
+    notebook: str | os.PathLike[str] | Mapping[str, Any], to: str | Sequence[str], *,
+    subject: str | None = None, cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
+    attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
+    config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+) -> Response:
+    """Email an executed notebook (see ``send_notebook``); returns its Response."""
+    try:
+        from .nbreport import notebook_request
+
+        request = notebook_request(notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender,
+                                   no_input=no_input, attach_notebook=attach_notebook,
+                                   attachments=resolve_all(attachments))
+    except SmtpMagicError as exc:
+        return Response.from_error(exc)
+    (response,) = await send_many_async([request], config=config, timeout=timeout,
+                                        profile=profile)
+    return response
+
+
+def send_notebook(
+    notebook: str | os.PathLike[str] | Mapping[str, Any], to: str | Sequence[str], *,
+    subject: str | None = None, cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
+    attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
+    config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+) -> Response:
+    """Email an executed notebook as one message: its Markdown, code (unless ``no_input``) and
+    outputs in order, rendered as ``%%smtp_send --capture`` renders a cell (images inline,
+    long tables and outputs cut to fit, the whole of them attached). ``notebook`` is a path or
+    the NotebookNode ``papermill.execute_notebook`` returns; ``attach_notebook`` attaches the
+    ``.ipynb``. The subject defaults to the notebook's first heading.
+
+    >>> nb = papermill.execute_notebook("report.ipynb", "out.ipynb", parameters={"week": 12})  # doctest: +SKIP
+    >>> send_notebook(nb, to="team@example.org", no_input=True)  # doctest: +SKIP
+    """
+    return run_blocking(send_notebook_async(
+        notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender, no_input=no_input,
+        attach_notebook=attach_notebook, attachments=attachments, config=config,
+        profile=profile, timeout=timeout))
 
 
 # -- blocking calls that also work inside a running event loop (a notebook cell) ------------------
@@ -458,25 +761,28 @@ def send(
     to: str | Sequence[str], subject: str, body: str = "", *, cc: str | Sequence[str] | None = None,
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
-    config: ConfigLike = None, timeout: float | None = None,
+    config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
 ) -> Response:
     """Send one message and wait for the outcome. Works in scripts and in notebook cells.
+
+    ``profile`` sends with a saved profile's settings (``%smtp_config --profile NAME --save``).
 
     >>> r = send("bob@example.org", "Numbers", "<p>Hi</p>")  # doctest: +SKIP
     >>> r.exitcode, r.message_id  # doctest: +SKIP
     """
     return run_blocking(send_async(
         to, subject, body, cc=cc, bcc=bcc, sender=sender, attachments=attachments,
-        content_type=content_type, config=config, timeout=timeout,
+        content_type=content_type, config=config, timeout=timeout, profile=profile,
     ))
 
 
 def send_many(
     requests: Iterable[SendRequest | Mapping[str, Any]], *, config: ConfigLike = None,
-    timeout: float | None = None, progress: Progress | None = None,
+    timeout: float | None = None, progress: Progress | None = None, profile: str | None = None,
 ) -> list[Response]:
     """Blocking ``send_many_async``."""
-    return run_blocking(send_many_async(requests, config=config, timeout=timeout, progress=progress))
+    return run_blocking(send_many_async(requests, config=config, timeout=timeout,
+                                        progress=progress, profile=profile))
 
 
 # -- the seed's connector ---------------------------------------------------------------------------
@@ -527,8 +833,15 @@ class Connector:
         return run_blocking(self._send(dict(self._params)))
 
     def run_async(self) -> SendHandle:
-        """Start the send and return at once; await the handle or call ``.result()``."""
-        return SendHandle(worker_loop().submit(self._send(dict(self._params))))
+        """Start the send and return at once (the message is in the outbox by then); await the
+        handle or call ``.result()``."""
+        prepared = prepare_many([dict(self._params)], config=self._settings)
+
+        async def one() -> Response:
+            (response,) = await prepared.deliver()
+            return response
+
+        return SendHandle(worker_loop().submit(one()))
 
     def call(self, request: Mapping[str, Any]) -> Response:
         """Send a whole request (the seed's JSON request as a dict) and wait for the Response."""
@@ -557,17 +870,27 @@ async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] |
     entries = [e for e in outbox.entries() if wanted is None or e.key in wanted]
     if not entries:
         return []
-    password = resolve_password(settings)
     responses: list[Response] = []
+    try:
+        password = resolve_password(settings)
+    except SmtpMagicError as exc:  # nothing was tried: the messages stay as they are
+        for entry in entries:
+            record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
+                                            outbox_key=entry.key))
+            record.finish(Response.from_error(exc, message_id=entry.message_id))
+            responses.append(record.response)  # type: ignore[arg-type]
+        return responses
     session = transport.Session(settings, password)
+    pacer = pacing.Pacer.from_setting(settings.rate, total=len(entries))
     try:
         for entry in entries:
             addresses = (entry.sender, *entry.recipients)
             envelope = _StoredEnvelope(entry.sender, entry.recipients, not all(a.isascii() for a in addresses))
             record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
-                                            outbox_key=entry.key))
+                                            outbox_key=entry.key, thread=threading.get_ident()))
             response = await _deliver_bytes(session, envelope, outbox.read(entry.key), entry, outbox,
-                                            time.monotonic())
+                                            pacer)
+            pacer.settled += 1
             record.finish(response)
             responses.append(response)
     finally:

@@ -12,6 +12,7 @@ A spec is any of:
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -20,6 +21,8 @@ from .errors import InvalidRequest
 from .models import Attachment
 
 __all__ = ["AttachmentSpec", "is_single_spec", "resolve", "resolve_all"]
+
+log = logging.getLogger(__name__)
 
 AttachmentSpec = Any  # Attachment | str | os.PathLike[str] | tuple[str, Any] | a rich object
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any, NoReturn
 
 from .errors import ExitCode, InvalidRequest, SmtpMagicError
 from .models import Response
+
+log = logging.getLogger(__name__)
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -31,16 +34,44 @@ def _print(response: Response) -> int:
     return response.exitcode
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    """The settings of a command: the current ones, ``--profile``, ``--config``, ``--debug``."""
+    from .api import load_settings
+
+    settings = load_settings(None).copy()
+    if getattr(args, "profile", None):
+        settings.update({"profile": args.profile}, source="--profile")
+    if args.config:
+        settings.load_file(args.config)
+    if getattr(args, "debug", False):
+        settings.update({"debug": True}, source="--debug")
+    return settings
+
+
 def cmd_send(args: argparse.Namespace) -> int:
-    from .api import load_settings, request_from_dict, send_many
+    from .api import request_from_dict, send_many
 
     try:
-        settings = load_settings(args.config)
+        settings = _settings(args)
         request = _read_json(args.request, "request")
         request_from_dict(request)  # validate before anything else, for a precise message
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
     (response,) = send_many([request], config=settings, timeout=args.timeout)
+    return _print(response)
+
+
+def cmd_send_notebook(args: argparse.Namespace) -> int:
+    from .api import send_notebook
+
+    try:
+        settings = _settings(args)
+    except SmtpMagicError as exc:
+        return _print(Response.from_error(exc))
+    response = send_notebook(
+        args.notebook, args.to, subject=args.subject, cc=args.cc, bcc=args.bcc,
+        sender=args.sender, no_input=args.no_input, attach_notebook=args.attach_notebook,
+        attachments=args.attach or (), config=settings, timeout=args.timeout)
     return _print(response)
 
 
@@ -62,14 +93,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .api import check, oauth2_login, oauth2_logout
 
     try:
+        settings = _settings(args)
         if args.oauth2_logout:
-            found = oauth2_logout(args.config)
+            found = oauth2_logout(settings)
             print("Signed out: the saved OAuth2 sign-in was removed." if found
                   else "There was no saved OAuth2 sign-in.")
             return 0
         if args.oauth2_login:
-            print(oauth2_login(args.config).describe(), flush=True)
-        report = check(args.config)
+            print(oauth2_login(settings).describe(), flush=True)
+        report = check(settings)
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
     print("\n".join(report.lines()))
@@ -77,14 +109,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from .api import load_settings, outbox, retry_outbox
+    from .api import outbox, retry_outbox
 
-    box = outbox(args.config)
+    settings = _settings(args)
+    box = outbox(settings)
     if args.clear:
         print(f"Removed {box.clear()} message(s) from {box.path}.")
         return 0
     if args.retry:
-        responses = retry_outbox(config=load_settings(args.config))
+        responses = retry_outbox(config=settings)
         print(json.dumps([r.to_dict() for r in responses], indent=2))
         return max((r.exitcode for r in responses), default=0)
     entries = box.entries()
@@ -116,6 +149,13 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="use a saved profile (profiles.json in the user's config folder)")
+    p.add_argument("--debug", action="store_true",
+                   help="show the SMTP conversation on standard error (logins redacted)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="smtp-magic",
@@ -132,7 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the request: to, from, subject, body, cc, bcc, attachments, content-type "
                    "('-' reads standard input)")
     p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
+    _connection_options(p)
     p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser(
+        "send-notebook", help="email an executed notebook (outputs, and code unless --no-input)",
+        description="Email an executed notebook as one message: its Markdown, code and outputs "
+        "in order, images inline, long tables and outputs cut to fit an email and attached in "
+        "full. Prints the response as JSON and exits with its exit code. In a papermill "
+        "pipeline: papermill report.ipynb out.ipynb -p week 12 && smtp-magic send-notebook "
+        "out.ipynb --to team@example.org --no-input")
+    p.add_argument("notebook", metavar="NOTEBOOK", help="the executed .ipynb")
+    p.add_argument("--to", nargs="+", required=True, metavar="ADDR", help="recipients")
+    p.add_argument("--cc", nargs="+", metavar="ADDR")
+    p.add_argument("--bcc", nargs="+", metavar="ADDR")
+    p.add_argument("--subject", default=None,
+                   help="the subject (default: the notebook's first heading, or its name)")
+    p.add_argument("--from", dest="sender", default=None, metavar="ADDR")
+    p.add_argument("--no-input", action="store_true", help="leave the code out: outputs only")
+    p.add_argument("--attach-notebook", action="store_true", help="attach the .ipynb itself")
+    p.add_argument("--attach", nargs="+", metavar="FILE", help="more files to attach (globs allowed)")
+    p.add_argument("--config", default=None, metavar="CONN.json", help="connection settings")
+    p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
+    _connection_options(p)
+    p.set_defaults(func=cmd_send_notebook)
 
     p = sub.add_parser("serve", help="run the built-in capture server",
                        description="Accept mail on 127.0.0.1 and store each message as an .eml "
@@ -154,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sign in with OAuth2 first (shows a URL and a code to enter there)")
     p.add_argument("--oauth2-logout", action="store_true",
                    help="forget the saved OAuth2 sign-in, then stop")
+    _connection_options(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("outbox", help="list, retry or clear undelivered messages")
@@ -161,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--retry", action="store_true", help="resend every kept message")
     group.add_argument("--clear", action="store_true", help="forget every kept message")
+    _connection_options(p)
     p.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("demo", help="run the quickstart notebook against the capture server")

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Callable, Enum, Float, Int, TraitError, TraitType, Unicode, validate
-from traitlets.config import Configurable
+from traitlets import (
+    Bool,
+    Callable,
+    Enum,
+    Float,
+    Int,
+    TraitError,
+    TraitType,
+    Unicode,
+    observe,
+    validate,
+)
+from traitlets.config import Config, Configurable
 
 from .errors import ConfigError, did_you_mean
 
@@ -25,8 +38,20 @@ __all__ = [
     "normalize_keys",
 ]
 
+log = logging.getLogger(__name__)
+
 MASK = "********"
 MB = 1024 * 1024  # the unit of attachment_size
+
+# Where a setting's value came from, as %smtp_config's table shows it.
+DEFAULT = "default"
+IPYTHON_CONFIG = "IPython config"
+MAGIC = "%smtp_config"
+LOCAL = "%smtp_config --local"
+ASSIGNED = "Python or the form"  # settings.port = 587, or the form's settings panel
+_QUIET = object()  # copying a whole state: no provenance bookkeeping
+# The sender --local uses when the username is not an address.
+LOCAL_SENDER = "notebook@localhost.test"
 
 
 class Secret:
@@ -115,6 +140,10 @@ class SmtpMagic(Configurable):
     snapshot (``ConnectionSettings``), in ``%smtp_config``'s table (in declaration order) and
     options (``--name``, or the ``option`` tag; ``option=False`` for none), and accepted as a
     JSON key and as a per-request override. A new setting is one trait here.
+
+    Each setting also knows where its value came from (``source(name)``, the "from" column of
+    ``%smtp_config``). Settings chosen by ``--local`` (``use_local``) last only while the
+    settings point at the capture server: changing the host or port restores what they were.
     """
 
     host = Unicode("localhost", help="SMTP server host name or IP address.").tag(config=True)
@@ -127,7 +156,7 @@ class SmtpMagic(Configurable):
     username = Unicode(None, allow_none=True, help="Login; also the default sender.").tag(
         config=True)
     password = SecretTrait(help="Password; never shown, logged or saved.").tag(
-        config=True, option=False)
+        config=True, option=False, profile=False)
     password_env = Unicode(
         None, allow_none=True,
         help="Name of an environment variable holding the password, read at send time.",
@@ -159,11 +188,11 @@ class SmtpMagic(Configurable):
         ("auto", "async", "sync"), "auto",
         help="How %%smtp_send waits: async returns at once, sync blocks; auto blocks only in "
         "headless runs (papermill, nbval, nbconvert).",
-    ).tag(config=True)
+    ).tag(config=True, profile=False)
     outbox_dir = Unicode(
         None, allow_none=True,
         help="Where undelivered messages are kept (default: $XDG_DATA_HOME/smtp_magic/outbox).",
-    ).tag(config=True, metavar="PATH")
+    ).tag(config=True, metavar="PATH", profile=False)
     # -- OAuth2 sign-in (XOAUTH2 / OAUTHBEARER); see smtp_magic.oauth --
     auth = Enum(
         ("password", "oauth2"), "password",
@@ -197,7 +226,34 @@ class SmtpMagic(Configurable):
         None, allow_none=True,
         help="A Python callable returning an access token (Python API, ipython_config.py); "
         "used instead of signing in when set.",
-    ).tag(config=True, option=False)
+    ).tag(config=True, option=False, profile=False)
+
+    rate = Unicode(
+        None, allow_none=True,
+        help="Pace of bulk sends, e.g. '30/min' (Microsoft 365) or '14/s' (Amazon SES): messages "
+        "per s, min, hour or day, evenly spaced. Unset: as fast as the server allows.",
+    ).tag(config=True, metavar="RATE")
+    debug = Bool(
+        False, help="Show the SMTP conversation of every send (logins redacted) on standard "
+        "error, or in the cell's output in a notebook."
+    ).tag(config=True, profile=False)
+    profile = Unicode(
+        None, allow_none=True,
+        help="A named set of settings (no password) from profiles.json in the user's config "
+        "folder; choosing one replaces the connection settings. With --save: save the current "
+        "settings under this name.",
+    ).tag(config=True, metavar="NAME", profile=False)
+
+    _quiet = False  # while copying settings: choosing `profile` must not load the profile again
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._sources: dict[str, str] = {}
+        self._active: Any = None  # the source of the values being set now
+        self._before_local: dict[str, tuple[Any, str]] = {}
+        self._left_local: dict[str, tuple[Any, str]] = {}  # restored: (--local's value, source)
+        self.observe(self._on_change, names=list(self.trait_names(config=True)))
+        super().__init__(**kwargs)
+        self._mark_config(self.config)
 
     @validate("port")
     def _check_port(self, proposal: Any) -> int:
@@ -239,6 +295,75 @@ class SmtpMagic(Configurable):
         raise TraitError("expected microsoft, google, command or an OpenID Connect issuer URL "
                          "(https://...)")
 
+    @validate("rate")
+    def _check_rate(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        from .pacing import parse_rate
+
+        try:
+            parse_rate(value)
+        except ValueError as exc:
+            raise TraitError(f"{exc}.") from None
+        return " ".join(value.split())
+
+    @validate("profile")
+    def _check_profile(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        from .profiles import check_name, load
+
+        value = check_name(value.strip())
+        if not self._quiet:
+            try:
+                load(value)  # an unknown name fails here, before anything changes
+            except ConfigError as exc:
+                raise TraitError(str(exc)) from None
+        return value  # type: ignore[no-any-return]
+
+    @observe("profile")
+    def _profile_chosen(self, change: Any) -> None:
+        """Setting the trait directly (``%config SmtpMagic.profile = 'work'``, ``c.SmtpMagic``)
+        applies the profile, as ``update`` does."""
+        if self._quiet or not change["new"]:
+            return
+        values = self.profile_values(change["new"], previous=change["old"])
+        self.update(values, source=f"profile {change['new']!r}", apply_profile=False)
+
+    def profile_values(self, name: str, *, previous: str | None = None) -> dict[str, Any]:
+        """What choosing profile ``name`` sets: its saved values, the defaults of the profile
+        settings it leaves out (a profile is a whole account), and no password unless the
+        profile stays the same (a password typed for one account never goes to another)."""
+        from .profiles import load, profiles_path
+
+        source = f"profile {name!r} in {str(profiles_path())!r}"
+        saved = normalize_keys(load(name), source=source)
+        defaults = {n: SmtpMagic.class_traits()[n].default() for n in PROFILE_SETTINGS}
+        values: dict[str, Any] = {**defaults, **saved, "profile": name}
+        # What a provider implies (auth, and host/port/security for microsoft and google)
+        # holds in a hand-written profile too, unless the profile says otherwise.
+        if "auth" not in saved and any(saved.get(k) for k in (
+                "oauth2_provider", "oauth2_token_command", "oauth2_token_provider")):
+            values["auth"] = "oauth2"
+        provider = str(saved.get("oauth2_provider") or "").strip().lower()
+        for key, value in OAUTH2_PRESETS.get(provider, {}).items():
+            if key not in saved:
+                values[key] = value
+        if name != previous:
+            values["password"] = None
+        return values
+
+    def saved_values(self) -> dict[str, Any]:
+        """The profile settings that differ from their defaults: what ``--save`` writes."""
+        out = {}
+        for name in PROFILE_SETTINGS:
+            value = getattr(self, name)
+            if value != SmtpMagic.class_traits()[name].default() and not isinstance(value, Secret):
+                out[name] = value
+        return out
+
     @validate("host")
     def _check_host(self, proposal: Any) -> str:
         value = proposal["value"].strip()
@@ -251,32 +376,166 @@ class SmtpMagic(Configurable):
     def load_env(self, environ: Mapping[str, str] | None = None) -> SmtpMagic:
         """Apply the SMTP_* environment variables that are set."""
         environ = os.environ if environ is None else environ
-        values = {trait: environ[var] for var, trait in ENV_VARS.items() if environ.get(var)}
-        return self.update(values, source="environment")
+        found = {var: trait for var, trait in ENV_VARS.items() if environ.get(var)}
+        self.update({trait: environ[var] for var, trait in found.items()}, source="environment")
+        for var, trait in found.items():
+            self._sources[trait] = f"environment ({var})"
+        return self
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
         """Apply a JSON file in the seed's format (``target``, ``port``...) or with trait names."""
-        return self.update(load_json(path), source=str(path))
+        log.debug("settings from %s", path)
+        return self.update(load_json(path), source=str(path), origin=f"file {path}")
 
-    def update(self, values: Mapping[str, Any], *, source: str = "settings") -> SmtpMagic:
-        """Set several settings at once, all or nothing; errors name the key and the source."""
+    def update(self, values: Mapping[str, Any], *, source: str = "settings",
+               origin: str | None = None, apply_profile: bool = True) -> SmtpMagic:
+        """Set several settings at once, all or nothing; errors name the key and the source.
+
+        ``origin`` is where the values come from as ``source(name)`` tells it (default: ``source``).
+        A ``profile`` among them is applied first (see ``profile_values``), so the other
+        values given with it win; ``apply_profile=False`` only records the name.
+        """
         normalized = normalize_keys(values, source=source)
+        if apply_profile and normalized.get("profile"):
+            name = str(normalized["profile"]).strip()
+            log.info("profile %r chosen in %s", name, source)
+            normalized = {**self.profile_values(name, previous=self.profile), **normalized,
+                          "profile": name}
         staged = self.copy()
+        staged._quiet = True
         for key, value in normalized.items():
             try:
                 setattr(staged, key, _coerce(staged, key, value))
             except (TraitError, ValueError, TypeError) as exc:
                 raise ConfigError(_trait_message(key, value, exc, source)) from None
         _oauth2_presets(staged, normalized)
-        for key in {**normalized, **_PRESET_KEYS}:
-            setattr(self, key, getattr(staged, key))
+        origin = origin or source
+        self._quiet = True
+        try:
+            with self._setting_from(origin):
+                for key in normalized:
+                    setattr(self, key, getattr(staged, key))
+                    self._sources[key] = origin  # also when the value stayed the same
+                for key in _PRESET_KEYS:  # what choosing an OAuth2 provider implied
+                    if key not in normalized and getattr(self, key) != getattr(staged, key):
+                        setattr(self, key, getattr(staged, key))
+                        self._sources[key] = origin
+        finally:
+            self._quiet = False
+        return self
+
+    def update_config(self, config: Config) -> None:
+        """Apply IPython config (``%config SmtpMagic.port = 587``), noting where values came from."""
+        with self._setting_from(IPYTHON_CONFIG):
+            super().update_config(config)
+        self._mark_config(config)
+
+    def _mark_config(self, config: Config) -> None:
+        section = config.get(type(self).__name__) if isinstance(config, dict) else None
+        for name in section or ():
+            if name in SETTINGS:
+                self._sources[name] = IPYTHON_CONFIG
+
+    def use_local(self, host: str, port: int) -> SmtpMagic:
+        """Point at the capture server at ``host:port``: no TLS, no login, a stand-in sender
+        when the username is not an address. What these settings were before comes back as soon
+        as the host or port changes again."""
+        local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
+                                 "password_env": None, "use_keyring": False}
+        if not self.sender and "@" not in (self.username or ""):
+            local["sender"] = LOCAL_SENDER
+        for name in local:  # a second --local keeps what the user had before the first
+            if name not in self._before_local or self.source(name) != LOCAL:
+                self._before_local[name] = (getattr(self, name), self.source(name))
+        with self._setting_from(LOCAL):
+            for name, value in local.items():
+                setattr(self, name, value)
+                self._sources[name] = LOCAL
+        return self
+
+    def source(self, name: str) -> str:
+        """Where the current value of setting ``name`` came from (``default``, ``IPython
+        config``, ``environment (SMTP_HOST)``, ``file PATH``, ``%smtp_config``, ``--local``...)."""
+        if name not in SETTINGS:
+            raise KeyError(name)
+        return self._sources.get(name, DEFAULT)
+
+    def apply(self, other: SmtpMagic) -> SmtpMagic:
+        """Take every setting of ``other``, with where it came from (ends a staged change)."""
+        quiet, self._quiet = self._quiet, True  # other's profile is applied already
+        try:
+            with self._setting_from(_QUIET):
+                for name in SETTINGS:
+                    if getattr(self, name) != getattr(other, name):
+                        setattr(self, name, getattr(other, name))
+        finally:
+            self._quiet = quiet
+        self._sources = dict(other._sources)
+        self._before_local = dict(other._before_local)
         return self
 
     def copy(self) -> SmtpMagic:
         clone = SmtpMagic()
-        for name in self.trait_names(config=True):
-            setattr(clone, name, getattr(self, name))
+        clone._quiet = True  # copying the profile's name must not load the profile again
+        try:
+            clone.apply(self)
+        finally:
+            clone._quiet = False
         return clone
+
+    @contextlib.contextmanager
+    def _setting_from(self, source: Any) -> Iterator[None]:
+        saved, self._active = self._active, source
+        try:
+            yield
+        finally:
+            self._active = saved
+
+    def _on_change(self, change: Any) -> None:
+        source = self._active
+        if source is _QUIET:
+            return
+        name = change["name"]
+        self._sources[name] = source or ASSIGNED
+        if name in ("host", "port") and self._before_local and source != LOCAL:
+            self._leave_local()
+
+    def _leave_local(self) -> None:
+        """Restore what --local replaced, unless it was set since (the settings left the
+        capture server: its no-TLS, no-login settings must not go to a real server)."""
+        saved, self._before_local = self._before_local, {}
+        for name, (value, source) in saved.items():
+            if self._sources.get(name) == LOCAL:
+                self._left_local[name] = (getattr(self, name), source)
+                with self._setting_from(_QUIET):
+                    setattr(self, name, value)
+                self._sources[name] = source
+
+    def left_local(self) -> list[str]:
+        """The settings that leaving the capture server gave back a different value (since this
+        object was made or copied), e.g. ``security`` after ``--local`` then ``--host``."""
+        return [name for name, (local, source) in self._left_local.items()
+                if self._sources.get(name) == source and getattr(self, name) != local]
+
+    @classmethod
+    def from_ipython_config(cls, cfg: Any) -> SmtpMagic:
+        """Settings from an IPython config (``c.SmtpMagic.*``); see ``load_ipython_config``."""
+        return cls(config=cfg)._config_over_profile(cfg)
+
+    def load_ipython_config(self, cfg: Any) -> SmtpMagic:
+        """Apply ``c.SmtpMagic.*`` from an IPython config. A ``profile`` there is applied first,
+        so the other ``c.SmtpMagic`` values of the same config win over it."""
+        self.update_config(cfg)  # traitlets: applies c.SmtpMagic.profile through the observer
+        return self._config_over_profile(cfg)
+
+    def _config_over_profile(self, cfg: Any) -> SmtpMagic:
+        section = cfg.get(type(self).__name__) if hasattr(cfg, "get") else None
+        if isinstance(section, Mapping) and section.get("profile"):
+            others = {k: v for k, v in section.items() if k != "profile" and k in SETTINGS
+                      and isinstance(v, (str, int, float, bool, type(None)))}
+            if others:
+                self.update(others, source="the IPython configuration", apply_profile=False)
+        return self
 
     # -- snapshots and display -----------------------------------------------------------------
 
@@ -303,13 +562,19 @@ class SmtpMagic(Configurable):
         items = ", ".join(f"{k}={v}" for k, v in self.describe() if v != "(not set)")
         return f"SmtpMagic({items})"
 
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(name, shown value, where it came from) for every setting, password masked."""
+        return [(name, shown, self.source(name)) for name, shown in self.describe()]
+
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in self.describe()
+            f"<td style='text-align:left'>{html.escape(v)}</td>"
+            f"<td style='text-align:left'>{html.escape(src)}</td></tr>"
+            for k, v, src in self.rows()
         )
-        return f"<table><thead><tr><th>setting</th><th>value</th></tr></thead>{rows}</table>"
+        return ("<table><thead><tr><th>setting</th><th>value</th><th>from</th></tr></thead>"
+                f"{rows}</table>")
 
 
 # What choosing an OAuth2 provider sets, unless given too (or changed from the default before).
@@ -345,6 +610,9 @@ def _declared_settings(cls: type[SmtpMagic]) -> tuple[str, ...]:
 
 
 SETTINGS: tuple[str, ...] = _declared_settings(SmtpMagic)
+# The settings a profile holds (an account's): all but those tagged ``profile=False``.
+PROFILE_SETTINGS: tuple[str, ...] = tuple(
+    n for n in SETTINGS if SmtpMagic.class_traits()[n].metadata.get("profile", True))
 
 
 @dataclass(frozen=True)
@@ -496,6 +764,8 @@ def _coerce(obj: SmtpMagic, name: str, value: Any) -> Any:
             raise ValueError(f"expected true or false, not {value!r}")
         if isinstance(trait, Enum):
             return value.strip().lower()
+        if isinstance(trait, Unicode) and trait.allow_none and not value.strip():
+            return None  # `--password-env ''` unsets it
     if isinstance(trait, Float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

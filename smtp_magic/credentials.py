@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 from .config import ConnectionSettings
 from .errors import ConfigError, missing
 
+log = logging.getLogger(__name__)
+
 KEYRING_SERVICE = "smtp-magic"
+# What to do instead, for a machine without a usable keyring (a headless Linux box has none).
+_KEYRING_FIX = ("use --password-env VAR or --password-prompt instead, or install a keyring "
+                "backend (e.g. pip install keyrings.alt)")
 
 
 def keyring_user(settings: ConnectionSettings) -> str:
@@ -15,11 +22,43 @@ def keyring_user(settings: ConnectionSettings) -> str:
     return f"{settings.username}@{settings.host}"
 
 
+def _keyring(purpose: str) -> Any:
+    """The keyring module, once it is known to have a backend; else a one-line ConfigError."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        raise missing("keyring", purpose) from None
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # noqa: BLE001 - a broken backend configuration
+        raise _keyring_error(exc) from None
+    if isinstance(backend, fail.Keyring):
+        raise ConfigError(f"No system keyring is available on this machine: {_KEYRING_FIX}.")
+    return keyring
+
+
+def _keyring_error(exc: BaseException) -> ConfigError:
+    """A backend's failure (locked, no D-Bus, refused...) as one sentence; never a password."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(f"The system keyring failed ({detail.rstrip('.')}): {_KEYRING_FIX}.")
+
+
+def check_keyring() -> None:
+    """Raise a ConfigError with the fix unless a system keyring can be used here."""
+    _keyring("Using the system keyring")
+
+
 def resolve_password(settings: ConnectionSettings) -> str | None:
-    """The password to log in with, or None to send without logging in."""
+    """The password to log in with, or None to send without logging in.
+
+    Every failure is a ``ConfigError`` (exit 1, nothing was sent), never a backend's exception.
+    """
     if settings.password:
+        log.debug("the password comes from the settings")
         return settings.password.reveal()
     if settings.password_env:
+        log.debug("the password comes from the environment variable %s", settings.password_env)
         value = os.environ.get(settings.password_env)
         if not value:
             raise ConfigError(
@@ -30,15 +69,17 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
     if settings.use_keyring:
         if not settings.username:
             raise ConfigError("Reading the password from the keyring needs a username.")
+        keyring = _keyring("Reading the password from the system keyring")
+        log.debug("the password comes from the keyring entry %s", keyring_user(settings))
         try:
-            import keyring
-        except ImportError:
-            raise missing("keyring", "Reading the password from the system keyring") from None
-        value = keyring.get_password(KEYRING_SERVICE, keyring_user(settings))
+            value = keyring.get_password(KEYRING_SERVICE, keyring_user(settings))
+        except Exception as exc:  # noqa: BLE001 - the backend's own errors, as one sentence
+            raise _keyring_error(exc) from None
         if not value:
             raise ConfigError(
                 f"The keyring has no password for {keyring_user(settings)!r} "
-                f"(service {KEYRING_SERVICE!r})."
+                f"(service {KEYRING_SERVICE!r}): set it with %smtp_config --keyring "
+                "--password-prompt."
             )
         return value
     return None
@@ -46,8 +87,8 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
 
 def store_in_keyring(settings: ConnectionSettings, password: str) -> None:
     """Save a password in the system keyring for these settings' username and host."""
+    keyring = _keyring("Saving the password in the system keyring")
     try:
-        import keyring
-    except ImportError:
-        raise missing("keyring", "Saving the password in the system keyring") from None
-    keyring.set_password(KEYRING_SERVICE, keyring_user(settings), password)
+        keyring.set_password(KEYRING_SERVICE, keyring_user(settings), password)
+    except Exception as exc:  # noqa: BLE001 - the backend's own errors, as one sentence
+        raise _keyring_error(exc) from None

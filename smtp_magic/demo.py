@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -17,7 +18,11 @@ from .server import CapturedMessage, CaptureServer, default_maildir
 
 __all__ = ["find_notebook", "main", "run"]
 
-QUICKSTART = Path("notebooks") / "quickstart.ipynb"
+log = logging.getLogger(__name__)
+
+# Shipped in the package (a link to the repository's notebooks/quickstart.ipynb), so the demo
+# runs from an installed wheel as well as from a clone.
+QUICKSTART = Path(__file__).resolve().parent / "notebooks" / "quickstart.ipynb"
 DEFAULT_OUTPUT = Path("demo-output") / "quickstart.ipynb"
 # Long enough for a cold kernel start plus matplotlib's first import (its font cache).
 CELL_TIMEOUT = 300
@@ -28,22 +33,17 @@ class DemoError(Exception):
 
 
 def find_notebook(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The notebook to run: ``explicit``, else the quickstart of the source tree we run from."""
+    """The notebook to run: ``explicit``, else the quickstart shipped with the package."""
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise DemoError(f"The notebook {str(path)!r} does not exist.")
         return path
-    # An editable install (make demo) imports the package from the clone, next to notebooks/;
-    # the current directory covers running from a clone with a regular install.
-    candidates = [Path(__file__).resolve().parent.parent / QUICKSTART, Path.cwd() / QUICKSTART]
-    for path in candidates:
-        if path.is_file():
-            return path
+    if QUICKSTART.is_file():
+        return QUICKSTART
     raise DemoError(
-        "The quickstart notebook is not installed with the package. Run the demo from a clone of "
-        "the repository (git clone ...; cd smtp-magic; make demo), or pass "
-        "--notebook path/to/quickstart.ipynb."
+        f"The quickstart notebook is missing from this installation ({QUICKSTART}); reinstall "
+        "smtp-magic, or pass --notebook path/to/quickstart.ipynb."
     )
 
 
@@ -53,7 +53,7 @@ def _import_papermill() -> Any:
     except ImportError as exc:
         raise DemoError(
             "The demo runs the notebook with papermill, which is not installed: "
-            "pip install papermill ipykernel (or use `make demo`, which installs both)."
+            "pip install 'smtp-magic[demo]' (papermill, ipykernel, pandas, matplotlib)."
         ) from exc
     return papermill
 
@@ -67,7 +67,8 @@ def _this_python_kernel() -> Iterator[str]:
     try:
         import ipykernel  # noqa: F401
     except ImportError:
-        raise DemoError("The demo needs a Python kernel for Jupyter: pip install ipykernel.") from None
+        raise DemoError("The demo needs a Python kernel for Jupyter: pip install "
+                        "'smtp-magic[demo]'.") from None
     with tempfile.TemporaryDirectory(prefix="smtp-magic-demo-") as tmp:
         spec = Path(tmp) / "kernels" / "python3"
         spec.mkdir(parents=True)

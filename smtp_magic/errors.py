@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterable, Mapping
 from enum import IntEnum
 
@@ -21,6 +22,8 @@ __all__ = [
     "did_you_mean",
     "error_for",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class ExitCode(IntEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from html import unescape
 from html.parser import HTMLParser
 
 __all__ = ["html_to_text"]
+
+log = logging.getLogger(__name__)
 
 # Elements whose content a reader never sees.
 _SKIPPED = frozenset({"script", "style", "head", "title", "template", "svg", "iframe", "object"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import re
 import shlex
 import weakref
@@ -26,7 +27,7 @@ from .outbox import history
 
 __all__ = ["SmtpMagics", "load_ipython_extension", "unload_ipython_extension"]
 
-LOCAL_SENDER = "notebook@localhost.test"
+log = logging.getLogger(__name__)
 
 # -- the line: shell-style words, each expanded on its own -----------------------------------------
 #
@@ -54,7 +55,14 @@ _WHOLE_FIELD = re.compile(r"\{([^{}]+)\}|\$(" + _NAME + ")")
 
 
 def split_words(line: str) -> list[tuple[str, bool]]:
-    """Shell-style words of ``line``, each with whether ``$name`` may be expanded in it."""
+    """Shell-style words of ``line``, each with whether ``$name`` may be expanded in it.
+
+    As in a shell, a word that starts with an unquoted ``#`` starts a comment
+    (``%smtp_config --local  # the capture server``).
+    """
+    comment = next((m.start() for m in _WORD.finditer(line) if m.group(0).startswith("#")), None)
+    if comment is not None:
+        line = line[:comment]
     try:
         shlex.split(_BRACES.sub("x", line))  # checks the quoting, with shlex's own messages
     except ValueError as exc:
@@ -216,6 +224,9 @@ class SmtpMagics(Magics):
     @setting_arguments
     @argument("--password-prompt", action="store_true",
               help="Ask for the password (never stored in the notebook).")
+    @argument("--save", action="store_true",
+              help="With --profile NAME: save the settings (without the password) as that "
+                   "profile, in profiles.json in the user's config folder.")
     @argument("--file", metavar="PATH", help="Load a JSON configuration (the connector's format).")
     @argument("--local", action="store_true",
               help="Start the built-in capture server here and send to it (no login).")
@@ -238,6 +249,9 @@ class SmtpMagics(Magics):
         settings = current()
         if args.password_env and (args.use_keyring or args.password_prompt):
             raise UsageError("--password-env cannot be combined with --keyring or --password-prompt.")
+        if args.local and (args.host is not None or args.port is not None):
+            raise UsageError("--local sends to the built-in capture server, on a port of its own: "
+                             "leave out --host and --port.")
         values = {option.name: getattr(args, option.name) for option in config.setting_options()
                   if getattr(args, option.name) is not None}
         # The password source given last wins: a new one replaces the others.
@@ -250,22 +264,46 @@ class SmtpMagics(Magics):
             from .server import local_server
 
             server = local_server()
-            values.update(host=server.host, port=server.port, security="none", password=None,
-                          password_env=None, use_keyring=False)
+        profile = values.pop("profile", None)
+        if args.save and not profile:
+            raise UsageError("--save needs the name to save under: --profile NAME --save.")
+        saved: Any = None
         try:
+            if args.use_keyring:
+                from .credentials import check_keyring
+
+                check_keyring()  # no backend (a headless Linux box): say so now, change nothing
             staged = settings.copy()
+            if profile and not args.save:  # first, so --file and the other options win over it
+                staged.update({"profile": profile}, source="%smtp_config")
             if args.file:
                 staged.load_file(args.file)
-            staged.update(values, source="%smtp_config")
-            if server is not None and not staged.sender and "@" not in (staged.username or ""):
-                staged.sender = LOCAL_SENDER
+            staged.update(values, source=config.MAGIC)
+            if server is not None:  # until the host or port changes again
+                staged.use_local(server.host, server.port)
             if args.password_prompt:
                 self._prompt_password(staged, keyring=bool(args.use_keyring))
-            changed = {name: getattr(staged, name) for name in config.SETTINGS
-                       if getattr(staged, name) != getattr(settings, name)}
-            settings.update(changed, source="%smtp_config")
+            if args.save:
+                from .profiles import save
+
+                saved = save(profile, staged.saved_values())
+                staged.update({"profile": profile}, apply_profile=False)
+            restored = staged.left_local()
+            settings.apply(staged)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
+        if restored:
+            shown = dict(settings.describe())
+            print("Not the capture server any more, so what --local had set is back: "
+                  + ", ".join(f"{name} {shown[name]}" for name in restored) + ".")
+        if saved is not None:
+            note = (" The password is not in it: next time give it with --password-prompt, or "
+                    "save the profile with --password-env VAR or --keyring."
+                    if settings.password else "")
+            print(f"Saved the settings as profile {profile!r} in {saved}.{note}")
+        elif profile:
+            who = f" as {settings.username}" if settings.username else ""
+            print(f"Using profile {profile!r}: {settings.host}:{settings.port}{who}.")
         if server is not None:
             print(f"Sending to the capture server at {server.host}:{server.port}; messages are "
                   f"stored in {server.maildir} (see %smtp_inbox).")
@@ -278,7 +316,7 @@ class SmtpMagics(Magics):
                 raise _kernel.one_line(exc) from None
             print("\n".join(report.lines()))
         if not line.strip():
-            text = Table(("setting", "value"), settings.describe(), title="SmtpMagic settings")
+            text = Table(("setting", "value", "from"), settings.rows(), title="SmtpMagic settings")
             display(Block(settings._repr_html_(), repr(text)))  # the password masked in both
 
     def _oauth2(self, settings: SmtpMagic, *, login: bool) -> None:
@@ -334,6 +372,13 @@ class SmtpMagics(Magics):
     @argument("--preview", action="store_true", help="Show the message as it will arrive; send nothing.")
     @argument("--each", metavar="VAR",
               help="One message per row of a DataFrame (or item of an iterable).")
+    @argument("--template", metavar="FILE",
+              help="A Jinja template file the cell extends: the cell fills its {%% block %%}s "
+                   "and sets variables; {%% include %%} finds files next to it.")
+    @argument("--profile", metavar="NAME",
+              help="Send with this saved profile's settings (see %%smtp_config --profile).")
+    @argument("--debug", action="store_true",
+              help="Show the SMTP conversation of this send (logins redacted).")
     @cell_magic
     def smtp_send(self, line: str, cell: str) -> None:
         """Email the cell: a Jinja template rendered with the notebook's variables.
@@ -356,6 +401,14 @@ class SmtpMagics(Magics):
         words = split_words(line)
         shape = parse_argv(self.smtp_send, [w for w, _ in words])  # which options, before expanding
         settings = current().copy()
+        try:
+            if shape.profile:
+                name = (expand_words([(shape.profile, True)], ns) or [shape.profile])[0]
+                settings.update({"profile": name}, source="--profile")
+            if shape.debug:
+                settings.update({"debug": True}, source="--debug")
+        except SmtpMagicError as exc:
+            raise _usage_error(exc) from None
         content_type = shape.content_type or settings.content_type
         if content_type == "multipart/alternative":
             content_type = "text/html"
@@ -366,19 +419,26 @@ class SmtpMagics(Magics):
             rows = rows_of(ns[shape.each], shape.each)
             if not rows:
                 raise UsageError(f"--each {shape.each} has no rows: nothing to send.")
+        if shape.capture and shape.template:
+            raise UsageError("--capture and --template do not go together: with --capture the "
+                             "cell is code, not a template.")
         captured = self._capture(cell) if shape.capture else None
         built = [self._request(words, cell, row, settings, content_type, captured,
                                i if shape.each else None) for i, row in enumerate(rows)]
-        requests = [request for request, _ in built]
+        requests, composed = [r for r, _, _ in built], [c for _, _, c in built]
         # What the sender should know: objects that fell back, what sanitising removed.
-        warnings = list(dict.fromkeys(w for _, r in built for w in r.warnings))
-        removed = list(dict.fromkeys(w for _, r in built for w in r.removed))
+        warnings = list(dict.fromkeys(w for _, r, _ in built for w in r.warnings))
+        removed = list(dict.fromkeys(w for _, r, _ in built for w in r.removed))
         if shape.preview:
-            self._preview(requests, settings, warnings, removed)
+            self._preview(requests, composed, warnings, removed)
             return
         block = _kernel.should_block(self.shell, settings, shape.sync)
-        job = _kernel.start_send(self.shell, requests, settings, block=block, many=bool(shape.each),
-                                 notes=warnings)
+        try:
+            job = _kernel.start_send(self.shell, requests, settings, block=block,
+                                     many=bool(shape.each), composed=composed, notes=warnings)
+        except _kernel.SendInterrupted as exc:  # the send goes on: keep it reachable
+            ns["smtp_last"] = exc.job
+            raise
         ns["smtp_last"] = job
         error = job.error() if block else None
         if error is not None:
@@ -386,9 +446,9 @@ class SmtpMagics(Magics):
 
     def _request(self, words: list[tuple[str, bool]], cell: str, row: dict[str, Any],
                  settings: SmtpMagic, content_type: str, captured: Any, index: int | None
-                 ) -> tuple[SendRequest, Any]:
-        """One message (and its rendering): the options expanded and the template rendered with
-        ``row`` first."""
+                 ) -> tuple[SendRequest, Any, Any]:
+        """One message: the options expanded and the template rendered with ``row`` first;
+        returns the request, its rendering and the message composed from it."""
         from .render import render_template
 
         ns = self.user_ns
@@ -396,15 +456,16 @@ class SmtpMagics(Magics):
         where = f"Row {index}: " if index is not None else ""
         args = parse_argv(self.smtp_send, expand_words(words, scope))
         try:
-            rendered = captured or render_template(cell, scope, content_type)
+            rendered = captured or render_template(cell, scope, content_type,
+                                                   template=args.template)
             request = build_request(args, rendered, content_type,
                                     list(resolve_all(args.attach or [], scope)))
-            api.build_message(request, config=settings)  # every input error before any send
+            composed = api.build_message(request, config=settings)  # every input error first
         except SmtpMagicError as exc:
             raise _usage_error(exc, where) from None
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
-        return request, rendered
+        return request, rendered, composed
 
     def _capture(self, cell: str) -> Any:
         from .render import render_outputs
@@ -417,13 +478,13 @@ class SmtpMagics(Magics):
         except SmtpMagicError as exc:  # e.g. a chart that cannot become an image
             raise _usage_error(exc, "Nothing was sent: ") from None
 
-    def _preview(self, requests: list[SendRequest], settings: SmtpMagic, warnings: list[str],
+    def _preview(self, requests: list[SendRequest], built: list[Any], warnings: list[str],
                  removed: list[str]) -> None:
         import html
 
         from .preview import preview_html, preview_text
 
-        composed = api.build_message(requests[0], config=settings)
+        composed = built[0]
         note = f" (the first of {len(requests)} messages)" if len(requests) > 1 else ""
         lines = ([f"Removed before sending: {'; '.join(removed)}."] if removed else []) + [
             f"Note: {w}." for w in warnings]
@@ -457,7 +518,14 @@ class SmtpMagics(Magics):
                 history.add(record)
             print(f"Cleared {len(keys)} undelivered message(s) and the finished sends.")
         if args.wait:
-            _kernel.wait_all()
+            try:
+                stuck = _kernel.wait_all()
+            except KeyboardInterrupt:
+                raise _kernel.one_line(KeyboardInterrupt(
+                    "stopped waiting; the sends go on (%smtp_outbox shows them).")) from None
+            if stuck:
+                print(f"{len(stuck)} send(s) run on this notebook's own event loop and cannot "
+                      "finish while a cell waits: await them instead.")
         if args.retry:
             keys = _undelivered_keys(box)
             if not keys:
@@ -563,9 +631,9 @@ def load_ipython_extension(shell: Any) -> None:
     settings = config._current
     if settings is None:
         # Built from the shell's config first, so c.SmtpMagic.* sits below the environment.
-        settings = config.set_current(SmtpMagic(config=shell.config).load_env())
+        settings = config.set_current(SmtpMagic.from_ipython_config(shell.config).load_env())
     elif _configured.get(shell) is not settings:
-        settings.update_config(shell.config)
+        settings.load_ipython_config(shell.config)
         settings.load_env()
     _configured[shell] = settings
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import mimetypes
 import os
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,8 @@ __all__ = [
     "as_address_list",
     "mime_type_for",
 ]
+
+log = logging.getLogger(__name__)
 
 # The types we promise, whatever the host's /etc/mime.types says (python's built-in table lacks
 # OpenDocument and most MS Office types).

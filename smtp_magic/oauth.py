@@ -38,6 +38,8 @@ __all__ = [
     "sign_in_status",
 ]
 
+log = logging.getLogger(__name__)
+
 HINT = "run `%smtp_config --oauth2-login` interactively once"
 CLI_HINT = "(in a terminal: `smtp-magic check --oauth2-login`)"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

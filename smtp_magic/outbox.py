@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import mailbox
 import os
 import re
@@ -14,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._paths import user_path
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
+
+log = logging.getLogger(__name__)
 
 # A batch journal keeps every message of one bulk send in one file; keys look like J<id>-<n>.
 _JOURNAL_DIR = "journal"
@@ -28,10 +32,7 @@ _SETTLEMENT = re.compile(rb"([DM]) (\d+)")
 
 def default_outbox_dir() -> Path:
     """``$SMTP_MAGIC_OUTBOX``, else ``$XDG_DATA_HOME/smtp_magic/outbox`` (``~/.local/share``)."""
-    if os.environ.get("SMTP_MAGIC_OUTBOX"):
-        return Path(os.environ["SMTP_MAGIC_OUTBOX"]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "smtp_magic" / "outbox"
+    return user_path("SMTP_MAGIC_OUTBOX", "data", "outbox")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Outbox:
     def mark_failed(self, entry: OutboxEntry, response: Response,
                     recipients: tuple[str, ...] | None = None) -> OutboxEntry:
         """Record why a kept message was not delivered (and to whom it is still owed)."""
+        log.info("kept %s in the outbox %s (exit %d): %s", entry.message_id, self.path,
+                 int(response.exitcode), response.message)
         journal = _journal_key(entry.key)
         if journal is not None and not self._meta_path(entry.key).exists():
             # Moved out of its batch journal into the Maildir, under the same key.
@@ -441,6 +444,10 @@ class SendRecord:
     response: Response | None = None
     started: float = field(default_factory=time.time)
     outbox_key: str | None = None
+    # The thread whose event loop delivers it, once delivery started: a wait on that same
+    # thread could never see it finish.
+    thread: int | None = field(default=None, repr=False, compare=False)
+    _log: SendLog | None = field(default=None, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
@@ -449,6 +456,8 @@ class SendRecord:
     def finish(self, response: Response) -> None:
         self.response = response
         self.status = "sent" if response.ok else "failed"
+        if self._log is not None:
+            self._log.changed()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -459,20 +468,50 @@ class SendRecord:
 
 
 class SendLog:
-    """Every send of this process, in order (thread-safe: blocking sends run on a worker loop)."""
+    """Every send of this process, in order, whatever started it: the magics, the form, the
+    API (thread-safe: sends run on worker loops)."""
 
     def __init__(self) -> None:
         self._records: list[SendRecord] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
 
     def add(self, record: SendRecord) -> SendRecord:
         with self._lock:
+            record._log = self
             self._records.append(record)
         return record
 
     def records(self) -> list[SendRecord]:
         with self._lock:
             return list(self._records)
+
+    def pending(self) -> list[SendRecord]:
+        with self._lock:
+            return [r for r in self._records if r.status == "pending"]
+
+    def changed(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, timeout: float | None = None) -> list[SendRecord]:
+        """Block until no send is pending, except those delivered by this thread's own event
+        loop (they cannot progress while it blocks); returns the sends still pending."""
+        me = threading.get_ident()
+
+        def settled() -> bool:
+            return all(r.status != "pending" or r.thread == me for r in self._records)
+
+        with self._changed:
+            self._changed.wait_for(settled, timeout)
+            return [r for r in self._records if r.status == "pending"]
+
+    def discard(self, records: Iterable[SendRecord]) -> None:
+        """Forget records of sends that never started (interrupted while being prepared)."""
+        gone = {id(r) for r in records}
+        with self._changed:
+            self._records[:] = [r for r in self._records if id(r) not in gone]
+            self._changed.notify_all()
 
     def clear(self) -> None:
         with self._lock:

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-import base64
 import html
+import logging
 from email.message import EmailMessage
+from email.utils import getaddresses
 
-from .compose import Composed
+from ._views import message_frame
+from .mime import Composed
 
 __all__ = ["preview_html", "preview_text"]
+
+log = logging.getLogger(__name__)
 
 
 def _body_parts(msg: EmailMessage) -> tuple[EmailMessage | None, EmailMessage | None]:
     return msg.get_body(("html",)), msg.get_body(("plain",))  # type: ignore[return-value]
 
 
-def _inline_images(msg: EmailMessage) -> dict[str, str]:
-    """cid -> data: URI, for display in the notebook only (the email itself keeps cid:)."""
-    out = {}
-    for part in msg.walk():
-        cid = part.get("Content-ID")
-        if cid and part.get_content_maintype() == "image":
-            raw: bytes = part.get_payload(decode=True) or b""  # type: ignore[assignment]
-            data = base64.b64encode(raw).decode("ascii")
-            out[cid.strip("<>")] = f"data:{part.get_content_type()};base64,{data}"
-    return out
+def _comparable(address: str) -> str:
+    """An address as the envelope has it (IDNA domain), lower-cased, for comparisons."""
+    local, _, domain = address.rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return f"{local}@{domain}".lower()
 
 
 def _attachments(msg: EmailMessage) -> list[tuple[str, str, int]]:
@@ -39,25 +41,15 @@ def preview_html(composed: Composed) -> str:
     """An HTML block for a notebook: the headers, the body, then the attachments."""
     msg = composed.message
     rows = [(name, str(msg[name])) for name in ("From", "To", "Cc", "Subject") if msg[name]]
-    bcc = [r for r in composed.recipients if r not in " ".join(v for _, v in rows)]
+    shown = {_comparable(addr) for _, addr in getaddresses([v for k, v in rows if k in ("To", "Cc")])}
+    bcc = [r for r in composed.recipients if _comparable(r) not in shown]
     if bcc:
         rows.append(("Bcc", ", ".join(bcc) + " (envelope only)"))
     head = "".join(
         f"<tr><th style='text-align:right;padding-right:8px'>{html.escape(k)}</th>"
         f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows
     )
-    html_part, text_part = _body_parts(msg)
-    if html_part is not None:
-        body = html_part.get_content()
-        for cid, uri in _inline_images(msg).items():
-            body = body.replace(f"cid:{cid}", uri)
-        # An iframe keeps the email's own styles from leaking into the notebook and back.
-        frame = html.escape(body, quote=True)
-        body_html = (f"<iframe srcdoc=\"{frame}\" style='width:100%;height:420px;border:1px solid "
-                     "#ddd;background:white'></iframe>")
-    else:
-        text = text_part.get_content() if text_part is not None else ""
-        body_html = f"<pre style='white-space:pre-wrap'>{html.escape(text)}</pre>"
+    body_html = message_frame(msg)
     files = "".join(
         f"<li>{html.escape(name)} ({html.escape(ctype)}, {size / 1000:.1f} kB)</li>"
         for name, ctype, size in _attachments(msg)

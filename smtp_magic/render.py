@@ -9,6 +9,7 @@ import html as _html
 import importlib.util
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -47,6 +48,8 @@ __all__ = [
     "text_to_html",
 ]
 
+log = logging.getLogger(__name__)
+
 # Gmail clips an HTML part over 102 KB. The part is sent quoted-printable, which adds about 7 %
 # to markup like ours, and the page layout adds ~3 KB: 90 KB of rendered HTML stays under.
 DEFAULT_MAX_BYTES = 90_000
@@ -80,7 +83,9 @@ class Rendered:
     top_notes: tuple[str, ...] = ()
 
     def _repr_html_(self) -> str:
-        return self.html
+        from ._views import html_frame  # shown inert, as every view of message HTML
+
+        return html_frame(self.html, {i.cid: (f"image/{i.subtype}", i.data) for i in self.images})
 
 
 @dataclass(frozen=True)
@@ -993,6 +998,7 @@ def render_template(
     *,
     max_bytes: int | None = None,
     max_rows: int | None = None,
+    template: str | os.PathLike[str] | None = None,
 ) -> Rendered:
     """Render a Jinja template with ``namespace`` as its variables.
 
@@ -1003,6 +1009,11 @@ def render_template(
     in ``Rendered.text``. ``max_bytes`` is the size budget of the whole body, shared by its
     rich objects. The template's own markup keeps everything but scripts, event handlers and
     script URLs; HTML from objects is sanitised more strictly (see ``Rendered.removed``).
+
+    ``template``: a template file that ``source`` extends (``{% extends %}`` is implied), so
+    ``source`` fills the file's ``{% block %}``s and sets variables. ``{% include %}`` and
+    ``{% extends %}`` find files in the template's folder (without ``template``: the current
+    folder, i.e. the notebook's).
     """
     kind = _KINDS.get(content_type.lower().strip())
     if kind is None:
@@ -1010,12 +1021,14 @@ def render_template(
             f"Unsupported content type {content_type!r}: "
             "use text/html, text/plain or text/markdown."
         )
-    if kind == "html" and is_plain_text(source):
+    # A body typed as text is shown as typed; one that pulls in template files is markup.
+    if kind == "html" and template is None and not _USES_FILES.search(source) \
+            and is_plain_text(source):
         kind = "text"
     inserter = _Inserter(namespace, max_rows, text=kind == "text")
     token = _ACTIVE.set(inserter if kind != "plain" else None)
     try:
-        text = _run_template(source, kind, namespace)
+        text = _run_template(source, kind, namespace, template)
     finally:
         _ACTIVE.reset(token)
     if kind == "plain":
@@ -1027,27 +1040,106 @@ def render_template(
     return inserter.finish(text, max_bytes or DEFAULT_MAX_BYTES - _LAYOUT_ROOM)
 
 
-def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]) -> str:
-    if not any(mark in source for mark in ("{{", "{%", "{#")):
+def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any],
+                  template: str | os.PathLike[str] | None = None) -> str:
+    if template is None and not any(mark in source for mark in ("{{", "{%", "{#")):
         # Nothing to fill in (what Jinja would give back, without needing it installed).
         return _html.escape(source, quote=False) if kind == "text" else source
     jinja2 = _jinja()
+    folder = os.getcwd()
+    if template is not None:
+        path = os.path.abspath(os.path.expanduser(os.fspath(template)))
+        if not os.path.isfile(path):
+            raise InvalidRequest(f"The template file {os.fspath(template)!r} does not exist.")
+        folder = os.path.dirname(path)
+        # The cell extends the file, on its own first line so line numbers stay the cell's.
+        if not re.match(r"\s*\{%-?\s*extends\b", source):
+            source = "{% extends " + json.dumps(os.path.basename(path)) + " %}" + source
     try:
-        template = _compile(source, kind)
-        return str(template.render(dict(namespace)))
+        compiled = _compile(source, kind, folder)
+        if template is not None:
+            _check_child(source, kind, folder, os.fspath(template))
+        return str(compiled.render(dict(namespace)))
     except jinja2.UndefinedError as exc:
-        raise InvalidRequest(_undefined_message(str(exc))) from None
+        raise InvalidRequest(_undefined_message(str(exc), *_where(exc, folder))) from None
     except jinja2.TemplateSyntaxError as exc:
+        who = _file_name(exc.filename, folder) if exc.filename else "The template"
+        raise InvalidRequest(f"{who} has a syntax error on line {exc.lineno}: {exc.message}.") from None
+    except jinja2.TemplateNotFound as exc:
+        who, line = _where(exc, folder)
+        raise InvalidRequest(f"{who} includes {exc.name!r}{_on(line)}, which is not a file in "
+                             f"{folder}.") from None
+    except jinja2.TemplateError as exc:
+        who, line = _where(exc, folder)
+        raise InvalidRequest(f"{who} cannot be rendered{_on(line)}: {exc}.") from None
+
+
+_USES_FILES = re.compile(r"\{%-?\s*(?:include|extends|import|from)\b")
+
+
+def _check_child(source: str, kind: _TemplateKind, folder: str, name: str) -> None:
+    """A cell that extends a template file shows only its blocks: text outside them would be
+    lost without a word, so it is an error that names the blocks the file defines."""
+    line = _loose_line(source, kind, folder)
+    if line is not None:
+        template = _environment(kind, folder).get_template(os.path.basename(name))
+        blocks = ", ".join(template.blocks) or "none"
         raise InvalidRequest(
-            f"The template has a syntax error on line {exc.lineno}: {exc.message}."
-        ) from None
+            f"With --template {name}, the cell's text must be inside a block of the template "
+            f"({{% block NAME %}}...{{% endblock %}}; line {line} is outside one); "
+            f"its blocks: {blocks}."
+        )
 
 
-def _undefined_message(detail: str) -> str:
+@functools.lru_cache(maxsize=64)
+def _loose_line(source: str, kind: _TemplateKind, folder: str) -> int | None:
+    """The first line of ``source`` with output outside any block, or None."""
+    from jinja2 import nodes
+
+    tree = _environment(kind, folder).parse(source)
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            continue
+        for child in node.nodes:
+            if not isinstance(child, nodes.TemplateData):
+                return int(child.lineno)
+            if child.data.strip():  # the line of its first visible character
+                blank = child.data[:len(child.data) - len(child.data.lstrip())]
+                return int(child.lineno) + blank.count("\n")
+    return None
+
+
+def _file_name(filename: str, folder: str) -> str:
+    shown = os.path.relpath(filename, folder) if filename.startswith(folder + os.sep) else filename
+    return f"The template file {shown!r}"
+
+
+def _on(line: int | None) -> str:
+    return f" on line {line}" if line else ""
+
+
+def _where(exc: BaseException, folder: str) -> tuple[str, int | None]:
+    """Who ("The template file 'base.html'", or "The template" for the cell) and which line,
+    from the innermost template line of ``exc``'s traceback (Jinja puts them there)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename == "<template>" or (filename.startswith(folder + os.sep)
+                                        and not filename.endswith(".py")):
+            found = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    if found is None:
+        return "The template", None
+    filename, line = found
+    return ("The template" if filename == "<template>" else _file_name(filename, folder)), line
+
+
+def _undefined_message(detail: str, who: str = "The template", line: int | None = None) -> str:
     match = re.fullmatch(r"'(.+)' is undefined", detail)
     if match:
-        return f"The template uses {match.group(1)!r}, which is not defined in the notebook."
-    return f"The template uses an undefined value: {detail}."
+        return f"{who} uses {match.group(1)!r}{_on(line)}, which is not defined in the notebook."
+    return f"{who} uses an undefined value{_on(line)}: {detail}."
 
 
 def _jinja() -> Any:
@@ -1059,15 +1151,18 @@ def _jinja() -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _compile(source: str, kind: _TemplateKind) -> Any:
+def _compile(source: str, kind: _TemplateKind, folder: str) -> Any:
     """Compiled once per body: ``--each`` renders the same template for every row."""
-    return _environment(kind).from_string(source)
+    return _environment(kind, folder).from_string(source)
 
 
-@functools.lru_cache(maxsize=4)
-def _environment(kind: _TemplateKind) -> Any:
+@functools.lru_cache(maxsize=16)
+def _environment(kind: _TemplateKind, folder: str) -> Any:
+    """The Jinja environment of a body type; ``{% include %}``/``{% extends %}`` find files in
+    ``folder`` (re-read when they change)."""
     jinja2 = _jinja()
     return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
         autoescape=kind != "plain",
         undefined=jinja2.StrictUndefined,
         finalize=_finalize if kind != "plain" else None,

@@ -28,6 +28,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._paths import user_path
 from .errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ __all__ = [
     "serve",
 ]
 
+log = logging.getLogger(__name__)
+
 TLSMode = Literal["starttls", "tls"]
 # (user, access token) -> whether the token is valid for that user; e.g. an introspection call.
 TokenValidator = Callable[[str, str], bool]
@@ -58,11 +61,7 @@ _SEQ = itertools.count(1)
 
 def default_maildir() -> Path:
     """``$SMTP_MAGIC_CAPTURE_DIR``, else ``$XDG_DATA_HOME/smtp_magic/capture`` (``~/.local/share``)."""
-    explicit = os.environ.get("SMTP_MAGIC_CAPTURE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
-    return Path(data_home).expanduser() / "smtp_magic" / "capture"
+    return user_path("SMTP_MAGIC_CAPTURE_DIR", "data", "capture")
 
 
 def _ensure_maildir(path: Path) -> Path:
@@ -234,6 +233,7 @@ class CaptureHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         path = self.store(session, envelope)
+        log.debug("stored a message from %s as %s", envelope.mail_from, path)
         return f"250 2.0.0 Ok: stored as {path.stem}"
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
+from ._paths import user_path
 from .errors import AuthFailed
 
 __all__ = ["KEYRING_SERVICE", "TokenStore", "default_store", "token_file"]
+
+log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "smtp-magic-oauth2"
 _LOCK = threading.Lock()
@@ -19,11 +23,7 @@ _LOCK = threading.Lock()
 
 def token_file() -> Path:
     """``$SMTP_MAGIC_TOKEN_FILE``, else ``$XDG_DATA_HOME/smtp_magic/oauth2-tokens.json``."""
-    explicit = os.environ.get("SMTP_MAGIC_TOKEN_FILE")
-    if explicit:
-        return Path(explicit).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
-    return Path(data_home).expanduser() / "smtp_magic" / "oauth2-tokens.json"
+    return user_path("SMTP_MAGIC_TOKEN_FILE", "data", "oauth2-tokens.json")
 
 
 def _usable_keyring() -> Any | None:

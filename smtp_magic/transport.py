@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import random
 import re
 import socket
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _shortcuts
 from .config import ConnectionSettings
+from .conversation import Conversation
 from .errors import (
     AuthFailed,
     ConnectFailed,
@@ -23,12 +26,14 @@ from .errors import (
     SmtpMagicError,
     TemporaryFailure,
 )
+from .pacing import Throttled, is_throttle
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
     import aiosmtplib
 
     from ._pipeline import Channel, Trace
 
+log = logging.getLogger(__name__)
 
 class Envelope(Protocol):
     """What the transport needs to know besides the bytes (``compose.Composed`` is one)."""
@@ -260,6 +265,44 @@ def _payload(data: Data) -> Iterator[bytes]:
     return data_chunks(data.chunks())
 
 
+_tapped_class: type | None = None
+
+
+def _smtp_class() -> type[aiosmtplib.SMTP]:
+    """aiosmtplib's SMTP client, reporting every command and reply to its ``conversation``.
+
+    Every command outside a mail transaction (EHLO, AUTH and its SASL lines, RSET, QUIT...)
+    goes through the public ``execute_command``; the greeting and STARTTLS are reported where
+    ``Session`` runs them, the transactions by the pipelining channel's trace.
+    """
+    global _tapped_class
+    if _tapped_class is None:
+        import aiosmtplib
+
+        class TappedSMTP(aiosmtplib.SMTP):  # type: ignore[misc]
+            conversation: Conversation | None = None
+
+            async def execute_command(self, *args: bytes, **kwargs: Any) -> Any:
+                conv = self.conversation
+                if conv is None:
+                    return await super().execute_command(*args, **kwargs)
+                conv.command(*args)
+                try:
+                    response = await super().execute_command(*args, **kwargs)
+                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+                    conv.note(f"no reply: {exc}")
+                    raise
+                conv.reply(response.code, response.message)
+                return response
+
+        _tapped_class = TappedSMTP
+    return _tapped_class
+
+
+def _conversation(smtp: Any) -> Conversation | None:
+    return getattr(smtp, "conversation", None)
+
+
 def _address(address: str, smtputf8: bool) -> bytes:
     raw = address.encode("utf-8" if smtputf8 else "ascii")
     if _CONTROL.search(raw):
@@ -417,6 +460,9 @@ async def oauth_login(smtp: aiosmtplib.SMTP, s: ConnectionSettings, *, encrypted
             raise AuthFailed("OAuth2 sign-in needs the mailbox address: set username.")
         blob = (oauth.sasl_xoauth2(user, token.value) if mechanism == "XOAUTH2"
                 else oauth.sasl_oauthbearer(user, token.value, s.host, s.port))
+        conv = _conversation(smtp)
+        if conv is not None:  # AUTH lines are redacted anyway; this scrubs any other echo
+            conv.add_secrets(token.value, base64.b64encode(blob).decode("ascii"), username=user)
         reply, detail = await _sasl(smtp, mechanism, blob)
         if reply.code == 235:
             return f"signed in with OAuth2 ({mechanism}) as {user}{oauth.valid_until(token)}"
@@ -440,6 +486,7 @@ class Session:
         self._smtp: aiosmtplib.SMTP | None = None
         self._channel: Channel | None = None  # the pipelining shortcut, when it took over
         self.encrypted = False
+        self.conversation: Conversation | None = None  # of the current connection
         self.signed_in: str | None = None
         self._trace: Trace | None = None
         self.phase = "closed"  # connect, tls, login, ehlo, ready: where a stall would be
@@ -481,26 +528,35 @@ class Session:
             from .oauth import OAuthConfig
 
             OAuthConfig.from_settings(s).validate()
-        smtp = aiosmtplib.SMTP(
+        smtp = _smtp_class()(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
             tls_context=tls_context(s) if s.security != "none" else None,
             validate_certs=s.validate_certs, timeout=s.timeout,
         )
+        conv = self.conversation = Conversation(
+            _where(s), debug=s.debug, secrets=(self._password,), username=s.username)
+        smtp.conversation = conv  # type: ignore[attr-defined]  # see _smtp_class
+        conv.note(f"connecting to {_where(s)}" + (" (implicit TLS)" if s.implicit_tls else ""))
         try:
             self.phase = "connect"
-            await self._connect(smtp)
+            greeting = await self._connect(smtp)
+            conv.reply(greeting.code, greeting.message)
             self.encrypted = s.implicit_tls
+            if self.encrypted:
+                self._note_tls(smtp)
             self.phase = "tls"
             await self._negotiate(smtp)
             self.phase = "login"
             await self._login(smtp)
             self.phase = "ehlo"
             await self._greet(smtp)
-        except SmtpMagicError:
+        except SmtpMagicError as exc:
             smtp.close()
+            conv.note(f"gave up: {exc}")
             raise
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
+            conv.note(f"login refused: {_reply(exc)}")
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{_where(s)} could not check the login now: "
                                 f"{_reply(exc)}.", exc) from exc
@@ -508,6 +564,7 @@ class Session:
                             f"{_reply(exc)}.{provider_guidance(_reply(exc))}", exc) from exc
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             smtp.close()
+            conv.note(f"connection failed: {type(exc).__name__}: {exc}")
             if isinstance(exc, asyncio.TimeoutError | aiosmtplib.SMTPTimeoutError):
                 raise self.stalled() from exc
             if s.implicit_tls and self.phase == "connect" and _tls_mismatch(exc):
@@ -527,10 +584,12 @@ class Session:
         if transport is not None:
             from ._pipeline import Channel
 
-            self._channel = Channel.take(transport, self.trace)
+            # The transactions are reported to the conversation when someone listens.
+            trace = self.trace or (conv.trace if conv.active else None)
+            self._channel = Channel.take(transport, trace)
         return smtp
 
-    async def _connect(self, smtp: aiosmtplib.SMTP) -> None:
+    async def _connect(self, smtp: aiosmtplib.SMTP) -> Any:
         """aiosmtplib's connect (TCP, TLS if implicit, the greeting), failing fast when a port
         that should greet in plain text turns out to speak implicit TLS (it waits silently for
         a TLS handshake, so nothing would happen until the timeout)."""
@@ -548,11 +607,18 @@ class Session:
                         f"{' (port 465 is the implicit-TLS port)' if s.port == 465 else ''}: "
                         "use security 'tls'; nothing was sent."
                     )
-            await connecting
+            return await connecting  # the greeting
         finally:
             for task in (connecting, probe):
                 if task is not None and not task.done():
                     task.cancel()
+
+    def _note_tls(self, smtp: aiosmtplib.SMTP) -> None:
+        conv = self.conversation
+        if conv is not None and conv.active:
+            info = smtp.get_transport_info("ssl_object")
+            version = info.version() if info is not None else None
+            conv.note("TLS established" + (f" ({version})" if version else ""))
 
     def stalled(self) -> SmtpMagicError:
         """The error for a timeout in the current phase; before any data it is not 'unknown'."""
@@ -580,13 +646,26 @@ class Session:
                 await smtp.helo()
 
     async def _negotiate(self, smtp: aiosmtplib.SMTP) -> None:
+        import aiosmtplib
+
         s = self.settings
         if s.implicit_tls or s.security == "none":
             return
         await smtp.ehlo()
         if smtp.supports_extension("starttls"):
-            await smtp.starttls(tls_context=tls_context(s))
+            conv = self.conversation
+            if conv is not None:
+                conv.command(b"STARTTLS")
+            try:
+                response = await smtp.starttls(tls_context=tls_context(s))
+            except aiosmtplib.SMTPResponseException as exc:
+                if conv is not None:
+                    conv.reply(exc.code, exc.message)
+                raise
+            if conv is not None:
+                conv.reply(response.code, response.message)
             self.encrypted = True
+            self._note_tls(smtp)
         elif s.security == "starttls":
             # Never fall back to plaintext when encryption was asked for.
             raise ConnectFailed(
@@ -773,9 +852,23 @@ async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outc
                 + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
                 refused=temp, code=code, reply=f"{code} {text}".strip(),
             )
+        assert last is not None
+        if not outcome.accepted and is_throttle(last.code, last.reply):
+            # Retrying at once would be throttled again: the caller's pacer slows down and
+            # sends this message again later (api._deliver_paced).
+            raise Throttled(f"{_where(settings)} is throttling: {last.reply}.",
+                            refused={r: (last.code or 450, last.reply or "") for r in pending},
+                            code=last.code, reply=last.reply) from last
         if attempt >= settings.attempts:
             break
-        await asyncio.sleep(backoff(attempt))
+        delay = backoff(attempt)
+        note = (f"temporary failure ({last.reply or last.message}); retrying in {delay:.1f} s "
+                f"(attempt {attempt + 1} of {settings.attempts})")
+        if session.conversation is not None:
+            session.conversation.note(note)
+        else:
+            log.info("%s: %s", _where(settings), note)
+        await asyncio.sleep(delay)
     if pending:
         assert last is not None
         left = {r: outcome.refused.get(r) or last.refused.get(r) or (450, last.message) for r in pending}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import html
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -18,13 +19,15 @@ import traitlets
 from . import api
 from ._kinds import PANDAS, kind_of
 from .attachments import is_single_spec, resolve
-from .compose import parse_address
 from .config import MB, SmtpMagic, current
 from .errors import InvalidRequest, SmtpMagicError
+from .mime import parse_address
 from .models import Attachment, Response, SendRequest, as_address_list
 from .preview import preview_html
 
 __all__ = ["ComposeForm", "attachable_variables", "compose"]
+
+log = logging.getLogger(__name__)
 
 # Notebook values offered as attachments (kinds by class name: nothing is imported to look).
 _ATTACHABLE = PANDAS | {"Figure"}
@@ -740,8 +743,8 @@ class ComposeForm(widgets.VBox):
         n = len(request.recipients)
         self._set_status("busy", f"Sending to {n} recipient{'s' if n != 1 else ''}\u2026")
         try:
-            self._future = api.worker_loop().submit(
-                api.send_many_async([request], config=self.settings))
+            # In the outbox (and in the session's log, for %smtp_outbox --wait) on return.
+            self._future = api.submit_many([request], config=self.settings)
         except BaseException as exc:
             self._sending = False
             self._update_send_button()

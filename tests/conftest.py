@@ -55,6 +55,7 @@ def tmp_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TmpData:
             monkeypatch.delenv(name)
     data = TmpData(tmp_path, tmp_path / "capture", tmp_path / "outbox")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))  # profiles.json
     monkeypatch.setenv("SMTP_MAGIC_CAPTURE_DIR", str(data.capture))
     monkeypatch.setenv("SMTP_MAGIC_OUTBOX", str(data.outbox))
     return data
@@ -103,6 +104,52 @@ def ip(shell: TestingShell, tmp_data: TmpData, monkeypatch: pytest.MonkeyPatch
     for name in set(shell.user_ns) - names:
         del shell.user_ns[name]
     shell.config.pop("SmtpMagic", None)
+
+
+# -- keyring -----------------------------------------------------------------------------------
+@pytest.fixture
+def memory_keyring() -> Iterator[dict[tuple[str, str], str]]:
+    """A working system keyring for the test (a real keyring backend that keeps its passwords
+    in a dict, which the test gets); the machine's own (often none: headless) comes back after."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    store: dict[tuple[str, str], str] = {}
+
+    class MemoryKeyring(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return store.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            store[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            store.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        yield store
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No keyring backend, as on a headless Linux machine (keyring's own ``fail`` backend):
+    passwords cannot be kept there, and OAuth2 sign-ins go to the 0600 file in tmp_data."""
+    import keyring
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
 
 
 # -- certificates ----------------------------------------------------------------------------
@@ -369,20 +416,6 @@ def ms_idp(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with idp_module.IdentityProvider(tls=(folder / "cert.pem", folder / "key.pem"),
                                      ca=folder / "ca.pem", path="/contoso/v2.0") as server:
         yield server
-
-
-@pytest.fixture
-def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No keyring backend, whatever the host has: sign-ins go to the 0600 file in tmp_data."""
-    import keyring
-    from keyring.backends import fail
-
-    before = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    try:
-        yield
-    finally:
-        keyring.set_keyring(before)
 
 
 @pytest.fixture

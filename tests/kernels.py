@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_DIRS = (("XDG_DATA_HOME", "xdg"), ("SMTP_MAGIC_OUTBOX", "outbox"),
+_DIRS = (("XDG_DATA_HOME", "xdg"), ("XDG_CONFIG_HOME", "xdg-config"), ("SMTP_MAGIC_OUTBOX", "outbox"),
          ("SMTP_MAGIC_CAPTURE_DIR", "capture"), ("JUPYTER_CONFIG_DIR", "jconfig"),
          ("JUPYTER_DATA_DIR", "jdata"), ("JUPYTER_RUNTIME_DIR", "jruntime"),
          ("IPYTHONDIR", "ipython"))

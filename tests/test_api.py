@@ -11,7 +11,7 @@ import smtp_magic
 from smtp_magic import Attachment, SendRequest, SmtpMagic
 from smtp_magic.api import load_settings, request_from_dict
 from smtp_magic.errors import InvalidRequest
-from smtp_magic.outbox import Outbox
+from smtp_magic.outbox import Outbox, history
 
 
 @pytest.fixture
@@ -163,3 +163,60 @@ def test_unicode_addresses_arrive_readable(smtp_server, cfg):
     (got,) = smtp_server.wait_for(1)
     assert got.rcpt_to == ("jürgen@example.test",)
     assert got.subject == "Grüße" and got.message["To"].addresses[0].username == "jürgen"
+
+
+def test_credential_failures_are_responses_not_exceptions(fault_server, tmp_data, no_keyring):
+    server = fault_server()
+    keyring_cfg = {"target": "127.0.0.1", "port": server.port, "security": "none",
+                   "username": "u@example.test", "use_keyring": True}
+    env_cfg = {**keyring_cfg, "use_keyring": False, "password_env": "NOT_SET_ANYWHERE"}
+    for cfg in (keyring_cfg, env_cfg):
+        history.clear()
+        r = smtp_magic.send("ann@example.test", "S", "x", config=cfg)
+        assert r.exitcode == 1 and not r.ok
+        (r2,) = smtp_magic.send_many([{"to": "ann@example.test", "subject": "S"}], config=cfg)
+        assert r2.exitcode == 1
+        conn = smtp_magic.connector(cfg).set("to", "ann@example.test").set("subject", "S")
+        assert conn.sync().exitcode == 1 and conn.run_async().result(10).exitcode == 1
+        assert conn.call({"to": "ann@example.test", "subject": "S"}).exitcode == 1
+        assert [rec.status for rec in history.records()] == ["failed"] * 5  # none left pending
+    assert r.message == "The environment variable 'NOT_SET_ANYWHERE' that should hold the " \
+                        "password is not set."
+    keyring_failure = smtp_magic.send("ann@example.test", "S", "x", config=keyring_cfg)
+    assert keyring_failure.message.startswith("No system keyring is available")
+    assert server.connections == 0 and len(Outbox()) == 0
+
+
+def test_retry_with_a_credential_failure_returns_responses_and_keeps_the_messages(
+    smtp_server, cfg, refused_port, tmp_data, no_keyring
+):
+    r = smtp_magic.send("ann@example.test", "kept", "x", config={**cfg, "port": refused_port})
+    assert r.exitcode == 2
+    (again,) = smtp_magic.retry_outbox(config={**cfg, "username": "u@example.test",
+                                               "use_keyring": True})
+    assert again.exitcode == 1 and again.message_id == r.message_id
+    assert "No system keyring" in again.message
+    (entry,) = Outbox().entries()
+    assert entry.message_id == r.message_id and smtp_server.count() == 0
+
+
+def test_interrupted_while_preparing_leaves_no_trace(smtp_server, cfg, tmp_data, monkeypatch):
+    """^C while a batch is composed and journaled: nothing was sent, so nothing stays behind
+    (no pending record for --wait, nothing in the outbox to resend)."""
+    from smtp_magic import api
+
+    calls = []
+
+    def interrupted_second_time(settings):
+        calls.append(settings)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(api, "resolve_password", interrupted_second_time)
+    requests = [{"to": "a@example.test", "subject": "one"},
+                {"to": "b@example.test", "subject": "two", "timeout": 5}]  # a second group
+    with pytest.raises(KeyboardInterrupt):
+        api.prepare_many(requests, config=cfg)
+    assert len(calls) == 2 and history.records() == [] and len(Outbox()) == 0
+    assert smtp_server.count() == 0

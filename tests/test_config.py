@@ -130,3 +130,65 @@ def test_aliases_and_unknown_keys():
                                                       (2465, "tls", True), (465, "none", False)])
 def test_implicit_tls_rule(port, security, implicit):
     assert SmtpMagic(port=port, security=security).snapshot().implicit_tls is implicit
+
+
+# -- where each value came from, and --local that does not outlive the capture server ---------------
+
+def test_each_setting_knows_where_its_value_came_from(tmp_path):
+    cfg = Config()
+    cfg.SmtpMagic.port = 2525
+    path = tmp_path / "conn.json"
+    path.write_text(json.dumps({"username": "ann@example.org"}))
+    s = SmtpMagic(config=cfg).load_env({"SMTP_HOST": "env.example", "SMTP_SECURITY": "starttls"})
+    s.load_file(path)
+    s.update({"timeout": 30}, source="%smtp_config")  # the default value, but set on purpose
+    s.attempts = 5  # as the form's settings panel or Python code does
+    later = Config()
+    later.SmtpMagic.connections = 2  # %config SmtpMagic.connections = 2
+    s.update_config(later)
+    assert s.source("port") == "IPython config" and s.source("connections") == "IPython config"
+    assert s.source("host") == "environment (SMTP_HOST)"
+    assert s.source("security") == "environment (SMTP_SECURITY)"
+    assert s.source("username") == f"file {path}"
+    assert s.source("timeout") == "%smtp_config" and s.source("attempts") == "Python or the form"
+    assert s.source("cafile") == "default"
+    rows = {name: (value, origin) for name, value, origin in s.rows()}
+    assert rows["host"] == ("env.example", "environment (SMTP_HOST)")
+    assert [name for name, _, _ in s.rows()] == [name for name, _ in s.describe()]
+    assert "<th>from</th>" in s._repr_html_() and "environment (SMTP_HOST)" in s._repr_html_()
+    copy = s.copy()
+    assert [r for r in copy.rows()] == s.rows()
+
+
+def test_local_settings_end_when_the_host_changes():
+    s = SmtpMagic().load_env({"SMTP_SECURITY": "starttls"})
+    s.update({"password_env": "MY_PW"}, source="%smtp_config")
+    s.use_local("127.0.0.1", 40025)
+    assert (s.host, s.port, s.security, s.password_env) == ("127.0.0.1", 40025, "none", None)
+    assert s.sender == "notebook@localhost.test" and s.source("sender") == "%smtp_config --local"
+    s.update({"username": "bob"}, source="%smtp_config")  # still on the capture server
+    assert s.security == "none" and s.sender == "notebook@localhost.test"
+
+    s.update({"host": "real.example", "port": 587, "username": "u@example.org"},
+             source="%smtp_config")
+    assert (s.host, s.port, s.username) == ("real.example", 587, "u@example.org")
+    assert s.security == "starttls" and s.source("security") == "environment (SMTP_SECURITY)"
+    assert s.sender is None and s.source("sender") == "default"  # the username sends again
+    assert s.password_env == "MY_PW" and s.source("password_env") == "%smtp_config"
+    assert "--local" not in " ".join(origin for _, _, origin in s.rows())
+
+
+def test_what_was_set_since_local_stays_and_any_way_of_leaving_restores():
+    s = SmtpMagic()
+    s.use_local("127.0.0.1", 40025)
+    s.update({"security": "starttls"}, source="%smtp_config")  # chosen after --local
+    s.use_local("127.0.0.1", 40025)  # a second --local remembers what came before the first
+    s.port = 2525  # e.g. the form's settings panel
+    assert s.host == "localhost" and s.source("host") == "default"  # from before the first
+    assert s.port == 2525 and s.security == "starttls" and s.sender is None
+    s.use_local("127.0.0.1", 40025)
+    s.update({"security": "tls"}, source="%smtp_config")
+    cfg = Config()
+    cfg.SmtpMagic.host = "smtp.example"
+    s.update_config(cfg)  # %config SmtpMagic.host = "smtp.example"
+    assert (s.host, s.port, s.security) == ("smtp.example", 2525, "tls")

@@ -39,12 +39,14 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    def submit(self, code: str) -> str:
-        return self.kc.execute(code, allow_stdin=False)  # headless: sends block the cell
+    def submit(self, code: str, interactive: bool = False) -> str:
+        """Headless (sends block the cell) unless ``interactive`` (as JupyterLab: they do not)."""
+        return self.kc.execute(code, allow_stdin=interactive)
 
-    def run(self, code: str, timeout: float = 60) -> tuple[dict[str, Any], str]:
+    def run(self, code: str, timeout: float = 60, interactive: bool = False
+            ) -> tuple[dict[str, Any], str]:
         """Execute; returns (the reply content, the text of every output)."""
-        msg_id = self.submit(code)
+        msg_id = self.submit(code, interactive)
         reply = self.kc.get_shell_msg(timeout=timeout)
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = self.kc.get_shell_msg(timeout=timeout)
@@ -198,3 +200,33 @@ def test_outbox_files_of_a_killed_batch_hold_no_password(
         data = path.read_bytes()
         assert password.encode() not in data, path
     assert Outbox(tmp_path / "outbox").entries()
+
+
+def test_restart_right_after_an_each_cell_returns_then_retry_delivers_every_row_once(
+    fault_server: Callable[..., FaultServer], kernels: Callable[[], Kernel], tmp_path: Path
+) -> None:
+    """The cell says "sending" and returns; the user restarts the kernel at once. Every message
+    must already be in the outbox by then (nothing can have been delivered: the server holds
+    the first connections at the greeting)."""
+    rows = 200
+    server = fault_server(stall=10.0, stall_at="greeting", times=4)
+    kernel = kernels()
+    setup_cells(kernel, server.port)
+    kernel.ok(f"people = [{{'email': f'user{{i}}@example.test', 'n': i}} for i in range({rows})]")
+    pid = kernel.pid()
+    reply, text = kernel.run("%%smtp_send --each people --to {email} --subject 'Report #{n}'\n"
+                             "<p>Hello {{ email }}, your number is {{ n }}.</p>", interactive=True)
+    os.kill(pid, signal.SIGKILL)  # the restart, right after the cell returned
+    assert reply["status"] == "ok" and "sending 200 messages" in text
+    assert server.accepted == 0
+    kept = Outbox(tmp_path / "outbox").entries()
+    assert sorted(row_of(e.subject) for e in kept) == list(range(rows))
+
+    kernel = kernels()
+    setup_cells(kernel, server.port)
+    listing = kernel.ok("%smtp_outbox")
+    assert all(e.message_id in listing for e in kept) and "pending (earlier session)" in listing
+    kernel.ok("%smtp_outbox --retry", timeout=120)
+    counts = Counter(row_of(m.subject) for m in server.messages())
+    assert counts == Counter(range(rows))  # every row, exactly once
+    assert Outbox(tmp_path / "outbox").entries() == []

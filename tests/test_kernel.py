@@ -274,3 +274,50 @@ def test_interactive_send_returns_at_once_and_settles_later(
         assert "[True, True, True]" in text_of(outputs)
     finally:
         km.shutdown_kernel(now=True)
+
+
+def test_interrupting_a_sync_send_says_it_goes_on_and_keeps_smtp_last(
+    fault_server: Callable[..., FaultServer], tmp_path: Path
+) -> None:
+    server = fault_server(stall=3.0)  # every DATA takes 3 s
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env=kernel_environment(tmp_path), cwd=str(tmp_path))
+    try:
+        fe = Frontend(km)
+        fe.run(f"port = {server.port}\n%load_ext smtp_magic")
+        fe.run("%smtp_config --host 127.0.0.1 --port {port} --security none --from nb@example.test")
+        msg_id = fe.kc.execute("%%smtp_send --sync --to bob@example.test --subject 'Stopped'\n"
+                               "<p>Hello</p>", allow_stdin=True)
+        deadline = time.monotonic() + 20
+        while server.transactions < 1:  # the send is under way, stalled at DATA
+            assert time.monotonic() < deadline, server
+            time.sleep(0.01)
+        km.interrupt_kernel()  # the stop button: SIGINT
+        reply = fe.kc.get_shell_msg(timeout=20)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = fe.kc.get_shell_msg(timeout=20)
+        assert reply["content"]["status"] == "error"
+        errors = []
+        while True:
+            msg = fe.kc.get_iopub_msg(timeout=20)
+            fe.iopub.append(msg)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "error":
+                errors.append(msg["content"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        (error,) = errors
+        shown = "\n".join(error["traceback"])
+        assert len(error["traceback"]) == 1 and "KeyboardInterrupt" in shown
+        assert "the send goes on" in shown and "smtp_last" in shown
+        assert "smtp_magic" not in shown and "File " not in shown  # no traceback into the package
+
+        _, outputs = fe.run("print(type(smtp_last).__name__)\nr = await smtp_last\nprint(r.ok)")
+        assert "SendJob" in text_of(outputs) and "True" in text_of(outputs)
+        (got,) = server.wait_for(1)
+        assert got.subject == "Stopped"
+        _, outputs = fe.run("%smtp_outbox")
+        assert "sent" in text_of(outputs) and "pending" not in text_of(outputs)
+    finally:
+        km.shutdown_kernel(now=True)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,21 +167,21 @@ def test_table_masks_the_password(ip: TestingShell, monkeypatch: pytest.MonkeyPa
     assert "SmtpMagic.password" in listed.stdout and "hunter2-secret" not in listed.stdout
 
 
-def test_password_sources(ip: TestingShell, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_sources(ip: TestingShell, monkeypatch: pytest.MonkeyPatch,
+                          memory_keyring: dict[tuple[str, str], str]) -> None:
     s = config.current()
     monkeypatch.setattr("getpass.getpass", lambda prompt="": "typed-pw")
     ip.run_cell("%smtp_config --username alice --password-prompt")
     assert s.password is not None and s.password.reveal() == "typed-pw"
     ip.run_cell("%smtp_config --password-env MY_SMTP_PW")
     assert s.password_env == "MY_SMTP_PW" and s.password is None  # the new source replaces
-    stored: list[tuple[str, str]] = []
-    monkeypatch.setattr("smtp_magic.credentials.store_in_keyring",
-                        lambda settings, pw: stored.append((settings.username, pw)))
     ip.run_cell("%smtp_config --keyring --password-prompt")
     assert s.use_keyring and s.password is None and s.password_env is None
-    assert stored == [("alice", "typed-pw")]
+    assert memory_keyring == {("smtp-magic", "alice@localhost"): "typed-pw"}
     error = usage_error(ip, "%smtp_config --password-env X --keyring")
     assert "cannot be combined" in str(error)
+    error = usage_error(ip, "%smtp_config --local --port 2525")
+    assert "leave out --host and --port" in str(error)
 
 
 @pytest.mark.parametrize("line", [
@@ -219,6 +220,13 @@ def test_expansion_word_by_word(ip: TestingShell) -> None:
         "--body", "n=3"]
     assert expand_words(split_words('--subject "{nope} and {{braces}} cost $$5"'), ns) == [
         "--subject", "{nope} and {braces} cost $5"]
+
+
+def test_a_hash_word_starts_a_comment_as_in_a_shell() -> None:
+    assert split_words("--local   # the capture server, don't worry") == [("--local", True)]
+    assert split_words("--subject '#1 report' --to a@x.test #note") == [
+        ("--subject", True), ("#1 report", False), ("--to", True), ("a@x.test", True)]
+    assert split_words("--subject issue#5") == [("--subject", True), ("issue#5", True)]
 
 
 # -- sending -------------------------------------------------------------------------------------
@@ -441,3 +449,97 @@ def test_headless_detection(kernel: Any, headless: bool | None) -> None:
     assert _kernel.should_block(shell, settings, forced=True) is True
     settings.send_mode = "sync"
     assert _kernel.should_block(shell, settings) is True
+
+
+# -- trust: --local does not leak, failures are honest ----------------------------------------------
+
+def test_local_then_a_real_server_uses_tls_and_the_username(
+    ip: TestingShell, tmp_path: Path, server_tls: Any, client_ssl_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The issue's sequence: --local, then another host. The server below takes mail only over
+    STARTTLS with a login, so a plaintext session (security left at none) cannot deliver."""
+    monkeypatch.setenv("TRUST_PW", "pw-starttls-only")
+    with CaptureServer(tmp_path / "real", tls="starttls", ssl_context=server_tls,
+                       users={"u@example.org": "pw-starttls-only"}, require_auth=True) as real:
+        try:
+            run(ip, "%smtp_config --local")
+            ip.run_cell("%%smtp_send --to bob@example.test --subject 'To the capture server'\nhi")
+            left = run(ip, f"%smtp_config --host 127.0.0.1 --port {real.port} "
+                           "--username u@example.org --password-env TRUST_PW")
+            assert "what --local had set is back: security auto, sender (not set)." in left.stdout
+            s = config.current()
+            assert s.security == "auto" and s.sender is None
+            ip.run_cell("%%smtp_send --to bob@example.test --subject 'To the real one' --sync\nhi")
+            (got,) = real.wait_for(1)
+            assert got.mail_from == "u@example.org" and got.message["From"] == "u@example.org"
+            shown = run(ip, "%smtp_config")
+            table = shown.outputs[0].data["text/plain"]
+            rows = {line.split()[0]: line for line in table.splitlines()[2:]}
+            assert rows["host"].endswith("%smtp_config") and rows["security"].endswith("default")
+            assert rows["sender"].endswith("default") and "--local" not in table
+        finally:
+            local_server().stop()
+
+
+def test_no_keyring_backend_is_a_one_line_fix(ip: TestingShell, no_keyring: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": pytest.fail("asked for nothing"))
+    for line in ("%smtp_config --keyring", "%smtp_config --username u@example.test --keyring "
+                 "--password-prompt"):
+        error = usage_error(ip, line)
+        assert str(error).startswith("No system keyring is available")
+        assert "--password-env" in str(error) and "\n" not in str(error)
+    s = config.current()
+    assert not s.use_keyring and s.username is None  # nothing changed
+
+
+def test_no_keyring_backend_fails_a_send_with_exit_1_before_connecting(
+    ip: TestingShell, no_keyring: None, fault_server: Any
+) -> None:
+    server = fault_server()
+    # Set without the magic's check, as an ipython_config.py copied from a desktop would.
+    config.current().update({"host": "127.0.0.1", "port": server.port, "security": "none",
+                             "username": "u@example.test", "use_keyring": True})
+    with pytest.raises(SmtpMagicError) as info:
+        ip.run_cell("%%smtp_send --to bob@example.test --subject Hi --sync\nhello")
+    assert info.value.exitcode == 1 and "No system keyring" in str(info.value)
+    assert len(info.value._render_traceback_()) == 1
+    assert server.connections == 0
+    assert [(r.status, r.response.exitcode) for r in history.records()] == [("failed", 1)]
+    assert not Outbox().entries()  # nothing to retry: nothing was ever sent
+    config.current().send_mode = "async"
+    ip.run_cell("%%smtp_send --to bob@example.test --subject Again\nhello")
+    with pytest.raises(SmtpMagicError) as info:
+        ip.run_cell("%smtp_outbox --wait")
+    assert "No system keyring" in str(info.value) and len(info.value._render_traceback_()) == 1
+    assert server.connections == 0
+
+
+def test_outbox_wait_waits_for_a_form_send_and_fails_when_it_failed(
+    ip: TestingShell, fault_server: Any
+) -> None:
+    from smtp_magic.widgets import compose
+
+    slow = fault_server(stall=1.0)
+    config.current().update({"host": "127.0.0.1", "port": slow.port, "security": "none",
+                             "sender": SENDER, "timeout": 10})
+    form = compose(namespace={})
+    try:
+        form.to.value, form.subject.value, form.body.value = "bob@example.test", "From the form", "hi"
+        form.send_button.click()
+        assert form.sending
+        shown = run(ip, "%smtp_outbox --wait")
+        assert slow.count() == 1  # waited for the 1 s server
+        assert "sent" in text_of(shown) and "From the form" in text_of(shown)
+        while form.sending:  # the form settles on the worker thread, just after the send log
+            time.sleep(0.01)
+
+        refusing = fault_server(rcpt_reply=(550, "5.1.1 no such user"))
+        config.current().port = refusing.port
+        form.send_button.click()
+        with pytest.raises(SmtpMagicError) as info:
+            ip.run_cell("%smtp_outbox --wait")
+        assert info.value.exitcode == 4 and "no such user" in str(info.value)
+    finally:
+        form.close()

@@ -148,3 +148,19 @@ def test_many_failures_in_one_batch_are_all_kept_and_stay_linear(tmp_data, refus
     assert sorted(e.subject for e in entries) == sorted(f"s{i}" for i in range(300))
     assert all(e.status == "failed" for e in entries)
     assert b"Subject: s7\r\n" in Outbox().read(next(e.key for e in entries if e.subject == "s7"))
+
+
+def test_send_log_waits_for_every_send_but_not_for_its_own_loop() -> None:
+    """What %smtp_outbox --wait relies on: a send finishing on another thread wakes the wait;
+    one delivered by the waiting thread's own loop could never finish, so it is returned."""
+    from smtp_magic.outbox import SendLog, SendRecord
+
+    log = SendLog()
+    elsewhere = log.add(SendRecord("a", ("a@x.test",), None))
+    mine = log.add(SendRecord("b", ("b@x.test",), None, thread=threading.get_ident()))
+    timer = threading.Timer(0.3, elsewhere.finish, [Response(exitcode=0)])
+    started = time.monotonic()
+    timer.start()
+    left = log.wait(timeout=10)
+    assert 0.25 < time.monotonic() - started < 5
+    assert elsewhere.status == "sent" and left == [mine]

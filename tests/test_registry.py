@@ -45,6 +45,7 @@ SAMPLE = {
     "oauth2_client_id": ("0f3c-app", "0f3c-app"), "oauth2_tenant": ("contoso.example", "contoso.example"),
     "oauth2_scopes": ("openid email", "openid email"),
     "oauth2_token_command": ("pass show mail-token", "pass show mail-token"),
+    "rate": ("30/min", "30/min"), "profile": ("work", "work"),  # "work" is saved by the test
 }
 # Settings that are not typed on a command line: secrets, and Python callables.
 NO_OPTION = ("password", "oauth2_token_provider")
@@ -75,6 +76,10 @@ def test_smtp_config_sets_each_setting(ip: TestingShell, option: Any) -> None:
     from smtp_magic.config import current
 
     typed, expected = SAMPLE[option.name]
+    if option.name == "profile":
+        from smtp_magic.profiles import save
+
+        save("work", {"host": "mail.example.org"})
     ip.run_line_magic("smtp_config", f"{option.flag} '{typed}'")
     assert getattr(current(), option.name) == expected
 
@@ -231,3 +236,20 @@ def test_the_api_magics_and_form_share_the_spec_parser(ip: TestingShell, smtp_se
         assert part.get_content_type().endswith("spreadsheetml.sheet"), subject
         assert part.get_content().startswith(b"PK"), subject
     form.close()
+
+
+# -- the public names ---------------------------------------------------------------------------
+def test_no_submodule_shadows_a_public_name() -> None:
+    """``import smtp_magic.<module>`` binds the package attribute of that name: a submodule
+    named like a public function (``compose``) would replace it after the first import."""
+    import importlib
+    import pkgutil
+
+    import smtp_magic
+
+    modules = {m.name for m in pkgutil.iter_modules(smtp_magic.__path__)}
+    for name in modules - {"__main__"}:
+        importlib.import_module(f"smtp_magic.{name}")
+    assert callable(smtp_magic.compose) and smtp_magic.compose.__module__ == "smtp_magic"
+    for name in smtp_magic.__all__:
+        assert not isinstance(getattr(smtp_magic, name), type(smtp_magic)), name

@@ -354,7 +354,8 @@ def test_template_budget_is_shared_by_its_objects() -> None:
 def test_undefined_variable_is_one_sentence_naming_it() -> None:
     with pytest.raises(InvalidRequest) as info:
         render_template("Hello {{ customer }}", {})
-    assert str(info.value) == "The template uses 'customer', which is not defined in the notebook."
+    assert str(info.value) == ("The template uses 'customer' on line 1, which is not defined in "
+                               "the notebook.")
 
 
 def test_template_syntax_error() -> None:

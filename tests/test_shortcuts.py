@@ -16,7 +16,7 @@ import smtp_magic
 from smtp_magic import _shortcuts
 from smtp_magic.models import Attachment, SendRequest
 
-compose_module = importlib.import_module("smtp_magic.compose")
+compose_module = importlib.import_module("smtp_magic.mime")
 PACKAGE = Path(smtp_magic.__file__).parent
 # Private names of other libraries that the package once used directly.
 PRIVATE = re.compile(r"_encode_text|_make_boundary|_drain_helper|\._paused|\._loop\b|"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+import logging
 import random
 import re
 import sys
@@ -23,6 +24,8 @@ from .errors import InvalidRequest
 from .models import Attachment, SendRequest
 
 __all__ = ["Composed", "check_header_value", "compose", "parse_address"]
+
+log = logging.getLogger(__name__)
 
 # 7bit transfer encodings make the message safe for any server; SMTPUTF8 only when an
 # address needs it (a non-ASCII local part).
