@@ -11,6 +11,7 @@ Peers that are not installed are skipped with a note: pip install -r benchmarks/
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import datetime
 import importlib.util
@@ -109,6 +110,15 @@ def child(env: dict[str, str], *args: str) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def compile_package() -> None:
+    """Byte-compile smtp_magic as installing a package does (pip compiles at install time). The
+    children run with PYTHONDONTWRITEBYTECODE: without this, a checkout that has no __pycache__
+    yet has every module imported after a measurement starts (the renderer, on the first send)
+    compiled from source inside it -- 10 ms of a 0.1 s bulk run -- where the peers' installed
+    modules are read from bytecode."""
+    compileall.compile_dir(str(HERE.parent / "smtp_magic"), quiet=1)
+
+
 def available(name: str) -> bool:
     module = MODULE_OF.get(name)
     return module is None or importlib.util.find_spec(module) is not None
@@ -178,6 +188,7 @@ def main() -> int:
     env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")  # the venv's kernelspec
     attachment_file = tmp / "attachment.bin"
     attachment_file.write_bytes(os.urandom(ATTACHMENT_BYTES))
+    compile_package()
 
     results: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     started = time.monotonic()
@@ -314,6 +325,8 @@ def main() -> int:
         "Notes:", "",
         "- Bulk peers get the same 500 (to, subject, text, html) messages; smtp_magic gets them as "
         "SendRequests with the text alternative given (1'. lets html_to_text make it).",
+        "- smtp_magic runs from bytecode compiled before the rounds, as an installed package does "
+        "(the measurements run with PYTHONDONTWRITEBYTECODE).",
         "- The attachment is 10 MiB (10,485,760) random bytes, the largest the settings allow "
         "(attachment_size is at most 10 MB, counted as 2^20 bytes). Extra peak RSS = VmHWM after the "
         "send minus VmRSS before it, after a warm-up send of a small file.",

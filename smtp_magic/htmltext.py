@@ -75,7 +75,8 @@ _NO_LINK_SCHEMES = ("javascript:", "cid:", "data:", "#")
 _HTML_SPACE = " \t\n\r\f"
 _SPACES = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: a no-break space is content
 WIDTH = 76  # running text is wrapped to this many characters per line
-_NUMBER = re.compile(r"^[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?$")
+_NUMBER_SOURCE = r"[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?"
+_NUMBER = re.compile(rf"^{_NUMBER_SOURCE}$")
 
 
 def html_to_text(html: str) -> str:
@@ -129,18 +130,24 @@ _TOKEN = re.compile(
     r"|\Z)",
     re.DOTALL,
 )
-# HTMLParser ends a script/style at the first such end tag whose name is ASCII (re.I alone would
-# also take e.g. a long s for an s).
+
+
+def _ci(name: str) -> str:
+    """A pattern for an ASCII tag name in any case (re.I would also take e.g. a long s for an s)."""
+    return "".join(f"[{c}{c.upper()}]" for c in name)
+
+
+# HTMLParser ends a script/style at the first such end tag whose name is ASCII.
 _RAW_TEXT_END = {
-    tag: re.compile(r"</\s*" + "".join(f"[{c}{c.upper()}]" for c in tag) + r"\s*>")
-    for tag in HTMLParser.CDATA_CONTENT_ELEMENTS
+    tag: re.compile(rf"</\s*{_ci(tag)}\s*>") for tag in HTMLParser.CDATA_CONTENT_ELEMENTS
 }
 
 
 def _fast_tokenize(html: str, sink: _Converter) -> bool:
     """Feed ``html`` to ``sink``; False (with ``sink`` spoilt) for input left to HTMLParser."""
     data, start, end, pos = sink.data, sink.start, sink.end, 0
-    while True:  # one pass of finditer, restarted after each script/style element
+    while True:  # one pass of finditer, restarted after each script/style element or whole table
+        table = None
         for token in _TOKEN.finditer(html, pos):
             text, tag, attrs, slash, end_tag, stray, other = token.groups()
             if text:
@@ -148,6 +155,11 @@ def _fast_tokenize(html: str, sink: _Converter) -> bool:
             if tag is not None:
                 tag = tag.lower()
                 attr = _attributes(attrs) if attrs else _NO_ATTRIBUTES
+                # (A table with a role is a layout table: no use trying.)
+                if tag == "table" and not slash and "role" not in attr and sink.takes_whole_tables:
+                    table = _whole_table(html, token.end(1))
+                    if table is not None:
+                        break
                 if slash:
                     sink.startend(tag, attr)
                     continue
@@ -162,6 +174,10 @@ def _fast_tokenize(html: str, sink: _Converter) -> bool:
                 return False
         else:
             return True
+        if table is not None:
+            laid_out, pos = table
+            sink.whole_table(laid_out)
+            continue
         pos = token.end()
         close = _RAW_TEXT_END[tag].search(html, pos)
         if close is None:  # HTMLParser drops an unterminated script's text
@@ -183,6 +199,154 @@ def _attributes(source: str) -> dict[str, str]:
         value = double or single or bare
         attr[name.lower()] = unescape(value) if "&" in value else value
     return attr
+
+
+# -- whole data tables --------------------------------------------------------------------------
+# A report's table is most of its markup and, fed tag by tag, most of the converter's time. So
+# when the fast tokenizer meets a <table> of plain-text cells -- rows of as many cells, no tag in
+# a cell, no caption -- it checks it whole against _table_grammar and lays it out from the cell
+# texts in a few string operations (_whole_table), giving what _format_rows would give; a table
+# with spans, hidden parts or a layout role goes tag by tag after all, as does anything else.
+# The HTMLParser path (_html_to_text_reference) never takes this shortcut: the differential tests
+# in tests/test_htmltext_fast.py compare the two. Attribute values here hold no '<' or '>', so in
+# a table the grammar took every '<' starts a tag: the counts and scans below rely on it.
+_SAFE_ATTR = rf"""{_WS}+{_NAME}(?:{_WS}*={_WS}*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'=<>`]+))?"""
+
+
+def _close(name: str) -> str:
+    return rf"</{_ci(name)}{_WS}*>"
+
+
+def _rest_of_start_tag(attributes: bool) -> str:
+    """A start tag after its name, as _TOKEN reads it (no '/'), with attributes or without."""
+    return rf"(?:{_SAFE_ATTR})*{_WS}*>" if attributes else rf"{_WS}*>"
+
+
+def _cell(attributes: bool) -> str:
+    rest = _rest_of_start_tag(attributes)
+    return rf"{_WS}*<[tT][dDhH]{rest}[^<]*</[tT][dDhH]{_WS}*>"
+
+
+@lru_cache(maxsize=64)
+def _table_grammar(ncols: int, attributes: bool) -> re.Pattern[str]:
+    """A <table> whose every row has ``ncols`` cells of text (no tags), its <thead> if any first
+    (group "head": the rows in it), with attributes on its tags or without."""
+    rest = _rest_of_start_tag(attributes)
+    row = rf"{_WS}*<{_ci('tr')}{rest}(?:{_cell(attributes)}){{{ncols}}}{_WS}*{_close('tr')}"
+    return re.compile(
+        rf"<{_ci('table')}{rest}"
+        rf"(?:{_WS}*<{_ci('thead')}{rest}(?P<head>(?:{row})*){_WS}*{_close('thead')})?"
+        rf"(?:{row}|{_WS}*<{_ci('tbody')}{rest}(?:{row})*{_WS}*{_close('tbody')})*"
+        rf"{_WS}*{_close('table')}"
+    )
+
+
+# A table's start up to the end of its first row: its cells (group 1) are how many the grammar
+# expects in every row. It stops where a table stops being simple, so that a page of nested
+# layout tables is not scanned to its end once per table.
+_FIRST_ROW = re.compile(
+    rf"<{_ci('table')}{_rest_of_start_tag(True)}"
+    rf"(?:{_WS}*<{_ci('thead')}{_rest_of_start_tag(True)})?"
+    rf"(?:{_WS}*<{_ci('tbody')}{_rest_of_start_tag(True)})?"
+    rf"{_WS}*<{_ci('tr')}{_rest_of_start_tag(True)}((?:{_cell(True)})*){_WS}*{_close('tr')}"
+)
+_TAG_ATTRS = re.compile(rf"<[a-zA-Z]+((?:{_SAFE_ATTR})+)")  # the attributes of a tag that has some
+_CELL_TEXT = re.compile(r">([^<]*)</[tT][dDhH][ \t\n\r\f>]")  # (not </thead>)
+_CELL_KIND = re.compile(r"<t([dh])[ \t\n\r\f>]")  # in lowercased markup
+_NOT_PLAIN = frozenset({"colspan", "rowspan", "role"})  # (role on a cell means nothing to the
+# converter, but is rare enough to leave to it)
+_NUMBERS = re.compile(rf"(?:{_NUMBER_SOURCE})?(?:\n(?:{_NUMBER_SOURCE})?)*")  # one per line, or ""
+
+
+def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
+    """The table whose start tag is at ``pos`` laid out as the converter would, and where it
+    ends; None for a table that is not that simple."""
+    first_row = _FIRST_ROW.match(html, pos)
+    ncols = first_row.group(1).count("</") if first_row else 0  # one end tag per cell
+    if not ncols:
+        return None
+    table = _table_grammar(ncols, False).match(html, pos)
+    if table is None:
+        table = _table_grammar(ncols, True).match(html, pos)
+        if table is None or not _plain_attributes(table.group()):
+            return None
+    source = table.group()
+    texts = _cell_texts(_CELL_TEXT.findall(source))
+    # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
+    head = table.group("head")
+    nhead = head.lower().count("<tr") if head else 0
+    body = html[table.end("head") if head is not None else pos : table.end()].lower()
+    values = texts[nhead * ncols :]
+    if "<th" in body:
+        kinds = "".join(_CELL_KIND.findall(body))
+        headers = "h" * ncols
+        values = [
+            text
+            for row in range(len(kinds) // ncols)
+            if kinds[row * ncols : (row + 1) * ncols] != headers
+            for text in values[row * ncols : (row + 1) * ncols]
+        ]
+    numeric = [_numbers(values[column::ncols]) for column in range(ncols)]
+    return _lay_out(texts, ncols, numeric), table.end()
+
+
+def _plain_attributes(source: str) -> bool:
+    """No tag of the table is hidden, spans rows or columns or gives the table a role."""
+    for attrs in set(_TAG_ATTRS.findall(source)):
+        attr = _attributes(attrs)
+        if _hidden(attr) or not _NOT_PLAIN.isdisjoint(attr):
+            return False
+    return True
+
+
+def _cell_texts(sources: list[str]) -> list[str]:
+    """Each cell's text as the converter makes it (``data``, ``_close_cell``, ``_one_line``):
+    entities decoded, HTML spaces collapsed, no-break spaces as spaces, trimmed."""
+    joined = "<".join(sources)  # no cell's source holds a '<'
+    if "&" in joined:
+        texts = [unescape(source) for source in sources]
+        return [_SPACES.sub(" ", text).replace("\xa0", " ").strip() for text in texts]
+    if "  " in joined or not joined.isprintable():  # cheaper than the regex when it changes nothing
+        joined = _SPACES.sub(" ", joined).replace("\xa0", " ")
+    return [text.strip() for text in joined.split("<")]
+
+
+def _numbers(texts: list[str]) -> bool:
+    """Whether a column is right-aligned (``_numeric_columns``): its texts, but for empty ones,
+    are all numbers, and it has some."""
+    lines = "\n".join(texts)  # texts are one line each
+    digits = lines.replace("\n", "")
+    if digits.isdecimal():  # the common case, cheaper than the regex
+        return True
+    return bool(digits) and _NUMBERS.fullmatch(lines) is not None
+
+
+def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
+    """A grid of cell texts (row after row) as ``_format_rows`` lays it out: columns as wide as
+    their widest cell, two spaces apart, numbers to the right; rows with no text left out."""
+    if "".join(texts).isascii():  # one format string: the widths are lengths
+        fields = []
+        for column in range(ncols):
+            width = max(map(len, texts[column::ncols]))
+            if numeric[column]:
+                fields.append(f"%{width}s")
+            else:  # (not padded in the last column: no trailing spaces to strip)
+                fields.append(f"%-{width}s" if column < ncols - 1 else "%s")
+        text = "\n".join(["  ".join(fields)] * (len(texts) // ncols)) % tuple(texts)
+        if "" not in texts:
+            return text
+        lines = [line.rstrip() for line in text.split("\n")]
+    else:
+        sizes = list(map(_width, texts))
+        widths = [max(sizes[column::ncols]) for column in range(ncols)]
+        cells = [
+            " " * (widths[i % ncols] - size) + text
+            if numeric[i % ncols]
+            else text + " " * (widths[i % ncols] - size)
+            for i, (text, size) in enumerate(zip(texts, sizes))
+        ]
+        lines = ["  ".join(cells[i : i + ncols]).rstrip() for i in range(0, len(cells), ncols)]
+    return "\n".join(line for line in lines if line)
 
 
 def _stdlib_tokenize(html: str, sink: _Converter) -> None:
@@ -371,7 +535,7 @@ class _Converter:
             if tag not in _VOID:
                 self._skip = (tag, 1)
             return
-        if tag in _CELL_BLOCKS:
+        if tag in _CELL_BLOCKS and self._tables:
             self._flag_cell_block()
         if tag in _BLOCKS:
             self._writers[-1].newline(2)
@@ -420,6 +584,20 @@ class _Converter:
         text = self._writers[0].getvalue().replace("\xa0", " ").replace("\u00ad", "")
         lines = [line.rstrip() for line in text.split("\n")]
         return "\n".join(lines).strip("\n")
+
+    @property
+    def takes_whole_tables(self) -> bool:
+        """Whether a table's tags would reach the table code (``_whole_table``) as they are."""
+        return self._skip is None and not self._pre
+
+    def whole_table(self, text: str) -> None:
+        """A table laid out by ``_whole_table``: what its tags would do to the writers. (The
+        spaces between them, owed to the outer writer, are void: line breaks owed win.)"""
+        self._flag_cell_block()
+        out = self._writers[-1]
+        out.newline(2)
+        out.raw(text)
+        out.newline(2)
 
     # -- hidden content -----------------------------------------------------------------
     def _skipping_start(self, tag: str) -> bool:

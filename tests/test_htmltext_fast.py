@@ -225,3 +225,139 @@ def test_random_markup() -> None:
 ])
 def test_markup_html_parser_cannot_take_still_gives_text(html: str, text: str) -> None:
     assert html_to_text(html) == text
+
+
+# -- whole data tables (_whole_table): the shortcut gives what the table's tags give --------------
+@pytest.fixture
+def whole_tables(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The layouts of the tables html_to_text took whole."""
+    taken: list[str] = []
+    real = htmltext._Converter.whole_table
+
+    def spy(self: Any, text: str) -> None:
+        taken.append(text)
+        real(self, text)
+
+    monkeypatch.setattr(htmltext._Converter, "whole_table", spy)
+    return taken
+
+
+def test_a_report_table_is_taken_whole(whole_tables: list[str]) -> None:
+    rows = "".join(f"<tr><td>item {j}</td><td>{j * 7}</td></tr>" for j in range(20))
+    html = f"<p>Numbers:</p><table>{rows}</table><p>Bye<br>me</p>"
+    same(html)
+    assert len(whole_tables) == 1 and whole_tables[0].splitlines()[-1] == "item 19  133"
+
+
+def test_pandas_tables_are_taken_whole_unless_they_span(whole_tables: list[str]) -> None:
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"city": ["Paris", "Oslo &", "\u4eac\u90fd"], "temp": [21.5, -3.25, None]})
+    same(df.to_html())
+    same(df.style.format({"temp": "{:.2f}"}).to_html())
+    assert len(whole_tables) == 2
+    index = pd.MultiIndex.from_product([["x", "y"], [1, 2]], names=["k", "j"])
+    same(pd.DataFrame({"A": range(4)}, index=index).to_html())  # rowspan: tag by tag
+    assert len(whole_tables) == 2
+
+
+@pytest.mark.parametrize("html", [
+    "<table><tr><td colspan=2>a</td></tr><tr><td>1</td><td>2</td></tr></table>",
+    "<table><tr><td>a</td></tr><tr><td>1</td><td>2</td></tr></table>",  # ragged rows
+    "<table role=presentation><tr><td>a</td><td>1</td></tr></table>",
+    "<table><tr><td>a</td><td style='display: none'>1</td></tr></table>",
+    "<table><tr hidden><td>a</td></tr><tr><td>b</td></tr></table>",
+    "<table><caption>c</caption><tr><td>a</td></tr></table>",
+    "<table><tr><td><b>a</b></td></tr></table>",
+    "<table><tr><td title='a>b'>a</td></tr></table>",
+    "<table><tr><td>a<td>b</tr></table>",
+    "<table><tr><td>a</td></tr>",
+    "<table><tr><td>a</td></tr><p>x</p></table>", "<table><tr><td>a</td></tr>x</table>",
+    "<pre><table><tr><td> a  b </td></tr></table></pre>",
+    "<div hidden><table><tr><td>a</td></tr></table></div>c",
+    "<script><table><tr><td>a</td></tr></table></script>c",
+])  # fmt: skip
+def test_tables_the_shortcut_leaves_to_the_converter(html: str, whole_tables: list[str]) -> None:
+    same(html)
+    assert whole_tables == []
+
+
+def _table_markup() -> Any:
+    """Tables in and around the shortcut's grammar, in contexts that change what a table does."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    ws = st.sampled_from(["", "", " ", "\n", "\n  ", "\t"])
+    cell_text = st.one_of(
+        st.sampled_from(
+            ["", "0", "12", "-3.25", "1,000", "(2)", "$5", "4%", "1e9", "\u22127", "1 000", "nan",
+             "x", "item 3", "a &amp; b", "&nbsp;", "&#10;x", "&lt;b&gt;", "\xa0y\xa0", " pad  ",
+             "\u65e5\u672c", "e\u0301", "\x0b", "a\u2028b", "\uff11\uff12", "\u0661", "2\u00b2",
+             "1\xa0000", "\u00ad", "%s", "{0}", "a\x00b", "\r\n1\r\n", "&amp;lt;", "&#0;", "&#x20;5"]
+        ),
+        st.text(alphabet="ab1 2.\n\t&;\xa0", max_size=6),
+    )  # fmt: skip
+    # Each piece: markup the shortcut takes, then markup it must leave to the converter.
+    plain_open = ["<td>", "<td>", "<th>", "<TD>", "<td >", "<td\nclass=x>",
+                  "<th style='text-align: right'>", "<td nowrap>"]
+    cell_open = plain_open + ["<td colspan=2>", "<td rowspan='2'>", "<td style='display:none'>",
+                              "<td aria-hidden=true>", "<td title='a>b'>", "<td a=&quot;>", "<td/>"]
+    plain_close, cell_close = ["</td>", "</td>", "</th>", "</TD >"], ["</td>", ""]
+    plain_row = ["<tr>", "<tr>", "<TR>", "<tr style='text-align: right;'>", "<tr\n>"]
+    row_open = plain_row + ["<tr hidden>"]
+    plain_row_close, row_close = ["</tr>", "</tr>", "</tr >"], ["</tr>", ""]
+    plain_table = ["<table>", "<table>", "<TABLE>", "<table border=1 class=\"dataframe\">",
+                   "<table cellpadding=0>"]
+    table_open = plain_table + ["<table role=presentation>", "<table role='grid'>",
+                                "<table hidden>", "<table style='display: none'>"]
+    plain_end, table_end = ["</table>", "</table>", "</Table >"], ["</table>", ""]
+
+    @st.composite
+    def row(draw: Any, ncols: int, plain: bool) -> str:
+        n = ncols if plain or draw(st.integers(0, 4)) else draw(st.integers(0, ncols + 1))
+        opening = st.sampled_from(plain_open if plain else cell_open + plain_open)
+        closing = st.sampled_from(plain_close if plain else cell_close + plain_close)
+        cells = "".join(draw(ws) + draw(opening) + draw(cell_text) + draw(closing) for _ in range(n))
+        ends = plain_row_close if plain else row_close + plain_row_close
+        return (draw(ws) + draw(st.sampled_from(plain_row if plain else row_open)) + cells
+                + draw(ws) + draw(st.sampled_from(ends)))
+
+    @st.composite
+    def table(draw: Any) -> str:
+        plain = draw(st.integers(0, 2)) > 0  # two in three tables are in the shortcut's grammar
+        ncols = draw(st.integers(1, 4))
+        head = ""
+        if draw(st.booleans()):
+            head = (draw(ws) + "<thead>" + "".join(draw(st.lists(row(ncols, plain), max_size=2)))
+                    + draw(ws) + ("</thead>" if plain else draw(st.sampled_from(["</THEAD>", ""]))))
+        body = "".join(draw(st.lists(row(ncols, plain), min_size=plain, max_size=5)))
+        if draw(st.booleans()):
+            body = f"<tbody>{body}{draw(ws)}</tbody>"
+        opening = draw(st.sampled_from(plain_table if plain else table_open))
+        caption = "" if plain else draw(st.sampled_from(["", "<caption>Totals</caption>"]))
+        ending = draw(st.sampled_from(plain_end if plain else table_end))
+        return opening + caption + head + body + draw(ws) + ending
+
+    context = st.sampled_from(
+        ["{}", "{}", "<p>before</p>{}<p>after</p>", "text{}text", "<br>{}<br><br>x",
+         "<h2>{}</h2>", "<h1>T {}</h1>", "<a href='https://x.org'>{}</a>", "<blockquote>{}</blockquote>",
+         "<ul><li>{}</li></ul>", "<table role=presentation><tr><td>{}</td></tr></table>",
+         "<table><tr><td>{}</td><td>9</td></tr></table>", "<pre>{}</pre>", "<div hidden>{}</div>z",
+         "<script>{}</script>z", "<table><caption>{}</caption></table>", "{}{}",
+         "<table><tr><td>a</td></tr>{}</table>"]
+    )  # fmt: skip
+    return st.builds(lambda c, t: c.replace("{}", t), context, table())
+
+
+def test_random_tables(whole_tables: list[str]) -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    taken = 0
+
+    @hypothesis.settings(max_examples=500, deadline=None)
+    @hypothesis.given(_table_markup())
+    def check(html: str) -> None:
+        nonlocal taken
+        before = len(whole_tables)
+        same(html)
+        taken += len(whole_tables) > before
+
+    check()
+    assert taken > 100  # the shortcut was exercised, not only the tag-by-tag path
