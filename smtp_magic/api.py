@@ -23,7 +23,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import pacing, transport
+from . import _budget, pacing, transport
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
@@ -202,7 +202,8 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
         from .render import markdown_to_html
 
         request = request.replace(body=markdown_to_html(request.body or ""), content_type="text/html")
-    elif content_type in ("text/html", "multipart/alternative") and isinstance(request.body, str):
+    elif (content_type in ("text/html", "multipart/alternative") and isinstance(request.body, str)
+          and _budget.needs_fitting(request.body)):
         from .render import fit_html_body  # text typed as text keeps its lines; the size budget
 
         fitted = fit_html_body(request.body, request.subject)

@@ -21,6 +21,7 @@ from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _budget, _charts, _layout, _sanitize, _tables
+from ._budget import is_plain_text
 from ._kinds import CHARTS, FIGURES, PANDAS, kind_of, title_of
 from ._layout import email_document
 from ._names import UniqueNames
@@ -50,9 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Gmail clips an HTML part over 102 KB. The part is sent quoted-printable, which adds about 7 %
-# to markup like ours, and the page layout adds ~3 KB: 90 KB of rendered HTML stays under.
-DEFAULT_MAX_BYTES = 90_000
+DEFAULT_MAX_BYTES = _budget.DEFAULT_MAX_BYTES
 # What the page layout and the inlined CSS add around a body: the budget of a template's or a
 # captured cell's content is what is left, so that the whole document fits DEFAULT_MAX_BYTES.
 _LAYOUT_ROOM = 6_000
@@ -952,18 +951,6 @@ _BIG_TEXT = 20_000
 _ACTIVE: contextvars.ContextVar[_Inserter | None] = contextvars.ContextVar(
     "smtp_magic_template", default=None
 )
-_JINJA_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
-_MARKUP = re.compile(
-    r"<[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>|</[a-zA-Z][a-zA-Z0-9-]*\s*>|<!--|<!doctype"
-    r"|&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});",
-    re.IGNORECASE,
-)
-
-
-def is_plain_text(source: str) -> bool:
-    """Whether a body meant as HTML has no markup at all (no tag, comment or entity outside
-    Jinja's ``{{ }}``/``{% %}``): it was typed as text, and is sent as text laid out in HTML."""
-    return not _MARKUP.search(_JINJA_CODE.sub(" ", source) if "{" in source else source)
 
 
 def text_to_html(text: str) -> str:
@@ -982,13 +969,11 @@ def fit_html_body(body: str, title: str | None = None) -> Rendered | None:
     kept, ``<``/``&`` shown as typed) in the email layout. A body over the size budget is cut
     by :func:`email_body`, with the whole attached.
     """
-    if not body.strip():
+    if not _budget.needs_fitting(body):
         return None
     if is_plain_text(body):
         return email_body(Rendered(text_to_html(_html.escape(body, quote=False))), title=title)
-    if _tables.utf8_size(body) > DEFAULT_MAX_BYTES:
-        return email_body(Rendered(body), title=title)
-    return None
+    return email_body(Rendered(body), title=title)
 
 
 def render_template(
