@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab import chromium
 
 from smtp_magic.render import email_body, render_template
 
@@ -18,27 +19,13 @@ np = pytest.importorskip("numpy")
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--disable-dev-shm-usage"]
 PHONE = {"width": 375, "height": 740}
 
 
 @pytest.fixture(scope="module")
 def phone() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("SMTP_MAGIC_REQUIRE_BROWSER"):
-            pytest.fail(f"SMTP_MAGIC_REQUIRE_BROWSER is set but {CHROMIUM} is not installed")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True)
 
 
 def test_a_seven_column_table_on_a_phone(phone: Any, tmp_path: Path) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from lab import chromium
 
 from smtp_magic.render import Rendered, email_document, render_template
 
@@ -20,37 +19,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from PIL import Image, ImageChops  # pillow is a dependency of matplotlib
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-]  # fmt: skip
 VIEWPORT = {"width": 900, "height": 700}
 MAX_DIFFERENCE = 0.01  # fraction of pixels
 
 _STRIPPED = re.compile(r"<(style|script)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 
 
-def _browser_unavailable(reason: str) -> None:
-    if os.environ.get("SMTP_MAGIC_REQUIRE_BROWSER"):
-        pytest.fail(f"SMTP_MAGIC_REQUIRE_BROWSER is set but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def page() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _browser_unavailable(f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _browser_unavailable("playwright is not installed")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport=VIEWPORT)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport=VIEWPORT)
 
 
 @pytest.fixture

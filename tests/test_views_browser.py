@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import http.server
 import io
-import os
 import smtplib
 import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from IPython.utils.capture import capture_output
+from lab import chromium
 
 from smtp_magic import config
 from smtp_magic.server import CaptureServer
@@ -34,33 +33,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from PIL import Image
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage"]
 RED = (255, 0, 0)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SMTP_MAGIC_REQUIRE_BROWSER"):
-        pytest.fail(f"SMTP_MAGIC_REQUIRE_BROWSER is set but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def page() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 900, "height": 900})
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 900, "height": 900})
 
 
 class Beacon:
@@ -70,13 +49,13 @@ class Beacon:
         hits = self.hits = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 hits.append(self.path)
                 self.send_response(204)
                 self.send_header("Access-Control-Allow-Origin", "*")
                 self.end_headers()
 
-            do_POST = do_GET  # noqa: N815
+            do_POST = do_GET
 
             def log_message(self, *args: Any) -> None:
                 pass
