@@ -108,13 +108,13 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
             os.environ["SMTP_MAGIC_NO_SHORTCUTS"] = "1"
         elif peer not in ("smtp_magic", "smtp_magic_autotext"):
             raise SystemExit(f"unknown peer {peer}")
-        import smtp_magic
-        from smtp_magic.models import SendRequest
+        import aiosmtplib
 
-        import smtp_magic.mime
+        import smtp_magic
         import smtp_magic.htmltext
-        import smtp_magic.transport  # noqa: F401 - imported before timing, as for the peers
-        import aiosmtplib  # noqa: F401
+        import smtp_magic.mime
+        import smtp_magic.transport
+        from smtp_magic.models import SendRequest
 
         given = peer != "smtp_magic_autotext"
         requests = [SendRequest(to=to, subject=subject, body=html, text=text if given else None)

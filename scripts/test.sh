@@ -73,7 +73,7 @@ step "OpenID Connect server for the OAuth2 tests (npm ci in tests/oidc)"
 export SMTP_MAGIC_REQUIRE_OIDC=1
 
 step "lint, types and layering (ruff, mypy, import-linter)"
-"$VENV/bin/ruff" check smtp_magic
+"$VENV/bin/ruff" check smtp_magic tests
 "$VENV/bin/mypy" smtp_magic
 "$VENV/bin/lint-imports"  # the layering the README describes (pyproject.toml [tool.importlinter])
 

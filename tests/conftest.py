@@ -152,6 +152,33 @@ def no_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         keyring.set_keyring(previous)
 
 
+NOTEBOOK_SENDER = "reports@example.test"  # the sender of the to_server settings
+
+
+@pytest.fixture
+def to_server(ip: TestingShell, smtp_server: CaptureServer) -> CaptureServer:
+    """``ip``'s settings pointing at ``smtp_server`` (plain, no login), sender NOTEBOOK_SENDER."""
+    from smtp_magic import config
+
+    config.current().update({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
+                             "sender": NOTEBOOK_SENDER})
+    return smtp_server
+
+
+def run_cell(ip: TestingShell, source: str) -> Any:
+    """Run a cell, returning what it displayed (IPython's CapturedIO)."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        ip.run_cell(source)
+    return captured
+
+
+def shown_text(captured: Any) -> str:
+    """Everything a cell showed, as text: stdout and the text/plain of its displays."""
+    return captured.stdout + "\n".join(o.data.get("text/plain", "") for o in captured.outputs)
+
+
 # -- certificates ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:

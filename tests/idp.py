@@ -18,10 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlparse
 
 import requests
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 CLIENT_ID = "smtp-magic-test"  # public client, 600 s access tokens
@@ -211,7 +214,7 @@ class IdentityProvider:
             proc.terminate()
             proc.wait(timeout=5)
 
-    def __enter__(self) -> IdentityProvider:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

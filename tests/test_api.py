@@ -211,7 +211,6 @@ def test_interrupted_while_preparing_leaves_no_trace(smtp_server, cfg, tmp_data,
         calls.append(settings)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return None
 
     monkeypatch.setattr(api, "resolve_password", interrupted_second_time)
     requests = [{"to": "a@example.test", "subject": "one"},

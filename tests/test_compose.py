@@ -7,9 +7,9 @@ from email import policy
 
 import pytest
 
-from smtp_magic.mime import compose
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import InvalidRequest
+from smtp_magic.mime import compose
 from smtp_magic.models import Attachment, InlineImage, SendRequest, mime_type_for
 
 SETTINGS = SmtpMagic(sender="Reports <reports@example.test>").snapshot()

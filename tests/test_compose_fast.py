@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_magic.mime import POLICY, _simple_address, compose, parse_address
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import InvalidRequest
+from smtp_magic.mime import POLICY, _simple_address, compose, parse_address
 from smtp_magic.models import Attachment, SendRequest
 
 SETTINGS = SmtpMagic(sender="Reports <reports@example.test>").snapshot()

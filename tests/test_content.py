@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import NOTEBOOK_SENDER, run_cell, shown_text
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import smtp_magic
-from smtp_magic import config
 from smtp_magic.htmltext import html_to_text
 from smtp_magic.server import CaptureServer
 
@@ -30,29 +30,12 @@ np = pytest.importorskip("numpy")
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
-SENDER = "reports@example.test"
+SENDER = NOTEBOOK_SENDER
 GMAIL_CLIP = 102_000  # bytes of the HTML part as transferred
 PNG_1PX = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
     "AAAABJRU5ErkJggg=="
 )
-
-
-@pytest.fixture
-def to_server(ip: TestingShell, smtp_server: CaptureServer) -> CaptureServer:
-    config.current().update({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
-                             "sender": SENDER})
-    return smtp_server
-
-
-def run(ip: TestingShell, source: str) -> Any:
-    with capture_output() as captured:
-        ip.run_cell(source)
-    return captured
-
-
-def shown_text(captured: Any) -> str:
-    return captured.stdout + "\n".join(o.data.get("text/plain", "") for o in captured.outputs)
 
 
 def arrived(server: CaptureServer, n: int = 1) -> list[EmailMessage]:
@@ -134,7 +117,7 @@ def test_an_altair_chart_arrives_as_an_image(ip: TestingShell, to_server: Captur
     pytest.importorskip("vl_convert")
     ip.user_ns["chart"] = alt.Chart(pd.DataFrame({"x": [1, 2, 3], "y": [3, 1, 2]})).mark_line(
     ).encode(x="x", y="y").properties(title="Orders per day")
-    shown = run(ip, "%%smtp_send --to a@example.test --subject chart\n<p>Chart:</p>{{ chart }}")
+    shown = run_cell(ip, "%%smtp_send --to a@example.test --subject chart\n<p>Chart:</p>{{ chart }}")
     assert "sent in" in shown_text(shown)
     (msg,) = arrived(to_server)
     html, text, _ = parts(msg)
@@ -150,7 +133,7 @@ def test_a_plotly_figure_arrives_as_an_image(ip: TestingShell, to_server: Captur
     go = pytest.importorskip("plotly.graph_objects")
     pytest.importorskip("kaleido")
     ip.user_ns["fig"] = go.Figure(go.Bar(x=["a", "b"], y=[3, 1]), layout={"title": "Revenue"})
-    shown = run(ip, "%%smtp_send --to a@example.test --subject plotly\n{{ fig }}")
+    shown = run_cell(ip, "%%smtp_send --to a@example.test --subject plotly\n{{ fig }}")
     assert "sent in" in shown_text(shown)
     (msg,) = arrived(to_server)
     html, _, _ = parts(msg)
@@ -231,7 +214,7 @@ def test_capture_sends_the_final_display_and_marks_stderr(ip: TestingShell,
                                                           to_server: CaptureServer) -> None:
     import matplotlib.pyplot as plt
 
-    shown = run(ip, "%%smtp_send --to a@example.test --subject live --capture\n"
+    shown = run_cell(ip, "%%smtp_send --to a@example.test --subject live --capture\n"
                     "import sys, warnings\n"
                     "from IPython.display import display, clear_output, Markdown\n"
                     "h = display(Markdown('status: starting'), display_id=True)\n"
@@ -263,7 +246,7 @@ def test_capture_sends_the_final_display_and_marks_stderr(ip: TestingShell,
 
 def budget_case(ip: TestingShell, server: CaptureServer, source: str) -> tuple[str, str, int,
                                                                                 dict[str, Any]]:
-    shown = run(ip, source)
+    shown = run_cell(ip, source)
     assert "sent in" in shown_text(shown)
     (msg,) = arrived(server)
     html, text, size = parts(msg)
@@ -465,7 +448,7 @@ def test_hostile_object_html_arrives_inert(ip: TestingShell, to_server: CaptureS
 
 def test_preview_lists_what_was_removed(ip: TestingShell, to_server: CaptureServer) -> None:
     ip.user_ns["obj"] = Hostile()
-    shown = run(ip, "%%smtp_send --to a@example.test --subject p --preview\n"
+    shown = run_cell(ip, "%%smtp_send --to a@example.test --subject p --preview\n"
                     "<p onclick='x()'>Hi</p>{{ obj }}")
     text = shown_text(shown)
     line = next(ln for ln in text.splitlines() if ln.startswith("Removed before sending:"))

@@ -20,7 +20,7 @@ from conftest import TestingShell, TmpData
 from faults import PASSWORD, USER
 
 import smtp_magic
-from smtp_magic import SmtpMagic, check, send
+from smtp_magic import SmtpMagic, send
 from smtp_magic.conversation import REDACTED, Conversation, debug_output
 from smtp_magic.server import CaptureServer
 

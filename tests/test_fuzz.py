@@ -27,8 +27,8 @@ from IPython.core.error import UsageError
 
 from smtp_magic import Response, SmtpMagic, send, send_many
 from smtp_magic.api import build_message
-from smtp_magic.mime import Composed
 from smtp_magic.errors import InvalidRequest, SmtpMagicError
+from smtp_magic.mime import Composed
 from smtp_magic.models import as_address_list
 from smtp_magic.render import is_plain_text
 from smtp_magic.server import CaptureServer

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import NOTEBOOK_SENDER, run_cell, shown_text
 from IPython.core.error import UsageError
-from IPython.utils.capture import capture_output
 
 from smtp_magic import _kernel, config
 from smtp_magic.errors import ConnectFailed, SmtpMagicError
@@ -31,14 +31,7 @@ if TYPE_CHECKING:
 
 pd = pytest.importorskip("pandas")
 
-SENDER = "reports@example.test"
-
-
-@pytest.fixture
-def to_server(ip: TestingShell, smtp_server: CaptureServer) -> CaptureServer:
-    config.current().update({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
-                             "sender": SENDER})
-    return smtp_server
+SENDER = NOTEBOOK_SENDER
 
 
 @pytest.fixture
@@ -48,18 +41,6 @@ def frame(ip: TestingShell) -> Any:
                        "amount": [1.5, 20.25, 300.0]})
     ip.user_ns["df"] = df
     return df
-
-
-def run(ip: TestingShell, source: str) -> Any:
-    """Run a cell, returning what it displayed (IPython's CapturedIO)."""
-    with capture_output() as captured:
-        ip.run_cell(source)
-    return captured
-
-
-def text_of(captured: Any) -> str:
-    """Everything a cell showed, as text: stdout and the text/plain of its displays."""
-    return captured.stdout + "\n".join(o.data.get("text/plain", "") for o in captured.outputs)
 
 
 def usage_error(ip: TestingShell, source: str) -> UsageError:
@@ -157,13 +138,13 @@ def test_table_masks_the_password(ip: TestingShell, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SMTP_PASSWORD", "hunter2-secret")
     monkeypatch.setattr(config, "_current", None)
     load_ipython_extension(ip)
-    shown = run(ip, "%smtp_config")
+    shown = run_cell(ip, "%smtp_config")
     (output,) = shown.outputs
     html, text = output.data["text/html"], output.data["text/plain"]
     assert "<table" in html and "SmtpMagic settings" in html and "password" in text
     for rendered in (html, text):
         assert "hunter2-secret" not in rendered and "********" in rendered
-    listed = run(ip, "%config SmtpMagic")
+    listed = run_cell(ip, "%config SmtpMagic")
     assert "SmtpMagic.password" in listed.stdout and "hunter2-secret" not in listed.stdout
 
 
@@ -233,9 +214,9 @@ def test_a_hash_word_starts_a_comment_as_in_a_shell() -> None:
 
 def test_template_with_a_dataframe(ip: TestingShell, to_server: CaptureServer, frame: Any) -> None:
     ip.user_ns["who"] = "<Team & Co>"
-    shown = run(ip, '%%smtp_send --to boss@example.test --subject "Revenue up $5M"\n'
+    shown = run_cell(ip, '%%smtp_send --to boss@example.test --subject "Revenue up $5M"\n'
                     "<p>Hello {{ who }}</p>\n{{ df }}")
-    assert "sent in" in text_of(shown)
+    assert "sent in" in shown_text(shown)
     (msg,) = to_server.wait_for(1)
     assert msg.subject == "Revenue up $5M"
     html = msg.message.get_body(("html",)).get_content()
@@ -277,7 +258,7 @@ def test_attach_dataframe_parses_back_equal(ip: TestingShell, to_server: Capture
 
 
 def test_preview_sends_nothing(ip: TestingShell, to_server: CaptureServer, frame: Any) -> None:
-    shown = run(ip, "%%smtp_send --to boss@example.test --subject Draft --preview --attach df\n"
+    shown = run_cell(ip, "%%smtp_send --to boss@example.test --subject Draft --preview --attach df\n"
                     "{{ df }}")
     (output,) = shown.outputs
     assert "nothing was sent" in output.data["text/html"] and "Draft" in output.data["text/html"]
@@ -300,9 +281,9 @@ def test_each_row_gets_its_own_message(ip: TestingShell, to_server: CaptureServe
                                        ) -> None:
     ip.user_ns["email"] = "notebook-variable@example.test"  # a column of the same name wins
     ip.user_ns["name"] = "Not a row"
-    shown = run(ip, '%%smtp_send --each df --to {email} --subject "Hello {name}" --cc $email\n'
+    shown = run_cell(ip, '%%smtp_send --each df --to {email} --subject "Hello {name}" --cc $email\n'
                     "<p>Dear {{ name }}, you owe {{ amount }}.</p>")
-    assert "sent 3 messages" in text_of(shown)
+    assert "sent 3 messages" in shown_text(shown)
     messages = to_server.wait_for(3)
     got = sorted((m.rcpt_to, m.subject) for m in messages)
     assert got == [(("ann@example.test",), "Hello Ann"), (("bob@example.test",), "Hello Bob"),
@@ -321,7 +302,7 @@ def test_each_over_a_list_of_dicts(ip: TestingShell, to_server: CaptureServer) -
 
 def test_capture_sends_the_outputs_in_order(ip: TestingShell, to_server: CaptureServer,
                                            frame: Any) -> None:
-    shown = run(ip, "%%smtp_send --to boss@example.test --subject Captured --capture\n"
+    shown = run_cell(ip, "%%smtp_send --to boss@example.test --subject Captured --capture\n"
                     "print('first line')\n"
                     "from IPython.display import display, HTML\n"
                     "display(HTML('<b>bold middle</b>'))\n"
@@ -346,7 +327,7 @@ def test_async_send_and_outbox_wait(ip: TestingShell, to_server: CaptureServer) 
     config.current().send_mode = "async"
     ip.run_cell("%%smtp_send --to bob@example.test --subject later\nbody")
     job = ip.user_ns["smtp_last"]
-    shown = run(ip, "%smtp_outbox --wait")
+    shown = run_cell(ip, "%smtp_outbox --wait")
     assert job.done() and job.result().ok
     (table,) = [o for o in shown.outputs if "Outbox" in o.data["text/plain"]]
     assert "sent" in table.data["text/plain"] and "later" in table.data["text/html"]
@@ -364,14 +345,14 @@ def test_outbox_wait_raises_retry_delivers_clear_forgets(
         ip.run_cell("%smtp_outbox --wait")
     assert [e.subject for e in Outbox().entries()] == ["again"]
     s.port = smtp_server.port
-    shown = run(ip, "%smtp_outbox --retry")
+    shown = run_cell(ip, "%smtp_outbox --retry")
     assert smtp_server.wait_for(1)[0].subject == "again"
     assert not Outbox().entries() and "sent" in shown.outputs[0].data["text/plain"]
-    run(ip, "%smtp_outbox --wait")  # the retry succeeded: nothing counts as failed any more
+    run_cell(ip, "%smtp_outbox --wait")  # the retry succeeded: nothing counts as failed any more
     s.port = refused_port
     with pytest.raises(ConnectFailed):
         ip.run_cell("%%smtp_send --to bob@example.test --subject lost --sync\nbody")
-    shown = run(ip, "%smtp_outbox --clear")
+    shown = run_cell(ip, "%smtp_outbox --clear")
     assert "Cleared 1 undelivered" in shown.stdout
     assert not history.records() and not Outbox().entries()
 
@@ -379,7 +360,7 @@ def test_outbox_wait_raises_retry_delivers_clear_forgets(
 def test_earlier_sessions_undelivered_are_listed(ip: TestingShell, tmp_data: TmpData) -> None:
     Outbox().add(b"Subject: old\r\n\r\nbody\r\n", sender=SENDER, recipients=("x@example.test",),
                  message_id="<old@example.test>", subject="old")
-    shown = run(ip, "%smtp_outbox")
+    shown = run_cell(ip, "%smtp_outbox")
     assert "earlier session" in shown.outputs[0].data["text/plain"]
 
 
@@ -392,13 +373,13 @@ def test_outbox_and_inbox_wait_a_little_for_sends_in_flight(
                              "sender": SENDER, "send_mode": "async"})
     ip.run_cell("%%smtp_send --to bob@example.test --subject 'in flight'\nbody")
     started = time.monotonic()
-    shown = run(ip, "%smtp_outbox")
+    shown = run_cell(ip, "%smtp_outbox")
     assert 0.3 < time.monotonic() - started < 8
     (table,) = [o.data["text/plain"] for o in shown.outputs if "Outbox" in o.data["text/plain"]]
     assert "1 sent" in table and "pending" not in table, table
     ip.run_cell("%%smtp_send --to bob@example.test --subject 'second'\nbody")
     started = time.monotonic()
-    run(ip, "%smtp_inbox")
+    run_cell(ip, "%smtp_inbox")
     assert 0.3 < time.monotonic() - started < 8 and server.count() == 2
 
 
@@ -411,21 +392,21 @@ def test_outbox_waits_no_longer_than_its_bound(
     monkeypatch.setattr("smtp_magic.magics.SETTLE_SECONDS", 0.5)
     ip.run_cell("%%smtp_send --to bob@example.test --subject slow\nbody")
     started = time.monotonic()
-    shown = run(ip, "%smtp_outbox")
+    shown = run_cell(ip, "%smtp_outbox")
     assert time.monotonic() - started < 2.5
     assert "1 send(s) still in flight; %smtp_outbox --wait waits" in shown.stdout
     (table,) = [o.data["text/plain"] for o in shown.outputs if "Outbox" in o.data["text/plain"]]
     assert "1 pending" in table
-    run(ip, "%smtp_outbox --wait")
+    run_cell(ip, "%smtp_outbox --wait")
 
 
 def test_outbox_limit_shows_the_newest(ip: TestingShell, to_server: CaptureServer) -> None:
     ip.user_ns["people"] = [{"to": f"p{i}@example.test", "n": i} for i in range(5)]
     ip.run_cell("%%smtp_send --sync --each people --to {to} --subject 'Row {n}'\n{{ n }}")
-    text = run(ip, "%smtp_outbox --limit 2").outputs[0].data["text/plain"]
+    text = run_cell(ip, "%smtp_outbox --limit 2").outputs[0].data["text/plain"]
     assert "Row 3" in text and "Row 4" in text and "Row 2" not in text
     assert "5 sent; the newest 2 of 5 below (%smtp_outbox --limit 5 shows all)" in text
-    html = run(ip, "%smtp_outbox").outputs[0].data["text/html"]  # default 20: all five
+    html = run_cell(ip, "%smtp_outbox").outputs[0].data["text/html"]  # default 20: all five
     assert all(f"Row {i}" in html for i in range(5)) and "the newest" not in html
     assert "<caption" in html and "Outbox (" in html
 
@@ -434,7 +415,7 @@ def test_outbox_limit_shows_the_newest(ip: TestingShell, to_server: CaptureServe
 
 def test_check_reports_and_fails_in_one_line(ip: TestingShell, to_server: CaptureServer,
                                              refused_port: int) -> None:
-    shown = run(ip, "%smtp_config --check")
+    shown = run_cell(ip, "%smtp_config --check")
     assert f"Connected to 127.0.0.1:{to_server.port}" in shown.stdout and "Extensions" in shown.stdout
     with pytest.raises(ConnectFailed) as info:
         ip.run_cell(f"%smtp_config --port {refused_port} --check")
@@ -443,11 +424,11 @@ def test_check_reports_and_fails_in_one_line(ip: TestingShell, to_server: Captur
 
 def test_local_server_and_inbox(ip: TestingShell) -> None:
     try:
-        shown = run(ip, "%smtp_config --local")
+        shown = run_cell(ip, "%smtp_config --local")
         s = config.current()
         assert s.security == "none" and s.sender and "capture server" in shown.stdout
         ip.run_cell("%%smtp_send --to bob@example.test --subject 'In the inbox'\n<p>Hello inbox</p>")
-        inbox = run(ip, "%smtp_inbox --limit 5")
+        inbox = run_cell(ip, "%smtp_inbox --limit 5")
         html = inbox.outputs[0].data["text/html"]
         assert "In the inbox" in html and "<details>" in html and "Hello inbox" in html
     finally:
@@ -458,11 +439,11 @@ def test_compose_form_gets_the_options(ip: TestingShell, monkeypatch: pytest.Mon
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr("smtp_magic.widgets.compose", lambda **kw: calls.append(kw) or "FORM")
     ip.user_ns["boss"] = "boss@example.test"
-    shown = run(ip, "%smtp_compose --to {boss} a@example.test --subject 'Q3 numbers' --attach df")
+    shown = run_cell(ip, "%smtp_compose --to {boss} a@example.test --subject 'Q3 numbers' --attach df")
     (kwargs,) = calls
     assert kwargs["to"] == ["boss@example.test", "a@example.test"]
     assert kwargs["subject"] == "Q3 numbers" and kwargs["attachments"] == ["df"]
-    assert kwargs["namespace"] is ip.user_ns and "FORM" in text_of(shown)
+    assert kwargs["namespace"] is ip.user_ns and "FORM" in shown_text(shown)
 
 
 # -- headless detection across kernel APIs ----------------------------------------------------------
@@ -510,9 +491,9 @@ def test_local_then_a_real_server_uses_tls_and_the_username(
     with CaptureServer(tmp_path / "real", tls="starttls", ssl_context=server_tls,
                        users={"u@example.org": "pw-starttls-only"}, require_auth=True) as real:
         try:
-            run(ip, "%smtp_config --local")
+            run_cell(ip, "%smtp_config --local")
             ip.run_cell("%%smtp_send --to bob@example.test --subject 'To the capture server'\nhi")
-            left = run(ip, f"%smtp_config --host 127.0.0.1 --port {real.port} "
+            left = run_cell(ip, f"%smtp_config --host 127.0.0.1 --port {real.port} "
                            "--username u@example.org --password-env TRUST_PW")
             assert "what --local had set is back: security auto, sender (not set)." in left.stdout
             s = config.current()
@@ -520,7 +501,7 @@ def test_local_then_a_real_server_uses_tls_and_the_username(
             ip.run_cell("%%smtp_send --to bob@example.test --subject 'To the real one' --sync\nhi")
             (got,) = real.wait_for(1)
             assert got.mail_from == "u@example.org" and got.message["From"] == "u@example.org"
-            shown = run(ip, "%smtp_config")
+            shown = run_cell(ip, "%smtp_config")
             table = shown.outputs[0].data["text/plain"]
             rows = {line.split()[0]: line for line in table.splitlines()[2:]}
             assert rows["host"].endswith("%smtp_config") and rows["security"].endswith("default")
@@ -532,8 +513,8 @@ def test_local_then_a_real_server_uses_tls_and_the_username(
 def test_no_keyring_backend_is_a_one_line_fix(ip: TestingShell, no_keyring: None,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("getpass.getpass", lambda prompt="": pytest.fail("asked for nothing"))
-    for line in ("%smtp_config --keyring", "%smtp_config --username u@example.test --keyring "
-                 "--password-prompt"):
+    for line in ("%smtp_config --keyring",
+                 "%smtp_config --username u@example.test --keyring --password-prompt"):
         error = usage_error(ip, line)
         assert str(error).startswith("No system keyring is available")
         assert "--password-env" in str(error) and "\n" not in str(error)
@@ -576,9 +557,9 @@ def test_outbox_wait_waits_for_a_form_send_and_fails_when_it_failed(
         form.to.value, form.subject.value, form.body.value = "bob@example.test", "From the form", "hi"
         form.send_button.click()
         assert form.sending
-        shown = run(ip, "%smtp_outbox --wait")
+        shown = run_cell(ip, "%smtp_outbox --wait")
         assert slow.count() == 1  # waited for the 1 s server
-        assert "sent" in text_of(shown) and "From the form" in text_of(shown)
+        assert "sent" in shown_text(shown) and "From the form" in shown_text(shown)
         while form.sending:  # the form settles on the worker thread, just after the send log
             time.sleep(0.01)
 

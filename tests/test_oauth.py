@@ -14,7 +14,7 @@ import threading
 import time
 import webbrowser
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosmtplib
 import pytest
@@ -144,7 +144,7 @@ def test_system_keyring_is_used_when_there_is_one(idp: IdentityProvider) -> None
 
     class Memory(KeyringBackend):
         priority = 1  # type: ignore[assignment]
-        items: dict[tuple[str, str], str] = {}
+        items: ClassVar[dict[tuple[str, str], str]] = {}
 
         def get_password(self, service: str, username: str) -> str | None:
             return self.items.get((service, username))

@@ -146,8 +146,8 @@ def test_oauth2_login_refuses_to_wait_in_a_headless_run(
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in (
         "%load_ext smtp_magic",
-        f"%smtp_config --oauth2-provider {idp.issuer} --oauth2-client-id {CLIENT_ID} "
-        "--oauth2-login")]
+        (f"%smtp_config --oauth2-provider {idp.issuer} --oauth2-client-id {CLIENT_ID} "
+        "--oauth2-login"))]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, root / "login.ipynb")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -91,9 +92,8 @@ def test_a_merge_keeps_the_configured_pace(smtp_server: CaptureServer) -> None:
                       progress=progress)
     assert all(r.ok for r in paced), paced
     times = arrivals(smtp_server, n)
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    print("unpaced span %.3f s; paced span %.3f s, gaps %s" % (
-        fast[-1] - fast[0], times[-1] - times[0], [round(g, 3) for g in gaps]))
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    print(f"unpaced span {fast[-1] - fast[0]:.3f} s; paced span {times[-1] - times[0]:.3f} s, gaps {[round(g, 3) for g in gaps]}")
     # 600/min is one message every 0.1 s, over 4 connections, with no burst at the start.
     assert times[-1] - times[0] >= (n - 1) * 0.1 - 0.03
     assert statistics.median(gaps) == pytest.approx(0.1, abs=0.03)
@@ -105,8 +105,7 @@ def test_a_merge_keeps_the_configured_pace(smtp_server: CaptureServer) -> None:
     first_done, first_eta, _ = seen[0]
     assert first_done == 0 and first_eta is not None
     finished = seen[-1][2]
-    print("expected finish %.3f s after the start, finished after %.3f s" % (
-        first_eta - begun, finished - begun))
+    print(f"expected finish {first_eta - begun:.3f} s after the start, finished after {finished - begun:.3f} s")
     assert first_eta == pytest.approx(finished, abs=0.35)
     assert [d for d, _, _ in seen] == list(range(n + 1))
 
@@ -140,7 +139,7 @@ def test_throttling_slows_the_pace_and_everything_arrives(fault_server: FaultFac
     assert server.transactions == n + 3 and server.accepted == n
     assert Outbox(tmp_data.outbox).entries() == []
     times = arrivals(server, n)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     print("gaps after throttling", [round(g, 3) for g in gaps])
     # 20/s is 0.05 s apart; after the throttling replies the pace is at least halved.
     assert statistics.median(gaps) >= 0.09

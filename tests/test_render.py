@@ -643,7 +643,7 @@ def _imported_after(code: str, modules: set[str]) -> list[str]:
     probe = f"{code}\nimport sys\nprint(sorted(set({sorted(modules)!r}) & set(sys.modules)))\n"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).resolve().parent.parent)
-    return eval(result.stdout)  # noqa: S307 - our own printed list
+    return eval(result.stdout)
 
 
 def test_importing_render_imports_no_optional_library() -> None:
