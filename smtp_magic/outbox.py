@@ -284,22 +284,36 @@ class Batch:
                 "recipients": list(recipients), "created": now}
         prefix, suffix = b"P %d " % n, b" " + json.dumps(meta).encode("utf-8") + b"\n"
         start = f.tell()
-        kept: list[bytes] | None = []
-        size = 0
+        # A message that fits in memory (nearly all) is written in one go, its length known; a
+        # larger one is streamed and its length written back into the record afterwards (a seek
+        # flushes the file's buffer, so the common case avoids it).
+        kept: list[bytes] = []
+        size, streamed = 0, False
+        rest = iter(chunks)
         try:
-            f.write(prefix + b"%016d" % 0 + suffix)
-            offset = f.tell()
-            for chunk in chunks:
-                f.write(chunk)
+            for chunk in rest:
+                kept.append(chunk)
                 size += len(chunk)
-                if kept is not None:
-                    kept.append(chunk)
-                    if size > _KEEP_IN_MEMORY:
-                        kept = None
-            f.write(b"\n")
-            f.seek(start)
-            f.write(prefix + b"%016d" % size + suffix)
-            f.seek(0, os.SEEK_END)
+                if size > _KEEP_IN_MEMORY:
+                    streamed = True
+                    break
+            if not streamed:
+                body = b"".join(kept)
+                header = prefix + b"%016d" % size + suffix
+                f.write(header + body + b"\n")
+                offset = start + len(header)
+            else:
+                f.write(prefix + b"%016d" % 0 + suffix)
+                offset = f.tell()
+                f.writelines(kept)
+                kept = []
+                for chunk in rest:
+                    f.write(chunk)
+                    size += len(chunk)
+                f.write(b"\n")
+                f.seek(start)
+                f.write(prefix + b"%016d" % size + suffix)
+                f.seek(0, os.SEEK_END)
         except BaseException:
             f.seek(start)  # drop the partial record (e.g. an attachment that cannot be read)
             f.truncate()
@@ -309,8 +323,8 @@ class Batch:
         self.regions[n] = _Region(f.fileno(), offset, size)
         entry = OutboxEntry(f"J{self.id}-{n}", message_id, subject, sender, tuple(recipients),
                             "pending", created=now, updated=now)
-        data = b"".join(kept) if kept is not None else self.regions[n]
-        return entry, data
+        # A streamed message is sent from the journal, never held whole in memory.
+        return entry, (self.regions[n] if streamed else body)
 
     def commit(self) -> None:
         """Make the batch durable and visible; call before sending any of its messages."""
