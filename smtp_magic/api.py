@@ -670,9 +670,17 @@ async def send_async(
     config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
 ) -> Response:
     """Send one message; returns its Response (never raises for a failed send)."""
+    return await _send_one(
+        lambda: _make_request(to, subject, body, cc=cc, bcc=bcc, sender=sender,
+                              attachments=attachments, content_type=content_type),
+        config=config, timeout=timeout, profile=profile)
+
+
+async def _send_one(build: Callable[[], SendRequest], *, config: ConfigLike,
+                    timeout: float | None, profile: str | None) -> Response:
+    """The Response of the one request ``build()`` makes (exit 1 if it cannot be made)."""
     try:
-        request = _make_request(to, subject, body, cc=cc, bcc=bcc, sender=sender,
-                                attachments=attachments, content_type=content_type)
+        request = build()
     except SmtpMagicError as exc:
         return Response.from_error(exc)
     (response,) = await send_many_async([request], config=config, timeout=timeout,
@@ -688,17 +696,13 @@ async def send_notebook_async(
     config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
 ) -> Response:
     """Email an executed notebook (see ``send_notebook``); returns its Response."""
-    try:
-        from .nbreport import notebook_request
+    from .nbreport import notebook_request
 
-        request = notebook_request(notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender,
-                                   no_input=no_input, attach_notebook=attach_notebook,
-                                   attachments=resolve_all(attachments))
-    except SmtpMagicError as exc:
-        return Response.from_error(exc)
-    (response,) = await send_many_async([request], config=config, timeout=timeout,
-                                        profile=profile)
-    return response
+    return await _send_one(
+        lambda: notebook_request(notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender,
+                                 no_input=no_input, attach_notebook=attach_notebook,
+                                 attachments=resolve_all(attachments)),
+        config=config, timeout=timeout, profile=profile)
 
 
 def send_notebook(
