@@ -179,6 +179,15 @@ def shown_text(captured: Any) -> str:
     return captured.stdout + "\n".join(o.data.get("text/plain", "") for o in captured.outputs)
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright (skips, or fails where CI requires it)."""
+    from lab import chromium
+
+    with chromium() as b:
+        yield b
+
+
 # -- certificates ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:

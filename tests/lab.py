@@ -59,6 +59,17 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """A notebook of code cells for the python3 kernel."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,12 +20,11 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import chromium, jupyter_lab, log, wait_all_run, wait_kernel_ready
+from lab import jupyter_lab, log, wait_all_run, wait_kernel_ready, write_notebook
 
 from smtp_magic.server import CaptureServer
 
@@ -110,20 +109,7 @@ MEASURE = """() => {
 }"""
 
 
-def make_notebook(path: Path, cells: list[str]) -> None:
-    import nbformat
 
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, path)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
@@ -171,7 +157,7 @@ def test_outputs_are_readable_in_the_light_and_the_dark_theme(
 
     # storing where the lab's %smtp_inbox looks ($SMTP_MAGIC_CAPTURE_DIR, see lab.py)
     smtp = CaptureServer(tmp_path / "capture").start()
-    make_notebook(tmp_path / "theme.ipynb",
+    write_notebook(tmp_path / "theme.ipynb",
                   [c.format(port=smtp.port, closed=free_port()) for c in THEME_CELLS])
     shots = screenshot_dir(tmp_path)
     results = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import chromium, jupyter_lab, log, wait_kernel_ready
+from lab import jupyter_lab, log, wait_kernel_ready, write_notebook
 
 from smtp_magic.server import CaptureServer
 
@@ -44,21 +44,7 @@ smtp_magic.compose(body="Hello,\\n\\nthis week's **numbers** are attached.",
 """
 
 
-def make_notebook(path: Path, smtp_port: int) -> None:
-    import nbformat
 
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(SETTINGS_CELL.format(port=smtp_port, user=USER)),
-                nbformat.v4.new_code_cell(FORM_CELL)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, path)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +60,8 @@ def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaptureServer]:
 def lab(tmp_path_factory: pytest.TempPathFactory, smtp: CaptureServer
         ) -> Iterator[tuple[str, Path]]:
     d = tmp_path_factory.mktemp("lab")
-    make_notebook(d / "compose.ipynb", smtp.port)
+    write_notebook(d / "compose.ipynb", [SETTINGS_CELL.format(port=smtp.port, user=USER),
+                                          FORM_CELL])
     # Widget state is saved with the notebook (jupyterlab-manager's saveState), so the saved
     # file holds every widget's state: the place a password would leak to.
     widget_settings = (d / ".jcfg" / "lab" / "user-settings" / "@jupyter-widgets"
