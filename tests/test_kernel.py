@@ -228,16 +228,26 @@ def text_of(outputs: list[dict[str, Any]]) -> str:
     return json.dumps([m["content"] for m in outputs])
 
 
-def test_interactive_send_returns_at_once_and_settles_later(
-    fault_server: Callable[..., FaultServer], tmp_path: Path
-) -> None:
-    server = fault_server(stall=2.0)  # every DATA takes 2 s
+@contextlib.contextmanager
+def kernel_sending_to(server: FaultServer, tmp_path: Path
+                      ) -> Iterator[tuple[KernelManager, Frontend]]:
+    """A kernel with the extension loaded and its settings pointing at ``server``."""
     km = KernelManager(kernel_name="python3")
     km.start_kernel(env=kernel_environment(tmp_path), cwd=str(tmp_path))
     try:
         fe = Frontend(km)
         fe.run(f"port = {server.port}\n%load_ext smtp_magic")
         fe.run("%smtp_config --host 127.0.0.1 --port {port} --security none --from nb@example.test")
+        yield km, fe
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_interactive_send_returns_at_once_and_settles_later(
+    fault_server: Callable[..., FaultServer], tmp_path: Path
+) -> None:
+    server = fault_server(stall=2.0)  # every DATA takes 2 s
+    with kernel_sending_to(server, tmp_path) as (_, fe):
         fe.run("%%smtp_send --to bob@example.test --subject warmup --preview\nimports, once")
         empty, _ = fe.run("")
         took, outputs = fe.run("%%smtp_send --to bob@example.test --subject 'Slow server'\n"
@@ -276,20 +286,13 @@ def test_interactive_send_returns_at_once_and_settles_later(
 
         _, outputs = fe.run("responses = await smtp_last\nprint([r.ok for r in responses])")
         assert "[True, True, True]" in text_of(outputs)
-    finally:
-        km.shutdown_kernel(now=True)
 
 
 def test_interrupting_a_sync_send_says_it_goes_on_and_keeps_smtp_last(
     fault_server: Callable[..., FaultServer], tmp_path: Path
 ) -> None:
     server = fault_server(stall=3.0)  # every DATA takes 3 s
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env=kernel_environment(tmp_path), cwd=str(tmp_path))
-    try:
-        fe = Frontend(km)
-        fe.run(f"port = {server.port}\n%load_ext smtp_magic")
-        fe.run("%smtp_config --host 127.0.0.1 --port {port} --security none --from nb@example.test")
+    with kernel_sending_to(server, tmp_path) as (km, fe):
         msg_id = fe.kc.execute("%%smtp_send --sync --to bob@example.test --subject 'Stopped'\n"
                                "<p>Hello</p>", allow_stdin=True)
         deadline = time.monotonic() + 20
@@ -323,5 +326,3 @@ def test_interrupting_a_sync_send_says_it_goes_on_and_keeps_smtp_last(
         assert got.subject == "Stopped"
         _, outputs = fe.run("%smtp_outbox")
         assert "sent" in text_of(outputs) and "pending" not in text_of(outputs)
-    finally:
-        km.shutdown_kernel(now=True)
