@@ -149,7 +149,10 @@ def _utf8_headers(msg: EmailMessage, data: bytes) -> None:
     except UnicodeDecodeError:
         return
     parsed = email.parser.HeaderParser(policy=email.policy.default).parsestr(text + "\n\n")
-    msg._headers = parsed._headers  # type: ignore[attr-defined]  # the same list, now decoded
+    for name in dict.fromkeys(msg.keys()):  # every header goes, then comes back decoded, in order
+        del msg[name]
+    for name, value in parsed.items():
+        msg[name] = value
 
 
 def _message_paths(maildir: Path) -> list[Path]:

@@ -88,6 +88,12 @@ async def test_keeps_bytes_and_smtputf8(smtp_server: CaptureServer) -> None:
     assert got.rcpt_to == ("jörg@exämple.test",)
     assert got.path.read_bytes().endswith(raw)
     assert got.message.get_content().splitlines() == ["über", ".leading dot"]
+    # UTF-8 headers read back as text, in their order (not surrogate-escaped bytes).
+    assert got.subject == "8bit ✓" and str(got.message["To"]) == "jörg@exämple.test"
+    (to,) = got.message["To"].addresses
+    assert (to.username, to.domain) == ("jörg", "exämple.test")
+    assert [k for k in got.message.keys() if k in ("From", "To", "Subject")] == [
+        "From", "To", "Subject"]
 
 
 async def test_starttls(starttls_server: CaptureServer, client_tls: ssl.SSLContext) -> None:
