@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -49,8 +50,24 @@ def parse_reply(buffer: bytearray) -> tuple[int, str] | None:
             return code, b"\n".join(lines).decode("utf-8", "surrogateescape")
 
 
+class _Read:
+    """Replies owed for one write, in the order the server sends them."""
+
+    __slots__ = ("future", "replies", "wanted")
+
+    def __init__(self, future: asyncio.Future[list[SMTPResponse]], wanted: int) -> None:
+        self.future, self.wanted = future, wanted
+        self.replies: list[SMTPResponse] = []
+
+
 class Channel(asyncio.Protocol):
     """The SMTP conversation after login: write commands (and a payload), read their replies.
+
+    Replies are paired with writes first in, first out, so a write may carry the commands of
+    the next transaction after a message's content (RFC 2920 §3.1: the content may be the first
+    "command" of a group): ``exchange(..., then=envelope)`` sends the next MAIL, RCPT... and
+    DATA in the same write as the end of the data, and the next transaction collects their
+    replies with ``prefetched(envelope)``.
 
     Raises aiosmtplib's exception types, so the transport handles this path and aiosmtplib's
     own ``sendmail`` alike.
@@ -61,9 +78,8 @@ class Channel(asyncio.Protocol):
         self.trace = trace
         self._event_loop = asyncio.get_running_loop()
         self._inbox = bytearray()
-        self._replies: list[SMTPResponse] = []
-        self._wanted = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._reads: deque[_Read] = deque()
+        self._ahead: tuple[bytes, _Read] | None = None  # an envelope sent ahead, not yet claimed
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
         self._lost = False
 
@@ -84,27 +100,35 @@ class Channel(asyncio.Protocol):
     def is_open(self) -> bool:
         return not self._lost and not self.transport.is_closing()
 
+    @property
+    def ahead(self) -> bool:
+        """An envelope went out ahead and the server may be waiting for its message."""
+        return self._ahead is not None
+
     # -- asyncio.Protocol callbacks ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if not self._wanted:
+        if not self._reads:
             return  # unsolicited (between transactions): never paired with a later command
         self._inbox.extend(data)
         try:
-            while len(self._replies) < self._wanted:
+            while self._reads:
+                read = self._reads[0]
                 reply = parse_reply(self._inbox)
                 if reply is None:
                     break
-                self._replies.append(SMTPResponse(*reply))
+                read.replies.append(SMTPResponse(*reply))
                 if self.trace is not None:
                     self.trace("S", f"{reply[0]} {reply[1]}")
+                if len(read.replies) >= read.wanted:
+                    self._reads.popleft()
+                    if not read.future.done():
+                        read.future.set_result(read.replies)
         except ValueError as exc:
             self._fail(SMTPResponseException(-1, str(exc)))
             return
         if len(self._inbox) > _MAX_REPLIES_BYTES:
             self._fail(SMTPResponseException(-1, "Response too long"))
-        elif len(self._replies) >= self._wanted:
-            self._wake()
 
     def eof_received(self) -> bool:
         self._fail(SMTPServerDisconnected("Unexpected EOF received"))
@@ -129,59 +153,90 @@ class Channel(asyncio.Protocol):
 
     # -- the conversation ------------------------------------------------------------------------
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def _fail(self, exc: BaseException) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-            self._waiter.exception()  # retrieved even if nobody awaits it
+        """Every reply still owed fails with ``exc``: the stream cannot be trusted after it."""
+        reads, self._reads = self._reads, deque()
+        for read in reads:
+            if not read.future.done():
+                read.future.set_exception(exc)
+                read.future.exception()  # retrieved even if nobody awaits it (an envelope ahead)
 
-    async def exchange(
-        self, commands: bytes, replies: int, timeout: float | None,
-        payload: Iterable[bytes] = (), size: int = 0,
-    ) -> list[SMTPResponse]:
-        """Write ``commands`` (CRLF-ended lines) and then ``payload``; read ``replies`` replies."""
-        if not self.is_open:
-            raise SMTPServerDisconnected("Connection lost")
-        waiter = self._event_loop.create_future()
-        self._inbox, self._replies = bytearray(), []
-        self._waiter, self._wanted = waiter, replies
+    def _expect(self, wanted: int) -> _Read:
+        read = _Read(self._event_loop.create_future(), wanted)
+        self._reads.append(read)
+        return read
+
+    def _trace_commands(self, commands: bytes) -> None:
         if self.trace is not None:
             for line in commands.decode("utf-8", "replace").splitlines():
                 self.trace("C", line)
-            if size:
-                self.trace("C", f"<message: {size} bytes>")
-        timer = None
-        try:
-            if commands:
-                self.transport.write(commands)
-            for chunk in payload:
-                if self._lost:
-                    raise SMTPServerDisconnected("Connection lost")
-                self.transport.write(chunk)
+
+    async def exchange(
+        self, commands: bytes, replies: int, timeout: float | None,
+        payload: Iterable[bytes] = (), size: int = 0, then: bytes = b"", then_replies: int = 0,
+    ) -> list[SMTPResponse]:
+        """Write ``commands`` (CRLF-ended lines) and then ``payload``; read ``replies`` replies.
+
+        ``then`` (the next transaction's envelope, ``then_replies`` replies) goes out in the
+        same write as the payload's end; its replies wait for ``prefetched``.
+        """
+        if not self.is_open:
+            raise SMTPServerDisconnected("Connection lost")
+        if self._ahead is not None:
+            raise RuntimeError("an envelope sent ahead must be claimed first")
+        self._trace_commands(commands)
+        if size and self.trace is not None:
+            self.trace("C", f"<message: {size} bytes>")
+        read = self._expect(replies)
+        write = self.transport.write
+        pending = commands
+        for chunk in payload:
+            if pending:  # held back one chunk, so that the last one can carry ``then``
+                write(pending)
                 if self._writable is not None:  # flow control: keep at most a chunk buffered
                     await self._writable
-            if not waiter.done():
-                if timeout is not None:
-                    timer = self._event_loop.call_later(
-                        timeout, self._fail,
-                        SMTPReadTimeoutError("Timed out waiting for server response"),
-                    )
-                await waiter
-            else:
-                waiter.result()
-            return self._replies
+                if self._lost:
+                    raise SMTPServerDisconnected("Connection lost")
+            pending = chunk
+        if then:
+            self._trace_commands(then)
+            self._ahead = (then, self._expect(then_replies))
+            pending += then
+        if pending:
+            write(pending)
+        return await self._replies(read, timeout)
+
+    async def prefetched(self, envelope: bytes, timeout: float | None) -> list[SMTPResponse] | None:
+        """The replies to ``envelope`` if it went out ahead (``exchange(..., then=...)``);
+        None when it did not. Another envelope ahead is a bug in the caller."""
+        if self._ahead is None:
+            return None
+        sent, read = self._ahead
+        if sent != envelope:
+            raise RuntimeError("the envelope sent ahead belongs to another message")
+        self._ahead = None
+        return await self._replies(read, timeout)
+
+    async def _replies(self, read: _Read, timeout: float | None) -> list[SMTPResponse]:
+        future = read.future
+        if future.done():
+            return future.result()
+        timer = None
+        if timeout is not None:
+            timer = self._event_loop.call_later(
+                timeout, self._fail, SMTPReadTimeoutError("Timed out waiting for server response"))
+        try:
+            return await future
         finally:
             if timer is not None:
                 timer.cancel()
-            self._wanted, self._waiter = 0, None
 
     async def quit(self) -> None:
-        """QUIT and close; errors are of no interest at this point."""
+        """QUIT and close; errors are of no interest at this point. With an envelope sent
+        ahead the server waits for a message, so the connection is just closed (nothing was
+        delivered: only the end of the data would have)."""
         try:
-            if self.is_open:
+            if self.is_open and self._ahead is None:
                 await asyncio.wait_for(self.exchange(b"QUIT\r\n", 1, 2), 2)
         except (SMTPResponseException, SMTPServerDisconnected, SMTPReadTimeoutError, OSError,
                 asyncio.TimeoutError):

@@ -255,6 +255,13 @@ async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox,
     return response
 
 
+def _upcoming(job: _Job) -> transport.Upcoming:
+    composed = job.composed
+    assert composed is not None and job.data is not None
+    size = len(job.data) if isinstance(job.data, bytes) else job.data.size
+    return transport.Upcoming(composed.sender, composed.recipients, size, composed.smtputf8)
+
+
 def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None]) -> Batch:
     """Write every message of the group to the outbox (one journal) before any is sent."""
     batch = outbox.batch()
@@ -302,6 +309,7 @@ async def _deliver_paced(
                     "the message is kept in the outbox.",
                     refused=exc.refused, code=exc.code, reply=exc.reply) from exc
             pacer.throttled(exc.reply)
+            session.upcoming = None  # paced from now on: no envelope goes out ahead of time
             if session.conversation is not None:
                 session.conversation.note(f"throttled ({exc.reply}); sending again at "
                                           f"{pacer.interval:.2f} s per message")
@@ -424,12 +432,19 @@ async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Poo
 
     async def worker() -> None:
         session = pool.take(settings, password)
+        job = queue.pop() if queue else None
         try:
-            while queue:
-                job = queue.pop()
+            while job is not None:
+                # The next message is this connection's from now on; unpaced, its envelope
+                # can go out with the end of this one's data (transport.Session.upcoming).
+                after = queue.pop() if queue else None
+                paced = pacer is not None and pacer.interval > 0
+                session.upcoming = _upcoming(after) if after is not None and not paced else None
                 job.response = await _deliver_job(job, session, outbox, pacer)
                 progress(job)
+                job = after
         finally:
+            session.upcoming = None
             pool.give(session)  # closed by the pool when the whole send is done
 
     try:

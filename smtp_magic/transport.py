@@ -63,6 +63,7 @@ __all__ = [
     "Payload",
     "ServerReport",
     "Session",
+    "Upcoming",
     "check_connection",
     "data_chunks",
     "deliver",
@@ -310,16 +311,41 @@ def _address(address: str, smtputf8: bool) -> bytes:
     return b"<" + raw + b">"
 
 
+def envelope_commands(smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...],
+                      size: int, smtputf8: bool) -> list[bytes]:
+    """MAIL FROM (with SIZE and SMTPUTF8 when they apply) and one RCPT TO per recipient."""
+    mail = b"MAIL FROM:" + _address(sender, smtputf8)
+    if smtp.supports_extension("size"):
+        mail += b" SIZE=%d" % size
+    if smtputf8:
+        mail += b" SMTPUTF8"
+    return [mail + b"\r\n", *(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n" for r in recipients)]
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """The message a connection sends next: its envelope may go out ahead, in the same write
+    as the end of the current message's data (see ``Session.upcoming``)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    size: int
+    smtputf8: bool
+
+
 async def _send_message(
     smtp: aiosmtplib.SMTP, channel: Channel | None, sender: str, recipients: tuple[str, ...],
     data: Data, smtputf8: bool, sending: Callable[[], None] = lambda: None,
+    upcoming: Upcoming | None = None,
 ) -> dict[str, Any]:
     """One mail transaction; returns the refused recipients as aiosmtplib's ``sendmail`` does
     and raises aiosmtplib's exceptions, whichever path carries it.
 
     With a ``Channel`` (the pipelining shortcut) MAIL, RCPT... and DATA go out together when
-    the server offers PIPELINING (RFC 2920) and the payload is streamed; without one, this is
-    aiosmtplib's public ``sendmail``.
+    the server offers PIPELINING (RFC 2920) and the payload is streamed; the envelope of the
+    ``upcoming`` message goes out with the end of the data when every recipient was accepted
+    or refused for good (so that this message needs no second transaction first). Without a
+    channel, this is aiosmtplib's public ``sendmail``.
     """
     if channel is None:
         sending()  # aiosmtplib's sendmail does not say when the data goes out: assume now
@@ -329,17 +355,15 @@ async def _send_message(
     if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
     timeout = smtp.timeout
-    mail = b"MAIL FROM:" + _address(sender, smtputf8)
-    if smtp.supports_extension("size"):
-        mail += b" SIZE=%d" % _size(data)
-    if smtputf8:
-        mail += b" SMTPUTF8"
-    commands = [mail + b"\r\n", *(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n" for r in recipients)]
+    commands = envelope_commands(smtp, sender, recipients, _size(data), smtputf8)
+    pipelining = smtp.supports_extension("pipelining")
     refused: dict[str, Any] = {}
     try:
-        if smtp.supports_extension("pipelining"):
-            replies = await channel.exchange(b"".join(commands) + b"DATA\r\n",
-                                             len(commands) + 1, timeout)
+        if pipelining:
+            envelope = b"".join(commands) + b"DATA\r\n"
+            replies = await channel.prefetched(envelope, timeout)
+            if replies is None:
+                replies = await channel.exchange(envelope, len(commands) + 1, timeout)
             mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         else:
             (mail_reply,) = await channel.exchange(commands[0], 1, timeout)
@@ -360,16 +384,26 @@ async def _send_message(
             (data_reply,) = await channel.exchange(b"DATA\r\n", 1, timeout)
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-        sending()
-        (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data))
-        if reply.code != 250:
-            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         try:  # reset the envelope for the next message, as aiosmtplib's sendmail does
             await channel.exchange(b"RSET\r\n", 1, timeout)
         except (ConnectionError, aiosmtplib.SMTPException):
             pass
         raise
+    then, then_replies = b"", 0
+    if (upcoming is not None and pipelining
+            and (not upcoming.smtputf8 or smtp.supports_extension("smtputf8"))
+            and not any(400 <= r.code < 500 for r in refused.values())):
+        then = b"".join(envelope_commands(smtp, upcoming.sender, upcoming.recipients,
+                                          upcoming.size, upcoming.smtputf8)) + b"DATA\r\n"
+        then_replies = len(upcoming.recipients) + 2
+    sending()
+    (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data),
+                                      then, then_replies)
+    # The end of the data ends the transaction whatever the reply (RFC 5321 §4.1.1.4): no RSET,
+    # which would also reset an envelope sent ahead.
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
     return refused
 
 
@@ -494,6 +528,10 @@ class Session:
         # in some attempt; and the last temporary failure, if any.
         self.unconfirmed = False
         self.last_transient: SmtpMagicError | None = None
+        # The message this connection will carry next, set by whoever feeds it messages in
+        # order (a bulk send): its envelope may then go out ahead, with the end of the data.
+        self.upcoming: Upcoming | None = None
+        self._ahead: Upcoming | None = None  # the envelope the server has, awaiting its data
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -693,6 +731,7 @@ class Session:
 
     def abort(self) -> None:
         """Drop the connection without QUIT (its state is unknown after an error)."""
+        self._ahead = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -734,20 +773,27 @@ class Session:
         import aiosmtplib
 
         smtp = await self.open()
+        if self._ahead is not None and self._ahead != Upcoming(sender, recipients, _size(data),
+                                                               smtputf8):
+            self.abort()  # the server waits for another message's data: start afresh
+            smtp = await self.open()
         where = _where(self.settings)
         unconfirmed = self.unconfirmed
 
         def sending() -> None:
             self.unconfirmed = True
 
+        channel = self._channel
         try:
             try:
-                errors = await _send_message(smtp, self._channel, sender, recipients, data,
-                                             smtputf8, sending)
+                errors = await _send_message(smtp, channel, sender, recipients, data,
+                                             smtputf8, sending, self.upcoming)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
                     aiosmtplib.SMTPNotSupported):
                 self.unconfirmed = unconfirmed  # a final answer: this attempt delivered nothing
                 raise
+            finally:
+                self._ahead = self.upcoming if channel is not None and channel.ahead else None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from smtp_magic import _shortcuts, transport
+from smtp_magic import _shortcuts, api, transport
 from smtp_magic.config import SmtpMagic
-from smtp_magic.errors import PartiallyRefused, Rejected
+from smtp_magic.errors import ExitCode, PartiallyRefused, Rejected
+from smtp_magic.models import SendRequest
 
 
 def reference(data: bytes) -> bytes:
@@ -41,6 +42,9 @@ class Recorder:
     commands: list[bytes] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)  # commands found in one read
+    # Per message: the next MAIL had already arrived when its final "." was read.
+    ahead: list[bool] = field(default_factory=list)
+    connections: int = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def reply(text: bytes) -> None:
@@ -49,6 +53,7 @@ class Recorder:
                 await writer.drain()
                 await asyncio.sleep(0)
 
+        self.connections += 1
         await reply(b"220 test ESMTP\r\n")
         accepted = 0
         while line := await reader.readline():
@@ -64,6 +69,8 @@ class Recorder:
             elif verb == b"RCPT":
                 if b"refused" in line:
                     await reply(b"550 5.1.1 no such user\r\n")
+                elif b"later" in line:
+                    await reply(b"451 4.3.0 try again later\r\n")
                 else:
                     accepted += 1
                     await reply(b"250 ok\r\n")
@@ -75,8 +82,15 @@ class Recorder:
                 lines = []
                 while (data_line := await reader.readline()) not in (b".\r\n", b""):
                     lines.append(data_line)
-                self.messages.append(b"".join(lines) + b".\r\n")
+                message = b"".join(lines) + b".\r\n"
+                self.ahead.append(b"MAIL" in reader._buffer)
+                if b"refuse-data" in message:
+                    await reply(b"554 5.7.1 content refused\r\n")
+                    continue
+                self.messages.append(message)
                 await reply(b"250 queued\r\n")
+                if b"hang-up" in message:
+                    break
             elif verb == b"RSET":
                 await reply(b"250 reset\r\n")
             elif verb == b"QUIT":
@@ -172,3 +186,43 @@ async def test_trace_sees_every_command_and_reply_but_not_the_message(monkeypatc
     assert ("S", "354 go ahead") in lines and ("C", "<message: 27 bytes>") in lines
     assert lines[-2:] == [("C", "QUIT"), ("S", "221 bye")]
     assert not any("secret" in line for _, line in lines)
+
+
+async def test_the_next_envelope_goes_out_with_the_end_of_the_data(wire: str, tmp_path):
+    """In a bulk send the next message's MAIL, RCPT and DATA ride on the previous message's
+    final "." (RFC 2920 §3.1). Every outcome stays the message's own: a refused message, a
+    refused or deferred recipient, and a hang-up right after a message, with the next envelope
+    already sent, cost the following messages nothing (the last goes on a new connection)."""
+    recorder = Recorder()
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    plan = [  # (recipients, body, exit code)
+        (("a@x.test",), "one", ExitCode.SENT),
+        (("a@x.test",), "refuse-data", ExitCode.REJECTED),
+        (("a@x.test",), "two", ExitCode.SENT),
+        (("refused@x.test",), "nobody", ExitCode.REJECTED),
+        (("a@x.test",), "three", ExitCode.SENT),
+        (("later@x.test", "b@x.test"), "deferred", ExitCode.PARTIAL),
+        (("a@x.test",), "four", ExitCode.SENT),
+        (("a@x.test",), "hang-up", ExitCode.SENT),
+        (("a@x.test",), "five", ExitCode.SENT),
+        (("a@x.test",), "six", ExitCode.SENT),
+    ]
+    requests = [SendRequest(to=to, subject=f"Message {i}", body=body, content_type="text/plain")
+                for i, (to, body, _) in enumerate(plan)]
+    config = {"host": "127.0.0.1", "port": port, "security": "none", "connections": 1,
+              "sender": "s@x.test", "outbox_dir": str(tmp_path / "outbox")}
+    try:
+        responses = await api.send_many_async(requests, config=config)
+    finally:
+        server.close()
+    assert [r.exitcode for r in responses] == [code for _, _, code in plan], responses
+    bodies = [re.search(rb"\r\n\r\n(.*?)\r\n", m, re.DOTALL).group(1) for m in recorder.messages]
+    assert bodies == [b"one", b"two", b"three", b"deferred", b"four", b"hang-up", b"five", b"six"]
+    assert recorder.connections == 2  # the hang-up; nothing else needed a new connection
+    if wire == "shortcut":
+        # After each message's data: was the next envelope there already? Not after the last,
+        # nor after one with a deferred recipient (it may need a second transaction first).
+        assert recorder.ahead == [True, True, True, True, False, True, True, True, False]
+    else:
+        assert not any(recorder.ahead)

@@ -11,6 +11,7 @@ import email
 import email.parser
 import email.policy
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from typing import Any
 import pytest
 from conftest import Postfix, TmpData
 
-from smtp_magic import SmtpMagic, send
+from smtp_magic import SmtpMagic, _shortcuts, send, send_many
+from smtp_magic.models import SendRequest
 
 pytestmark = pytest.mark.postfix
 
@@ -132,6 +134,32 @@ def test_cli_through_postfix(postfix: Postfix, tmp_data: TmpData, attachment: Pa
     _, security, login = MODES[mode]
     check_delivery(postfix, answer["message_id"], subject, encrypted=security != "none",
                    authenticated=login)
+
+
+@pytest.mark.parametrize("mode", ["plain", "implicit-tls-auth"])
+def test_bulk_over_one_connection_through_postfix(postfix: Postfix, tmp_data: TmpData,
+                                                  mode: str, caplog: pytest.LogCaptureFixture
+                                                  ) -> None:
+    """Twelve distinct messages over one connection: each envelope but the first rides on the
+    previous message's end of data (RFC 2920); each message arrives once, whole, for its own
+    recipient."""
+    cfg = SmtpMagic().update({**connection(postfix, mode), "sender": "nb@example.test",
+                              "connections": 1})
+    requests = [SendRequest(to=(f"u{i}@example.test",), subject=f"Bulk {mode} {i}",
+                            body=f"Line one of {i}.\n.leading dot\nLast line of {i}.",
+                            content_type="text/plain") for i in range(12)]
+    with caplog.at_level(logging.DEBUG, logger="smtp_magic.conversation"):
+        responses = send_many(requests, config=cfg)
+    assert [r.exitcode for r in responses] == [0] * 12, responses
+    if _shortcuts.allowed("pipelining"):  # the conversation: the data, then the next MAIL
+        lines = [r.getMessage() for r in caplog.records]
+        after_data = [lines[i + 2] for i, line in enumerate(lines) if "(message: " in line]
+        assert sum("MAIL FROM:" in line for line in after_data) == 11, after_data
+    for i, r in enumerate(responses):
+        (copy,) = delivered(postfix, r.message_id or "", 1).values()
+        assert str(copy["Delivered-To"]) == f"u{i}@example.test"
+        assert copy["Subject"] == f"Bulk {mode} {i}"
+        assert copy.get_content() == f"Line one of {i}.\n.leading dot\nLast line of {i}.\n"
 
 
 # -- what Postfix refuses ---------------------------------------------------------------------------
