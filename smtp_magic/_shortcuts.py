@@ -7,8 +7,9 @@ that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on th
     The bulk composer (``mime._render_fast``) writes a message's bytes from a cached MIME
     skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts with
     the stdlib's private ``email.contentmanager._encode_text`` (what ``set_content`` itself
-    calls) so that its bytes are exactly the email package's. Checked at first use by composing
-    sample messages both ways and comparing the bytes. Fallback: ``EmailMessage`` +
+    calls) so that its bytes are exactly the email package's. Checked on the first message of
+    each MIME shape by building it both ways and comparing the bytes (sample messages stand in
+    for one with large attachments). Fallback: ``EmailMessage`` +
     ``set_content``/``add_alternative``/``add_attachment``, flattened by its generator.
 
 ``pipelining``
@@ -43,6 +44,7 @@ __all__ = [
     "FEATURES",
     "PYTHON_WINDOW",
     "allowed",
+    "checked",
     "encode_text",
     "status",
     "take_transport",
@@ -132,13 +134,25 @@ def verified(feature: str, check: Callable[[], bool]) -> bool:
                 ok = bool(check())
             except Exception:  # noqa: BLE001 - any surprise means: do not trust the shortcut
                 ok = False
-            if not ok:
-                warnings.warn(f"smtp_magic: the {feature!r} shortcut failed its self-check on this "
-                              "Python/aiosmtplib; using the public APIs instead (slower, same result).",
-                              RuntimeWarning, stacklevel=2)
-            _checked[feature] = ok
-            log.debug("shortcut %r: %s", feature, "on" if ok else "off (self-check failed)")
+            checked(feature, ok)
     return _checked[feature]
+
+
+def checked(feature: str, ok: bool) -> bool:
+    """Record the outcome of a runtime check of ``feature`` (``ok``) and return it; a failed
+    one turns the shortcut off for good, with a warning, so the public path takes over."""
+    if ok:
+        if feature not in _checked:
+            log.debug("shortcut %r: on", feature)
+            _checked[feature] = True
+        return True
+    if _checked.get(feature) is not False:
+        warnings.warn(f"smtp_magic: the {feature!r} shortcut failed its self-check on this "
+                      "Python/aiosmtplib; using the public APIs instead (slower, same result).",
+                      RuntimeWarning, stacklevel=3)
+        log.debug("shortcut %r: off (self-check failed)", feature)
+    _checked[feature] = False
+    return False
 
 
 def status() -> dict[str, str]:

@@ -252,7 +252,7 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
 
     recipients = tuple(dict.fromkeys(a.addr_spec for a in (*to, *cc, *bcc)))
     parts = None
-    if not smtputf8 and not request.inline_images and _shortcuts.verified("compose", _self_check):
+    if not smtputf8 and not request.inline_images and _shortcuts.allowed("compose"):
         parts = _render_fast(request, content_type, sender, to, cc, date, message_id, text)
     if parts is None:
         return Composed(build(), sender.addr_spec, recipients, message_id, smtputf8)
@@ -365,8 +365,8 @@ def _set_body(msg: EmailMessage, request: SendRequest, content_type: str, text: 
 # path only when the email package would write them unchanged (short printable ASCII); anything
 # else is folded by the policy itself. tests/test_compose_fast.py checks the bytes are equal.
 # The text encoder is the stdlib's private one, so this path lives behind ``_shortcuts``
-# ("compose"): off outside its version window, with SMTP_MAGIC_NO_SHORTCUTS, or when
-# ``_self_check`` finds other bytes than the email package's.
+# ("compose"): off outside its version window, with SMTP_MAGIC_NO_SHORTCUTS, or once the
+# first message of a shape, built both ways, shows other bytes than the email package's.
 _SIMPLE = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_ADDR = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)\Z")
@@ -442,7 +442,17 @@ def _fold_addresses(name: str, addresses: list[Address]) -> bytes:
     return POLICY.fold_binary(name, POLICY.header_store_parse(name, addresses)[1])
 
 
-_Skeleton = tuple[list[bytes | tuple[str, int]], int]
+class _Skeleton:
+    """The flattened MIME structure of one shape: literal bytes, ("slot", i) and
+    ("boundary", j) pieces; ``checked`` once a message of this shape matched the email
+    package's bytes."""
+
+    __slots__ = ("checked", "nboundaries", "pieces")
+
+    def __init__(self, pieces: list[bytes | tuple[str, int]], nboundaries: int) -> None:
+        self.pieces, self.nboundaries, self.checked = pieces, nboundaries, False
+
+
 _skeletons: dict[tuple[object, ...], _Skeleton] = {}
 
 
@@ -481,7 +491,7 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
     pieces = [p for p in pieces if p != b""]
     if len(_skeletons) > 256:
         _skeletons.clear()
-    result = (pieces, len(boundaries))
+    result = _Skeleton(pieces, len(boundaries))
     _skeletons[shape] = result
     return result
 
@@ -491,12 +501,20 @@ def _new_boundary() -> str:
     return "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
 
 
+# The first message of each shape is also built by the email package and the bytes compared,
+# unless its attachments are large (building it whole is what the fast path avoids): then the
+# sample messages of ``_self_check`` stand in, once per process.
+_CHECK_WHOLE_MAX = 1 << 20
+
+
 def _render_fast(
     request: SendRequest, content_type: str, sender: Address, to: list[Address],
     cc: list[Address], date: str, message_id: str, text: str | None,
-    new_boundary: Callable[[], str] = _new_boundary,
+    new_boundary: Callable[[], str] = _new_boundary, check: bool = True,
 ) -> list[bytes | _Base64Body] | None:
-    """The message's bytes (attachments as lazy parts), or None to build it the slow way."""
+    """The message's bytes (attachments as lazy parts), or None to build it the slow way
+    (which is also the answer for good once a check finds other bytes than the email
+    package's; see ``_shortcuts``)."""
     body = request.body or ""
     if not isinstance(body, str):
         return None
@@ -525,7 +543,7 @@ def _render_fast(
     skeleton = _skeleton((content_type, tuple(ctes), atts))
     if skeleton is None:
         return None
-    pieces, nboundaries = skeleton
+    pieces, nboundaries = skeleton.pieces, skeleton.nboundaries
     texts_7bit = [_crlf(a.read()) for a, cte in zip(request.attachments, att_ctes) if cte == "7bit"]
     slots: list[bytes | _Base64Body] = [*payloads]
     plain = iter(texts_7bit)
@@ -551,27 +569,65 @@ def _render_fast(
             merged[-1] += part
         else:
             merged.append(part)
+    if check and not skeleton.checked:
+        if sum(a.size for a in request.attachments) <= _CHECK_WHOLE_MAX:
+            same = _same_as_email_package(merged, boundaries, request, content_type, sender, to,
+                                          cc, date, message_id, text)
+        else:
+            same = _samples_checked()
+        if not _shortcuts.checked("compose", same):
+            return None
+        skeleton.checked = True
     return merged
 
 
-def _self_check() -> bool:
-    """The fast path writes the email package's bytes for a few representative messages.
+def _same_as_email_package(
+    parts: list[bytes | _Base64Body], boundaries: list[bytes], request: SendRequest,
+    content_type: str, sender: Address, to: list[Address], cc: list[Address], date: str,
+    message_id: str, text: str | None,
+) -> bool:
+    """Whether ``parts`` are the bytes the email package writes for the message (with the
+    same boundaries)."""
+    fast = b"".join(p if isinstance(p, bytes) else b"".join(p.chunks()) for p in parts)
+    msg = _build_message(request, content_type, sender, to, cc, False, date, message_id, text)
+    for boundary, part in zip(boundaries, (p for p in msg.walk() if p.is_multipart())):
+        part.set_boundary(boundary.decode("ascii"))
+    return fast == msg.as_bytes(policy=POLICY)
 
-    Run once per process before the first fast composition (``_shortcuts.verified``); the
-    boundaries are fixed on both sides so that the bytes can be compared as they are.
+
+@functools.lru_cache(maxsize=1)
+def _samples_checked() -> bool:
+    """``_self_check``, once per process."""
+    return _self_check()
+
+
+def _self_check() -> bool:
+    """The fast path writes the email package's bytes for a few representative messages
+    (7bit, quoted-printable and base64 bodies; one and two levels of multipart).
+
+    Stands in for the check of a real message when that one has large attachments.
     """
     try:
-        return _fast_matches_email_package()
+        return _samples_match_email_package()
     except Exception:  # noqa: BLE001 - a shortcut that raises is a shortcut that does not work
         return False
 
 
-def _fast_matches_email_package() -> bool:
+def _recorded(boundaries: list[bytes]) -> Callable[[], str]:
+    """``_new_boundary``, remembering what it gave in ``boundaries``."""
+    def new_boundary() -> str:
+        boundary = _new_boundary()
+        boundaries.append(boundary.encode("ascii"))
+        return boundary
+    return new_boundary
+
+
+def _samples_match_email_package() -> bool:
     sender = Address("Self Check", "check", "example.test")
     to = [Address("", "to", "example.test"), Address("Bob Smith", "bob", "example.test")]
     cc = [Address("", "cc", "example.test")]
     date, message_id = "Thu, 01 Jan 2026 00:00:00 +0000", "<self.check@example.test>"
-    samples = [  # 7bit, quoted-printable and base64 bodies; one and two levels of multipart
+    samples = [
         ("text/plain", "Grüße, naïve café – " * 8, None, ()),
         ("text/html", "<p>" + "long line " * 40 + "</p>\n" + "<p>é</p>\n" * 12, "Plain\n",
          (Attachment.from_bytes("données.csv", b"a,b\n1,2\n" * 50),)),
@@ -581,17 +637,10 @@ def _fast_matches_email_package() -> bool:
                               subject="Self-check é " * 6, body=body, text=text,
                               content_type=content_type, attachments=attachments,
                               headers=(("X-Note", "checked"),))
-        # Same length as real ones: the skeleton's header folding depends on it.
-        fixed = ["=" * 15 + str(i).zfill(_BOUNDARY_DIGITS) + "==" for i in range(8)]
-        boundaries = iter(fixed)
+        boundaries: list[bytes] = []
         parts = _render_fast(request, content_type, sender, to, cc, date, message_id, text,
-                             new_boundary=boundaries.__next__)
-        if parts is None:
-            return False
-        fast = b"".join(p if isinstance(p, bytes) else b"".join(p.chunks()) for p in parts)
-        msg = _build_message(request, content_type, sender, to, cc, False, date, message_id, text)
-        for i, part in enumerate(p for p in msg.walk() if p.is_multipart()):
-            part.set_boundary(fixed[i])
-        if fast != msg.as_bytes(policy=POLICY):
+                             new_boundary=_recorded(boundaries), check=False)
+        if parts is None or not _same_as_email_package(
+                parts, boundaries, request, content_type, sender, to, cc, date, message_id, text):
             return False
     return True

@@ -14,6 +14,7 @@ import pytest
 
 import smtp_magic
 from smtp_magic import _shortcuts
+from smtp_magic.config import SmtpMagic
 from smtp_magic.models import Attachment, SendRequest
 
 compose_module = importlib.import_module("smtp_magic.mime")
@@ -25,8 +26,10 @@ PRIVATE = re.compile(r"_encode_text|_make_boundary|_drain_helper|\._paused|\._lo
 
 @pytest.fixture
 def fresh_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forget this process's runtime-check results for the test."""
+    """Forget this process's runtime-check results for the test (and the checked shapes)."""
     monkeypatch.setattr(_shortcuts, "_checked", {})
+    monkeypatch.setattr(compose_module, "_skeletons", {})
+    compose_module._samples_checked.cache_clear()
 
 
 def test_private_names_of_other_libraries_appear_only_in_the_boundary_module():
@@ -94,6 +97,49 @@ def test_the_self_check_passes_here_and_would_catch_a_changed_encoder(monkeypatc
     assert compose_module._self_check()
     monkeypatch.setattr(_shortcuts, "encode_text", lambda text, policy: ("8bit", text))
     assert not compose_module._self_check()
+
+
+def _wrong(text, policy):  # an encoder that changed behaviour in some future Python
+    return "7bit", text.upper()
+
+
+def _composed_bytes(request: SendRequest) -> bytes:
+    settings = SmtpMagic(sender="a@example.test").snapshot()
+    return compose_module.compose(request, settings).as_bytes()
+
+
+def test_the_first_message_of_each_new_shape_is_checked(monkeypatch, fresh_checks, tmp_path):
+    monkeypatch.delenv(_shortcuts.ENV, raising=False)
+    html = SendRequest(to=("bob@example.test",), subject="S", body="<p>hello there</p>")
+    _composed_bytes(html)
+    assert _shortcuts.status()["compose"] == "on"
+    monkeypatch.setattr(_shortcuts, "encode_text", _wrong)
+    # A new shape (an attachment): built both ways, the difference seen, the shortcut off.
+    with_file = html.replace(attachments=(Attachment.from_bytes("a.bin", b"\0" * 100),))
+    with pytest.warns(RuntimeWarning, match="'compose' shortcut failed its self-check"):
+        data = _composed_bytes(with_file)
+    assert _shortcuts.status()["compose"] == "its runtime check failed"
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg.get_body(("plain",)).get_content().strip() == "hello there"  # not HELLO THERE
+
+
+def test_a_message_with_a_large_attachment_is_checked_with_the_samples(monkeypatch,
+                                                                        fresh_checks):
+    """Building a message with a large attachment whole, to compare, is what the fast path
+    avoids: the sample messages are checked instead."""
+    monkeypatch.delenv(_shortcuts.ENV, raising=False)
+    monkeypatch.setattr(_shortcuts, "encode_text", _wrong)
+    compared = []
+    same_as_email_package = compose_module._same_as_email_package
+    monkeypatch.setattr(compose_module, "_same_as_email_package",
+                        lambda *args: compared.append(args[2]) or same_as_email_package(*args))
+    big = SendRequest(to=("bob@example.test",), subject="S", body="<p>hello there</p>",
+                      attachments=(Attachment.from_bytes("big.bin", b"\0" * (2 << 20)),))
+    with pytest.warns(RuntimeWarning, match="'compose' shortcut failed its self-check"):
+        data = _composed_bytes(big)
+    assert big not in compared  # never built whole just to compare
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg.get_body(("plain",)).get_content().strip() == "hello there"
 
 
 def test_a_transport_that_is_not_aiosmtplibs_is_not_taken_over(fresh_checks, monkeypatch):
