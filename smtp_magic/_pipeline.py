@@ -27,6 +27,7 @@ __all__ = ["Channel", "parse_reply"]
 log = logging.getLogger(__name__)  # the conversation itself is logged through ``trace``
 
 _MAX_REPLIES_BYTES = 1 << 16  # a few hundred pipelined replies at most; more is a broken server
+_READ_SIZE = 1 << 16
 
 Trace = Callable[[str, str], None]
 
@@ -60,7 +61,7 @@ class _Read:
         self.replies: list[SMTPResponse] = []
 
 
-class Channel(asyncio.Protocol):
+class Channel(asyncio.BufferedProtocol):
     """The SMTP conversation after login: write commands (and a payload), read their replies.
 
     Replies are paired with writes first in, first out, so a write may carry the commands of
@@ -77,6 +78,9 @@ class Channel(asyncio.Protocol):
         self.transport = transport
         self.trace = trace
         self._event_loop = asyncio.get_running_loop()
+        # Replies are read into one buffer (BufferedProtocol): a plain Protocol gets a new
+        # bytes object per read, allocated at the transport's 256 KiB read size and shrunk.
+        self._incoming = memoryview(bytearray(_READ_SIZE))
         self._inbox = bytearray()
         self._reads: deque[_Read] = deque()
         self._ahead: tuple[bytes, _Read] | None = None  # an envelope sent ahead, not yet claimed
@@ -105,12 +109,15 @@ class Channel(asyncio.Protocol):
         """An envelope went out ahead and the server may be waiting for its message."""
         return self._ahead is not None
 
-    # -- asyncio.Protocol callbacks ---------------------------------------------------------------
+    # -- asyncio.BufferedProtocol callbacks ---------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._incoming
+
+    def buffer_updated(self, nbytes: int) -> None:
         if not self._reads:
             return  # unsolicited (between transactions): never paired with a later command
-        self._inbox.extend(data)
+        self._inbox += self._incoming[:nbytes]
         try:
             while self._reads:
                 read = self._reads[0]
