@@ -27,6 +27,7 @@ _JOURNAL_DIR = "journal"
 _MAGIC = b"smtp-magic journal 1\n"
 _KEEP_IN_MEMORY = 1 << 20  # larger messages are streamed back from the journal when sent
 _READ_CHUNK = 1 << 20
+_JOURNAL_BUFFER = 1 << 20  # a batch is written in a few large writes; commit() flushes it
 _SETTLEMENT = re.compile(rb"([DM]) (\d+)")
 
 
@@ -267,8 +268,9 @@ class Batch:
         self.id = f"{time.time_ns():x}{os.getpid():x}{secrets.token_hex(3)}"
         self.path = directory / f"{self.id}.log"
         self._tmp = directory / f"{self.id}.tmp"
-        self._file = open(self._tmp, "w+b")  # noqa: SIM115 - closed in close()
+        self._file = open(self._tmp, "w+b", buffering=_JOURNAL_BUFFER)  # noqa: SIM115 - closed in close()
         self._file.write(_MAGIC)
+        self._end = len(_MAGIC)  # where the next record starts (tell() would cost a syscall)
         self._count = 0
         self.pending: set[int] = set()
         self.regions: dict[int, _Region] = {}  # n -> where its message is in the journal
@@ -283,7 +285,7 @@ class Batch:
         meta = {"message_id": message_id, "subject": subject, "sender": sender,
                 "recipients": list(recipients), "created": now}
         prefix, suffix = b"P %d " % n, b" " + json.dumps(meta).encode("utf-8") + b"\n"
-        start = f.tell()
+        start = self._end
         # A message that fits in memory (nearly all) is written in one go, its length known; a
         # larger one is streamed and its length written back into the record afterwards (a seek
         # flushes the file's buffer, so the common case avoids it).
@@ -302,6 +304,7 @@ class Batch:
                 header = prefix + b"%016d" % size + suffix
                 f.write(header + body + b"\n")
                 offset = start + len(header)
+                self._end = offset + size + 1
             else:
                 f.write(prefix + b"%016d" % 0 + suffix)
                 offset = f.tell()
@@ -313,7 +316,7 @@ class Batch:
                 f.write(b"\n")
                 f.seek(start)
                 f.write(prefix + b"%016d" % size + suffix)
-                f.seek(0, os.SEEK_END)
+                self._end = f.seek(0, os.SEEK_END)
         except BaseException:
             f.seek(start)  # drop the partial record (e.g. an attachment that cannot be read)
             f.truncate()
