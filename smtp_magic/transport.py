@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import logging
 import random
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -511,6 +513,29 @@ async def oauth_login(smtp: aiosmtplib.SMTP, s: ConnectionSettings, *, encrypted
                      f"{provider_guidance(text)}", code=reply.code, reply=text)
 
 
+_fqdn: concurrent.futures.Future[str] | None = None
+_fqdn_lock = threading.Lock()
+
+
+def _look_up_local_hostname() -> concurrent.futures.Future[str]:
+    """``socket.getfqdn()``, the name smtplib and aiosmtplib give in EHLO, looked up once per
+    process in a thread of its own (it may wait on DNS); aiosmtplib would start a thread per
+    connection for it."""
+    global _fqdn
+    with _fqdn_lock:
+        if _fqdn is None:
+            found = _fqdn = concurrent.futures.Future()
+
+            def look_up() -> None:
+                try:
+                    found.set_result(socket.getfqdn())
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits it
+                    found.set_exception(exc)
+
+            threading.Thread(target=look_up, name="smtp_magic-getfqdn", daemon=True).start()
+        return _fqdn
+
+
 class Session:
     """One SMTP connection, opened on first use and reused for later messages."""
 
@@ -566,10 +591,11 @@ class Session:
             from .oauth import OAuthConfig
 
             OAuthConfig.from_settings(s).validate()
+        local_hostname = await asyncio.wrap_future(_look_up_local_hostname())
         smtp = _smtp_class()(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
             tls_context=tls_context(s) if s.security != "none" else None,
-            validate_certs=s.validate_certs, timeout=s.timeout,
+            validate_certs=s.validate_certs, timeout=s.timeout, local_hostname=local_hostname,
         )
         conv = self.conversation = Conversation(
             _where(s), debug=s.debug, secrets=(self._password,), username=s.username)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -220,6 +221,8 @@ async def test_the_next_envelope_goes_out_with_the_end_of_the_data(wire: str, tm
     bodies = [re.search(rb"\r\n\r\n(.*?)\r\n", m, re.DOTALL).group(1) for m in recorder.messages]
     assert bodies == [b"one", b"two", b"three", b"deferred", b"four", b"hang-up", b"five", b"six"]
     assert recorder.connections == 2  # the hang-up; nothing else needed a new connection
+    ehlo = [c for c in recorder.commands if c.startswith(b"EHLO")]  # as smtplib would say it
+    assert ehlo == [f"EHLO {socket.getfqdn()}\r\n".encode()] * 2
     if wire == "shortcut":
         # After each message's data: was the next envelope there already? Not after the last,
         # nor after one with a deferred recipient (it may need a second transaction first).
