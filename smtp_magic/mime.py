@@ -554,21 +554,21 @@ def _render_fast(
         b = new_boundary().encode("ascii")
         if b not in boundaries and not any(b in p for p in (*payloads, *texts_7bit)):
             boundaries.append(b)
-    out: list[bytes | _Base64Body] = [b"".join(head)]
+    # Neighbouring bytes are joined, so that a small message is one bytes object.
+    merged: list[bytes | _Base64Body] = []
+    run = head
     for piece in pieces:
         if isinstance(piece, bytes):
-            out.append(piece)
-        elif piece[0] == "slot":
-            out.append(slots[piece[1]])
+            run.append(piece)
+            continue
+        part = slots[piece[1]] if piece[0] == "slot" else boundaries[piece[1]]
+        if isinstance(part, bytes):
+            run.append(part)
         else:
-            out.append(boundaries[piece[1]])
-    # Join neighbouring bytes so a small message is one bytes object.
-    merged: list[bytes | _Base64Body] = []
-    for part in out:
-        if isinstance(part, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] += part
-        else:
-            merged.append(part)
+            merged += [b"".join(run), part]
+            run = []
+    if run:
+        merged.append(b"".join(run))
     if check and not skeleton.checked:
         if sum(a.size for a in request.attachments) <= _CHECK_WHOLE_MAX:
             same = _same_as_email_package(merged, boundaries, request, content_type, sender, to,
