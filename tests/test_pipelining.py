@@ -229,3 +229,25 @@ async def test_the_next_envelope_goes_out_with_the_end_of_the_data(wire: str, tm
         assert recorder.ahead == [True, True, True, True, False, True, True, True, False]
     else:
         assert not any(recorder.ahead)
+
+
+async def test_an_envelope_sent_ahead_for_a_message_that_does_not_come_is_dropped(wire: str):
+    """Whoever sets ``Session.upcoming`` promises that message comes next; if another comes
+    instead, the connection (where the server waits for the promised message's data) is
+    dropped and the other one goes on a new connection: nothing is sent in its place."""
+    recorder = Recorder()
+    session, server = await _session(recorder)
+    first, second = b"Subject: 1\r\n\r\nfirst\r\n", b"Subject: 2\r\n\r\nsecond\r\n"
+    try:
+        session.upcoming = transport.Upcoming("a@x.test", ("planned@x.test",), 10, False)
+        await transport.deliver(session, Env("a@x.test", ("b@x.test",)), first)
+        session.upcoming = None
+        await transport.deliver(session, Env("a@x.test", ("c@x.test",)), second)
+    finally:
+        await session.close()
+        server.close()
+    assert recorder.messages == [reference(first), reference(second)]
+    if wire == "shortcut":  # the promised envelope came with the first message's end
+        assert recorder.ahead == [True, False] and recorder.connections == 2
+    else:  # aiosmtplib's sendmail sends nothing ahead
+        assert recorder.ahead == [False, False] and recorder.connections == 1
