@@ -17,7 +17,8 @@ that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on th
     the socket. After aiosmtplib has connected, negotiated TLS and logged in (its public API),
     the transport's ``_pipeline.Channel`` takes over the connection's asyncio transport
     (``SMTP.transport``, a public attribute; ``BaseTransport.set_protocol``, public asyncio) for
-    the mail transactions. That relies on aiosmtplib not touching the transport afterwards,
+    the mail transactions, and in a bulk send it sends the next message's envelope with the end
+    of the data (RFC 2920 §3.1). That relies on aiosmtplib not touching the transport afterwards,
     which holds for the versions in the window. Checked per connection: the transport must
     still be attached to aiosmtplib's protocol. Fallback: ``aiosmtplib.SMTP.sendmail``.
 
