@@ -113,6 +113,8 @@ smtpd_sasl_auth_enable = yes
 smtpd_tls_auth_only = yes
 smtpd_sasl_security_options = noanonymous
 smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated defer_unauth_destination
+# Strict about pipelining (RFC 2920): commands sent ahead where they may not be are refused.
+smtpd_data_restrictions = reject_unauth_pipelining
 EOF
 
 # Our own master.cf: Debian's chroots smtpd into the queue dir, which would need /etc copies there.

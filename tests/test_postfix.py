@@ -141,8 +141,9 @@ def test_bulk_over_one_connection_through_postfix(postfix: Postfix, tmp_data: Tm
                                                   mode: str, caplog: pytest.LogCaptureFixture
                                                   ) -> None:
     """Twelve distinct messages over one connection: each envelope but the first rides on the
-    previous message's end of data (RFC 2920); each message arrives once, whole, for its own
-    recipient."""
+    previous message's end of data (RFC 2920 §3.1), which this Postfix, strict about pipelining
+    (reject_unauth_pipelining, scripts/postfix-up.sh), accepts; each message arrives once,
+    whole, for its own recipient."""
     cfg = SmtpMagic().update({**connection(postfix, mode), "sender": "nb@example.test",
                               "connections": 1})
     requests = [SendRequest(to=(f"u{i}@example.test",), subject=f"Bulk {mode} {i}",
