@@ -34,7 +34,6 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -45,11 +44,10 @@ __all__ = [
     "FEATURES",
     "PYTHON_WINDOW",
     "allowed",
-    "checked",
     "encode_text",
+    "record_check",
     "status",
     "take_transport",
-    "verified",
 ]
 
 ENV = "SMTP_MAGIC_NO_SHORTCUTS"
@@ -122,38 +120,22 @@ def allowed(feature: str) -> bool:
     return _why_not(feature) is None
 
 
-def verified(feature: str, check: Callable[[], bool]) -> bool:
-    """``allowed(feature)``, plus ``check()`` run once per process; a failed check turns the
-    shortcut off for good (with a warning) so the public path takes over."""
-    if not allowed(feature):
-        return False
-    if feature in _checked:
-        return _checked[feature]
-    with _lock:
-        if feature not in _checked:
-            try:
-                ok = bool(check())
-            except Exception:  # noqa: BLE001 - any surprise means: do not trust the shortcut
-                ok = False
-            checked(feature, ok)
-    return _checked[feature]
-
-
-def checked(feature: str, ok: bool) -> bool:
+def record_check(feature: str, ok: bool) -> bool:
     """Record the outcome of a runtime check of ``feature`` (``ok``) and return it; a failed
-    one turns the shortcut off for good, with a warning, so the public path takes over."""
-    if ok:
-        if feature not in _checked:
-            log.debug("shortcut %r: on", feature)
-            _checked[feature] = True
-        return True
-    if _checked.get(feature) is not False:
-        warnings.warn(f"smtp_magic: the {feature!r} shortcut failed its self-check on this "
-                      "Python/aiosmtplib; using the public APIs instead (slower, same result).",
-                      RuntimeWarning, stacklevel=3)
-        log.debug("shortcut %r: off (self-check failed)", feature)
-    _checked[feature] = False
-    return False
+    one turns the shortcut off for good, with a warning (once), so the public path takes over."""
+    with _lock:
+        if ok:
+            if feature not in _checked:
+                log.debug("shortcut %r: on", feature)
+                _checked[feature] = True
+            return True
+        if _checked.get(feature) is not False:
+            warnings.warn(f"smtp_magic: the {feature!r} shortcut failed its self-check on this "
+                          "Python/aiosmtplib; using the public APIs instead (slower, same result).",
+                          RuntimeWarning, stacklevel=3)
+            log.debug("shortcut %r: off (self-check failed)", feature)
+        _checked[feature] = False
+        return False
 
 
 def status() -> dict[str, str]:

@@ -575,7 +575,7 @@ def _render_fast(
                                           cc, date, message_id, text)
         else:
             same = _samples_checked()
-        if not _shortcuts.checked("compose", same):
+        if not _shortcuts.record_check("compose", same):
             return None
         skeleton.checked = True
     return merged
