@@ -525,6 +525,7 @@ def _look_up_local_hostname() -> concurrent.futures.Future[str]:
     with _fqdn_lock:
         if _fqdn is None:
             found = _fqdn = concurrent.futures.Future()
+            found.set_running_or_notify_cancel()  # a send that gives up waiting cannot cancel it
 
             def look_up() -> None:
                 try:
@@ -548,7 +549,7 @@ class Session:
         self.conversation: Conversation | None = None  # of the current connection
         self.signed_in: str | None = None
         self._trace: Trace | None = None
-        self.phase = "closed"  # connect, tls, login, ehlo, ready: where a stall would be
+        self.phase = "closed"  # name, connect, tls, login, ehlo, ready: where a stall would be
         # Per message (reset by ``deliver``): its data went out and no final reply came back,
         # in some attempt; and the last temporary failure, if any.
         self.unconfirmed = False
@@ -591,6 +592,7 @@ class Session:
             from .oauth import OAuthConfig
 
             OAuthConfig.from_settings(s).validate()
+        self.phase = "name"
         local_hostname = await asyncio.wrap_future(_look_up_local_hostname())
         smtp = _smtp_class()(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
@@ -687,6 +689,10 @@ class Session:
     def stalled(self) -> SmtpMagicError:
         """The error for a timeout in the current phase; before any data it is not 'unknown'."""
         s, where = self.settings, _where(self.settings)
+        if self.phase == "name":
+            return ConnectFailed(f"Looking up this machine's own name (for EHLO) took over "
+                                 f"{s.timeout:g} s (check its DNS settings), so {where} was "
+                                 "never contacted; nothing was sent.")
         if self.phase == "connect":
             what = ("did not complete the TLS handshake and greet" if s.implicit_tls
                     else "sent no SMTP greeting")

@@ -7,6 +7,7 @@ nothing did; for exit 1, that no connection was even opened).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from conftest import PASSWORD, USER, TmpData
 from faults import FaultServer
 
-from smtp_magic import Response, SmtpMagic, send
+from smtp_magic import Response, SmtpMagic, send, transport
 from smtp_magic.outbox import Outbox
 from smtp_magic.server import CaptureServer
 
@@ -162,6 +163,23 @@ def test_2_refused_port(refused_port: int, tmp_data: TmpData) -> None:
     assert r.exitcode == 2, r
     assert_sentence(r)
     assert "refused" in r.message
+
+
+def test_2_our_own_name_never_found_is_a_connection_that_never_came(
+        smtp_server: CaptureServer, tmp_data: TmpData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EHLO name (socket.getfqdn) can wait on a broken DNS past the timeout: nothing was
+    sent, so exit 2, not 6 ("may have been delivered")."""
+    monkeypatch.setattr(transport, "_fqdn", None)  # looked up afresh, slowly
+    monkeypatch.setattr(transport.socket, "getfqdn", lambda: time.sleep(3) or "late.example")
+    r = send(BOB, "Who am I", "hello", config=settings(smtp_server, security="none", timeout=1))
+    assert r.exitcode == 2, r
+    assert_sentence(r)
+    assert "own name" in r.message and "nothing was sent" in r.message
+    assert smtp_server.messages() == []
+    # The look-up goes on, for the next send (the first one gave up waiting, it did not stop it).
+    again = send(BOB, "Who am I", "hello", config=settings(smtp_server, security="none"))
+    ok(again)
+    arrived(smtp_server, again)
 
 
 def test_2_starttls_required_but_not_offered_sends_nothing_in_plaintext(
