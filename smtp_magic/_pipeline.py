@@ -169,6 +169,8 @@ class Channel(asyncio.BufferedProtocol):
                 read.future.exception()  # retrieved even if nobody awaits it (an envelope ahead)
 
     def _expect(self, wanted: int) -> _Read:
+        if not self._reads:  # (called before the write) what is left over was never asked for
+            self._inbox.clear()
         read = _Read(self._event_loop.create_future(), wanted)
         self._reads.append(read)
         return read
@@ -239,11 +241,12 @@ class Channel(asyncio.BufferedProtocol):
                 timer.cancel()
 
     async def quit(self) -> None:
-        """QUIT and close; errors are of no interest at this point. With an envelope sent
-        ahead the server waits for a message, so the connection is just closed (nothing was
-        delivered: only the end of the data would have)."""
+        """QUIT and close; errors are of no interest at this point. In the middle of a
+        transaction (an envelope sent ahead, or replies still owed after a cancelled send) the
+        connection is just closed: QUIT could be taken for message content, and nothing is
+        delivered without the end of the data."""
         try:
-            if self.is_open and self._ahead is None:
+            if self.is_open and self._ahead is None and not self._reads:
                 await asyncio.wait_for(self.exchange(b"QUIT\r\n", 1, 2), 2)
         except (SMTPResponseException, SMTPServerDisconnected, SMTPReadTimeoutError, OSError,
                 asyncio.TimeoutError):

@@ -46,6 +46,7 @@ class Recorder:
     # Per message: the next MAIL had already arrived when its final "." was read.
     ahead: list[bool] = field(default_factory=list)
     connections: int = 0
+    chatty: bool = False  # a line nobody asked for after each message's reply
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def reply(text: bytes) -> None:
@@ -89,6 +90,10 @@ class Recorder:
                     await reply(b"554 5.7.1 content refused\r\n")
                     continue
                 self.messages.append(message)
+                if self.chatty:  # in the same segment, so that the client has it at once
+                    writer.write(b"250 queued\r\n250 and another thing\r\n")
+                    await writer.drain()
+                    continue
                 await reply(b"250 queued\r\n")
                 if b"hang-up" in message:
                     break
@@ -251,3 +256,21 @@ async def test_an_envelope_sent_ahead_for_a_message_that_does_not_come_is_droppe
         assert recorder.ahead == [True, False] and recorder.connections == 2
     else:  # aiosmtplib's sendmail sends nothing ahead
         assert recorder.ahead == [False, False] and recorder.connections == 1
+
+
+async def test_a_reply_nobody_asked_for_between_transactions_is_dropped():
+    """(The pipelining channel's own reading; aiosmtplib's sendmail would take such a line
+    for the next reply.)"""
+    if not _shortcuts.allowed("pipelining"):
+        pytest.skip(f"pipelining shortcut off: {_shortcuts.status()['pipelining']}")
+    recorder = Recorder(chatty=True)
+    session, server = await _session(recorder)
+    body = b"Subject: x\r\n\r\nhello\r\n"
+    try:
+        for rcpt in ("b@x.test", "c@x.test", "d@x.test"):
+            outcome = await transport.deliver(session, Env("a@x.test", (rcpt,)), body)
+            assert outcome.accepted == [rcpt]
+    finally:
+        await session.close()
+        server.close()
+    assert recorder.messages == [reference(body)] * 3 and recorder.connections == 1
