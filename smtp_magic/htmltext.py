@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from html import unescape
 from html.parser import HTMLParser
 
@@ -630,10 +630,11 @@ class _Converter:
     def _start_img(self, attr: dict[str, str]) -> None:
         self._out.inline(_SPACES.sub(" ", attr.get("alt", "")))
 
-    def _start_heading(self, level: int) -> None:
+    # (h1 to h6: registered in _STARTS and _ENDS below, the level bound)
+    def _open_heading(self, attr: dict[str, str], level: int) -> None:
         self._headings.append((level, self._out, self._out.mark()))
 
-    def _end_heading(self) -> None:
+    def _close_heading(self) -> None:
         """A heading is marked in text as it is in Markdown: underlined (h1 =, h2 -) or #-led."""
         if not self._headings:
             return
@@ -651,26 +652,6 @@ class _Converter:
         else:
             marked = "#" * level + " " + title
         writer.replace_since(mark, lead + marked)
-
-    def _start_h1(self, attr: dict[str, str]) -> None:
-        self._start_heading(1)
-
-    def _start_h2(self, attr: dict[str, str]) -> None:
-        self._start_heading(2)
-
-    def _start_h3(self, attr: dict[str, str]) -> None:
-        self._start_heading(3)
-
-    def _start_h4(self, attr: dict[str, str]) -> None:
-        self._start_heading(4)
-
-    def _start_h5(self, attr: dict[str, str]) -> None:
-        self._start_heading(5)
-
-    def _start_h6(self, attr: dict[str, str]) -> None:
-        self._start_heading(6)
-
-    _end_h1 = _end_h2 = _end_h3 = _end_h4 = _end_h5 = _end_h6 = _end_heading
 
     def _start_pre(self, attr: dict[str, str]) -> None:
         self._pre += 1
@@ -878,6 +859,9 @@ _ENDS: dict[str, Callable[[_Converter], None]] = {
     for name, method in vars(_Converter).items()
     if name.startswith("_end_")
 }
+for _level in range(1, 7):
+    _STARTS[f"h{_level}"] = partial(_Converter._open_heading, level=_level)
+    _ENDS[f"h{_level}"] = _Converter._close_heading
 
 
 def _hidden(attr: dict[str, str]) -> bool:

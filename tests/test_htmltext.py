@@ -27,6 +27,14 @@ def test_headings_are_marked() -> None:
     )
 
 
+@pytest.mark.parametrize("tag", ["heading", "hr2", "table2", "start", "end"])
+def test_a_tag_that_is_not_html_keeps_its_text(tag: str) -> None:
+    """Made-up tags (a typo, a template's own) are passed over like any unknown tag; a
+    <heading> once reached the converter's own helper and broke the send."""
+    html = f"<p>Before</p><{tag}>Inside</{tag}><p>After</p>"
+    assert html_to_text(html) == "Before\n\nInside\n\nAfter"
+
+
 def test_running_text_is_wrapped_but_tables_and_pre_are_not() -> None:
     words = " ".join(f"word{i}" for i in range(60))
     long_cell = "x" * 120
