@@ -156,6 +156,30 @@ NOTEBOOK_SENDER = "reports@example.test"  # the sender of the to_server settings
 
 
 @pytest.fixture
+def no_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """``no_module("kaleido", ...)``: pretend optional modules are not installed (as
+    ``importlib.util.find_spec`` sees them; the renderer's availability caches are reset)."""
+    import importlib.util
+
+    from smtp_magic import render
+
+    real = importlib.util.find_spec
+
+    def clear_caches() -> None:
+        render._markdown.cache_clear()
+        render._environment.cache_clear()
+        render._compile.cache_clear()
+
+    def hide(*names: str) -> None:
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name in names else real(name, *a))
+        clear_caches()
+
+    yield hide
+    clear_caches()
+
+
+@pytest.fixture
 def to_server(ip: TestingShell, smtp_server: CaptureServer) -> CaptureServer:
     """``ip``'s settings pointing at ``smtp_server`` (plain, no login), sender NOTEBOOK_SENDER."""
     from smtp_magic import config

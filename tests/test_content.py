@@ -9,6 +9,7 @@ import io
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,13 +144,9 @@ def test_a_plotly_figure_arrives_as_an_image(ip: TestingShell, to_server: Captur
 
 
 def test_a_bokeh_plot_without_its_exporter_fails_before_sending(
-        ip: TestingShell, to_server: CaptureServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        ip: TestingShell, to_server: CaptureServer, no_module: Callable[..., None]) -> None:
     plotting = pytest.importorskip("bokeh.plotting")
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "selenium" else real(name, *a))
+    no_module("selenium")
     plot = plotting.figure(title="Latency")
     plot.line([1, 2], [3, 4])
     ip.user_ns["plot"] = plot
@@ -163,13 +160,9 @@ def test_a_bokeh_plot_without_its_exporter_fails_before_sending(
 
 
 def test_plotly_without_a_browser_fails_before_sending_with_the_install_hint(
-        ip: TestingShell, to_server: CaptureServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        ip: TestingShell, to_server: CaptureServer, no_module: Callable[..., None]) -> None:
     go = pytest.importorskip("plotly.graph_objects")
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "kaleido" else real(name, *a))
+    no_module("kaleido")
     ip.user_ns["fig"] = go.Figure(go.Bar(x=["a"], y=[1]))
     with pytest.raises(UsageError, match=r"^Cannot email variable 'fig' \(a Plotly chart drawn "
                        r"by JavaScript, which email cannot run\): making it an image needs "

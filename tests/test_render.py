@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from smtp_magic import render
 from smtp_magic.errors import InvalidRequest, MissingDependency
 from smtp_magic.htmltext import html_to_text
 from smtp_magic.render import (
@@ -57,25 +56,6 @@ def fig() -> Any:
 def styled() -> Any:
     df = pd.DataFrame({"city": ["Oslo", "Lima", "Kyoto"], "temp": [3.0, 19.25, 12.5]})
     return df.style.highlight_max(subset=["temp"], color="yellow").format({"temp": "{:.2f}"})
-
-
-@pytest.fixture
-def no_module(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Pretend optional modules are not installed."""
-    real = importlib.util.find_spec
-
-    def hide(*names: str) -> None:
-        monkeypatch.setattr(
-            importlib.util, "find_spec", lambda name, *a: None if name in names else real(name, *a)
-        )
-        render._markdown.cache_clear()
-        render._environment.cache_clear()
-        render._compile.cache_clear()
-
-    yield hide
-    render._markdown.cache_clear()
-    render._environment.cache_clear()
-    render._compile.cache_clear()
 
 
 def body_rows(html: str) -> int:
