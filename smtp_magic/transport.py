@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import functools
 import logging
+import os
 import random
 import re
 import socket
@@ -106,14 +108,38 @@ class ServerReport:
 
 
 def tls_context(settings: ConnectionSettings) -> ssl.SSLContext:
-    """The system trust store (honouring SSL_CERT_FILE), plus ``cafile`` when set."""
+    """The system trust store (honouring SSL_CERT_FILE), plus ``cafile`` when set.
+
+    Building a context reads the whole trust store (~30 ms), so one context is kept per
+    combination of what it depends on and shared by every connection; it is built only when a
+    connection actually negotiates TLS.
+    """
+    env = os.environ
+    return _tls_context(settings.cafile or None, _mtime(settings.cafile),
+                        bool(settings.validate_certs), env.get("SSL_CERT_FILE"),
+                        _mtime(env.get("SSL_CERT_FILE")), env.get("SSL_CERT_DIR"))
+
+
+def _mtime(path: str | None) -> float | None:
+    """When ``path`` last changed (a rewritten CA file is read again), or None."""
+    try:
+        return os.stat(path).st_mtime if path else None
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(cafile: str | None, _cafile_mtime: float | None, validate_certs: bool,
+                 _cert_file: str | None, _cert_file_mtime: float | None,
+                 _cert_dir: str | None) -> ssl.SSLContext:
+    # SSL_CERT_FILE and SSL_CERT_DIR are part of the key: create_default_context() reads them.
     ctx = ssl.create_default_context()
-    if settings.cafile:
+    if cafile:
         try:
-            ctx.load_verify_locations(cafile=settings.cafile)
+            ctx.load_verify_locations(cafile=cafile)
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"The CA file {settings.cafile!r} cannot be used: {exc}.") from exc
-    if not settings.validate_certs:
+            raise ConnectFailed(f"The CA file {cafile!r} cannot be used: {exc}.") from exc
+    if not validate_certs:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
@@ -596,7 +622,7 @@ class Session:
         local_hostname = await asyncio.wrap_future(_look_up_local_hostname())
         smtp = _smtp_class()(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
-            tls_context=tls_context(s) if s.security != "none" else None,
+            tls_context=tls_context(s) if s.implicit_tls else None,
             validate_certs=s.validate_certs, timeout=s.timeout, local_hostname=local_hostname,
         )
         conv = self.conversation = Conversation(
