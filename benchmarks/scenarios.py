@@ -104,9 +104,11 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
     elif peer.startswith("smtp_magic"):
         # smtp_magic: text part given; _autotext: generated from the HTML; _public: the text
         # given, every shortcut off (EmailMessage + aiosmtplib's sendmail, see _shortcuts.py)
+        # _defaults: what a user of the seed's JSON formats sends -- request dicts with only the
+        # HTML body, and a config that leaves security (auto) and every other setting alone.
         if peer == "smtp_magic_public":
             os.environ["SMTP_MAGIC_NO_SHORTCUTS"] = "1"
-        elif peer not in ("smtp_magic", "smtp_magic_autotext"):
+        elif peer not in ("smtp_magic", "smtp_magic_autotext", "smtp_magic_defaults"):
             raise SystemExit(f"unknown peer {peer}")
         # Imported before timing, as the peers' modules are.
         import aiosmtplib
@@ -117,12 +119,18 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
         import smtp_magic.transport
         from smtp_magic.models import SendRequest
 
-        given = peer != "smtp_magic_autotext"
-        requests = [SendRequest(to=to, subject=subject, body=html, text=text if given else None)
-                    for to, subject, text, html in msgs]
+        given = peer not in ("smtp_magic_autotext", "smtp_magic_defaults")
+        requests: list[Any] = [
+            SendRequest(to=to, subject=subject, body=html, text=text if given else None)
+            for to, subject, text, html in msgs]
+        settings: dict[str, Any] = config
+        if peer == "smtp_magic_defaults":
+            requests = [{"action": "send", "to": to, "subject": subject, "body": html,
+                         "content-type": "text/html"} for to, subject, _, html in msgs]
+            settings = {"target": "127.0.0.1", "port": port, "from": SENDER}
 
         def run() -> None:
-            responses = smtp_magic.send_many(requests, config=config)
+            responses = smtp_magic.send_many(requests, config=settings)
             bad = [r for r in responses if not r.ok]
             if bad:
                 raise RuntimeError(f"{len(bad)} sends failed: {bad[0].message}")
