@@ -270,7 +270,7 @@ class Batch:
         self.id = f"{time.time_ns():x}{os.getpid():x}{secrets.token_hex(3)}"
         self.path = directory / f"{self.id}.log"
         self._tmp = directory / f"{self.id}.tmp"
-        self._file = os.fdopen(open_private(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC),  # noqa: SIM115
+        self._file = os.fdopen(open_private(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC),
                                "w+b", buffering=_JOURNAL_BUFFER)  # closed in close()
         self._file.write(_MAGIC)
         self._end = len(_MAGIC)  # where the next record starts (tell() would cost a syscall)
