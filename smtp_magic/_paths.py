@@ -57,7 +57,7 @@ def private_dir(path: str | os.PathLike[str], *, tighten: bool | None = None) ->
         except FileExistsError:  # made by another process meanwhile
             continue
         os.chmod(folder, 0o700)
-    if tighten and not missing:
+    if tighten and not missing and hasattr(os, "geteuid"):
         try:
             st = p.stat()
         except FileNotFoundError:
@@ -72,11 +72,12 @@ def open_private(path: str | os.PathLike[str],
                  flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
     """``os.open`` for a file only the user can read and write (0600, whatever the umask)."""
     fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its old mode with O_CREAT
-    except BaseException:
-        os.close(fd)
-        raise
+    if hasattr(os, "fchmod"):  # POSIX; elsewhere the mode bits mean little
+        try:
+            os.fchmod(fd, 0o600)  # an existing file keeps its old mode with O_CREAT
+        except BaseException:
+            os.close(fd)
+            raise
     return fd
 
 
@@ -108,6 +109,8 @@ def check_trusted(path: str | os.PathLike[str], what: str) -> None:
     in a folder everyone may write to without the sticky bit. Only regular files are checked
     (``/dev/stdin`` and pipes are the caller's own). Raises ConfigError naming the fix."""
     p = Path(path)
+    if not hasattr(os, "geteuid"):  # not POSIX: no owner and mode bits to go by
+        return
     try:
         st = p.stat()
     except OSError:
@@ -123,15 +126,17 @@ def check_trusted(path: str | os.PathLike[str], what: str) -> None:
         raise ConfigError(f"{what} {name!r} is writable by {who}, who could change where mail "
                           f"and passwords go: make it yours alone with chmod go-w {name} "
                           "(or chmod 600).")
-    folder = p.resolve().parent
-    try:
-        dst = folder.stat()
-    except OSError:
-        return
-    if dst.st_mode & 0o002 and not dst.st_mode & stat.S_ISVTX:
-        raise ConfigError(f"{what} {name!r} is in {str(folder)!r}, a folder everyone may write "
-                          f"to, so anyone could replace it: move it to a folder of your own "
-                          f"(or chmod o-w {folder}).")
+    # The folder of the name given and, for a symlink, of the file it points to: anyone who may
+    # write to either can swap the file.
+    for folder in dict.fromkeys((p.absolute().parent, p.resolve().parent)):
+        try:
+            dst = folder.stat()
+        except OSError:
+            continue
+        if dst.st_mode & 0o002 and not dst.st_mode & stat.S_ISVTX:
+            raise ConfigError(f"{what} {name!r} is in {str(folder)!r}, a folder everyone may "
+                              f"write to, so anyone could replace it: move it to a folder of "
+                              f"your own (or chmod o-w {folder}).")
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:

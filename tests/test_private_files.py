@@ -157,6 +157,14 @@ def test_a_writable_config_file_is_refused_everywhere(
     # The user's own group (a user private group) may write: as private as the user.
     own = a_config(tmp_path / "own", 0o620)
     assert smtp_magic.SmtpMagic().load_file(own).port == 587
+    # A symlink to a private file, in a folder where anyone could swap the link, is refused.
+    swap = tmp_path / "swap"
+    swap.mkdir()
+    (swap / "conn.json").symlink_to(own)
+    swap.chmod(0o777)
+    r = smtp_magic.send("a@example.test", "s", "b", config=str(swap / "conn.json"))
+    assert r.exitcode == 1 and f"is in {str(swap)!r}, a folder everyone may write" in r.message
+    swap.chmod(0o700)
 
 
 def test_a_writable_profiles_file_is_refused(ip: TestingShell, tmp_data: TmpData) -> None:
