@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import reprlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from traitlets import (
@@ -32,6 +31,7 @@ __all__ = [
     "ConnectionSettings",
     "Secret",
     "SmtpMagic",
+    "Withheld",
     "current",
     "load_json",
     "normalize_keys",
@@ -84,6 +84,54 @@ class Secret:
     def __reduce__(self) -> Any:
         # Pickling would write the value in clear (e.g. into a cache or a queue file).
         raise TypeError("a Secret cannot be pickled")
+
+
+class Withheld(Secret):
+    """No password for this server: the one set was given for another (``given_for``, e.g.
+    ``alice at smtp.a.example:587``) and is never sent elsewhere, like a browser keeps a
+    password to its origin. False, as no password is; ``message(settings)`` says what to do."""
+
+    __slots__ = ("given_for", "how")
+
+    def __init__(self, given_for: str, how: str = "--password-prompt") -> None:
+        super().__init__("")
+        self.given_for, self.how = given_for, how
+
+    def __repr__(self) -> str:
+        return f"Withheld(given_for={self.given_for!r})"
+
+    def __str__(self) -> str:
+        return f"(given for {self.given_for}; give it again for this server)"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Withheld):
+            return self.given_for == other.given_for
+        return False if isinstance(other, Secret) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("Withheld", self.given_for))
+
+    def message(self, settings: Any) -> str:
+        """One sentence for the user: where the password belonged and how to give it again."""
+        here = login_origin(settings.host, settings.port, settings.username)
+        return (f"The password was given for {self.given_for}, so it is not sent to {here}: "
+                f"give the password again for this server (e.g. %smtp_config {self.how}, or "
+                "\"password\" in the request).")
+
+
+def withheld_password(settings: Any) -> Withheld | None:
+    """The withheld password when it is the one a login would use (a username, auth by
+    password, no password_env or keyring to read another from), else None."""
+    password = settings.password
+    if (isinstance(password, Withheld) and settings.username and settings.auth == "password"
+            and not settings.password_env and not settings.use_keyring):
+        return password
+    return None
+
+
+def login_origin(host: str, port: int, username: str | None) -> str:
+    """``alice at smtp.example.org:587``: the server (and login) a password belongs to."""
+    return f"{username} at {host}:{port}" if username else f"{host}:{port}"
 
 
 class SecretTrait(TraitType[Secret | None, Secret | str | None]):
@@ -250,6 +298,12 @@ class SmtpMagic(Configurable):
         self._active: Any = None  # the source of the values being set now
         self._before_local: dict[str, tuple[Any, str]] = {}
         self._left_local: dict[str, tuple[Any, str]] = {}  # restored: (--local's value, source)
+        self._batch: set[str] | None = None  # the names given in the update() under way
+        self._leaving = False  # the host or port changed during that update
+        self._moved = False  # the host, port or username changed during that update
+        # The server (host, port, username) the password (or password_env) was given for; a
+        # change of any of them withholds it (``_guard_login``). None: not bound yet.
+        self._login_for: tuple[str, int, str | None] | None = None
         self.observe(self._on_change, names=list(self.trait_names(config=True)))
         super().__init__(**kwargs)
         self._mark_config(self.config)
@@ -350,8 +404,8 @@ class SmtpMagic(Configurable):
         for key, value in OAUTH2_PRESETS.get(provider, {}).items():
             if key not in saved:
                 values[key] = value
-        if name != previous:
-            values["password"] = None
+        if name != previous and self.password:  # withheld: a send says to give it again
+            values["password"] = Withheld(login_origin(*(self._login_for or self._login_origin())))
         return values
 
     def saved_values(self) -> dict[str, Any]:
@@ -379,6 +433,10 @@ class SmtpMagic(Configurable):
         self.update({trait: environ[var] for var, trait in found.items()}, source="environment")
         for var, trait in found.items():
             self._sources[trait] = f"environment ({var})"
+        if "SMTP_PASSWORD" in found and "SMTP_HOST" not in found:
+            # The environment names no server: the password is for the first one chosen
+            # (--host, a --file, a profile), and withheld from any other after that.
+            self._login_for = None
         return self
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
@@ -400,28 +458,55 @@ class SmtpMagic(Configurable):
             log.info("profile %r chosen in %s", name, source)
             normalized = {**self.profile_values(name, previous=self.profile), **normalized,
                           "profile": name}
+        # The password source given last wins (as with %smtp_config): a typed password never
+        # stays behind a new password_env or keyring, to be sent instead of it.
+        if normalized.get("password_env") and "password" not in normalized:
+            normalized["password"] = None
+        if normalized.get("use_keyring") is True and "password" not in normalized:
+            normalized["password"] = None
         staged = self.copy()
         staged._quiet = True
-        for key, value in normalized.items():
-            try:
-                setattr(staged, key, _coerce(staged, key, value))
-            except (TraitError, ValueError, TypeError) as exc:
-                raise ConfigError(_trait_message(key, value, exc, source)) from None
-        _oauth2_presets(staged, normalized)
+        with staged._given(normalized):
+            for key, value in normalized.items():
+                try:
+                    setattr(staged, key, _coerce(staged, key, value))
+                except (TraitError, ValueError, TypeError) as exc:
+                    raise ConfigError(_trait_message(key, value, exc, source)) from None
+            implied = _oauth2_presets(staged, normalized)
         origin = origin or source
         self._quiet = True
         try:
-            with self._setting_from(origin):
+            with self._setting_from(origin), self._given(normalized):
                 for key in normalized:
                     setattr(self, key, getattr(staged, key))
                     self._sources[key] = origin  # also when the value stayed the same
-                for key in _PRESET_KEYS:  # what choosing an OAuth2 provider implied
+                for key in implied:  # what choosing an OAuth2 provider implied
                     if key not in normalized and getattr(self, key) != getattr(staged, key):
                         setattr(self, key, getattr(staged, key))
                         self._sources[key] = origin
         finally:
             self._quiet = False
         return self
+
+    @contextlib.contextmanager
+    def _given(self, names: Iterable[str]) -> Iterator[None]:
+        """Set several settings as one change: leaving the capture server (``use_local``) is
+        decided once they are all set, and what was given is never replaced by what --local
+        had replaced."""
+        outer = self._batch, self._leaving, self._moved
+        self._batch, self._leaving, self._moved = set(names), False, False
+        try:
+            yield
+        finally:
+            given, leaving, moved = self._batch, self._leaving, self._moved
+            self._batch, self._leaving, self._moved = outer
+        if leaving:
+            self._leave_local(given)
+        if ("password" in given and self.password) or (
+                "password_env" in given and self.password_env):
+            self._login_for = self._login_origin()  # given now: for the server set now
+        elif moved or leaving:
+            self._guard_login()
 
     def update_config(self, config: Config) -> None:
         """Apply IPython config (``%config SmtpMagic.port = 587``), noting where values came from."""
@@ -446,7 +531,7 @@ class SmtpMagic(Configurable):
         for name in local:  # a second --local keeps what the user had before the first
             if name not in self._before_local or self.source(name) != LOCAL:
                 self._before_local[name] = (getattr(self, name), self.source(name))
-        with self._setting_from(LOCAL):
+        with self._setting_from(LOCAL), self._given(local):
             for name, value in local.items():
                 setattr(self, name, value)
                 self._sources[name] = LOCAL
@@ -471,6 +556,7 @@ class SmtpMagic(Configurable):
             self._quiet = quiet
         self._sources = dict(other._sources)
         self._before_local = dict(other._before_local)
+        self._login_for = other._login_for
         return self
 
     def copy(self) -> SmtpMagic:
@@ -497,24 +583,69 @@ class SmtpMagic(Configurable):
         name = change["name"]
         self._sources[name] = source or ASSIGNED
         if name in ("host", "port") and self._before_local and source != LOCAL:
-            self._leave_local()
+            if self._batch is not None:
+                self._leaving = True  # decided when the whole change is in (``_given``)
+            else:
+                self._leave_local({name})
+        if self._batch is not None:  # the password is bound or withheld when all is in
+            self._moved = self._moved or name in ("host", "port", "username")
+            return
+        if name in ("password", "password_env"):
+            if self._has_login_secret():
+                self._login_for = self._login_origin()
+        elif name in ("host", "port", "username"):
+            self._guard_login()
 
-    def _leave_local(self) -> None:
-        """Restore what --local replaced, unless it was set since (the settings left the
-        capture server: its no-TLS, no-login settings must not go to a real server)."""
+    def _login_origin(self) -> tuple[str, int, str | None]:
+        return (self.host, self.port, self.username)
+
+    def _has_login_secret(self) -> bool:
+        return bool(self.password) or bool(self.password_env)
+
+    def _guard_login(self) -> None:
+        """Withhold the password when the server or login is no longer the one it was given
+        for: it is dropped (``Withheld``) until given again, never sent to another server."""
+        if not self._has_login_secret():
+            return  # keep _login_for: a password --local put aside may come back
+        if self._login_for is None:  # e.g. SMTP_PASSWORD without SMTP_HOST: the first server
+            self._login_for = self._login_origin()
+            return
+        if self._login_for == self._login_origin():
+            return
+        how = (f"--password-env {self.password_env}" if self.password_env and not self.password
+               else "--password-prompt")
+        withheld = Withheld(login_origin(*self._login_for), how)
+        log.info("the password given for %s is withheld from %s", withheld.given_for,
+                 login_origin(*self._login_origin()))
+        with self._setting_from(_QUIET):
+            self.password = withheld
+            self.password_env = None
+        self._login_for = None
+
+    def _leave_local(self, given: Iterable[str] = ()) -> None:
+        """Restore what --local replaced (the settings left the capture server: its no-TLS,
+        no-login settings must not go to a real server), except what was set since or is
+        ``given`` now: what the user gives always wins. The stand-in sender stays while the
+        host is still this machine and the username is no address to send from."""
         saved, self._before_local = self._before_local, {}
+        given = set(given)
         for name, (value, source) in saved.items():
-            if self._sources.get(name) == LOCAL:
-                self._left_local[name] = (getattr(self, name), source)
-                with self._setting_from(_QUIET):
-                    setattr(self, name, value)
-                self._sources[name] = source
+            if name in given or self._sources.get(name) != LOCAL:
+                continue
+            if name == "sender" and _loopback(self.host) and "@" not in (self.username or ""):
+                self._before_local[name] = (value, source)  # restored when the host leaves
+                continue
+            self._left_local[name] = (getattr(self, name), source)
+            with self._setting_from(_QUIET):
+                setattr(self, name, value)
+            self._sources[name] = source
 
     def left_local(self) -> list[str]:
         """The settings that leaving the capture server gave back a different value (since this
         object was made or copied), e.g. ``security`` after ``--local`` then ``--host``."""
         return [name for name, (local, source) in self._left_local.items()
-                if self._sources.get(name) == source and getattr(self, name) != local]
+                if self._sources.get(name) == source and getattr(self, name) != local
+                and not isinstance(getattr(self, name), Withheld)]  # not back: withheld
 
     @classmethod
     def from_ipython_config(cls, cfg: Any) -> SmtpMagic:
@@ -548,7 +679,9 @@ class SmtpMagic(Configurable):
         rows = []
         for name in SETTINGS:
             value = getattr(self, name)
-            if name == "password":
+            if isinstance(value, Withheld):
+                shown = str(value)
+            elif name == "password":
                 shown = MASK if value else "(not set)"
             elif value is None:
                 shown = "(not set)"
@@ -577,25 +710,42 @@ class SmtpMagic(Configurable):
 
 
 # What choosing an OAuth2 provider sets, unless given too (or changed from the default before).
-_PRESET_KEYS = {"auth": None, "host": None, "port": None, "security": None}
 OAUTH2_PRESETS: dict[str, dict[str, Any]] = {
     "microsoft": {"host": "smtp.office365.com", "port": 587, "security": "starttls"},
     "google": {"host": "smtp.gmail.com", "port": 465, "security": "tls"},
 }
 
 
-def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> None:
-    """Giving a provider, a token command or a token callable means signing in with OAuth2."""
-    implied = ("oauth2_provider", "oauth2_token_command", "oauth2_token_provider")
-    if "auth" not in given and any(key in given and getattr(staged, key) for key in implied):
+def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> set[str]:
+    """Giving a provider, a token command or a token callable means signing in with OAuth2.
+    Returns the settings this set besides those ``given``."""
+    implied_by = ("oauth2_provider", "oauth2_token_command", "oauth2_token_provider")
+    implied: set[str] = set()
+    if "auth" not in given and any(key in given and getattr(staged, key) for key in implied_by):
         staged.auth = "oauth2"
+        implied.add("auth")
     provider = staged.oauth2_provider
     if "oauth2_provider" not in given or not provider:
-        return
+        return implied
     traits = SmtpMagic.class_traits()
     for key, value in OAUTH2_PRESETS.get(provider, {}).items():
         if key not in given and getattr(staged, key) == traits[key].default():
             setattr(staged, key, value)
+            implied.add(key)
+    return implied
+
+
+def _loopback(host: str) -> bool:
+    """True for this machine's names: ``localhost`` and 127.0.0.0/8 or ::1."""
+    import ipaddress
+
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or \
+            host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _declared_settings(cls: type[SmtpMagic]) -> tuple[str, ...]:
@@ -728,22 +878,24 @@ def normalize_keys(values: Mapping[str, Any], *, source: str = "settings") -> di
     return out
 
 
-def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON settings file (an object), with errors that name the file."""
-    p = Path(path).expanduser()
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"Configuration file {str(path)!r} does not exist.") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"Configuration file {str(path)!r} is not valid JSON (line {exc.lineno}: {exc.msg})."
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"Configuration file {str(path)!r} cannot be read: {exc.strerror}.") from None
+def load_json(path: str | os.PathLike[str], what: str = "Configuration file") -> dict[str, Any]:
+    """Read a JSON settings file (an object), with one-sentence errors that name the file.
+
+    A file others could have written is refused first (see ``_paths.check_trusted``)."""
+    from ._paths import read_json
+
+    data = read_json(path, what)
+    name = str(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"Configuration file {str(path)!r} must hold a JSON object.")
+        raise ConfigError(f"{what} {name!r} must hold a JSON object of settings "
+                          f"({{\"host\": ...}}), not {_json_kind(data)}.")
     return data
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "a list", str: "a string", int: "a number", float: "a number",
+             bool: "true or false", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _coerce(obj: SmtpMagic, name: str, value: Any) -> Any:
@@ -770,8 +922,12 @@ def _coerce(obj: SmtpMagic, name: str, value: Any) -> Any:
     return value
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist = 2, 80, 80, 4
+
+
 def _trait_message(key: str, value: Any, exc: Exception, source: str) -> str:
-    shown = MASK if key == "password" else repr(value)
+    shown = MASK if key == "password" else _SHORT.repr(value)  # a file's value may be huge
     detail = str(exc)
     if isinstance(exc, TraitError) and key != "password":
         trait = SmtpMagic.class_traits()[key]

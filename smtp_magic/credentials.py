@@ -6,8 +6,8 @@ import logging
 import os
 from typing import Any
 
-from .config import ConnectionSettings
-from .errors import ConfigError, missing
+from .config import ConnectionSettings, withheld_password
+from .errors import AuthFailed, ConfigError, missing
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,12 @@ def check_keyring() -> None:
 def resolve_password(settings: ConnectionSettings) -> str | None:
     """The password to log in with, or None to send without logging in.
 
-    Every failure is a ``ConfigError`` (exit 1, nothing was sent), never a backend's exception.
+    Every failure is a ``ConfigError`` (exit 1, nothing was sent), never a backend's exception,
+    except a password given for another server: ``AuthFailed`` (exit 3), before connecting.
     """
+    withheld = withheld_password(settings)
+    if withheld is not None:
+        raise AuthFailed(withheld.message(settings))
     if settings.password:
         log.debug("the password comes from the settings")
         return settings.password.reveal()

@@ -289,6 +289,8 @@ class SmtpMagics(Magics):
                 saved = save(profile, staged.saved_values())
                 staged.update({"profile": profile}, apply_profile=False)
             restored = staged.left_local()
+            withheld = config.withheld_password(staged)
+            withheld = withheld if withheld != settings.password else None
             settings.apply(staged)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
@@ -296,6 +298,8 @@ class SmtpMagics(Magics):
             shown = dict(settings.describe())
             print("Not the capture server any more, so what --local had set is back: "
                   + ", ".join(f"{name} {shown[name]}" for name in restored) + ".")
+        if withheld is not None:  # a password goes only to the server it was given for
+            print(withheld.message(settings))
         if saved is not None:
             note = (" The password is not in it: next time give it with --password-prompt, or "
                     "save the profile with --password-env VAR or --keyring."

@@ -48,6 +48,8 @@ GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 # Scopes MSAL adds by itself and refuses to be given.
 _MSAL_RESERVED = {"openid", "profile", "offline_access"}
+# The sections of MSAL's token cache a saved sign-in keeps: no AccessToken, no IdToken.
+_MSAL_KEPT = ("Account", "RefreshToken", "AppMetadata")
 
 
 # Host, port and security of the two providers are presets of the settings (config.py).
@@ -604,6 +606,18 @@ class _Issuer(_Backend):
         return super().logout()
 
 
+def _msal_kept(serialized: str) -> str:
+    """MSAL's serialized token cache with only what a silent refresh needs (``_MSAL_KEPT``)."""
+    try:
+        state = json.loads(serialized)
+    except ValueError:
+        return "{}"
+    if not isinstance(state, dict):
+        return "{}"
+    return json.dumps({kind: state[kind] for kind in _MSAL_KEPT if kind in state},
+                      sort_keys=True)
+
+
 class _Microsoft(_Backend):
     """Microsoft identity platform through MSAL (device code flow, its own token cache)."""
 
@@ -618,9 +632,14 @@ class _Microsoft(_Backend):
             MICROSOFT_AUTHORITY.format(tenant=tenant)
         self.cache = msal.SerializableTokenCache()
         entry = self.store.get(config.key)
-        if entry and entry.get("msal_cache"):
-            self.cache.deserialize(entry["msal_cache"])
+        self.saved = (entry or {}).get("msal_cache")
         self.identity = (entry or {}).get("identity")
+        if self.saved:
+            self.cache.deserialize(self.saved)
+            kept = _msal_kept(self.saved)
+            if kept != self.saved:  # saved by an older version, access and ID tokens included
+                self.store.put(config.key, {"msal_cache": kept, "identity": self.identity})
+                self.saved = kept
         try:  # MSAL reads the authority's metadata here already
             self.app = msal.PublicClientApplication(
                 config.client_id, authority=authority, token_cache=self.cache,
@@ -636,9 +655,15 @@ class _Microsoft(_Backend):
     def _save(self, identity: str | None) -> None:
         for kind in ("RefreshToken", "AccessToken"):
             _keep_out_of_logs(*(item.get("secret") for item in self.cache.search(kind)))
-        if self.cache.has_state_changed or identity != self.identity:
-            self.store.put(self.config.key, {"msal_cache": self.cache.serialize(),
-                                             "identity": identity})
+        if not (self.cache.has_state_changed or identity != self.identity):
+            return
+        # Only what a silent refresh needs is kept: the account and its refresh token. Access
+        # and ID tokens stay in this process's memory (MSAL gets new ones with the refresh).
+        kept = _msal_kept(self.cache.serialize())
+        if kept != self.saved or identity != self.identity:
+            self.store.put(self.config.key, {"msal_cache": kept, "identity": identity})
+            self.saved, self.identity = kept, identity
+        self.cache.has_state_changed = False
 
     def _token(self, result: Mapping[str, Any]) -> AccessToken:
         if "access_token" not in result:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._paths import user_path
+from ._paths import open_private, private_dir, user_path, write_private
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
@@ -71,8 +71,9 @@ class Outbox:
     def maildir(self) -> mailbox.Maildir:
         if self._maildir is None:
             # Maildir(create=True) skips tmp/new/cur when the folder already exists.
+            private_dir(self.path)  # 0700 (an old 0755 one under smtp_magic/ too)
             for sub in ("tmp", "new", "cur", "meta"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
+                private_dir(self.path / sub, tighten=True)
             self._maildir = mailbox.Maildir(self.path, factory=None, create=False)
         return self._maildir
 
@@ -84,7 +85,7 @@ class Outbox:
         data["recipients"] = list(entry.recipients)
         target = self._meta_path(entry.key)
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
+        write_private(tmp, json.dumps(data).encode("utf-8"))
         os.replace(tmp, target)
 
     def add(self, data: bytes, *, sender: str, recipients: tuple[str, ...], message_id: str,
@@ -92,6 +93,7 @@ class Outbox:
         """Keep a message as pending; returns its entry."""
         with self._lock:
             key = self.maildir.add(data)
+            os.chmod(self.path / "new" / key, 0o600)  # mailbox writes 0666 & ~umask
         now = time.time()
         entry = OutboxEntry(key, message_id, subject, sender, tuple(recipients), "pending",
                             created=now, updated=now)
@@ -120,7 +122,7 @@ class Outbox:
     def _copy_to_maildir(self, key: str, chunks: Iterable[bytes]) -> None:
         self.maildir  # noqa: B018 - creates tmp/ new/ cur/ meta/
         tmp = self.path / "tmp" / f"{key}.{os.getpid()}"
-        with open(tmp, "wb") as f:
+        with os.fdopen(open_private(tmp), "wb") as f:
             f.writelines(chunks)
         os.replace(tmp, self.path / "new" / key)
         # No Maildir._refresh(): a lookup of an unknown key refreshes by itself, and a refresh
@@ -264,11 +266,12 @@ class Batch:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         directory = outbox.path / _JOURNAL_DIR
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory, tighten=True)
         self.id = f"{time.time_ns():x}{os.getpid():x}{secrets.token_hex(3)}"
         self.path = directory / f"{self.id}.log"
         self._tmp = directory / f"{self.id}.tmp"
-        self._file = open(self._tmp, "w+b", buffering=_JOURNAL_BUFFER)  # noqa: SIM115 - closed in close()
+        self._file = os.fdopen(open_private(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC),
+                               "w+b", buffering=_JOURNAL_BUFFER)  # closed in close()
         self._file.write(_MAGIC)
         self._end = len(_MAGIC)  # where the next record starts (tell() would cost a syscall)
         self._count = 0

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._paths import user_path
+from ._paths import private_dir, read_json, user_path
 from .errors import ConfigError, did_you_mean
 
 __all__ = ["check_name", "load", "names", "profiles_path", "save"]
@@ -37,7 +37,7 @@ __all__ = ["check_name", "load", "names", "profiles_path", "save"]
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
-_cache: dict[Path, tuple[tuple[int, int], dict[str, dict[str, Any]]]] = {}
+_cache: dict[Path, tuple[tuple[int, ...], dict[str, dict[str, Any]]]] = {}
 
 
 def profiles_path() -> Path:
@@ -60,17 +60,11 @@ def _read(path: Path) -> dict[str, dict[str, Any]]:
         return {}
     except OSError as exc:
         raise ConfigError(f"The profiles file {str(path)!r} cannot be read: {exc.strerror}.") from None
-    key = (stat.st_mtime_ns, stat.st_size)
+    key = (stat.st_mtime_ns, stat.st_size, stat.st_mode, stat.st_uid)  # chmod: check again
     cached = _cache.get(path)
     if cached is not None and cached[0] == key:
         return cached[1]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"The profiles file {str(path)!r} is not valid JSON (line "
-                          f"{exc.lineno}: {exc.msg}).") from None
-    except OSError as exc:
-        raise ConfigError(f"The profiles file {str(path)!r} cannot be read: {exc.strerror}.") from None
+    data = read_json(path, "The profiles file")
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ConfigError(f"The profiles file {str(path)!r} must map profile names to objects "
                           "of settings.")
@@ -115,7 +109,7 @@ def save(name: str, values: Mapping[str, Any], path: Path | None = None) -> Path
             raise ConfigError(f"The setting {key!r} cannot be saved in a profile.")
     profiles = dict(_read(path))
     profiles[name] = dict(values)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=".profiles-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -28,7 +28,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._paths import user_path
+from ._paths import open_private, private_dir, user_path
 from .errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ def default_maildir() -> Path:
 
 def _ensure_maildir(path: Path) -> Path:
     # mailbox.Maildir(create=True) skips tmp/new/cur when the directory already exists.
+    private_dir(path)  # 0700 (an old 0755 one under smtp_magic/ too)
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path / sub, tighten=True)
     return path
 
 
@@ -77,7 +78,7 @@ def _deliver(maildir: Path, data: bytes) -> Path:
     host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
     name = f"{int(now)}.M{int(now % 1 * 1e6):06d}P{os.getpid()}Q{next(_SEQ)}.{host}.eml"
     tmp = maildir / "tmp" / name
-    with open(tmp, "xb") as f:
+    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as f:
         f.write(data)
     final = maildir / "new" / name
     os.replace(tmp, final)
@@ -388,8 +389,8 @@ class CaptureServer:
     ``users`` maps logins to passwords for AUTH PLAIN/LOGIN; AUTH is offered after STARTTLS, on
     implicit TLS, and in plaintext only when ``tls`` is None. ``token_validator(user, token)``
     adds SASL XOAUTH2 and OAUTHBEARER, accepting a bearer token when it returns true (e.g. after
-    asking the authorization server's introspection endpoint); ``logins`` then records
-    ``(mechanism, user, accepted)`` per attempt. ``port=0`` picks a free port.
+    asking the authorization server's introspection endpoint). ``logins`` records
+    ``(mechanism, user, accepted)`` per login attempt, password or token (never the secret). ``port=0`` picks a free port.
     Works from plain code and from inside a running event loop (a Jupyter kernel)::
 
         with CaptureServer(port=0) as server:
@@ -487,6 +488,7 @@ class CaptureServer:
         expected = self.users.get(login)
         ok = expected is not None and hmac.compare_digest(
             expected.encode("utf-8"), bytes(auth_data.password))
+        self.logins.append((mechanism, login, ok))  # who tried; never the password
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def _tls_context(self) -> ssl.SSLContext | None:

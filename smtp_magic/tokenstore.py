@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ._paths import user_path
+from ._paths import private_dir, user_path, write_private
 from .errors import AuthFailed
 
 __all__ = ["KEYRING_SERVICE", "TokenStore", "default_store", "token_file"]
@@ -141,13 +141,10 @@ class TokenStore:
 
     def _write_file(self, entries: dict[str, Any]) -> None:
         path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entries, f)
-            os.chmod(tmp, 0o600)  # an existing tmp file keeps its old mode with O_CREAT
+            write_private(tmp, json.dumps(entries).encode("utf-8"))
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ import traitlets
 from . import _theme, api
 from ._kinds import PANDAS, kind_of
 from .attachments import is_single_spec, resolve
-from .config import MB, SmtpMagic, current
+from .config import ASSIGNED, MB, SmtpMagic, current, withheld_password
 from .errors import InvalidRequest, SmtpMagicError
 from .models import Attachment, Response, SendRequest, as_address_list
 from .preview import preview_html, preview_notes_html
@@ -141,9 +141,11 @@ class _Binding:
     def __init__(self, settings: SmtpMagic, name: str, widget: widgets.ValueWidget,
                  report: Callable[[str, BaseException | None], None],
                  to_widget: Callable[[Any], Any] = lambda v: v,
-                 to_setting: Callable[[Any], Any] = lambda v: v) -> None:
+                 to_setting: Callable[[Any], Any] = lambda v: v, along: tuple[str, ...] = ()
+                 ) -> None:
         self.settings, self.name, self.widget = settings, name, widget
         self._report, self._to_widget, self._to_setting = report, to_widget, to_setting
+        self._along = along  # settings the user sees next to this field: given with it
         self._busy = False
         self._show(getattr(settings, name))
         widget.observe(self._on_widget, names="value")
@@ -163,7 +165,13 @@ class _Binding:
             return
         self._busy = True
         try:
-            setattr(self.settings, self.name, self._to_setting(change["new"]))
+            value = self._to_setting(change["new"])
+            if self._along:  # e.g. a new port keeps the host shown beside it (after --local)
+                self.settings.update({self.name: value, **{n: getattr(self.settings, n)
+                                                           for n in self._along}},
+                                     source="the form", origin=ASSIGNED)
+            else:
+                setattr(self.settings, self.name, value)
         except (traitlets.TraitError, ValueError, TypeError) as exc:
             self._report(self.name, exc)
             return
@@ -398,8 +406,12 @@ class ComposeForm(widgets.VBox):
     # -- wiring ----------------------------------------------------------------------------------
 
     def _wire_settings(self) -> None:
-        for name in ("host", "port", "security", "timeout"):
+        for name in ("host", "security", "timeout"):
             self._bind(name, getattr(self, name))
+        # A new port is a server on the host shown beside it (a new host brings back the
+        # port from before --local: the capture server's port means nothing elsewhere).
+        self._bindings.append(_Binding(self.settings, "port", self.port, self._report_setting,
+                                       along=("host",)))
         self._bind("username", self.username, lambda v: v or "", lambda v: v.strip() or None)
         self.password.observe(self._on_password, names="value")
         self._observe_settings(self._show_login_hint, "password", "password_env",
@@ -530,6 +542,9 @@ class ComposeForm(widgets.VBox):
         if s.auth == "oauth2":
             provider = s.oauth2_provider or "no oauth2_provider set"
             kind, hint = "info", f"Signs in with OAuth2 ({provider}): press Sign in once."
+        elif (withheld := withheld_password(s)) is not None:
+            kind, hint = "error", (f"The password was given for {withheld.given_for}: type it "
+                                   "again for this server (a password goes only to its server).")
         elif s.password:
             kind, hint = "ok", "Password set (held by the settings, never saved in the notebook)."
         elif s.password_env:

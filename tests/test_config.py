@@ -176,7 +176,8 @@ def test_local_settings_end_when_the_host_changes():
     assert (s.host, s.port, s.username) == ("real.example", 587, "u@example.org")
     assert s.security == "starttls" and s.source("security") == "environment (SMTP_SECURITY)"
     assert s.sender is None and s.source("sender") == "default"  # the username sends again
-    assert s.password_env == "MY_PW" and s.source("password_env") == "%smtp_config"
+    # MY_PW was given for localhost:25, not for u@example.org at real.example:587: withheld.
+    assert s.password_env is None and s.password.given_for == "localhost:25"
     assert "--local" not in " ".join(origin for _, _, origin in s.rows())
 
 
@@ -187,7 +188,8 @@ def test_what_was_set_since_local_stays_and_any_way_of_leaving_restores():
     s.use_local("127.0.0.1", 40025)  # a second --local remembers what came before the first
     s.port = 2525  # e.g. the form's settings panel
     assert s.host == "localhost" and s.source("host") == "default"  # from before the first
-    assert s.port == 2525 and s.security == "starttls" and s.sender is None
+    assert s.port == 2525 and s.security == "starttls"
+    assert s.sender == "notebook@localhost.test"  # the host is still this machine
     s.use_local("127.0.0.1", 40025)
     s.update({"security": "tls"}, source="%smtp_config")
     cfg = Config()

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,3 +112,32 @@ def test_short_lived_msal_token_is_refreshed_before_use(ms_idp: IdentityProvider
     assert not ms_idp.validate(USER_EMAIL, first.value)
     second = oauth.access_token(config)
     assert second.value != first.value and ms_idp.validate(USER_EMAIL, second.value)
+
+
+def test_the_saved_sign_in_holds_no_access_or_id_token(ms_idp: IdentityProvider,
+                                                       tmp_path: Path) -> None:
+    """The docs say access tokens stay in memory: the saved sign-in is MSAL's account and
+    refresh token only, and a new process (a kernel restart) still refreshes silently."""
+    values = settings(ms_idp)
+    config = cfg(values)
+    token = oauth.login(config, User(ms_idp))
+    raw = token_file().read_text()
+    cache = json.loads(json.loads(raw)[config.key]["msal_cache"])
+    assert set(cache) <= {"Account", "RefreshToken", "AppMetadata"} and cache["RefreshToken"]
+    assert token.value not in raw
+    jwt = re.compile(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*")  # an ID token (or a JWT access token)
+    assert not jwt.search(raw)
+
+    restart = ("import json, sys\nfrom smtp_magic import SmtpMagic, oauth\n"
+               "values = json.loads(sys.argv[1])\n"
+               "config = oauth.OAuthConfig.from_settings(SmtpMagic().update(values).snapshot())\n"
+               "print(oauth.access_token(config).value)")
+    proc = subprocess.run([sys.executable, "-c", restart, json.dumps(values)], env=os.environ,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    fresh = proc.stdout.strip()
+    assert fresh != token.value and ms_idp.validate(USER_EMAIL, fresh)
+    raw = token_file().read_text()
+    assert fresh not in raw and not jwt.search(raw)
+    assert set(json.loads(json.loads(raw)[config.key]["msal_cache"])) <= {
+        "Account", "RefreshToken", "AppMetadata"}

@@ -57,10 +57,10 @@ def two_profiles(ip: TestingShell, work_server: CaptureServer, personal_server: 
                       f"{USER} --password-env WORK_PW --from alice@work.test --cafile {ca_file} "
                       "--rate 30/s --profile work --save")
     assert "Saved the settings as profile 'work'" in capsys.readouterr().out
-    smtp_magic.current().password = TYPED  # as --password-prompt would
     ip.run_line_magic("smtp_config", f"--host 127.0.0.1 --port {personal_server.port} "
-                      "--username bob --password-env '' --from bob@home.test --rate '' "
-                      "--profile personal --save")
+                      "--username bob --password-env '' --from bob@home.test --rate ''")
+    smtp_magic.current().password = TYPED  # as --password-prompt would, for this server
+    ip.run_line_magic("smtp_config", "--profile personal --save")
     out = capsys.readouterr().out
     assert "Saved the settings as profile 'personal'" in out and "password is not in it" in out
     return profiles_path()
@@ -109,12 +109,12 @@ def test_switching_profile_replaces_the_account(ip: TestingShell, two_profiles: 
     ip.run_line_magic("smtp_config", "--profile work")
     assert f"Using profile 'work': 127.0.0.1:{work_server.port} as {USER}." in capsys.readouterr().out
     s = smtp_magic.current()
-    assert (s.port, s.username, s.password, s.password_env, s.rate) == (
-        work_server.port, USER, None, "WORK_PW", "30/s")
+    assert (s.port, s.username, bool(s.password), s.password_env, s.rate) == (
+        work_server.port, USER, False, "WORK_PW", "30/s")
     ip.run_line_magic("smtp_config", "--profile personal")
     s = smtp_magic.current()
     # Settings the profile leaves out take their defaults: no rate, no password source.
-    assert (s.username, s.rate, s.password_env, s.password) == ("bob", None, None, None)
+    assert (s.username, s.rate, s.password_env, bool(s.password)) == ("bob", None, None, False)
     # Options given with --profile win over it, for this session.
     ip.run_line_magic("smtp_config", "--profile work --timeout 7")
     assert (smtp_magic.current().timeout, smtp_magic.current().profile) == (7, "work")

@@ -141,6 +141,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory_keyring: Any) 
     monkeypatch.chdir(folder)
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": USERS["me@gmail.com"])
     monkeypatch.setenv("SES_PASSWORD", USERS["AKIA..."])
+    monkeypatch.setenv("REPORTS_PASSWORD", USERS["reports@example.org"])
     keyring.set_password("smtp-magic", "me@corp.example@smtp.office365.com",
                          USERS["me@corp.example"])
     return folder
