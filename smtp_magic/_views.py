@@ -16,9 +16,30 @@ from typing import Any
 from . import _theme
 
 __all__ = ["Block", "Inbox", "Table", "estimate_height", "html_frame", "message_frame",
-           "message_images"]
+           "message_images", "visible"]
 
 log = logging.getLogger(__name__)
+
+
+# Control characters in text we print (a received Subject, a server's reply, a cell of row
+# data) would drive the terminal: ESC starts ANSI/OSC sequences (window title, screen clear,
+# hyperlinks), CR overwrites the line, bidi overrides reorder it. They are shown as escapes.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                       "\u2066-\u2069\u2028\u2029]")
+_LINE_CONTROLS = re.compile("[\t\n" + _CONTROLS.pattern[1:])
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group(0)
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: str, *, one_line: bool = False) -> str:
+    """``text`` with its control characters shown as escapes (``\\x1b``); tab and newline
+    stay unless ``one_line``."""
+    return (_LINE_CONTROLS if one_line else _CONTROLS).sub(_escape_control, text)
 
 
 class Table:
@@ -32,10 +53,11 @@ class Table:
     def __init__(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str = "",
                  empty: str = "(nothing)", note: str = "") -> None:
         self.headers = tuple(headers)
-        self.rows = [tuple("" if v is None else str(v) for v in row) for row in rows]
-        self.title = title
+        self.rows = [tuple("" if v is None else visible(str(v), one_line=True) for v in row)
+                     for row in rows]
+        self.title = visible(title)
         self.empty = empty
-        self.note = note
+        self.note = visible(note)
 
     def _repr_html_(self) -> str:
         title = f"<b>{html.escape(self.title)}</b>" if self.title else ""
@@ -72,7 +94,7 @@ class Block:
     """Ready-made HTML with its text form (previews)."""
 
     def __init__(self, html_text: str, text: str) -> None:
-        self.html, self.text = html_text, text
+        self.html, self.text = html_text, visible(text)
 
     def _repr_html_(self) -> str:
         return self.html
@@ -212,7 +234,9 @@ class Inbox:
         msg = captured.message
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(captured.received))
         to = ", ".join(captured.rcpt_to) or str(msg.get("To", ""))
-        return when, str(msg.get("From", captured.mail_from)), to, str(msg.get("Subject", ""))
+        # Anyone who reaches the capture server writes these: shown, never obeyed.
+        return (when, visible(str(msg.get("From", captured.mail_from)), one_line=True),
+                visible(to, one_line=True), visible(str(msg.get("Subject", "")), one_line=True))
 
     def _repr_html_(self) -> str:
         if not self.messages:
@@ -220,7 +244,8 @@ class Inbox:
         blocks = []
         for captured in self.messages:
             when, sender, to, subject = map(html.escape, self._head(captured))
-            files = [p.get_filename() or "(unnamed)" for p in captured.message.iter_attachments()]
+            files = [visible(p.get_filename() or "(unnamed)", one_line=True)
+                     for p in captured.message.iter_attachments()]
             attached = (f"<div>Attachments: {html.escape(', '.join(files))}</div>" if files else "")
             blocks.append(
                 f"<details><summary><b>{subject or '(no subject)'}</b> &mdash; {sender} &rarr; "
