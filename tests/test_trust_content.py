@@ -307,7 +307,7 @@ def test_the_cli_refuses_control_characters_in_headers(
 ) -> None:
     request = {"to": ["bob@example.test"], "subject": "CLI", "body": "<p>Hello</p>",
                "from": "nb@example.test"}
-    request[field] = (f"Bob\x1b[2J <bob@example.test>" if field != "subject" else ESC_SUBJECT)
+    request[field] = ("Bob\x1b[2J <bob@example.test>" if field != "subject" else ESC_SUBJECT)
     if field == "to":
         request["to"] = [request["to"]]
     conn = write(tmp_path / "conn.json", {"target": "127.0.0.1", "port": smtp_server.port,
