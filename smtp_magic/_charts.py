@@ -12,6 +12,7 @@ import json
 import logging
 from typing import Any
 
+from . import _sanitize
 from .errors import InvalidRequest, MissingDependency
 
 __all__ = ["SCALE", "altair_png", "bokeh_png", "plotly_png", "svg_png", "vega_png"]
@@ -96,7 +97,13 @@ def bokeh_png(plot: Any, label: str) -> bytes:
 
 
 def svg_png(svg: bytes) -> bytes | None:
-    """An SVG rasterised at SCALE (cairosvg, else vl-convert's resvg); None if neither is here."""
+    """An SVG rasterised at SCALE (cairosvg, else vl-convert's resvg); None if neither is here,
+    or if the SVG cannot be read. Whatever refers outside the SVG is removed first: the
+    rasterisers would fetch remote hrefs and read local files (see ``_sanitize.safe_svg``)."""
+    safe = _sanitize.safe_svg(svg)
+    if safe is None:
+        return None
+    svg = safe
     if importlib.util.find_spec("cairosvg") is not None:
         import cairosvg
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from . import _theme, api
+from ._views import visible
 from .config import SmtpMagic
 from .conversation import debug_output
 from .errors import ExitCode, SmtpMagicError
@@ -204,7 +205,7 @@ class SendJob:
 
     def __repr__(self) -> str:
         kind, text = self._summary()
-        return f"{_theme.ICONS[kind]}{text}{self._notes()}"
+        return visible(f"{_theme.ICONS[kind]}{text}{self._notes()}")  # a server's reply, shown
 
 
 def _display(obj: Any, display_id: str | None = None, update: bool = False) -> None:

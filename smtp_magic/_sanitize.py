@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from .errors import missing
 
-__all__ = ["Policy", "clean", "clean_document", "removals", "scope_styles"]
+__all__ = ["STYLE_BLOCK", "Policy", "clean", "clean_document", "css_loads", "removals", "safe_style",
+           "safe_stylesheet", "safe_svg", "scope_styles"]
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ _URL_ATTRIBUTES = frozenset({"href", "src", "action", "background", "poster", "d
 _SCRIPT_SCHEME = re.compile(r"^(?:javascript|vbscript|livescript):", re.IGNORECASE)
 # What a browser ignores inside a URL's scheme: C0 controls and spaces around, tab/LF/CR inside.
 _URL_NOISE = re.compile(r"[\x00-\x20]+")
-_STYLE_URL = re.compile(r"url\s*\(|expression\s*\(|@import|behavior\s*:|-moz-binding",
-                        re.IGNORECASE)
-_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.IGNORECASE | re.DOTALL)
+STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.IGNORECASE | re.DOTALL)
 # Anything that could run code or fetch something; without any of it, the user's markup needs
 # no parsing at all (the common case, and the bulk-send path).
 _SUSPECT = re.compile(
@@ -130,7 +129,7 @@ def _object_filter(tag: str, attr: str, value: str) -> str | None:
     if tag == "img" and attr == "src":
         return value if value.strip().lower().startswith("cid:") else None  # no remote images
     if attr == "style":
-        return None if _STYLE_URL.search(_html.unescape(value)) else value
+        return safe_style(value) or None
     return value
 
 
@@ -209,19 +208,188 @@ def scope_styles(html: str) -> tuple[str, bool]:
     """Apply an object's ``<style>`` blocks to that object's own elements only (inlined into
     their style attributes), and drop the blocks. Returns (html, whether styles were lost
     because css-inline is not installed)."""
-    blocks = _STYLE_BLOCK.findall(html)
+    blocks = STYLE_BLOCK.findall(html)
     if not blocks:
         return html, False
-    rest = _STYLE_BLOCK.sub("", html)
+    rest = STYLE_BLOCK.sub("", html)
     if importlib.util.find_spec("css_inline") is None:
         return rest, True
     import css_inline
 
+    # Filtered before css-inline copies the rules into style attributes.
+    css = "\n".join(safe_stylesheet(block) for block in blocks)
     try:
-        scoped = css_inline.inline_fragment(rest, "\n".join(blocks), load_remote_stylesheets=False)
+        scoped = css_inline.inline_fragment(rest, css, load_remote_stylesheets=False)
     except (css_inline.InlineError, ValueError):
         return rest, True
     return str(scoped), False
+
+
+# -- CSS that cannot load anything ---------------------------------------------------------------
+#
+# CSS is read with tinycss2, which tokenizes as a browser does: escapes are resolved
+# (``u\72l(`` is ``url(``), comments and strings are where the browser sees them. A declaration
+# goes if any of its values is a URL or a function that is not known to only compute a value
+# (url(), image-set(), -webkit-image-set(), image(), cross-fade(), element(), src(), paint(),
+# expression() and whatever comes next); at-rules other than @media/@supports go (@import,
+# @font-face, @namespace...). Colours, sizes, borders, gradients and backgrounds without images
+# stay, so a Styler's highlights still arrive.
+
+_CSS_FUNCTIONS = frozenset({
+    "rgb", "rgba", "hsl", "hsla", "hwb", "lab", "lch", "oklab", "oklch", "color", "color-mix",
+    "light-dark", "calc", "min", "max", "clamp", "abs", "sign", "round", "mod", "rem", "sin",
+    "cos", "tan", "asin", "acos", "atan", "atan2", "pow", "sqrt", "hypot", "log", "exp", "var",
+    "linear-gradient", "radial-gradient", "conic-gradient", "repeating-linear-gradient",
+    "repeating-radial-gradient", "repeating-conic-gradient", "-webkit-linear-gradient",
+    "-webkit-radial-gradient", "-moz-linear-gradient", "-moz-radial-gradient",
+    "translate", "translatex", "translatey", "translatez", "translate3d", "rotate", "rotatex",
+    "rotatey", "rotatez", "rotate3d", "scale", "scalex", "scaley", "scalez", "scale3d", "skew",
+    "skewx", "skewy", "matrix", "matrix3d", "perspective", "cubic-bezier", "steps", "blur",
+    "brightness", "contrast", "drop-shadow", "grayscale", "hue-rotate", "invert", "opacity",
+    "saturate", "sepia", "rect", "inset", "circle", "ellipse", "polygon", "counter", "counters",
+    "repeat", "minmax", "fit-content",
+})  # fmt: skip
+_CSS_PROPERTIES_DROPPED = frozenset({"behavior", "-ms-behavior", "-moz-binding", "src"})
+_CSS_BLOCKS = frozenset({"() block", "[] block", "{} block"})
+
+
+def _tinycss2() -> Any:
+    if importlib.util.find_spec("tinycss2") is None:
+        raise missing("tinycss2", "Sending HTML with CSS safely")
+    import tinycss2
+
+    return tinycss2
+
+
+def _css_tokens_load(tokens: Iterable[Any], fragments: bool) -> bool:
+    for token in tokens:
+        kind = token.type
+        if kind == "url":
+            if not (fragments and token.value.lstrip().startswith("#")):
+                return True
+        elif kind == "function":
+            if token.lower_name == "url" and fragments:
+                args = [t for t in token.arguments if t.type not in ("whitespace", "comment")]
+                if (len(args) == 1 and args[0].type == "string"
+                        and args[0].value.lstrip().startswith("#")):
+                    continue
+            if token.lower_name not in _CSS_FUNCTIONS:
+                return True
+            if _css_tokens_load(token.arguments, fragments):
+                return True
+        elif kind in _CSS_BLOCKS:
+            if _css_tokens_load(token.content, fragments):
+                return True
+        elif kind in ("error", "at-keyword"):
+            return True  # a bad url(...), or something a declaration has no use for
+    return False
+
+
+def css_loads(css: str, *, fragments: bool = False) -> bool:
+    """Whether the declarations ``css`` (a style attribute's value) hold anything that can
+    load a resource. ``fragments``: ``url(#id)`` (an SVG gradient or clip path) is allowed."""
+    return safe_style(css, fragments=fragments) != css
+
+
+def safe_style(css: str, *, fragments: bool = False) -> str:
+    """A style attribute's declarations without those that can load anything (``css`` itself
+    when nothing goes)."""
+    if not css.strip():
+        return css
+    tinycss2 = _tinycss2()
+    kept, dropped = [], False
+    for item in tinycss2.parse_blocks_contents(css, skip_comments=True, skip_whitespace=True):
+        if (item.type == "declaration" and item.lower_name not in _CSS_PROPERTIES_DROPPED
+                and not _css_tokens_load(item.value, fragments)):
+            kept.append(item)
+        else:
+            dropped = True
+    if not dropped:
+        return css
+    return ";".join(item.serialize().strip() for item in kept)
+
+
+def safe_stylesheet(css: str, *, fragments: bool = False) -> str:
+    """A stylesheet (a ``<style>`` block's text) keeping only style rules (and @media/@supports
+    around them) whose declarations cannot load anything."""
+    tinycss2 = _tinycss2()
+    out = []
+    for rule in tinycss2.parse_stylesheet(css, skip_comments=True, skip_whitespace=True):
+        if rule.type == "qualified-rule":
+            if _css_tokens_load(rule.prelude, False):
+                continue
+            body = safe_style(tinycss2.serialize(rule.content), fragments=fragments)
+            out.append(f"{tinycss2.serialize(rule.prelude).strip()}{{{body}}}")
+        elif (rule.type == "at-rule" and rule.lower_at_keyword in ("media", "supports")
+              and rule.content is not None and not _css_tokens_load(rule.prelude, False)):
+            inner = safe_stylesheet(tinycss2.serialize(rule.content), fragments=fragments)
+            out.append(f"@{rule.lower_at_keyword}{tinycss2.serialize(rule.prelude)}{{{inner}}}")
+    return "\n".join(out)
+
+
+# -- SVG that cannot load anything ---------------------------------------------------------------
+#
+# A rasteriser follows an SVG's references (resvg in vl-convert fetches remote hrefs; both it
+# and cairosvg read local files), so an SVG from anyone could make the kernel fetch an intranet
+# URL or read a file and mail the picture. Before any rasteriser sees it, every reference that
+# leaves the document goes: href/xlink:href/src other than ``#id`` (data: bitmaps stay), url()
+# other than ``url(#id)`` in attributes, style attributes and <style>, @import and @font-face,
+# <foreignObject>, <script>, XInclude, xml:base, processing instructions (<?xml-stylesheet?>).
+# A DOCTYPE with declarations of its own (entities, which can name files) is not drawn at all.
+
+_SVG_DROPPED = frozenset({"foreignobject", "script", "iframe", "video", "audio", "include"})
+_DATA_BITMAP = re.compile(r"data:image/(?:png|jpe?g|gif|webp)[;,]", re.IGNORECASE)
+_DOCTYPE = re.compile(rb"<!DOCTYPE\b(?:[^\[>\"']|\"[^\"]*\"|'[^']*')*>", re.IGNORECASE)
+_DECLARATIONS = re.compile(rb"<!(?:DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)\b", re.IGNORECASE)
+
+
+def _local(name: str) -> str:
+    return name.rpartition("}")[2].lower()
+
+
+def safe_svg(svg: bytes) -> bytes | None:
+    """``svg`` without anything that refers outside it, or None when it cannot be read (or
+    declares entities): then it must not be rasterised."""
+    import xml.etree.ElementTree as ET
+
+    data = _DOCTYPE.sub(b"", svg, count=1)  # matplotlib's: a public identifier only
+    if _DECLARATIONS.search(data):
+        return None
+    try:
+        root = ET.fromstring(data)  # comments and processing instructions are not kept
+    except ET.ParseError:
+        return None
+    if _local(root.tag) in _SVG_DROPPED:
+        return None
+    for parent in root.iter():
+        for child in list(parent):
+            if not isinstance(child.tag, str) or _local(child.tag) in _SVG_DROPPED:
+                parent.remove(child)
+    for element in root.iter():
+        if _local(element.tag) == "style":
+            element.text = safe_stylesheet(element.text or "", fragments=True)
+            for child in list(element):
+                element.remove(child)
+        for name, value in list(element.attrib.items()):
+            local = _local(name)
+            stripped = value.strip()
+            if local in ("href", "src"):
+                keep = stripped.startswith("#") or (local == "href"
+                                                    and _DATA_BITMAP.match(stripped))
+            elif local == "base" or local.startswith("on"):
+                keep = False
+            elif local == "style":
+                value = safe_style(value, fragments=True)
+                keep = bool(value.strip())
+            elif "(" in value or "\\" in value:
+                keep = not css_loads(f"x:{value}", fragments=True)
+            else:
+                continue
+            if keep:
+                element.set(name, value)
+            else:
+                del element.attrib[name]
+    return bytes(ET.tostring(root, encoding="utf-8"))
 
 
 # -- what a policy removes, in words ------------------------------------------------------------
@@ -255,6 +423,8 @@ class _Scanner(HTMLParser):
             elif name in _URL_ATTRIBUTES and tag != "img" and _plain_url(value).startswith(
                     "data:"):
                 self.found["a data: URL"] += 1
+            elif self.policy == "object" and name == "style" and css_loads(value):
+                self.found["a style that loads a URL"] += 1
             elif (self.policy == "object" and tag == "img" and name == "src"
                   and not value.strip().lower().startswith(("cid:", "data:"))):
                 shown = value if len(value) <= 60 else value[:57] + "..."

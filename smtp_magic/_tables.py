@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy as _copy
 import html as _html_module
 import importlib.util
 import io
@@ -11,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import _sanitize
 from ._budget import utf8_size
 from ._kinds import PANDAS, kind_of
 from ._layout import email_document
@@ -178,15 +180,62 @@ def _short_cells(frame: Any) -> tuple[Any, int]:
     return frame, count
 
 
+# A Styler's cell text is data, often untrusted, and Styler.to_html does not escape it (unlike
+# DataFrame.to_html). The characters that make markup are swapped for private-use stand-ins in
+# a copy of the data, and the stand-ins for entities in the HTML: every cell's text is escaped
+# exactly once, whatever escape= the Styler has, while the HTML of its own formatters stays
+# markup (and goes through the object allowlist, like every object's HTML).
+_STAND_INS = {"&": "\ue000", "<": "\ue001", ">": "\ue002", '"': "\ue003", "'": "\ue004"}
+_TO_STAND_INS = str.maketrans(_STAND_INS)
+_FROM_STAND_INS = str.maketrans({v: _html_module.escape(k) for k, v in _STAND_INS.items()})
+
+
+def _escaped_cell(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.translate(_TO_STAND_INS)
+    if value is None or isinstance(value, (int, float, complex, bytes)):
+        return value
+    text = str(value)
+    return text.translate(_TO_STAND_INS) if text != text.translate(_TO_STAND_INS) else value
+
+
+def _escaped_styler(styler: Any) -> Any:
+    frame = styler.data
+    text_columns = [i for i, dtype in enumerate(frame.dtypes) if dtype.kind in "OSU"
+                    or str(dtype) == "string"]
+    if not text_columns:
+        return styler
+    escaped = frame.copy()
+    for i in text_columns:
+        escaped.isetitem(i, frame.iloc[:, i].astype(object).map(_escaped_cell))
+    copy = _copy.copy(styler)  # the user's formats, styles, hidden rows... on the copy
+    copy.data = escaped
+    return copy
+
+
 def _styler_html(styler: Any, rows: int, total: int) -> str:
     # The styler computes its styles on the whole frame and renders only the first rows.
-    html = styler.to_html(max_rows=rows, max_columns=MAX_COLUMNS)
+    html = _escaped_styler(styler).to_html(max_rows=rows, max_columns=MAX_COLUMNS)
+    html = _sanitize.STYLE_BLOCK.sub(lambda m: (
+        html[m.start():m.start(1)] + _sanitize.safe_stylesheet(m.group(1))
+        + html[m.end(1):m.end()]), html)
     inlined = _inline_styler_css(html)
     if inlined is None:  # no inliner: keep the <style> block and the ids it refers to
-        return style_tables(html, drop_selectors=False)
+        return _safe_styler_html(style_tables(html, drop_selectors=False))
     if rows < total:
         inlined = _ROW.sub(lambda m: "" if "row_trim" in m.group(0) else m.group(0), inlined)
-    return style_tables(inlined)
+    return _safe_styler_html(style_tables(inlined))
+
+
+def _safe_styler_html(html: str) -> str:
+    """The object allowlist over a Styler's HTML (its table attributes, captions and formatter
+    output are anyone's), then the escaped cell text put back."""
+    if "<style" in html.lower():  # kept for a client without an inliner's help: keep it whole
+        blocks = _sanitize.STYLE_BLOCK.findall(html)
+        body = _sanitize.clean(_sanitize.STYLE_BLOCK.sub("", html), "object")
+        return ("".join(f"<style>{b}</style>" for b in blocks) + body).translate(
+            _FROM_STAND_INS)
+    return _sanitize.clean(html, "object").translate(_FROM_STAND_INS)
 
 
 def _inline_styler_css(html: str) -> str | None:

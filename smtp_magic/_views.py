@@ -15,10 +15,32 @@ from typing import Any
 
 from . import _theme
 
-__all__ = ["Block", "Inbox", "Table", "estimate_height", "html_frame", "message_frame",
-           "message_images"]
+__all__ = ["Block", "Inbox", "Table", "estimate_height", "frame_document", "html_frame",
+           "message_frame",
+           "message_images", "visible"]
 
 log = logging.getLogger(__name__)
+
+
+# Control characters in text we print (a received Subject, a server's reply, a cell of row
+# data) would drive the terminal: ESC starts ANSI/OSC sequences (window title, screen clear,
+# hyperlinks), CR overwrites the line, bidi overrides reorder it. They are shown as escapes.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                       "\u2066-\u2069\u2028\u2029]")
+_LINE_CONTROLS = re.compile("[\t\n" + _CONTROLS.pattern[1:])
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group(0)
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: str, *, one_line: bool = False) -> str:
+    """``text`` with its control characters shown as escapes (``\\x1b``); tab and newline
+    stay unless ``one_line``."""
+    return (_LINE_CONTROLS if one_line else _CONTROLS).sub(_escape_control, text)
 
 
 class Table:
@@ -32,10 +54,11 @@ class Table:
     def __init__(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str = "",
                  empty: str = "(nothing)", note: str = "") -> None:
         self.headers = tuple(headers)
-        self.rows = [tuple("" if v is None else str(v) for v in row) for row in rows]
-        self.title = title
+        self.rows = [tuple("" if v is None else visible(str(v), one_line=True) for v in row)
+                     for row in rows]
+        self.title = visible(title)
         self.empty = empty
-        self.note = note
+        self.note = visible(note)
 
     def _repr_html_(self) -> str:
         title = f"<b>{html.escape(self.title)}</b>" if self.title else ""
@@ -72,7 +95,7 @@ class Block:
     """Ready-made HTML with its text form (previews)."""
 
     def __init__(self, html_text: str, text: str) -> None:
-        self.html, self.text = html_text, text
+        self.html, self.text = html_text, visible(text)
 
     def _repr_html_(self) -> str:
         return self.html
@@ -98,13 +121,19 @@ FRAME_WIDTH = 800  # px: the width the height estimate assumes (a JupyterLab out
 _MIN_HEIGHT, _MAX_HEIGHT = 60, 1000
 _LINE_HEIGHT, _CHARS_PER_LINE, _PADDING = 21, 95, 24
 _ROW_EXTRA = 7  # a table row (one text line) is taller than a line of text: cell padding
-_CSP = ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "img-src data: http: https:; style-src 'unsafe-inline'; font-src data:\">")
+# The policy of the frame: nothing loads but data: images (the inlined cid: parts) and the
+# message's own inline styles; remote images only when the reader asks for them.
+_POLICY = "default-src 'none'; img-src {img}; style-src 'unsafe-inline'; font-src data:"
+# Elements that act from where they stand and no policy covers: a meta refresh navigates the
+# frame, <base> redirects relative links, <link> prefetches. Renamed, they are unknown, inert
+# elements (the text around them stays as it was).
+_INERT = re.compile(r"<(/?)(meta|link|base)(?=[\s/>])", re.IGNORECASE)
+_REMOTE = re.compile(r"""(?:src|srcset|background|poster)\s*=\s*["']?\s*https?:|url\(\s*["']?\s*https?:""",
+                     re.IGNORECASE)  # only to tell the reader what was not loaded
 _CID = re.compile(r"cid:([^\"'\s<>)]+)", re.IGNORECASE)
 _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 _ROW = re.compile(r"<tr\b", re.IGNORECASE)
 _ATTR = re.compile(r"""\b(width|height|src)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
-_HEAD = re.compile(r"<head\b[^>]*>|<html\b[^>]*>|^\s*<!doctype[^>]*>", re.IGNORECASE)
 
 
 def message_images(msg: EmailMessage) -> dict[str, tuple[str, bytes]]:
@@ -119,7 +148,7 @@ def message_images(msg: EmailMessage) -> dict[str, tuple[str, bytes]]:
     return out
 
 
-def message_frame(msg: EmailMessage) -> str:
+def message_frame(msg: EmailMessage, *, remote_images: bool = False) -> str:
     """The body of ``msg`` for a notebook: its HTML in an inert frame, else its text."""
     part = msg.get_body(("html", "plain"))
     if part is None:
@@ -127,12 +156,16 @@ def message_frame(msg: EmailMessage) -> str:
     content = part.get_content()
     if part.get_content_subtype() != "html":
         return f"<pre style='white-space:pre-wrap'>{html.escape(content)}</pre>"
-    return html_frame(content, message_images(msg))
+    return html_frame(content, message_images(msg), remote_images=remote_images)
 
 
-def html_frame(document: str, images: Mapping[str, tuple[str, bytes]] | None = None) -> str:
-    """``document`` (untrusted email HTML) in a sandboxed iframe, its ``cid:`` images inlined
-    and its height estimated; the box around it can be resized by the reader."""
+def frame_document(document: str, images: Mapping[str, tuple[str, bytes]] | None = None, *,
+                   remote_images: bool = False) -> str:
+    """The document an inert frame shows: the Content-Security-Policy as its very first bytes
+    (the parser meets nothing before it, whatever ``document`` starts with: a comment, a
+    ``<title>``, text), then ``document`` with its ``cid:`` images inlined as data: URIs and its
+    <meta>/<link>/<base> elements made inert. Remote images load only with ``remote_images``,
+    as a mail client blocks them until the reader asks (they tell the sender it was read)."""
     images = images or {}
 
     def inline(match: re.Match[str]) -> str:
@@ -142,12 +175,24 @@ def html_frame(document: str, images: Mapping[str, tuple[str, bytes]] | None = N
         ctype, data = found
         return f"data:{ctype};base64,{base64.b64encode(data).decode('ascii')}"
 
+    policy = _POLICY.format(img="data: http: https:" if remote_images else "data:")
+    return (f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
+            '<meta name="referrer" content="no-referrer">'
+            '<meta http-equiv="x-dns-prefetch-control" content="off">'
+            + _INERT.sub(r"<\1x-\2", _CID.sub(inline, document)))
+
+
+def html_frame(document: str, images: Mapping[str, tuple[str, bytes]] | None = None, *,
+               remote_images: bool = False) -> str:
+    """``document`` (untrusted email HTML) in a sandboxed iframe (see :func:`frame_document`),
+    its height estimated; the box around it can be resized by the reader."""
     height = estimate_height(document, images)
-    shown = _CID.sub(inline, document)
-    head = _HEAD.search(shown)
-    at = head.end() if head else 0
-    shown = shown[:at] + _CSP + shown[at:]
-    return (f"<div class='smtp-magic-message' style='resize:vertical;overflow:hidden;"
+    shown = frame_document(document, images, remote_images=remote_images)
+    blocked = "" if remote_images or not _REMOTE.search(document) else (
+        f"<div style='font-size:12px;color:{_theme.MUTED}'>Remote images are not loaded "
+        "(they tell the sender the message was opened); %smtp_inbox --remote-images "
+        "loads them.</div>")
+    return (blocked + f"<div class='smtp-magic-message' style='resize:vertical;overflow:hidden;"
             f"height:{height}px;min-height:{_MIN_HEIGHT}px;border:1px solid {_theme.BORDER}'>"
             f"<iframe sandbox=\"\" referrerpolicy=\"no-referrer\" title=\"Message body\" "
             f"srcdoc=\"{html.escape(shown, quote=True)}\" "
@@ -203,16 +248,20 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
 class Inbox:
     """Messages of the capture server, newest first, each in a collapsible block."""
 
-    def __init__(self, messages: Sequence[Any], where: str) -> None:
+    def __init__(self, messages: Sequence[Any], where: str, *, remote_images: bool = False
+                 ) -> None:
         self.messages = list(messages)
         self.where = where
+        self.remote_images = remote_images
 
     @staticmethod
     def _head(captured: Any) -> tuple[str, str, str, str]:
         msg = captured.message
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(captured.received))
         to = ", ".join(captured.rcpt_to) or str(msg.get("To", ""))
-        return when, str(msg.get("From", captured.mail_from)), to, str(msg.get("Subject", ""))
+        # Anyone who reaches the capture server writes these: shown, never obeyed.
+        return (when, visible(str(msg.get("From", captured.mail_from)), one_line=True),
+                visible(to, one_line=True), visible(str(msg.get("Subject", "")), one_line=True))
 
     def _repr_html_(self) -> str:
         if not self.messages:
@@ -220,12 +269,14 @@ class Inbox:
         blocks = []
         for captured in self.messages:
             when, sender, to, subject = map(html.escape, self._head(captured))
-            files = [p.get_filename() or "(unnamed)" for p in captured.message.iter_attachments()]
+            files = [visible(p.get_filename() or "(unnamed)", one_line=True)
+                     for p in captured.message.iter_attachments()]
             attached = (f"<div>Attachments: {html.escape(', '.join(files))}</div>" if files else "")
             blocks.append(
                 f"<details><summary><b>{subject or '(no subject)'}</b> &mdash; {sender} &rarr; "
                 f"{to} <span style='color:{_theme.MUTED}'>{when}</span></summary>"
-                f"{message_frame(captured.message)}{attached}</details>"
+                f"{message_frame(captured.message, remote_images=self.remote_images)}"
+                f"{attached}</details>"
             )
         return (f"<div><b>{len(self.messages)} message(s)</b> in {html.escape(self.where)}</div>"
                 + "".join(blocks))

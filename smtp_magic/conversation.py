@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 
+from ._views import visible
+
 __all__ = ["REDACTED", "Conversation", "debug_output", "secret_forms"]
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,7 @@ class Conversation:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        text = visible(text, one_line=True)  # a server's reply can hold terminal escapes
         if log.isEnabledFor(level):
             log.log(level, "#%d %s %s", self.number, marker, text)
         if self._sink is not None:

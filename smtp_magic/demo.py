@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._views import visible
 from .server import CapturedMessage, CaptureServer, default_maildir
 
 __all__ = ["find_notebook", "main", "run"]
@@ -117,7 +118,7 @@ def _describe(msg: CapturedMessage) -> list[str]:
         lines.append(f"  Images:      {inline} inline")
     lines.append(f"  Attachments: {', '.join(attachments) if attachments else '(none)'}")
     lines.append(f"  File:        {msg.path}")
-    return lines
+    return [visible(line, one_line=True) for line in lines]  # received headers: shown, not obeyed
 
 
 def _delivered_since(maildir: Path, before: set[Path]) -> list[CapturedMessage]:

@@ -550,15 +550,21 @@ class SmtpMagics(Magics):
     @no_var_expand
     @magic_arguments()
     @argument("--limit", type=int, default=20, metavar="N", help="Show the newest N (default 20).")
+    @argument("--remote-images", action="store_true",
+              help="Load the messages' remote images (blocked by default, as a mail client does: "
+                   "loading them tells their sender the message was read).")
     @line_magic
     def smtp_inbox(self, line: str = "") -> None:
         """Messages received by the built-in capture server (``%smtp_config --local``), newest
-        first. Sends of this session still in flight are waited for, up to a few seconds."""
+        first. Sends of this session still in flight are waited for, up to a few seconds.
+        Each message is shown inert: no script runs and nothing remote loads, except remote
+        images with ``--remote-images``."""
         args = self._parse(self.smtp_inbox, line)
         from .server import default_maildir, messages
 
         _settle_in_flight("%smtp_outbox --wait")
-        display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir())))
+        display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir()),
+                      remote_images=args.remote_images))
 
     # -- %smtp_compose --
     @no_var_expand

@@ -100,13 +100,23 @@ class Composed:
 # CR and LF, plus what str.splitlines() also breaks at (VT, FF, FS, GS, RS, NEL, U+2028/9):
 # the email package refuses all of them in headers, with a message about CR/LF only.
 _NOT_IN_HEADERS = re.compile("[\0\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# The other control characters (C0 but tab, DEL, C1): ESC starts the ANSI/OSC sequences a
+# terminal obeys (window title, screen clear) when a client prints the header.
+_CONTROLS = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 def check_header_value(field: str, value: str) -> str:
-    """Refuse line breaks and NUL in a header value: they would inject headers."""
+    """Refuse line breaks, NUL and other control characters in a header value: they would
+    inject headers, or drive the terminal of whoever prints it."""
     if _NOT_IN_HEADERS.search(value):
         kind = "a NUL character" if "\0" in value else "a line break"
         raise InvalidRequest(f"The {field} contains {kind}, which is not allowed in a header.")
+    control = _CONTROLS.search(value)
+    if control:
+        code = ord(control.group(0))
+        name = " (ESC)" if code == 0x1B else ""
+        raise InvalidRequest(f"The {field} contains the control character U+{code:04X}{name}, "
+                             "which is not allowed in a header.")
     return value
 
 

@@ -1010,7 +1010,7 @@ def render_template(
     if kind == "html" and template is None and not _USES_FILES.search(source) \
             and is_plain_text(source):
         kind = "text"
-    inserter = _Inserter(namespace, max_rows, text=kind == "text")
+    inserter = _Inserter(namespace, max_rows, text=kind == "text", markdown=kind == "markdown")
     token = _ACTIVE.set(inserter if kind != "plain" else None)
     try:
         text = _run_template(source, kind, namespace, template)
@@ -1176,17 +1176,28 @@ def _escape_text_extension() -> type:
 
 
 def _finalize(value: Any) -> Any:
-    """Jinja calls this on every ``{{ value }}``: rich objects go in rendered, the rest as is."""
+    """Jinja calls this on every ``{{ value }}``: rich objects go in rendered, the rest as is
+    (HTML-escaped by autoescape; in a Markdown body, Markdown-escaped too)."""
     inserter = _ACTIVE.get()
     if inserter is None:
         return value
     if isinstance(value, str):
         if len(value) > _BIG_TEXT and not hasattr(value, "__html__"):
             return inserter.insert(value)
-        return value
+        return inserter.text_value(value)
     if not _is_rich(value):
-        return value
+        return inserter.text_value(value)
     return inserter.insert(value)
+
+
+# In a Markdown body a value is text: every ASCII punctuation character is backslash-escaped
+# (CommonMark shows it as typed) and &, <, > become entities, so a row's ``![x](http://...)``,
+# ``[click](...)``, ``<http://...>`` or ``<img>`` arrives as those characters, not as an
+# image, a link or markup. Inside a link destination the escapes resolve to the same URL.
+_MARKDOWN_TEXT = str.maketrans({
+    **{c: "\\" + c for c in "!#$%()*+,-./:;=?@[\\]^_`{|}~"},
+    "&": "&amp;", "<": "&lt;", ">": "&gt;",
+})
 
 
 def _is_rich(value: Any) -> bool:
@@ -1204,15 +1215,24 @@ class _Inserter:
     what the text and the other objects leave, smallest first so unused room passes on.
     """
 
-    def __init__(self, namespace: Mapping[str, Any], max_rows: int | None, *, text: bool = False
-                 ) -> None:
+    def __init__(self, namespace: Mapping[str, Any], max_rows: int | None, *, text: bool = False,
+                 markdown: bool = False) -> None:
         self._namespace = namespace
+        self._markdown = markdown
         self._max_rows = max_rows
         self._text = text  # the body was typed as text: a long string keeps its line breaks
         self._tokens: dict[int, tuple[str, Any]] = {}  # id -> (placeholder, object kept alive)
         self._names = UniqueNames()
         # Letters and digits only, so Markdown and the sanitiser leave the placeholder alone.
         self._salt = "smtpmagic" + secrets.token_hex(6)
+
+    def text_value(self, value: Any) -> Any:
+        """A plain value as the body shows text (Markup, the template's ``|safe``, as is)."""
+        if not self._markdown or hasattr(value, "__html__") or value is None:
+            return value
+        from markupsafe import Markup
+
+        return Markup(str(value).translate(_MARKDOWN_TEXT))
 
     def insert(self, value: Any) -> Any:
         from markupsafe import Markup

@@ -212,6 +212,64 @@ def browser() -> Iterator[Any]:
         yield b
 
 
+# -- a beacon: anything that fetches a URL calls it ------------------------------------------
+_BEACON = r"""
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        print(self.path, flush=True)
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+    do_POST = do_GET
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Beacon:
+    """An HTTP server on 127.0.0.1 that records every request's path in ``hits``. It runs in a
+    process of its own, so it answers even while this one is busy in native code (vl-convert
+    holds the GIL while it fetches)."""
+
+    def __init__(self) -> None:
+        import sys
+        import threading
+
+        self.hits: list[str] = []
+        self._proc = subprocess.Popen([sys.executable, "-c", _BEACON], stdout=subprocess.PIPE,
+                                      text=True)
+        assert self._proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self._proc.stdout.readline())}"
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.hits.append(line.strip())
+
+    def settle(self, seconds: float = 0.5) -> list[str]:
+        """The hits after ``seconds`` more for requests on their way."""
+        time.sleep(seconds)
+        return list(self.hits)
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def beacon() -> Iterator[Beacon]:
+    b = Beacon()
+    yield b
+    b.close()
+
+
 # -- certificates ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:

@@ -6,10 +6,8 @@ every script in the message calls a beacon on 127.0.0.1, and the beacon stays si
 
 from __future__ import annotations
 
-import http.server
 import io
 import smtplib
-import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -24,7 +22,7 @@ from smtp_magic import config
 from smtp_magic.server import CaptureServer
 
 if TYPE_CHECKING:
-    from conftest import TestingShell
+    from conftest import Beacon, TestingShell
 
 pytestmark = pytest.mark.browser
 
@@ -40,41 +38,6 @@ RED = (255, 0, 0)
 def page() -> Iterator[Any]:
     with chromium() as browser:
         yield browser.new_page(viewport={"width": 900, "height": 900})
-
-
-class Beacon:
-    """An HTTP server on 127.0.0.1 that records every request: a script that ran calls it."""
-
-    def __init__(self) -> None:
-        hits = self.hits = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                hits.append(self.path)
-                self.send_response(204)
-                self.send_header("Access-Control-Allow-Origin", "*")
-                self.end_headers()
-
-            do_POST = do_GET
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def beacon() -> Iterator[Beacon]:
-    b = Beacon()
-    yield b
-    b.close()
 
 
 def hostile(url: str) -> str:

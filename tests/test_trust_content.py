@@ -1,0 +1,335 @@
+"""Issue 19, content and views: what one DataFrame column, one received message or one SVG
+controls cannot load anything, run anything or drive a terminal. Each case is sent to a real
+SMTP server (aiosmtpd) and the message that arrived is checked; a beacon HTTP server on
+127.0.0.1 records any fetch and must stay silent."""
+
+from __future__ import annotations
+
+import io
+import re
+import smtplib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from conftest import run_cell, shown_text
+from IPython.core.error import UsageError
+from test_cli_seed import run_cli, write
+
+from smtp_magic import _sanitize
+from smtp_magic.server import CaptureServer
+
+if TYPE_CHECKING:
+    from conftest import Beacon, TestingShell
+
+pd = pytest.importorskip("pandas")
+
+
+def loads_from(html: str, url: str) -> bool:
+    """Whether ``html`` would fetch from ``url`` (an attribute or CSS pointing there; the URL
+    shown as text is fine)."""
+    attribute = re.compile(rf"""(?:src|href|background|srcset|poster|data|action)\s*=\s*"""
+                           rf"""["']?\s*{re.escape(url)}|url\(\s*["']?\s*{re.escape(url)}""",
+                           re.IGNORECASE)
+    return any(attribute.search(tag) for tag in re.findall(r"<[a-zA-Z][^>]*>", html))
+
+
+def html_of(server: CaptureServer, n: int = 1) -> list[str]:
+    return [str(m.message.get_body(("html",)).get_content()) for m in server.wait_for(n)]
+
+
+def text_of(server: CaptureServer, n: int = 1) -> list[str]:
+    return [str(m.message.get_body(("plain",)).get_content()) for m in server.wait_for(n)]
+
+
+# -- CSS: read by a tokenizer --------------------------------------------------------------------
+
+LOADING = [
+    "background:url(http://B/a.png)",
+    r"background:u\72l(http://B/escaped.png)",
+    r"background:\75\72\6c(http://B/all-escaped.png)",
+    "background:URL( 'http://B/upper.png' )",
+    "background-image:image-set('http://B/set.png' 1x)",
+    "background-image:-webkit-image-set(url(http://B/wk.png) 1x)",
+    "background-image:image('http://B/image.png')",
+    "background-image:cross-fade(url(http://B/a.png), url(http://B/b.png), 50%)",
+    "background-image:element(#x)",
+    "border-image:url(http://B/border.png) 30 round",
+    "border-image-source:url(http://B/bis.png)",
+    "mask-image:url(http://B/mask.png)",
+    "-webkit-mask-box-image:url(http://B/wmask.png)",
+    "list-style:square url(http://B/list.png)",
+    "cursor:url(http://B/cursor.cur), auto",
+    "content:url(http://B/content.png)",
+    "--x:url(http://B/var.png)",
+    "behavior:url(http://B/x.htc)",
+    "width:expression(alert(1))",
+    "background:src('http://B/src.png')",
+    "background:url(http://B/a.png",  # unterminated: a browser still reads it to the end
+]
+
+
+@pytest.mark.parametrize("css", LOADING)
+def test_every_declaration_that_can_load_goes_and_the_styling_stays(css: str) -> None:
+    style = f"color:#c00;{css};background-color:yellow;border:1px solid red"
+    kept = _sanitize.safe_style(style)
+    assert "B/" not in kept and "(#x)" not in kept and "expression" not in kept, kept
+    assert kept.startswith("color:#c00")
+    if css.count("(") == css.count(")"):  # else the URL runs to the end, as in a browser
+        assert "background-color:yellow" in kept.replace(" ", "")
+        assert "border:1px solid red" in kept
+
+
+def test_a_stylesheet_keeps_only_rules_that_cannot_load() -> None:
+    css = ("@import url(http://B/import.css); @import 'http://B/import2.css';"
+           "@font-face{font-family:x;src:url(http://B/font.woff)}"
+           r"td{color:navy;background:u\72l(http://B/td.png)}"
+           "@media screen{th{background-image:image-set('http://B/th.png' 1x);font-weight:bold}}"
+           "@namespace x url(http://B/ns);")
+    kept = _sanitize.safe_stylesheet(css)
+    assert "B/" not in kept and "@import" not in kept and "@font-face" not in kept
+    assert "td{color:navy}" in kept and "font-weight:bold" in kept
+
+
+class Hostile:
+    """An object whose HTML (a <style> block and style attributes) tries every way to fetch."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _repr_html_(self) -> str:
+        u = self.url
+        return (f"<style>@import url({u}/import.css); p.x{{color:#c00;"
+                rf"background:u\72l({u}/block.png)}} td{{border-image:url({u}/bi.png) 30}}</style>"
+                f"<p class='x' style=\"background-image:-webkit-image-set(url({u}/wk.png) 1x);"
+                f"font-weight:bold\">Revenue</p>"
+                f"<table><tr><td style='mask-image:url({u}/mask.png);background-color:#ff0'>"
+                "42</td></tr></table>")
+
+
+def test_an_objects_css_arrives_without_anything_that_loads(
+    ip: TestingShell, to_server: CaptureServer, beacon: Beacon
+) -> None:
+    ip.user_ns["report"] = Hostile(beacon.url)
+    run_cell(ip, "%%smtp_send --to a@example.test --subject CSS\n<p>Report:</p>{{ report }}")
+    (html,) = html_of(to_server)
+    assert beacon.url not in html and "url(" not in html and "@import" not in html
+    assert "color:#c00" in html.replace(" ", "")  # the <style> rule, inlined
+    assert "font-weight:bold" in html.replace(" ", "")
+    assert "background-color:#ff0" in html.replace(" ", "")
+
+
+# -- Styler ------------------------------------------------------------------------------------
+
+def hostile_styler(url: str) -> Any:
+    frame = pd.DataFrame({
+        "name": [f"<iframe src='{url}/iframe'></iframe>", f"<img src='{url}/cell.png'>",
+                 "<script>alert(1)</script>", "Tom & Jerry <b>bold</b>"],
+        "sales": [3, 9, 5, 1],
+    })
+    return (frame.style
+            .set_table_attributes(f'background="{url}/table.png" onmouseover="alert(1)"')
+            .set_table_styles([{"selector": "td",
+                                "props": rf"background-image:u\72l({url}/td.png);color:navy"}])
+            .highlight_max(subset=["sales"], color="yellow")
+            .format({"sales": "{:d} units"}))
+
+
+def test_a_styler_from_untrusted_strings_arrives_escaped_and_inert(
+    ip: TestingShell, to_server: CaptureServer, beacon: Beacon
+) -> None:
+    ip.user_ns["table"] = hostile_styler(beacon.url)
+    run_cell(ip, "%%smtp_send --to a@example.test --subject Styler\n{{ table }}")
+    (html,) = html_of(to_server)
+    assert not loads_from(html, beacon.url)
+    for markup in ("<iframe", "<img", "<script", "<b>", "onmouseover", "background="):
+        assert markup not in html, markup
+    # cell text escaped as DataFrame.to_html escapes it: shown as typed
+    assert "&lt;iframe src=" in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Tom &amp; Jerry &lt;b&gt;bold&lt;/b&gt;" in html
+    # the Styler's own formatting and highlight still arrive
+    assert "9 units" in html and "background-color: yellow" in html and "color: navy" in html
+    (text,) = text_of(to_server)
+    assert "<script>alert(1)</script>" in text and "Tom & Jerry <b>bold</b>" in text
+
+
+def test_a_styler_attached_as_html_is_inert(beacon: Beacon) -> None:
+    from smtp_magic.render import attachment_from_object
+
+    data = attachment_from_object(hostile_styler(beacon.url), "table.html").data
+    page = data.decode("utf-8") if isinstance(data, bytes) else str(data)
+    assert not loads_from(page, beacon.url) and "<iframe" not in page and "&lt;iframe" in page
+
+
+# -- SVG -> PNG --------------------------------------------------------------------------------
+
+RED = (255, 0, 0)
+
+
+def red_pixels(png: bytes, blue: bool = False) -> int:
+    from PIL import Image
+
+    data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
+    if blue:
+        return sum(1 for i in range(0, len(data), 3)
+                   if data[i] < 60 and data[i + 1] < 60 and data[i + 2] > 200)
+    return sum(1 for i in range(0, len(data), 3)
+               if data[i] > 200 and data[i + 1] < 60 and data[i + 2] < 60)
+
+
+@pytest.fixture
+def secret_png(tmp_path: Path) -> Path:
+    """A local file that must never reach a message: a red picture."""
+    from PIL import Image
+
+    path = tmp_path / "secret.png"
+    Image.new("RGB", (40, 40), RED).save(path)
+    return path
+
+
+def hostile_svg(url: str, secret: Path) -> str:
+    return f"""<?xml version="1.0"?>
+<?xml-stylesheet href="{url}/pi.css"?>
+<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"
+     width="120" height="80" xml:base="{url}/">
+  <style>@import url({url}/import.css); .b {{ fill: url({url}/fill.svg#p) }}</style>
+  <defs><linearGradient id="g"><stop offset="0" stop-color="#00f"/>
+    <stop offset="1" stop-color="#00f"/></linearGradient></defs>
+  <rect width="120" height="80" fill="url(#g)"/>
+  <image href="{url}/intranet.png" width="40" height="40"/>
+  <image xlink:href="{secret.as_uri()}" x="40" width="40" height="40"/>
+  <image href="{secret}" x="80" width="40" height="40"/>
+  <use href="{url}/sprite.svg#icon"/>
+  <rect class="b" style="fill:url({url}/style.svg#p)" y="40" width="40" height="40"/>
+  <foreignObject width="10" height="10"><img xmlns="http://www.w3.org/1999/xhtml"
+    src="{url}/fo.png"/></foreignObject>
+</svg>"""
+
+
+def test_an_svg_is_rasterised_without_fetching_or_reading_anything(
+    beacon: Beacon, secret_png: Path
+) -> None:
+    pytest.importorskip("vl_convert")
+    from smtp_magic._charts import svg_png
+
+    png = svg_png(hostile_svg(beacon.url, secret_png).encode("utf-8"))
+    assert png is not None
+    assert beacon.settle() == []
+    assert red_pixels(png) == 0, "the local file was drawn into the picture"
+    assert red_pixels(png, blue=True) > 1000  # the drawing itself (url(#g)) is still there
+
+
+def test_an_svg_with_entities_is_not_rasterised(tmp_path: Path) -> None:
+    from smtp_magic._charts import svg_png
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    svg = (f'<!DOCTYPE svg [<!ENTITY s SYSTEM "{secret.as_uri()}">]>'
+           '<svg xmlns="http://www.w3.org/2000/svg"><text>&s;</text></svg>')
+    assert svg_png(svg.encode()) is None
+
+
+def test_a_displayed_svg_arrives_without_the_intranet_or_the_file(
+    ip: TestingShell, to_server: CaptureServer, beacon: Beacon, secret_png: Path
+) -> None:
+    pytest.importorskip("vl_convert")
+    ip.user_ns["drawing"] = hostile_svg(beacon.url, secret_png)
+    run_cell(ip, "%%smtp_send --to a@example.test --subject SVG --capture\n"
+                 "from IPython.display import SVG, display\ndisplay(SVG(drawing))")
+    (captured,) = to_server.wait_for(1)
+    images = [p.get_payload(decode=True) for p in captured.message.walk()
+              if p.get_content_type() == "image/png"]
+    assert len(images) == 1 and red_pixels(images[0]) == 0
+    assert beacon.settle() == []
+
+
+# -- Markdown bodies: substituted values are text ---------------------------------------------
+
+ROWS = [
+    {"email": "a@example.test", "name": "![x](BEACON/pixel.png)"},
+    {"email": "b@example.test", "name": "[click](http://evil.test/) <img src=BEACON/raw.png>"},
+    {"email": "c@example.test", "name": "<BEACON/auto> **loud** # not a heading"},
+]
+
+
+@pytest.mark.parametrize("content_type", ["text/markdown", "text/html", "text/plain"])
+def test_row_values_are_text_in_every_body_type(
+    ip: TestingShell, to_server: CaptureServer, beacon: Beacon, content_type: str
+) -> None:
+    rows = [{k: v.replace("BEACON", beacon.url) for k, v in row.items()} for row in ROWS]
+    ip.user_ns["rows"] = pd.DataFrame(rows)
+    ip.user_ns["df"] = pd.DataFrame({"kept": ["a rich table"]})
+    run_cell(ip, f"%%smtp_send --each rows --to {{email}} --subject Hi "
+                 f"--content-type {content_type}\n"
+                 "Hello {{ name }}, see [the report](https://example.test/r).\n\n{{ df }}\n")
+    messages = {m.rcpt_to[0]: m.message for m in to_server.wait_for(3)}
+    for row in rows:
+        msg = messages[row["email"]]
+        html_part = msg.get_body(("html",))
+        text = str(msg.get_body(("plain",)).get_content())
+        assert row["name"] in text, (row["name"], text)  # as typed, in the text part
+        if html_part is None:
+            assert content_type == "text/plain"
+            continue
+        html = str(html_part.get_content())
+        assert "<img" not in html and not loads_from(html, beacon.url), html
+        assert 'href="http://evil.test' not in html and "<strong>loud" not in html
+        assert "<h1" not in html
+        assert "a rich table" in html and "<table" in html  # {{ df }} still a table
+        if content_type == "text/markdown":
+            assert re.search(r'<a href="https://example.test/r"[^>]*>the report</a>', html)
+    assert beacon.settle(0.1) == []
+
+
+# -- terminal escapes ---------------------------------------------------------------------------
+
+ESC_SUBJECT = "Invoice \x1b]0;pwned\x07\x1b[2J\x9b31m"
+
+
+def test_control_characters_in_row_data_are_refused_in_headers(
+    ip: TestingShell, to_server: CaptureServer
+) -> None:
+    ip.user_ns["rows"] = pd.DataFrame({"email": ["a@example.test", "b@example.test"],
+                                       "subject": ["fine", ESC_SUBJECT]})
+    with pytest.raises(UsageError) as caught:
+        ip.run_cell("%%smtp_send --each rows --to {email} --subject {subject}\nHello",
+                    store_history=False).raise_error()
+    message = str(caught.value)
+    assert message.startswith("Row 1: The subject contains the control character U+001B (ESC)")
+    assert "\n" not in message and "\x1b" not in message
+    assert to_server.count() == 0  # nothing was sent, not even row 0
+
+
+@pytest.mark.parametrize("field", ["subject", "from", "to"])
+def test_the_cli_refuses_control_characters_in_headers(
+    smtp_server: CaptureServer, tmp_path: Path, field: str
+) -> None:
+    request = {"to": ["bob@example.test"], "subject": "CLI", "body": "<p>Hello</p>",
+               "from": "nb@example.test"}
+    request[field] = ("Bob\x1b[2J <bob@example.test>" if field != "subject" else ESC_SUBJECT)
+    if field == "to":
+        request["to"] = [request["to"]]
+    conn = write(tmp_path / "conn.json", {"target": "127.0.0.1", "port": smtp_server.port,
+                                          "security": "none"})
+    rc, answer, _ = run_cli("send", "--config", str(conn), "--request",
+                            str(write(tmp_path / "req.json", request)), cwd=tmp_path)
+    assert rc == 1 and "control character U+001B (ESC)" in answer["message"], answer
+    assert "\x1b" not in answer["message"]
+    assert smtp_server.count() == 0
+
+
+def test_the_inbox_text_view_shows_control_characters_escaped(
+    ip: TestingShell, smtp_server: CaptureServer
+) -> None:
+    raw = (b"From: =?utf-8?q?Mallory_=1B]8;;http://evil.test=07?= <m@attacker.test>\r\n"
+           b"To: you@example.test\r\n"
+           b"Subject: Report \x1b]0;owned\x07\x1b[2J done\r\n"
+           b"\r\nbody\r\n")
+    with smtplib.SMTP(smtp_server.host, smtp_server.port) as client:
+        client.sendmail("m@attacker.test", ["you@example.test"], raw)
+    smtp_server.wait_for(1)
+    shown = shown_text(run_cell(ip, "%smtp_inbox"))
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert r"Report \x1b]0;owned\x07\x1b[2J done" in shown
+    assert r"Mallory \x1b]8;;http://evil.test\x07" in shown
