@@ -23,7 +23,8 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _budget, pacing, transport
+from . import _budget, _dkim, pacing, transport
+from ._unsubscribe import with_unsubscribe
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
@@ -83,6 +84,7 @@ _REQUEST_FIELDS = {
     "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject", "body": "body",
     "from": "sender", "sender": "sender", "attachments": "attachments",
     "content-type": "content_type", "content_type": "content_type", "headers": "headers",
+    "unsubscribe": "unsubscribe",
 }
 # Any other setting (or its seed name: target, port, username, password...) in a request
 # changes the connection for that one send.
@@ -119,6 +121,7 @@ def _with_profile(settings: SmtpMagic, profile: str | None) -> SmtpMagic:
 def _make_request(
     to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
+    unsubscribe: str | None = None,
 ) -> SendRequest:
     # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside.
     for name, value in (("to", to), ("cc", cc), ("bcc", bcc)):
@@ -133,6 +136,7 @@ def _make_request(
         to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
         attachments=resolve_all(attachments), content_type=content_type,
         headers=tuple(headers.items() if isinstance(headers, Mapping) else headers or ()),
+        unsubscribe=unsubscribe,
     )
 
 
@@ -167,7 +171,7 @@ def _as_request(item: SendRequest | Mapping[str, Any]) -> tuple[SendRequest, dic
     if isinstance(item, Mapping):
         if any(k in item for k in ("from", "content-type", "action")) or not (
             set(item) <= {"to", "subject", "body", "cc", "bcc", "sender", "attachments",
-                          "content_type", "headers"}
+                          "content_type", "headers", "unsubscribe"}
         ):
             return request_from_dict(item)
         return _make_request(**item), {}
@@ -214,7 +218,9 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
     try:
         from .mime import compose  # the email package, imported on the first send
 
-        return compose(request, settings)
+        composed = compose(with_unsubscribe(request, settings), settings)
+        signer = _dkim.signer_for(settings, composed.sender.rpartition("@")[2])  # the last stage
+        return composed if signer is None else composed.add_header(signer.sign)
     except SmtpMagicError:
         raise
     except (ValueError, TypeError, UnicodeError) as exc:  # an input the email package refused

@@ -242,6 +242,31 @@ class SmtpMagic(Configurable):
         "folder; choosing one replaces the connection settings. With --save: save the current "
         "settings under this name.",
     ).tag(config=True, metavar="NAME", profile=False)
+    # -- deliverability: DKIM signing and one-click unsubscribe (smtp_magic._dkim) --
+    dkim_domain = Unicode(
+        None, allow_none=True,
+        help="Sign every message with DKIM for this domain (d=); the From address's domain must "
+        "be it or a subdomain of it.",
+    ).tag(config=True, metavar="DOMAIN")
+    dkim_selector = Unicode(
+        None, allow_none=True,
+        help="The DKIM selector (s=): the public key is published at SELECTOR._domainkey.DOMAIN.",
+    ).tag(config=True, metavar="NAME")
+    dkim_key = Unicode(
+        None, allow_none=True,
+        help="The DKIM private key: path of a PEM file (RSA of at least 1024 bits, or Ed25519), "
+        "or 'keyring' for the keyring entry dkim:SELECTOR._domainkey.DOMAIN.",
+    ).tag(config=True, metavar="PATH")
+    dkim_headers = Unicode(
+        "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, List-Unsubscribe, "
+        "List-Unsubscribe-Post",
+        help="The headers DKIM signs (those present in the message), comma-separated.",
+    ).tag(config=True, metavar="NAMES")
+    unsubscribe_mailto = Unicode(
+        None, allow_none=True,
+        help="An address for unsubscribe requests by email: adds <mailto:ADDR> to "
+        "List-Unsubscribe.",
+    ).tag(config=True, metavar="ADDR")
 
     _quiet = False  # while copying settings: choosing `profile` must not load the profile again
 
