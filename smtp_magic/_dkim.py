@@ -60,11 +60,12 @@ class BodyHash:
         end = data.rfind(b"\n") + 1
         self._tail = data[end:]
         if end:
-            self._lines(data[:end])
+            self._lines(data if end == len(data) else data[:end])
 
     def _lines(self, block: bytes) -> None:
-        # As dkimpy reads a message: LF or CRLF ends a line, and lines end in CRLF.
-        if b"\n" in block.replace(b"\r\n", b""):
+        # As dkimpy reads a message: LF or CRLF ends a line, and lines end in CRLF. The
+        # expressions return the block itself when there is nothing to change (base64).
+        if block.count(b"\n") != block.count(b"\r\n"):
             block = _LINE_END.sub(b"\r\n", block)
         block = _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", block))
         end = len(block)
@@ -76,13 +77,15 @@ class BodyHash:
             return
         if self._empty:
             self._hash.update(b"\r\n" * self._empty)
-        self._hash.update(block[:end])
+        self._hash.update(memoryview(block)[:end])
         self._empty = (len(block) - end) // 2
 
     def digest(self) -> bytes:
-        if self._tail:
-            tail, self._tail = self._tail, b""
-            self._lines(tail + b"\r\n")  # dkimpy adds the missing line end
+        if self._tail:  # a last line without its line end: dkimpy compresses its spaces (but
+            # keeps trailing ones) and adds the CRLF. Never the case for a MIME message.
+            tail, self._tail = _WSP.sub(b" ", self._tail), b""
+            self._hash.update(b"\r\n" * self._empty + tail + b"\r\n")
+            self._empty = 0
         return self._hash.digest()
 
 
@@ -125,8 +128,8 @@ class DkimKey:
     def public_matches(self, record: str) -> bool:
         """Whether a published DKIM TXT record (``v=DKIM1; k=...; p=...``) holds this key's
         public half."""
-        tags = dict((k.strip(), v.strip()) for k, _, v in
-                    (t.partition("=") for t in record.split(";")) if k.strip())
+        tags = {k.strip(): v.strip() for k, _, v in
+                (t.partition("=") for t in record.split(";")) if k.strip()}
         p = "".join(tags.get("p", "").split())
         if not p:
             return False

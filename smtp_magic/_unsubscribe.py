@@ -19,12 +19,14 @@ _URI_CHARS = re.compile(r"[^\s<>\"\x00-\x1f\x7f]+\Z")
 def _https(url: str) -> str:
     url = url.strip()
     parts = urlsplit(url) if _URI_CHARS.match(url) else None
+    if parts is not None and parts.scheme and parts.scheme.lower() != "https":
+        hint = " (an address for unsubscribing by email goes in unsubscribe_mailto)" if \
+            parts.scheme.lower() == "mailto" else ""
+        raise InvalidRequest(f"The unsubscribe link {url[:80]!r} must be https: one-click "
+                             f"unsubscribe (RFC 8058) allows only https URLs{hint}.")
     if parts is None or not parts.netloc:
         raise InvalidRequest(f"The unsubscribe link {url[:80]!r} is not a URL (it may not contain "
                              "spaces, quotes or angle brackets).")
-    if parts.scheme.lower() != "https":
-        raise InvalidRequest(f"The unsubscribe link {url[:80]!r} must be https: one-click "
-                             "unsubscribe (RFC 8058) allows only https URLs.")
     return url
 
 
