@@ -378,6 +378,9 @@ class SmtpMagics(Magics):
               help="Send with this saved profile's settings (see %%smtp_config --profile).")
     @argument("--debug", action="store_true",
               help="Show the SMTP conversation of this send (logins redacted).")
+    @argument("--unsubscribe", metavar="URL",
+              help="One-click unsubscribe link (https; RFC 8058), a Jinja template rendered "
+                   "per row with --each, e.g. 'https://example.com/u?id={{ id }}'.")
     @cell_magic
     def smtp_send(self, line: str, cell: str) -> None:
         """Email the cell: a Jinja template rendered with the notebook's variables.
@@ -448,7 +451,7 @@ class SmtpMagics(Magics):
                  ) -> tuple[SendRequest, Any, Any]:
         """One message: the options expanded and the template rendered with ``row`` first;
         returns the request, its rendering and the message composed from it."""
-        from .render import render_template
+        from .render import render_option, render_template
 
         ns = self.user_ns
         scope: Mapping[str, Any] = ChainMap(row, ns) if row else ns
@@ -459,6 +462,10 @@ class SmtpMagics(Magics):
                                                    template=args.template)
             request = build_request(args, rendered, content_type,
                                     list(resolve_all(args.attach or [], scope)))
+            if args.unsubscribe:  # a Jinja template as typed, else as {}-expanded
+                raw = parse_argv(self.smtp_send, [w for w, _ in words]).unsubscribe
+                request = request.replace(unsubscribe=render_option(
+                    "--unsubscribe", raw, scope) if "{{" in raw or "{%" in raw else args.unsubscribe)
             composed = api.build_message(request, config=settings)  # every input error first
         except SmtpMagicError as exc:
             raise _usage_error(exc, where) from None

@@ -373,3 +373,41 @@ def _raw(postfix: Postfix, message_id: str | None) -> bytes:
             if message_id and message_id.encode() in data.split(b"\n\n", 1)[0]:
                 return data
     raise AssertionError(f"{message_id} not in {postfix.maildir}")
+
+
+# -- the magics ----------------------------------------------------------------------------------------
+
+def test_magic_each_unsubscribe_per_row_and_signed(ip: Any, to_server: CaptureServer,
+                                                   keys: dict[str, Key]) -> None:
+    """%smtp_config sets the DKIM settings; --unsubscribe is a Jinja template rendered per row
+    (or {}-expanded); every message arrives signed, both List-Unsubscribe headers in h=."""
+    ip.run_cell(f"%smtp_config --dkim-domain example.test --dkim-selector s1 "
+                f"--dkim-key {keys['ed'].path}")
+    ip.user_ns["people"] = [{"to": "a@example.org", "id": "a 1"}, {"to": "b@example.org", "id": 2}]
+    ip.run_cell('%%smtp_send --sync --each people --to {to} --subject Hi '
+                '--unsubscribe "https://example.test/u?id={{ id|urlencode }}"\nHello {{ id }}')
+    ip.user_ns["ids"] = [{"to": "c@example.org", "id": "c3"}]
+    ip.run_cell('%%smtp_send --sync --each ids --to {to} --subject Again '
+                '--unsubscribe https://example.test/v/{id}\nHello')
+    got = {}
+    for m in to_server.wait_for(3):
+        raw = m.path.read_bytes()
+        assert dkim.verify(raw, dnsfunc=keys["ed"].dns()), raw[:800]
+        assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(signature(raw)["h"].split(":"))
+        got[m.rcpt_to[0]] = m.message["List-Unsubscribe"]
+    assert got == {"a@example.org": "<https://example.test/u?id=a%201>",
+                   "b@example.org": "<https://example.test/u?id=2>",
+                   "c@example.org": "<https://example.test/v/c3>"}
+
+
+def test_magic_refusals_name_settable_settings(ip: Any, to_server: CaptureServer,
+                                               keys: dict[str, Key]) -> None:
+    from IPython.core.error import UsageError
+
+    ip.run_cell("%smtp_config --dkim-domain other.test --dkim-selector s1 "
+                f"--dkim-key {keys['rsa'].path}")
+    with pytest.raises(UsageError, match="does not align with dkim_domain 'other.test'"):
+        ip.run_cell("%%smtp_send --to a@example.org --subject x\nbody")
+    with pytest.raises(UsageError, match="must be https"):
+        ip.run_cell("%%smtp_send --to a@example.org --subject x --unsubscribe http://x.test/\nb")
+    assert to_server.messages() == []
