@@ -50,6 +50,7 @@ __all__ = [
     "check",
     "check_address",
     "check_async",
+    "check_deliverability",
     "connector",
     "load_settings",
     "oauth2_login",
@@ -934,6 +935,17 @@ async def check_async(config: ConfigLike = None) -> transport.ServerReport:
     """Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing."""
     settings = load_settings(config).snapshot()
     return await transport.check_connection(settings, resolve_password(settings))
+
+
+def check_deliverability(config: ConfigLike = None) -> Any:
+    """What a receiving provider will conclude about mail from these settings: the From
+    domain's SPF (does it allow the relay?), the DKIM key published for ``dkim_selector``
+    (does it match ``dkim_key``?) and DMARC (policy, alignment). A ``DeliverabilityReport``
+    (``.lines()``, ``.ok``); raises SmtpMagicError when DNS cannot be asked. Sends nothing."""
+    from .deliverability import check_sender, sender_domain
+
+    settings = load_settings(config).snapshot()
+    return check_sender(settings, sender_domain(settings), _dkim.load_key)
 
 
 def check(config: ConfigLike = None) -> transport.ServerReport:

@@ -236,6 +236,9 @@ class SmtpMagics(Magics):
               help="Sign in with OAuth2 now: shows a URL and a code to enter there, then waits.")
     @argument("--oauth2-logout", action="store_true",
               help="Forget (and revoke) the saved OAuth2 sign-in.")
+    @argument("--deliverability", action="store_true",
+              help="With --check: instead of connecting, look up the sender domain's SPF, DKIM "
+                   "key and DMARC policy in DNS and say what receiving providers will conclude.")
     @line_magic
     def smtp_config(self, line: str = "") -> None:
         """Show or change the SMTP settings (the ``SmtpMagic`` configurable).
@@ -309,9 +312,13 @@ class SmtpMagics(Magics):
                   f"stored in {server.maildir} (see %smtp_inbox).")
         if args.oauth2_logout or args.oauth2_login:
             self._oauth2(settings, login=args.oauth2_login)
+        if args.deliverability and not args.check:
+            raise UsageError("--deliverability goes with --check: %smtp_config --check "
+                             "--deliverability.")
         if args.check:
             try:
-                report = api.check(settings)
+                report = api.check_deliverability(settings) if args.deliverability \
+                    else api.check(settings)
             except SmtpMagicError as exc:
                 raise _kernel.one_line(exc) from None
             print("\n".join(report.lines()))

@@ -59,7 +59,11 @@ def make_key(directory: Path, name: str, *openssl_args: str, ed25519: bool = Fal
 
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
-    d = tmp_path_factory.mktemp("dkim-keys")
+    return make_keys(tmp_path_factory.mktemp("dkim-keys"))
+
+
+def make_keys(d: Path) -> dict[str, Key]:
+    """RSA 2048 (PKCS#8), RSA 1024 (PKCS#1), a too short RSA 512, and Ed25519 keys in ``d``."""
     return {
         "rsa": make_key(d, "rsa", "genpkey", "-algorithm", "RSA", "-pkeyopt",
                         "rsa_keygen_bits:2048"),
