@@ -10,6 +10,7 @@ import random
 import re
 import smtplib
 import subprocess
+import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,13 +112,16 @@ def test_streamed_body_hash_is_dkimpys(body: bytes, cuts: list[int]) -> None:
 
 
 @pytest.mark.parametrize("shortcuts", ["fast composer", "EmailMessage"])
-@pytest.mark.parametrize("algorithm", ["rsa", "ed"])
+@pytest.mark.parametrize("algorithm", ["rsa", "ed", "rsa1024"])
 def test_signature_is_dkimpys_and_verifies(keys: dict[str, Key], algorithm: str, shortcuts: str,
                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Both composers: the body hash is the one dkimpy computes over the whole message, and
-    dkim.verify accepts the message; one changed body byte or signed header fails it."""
+    """Both composers, a streamed attachment: the DKIM-Signature is byte for byte the one
+    dkimpy's own ``dkim.sign`` makes of the whole message (RSA signatures are deterministic,
+    so OpenSSL's RSA gives dkimpy's bytes), dkim.verify accepts the message, and one changed
+    body byte or signed header fails it."""
     if shortcuts == "EmailMessage":
         monkeypatch.setenv("SMTP_MAGIC_NO_SHORTCUTS", "1")
+    monkeypatch.setattr(time, "time", lambda: 1_796_600_000.0)  # t= in both signatures
     key = keys[algorithm]
     att = tmp_path / "data.bin"
     att.write_bytes(random.Random(1).randbytes(300_000))
@@ -127,19 +131,20 @@ def test_signature_is_dkimpys_and_verifies(keys: dict[str, Key], algorithm: str,
          "unsubscribe": "https://example.test/u?id=7"}, config=signing(key))
     raw = composed.as_bytes()
     tags = signature(raw)
-    unsigned = raw.split(b"\r\n", 1)[1]
-    while unsigned[:1] in (b" ", b"\t"):  # the rest of the folded DKIM-Signature
-        unsigned = unsigned.split(b"\r\n", 1)[1]
-    expected = signature(dkim.sign(unsigned, b"s1", DOMAIN.encode(), key.path.read_bytes()
-                                   if algorithm == "rsa" else _ed_seed(key),
-                                   canonicalize=(b"relaxed", b"relaxed"),
-                                   signature_algorithm=tags["a"].encode()) + unsigned)
-    assert tags["bh"] == expected["bh"]
-    assert tags["a"] == ("rsa-sha256" if algorithm == "rsa" else "ed25519-sha256")
+    header, unsigned = re.match(rb"(DKIM-Signature:.*?\r\n)(?=\S)(.*)", raw, re.DOTALL).groups()
+    ed = algorithm == "ed"
+    expected = dkim.sign(unsigned, b"s1", DOMAIN.encode(),
+                         _ed_seed(key) if ed else key.path.read_bytes(),
+                         canonicalize=(b"relaxed", b"relaxed"),
+                         signature_algorithm=b"ed25519-sha256" if ed else b"rsa-sha256",
+                         include_headers=[h.encode() for h in tags["h"].split(":")])
+    assert header == expected
+    assert tags["a"] == ("ed25519-sha256" if ed else "rsa-sha256")
     assert tags["c"] == "relaxed/relaxed" and tags["d"] == DOMAIN and tags["s"] == "s1"
     assert tags["h"].split(":") == ["from", "to", "cc", "subject", "date", "message-id",
                                     "mime-version", "content-type", "list-unsubscribe",
                                     "list-unsubscribe-post"]
+    monkeypatch.undo()
     assert dkim.verify(raw, dnsfunc=key.dns())
     body_at = raw.index(b"Hello")
     assert not dkim.verify(raw[:body_at] + b"J" + raw[body_at + 1:], dnsfunc=key.dns())
@@ -415,3 +420,17 @@ def test_magic_refusals_name_settable_settings(ip: Any, to_server: CaptureServer
     with pytest.raises(UsageError, match="must be https"):
         ip.run_cell("%%smtp_send --to a@example.org --subject x --unsubscribe http://x.test/\nb")
     assert to_server.messages() == []
+
+
+def test_rsa_without_cryptography_is_dkimpys_own(keys: dict[str, Key],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without cryptography installed, dkimpy's pure-Python RSA signs (slower, same result)."""
+    from smtp_magic import _dkim
+
+    monkeypatch.setattr(_dkim, "_openssl_rsa", lambda der: None)
+    monkeypatch.setattr(_dkim, "_keys", {})
+    config = signing(keys["rsa"])
+    assert _dkim.load_key(config.snapshot())._fast is None
+    raw = build_message({"to": "a@example.org", "subject": "hi", "body": "x"},
+                        config=config).as_bytes()
+    assert dkim.verify(raw, dnsfunc=keys["rsa"].dns())
