@@ -37,7 +37,9 @@ def _dkim() -> Any:
 # -- the body hash, a chunk at a time ------------------------------------------------------------
 
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
-_WSP = re.compile(rb"[\t ]+")
+# dkimpy's [\t ]+ -> " ", matching only the runs it changes (text is full of single spaces,
+# which it would rewrite one by one into a new copy of the body).
+_WSP = re.compile(rb"\t[\t ]*| [\t ]+")
 _LINE_END = re.compile(rb"\r?\n")
 
 

@@ -434,3 +434,24 @@ def test_rsa_without_cryptography_is_dkimpys_own(keys: dict[str, Key],
     raw = build_message({"to": "a@example.org", "subject": "hi", "body": "x"},
                         config=config).as_bytes()
     assert dkim.verify(raw, dnsfunc=keys["rsa"].dns())
+
+
+# -- a 10,000-row signed merge -------------------------------------------------------------------------
+
+def test_ten_thousand_signed_messages_all_verify(keys: dict[str, Key], tmp_path: Path) -> None:
+    """A 10,000-row merge (send_many from a generator, each row its own body and unsubscribe
+    link) to the capture server: 10,000 messages arrive and every one verifies with dkimpy."""
+    count = 10_000
+    key = keys["ed"]
+    lookup = key.dns()
+    with CaptureServer(tmp_path / "merge") as server:
+        config = signing(key, host=server.host, port=server.port, security="none", timeout=120)
+        rows = ({"to": f"user{i}@example.org", "subject": f"Your numbers {i}",
+                 "body": f"<p>Dear user {i},</p><p>you owe {i * 3} EUR.</p>",
+                 "unsubscribe": f"https://example.test/u?id={i}"} for i in range(count))
+        responses = send_many(rows, config=config)
+        assert [r.exitcode for r in responses] == [0] * count
+        paths = [p for sub in ("new", "cur") for p in (tmp_path / "merge" / sub).iterdir()]
+    assert len(paths) == count
+    failed = [p for p in paths if not dkim.verify(p.read_bytes(), dnsfunc=lookup)]
+    assert failed == [], f"{len(failed)} of {count} do not verify, e.g. {failed[0]}"
