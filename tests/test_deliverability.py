@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -191,3 +193,53 @@ def test_cli(zone: Zone, keys: dict[str, Key], tmp_path: Path) -> None:
     assert "DKIM: ok - the key published at s1._domainkey.example.test matches the private " \
            "key (rsa-sha256, 2048 bits)" in run.stdout
     assert "BEGIN" not in run.stdout + run.stderr
+
+
+# -- the README's Deliverability section, as written --------------------------------------------------
+
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## Deliverability\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _blocks(section: str, kind: str) -> list[list[str]]:
+    return [block.strip("\n").splitlines() for block in
+            re.findall(rf"^```{kind}\n(.*?)^```", section, re.MULTILINE | re.DOTALL)]
+
+
+@pytest.mark.parametrize("algorithm", ["RSA", "ED25519"])
+def test_readme_deliverability_commands(zone: Zone, ip: Any, tmp_path: Path,
+                                        algorithm: str) -> None:
+    """The README's commands make a key, print its DNS record, set up signing and check it:
+    the record they print is the one the check finds to match the key."""
+    from IPython.utils.capture import capture_output
+
+    keygen, records = _blocks(_readme_section(), "shell")[:2]
+    (make,) = [line for line in keygen if f"-algorithm {algorithm} " in line]
+    echo = [line for line in records if line.startswith("echo")][0 if algorithm == "RSA" else 1]
+    for command in (make.split("#")[0], keygen[-1], echo):
+        run = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert run.returncode == 0, f"{command}: {run.stderr}"
+    record = run.stdout.strip()
+    assert record.startswith("v=DKIM1; k=" + ("rsa" if algorithm == "RSA" else "ed25519"))
+    zone.add("mail2026._domainkey.example.org", "TXT", record)
+    zone.add("example.org", "TXT", "v=spf1 ip4:127.0.0.1 -all")
+    zone.add("_dmarc.example.org", "TXT", "v=DMARC1; p=none; rua=mailto:dmarc@example.org")
+    (configure,), check = _blocks(_readme_section(), "text")[:2]
+    key = tmp_path / "dkim-private.pem"
+    ip.run_cell(configure.replace("~/keys/dkim-private.pem", str(key))
+                + " --host 127.0.0.1 --from news@example.org")
+    with capture_output() as out:
+        ip.run_cell(check[0])
+    assert "DKIM: ok - the key published at mail2026._domainkey.example.org matches" in out.stdout
+    assert "Verdict: receivers can authenticate this mail" in out.stdout, out.stdout
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({"host": "127.0.0.1", "from": "news@example.org",
+                                "dkim_domain": "example.org", "dkim_selector": "mail2026",
+                                "dkim_key": str(key)}))
+    argv = shlex.split(check[1].removeprefix("$ "))
+    cli = subprocess.run([sys.executable, "-m", "smtp_magic", *argv[1:]], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert cli.returncode == 0 and "DKIM: ok" in cli.stdout, cli.stdout + cli.stderr
