@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,6 +388,17 @@ class SmtpMagic(Configurable):
             if value != SmtpMagic.class_traits()[name].default() and not isinstance(value, Secret):
                 out[name] = value
         return out
+
+    @validate("dkim_headers")
+    def _check_dkim_headers(self, proposal: Any) -> str:
+        names = [n for n in re.split(r"[,:\s]+", proposal["value"]) if n]
+        bad = [n for n in names if not re.fullmatch(r"[!-9;-~]+", n)
+               or n.lower() in ("bcc", "dkim-signature", "return-path", "received")]
+        if bad:
+            raise TraitError(f"{bad[0]!r} cannot be signed")
+        if "from" not in {n.lower() for n in names}:
+            raise TraitError("From must be signed (RFC 6376)")
+        return ", ".join(names)
 
     @validate("host")
     def _check_host(self, proposal: Any) -> str:

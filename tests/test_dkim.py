@@ -194,8 +194,6 @@ def test_streamed_attachment_is_hashed_without_loading_it(keys: dict[str, Key],
     ({"dkim_selector": None}, "needs dkim_selector"),
     ({"dkim_domain": "other.test"}, "does not align with dkim_domain"),
     ({"sender": "news@example.test.evil.org"}, "does not align"),
-    ({"dkim_headers": "To, Subject"}, "must include From"),
-    ({"dkim_headers": "From, Bcc"}, "must not be signed"),
 ])
 def test_bad_settings_are_exit_1_before_connecting(keys: dict[str, Key], refused_port: int,
                                                    change: dict[str, Any], words: str) -> None:
@@ -204,6 +202,17 @@ def test_bad_settings_are_exit_1_before_connecting(keys: dict[str, Key], refused
     assert r.exitcode == 1, r  # 2 would mean it tried to connect
     assert words in r.message and r.message.count(". ") == 0, r.message
     assert re.search(r"dkim_\w+", r.message), "the message names the setting to change"
+
+
+@pytest.mark.parametrize(("headers", "words"), [("To, Subject", "From must be signed"),
+                                                ("From, Bcc", "'Bcc' cannot be signed")])
+def test_dkim_headers_are_checked_when_set(headers: str, words: str) -> None:
+    from smtp_magic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"setting 'dkim_headers'.*{words}"):
+        SmtpMagic().update({"dkim_headers": headers})
+    assert SmtpMagic().update({"dkim_headers": "from:to  subject"}).dkim_headers == \
+        "from, to, subject"
 
 
 @pytest.mark.parametrize(("content", "words"), [

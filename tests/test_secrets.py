@@ -359,8 +359,8 @@ def test_dkim_key_never_shows(dkim_key: Path, tmp_data: TmpData, tmp_path: Path,
         r = send("bob@example.test", "signed", "hello", config=config)
         assert r.exitcode == 0, r
         clean(server.wait_for(1)[0].path.read_text(), "the sent message")
-        for change in ({"dkim_domain": "other.test"}, {"dkim_headers": "To"},
-                       {"port": refused_port}, {"dkim_selector": None}):
+        for change in ({"dkim_domain": "other.test"}, {"port": refused_port},
+                       {"dkim_selector": None}):
             r = send("bob@example.test", "x", "y", config=config.copy().update(change))
             clean(f"{r!r} {r.message} {r.to_dict()}", f"the response to {change}")
     assert scan_logs(all_logs)
