@@ -103,11 +103,16 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
                     sender.send(subject=subject, sender=SENDER, receivers=[to], text=text, html=html)
     elif peer.startswith("smtp_magic"):
         # smtp_magic: text part given; _autotext: generated from the HTML; _public: the text
-        # given, every shortcut off (EmailMessage + aiosmtplib's sendmail, see _shortcuts.py)
+        # given, every shortcut off (EmailMessage + aiosmtplib's sendmail, see _shortcuts.py);
+        # _dkim_ed25519 / _dkim_rsa: as smtp_magic, every message DKIM-signed;
         # _defaults: what a user of the seed's JSON formats sends -- request dicts with only the
         # HTML body, and a config that leaves security (auto) and every other setting alone.
         if peer == "smtp_magic_public":
             os.environ["SMTP_MAGIC_NO_SHORTCUTS"] = "1"
+        elif peer.startswith("smtp_magic_dkim_"):
+            config.update(_dkim_settings(peer.rsplit("_", 1)[1]))
+            import dkim  # noqa: F401 - imported before timing, as the peers' modules are
+            import nacl.signing  # noqa: F401
         elif peer not in ("smtp_magic", "smtp_magic_autotext", "smtp_magic_defaults"):
             raise SystemExit(f"unknown peer {peer}")
         # Imported before timing, as the peers' modules are.
@@ -140,6 +145,19 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
     run()
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rate": N_BULK / seconds}
+
+
+def _dkim_settings(algorithm: str) -> dict[str, str]:
+    """DKIM settings with a fresh key (made before the timing starts)."""
+    import subprocess
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="smtp-magic-bench-dkim-")) / "key.pem"
+    args = (["-algorithm", "ED25519"] if algorithm == "ed25519"
+            else ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+    subprocess.run(["openssl", "genpkey", *args, "-out", str(path)], check=True,
+                   capture_output=True)
+    return {"dkim_domain": SENDER.split("@")[1], "dkim_selector": "bench", "dkim_key": str(path)}
 
 
 # -- 100,000 rows through send_many, the requests from a generator: peak memory ------------------

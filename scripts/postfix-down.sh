@@ -8,6 +8,11 @@ pid=$(tr -d ' ' 2>/dev/null < "$PF/spool/pid/master.pid" || true)
 if [ -f "$PF/etc/main.cf" ]; then
   script -qec "postfix -c $PF/etc stop" /dev/null >/dev/null 2>&1 || true
 fi
+# The OpenDKIM milter postfix-up.sh started, by its pid file.
+dkpid=$(tr -d ' ' 2>/dev/null < "$PF/opendkim/opendkim.pid" || true)
+if [ -n "$dkpid" ] && kill -0 "$dkpid" 2>/dev/null; then
+  kill "$dkpid" 2>/dev/null || true
+fi
 # `postfix stop` returns at once while the master takes ~2 s to exit: wait, so that the ports are
 # free and $PF can be deleted afterwards.
 for _ in $(seq 1 100); do

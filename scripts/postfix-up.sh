@@ -16,7 +16,8 @@
 #   P_SMTPS  implicit TLS (wrapper mode), AUTH required
 # Every recipient is delivered to the Maildir $PF/mail/sink/; nothing leaves the machine.
 # Writes $PF/env (KEY=VALUE lines) for the tests: SMTP_MAGIC_POSTFIX_DIR, POSTFIX_SMTP_PORT,
-# POSTFIX_SUB_PORT, POSTFIX_SMTPS_PORT, POSTFIX_CA (the certificate to trust).
+# POSTFIX_SUB_PORT, POSTFIX_SMTPS_PORT, POSTFIX_CA (the certificate to trust), and with opendkim
+# installed POSTFIX_DKIM_PORT (a listener whose mail OpenDKIM verifies) and POSTFIX_DKIM_KEYS.
 # Needs: postfix sasl2-bin libsasl2-modules openssl util-linux (script), python3.
 set -euo pipefail
 PF=${PF:-/tmp/smtp-magic-postfix}
@@ -156,6 +157,54 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 
+# OpenDKIM as a verifying milter on a fourth listener (P_DKIM) only, so that the other listeners
+# deliver messages unchanged: mail submitted there gets OpenDKIM's Authentication-Results header.
+# Its public keys come from a file (TestPublicKeys), not DNS: $PF/opendkim/keys/ holds an RSA 2048
+# and an Ed25519 key pair for example.test, selectors "rsa" and "ed", for the tests to sign with.
+# Skipped (no POSTFIX_DKIM_PORT in $PF/env) when opendkim is not installed; a milter that is down
+# makes that listener answer 4xx (milter_default_action = tempfail), never pass mail unchecked.
+P_DKIM=
+if command -v opendkim >/dev/null; then
+  read -r P_DKIM P_MILTER < <(python3 - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+EOF
+)
+  DK=$PF/opendkim
+  mkdir -p "$DK/keys"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DK/keys/rsa.pem" 2>/dev/null
+  openssl genpkey -algorithm ED25519 -out "$DK/keys/ed.pem" 2>/dev/null
+  rsa_p=$(openssl pkey -in "$DK/keys/rsa.pem" -pubout -outform DER | base64 -w0)
+  # An Ed25519 DKIM key (RFC 8463) is the raw 32-byte public key: the last 32 bytes of the DER.
+  ed_p=$(openssl pkey -in "$DK/keys/ed.pem" -pubout -outform DER | tail -c 32 | base64 -w0)
+  cat > "$DK/keys.txt" <<EOF
+rsa._domainkey.example.test v=DKIM1; k=rsa; p=$rsa_p
+ed._domainkey.example.test v=DKIM1; k=ed25519; p=$ed_p
+EOF
+  cat > "$DK/opendkim.conf" <<EOF
+Mode v
+Socket inet:$P_MILTER@127.0.0.1
+PidFile $DK/opendkim.pid
+UserID opendkim
+Syslog no
+AuthservID mx.example.test
+AlwaysAddARHeader yes
+TestPublicKeys $DK/keys.txt
+MinimumKeyBits 1024
+EOF
+  chown -R opendkim "$DK"; chmod 755 "$DK" "$DK/keys"; chmod 644 "$DK"/keys/*.pem  # the tests sign with them
+  opendkim -x "$DK/opendkim.conf"  # forks; its pid lands in $DK/opendkim.pid
+  cat >> "$PF/etc/master.cf" <<EOF
+127.0.0.1:$P_DKIM inet n - n - - smtpd
+  -o syslog_name=postfix/dkim
+  -o smtpd_milters=inet:127.0.0.1:$P_MILTER
+  -o milter_default_action=tempfail
+EOF
+fi
+
 # Postfix prints its errors only to syslog or a tty: script(1) gives it one, so CI logs show them.
 script -qec "postfix -c $PF/etc check" /dev/null
 script -qec "postfix -c $PF/etc start" /dev/null
@@ -167,6 +216,9 @@ POSTFIX_SUB_PORT=$P_SUB
 POSTFIX_SMTPS_PORT=$P_SMTPS
 POSTFIX_CA=$PF/etc/cert.pem
 EOF
+if [ -n "$P_DKIM" ]; then
+  printf 'POSTFIX_DKIM_PORT=%s\nPOSTFIX_DKIM_KEYS=%s\n' "$P_DKIM" "$PF/opendkim/keys" >> "$PF/env"
+fi
 
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$P_SMTP") 2>/dev/null \

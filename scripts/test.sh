@@ -40,6 +40,9 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
 command -v node >/dev/null || need+=(nodejs)  # the OpenID Connect server of the OAuth2 tests
 command -v npm >/dev/null || need+=(npm)
+# OpenDKIM: postfix-up.sh runs it as a verifying milter (the DKIM tests' second verifier).
+command -v opendkim >/dev/null || need+=(opendkim)
+command -v opendkim-testmsg >/dev/null || need+=(opendkim-tools)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # "No configuration": the system postfix must not start on :25; the tests run a private one.

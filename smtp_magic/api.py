@@ -23,7 +23,8 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _budget, pacing, transport
+from . import _budget, _dkim, pacing, transport
+from ._unsubscribe import with_unsubscribe
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
@@ -49,6 +50,7 @@ __all__ = [
     "check",
     "check_address",
     "check_async",
+    "check_deliverability",
     "connector",
     "load_settings",
     "oauth2_login",
@@ -83,6 +85,7 @@ _REQUEST_FIELDS = {
     "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject", "body": "body",
     "from": "sender", "sender": "sender", "attachments": "attachments",
     "content-type": "content_type", "content_type": "content_type", "headers": "headers",
+    "unsubscribe": "unsubscribe",
 }
 # Any other setting (or its seed name: target, port, username, password...) in a request
 # changes the connection for that one send.
@@ -119,6 +122,7 @@ def _with_profile(settings: SmtpMagic, profile: str | None) -> SmtpMagic:
 def _make_request(
     to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
+    unsubscribe: str | None = None,
 ) -> SendRequest:
     # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside.
     for name, value in (("to", to), ("cc", cc), ("bcc", bcc)):
@@ -133,6 +137,7 @@ def _make_request(
         to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
         attachments=resolve_all(attachments), content_type=content_type,
         headers=tuple(headers.items() if isinstance(headers, Mapping) else headers or ()),
+        unsubscribe=unsubscribe,
     )
 
 
@@ -167,7 +172,7 @@ def _as_request(item: SendRequest | Mapping[str, Any]) -> tuple[SendRequest, dic
     if isinstance(item, Mapping):
         if any(k in item for k in ("from", "content-type", "action")) or not (
             set(item) <= {"to", "subject", "body", "cc", "bcc", "sender", "attachments",
-                          "content_type", "headers"}
+                          "content_type", "headers", "unsubscribe"}
         ):
             return request_from_dict(item)
         return _make_request(**item), {}
@@ -214,7 +219,9 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
     try:
         from .mime import compose  # the email package, imported on the first send
 
-        return compose(request, settings)
+        composed = compose(with_unsubscribe(request, settings), settings)
+        signer = _dkim.signer_for(settings, composed.sender.rpartition("@")[2])  # the last stage
+        return composed if signer is None else composed.add_header(signer.sign)
     except SmtpMagicError:
         raise
     except (ValueError, TypeError, UnicodeError) as exc:  # an input the email package refused
@@ -928,6 +935,17 @@ async def check_async(config: ConfigLike = None) -> transport.ServerReport:
     """Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing."""
     settings = load_settings(config).snapshot()
     return await transport.check_connection(settings, resolve_password(settings))
+
+
+def check_deliverability(config: ConfigLike = None) -> Any:
+    """What a receiving provider will conclude about mail from these settings: the From
+    domain's SPF (does it allow the relay?), the DKIM key published for ``dkim_selector``
+    (does it match ``dkim_key``?) and DMARC (policy, alignment). A ``DeliverabilityReport``
+    (``.lines()``, ``.ok``); raises SmtpMagicError when DNS cannot be asked. Sends nothing."""
+    from .deliverability import check_sender, sender_domain
+
+    settings = load_settings(config).snapshot()
+    return check_sender(settings, sender_domain(settings), _dkim.load_key)
 
 
 def check(config: ConfigLike = None) -> transport.ServerReport:

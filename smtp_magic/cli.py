@@ -90,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .api import check, oauth2_login, oauth2_logout
+    from .api import check, check_deliverability, oauth2_login, oauth2_logout
 
     try:
         settings = _settings(args)
@@ -101,7 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 0
         if args.oauth2_login:
             print(oauth2_login(settings).describe(), flush=True)
-        report = check(settings)
+        report = check_deliverability(settings) if args.deliverability else check(settings)
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
     print("\n".join(report.lines()))
@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sign in with OAuth2 first (shows a URL and a code to enter there)")
     p.add_argument("--oauth2-logout", action="store_true",
                    help="forget the saved OAuth2 sign-in, then stop")
+    p.add_argument("--deliverability", action="store_true",
+                   help="instead of connecting: look up the sender domain's SPF, DKIM key and "
+                        "DMARC policy in DNS ($SMTP_MAGIC_RESOLVER to ask another DNS server) "
+                        "and say what receiving providers will conclude")
     _connection_options(p)
     p.set_defaults(func=cmd_check)
 

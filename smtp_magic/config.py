@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import reprlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -290,6 +291,31 @@ class SmtpMagic(Configurable):
         "folder; choosing one replaces the connection settings. With --save: save the current "
         "settings under this name.",
     ).tag(config=True, metavar="NAME", profile=False)
+    # -- deliverability: DKIM signing and one-click unsubscribe (smtp_magic._dkim) --
+    dkim_domain = Unicode(
+        None, allow_none=True,
+        help="Sign every message with DKIM for this domain (d=); the From address's domain must "
+        "be it or a subdomain of it.",
+    ).tag(config=True, metavar="DOMAIN")
+    dkim_selector = Unicode(
+        None, allow_none=True,
+        help="The DKIM selector (s=): the public key is published at SELECTOR._domainkey.DOMAIN.",
+    ).tag(config=True, metavar="NAME")
+    dkim_key = Unicode(
+        None, allow_none=True,
+        help="The DKIM private key: path of a PEM file (RSA of at least 1024 bits, or Ed25519), "
+        "or 'keyring' for the keyring entry dkim:SELECTOR._domainkey.DOMAIN.",
+    ).tag(config=True, metavar="PATH")
+    dkim_headers = Unicode(
+        "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, List-Unsubscribe, "
+        "List-Unsubscribe-Post",
+        help="The headers DKIM signs (those present in the message), comma-separated.",
+    ).tag(config=True, metavar="NAMES")
+    unsubscribe_mailto = Unicode(
+        None, allow_none=True,
+        help="An address for unsubscribe requests by email: adds <mailto:ADDR> to "
+        "List-Unsubscribe.",
+    ).tag(config=True, metavar="ADDR")
 
     _quiet = False  # while copying settings: choosing `profile` must not load the profile again
 
@@ -416,6 +442,17 @@ class SmtpMagic(Configurable):
             if value != SmtpMagic.class_traits()[name].default() and not isinstance(value, Secret):
                 out[name] = value
         return out
+
+    @validate("dkim_headers")
+    def _check_dkim_headers(self, proposal: Any) -> str:
+        names = [n for n in re.split(r"[,:\s]+", proposal["value"]) if n]
+        bad = [n for n in names if not re.fullmatch(r"[!-9;-~]+", n)
+               or n.lower() in ("bcc", "dkim-signature", "return-path", "received")]
+        if bad:
+            raise TraitError(f"{bad[0]!r} cannot be signed")
+        if "from" not in {n.lower() for n in names}:
+            raise TraitError("From must be signed (RFC 6376)")
+        return ", ".join(names)
 
     @validate("host")
     def _check_host(self, proposal: Any) -> str:

@@ -236,6 +236,9 @@ class SmtpMagics(Magics):
               help="Sign in with OAuth2 now: shows a URL and a code to enter there, then waits.")
     @argument("--oauth2-logout", action="store_true",
               help="Forget (and revoke) the saved OAuth2 sign-in.")
+    @argument("--deliverability", action="store_true",
+              help="With --check: instead of connecting, look up the sender domain's SPF, DKIM "
+                   "key and DMARC policy in DNS and say what receiving providers will conclude.")
     @line_magic
     def smtp_config(self, line: str = "") -> None:
         """Show or change the SMTP settings (the ``SmtpMagic`` configurable).
@@ -313,9 +316,13 @@ class SmtpMagics(Magics):
                   f"stored in {server.maildir} (see %smtp_inbox).")
         if args.oauth2_logout or args.oauth2_login:
             self._oauth2(settings, login=args.oauth2_login)
+        if args.deliverability and not args.check:
+            raise UsageError("--deliverability goes with --check: %smtp_config --check "
+                             "--deliverability.")
         if args.check:
             try:
-                report = api.check(settings)
+                report = api.check_deliverability(settings) if args.deliverability \
+                    else api.check(settings)
             except SmtpMagicError as exc:
                 raise _kernel.one_line(exc) from None
             print("\n".join(report.lines()))
@@ -382,6 +389,9 @@ class SmtpMagics(Magics):
               help="Send with this saved profile's settings (see %%smtp_config --profile).")
     @argument("--debug", action="store_true",
               help="Show the SMTP conversation of this send (logins redacted).")
+    @argument("--unsubscribe", metavar="URL",
+              help="One-click unsubscribe link (https; RFC 8058), a Jinja template rendered "
+                   "per row with --each, e.g. 'https://example.com/u?id={{ id }}'.")
     @cell_magic
     def smtp_send(self, line: str, cell: str) -> None:
         """Email the cell: a Jinja template rendered with the notebook's variables.
@@ -452,7 +462,7 @@ class SmtpMagics(Magics):
                  ) -> tuple[SendRequest, Any, Any]:
         """One message: the options expanded and the template rendered with ``row`` first;
         returns the request, its rendering and the message composed from it."""
-        from .render import render_template
+        from .render import render_option, render_template
 
         ns = self.user_ns
         scope: Mapping[str, Any] = ChainMap(row, ns) if row else ns
@@ -463,6 +473,10 @@ class SmtpMagics(Magics):
                                                    template=args.template)
             request = build_request(args, rendered, content_type,
                                     list(resolve_all(args.attach or [], scope)))
+            if args.unsubscribe:  # a Jinja template as typed, else as {}-expanded
+                raw = parse_argv(self.smtp_send, [w for w, _ in words]).unsubscribe
+                request = request.replace(unsubscribe=render_option(
+                    "--unsubscribe", raw, scope) if "{{" in raw or "{%" in raw else args.unsubscribe)
             composed = api.build_message(request, config=settings)  # every input error first
         except SmtpMagicError as exc:
             raise _usage_error(exc, where) from None

@@ -96,6 +96,15 @@ class Composed:
     def as_bytes(self) -> bytes:
         return b"".join(self.chunks())
 
+    def add_header(self, make: Callable[[Iterator[bytes]], bytes]) -> Composed:
+        """The message with the header ``make(chunks)`` returns (a whole folded field,
+        CRLF-ended) in front: how the signing stage adds its DKIM-Signature over exactly the
+        bytes that are then sent."""
+        if self._parts is None:
+            self._parts = [self.message.as_bytes(policy=POLICY_UTF8 if self.smtputf8 else POLICY)]
+        self._parts = [make(self.chunks()), *self._parts]
+        return self
+
 
 # CR and LF, plus what str.splitlines() also breaks at (VT, FF, FS, GS, RS, NEL, U+2028/9):
 # the email package refuses all of them in headers, with a message about CR/LF only.

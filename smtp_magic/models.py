@@ -212,6 +212,7 @@ class SendRequest:
     inline_images: tuple[InlineImage, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     message_id: str | None = None
+    unsubscribe: str | None = None  # an https URL: List-Unsubscribe, one-click (RFC 8058)
 
     def __post_init__(self) -> None:
         for name in ("to", "cc", "bcc"):

@@ -1308,3 +1308,19 @@ def _cells(value: Any) -> int:
         return len(value)
     shape: tuple[int, ...] = getattr(getattr(value, "data", value), "shape", (0,))
     return int(shape[0]) * (int(shape[1]) if len(shape) > 1 else 1)
+
+
+def render_option(option: str, source: str, namespace: Mapping[str, Any]) -> str:
+    """An option's value as a Jinja template (``--unsubscribe "https://x.test/u?id={{ id }}"``)
+    rendered with ``namespace``, as text (no HTML escaping; ``|urlencode`` for URL parts)."""
+    jinja2 = _jinja()
+    try:
+        return str(_option_environment().from_string(source).render(dict(namespace)))
+    except jinja2.TemplateError as exc:
+        raise InvalidRequest(f"{option} {source!r} cannot be rendered: {exc}.") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _option_environment() -> Any:
+    jinja2 = _jinja()
+    return jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)

@@ -424,6 +424,8 @@ class Postfix:
     host: str = "127.0.0.1"
     user: str = "testuser@example.test"
     password: str = "testpass"
+    dkim_port: int | None = None  # a listener whose mail OpenDKIM verifies (opendkim installed)
+    dkim_keys: Path | None = None  # rsa.pem / ed.pem, selectors rsa / ed of example.test
 
     @property
     def maildir(self) -> Path:
@@ -457,7 +459,9 @@ class Postfix:
         env = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
         return cls(dir=Path(env["SMTP_MAGIC_POSTFIX_DIR"]), smtp_port=int(env["POSTFIX_SMTP_PORT"]),
                    submission_port=int(env["POSTFIX_SUB_PORT"]),
-                   smtps_port=int(env["POSTFIX_SMTPS_PORT"]), ca=Path(env["POSTFIX_CA"]))
+                   smtps_port=int(env["POSTFIX_SMTPS_PORT"]), ca=Path(env["POSTFIX_CA"]),
+                   dkim_port=int(env["POSTFIX_DKIM_PORT"]) if "POSTFIX_DKIM_PORT" in env else None,
+                   dkim_keys=Path(env["POSTFIX_DKIM_KEYS"]) if "POSTFIX_DKIM_KEYS" in env else None)
 
 
 def _postfix_unavailable(reason: str) -> None:

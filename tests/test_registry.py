@@ -46,6 +46,10 @@ SAMPLE = {
     "oauth2_scopes": ("openid email", "openid email"),
     "oauth2_token_command": ("pass show mail-token", "pass show mail-token"),
     "rate": ("30/min", "30/min"), "profile": ("work", "work"),  # "work" is saved by the test
+    "dkim_domain": ("example.org", "example.org"), "dkim_selector": ("mail2026", "mail2026"),
+    "dkim_key": ("/keys/dkim.pem", "/keys/dkim.pem"),
+    "dkim_headers": ("From, To, Subject", "From, To, Subject"),
+    "unsubscribe_mailto": ("leave@example.org", "leave@example.org"),
 }
 # Settings that are not typed on a command line: secrets, and Python callables.
 NO_OPTION = ("password", "oauth2_token_provider")

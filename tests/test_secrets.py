@@ -301,3 +301,91 @@ def test_secret_type_is_masked_everywhere_python_formats_it() -> None:
     percent = "%s %r" % (s, s)  # noqa: UP031 - %-formatting is what is tested here
     for text in (repr(s), str(s), f"{s}", percent, repr([s]), repr({"p": s})):
         assert_clean(text, "Secret formatting")
+
+
+# -- the DKIM private key ---------------------------------------------------------------------------
+def _dkim_key_forms(path: Path) -> list[str]:
+    """The key as it could leak: PEM lines, its DER in base64, the raw Ed25519 seed (what dkimpy
+    is given) and the RSA private exponent, in decimal and hex."""
+    pem = path.read_text()
+    der = base64.b64decode("".join(pem.splitlines()[1:-1]))
+    forms = [line for line in pem.splitlines()[1:-1] if len(line) > 20]
+    forms += [base64.b64encode(der).decode()[:40], base64.b64encode(der[-32:]).decode(),
+              der[-32:].hex()]
+    if b"\x2b\x65\x70" not in der[:16]:  # RSA: the private exponent too
+        from dkim.crypto import parse_private_key
+
+        d = parse_private_key(der)["privateExponent"]
+        forms += [str(d)[:40], f"{d:x}"[:40]]
+    return forms
+
+
+@pytest.fixture(params=["ed25519", "rsa"])
+def dkim_key(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    path = tmp_path / f"{request.param}.pem"
+    args = (["genpkey", "-algorithm", "ED25519"] if request.param == "ed25519"
+            else ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"])
+    subprocess.run(["openssl", args[0], "-out", str(path), *args[1:]], check=True,
+                   capture_output=True)
+    return path
+
+
+def test_dkim_key_never_shows(dkim_key: Path, tmp_data: TmpData, tmp_path: Path,
+                              all_logs: _Collect, refused_port: int) -> None:
+    """Reprs, tables, responses and errors, DEBUG logs, the outbox and the CLI show the key's
+    path at most, never the key."""
+    from smtp_magic._dkim import load_key, signer_for
+    from smtp_magic.server import CaptureServer
+
+    forms = _dkim_key_forms(dkim_key)
+
+    def clean(text: str, where: str) -> None:
+        for form in forms:
+            assert form not in text, f"the DKIM key ({form[:12]}...) appears in {where}"
+
+    dkim = {"sender": "nb@example.test", "dkim_domain": "example.test", "dkim_selector": "s1",
+            "dkim_key": str(dkim_key)}
+    with CaptureServer(tmp_path / "capture") as server:
+        config = SmtpMagic().update({**dkim, "host": server.host, "port": server.port,
+                                     "security": "none", "debug": True})
+        snapshot = config.snapshot()
+        key = load_key(snapshot)
+        signer = signer_for(snapshot, "example.test")
+        for text in (repr(config), str(config.describe()), config._repr_html_(), repr(snapshot),
+                     repr(key), str(key), repr(signer)):
+            clean(text, "a repr")
+        with pytest.raises(TypeError):
+            pickle.dumps(key)
+        r = send("bob@example.test", "signed", "hello", config=config)
+        assert r.exitcode == 0, r
+        clean(server.wait_for(1)[0].path.read_text(), "the sent message")
+        for change in ({"dkim_domain": "other.test"}, {"port": refused_port},
+                       {"dkim_selector": None}):
+            r = send("bob@example.test", "x", "y", config=config.copy().update(change))
+            clean(f"{r!r} {r.message} {r.to_dict()}", f"the response to {change}")
+    assert scan_logs(all_logs)
+    for record in all_logs.records:
+        clean(logging.Formatter("%(message)s").format(record), f"the log record {record.name}")
+    for path in (p for p in tmp_data.outbox.rglob("*") if p.is_file()):
+        clean(path.read_bytes().decode("utf-8", "replace"), f"the outbox file {path}")
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({**dkim, "target": "127.0.0.1", "port": refused_port,
+                                "dkim_domain": "elsewhere.test"}))
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps({"to": "bob@example.test", "subject": "CLI", "body": "b"}))
+    out = _cli("send", "--config", str(conn), "--request", str(request), cwd=tmp_path)
+    assert '"exitcode": 1' in out
+    clean(out, "smtp-magic send")
+
+
+def test_dkim_key_file_problems_do_not_echo_it(tmp_path: Path, refused_port: int) -> None:
+    """A key that cannot be used (too short, wrong kind) is named by its path only."""
+    short = tmp_path / "short.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(short), "512"], check=True,
+                   capture_output=True)
+    r = send("bob@example.test", "x", "y", config={
+        "host": "127.0.0.1", "port": refused_port, "sender": "nb@example.test",
+        "dkim_domain": "example.test", "dkim_selector": "s", "dkim_key": str(short)})
+    assert r.exitcode == 1 and str(short) in r.message
+    for line in short.read_text().splitlines()[1:-1]:
+        assert line not in r.message

@@ -1,0 +1,395 @@
+"""The DKIM signing stage: the final message bytes (or chunks) -> a DKIM-Signature header."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .config import ConnectionSettings
+from .errors import ConfigError, missing
+
+__all__ = ["BodyHash", "DkimKey", "Signer", "check_alignment", "load_key", "sign", "signer_for"]
+
+KEYRING_SERVICE = "smtp-magic"
+_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the 32-byte seed
+_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+_NEVER_SIGNED = {"bcc", "dkim-signature", "return-path", "received"}
+
+
+def _dkim() -> Any:
+    """dkimpy, or the actionable error (with pynacl for Ed25519 and dnspython, in the dkim extra)."""
+    try:
+        import dkim
+    except ImportError:
+        raise missing("dkimpy", "DKIM signing (dkim_domain)", "dkim") from None
+    return dkim
+
+
+# -- the body hash, a chunk at a time ------------------------------------------------------------
+
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+# dkimpy's [\t ]+ -> " ", matching only the runs it changes (text is full of single spaces,
+# which it would rewrite one by one into a new copy of the body).
+_WSP = re.compile(rb"\t[\t ]*| [\t ]+")
+_LINE_END = re.compile(rb"\r?\n")
+
+
+class BodyHash:
+    """The relaxed body hash (RFC 6376 §3.4.4) of a body given in any number of chunks: the
+    same bytes dkimpy's ``Relaxed.canonicalize_body`` hashes, without holding the body whole.
+
+    Whole lines are canonicalised a block at a time with dkimpy's own expressions; empty lines
+    are held back until a line with content follows (empty lines at the end do not count).
+    """
+
+    __slots__ = ("_empty", "_hash", "_tail")
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._tail = b""  # an incomplete last line
+        self._empty = 0  # empty lines held back
+
+    def update(self, chunk: bytes) -> None:
+        data = self._tail + chunk if self._tail else chunk
+        end = data.rfind(b"\n") + 1
+        self._tail = data[end:]
+        if end:
+            self._lines(data if end == len(data) else data[:end])
+
+    def _lines(self, block: bytes) -> None:
+        # As dkimpy reads a message: LF or CRLF ends a line, and lines end in CRLF. The
+        # expressions return the block itself when there is nothing to change (base64).
+        if block.count(b"\n") != block.count(b"\r\n"):
+            block = _LINE_END.sub(b"\r\n", block)
+        block = _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", block))
+        end = len(block)
+        while end >= 2 and block.endswith(b"\r\n", 0, end) and (
+                end == 2 or block.endswith(b"\r\n", 0, end - 2)):
+            end -= 2  # an empty line at the end of the block
+        if end == 0 or (end == 2 and block.startswith(b"\r\n")):
+            self._empty += len(block) // 2
+            return
+        if self._empty:
+            self._hash.update(b"\r\n" * self._empty)
+        self._hash.update(memoryview(block)[:end])
+        self._empty = (len(block) - end) // 2
+
+    def digest(self) -> bytes:
+        if self._tail:  # a last line without its line end: dkimpy compresses its spaces (but
+            # keeps trailing ones) and adds the CRLF. Never the case for a MIME message.
+            tail, self._tail = _WSP.sub(b" ", self._tail), b""
+            self._hash.update(b"\r\n" * self._empty + tail + b"\r\n")
+            self._empty = 0
+        return self._hash.digest()
+
+
+def split_header(chunks: Iterable[bytes], body: BodyHash) -> bytes:
+    """Feed the body of the message in ``chunks`` to ``body``; return its header block."""
+    head = b""
+    it = iter(chunks)
+    for chunk in it:
+        head += chunk
+        found = re.search(rb"\r?\n\r?\n", head)
+        if found is None:
+            continue
+        start = found.start() + (2 if head[found.start()] == 13 else 1)
+        body.update(head[found.end():])
+        head = head[:start]
+        for rest in it:
+            body.update(rest)
+        return head
+    return head  # no body at all
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+class DkimKey:
+    """A parsed private key; never shows itself (repr, str, pickle). ``_fast`` signs an RSA
+    digest through OpenSSL (``cryptography``) when it is installed: the same bytes as dkimpy's
+    pure-Python RSA (PKCS#1 v1.5 is deterministic), ten times sooner."""
+
+    __slots__ = ("_fast", "_key", "algorithm", "bits")
+
+    def __init__(self, algorithm: str, key: Any, bits: int, fast: Any = None) -> None:
+        self.algorithm, self._key, self.bits, self._fast = algorithm, key, bits, fast
+
+    def __repr__(self) -> str:
+        return f"DkimKey({self.algorithm}, {self.bits} bits, ********)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a DKIM key cannot be pickled")
+
+    def public_matches(self, record: str) -> bool:
+        """Whether a published DKIM TXT record (``v=DKIM1; k=...; p=...``) holds this key's
+        public half."""
+        tags = {k.strip(): v.strip() for k, _, v in
+                (t.partition("=") for t in record.split(";")) if k.strip()}
+        p = "".join(tags.get("p", "").split())
+        if not p:
+            return False
+        try:
+            raw = base64.b64decode(p)
+        except (binascii.Error, ValueError):
+            return False
+        if self.algorithm == "ed25519-sha256":
+            return bool(raw == bytes(self._key.verify_key))
+        from dkim.crypto import parse_public_key
+
+        try:
+            public = parse_public_key(raw)
+        except Exception:  # noqa: BLE001 - any garbage in DNS is "does not match"
+            return False
+        return bool(public["modulus"] == self._key["modulus"]
+                    and public["publicExponent"] == self._key["publicExponent"])
+
+
+def _parse_pem(pem: bytes, where: str) -> DkimKey:
+    dkim = _dkim()
+    found = _PEM.search(pem.replace(b"\r\n", b"\n"))
+    if found is None:
+        raise ConfigError(f"The DKIM key {where} is not a PEM private key (dkim_key).")
+    kind = found.group(1).decode()
+    if "ENCRYPTED" in kind or b"Proc-Type" in found.group(2):
+        raise ConfigError(f"The DKIM key {where} is encrypted; give an unencrypted PEM key "
+                          "(keep it readable by you only) (dkim_key).")
+    try:
+        der = base64.b64decode(b"".join(found.group(2).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"The DKIM key {where} is not valid PEM (dkim_key).") from None
+    if der.startswith(_ED25519_PKCS8) and len(der) == len(_ED25519_PKCS8) + 32:
+        try:
+            import nacl.signing
+        except ImportError:
+            raise missing("pynacl", "DKIM signing with an Ed25519 key", "dkim") from None
+        return DkimKey("ed25519-sha256", nacl.signing.SigningKey(der[-32:]), 256)
+    from dkim.crypto import UnparsableKeyError, parse_private_key
+
+    try:
+        key = parse_private_key(der)
+    except (UnparsableKeyError, dkim.DKIMException, IndexError, ValueError, TypeError):
+        raise ConfigError(f"The DKIM key {where} is neither an RSA nor an Ed25519 private key "
+                          "(dkim_key).") from None
+    bits = int(key["modulus"]).bit_length()
+    if bits < 1024:
+        raise ConfigError(f"The DKIM key {where} is RSA with {bits} bits; receivers ignore "
+                          "keys under 1024 bits: make a 2048-bit key (dkim_key).")
+    return DkimKey("rsa-sha256", key, bits, _openssl_rsa(der))
+
+
+class _Signature:
+    __slots__ = ("signature",)
+
+    def __init__(self, signature: bytes) -> None:
+        self.signature = signature
+
+
+class _OpenSslRsa:
+    """An RSA key with the interface dkimpy uses for Ed25519 keys: ``sign(digest).signature``."""
+
+    __slots__ = ("_key", "_pad", "_prehashed")
+
+    def __init__(self, key: Any, pad: Any, prehashed: Any) -> None:
+        self._key, self._pad, self._prehashed = key, pad, prehashed
+
+    def __repr__(self) -> str:
+        return "_OpenSslRsa(********)"
+
+    def sign(self, digest: bytes) -> _Signature:
+        return _Signature(self._key.sign(digest, self._pad, self._prehashed))
+
+
+def _openssl_rsa(der: bytes) -> _OpenSslRsa | None:
+    try:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+    except ImportError:
+        return None
+    try:
+        try:
+            key = serialization.load_der_private_key(der, password=None)
+        except ValueError:  # PKCS#1 ("BEGIN RSA PRIVATE KEY")
+            key = serialization.load_pem_private_key(
+                b"-----BEGIN RSA PRIVATE KEY-----\n" + base64.encodebytes(der)
+                + b"-----END RSA PRIVATE KEY-----\n", password=None)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return None
+    return _OpenSslRsa(key, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+
+
+_keys: dict[tuple[Any, ...], tuple[float, DkimKey]] = {}
+_keys_lock = threading.Lock()
+_KEYRING_TTL = 60.0
+
+
+def keyring_user(domain: str, selector: str) -> str:
+    """The keyring entry of a DKIM key: ``dkim:SELECTOR._domainkey.DOMAIN``."""
+    return f"dkim:{selector}._domainkey.{domain}"
+
+
+def load_key(settings: ConnectionSettings) -> DkimKey:
+    """The private key of ``dkim_key``: a PEM file, or ``keyring`` for the system keyring's
+    entry ``dkim:SELECTOR._domainkey.DOMAIN`` (service ``smtp-magic``). Parsed once per file
+    version; its text is never kept nor shown."""
+    source = (settings.dkim_key or "").strip()
+    if not source:
+        raise ConfigError("DKIM signing (dkim_domain) needs a private key: set dkim_key to the "
+                          "path of a PEM file, or to keyring.")
+    if source.lower() == "keyring":
+        user = keyring_user(settings.dkim_domain, settings.dkim_selector)
+        cache_key: tuple[Any, ...] = ("keyring", user)
+        with _keys_lock:
+            cached = _keys.get(cache_key)
+        if cached is not None and time.monotonic() - cached[0] < _KEYRING_TTL:
+            return cached[1]
+        from .credentials import _keyring, _keyring_error
+
+        keyring = _keyring("Reading the DKIM key from the system keyring")
+        try:
+            pem = keyring.get_password(KEYRING_SERVICE, user)
+        except Exception as exc:  # noqa: BLE001 - a backend's own error, in one sentence
+            raise _keyring_error(exc) from None
+        if not pem:
+            raise ConfigError(f"The keyring has no DKIM key {user!r} (service "
+                              f"{KEYRING_SERVICE!r}); store the PEM text there, or set dkim_key "
+                              "to the key file's path.")
+        key = _parse_pem(pem.encode("utf-8", "replace"), f"in the keyring entry {user!r}")
+        with _keys_lock:
+            _keys[cache_key] = (time.monotonic(), key)
+        return key
+    path = Path(source).expanduser()
+    try:
+        st = path.stat()
+        cache_key = ("file", str(path), st.st_mtime_ns, st.st_size)
+        with _keys_lock:
+            cached = _keys.get(cache_key)
+        if cached is not None:
+            return cached[1]
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"The DKIM key {source!r} cannot be read: "
+                          f"{exc.strerror or exc} (dkim_key).") from None
+    key = _parse_pem(pem, repr(source))
+    with _keys_lock:
+        if len(_keys) > 16:
+            _keys.clear()
+        _keys[cache_key] = (time.monotonic(), key)
+    return key
+
+
+# -- signing -------------------------------------------------------------------------------------
+
+def _domain(value: str) -> str:
+    value = value.strip().rstrip(".").lower()
+    try:
+        return value.encode("idna").decode("ascii") if not value.isascii() else value
+    except UnicodeError:
+        raise ConfigError(f"dkim_domain {value!r} is not a valid domain name.") from None
+
+
+def check_alignment(from_domain: str, dkim_domain: str) -> None:
+    """DMARC alignment (relaxed): the From domain is ``dkim_domain`` or one of its subdomains."""
+    sender, signer = _domain(from_domain), _domain(dkim_domain)
+    if sender != signer and not sender.endswith("." + signer):
+        raise ConfigError(
+            f"The From address's domain {sender!r} does not align with dkim_domain {signer!r}: "
+            "receivers check DMARC alignment, so sign with the From domain (or a parent of it).")
+
+
+@functools.lru_cache(maxsize=16)
+def header_names(value: str) -> tuple[str, ...]:
+    """The ``dkim_headers`` setting as a tuple of names (commas or colons between them)."""
+    names = tuple(dict.fromkeys(n.strip() for n in re.split(r"[,:\s]+", value) if n.strip()))
+    for name in names:
+        if not _HEADER_NAME.match(name):
+            raise ConfigError(f"dkim_headers: {name!r} is not a header name.")
+        if name.lower() in _NEVER_SIGNED:
+            raise ConfigError(f"dkim_headers: {name} must not be signed.")
+    if "from" not in {n.lower() for n in names}:
+        raise ConfigError("dkim_headers must include From (RFC 6376 requires it).")
+    return names
+
+
+class Signer:
+    """Signs messages for one domain, selector, key and header list."""
+
+    __slots__ = ("domain", "headers", "key", "selector")
+
+    def __init__(self, domain: str, selector: str, key: DkimKey, headers: tuple[str, ...]) -> None:
+        self.domain, self.selector, self.key = _domain(domain), selector.strip(), key
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"Signer(d={self.domain}, s={self.selector}, a={self.key.algorithm})"
+
+    def sign(self, chunks: Iterable[bytes]) -> bytes:
+        """The ``DKIM-Signature: ...\\r\\n`` header for the message in ``chunks`` (relaxed/
+        relaxed): the body hashed as it streams by, the header signed by dkimpy."""
+        dkim = _dkim()
+        from dkim.canonicalization import CanonicalizationPolicy
+
+        body = BodyHash()
+        head = split_header(chunks, body)
+        signer = dkim.DKIM(head + b"\r\n", signature_algorithm=self.key.algorithm.encode())
+        present = {name.decode("ascii", "replace").lower() for name, _ in signer.headers}
+        include = tuple(n.lower().encode() for n in self.headers if n.lower() in present)
+        if b"from" not in include:
+            raise ConfigError("The message has no From header to sign.")
+        policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+        signer.hasher = hashlib.sha256
+        domain = self.domain.encode("ascii")
+        fields = [
+            (b"v", b"1"),
+            (b"a", self.key.algorithm.encode()),
+            (b"c", b"relaxed/relaxed"),
+            (b"d", domain),
+            (b"i", b"@" + domain),
+            (b"q", b"dns/txt"),
+            (b"s", self.selector.encode("ascii")),
+            (b"t", str(int(time.time())).encode("ascii")),
+            (b"h", b" : ".join(include)),
+            (b"bh", base64.b64encode(body.digest())),
+            (b"b", b"0" * 60),  # folds b= onto its own line, as dkimpy does
+        ]
+        key = self.key._key
+        if self.key._fast is not None:
+            # dkimpy hands the header digest to key.sign() for Ed25519; the same call signs it
+            # with RSA through OpenSSL (a= stays rsa-sha256: it comes from the fields).
+            signer.signature_algorithm, key = b"ed25519-sha256", self.key._fast
+        value = signer.gen_header(fields, include, policy, b"DKIM-Signature", key)
+        return b"DKIM-Signature: " + value  # type: ignore[no-any-return]
+
+
+def signer_for(settings: ConnectionSettings, from_domain: str) -> Signer | None:
+    """The signer the settings ask for (None when ``dkim_domain`` is not set); every problem is
+    a ConfigError (exit 1) before anything is sent."""
+    if not settings.dkim_domain:
+        return None
+    if not settings.dkim_selector:
+        raise ConfigError("DKIM signing (dkim_domain) needs dkim_selector, the name of the key's "
+                          "DNS record (SELECTOR._domainkey.DOMAIN).")
+    check_alignment(from_domain, settings.dkim_domain)
+    _dkim()
+    return Signer(settings.dkim_domain, settings.dkim_selector, load_key(settings),
+                  header_names(settings.dkim_headers))
+
+
+def sign(data: bytes | Iterable[bytes], settings: ConnectionSettings, from_domain: str
+         ) -> bytes | None:
+    """The DKIM-Signature header for the final message ``data`` (bytes or chunks), or None
+    when the settings do not ask for signing."""
+    signer = signer_for(settings, from_domain)
+    return None if signer is None else signer.sign((data,) if isinstance(data, bytes) else data)
+

@@ -1,0 +1,63 @@
+"""One-click unsubscribe (RFC 8058): the List-Unsubscribe and List-Unsubscribe-Post headers."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from .config import ConnectionSettings
+from .errors import InvalidRequest
+from .models import SendRequest
+
+__all__ = ["with_unsubscribe"]
+
+_NAMES = ("list-unsubscribe", "list-unsubscribe-post")
+# Inside <...> in a header: no spaces, angle brackets, quotes or control characters.
+_URI_CHARS = re.compile(r"[^\s<>\"\x00-\x1f\x7f]+\Z")
+
+
+def _https(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url) if _URI_CHARS.match(url) else None
+    if parts is not None and parts.scheme and parts.scheme.lower() != "https":
+        hint = " (an address for unsubscribing by email goes in unsubscribe_mailto)" if \
+            parts.scheme.lower() == "mailto" else ""
+        raise InvalidRequest(f"The unsubscribe link {url[:80]!r} must be https: one-click "
+                             f"unsubscribe (RFC 8058) allows only https URLs{hint}.")
+    if parts is None or not parts.netloc:
+        raise InvalidRequest(f"The unsubscribe link {url[:80]!r} is not a URL (it may not contain "
+                             "spaces, quotes or angle brackets).")
+    return url
+
+
+def _mailto(value: str) -> str:
+    value = value.strip()
+    uri = value if value.lower().startswith("mailto:") else f"mailto:{value}"
+    if not _URI_CHARS.match(uri) or "@" not in uri:
+        raise InvalidRequest(f"unsubscribe_mailto {value[:80]!r} is not an email address or "
+                             "mailto: URL.")
+    return uri
+
+
+def with_unsubscribe(request: SendRequest, settings: ConnectionSettings) -> SendRequest:
+    """The request with its List-Unsubscribe headers: ``<URL>`` from the request's
+    ``unsubscribe`` (and List-Unsubscribe-Post: List-Unsubscribe=One-Click), plus
+    ``<mailto:...>`` from the ``unsubscribe_mailto`` setting."""
+    url = request.unsubscribe
+    mailto = settings.unsubscribe_mailto
+    if not url and not mailto:
+        return request
+    if url is not None and not isinstance(url, str):
+        raise InvalidRequest(f"'unsubscribe' must be a URL, not {type(url).__name__}.")
+    if any(name.lower() in _NAMES for name, _ in request.headers):
+        raise InvalidRequest("List-Unsubscribe is set by 'unsubscribe' (and unsubscribe_mailto); "
+                             "leave it out of 'headers'.")
+    entries = []
+    if url:
+        entries.append(f"<{_https(url)}>")
+    if mailto:
+        entries.append(f"<{_mailto(mailto)}>")
+    headers = [("List-Unsubscribe", ", ".join(entries))]
+    if url:
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    return request.replace(headers=(*request.headers, *headers))
