@@ -84,8 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not sep:
             raise InvalidRequest(f"--user {item!r} must look like NAME:PASSWORD.")
         users[name] = password
+    if args.require_auth and not users:
+        raise InvalidRequest("--require-auth needs at least one --user NAME:PASSWORD to log in with.")
     serve(host=args.host, port=args.port, maildir=args.maildir, tls=args.tls,
-          certfile=args.cert, keyfile=args.key, users=users or None)
+          certfile=args.cert, keyfile=args.key, users=users or None,
+          require_auth=bool(users))  # --user implies --require-auth
     return 0
 
 
@@ -208,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", default=None, help="PEM certificate for --tls")
     p.add_argument("--key", default=None, help="PEM private key for --tls")
     p.add_argument("--user", action="append", metavar="NAME:PASSWORD",
-                   help="accept AUTH for this user (repeatable)")
+                   help="accept AUTH for this user (repeatable); implies --require-auth")
+    p.add_argument("--require-auth", action="store_true",
+                   help="refuse mail from clients that did not log in (530 5.7.0 Authentication "
+                   "required); on whenever --user is given")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="connect, negotiate TLS and log in; send nothing")
