@@ -593,8 +593,12 @@ def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> None:
     if "oauth2_provider" not in given or not provider:
         return
     traits = SmtpMagic.class_traits()
-    for key, value in OAUTH2_PRESETS.get(provider, {}).items():
-        if key not in given and getattr(staged, key) == traits[key].default():
+    presets = OAUTH2_PRESETS.get(provider, {})
+    # What --local set (127.0.0.1, no TLS) is no choice of the user's: the preset replaces it.
+    chosen_by_local = {key for key in presets if staged.source(key) == LOCAL}
+    for key, value in presets.items():
+        if key not in given and (getattr(staged, key) == traits[key].default()
+                                 or key in chosen_by_local):
             setattr(staged, key, value)
 
 
