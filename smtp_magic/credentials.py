@@ -53,7 +53,12 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
     """The password to log in with, or None to send without logging in.
 
     Every failure is a ``ConfigError`` (exit 1, nothing was sent), never a backend's exception.
+    A username with no password source is one: sending it without logging in would be silent
+    (``auth = none`` says so on purpose).
     """
+    auth = getattr(settings, "auth", "password")
+    if auth == "none":
+        return None
     if settings.password:
         log.debug("the password comes from the settings")
         return settings.password.reveal()
@@ -82,6 +87,12 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
                 "--password-prompt."
             )
         return value
+    if settings.username and auth == "password":
+        raise ConfigError(
+            f"The username {settings.username!r} has no password: give one "
+            "(--password-prompt, --password-env VAR, --keyring, or SMTP_PASSWORD), or set auth "
+            "to 'none' (--auth none) to send without logging in."
+        )
     return None
 
 

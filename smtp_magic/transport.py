@@ -806,7 +806,7 @@ class Session:
         if s.auth == "oauth2":
             self.signed_in = await oauth_login(smtp, s, encrypted=self.encrypted)
             return
-        if not (s.username and self._password):
+        if s.auth == "none" or not (s.username and self._password):
             return
         if not self.encrypted and not s.allow_plaintext_auth:
             raise AuthFailed(
