@@ -207,14 +207,18 @@ def test_a_provider_after_local_still_loses_to_what_the_same_line_gives() -> Non
 
 
 def test_a_provider_after_local_in_the_magic(ip) -> None:
-    ip.run_line_magic("smtp_config", "--local")
-    ip.run_line_magic("smtp_config", "--oauth2-provider microsoft --oauth2-client-id app "
-                      "--username me@contoso.test")
     from smtp_magic import current
+    from smtp_magic.server import local_server
 
-    s = current()
-    assert (s.host, s.port, s.security, s.auth) == ("smtp.office365.com", 587, "starttls",
-                                                   "oauth2")
+    try:
+        ip.run_line_magic("smtp_config", "--local")
+        ip.run_line_magic("smtp_config", "--oauth2-provider microsoft --oauth2-client-id app "
+                          "--username me@contoso.test")
+        s = current()
+        assert (s.host, s.port, s.security, s.auth) == ("smtp.office365.com", 587, "starttls",
+                                                       "oauth2")
+    finally:
+        local_server().stop()  # the process-wide server: the next user gets a fresh one
 
 
 def test_what_was_set_since_local_stays_and_any_way_of_leaving_restores():
