@@ -22,7 +22,7 @@ aiosmtplib_pin() { grep -o '"aiosmtplib>=[^"]*"' pyproject.toml | tr -d '"'; }
 WIRE_TESTS=(tests/test_pipelining.py tests/test_shortcuts.py tests/test_compose.py
   tests/test_compose_fast.py tests/test_api.py tests/test_faults.py tests/test_exit_codes.py
   tests/test_greeting.py tests/test_send_many_stream.py tests/test_outbox_journal.py
-  tests/test_load.py tests/test_postfix.py)
+  tests/test_load.py tests/test_postfix.py tests/test_dovecot.py)
 run_pytest() {  # like pytest, but exit 5 (nothing collected) is a failure too
   set +e
   "$@"
@@ -43,12 +43,27 @@ command -v npm >/dev/null || need+=(npm)
 # OpenDKIM: postfix-up.sh runs it as a verifying milter (the DKIM tests' second verifier).
 command -v opendkim >/dev/null || need+=(opendkim)
 command -v opendkim-testmsg >/dev/null || need+=(opendkim-tools)
+# Dovecot's submission service: an independent server for the sign-in tests (tests/test_dovecot.py).
+[[ -x /usr/sbin/dovecot ]] || need+=(dovecot-core)
+[[ -x /usr/lib/dovecot/submission ]] || need+=(dovecot-submissiond)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # "No configuration": the system postfix must not start on :25; the tests run a private one.
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  # No system service may start on install (Dovecot would listen on 143/587...): the tests run
+  # private instances. policy-rc.d "101" forbids it, for this install only.
+  policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}"
+  [[ -z $policy ]] || rm -f "$policy"
+fi
+# Where systemd runs, the packaged Dovecot service stays off too.
+if command -v systemctl >/dev/null && systemctl is-enabled dovecot >/dev/null 2>&1; then
+  systemctl disable --now dovecot >/dev/null 2>&1 || true
 fi
 
 step "Python packages"
@@ -74,6 +89,9 @@ step "OpenID Connect server for the OAuth2 tests (npm ci in tests/oidc)"
 (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 # The tests start and stop it themselves (tests/idp.py); in CI a missing one fails them.
 export SMTP_MAGIC_REQUIRE_OIDC=1
+# Dovecot: the tests start and stop a private one (tests/conftest.py `dovecot`,
+# scripts/dovecot-up.sh); in CI a missing Dovecot fails them instead of skipping.
+export SMTP_MAGIC_REQUIRE_DOVECOT=1
 
 step "lint, types and layering (ruff, mypy, import-linter)"
 "$VENV/bin/ruff" check smtp_magic tests

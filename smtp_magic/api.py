@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import itertools
 import logging
@@ -778,11 +779,24 @@ def worker_loop() -> _WorkerLoop:
 def run_blocking(coro: Awaitable[T]) -> T:
     """Run a coroutine to completion, whether or not this thread already runs an event loop."""
     try:
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)  # type: ignore[arg-type]
+    worker = worker_loop()
+    if loop is worker.loop:
+        # Called from code the worker loop itself runs: a send_many progress callback, when the
+        # outer call came from a running loop (a notebook cell). Waiting here for the worker
+        # would wait forever; this call gets a loop (and a thread) of its own instead, while
+        # the outer batch waits for the callback to return, as it always does.
+        return _run_on_own_thread(coro)
     # asyncio.run (and aiosmtplib's *_sync helpers) raise inside a running loop, e.g. a kernel.
-    return worker_loop().submit(coro).result()
+    return worker.submit(coro).result()
+
+
+def _run_on_own_thread(coro: Awaitable[T]) -> T:
+    context = contextvars.copy_context()  # e.g. where debug lines go (conversation.debug_output)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="smtp-magic-nested") as pool:
+        return pool.submit(context.run, asyncio.run, coro).result()  # type: ignore[arg-type]
 
 
 def send(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import ExitCode, InvalidRequest, SmtpMagicError
-from .models import Response
+from .models import MESSAGE_OPTIONS, Response
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,30 @@ def _read_json(path: str, what: str) -> Any:
         ) from None
 
 
+def _say(text: str) -> None:
+    """Print a line; a reader that went away (``smtp-magic ... | head -1``) ends the output
+    quietly, and the command still ends with its own exit code."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+def _stdout_gone() -> None:
+    """Standard output's reader has gone: later writes (and the flush at exit) go nowhere
+    instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _print(response: Response) -> int:
-    print(response.to_json(indent=2))
+    _say(response.to_json(indent=2))
     return response.exitcode
+
+
+def _print_json(value: Any) -> None:
+    _say(json.dumps(value, indent=2))
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -52,6 +74,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     from .api import request_from_dict, send_many
 
     try:
+        if not (args.config or args.profile):
+            raise InvalidRequest("send needs the connection settings: --config CONN.json or "
+                                 "--profile NAME.")
         settings = _settings(args)
         request = _read_json(args.request, "request")
         request_from_dict(request)  # validate before anything else, for a precise message
@@ -84,8 +109,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not sep:
             raise InvalidRequest(f"--user {item!r} must look like NAME:PASSWORD.")
         users[name] = password
+    if args.require_auth and not users:
+        raise InvalidRequest("--require-auth needs at least one --user NAME:PASSWORD to log in with.")
     serve(host=args.host, port=args.port, maildir=args.maildir, tls=args.tls,
-          certfile=args.cert, keyfile=args.key, users=users or None)
+          certfile=args.cert, keyfile=args.key, users=users or None,
+          require_auth=bool(users))  # --user implies --require-auth
     return 0
 
 
@@ -96,15 +124,35 @@ def cmd_check(args: argparse.Namespace) -> int:
         settings = _settings(args)
         if args.oauth2_logout:
             found = oauth2_logout(settings)
-            print("Signed out: the saved OAuth2 sign-in was removed." if found
-                  else "There was no saved OAuth2 sign-in.")
+            _print_json({"exitcode": 0, "message": "Signed out: the saved OAuth2 sign-in was "
+                         "removed." if found else "There was no saved OAuth2 sign-in."})
             return 0
+        signed_in = None
         if args.oauth2_login:
-            print(oauth2_login(settings).describe(), flush=True)
-        report = check_deliverability(settings) if args.deliverability else check(settings)
+            # The code to enter is for the person at the terminal; standard output stays JSON.
+            signed_in = oauth2_login(settings, show=lambda code: print(
+                code.text(), file=sys.stderr, flush=True)).describe()
+        if args.deliverability:
+            return _print_deliverability(check_deliverability(settings))
+        report = check(settings)
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
-    print("\n".join(report.lines()))
+    _print_json({"exitcode": 0, "message": "", "result": "connected",
+                 **({"oauth2_login": signed_in} if signed_in else {}),
+                 "host": report.host, "port": report.port, "greeting": report.greeting,
+                 "tls": report.tls, "tls_version": report.tls_version,
+                 "login": report.lines()[2].removeprefix("Login: "),
+                 "extensions": report.extensions, "report": report.lines()})
+    return 0
+
+
+def _print_deliverability(report: Any) -> int:
+    """The sender check as JSON, like every other outcome of ``check``."""
+    _print_json({"exitcode": 0, "message": "", "result": "checked", "domain": report.domain,
+                 "ok": report.ok,
+                 "findings": [{"topic": f.topic, "ok": f.ok, "text": f.text}
+                              for f in report.findings],
+                 "report": report.lines()})
     return 0
 
 
@@ -114,17 +162,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     settings = _settings(args)
     box = outbox(settings)
     if args.clear:
-        print(f"Removed {box.clear()} message(s) from {box.path}.")
+        _say(f"Removed {box.clear()} message(s) from {box.path}.")
         return 0
     if args.retry:
         responses = retry_outbox(config=settings)
-        print(json.dumps([r.to_dict() for r in responses], indent=2))
+        _print_json([r.to_dict() for r in responses])
         return max((r.exitcode for r in responses), default=0)
     entries = box.entries()
     for e in entries:
         reason = f" [{e.exitcode}] {e.reason}" if e.status == "failed" else ""
-        print(f"{e.status:8} {e.subject!r} to {', '.join(e.recipients)}{reason}")
-    print(f"{len(entries)} message(s) in {box.path}")
+        _say(f"{e.status:8} {e.subject!r} to {', '.join(e.recipients)}{reason}")
+    _say(f"{len(entries)} message(s) in {box.path}")
     return 0
 
 
@@ -161,13 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smtp-magic",
         description="Send email with the SMTP connector, or run the built-in capture server.",
     )
+    # The package's own __version__ (its parent is always imported first); importing it by
+    # name would make the layering checker see the faces the package exports.
+    version = getattr(sys.modules[__package__ or "smtp_magic"], "__version__", "unknown")
+    parser.add_argument("--version", action="version", version=f"smtp-magic {version}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("send", help="send one request (the connector's JSON formats)",
                        description="Send one message. Prints the response as JSON and exits with "
                        f"its exit code ({_EXIT_CODES}).")
-    p.add_argument("--config", required=True, metavar="CONN.json",
-                   help="connection settings: target, port, username, password, attachment_size")
+    p.add_argument("--config", default=None, metavar="CONN.json",
+                   help="connection settings: target, port, username, password, attachment_size "
+                   "(or --profile NAME, or both: the file's values win)")
     p.add_argument("--request", required=True, metavar="REQ.json",
                    help="the request: to, from, subject, body, cc, bcc, attachments, content-type "
                    "('-' reads standard input)")
@@ -183,15 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline: papermill report.ipynb out.ipynb -p week 12 && smtp-magic send-notebook "
         "out.ipynb --to team@example.org --no-input")
     p.add_argument("notebook", metavar="NOTEBOOK", help="the executed .ipynb")
-    p.add_argument("--to", nargs="+", required=True, metavar="ADDR", help="recipients")
-    p.add_argument("--cc", nargs="+", metavar="ADDR")
-    p.add_argument("--bcc", nargs="+", metavar="ADDR")
+    # --to --cc --bcc --from --attach: the table %%smtp_send uses (repeating one adds to it).
+    for option in MESSAGE_OPTIONS:
+        kwargs = option.argparse_kwargs()
+        if option.flag == "--attach":
+            kwargs.update(metavar="FILE", help="more files to attach (globs allowed)")
+        p.add_argument(option.flag, required=option.flag == "--to", **kwargs)
     p.add_argument("--subject", default=None,
                    help="the subject (default: the notebook's first heading, or its name)")
-    p.add_argument("--from", dest="sender", default=None, metavar="ADDR")
     p.add_argument("--no-input", action="store_true", help="leave the code out: outputs only")
     p.add_argument("--attach-notebook", action="store_true", help="attach the .ipynb itself")
-    p.add_argument("--attach", nargs="+", metavar="FILE", help="more files to attach (globs allowed)")
     p.add_argument("--config", default=None, metavar="CONN.json", help="connection settings")
     p.add_argument("--timeout", type=float, default=None, help="execution timeout in seconds")
     _connection_options(p)
@@ -208,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", default=None, help="PEM certificate for --tls")
     p.add_argument("--key", default=None, help="PEM private key for --tls")
     p.add_argument("--user", action="append", metavar="NAME:PASSWORD",
-                   help="accept AUTH for this user (repeatable)")
+                   help="accept AUTH for this user (repeatable); implies --require-auth")
+    p.add_argument("--require-auth", action="store_true",
+                   help="refuse mail from clients that did not log in (530 5.7.0 Authentication "
+                   "required); on whenever --user is given")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="connect, negotiate TLS and log in; send nothing")
@@ -241,14 +298,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # nothing asked: say what can be asked (exit 0, like --help)
+        try:
+            parser.print_help()
+        except BrokenPipeError:
+            _stdout_gone()
+        return 0
     try:
         args = parser.parse_args(argv)
+    except BrokenPipeError:  # --help or --version into a closed pipe
+        _stdout_gone()
+        return 0
     except _UsageError as exc:
         return _print(Response(exitcode=ExitCode.INVALID, message=f"Invalid command line: {exc}."))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output of a subcommand that prints on its own (demo, serve)
+        _stdout_gone()
+        return 0
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI answers in JSON, never with a traceback

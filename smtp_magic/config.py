@@ -243,8 +243,9 @@ class SmtpMagic(Configurable):
     ).tag(config=True, metavar="PATH", profile=False)
     # -- OAuth2 sign-in (XOAUTH2 / OAUTHBEARER); see smtp_magic.oauth --
     auth = Enum(
-        ("password", "oauth2"), "password",
-        help="How to log in: password, or oauth2 (a bearer token from oauth2_provider).",
+        ("password", "oauth2", "none"), "password",
+        help="How to log in: password, oauth2 (a bearer token from oauth2_provider), or none "
+        "(never log in; the username is then only the default sender).",
     ).tag(config=True)
     oauth2_provider = Unicode(
         None, allow_none=True,
@@ -558,11 +559,11 @@ class SmtpMagic(Configurable):
                 self._sources[name] = IPYTHON_CONFIG
 
     def use_local(self, host: str, port: int) -> SmtpMagic:
-        """Point at the capture server at ``host:port``: no TLS, no login, a stand-in sender
+        """Point at the capture server at ``host:port``: no TLS, no login (auth none), a stand-in sender
         when the username is not an address. What these settings were before comes back as soon
         as the host or port changes again."""
         local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
-                                 "password_env": None, "use_keyring": False}
+                                 "password_env": None, "use_keyring": False, "auth": "none"}
         if not self.sender and "@" not in (self.username or ""):
             local["sender"] = LOCAL_SENDER
         for name in local:  # a second --local keeps what the user had before the first
@@ -765,8 +766,12 @@ def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> set[str]:
     if "oauth2_provider" not in given or not provider:
         return implied
     traits = SmtpMagic.class_traits()
-    for key, value in OAUTH2_PRESETS.get(provider, {}).items():
-        if key not in given and getattr(staged, key) == traits[key].default():
+    presets = OAUTH2_PRESETS.get(provider, {})
+    # What --local set (127.0.0.1, no TLS) is no choice of the user's: the preset replaces it.
+    chosen_by_local = {key for key in presets if staged.source(key) == LOCAL}
+    for key, value in presets.items():
+        if key not in given and (getattr(staged, key) == traits[key].default()
+                                 or key in chosen_by_local):
             setattr(staged, key, value)
             implied.add(key)
     return implied

@@ -54,7 +54,12 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
 
     Every failure is a ``ConfigError`` (exit 1, nothing was sent), never a backend's exception,
     except a password given for another server: ``AuthFailed`` (exit 3), before connecting.
+    A username with no password source is a ``ConfigError`` too: sending it without logging in
+    would be silent (``auth = none`` says so on purpose).
     """
+    auth = getattr(settings, "auth", "password")
+    if auth == "none":
+        return None
     withheld = withheld_password(settings)
     if withheld is not None:
         raise AuthFailed(withheld.message(settings))
@@ -86,6 +91,12 @@ def resolve_password(settings: ConnectionSettings) -> str | None:
                 "--password-prompt."
             )
         return value
+    if settings.username and auth == "password":
+        raise ConfigError(
+            f"The username {settings.username!r} has no password: give one "
+            "(--password-prompt, --password-env VAR, --keyring, or SMTP_PASSWORD), or set auth "
+            "to 'none' (--auth none) to send without logging in."
+        )
     return None
 
 

@@ -22,7 +22,7 @@ from ._views import Block, Inbox, Table
 from .attachments import resolve_all
 from .config import SmtpMagic, current
 from .errors import SmtpMagicError
-from .models import Attachment, SendRequest
+from .models import MESSAGE_OPTIONS, Attachment, SendRequest
 from .outbox import history
 
 __all__ = ["SmtpMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -157,6 +157,14 @@ def setting_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
         if option.metavar and option.kind is not bool:
             kwargs["metavar"] = option.metavar
         func = argument(option.flag, **kwargs)(func)
+    return func
+
+
+def message_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``%%smtp_send``'s message options, from the table ``smtp-magic send-notebook`` uses too."""
+    for option in reversed(MESSAGE_OPTIONS):
+        func = argument(option.flag, required=option.flag == "--to",
+                        **option.argparse_kwargs())(func)
     return func
 
 
@@ -364,16 +372,8 @@ class SmtpMagics(Magics):
     # -- %%smtp_send --
     @no_var_expand
     @magic_arguments(name="%smtp_send")  # the usage line shows %%smtp_send
-    @argument("--to", nargs="+", action="extend", required=True, metavar="ADDR",
-              help="Recipients (several, or comma-separated).")
-    @argument("--cc", nargs="+", action="extend", metavar="ADDR", help="Carbon-copy recipients.")
-    @argument("--bcc", nargs="+", action="extend", metavar="ADDR",
-              help="Blind carbon-copy recipients (not in the headers).")
+    @message_arguments  # --to --cc --bcc --from --attach (models.MESSAGE_OPTIONS)
     @argument("--subject", required=True, metavar="S", help="The subject.")
-    @argument("--from", dest="sender", metavar="ADDR", help="The sender (default: settings).")
-    @argument("--attach", nargs="+", action="extend", metavar="ITEM",
-              help="Files (globs allowed) or notebook variables: df, df:name.csv|xlsx|parquet, "
-                   "fig:name.png|pdf|svg, bytes/str as var:name.ext.")
     @argument("--content-type", choices=("text/html", "text/plain", "text/markdown"),
               help="The body's type (default: the content_type setting).")
     @argument("--capture", action="store_true",

@@ -309,3 +309,35 @@ class Response:
         )
         extra = f"<ul style='margin:2px 0'>{refused}</ul>" if refused else ""
         return line(kind, str(self), tag="div", icon=None if self.ok else "\u2718 ") + extra
+
+
+# -- the message options the faces share ---------------------------------------------------------
+@dataclass(frozen=True)
+class MessageOption:
+    """An option of a message on a command line, declared once for ``%%smtp_send`` and
+    ``smtp-magic send-notebook`` so the two cannot drift apart. ``many``: takes several values
+    and, given again, adds to them (``--to a --to b`` is both)."""
+
+    flag: str
+    dest: str
+    many: bool
+    metavar: str
+    help: str
+
+    def argparse_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``add_argument`` (argparse or IPython's ``@argument``)."""
+        kwargs: dict[str, Any] = {"dest": self.dest, "metavar": self.metavar, "help": self.help}
+        if self.many:
+            kwargs.update(nargs="+", action="extend")
+        return kwargs
+
+
+MESSAGE_OPTIONS: tuple[MessageOption, ...] = (
+    MessageOption("--to", "to", True, "ADDR", "Recipients (several, or comma-separated)."),
+    MessageOption("--cc", "cc", True, "ADDR", "Carbon-copy recipients."),
+    MessageOption("--bcc", "bcc", True, "ADDR", "Blind carbon-copy recipients (not in the headers)."),
+    MessageOption("--from", "sender", False, "ADDR", "The sender (default: settings)."),
+    MessageOption("--attach", "attach", True, "ITEM",
+                  "Files (globs allowed) or notebook variables: df, df:name.csv|xlsx|parquet, "
+                  "fig:name.png|pdf|svg, bytes/str as var:name.ext."),
+)

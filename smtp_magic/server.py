@@ -629,7 +629,8 @@ def serve(
         with CaptureServer(maildir, host=host, port=port, tls=tls, certfile=certfile,
                            keyfile=keyfile, users=users, require_auth=require_auth) as server:
             print_fn(f"Capture server listening on {server.host}:{server.port}, "
-                     f"storing messages in {server.maildir}")
+                     f"storing messages in {server.maildir}"
+                     + ("; a login is required" if require_auth else ""))
             if print_fn is print:
                 sys.stdout.flush()  # the CLI's stdout may be a pipe; the line must show at once
             try:

@@ -311,6 +311,27 @@ def _smtp_class() -> type[aiosmtplib.SMTP]:
         class TappedSMTP(aiosmtplib.SMTP):  # type: ignore[misc]
             conversation: Conversation | None = None
 
+            # AUTH PLAIN and LOGIN put their initial response on the AUTH line, even when that
+            # makes it longer than SMTP allows (RFC 4954 §4): these send it after a 334 then.
+            async def auth_plain(self, username: str | bytes, password: str | bytes,
+                                 **kwargs: Any) -> Any:
+                blob = b"\0" + _as_bytes(username) + b"\0" + _as_bytes(password)
+                response = await sasl_start(self, b"PLAIN", base64.b64encode(blob), **kwargs)
+                if response.code != 235:
+                    raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+                return response
+
+            async def auth_login(self, username: str | bytes, password: str | bytes,
+                                 **kwargs: Any) -> Any:
+                user = base64.b64encode(_as_bytes(username))
+                response = await sasl_start(self, b"LOGIN", user, **kwargs)
+                if response.code == 334:
+                    response = await self.execute_command(
+                        base64.b64encode(_as_bytes(password)), **kwargs)
+                if response.code != 235:
+                    raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+                return response
+
             async def execute_command(self, *args: bytes, **kwargs: Any) -> Any:
                 conv = self.conversation
                 if conv is None:
@@ -326,6 +347,27 @@ def _smtp_class() -> type[aiosmtplib.SMTP]:
 
         _tapped_class = TappedSMTP
     return _tapped_class
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+_LINE_LIMIT = 512  # octets in an SMTP command line, CRLF included (RFC 5321 §4.5.3.1.4)
+
+
+async def sasl_start(smtp: aiosmtplib.SMTP, mechanism: bytes, response: bytes,
+                     **kwargs: Any) -> Any:
+    """``AUTH <mechanism> <initial response>``, or, when that line would be longer than SMTP
+    allows, ``AUTH <mechanism>`` alone and the response after the server's ``334`` (RFC 4954
+    §4; Dovecot answers a long AUTH line with ``500 5.5.2 Line too long``). Returns the reply
+    to the response (or to the AUTH command, if it was not a 334)."""
+    if len(b"AUTH " + mechanism + b" " + response + b"\r\n") <= _LINE_LIMIT:
+        return await smtp.execute_command(b"AUTH", mechanism, response, **kwargs)
+    reply = await smtp.execute_command(b"AUTH", mechanism, **kwargs)
+    if reply.code != 334:
+        return reply
+    return await smtp.execute_command(response, **kwargs)
 
 
 def _conversation(smtp: Any) -> Conversation | None:
@@ -477,6 +519,18 @@ def provider_guidance(reply: str) -> str:
     return ""
 
 
+_OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")  # in order of preference
+# Replies to AUTH that say the command itself was not understood (syntax, line too long, not
+# implemented, unknown mechanism): no credential was judged, so signing in again cannot help.
+_NOT_UNDERSTOOD = (500, 501, 502, 504)
+
+
+def not_understood(where: str, command: str, reply: str) -> ConnectFailed:
+    return ConnectFailed(f"{where} did not understand the sign-in command ({command}): "
+                         f"{reply}; the credentials were not checked and nothing was sent.",
+                         code=int(reply[:3]) if reply[:3].isdigit() else None, reply=reply)
+
+
 async def _sasl(smtp: aiosmtplib.SMTP, mechanism: str, blob: bytes) -> tuple[Any, str]:
     """One AUTH exchange; returns the final reply and the decoded JSON error challenge, if any.
 
@@ -486,7 +540,7 @@ async def _sasl(smtp: aiosmtplib.SMTP, mechanism: str, blob: bytes) -> tuple[Any
 
     from .oauth import decode_challenge
 
-    reply = await smtp.execute_command(b"AUTH", mechanism.encode(), base64.b64encode(blob))
+    reply = await sasl_start(smtp, mechanism.encode(), base64.b64encode(blob))
     detail = ""
     if reply.code == 334:  # the error challenge: acknowledge it to get the final reply
         detail = decode_challenge(reply.message)
@@ -509,7 +563,7 @@ async def oauth_login(smtp: aiosmtplib.SMTP, s: ConnectionSettings, *, encrypted
     if smtp.is_ehlo_or_helo_needed:  # after STARTTLS
         await smtp.ehlo()
     offered = {m.upper() for m in smtp.server_auth_methods}
-    mechanism = next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in offered), None)
+    mechanism = next((m for m in _OAUTH_MECHANISMS if m in offered), None)
     if mechanism is None:
         shown = " ".join(sorted(offered)) or "no AUTH at all"
         raise AuthFailed(f"{where} does not offer OAuth2 sign-in (XOAUTH2 or OAUTHBEARER), only "
@@ -532,6 +586,8 @@ async def oauth_login(smtp: aiosmtplib.SMTP, s: ConnectionSettings, *, encrypted
         if 400 <= reply.code < 500:
             raise _Transient(f"{where} could not check the OAuth2 sign-in now: {text}.",
                              code=reply.code, reply=text)
+        if reply.code in _NOT_UNDERSTOOD:  # a protocol problem: a new token would not help
+            raise not_understood(where, f"AUTH {mechanism}", text)
         if reply.code != 535:  # only "credentials invalid" is worth a fresh token
             break
     said = f" (the server said: {detail})" if detail else ""
@@ -652,6 +708,8 @@ class Session:
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{_where(s)} could not check the login now: "
                                 f"{_reply(exc)}.", exc) from exc
+            if exc.code in _NOT_UNDERSTOOD:
+                raise not_understood(_where(s), "AUTH", _reply(exc)) from exc
             raise _answered(AuthFailed, f"{_where(s)} refused the login for {s.username!r}: "
                             f"{_reply(exc)}.{provider_guidance(_reply(exc))}", exc) from exc
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
@@ -774,7 +832,7 @@ class Session:
         if s.auth == "oauth2":
             self.signed_in = await oauth_login(smtp, s, encrypted=self.encrypted)
             return
-        if not (s.username and self._password):
+        if s.auth == "none" or not (s.username and self._password):
             return
         if not self.encrypted and not s.allow_plaintext_auth:
             raise AuthFailed(

@@ -551,8 +551,11 @@ class ComposeForm(widgets.VBox):
             kind, hint = "info", f"Password read from ${s.password_env} when sending."
         elif s.use_keyring:
             kind, hint = "info", "Password read from the system keyring when sending."
-        else:
+        elif s.auth == "none" or not s.username:
             kind, hint = "info", "No password: mail is sent without logging in."
+        else:  # the send would stop with exit 1: say so before
+            kind, hint = "warn", ("No password for this username: type one, or set auth to "
+                                  "'none' to send without logging in.")
         self.password_hint.value = (f"<div style='font-size:12px;margin-left:88px'>"
                                     f"{_theme.line(kind, hint)}</div>")
 

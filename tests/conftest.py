@@ -553,3 +553,90 @@ def oauth_server(tmp_path: Path, server_tls: ssl.SSLContext, idp: Any, no_keyrin
                        require_auth=True) as server:
         yield server
     smtp_magic.oauth.clear_memory()
+
+
+# -- Dovecot: an independent submission server (OAuth2 and passwords), relaying to aiosmtpd ------
+@dataclass(frozen=True)
+class Dovecot:
+    """A private Dovecot on loopback (scripts/dovecot-up.sh). Its submission service
+    (``submission_port``: STARTTLS, AUTH required) relays what it accepts to ``relay``."""
+
+    dir: Path
+    submission_port: int
+    ca: Path  # the server certificate to trust (self-signed)
+    jwt_key: bytes  # signs the OAuth2 access tokens Dovecot accepts (HS256)
+    relay: CaptureServer
+    user: str
+    password: str
+    host: str = "127.0.0.1"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "dovecot.log"
+
+    def token(self, user: str | None = None, size: int = 0, lifetime: int = 600) -> str:
+        """A JWT access token Dovecot accepts for ``user``, padded to about ``size`` chars."""
+        import base64
+        import hashlib
+        import hmac
+        import json
+
+        def b64(raw: bytes) -> str:
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+        who = user or self.user
+        claims = {"sub": who, "email": who, "iat": int(time.time()) - 5,
+                  "exp": int(time.time()) + lifetime}
+        body = b64(json.dumps(claims).encode())
+        if size:  # a claim the size of Microsoft's tokens, which carry many
+            claims["pad"] = "x" * max(0, (size - len(body) - 120) * 3 // 4)
+        head = b64(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
+        body = b64(json.dumps(claims).encode())
+        sig = hmac.new(self.jwt_key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+        return f"{head}.{body}.{b64(sig)}"
+
+
+def _dovecot_unavailable(reason: str) -> None:
+    if os.environ.get("SMTP_MAGIC_REQUIRE_DOVECOT") == "1":
+        pytest.fail(f"Dovecot is required (SMTP_MAGIC_REQUIRE_DOVECOT=1) but {reason}")
+    pytest.skip(f"Dovecot tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """A running private Dovecot (submission with passdb oauth2 and passwd-file) relaying to a
+    capture server, both started here and stopped after the session. Skips when Dovecot is not
+    installed or this is not root; fails instead when ``SMTP_MAGIC_REQUIRE_DOVECOT=1``."""
+    import base64
+
+    if not (shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists()):
+        _dovecot_unavailable("dovecot is not installed (dovecot-core, dovecot-submissiond).")
+    if not Path("/usr/lib/dovecot/submission").exists():
+        _dovecot_unavailable("its submission service is not installed (dovecot-submissiond).")
+    if os.geteuid() != 0:
+        _dovecot_unavailable("starting a private Dovecot needs root.")
+    # Not under pytest's 0700 tmp dirs: Dovecot's own users must reach its folder.
+    dv = Path(tempfile.mkdtemp(prefix="smtp-magic-dovecot-"))
+    dv.chmod(0o755)
+    relay = CaptureServer(tmp_path_factory.mktemp("dovecot-relay")).start()
+    env = {**os.environ, "DV": str(dv / "dv"), "DV_RELAY_PORT": str(relay.port),
+           "DV_EXTRA_USERS": f"{LONG_LOGIN[0]}:{LONG_LOGIN[1]}"}
+    try:
+        up = subprocess.run(["bash", str(ROOT / "scripts" / "dovecot-up.sh")], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+        if up.returncode != 0:
+            pytest.fail(f"scripts/dovecot-up.sh failed ({up.returncode}):\n{up.stdout}{up.stderr}")
+        values = dict(line.split("=", 1) for line in (dv / "dv" / "env").read_text().splitlines())
+        yield Dovecot(dir=dv / "dv", submission_port=int(values["DOVECOT_SUBMISSION_PORT"]),
+                      ca=Path(values["DOVECOT_CA"]),
+                      jwt_key=base64.b64decode(values["DOVECOT_JWT_KEY"]), relay=relay,
+                      user=values["DOVECOT_USER"], password=values["DOVECOT_PASS"])
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "dovecot-down.sh")], env=env,
+                       capture_output=True, timeout=60, check=False)
+        relay.stop()
+        shutil.rmtree(dv, ignore_errors=True)
+
+
+# A password login whose AUTH PLAIN / LOGIN initial response does not fit on a 512-octet line.
+LONG_LOGIN = ("long.login@example.test", "p" * 420 + "-long-passphrase")

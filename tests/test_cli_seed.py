@@ -212,10 +212,10 @@ def test_cli_prints_json_for_every_exit_code(
                     "--timeout", "soon"], "--timeout"),
         (lambda d: ["send", "--config", str(d / "conn.json"), "--request", str(d / "req.json"),
                     "--timeout", "-1"], "timeout"),
-        (lambda d: [], "COMMAND"),
+        (lambda d: ["sned"], "COMMAND"),
     ],
     ids=["missing-option", "missing-config", "bad-json", "not-an-object", "bad-timeout",
-         "negative-timeout", "no-command"],
+         "negative-timeout", "unknown-command"],
 )
 def test_cli_usage_and_file_errors_are_json_exit_1(
     tmp_data: TmpData, tmp_path: Path, refused_port: int, make_args: Callable[[Path], list[str]],

@@ -181,6 +181,47 @@ def test_local_settings_end_when_the_host_changes():
     assert "--local" not in " ".join(origin for _, _, origin in s.rows())
 
 
+@pytest.mark.parametrize("provider, preset", [
+    ("microsoft", ("smtp.office365.com", 587, "starttls")),
+    ("google", ("smtp.gmail.com", 465, "tls"))])
+def test_a_provider_after_local_replaces_what_local_set(provider: str, preset: tuple) -> None:
+    """`--local`, then `--oauth2-provider microsoft`: the preset's host, port and security, not
+    127.0.0.1 without TLS (where the token would never be accepted, or would go unencrypted)."""
+    s = SmtpMagic()
+    s.use_local("127.0.0.1", 40025)
+    s.update({"oauth2_provider": provider, "oauth2_client_id": "app"}, source="%smtp_config")
+    assert (s.host, s.port, s.security, s.auth) == (*preset, "oauth2")
+    assert all(s.source(n) == "%smtp_config" for n in ("host", "port", "security"))
+    assert s.sender is None  # the stand-in sender of --local is gone too
+
+
+def test_a_provider_after_local_still_loses_to_what_the_same_line_gives() -> None:
+    s = SmtpMagic()
+    s.use_local("127.0.0.1", 40025)
+    s.update({"oauth2_provider": "microsoft", "port": 2525, "security": "tls"},
+             source="%smtp_config")
+    assert (s.host, s.port, s.security) == ("smtp.office365.com", 2525, "tls")
+    # What the user chose (not --local) before the provider also stays.
+    s = SmtpMagic().update({"host": "relay.example", "port": 2587}, source="%smtp_config")
+    s.update({"oauth2_provider": "microsoft"}, source="%smtp_config")
+    assert (s.host, s.port, s.security) == ("relay.example", 2587, "starttls")
+
+
+def test_a_provider_after_local_in_the_magic(ip) -> None:
+    from smtp_magic import current
+    from smtp_magic.server import local_server
+
+    try:
+        ip.run_line_magic("smtp_config", "--local")
+        ip.run_line_magic("smtp_config", "--oauth2-provider microsoft --oauth2-client-id app "
+                          "--username me@contoso.test")
+        s = current()
+        assert (s.host, s.port, s.security, s.auth) == ("smtp.office365.com", 587, "starttls",
+                                                       "oauth2")
+    finally:
+        local_server().stop()  # the process-wide server: the next user gets a fresh one
+
+
 def test_what_was_set_since_local_stays_and_any_way_of_leaving_restores():
     s = SmtpMagic()
     s.use_local("127.0.0.1", 40025)

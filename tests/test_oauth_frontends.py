@@ -111,14 +111,16 @@ def test_cli_check_signs_in_from_a_terminal(
     proc = subprocess.Popen([sys.executable, "-m", "smtp_magic", "check", "--config", str(conf),
                              "--oauth2-login"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # for the person at the terminal; stdout stays JSON
     match = re.match(r"To sign in, open (\S+) and enter the code (\S+) \(valid for", first)
     assert match, first
     assert idp.approve_device_code(match[1], match[2]) == "Sign-in Success"
     rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert f"as {USER_EMAIL}" in rest and "Login: signed in with OAuth2 (XOAUTH2)" in rest
+    report = json.loads(rest)
+    assert report["exitcode"] == 0 and f"as {USER_EMAIL}" in report["oauth2_login"]
+    assert report["login"].startswith("signed in with OAuth2 (XOAUTH2)")
     saved = json.loads((tmp_path / "env" / "xdg" / "smtp_magic" / "oauth2-tokens.json")
                        .read_text())
     [entry] = saved.values()

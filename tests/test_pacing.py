@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,10 +30,6 @@ def settings(server: CaptureServer, **extra: Any) -> SmtpMagic:
 def requests(n: int) -> list[dict[str, Any]]:
     return [{"to": f"user{i}@example.test", "subject": f"Row {i}", "body": f"hello {i}"}
             for i in range(n)]
-
-
-def arrivals(server: CaptureServer, n: int) -> list[float]:
-    return sorted(m.received for m in server.wait_for(n, timeout=30))
 
 
 # -- the setting ----------------------------------------------------------------------------------
@@ -72,14 +68,44 @@ def test_throttle_wording() -> None:
     assert not is_throttle(554, "5.2.0 rate limit")  # permanent: nothing to slow down for
 
 
-# -- a merge at a configured rate, measured at a real server -------------------------------------
+# -- a merge at a configured rate, at a real server --------------------------------------------
+# These assert what the pacer decided (each message's start time, on its own clock) and what
+# arrived, in order and in number; never how far apart arrivals were on the wall clock, which a
+# busy machine stretches or squeezes (timings belong to benchmarks/). The only wall-clock
+# checks are lower bounds, which slowness cannot break.
 
-def test_a_merge_keeps_the_configured_pace(smtp_server: CaptureServer) -> None:
+@pytest.fixture
+def starts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """(start time, interval) the pacer gave each message, in the order it gave them."""
+    given: list[tuple[float, float]] = []
+    wait = Pacer.wait
+
+    async def recording(self: Pacer, *, retry: bool = False) -> None:
+        if self.interval > 0:  # the same instant as wait's own reading: nothing awaits between
+            given.append((max(self._clock(), self._next), self.interval))
+        await wait(self, retry=retry)
+
+    monkeypatch.setattr(Pacer, "wait", recording)
+    return given
+
+
+def assert_paced(given: list[tuple[float, float]], n: int, interval: float) -> None:
+    assert len(given) == n
+    for (a, step), (b, _) in itertools.pairwise(given):
+        assert step >= interval - 1e-9 and b - a >= step - 1e-9, given
+    assert given[-1][0] - given[0][0] >= (n - 1) * interval - 1e-9
+
+
+def subjects(server: CaptureServer, n: int) -> list[str]:
+    return sorted((m.subject for m in server.wait_for(n, timeout=30)),
+                  key=lambda s: int(s.split()[-1]))
+
+
+def test_a_merge_keeps_the_configured_pace(smtp_server: CaptureServer,
+                                           starts: list[tuple[float, float]]) -> None:
     n = 8
-    begun = time.time()
     unpaced = send_many(requests(n), config=settings(smtp_server))
-    assert all(r.ok for r in unpaced)
-    fast = arrivals(smtp_server, n)
+    assert all(r.ok for r in unpaced) and starts == []  # no rate: nobody waits
     smtp_server.clear()
 
     seen: list[tuple[int, float | None, float]] = []
@@ -87,27 +113,34 @@ def test_a_merge_keeps_the_configured_pace(smtp_server: CaptureServer) -> None:
     def progress(done: int, total: int, response: Any, finish_at: float | None) -> None:
         seen.append((done, finish_at, time.time()))
 
-    begun = time.time()
+    begun = time.monotonic()
     paced = send_many(requests(n), config=settings(smtp_server, rate="600/min"),
                       progress=progress)
+    took = time.monotonic() - begun
     assert all(r.ok for r in paced), paced
-    times = arrivals(smtp_server, n)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    print(f"unpaced span {fast[-1] - fast[0]:.3f} s; paced span {times[-1] - times[0]:.3f} s, gaps {[round(g, 3) for g in gaps]}")
     # 600/min is one message every 0.1 s, over 4 connections, with no burst at the start.
-    assert times[-1] - times[0] >= (n - 1) * 0.1 - 0.03
-    assert statistics.median(gaps) == pytest.approx(0.1, abs=0.03)
-    assert min(gaps) > 0.05
-    assert fast[-1] - fast[0] < (times[-1] - times[0]) / 2  # the pace is the rate, not the server
-    assert all(r.elapsed < 1 for r in paced)  # waiting for the pace is not counted as sending
-
-    # The expected finish time is known before the first message and turns out right.
-    first_done, first_eta, _ = seen[0]
-    assert first_done == 0 and first_eta is not None
-    finished = seen[-1][2]
-    print(f"expected finish {first_eta - begun:.3f} s after the start, finished after {finished - begun:.3f} s")
-    assert first_eta == pytest.approx(finished, abs=0.35)
+    assert_paced(starts, n, 0.1)
+    assert took >= (n - 1) * 0.1
+    assert subjects(smtp_server, n) == [f"Row {i}" for i in range(n)]
+    assert [r.accepted for r in paced] == [(f"user{i}@example.test",) for i in range(n)]
+    # The expected finish time is known before the first message; progress comes in order.
     assert [d for d, _, _ in seen] == list(range(n + 1))
+    first_done, first_eta, when = seen[0]
+    assert first_done == 0 and first_eta is not None and first_eta >= when + (n - 2) * 0.1
+
+
+def test_waiting_for_the_pace_is_not_counted_as_sending(
+        smtp_server: CaptureServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    wait = Pacer.wait
+
+    async def long_wait(self: Pacer, *, retry: bool = False) -> None:
+        await wait(self, retry=retry)
+        await asyncio.sleep(2.0)  # a pace far slower than any loopback send
+
+    monkeypatch.setattr(Pacer, "wait", long_wait)
+    out = send_many(requests(2), config=settings(smtp_server, rate="50/s"))
+    assert all(r.ok for r in out)
+    assert all(r.elapsed < 2.0 for r in out), [r.elapsed for r in out]
 
 
 def test_a_three_argument_progress_still_works(smtp_server: CaptureServer) -> None:
@@ -117,20 +150,21 @@ def test_a_three_argument_progress_still_works(smtp_server: CaptureServer) -> No
     assert all(r.ok for r in out) and calls == [1, 2, 3]
 
 
-def test_each_in_a_magic_keeps_the_rate(ip: TestingShell, smtp_server: CaptureServer
-                                             ) -> None:
+def test_each_in_a_magic_keeps_the_rate(ip: TestingShell, smtp_server: CaptureServer,
+                                        starts: list[tuple[float, float]]) -> None:
     ip.run_line_magic("smtp_config", f"--host 127.0.0.1 --port {smtp_server.port} "
                       "--security none --from nb@example.test --rate 20/s")
     ip.user_ns["people"] = [{"to": f"p{i}@example.test", "n": i} for i in range(5)]
     ip.run_cell_magic("smtp_send", "--each people --to {to} --subject 'Row {n}' --sync", "{{ n }}")
-    times = arrivals(smtp_server, 5)
-    assert times[-1] - times[0] >= 4 * 0.05 - 0.02
+    assert subjects(smtp_server, 5) == [f"Row {i}" for i in range(5)]
+    assert_paced(starts, 5, 0.05)
 
 
 # -- throttling ----------------------------------------------------------------------------------
 
-def test_throttling_slows_the_pace_and_everything_arrives(fault_server: FaultFactory,
-                                                          tmp_data: TmpData) -> None:
+def test_throttling_slows_the_pace_and_everything_arrives(
+        fault_server: FaultFactory, tmp_data: TmpData, starts: list[tuple[float, float]]
+) -> None:
     server = fault_server(data_reply=SES_THROTTLE, times=3)
     n = 8
     # attempts=1: no retries at all, so delivery can only come from slowing down.
@@ -138,11 +172,14 @@ def test_throttling_slows_the_pace_and_everything_arrives(fault_server: FaultFac
     assert [r.exitcode for r in out] == [0] * n, [r.message for r in out if not r.ok]
     assert server.transactions == n + 3 and server.accepted == n
     assert Outbox(tmp_data.outbox).entries() == []
-    times = arrivals(server, n)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    print("gaps after throttling", [round(g, 3) for g in gaps])
-    # 20/s is 0.05 s apart; after the throttling replies the pace is at least halved.
-    assert statistics.median(gaps) >= 0.09
+    assert len(server.wait_for(n, timeout=30)) == n
+    # 20/s is 0.05 s apart; after the throttling replies the pace is at least halved, and the
+    # messages that follow start at least that far apart.
+    intervals = [step for _, step in starts]
+    assert intervals[0] == pytest.approx(0.05) and max(intervals) >= 0.1
+    slowed = intervals.index(max(intervals))
+    for (a, step), (b, _) in itertools.pairwise(starts[slowed:]):
+        assert b - a >= step - 1e-9
 
 
 def test_an_ordinary_451_still_spends_the_retries(fault_server: FaultFactory,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import subprocess
@@ -398,3 +399,43 @@ async def test_random_faults_are_seeded(fault_server) -> None:
     assert set(outcomes) == {"ok", "dropped"}
     assert dropper.accepted == outcomes.count("ok") == len(dropper.messages())
     assert dropper.connections == 10 and dropper.max_active == 1
+
+
+def _serve_cli(tmp_path: Path, *options: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "smtp_magic", "serve", "--port", "0",
+                             "--maildir", str(tmp_path / "m"), *options],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.parametrize("options", [["--user", "alice:pw-1"],
+                                     ["--user", "alice:pw-1", "--require-auth"]])
+def test_serve_with_a_user_refuses_mail_from_clients_that_never_logged_in(
+        tmp_path: Path, options: list[str]) -> None:
+    """`smtp-magic serve --user` (which implies --require-auth): an end-to-end check with no
+    password configured must fail, not pass."""
+    with _serve_cli(tmp_path, *options) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.rstrip().endswith("; a login is required"), line
+            port = int(line.split(":")[1].split(",")[0])
+            with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+                asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5))
+            assert refused.value.code == 530 and "5.7.0 Authentication required" in str(refused.value)
+            # The same send with the login goes through (AUTH in plaintext: a loopback test server).
+            asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5,
+                                        username="alice", password="pw-1"))
+            proc.terminate()
+            assert proc.wait(timeout=5) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert len(messages(tmp_path / "m")) == 1
+
+
+def test_serve_require_auth_without_a_user_is_exit_1(tmp_path: Path) -> None:
+    with _serve_cli(tmp_path, "--require-auth") as proc:
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "--require-auth needs at least one --user" in json.loads(out)["message"]
