@@ -493,7 +493,12 @@ class SmtpMagics(Magics):
     @magic_arguments()
     @argument("--wait", action="store_true",
               help="Block until no send is pending; fail if any failed.")
-    @argument("--retry", action="store_true", help="Resend the failed (undelivered) messages.")
+    @argument("--retry", action="store_true",
+              help="Resend the pending and failed messages (of a partly sent one, only the "
+              "refused recipients), each to the server it was going to.")
+    @argument("--in-doubt", action="store_true",
+              help="With --retry: also resend the messages in doubt (sent, but the server's "
+              "final reply never came: they may have been delivered, and may arrive twice).")
     @argument("--clear", action="store_true",
               help="Forget the failed messages (on disk) and the finished sends of this session.")
     @argument("--limit", type=int, default=20, metavar="N",
@@ -528,14 +533,19 @@ class SmtpMagics(Magics):
         else:
             _settle_in_flight("%smtp_outbox --wait")
         if args.retry:
-            keys = _undelivered_keys(box)
-            if not keys:
+            entries = _undelivered(box)
+            doubtful = sum(1 for e in entries if e.status == "in doubt")
+            if not entries or (doubtful == len(entries) and not args.in_doubt):
                 print("Nothing to retry.")
             else:
                 try:
-                    api.retry_outbox(config=current(), keys=keys)
+                    api.retry_outbox(config=current(), keys=[e.key for e in entries],
+                                     in_doubt=args.in_doubt)
                 except SmtpMagicError as exc:
                     raise _kernel.one_line(exc) from None
+            if doubtful and not args.in_doubt:
+                print(f"{doubtful} message(s) in doubt were not resent: they may have been "
+                      "delivered (%smtp_outbox --retry --in-doubt resends them).")
         display(_outbox_table(box, max(args.limit, 0)))
         if args.wait or args.retry:
             failed = _latest_failures()
@@ -584,10 +594,14 @@ def _in_flight_keys() -> set[str]:
     return {r.outbox_key for r in history.records() if r.status == "pending" and r.outbox_key}
 
 
-def _undelivered_keys(box: Any) -> list[str]:
+def _undelivered(box: Any) -> list[Any]:
     """Kept messages that no send of this session is still working on."""
     busy = _in_flight_keys()
-    return [e.key for e in box.entries() if e.key not in busy]
+    return [e for e in box.entries() if e.key not in busy]
+
+
+def _undelivered_keys(box: Any) -> list[str]:
+    return [e.key for e in _undelivered(box)]
 
 
 def _latest_failures() -> list[Any]:
@@ -595,7 +609,7 @@ def _latest_failures() -> list[Any]:
     latest: dict[Any, Any] = {}
     for record in history.records():
         latest[record.message_id or id(record)] = record
-    return [r for r in latest.values() if r.status == "failed"]
+    return [r for r in latest.values() if r.status not in ("sent", "pending")]
 
 
 def _failure_error(failed: list[Any]) -> SmtpMagicError:
