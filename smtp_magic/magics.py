@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextvars
 import getpass
 import logging
 import re
 import shlex
+import threading
 import weakref
 from collections import ChainMap
 from collections.abc import Callable, Mapping
@@ -546,7 +549,8 @@ class SmtpMagics(Magics):
             if doubtful and not args.in_doubt:
                 print(f"{doubtful} message(s) in doubt were not resent: they may have been "
                       "delivered (%smtp_outbox --retry --in-doubt resends them).")
-        display(_outbox_table(box, max(args.limit, 0)))
+        limit = max(args.limit, 0)
+        _live_display(lambda: _outbox_table(box, limit))
         if args.wait or args.retry:
             failed = _latest_failures()
             if failed:
@@ -564,7 +568,8 @@ class SmtpMagics(Magics):
         from .server import default_maildir, messages
 
         _settle_in_flight("%smtp_outbox --wait")
-        display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir())))
+        limit = max(args.limit, 0)
+        _live_display(lambda: Inbox(messages(limit=limit), str(default_maildir())))
 
     # -- %smtp_compose --
     @no_var_expand
@@ -652,6 +657,38 @@ def _outbox_table(box: Any, limit: int) -> Table:
 # How long %smtp_outbox and %smtp_inbox wait for sends still in flight before showing them: a
 # notebook run with Run All shows what its sends did, not "pending".
 SETTLE_SECONDS = 10.0
+# While sends are still pending after that, their output is redrawn in place at most this often.
+FOLLOW_SECONDS = 1.0
+
+
+def _live_display(render: Callable[[], Any]) -> None:
+    """Display ``render()``; while sends of this session are pending, redraw it in place (an
+    IPython display update, ``display_id``) as they finish, so that it stays true: a paced merge
+    longer than the wait shows "pending" at first, and what happened once it is over."""
+    handle = display(render(), display_id=True)
+    if handle is None or not history.pending():
+        return
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    context = contextvars.copy_context()
+
+    def publish(obj: Any) -> None:
+        if loop is not None and not loop.is_closed():  # outputs go out from the kernel's loop
+            loop.call_soon_threadsafe(handle.update, obj, context=context)
+        else:
+            handle.update(obj)
+
+    def follow() -> None:
+        shown = len(history.pending())
+        while shown:
+            left = len(history.wait(FOLLOW_SECONDS))
+            if left != shown:
+                publish(render())
+                shown = left
+
+    threading.Thread(target=follow, name="smtp-magic-live-output", daemon=True).start()
 
 
 def _settle_in_flight(how: str) -> None:

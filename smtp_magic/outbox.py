@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mailbox
@@ -414,7 +415,7 @@ class Batch:
 
     def settle(self, n: int, mark: bytes) -> None:
         assert self._append is not None, "settle() before commit()"
-        os.write(self._append, b"%s %d\n" % (mark, n))
+        _append(self._append, b"%s %d\n" % (mark, n))
         if mark in _FINAL:
             self.pending.discard(n)
 
@@ -455,10 +456,13 @@ def _settle(path: Path, n: int, mark: bytes) -> None:
             batch.settle(n, mark)
             return
     try:
-        with open(path, "ab") as f:
-            f.write(b"%s %d\n" % (mark, n))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     except FileNotFoundError:
         return
+    try:
+        _append(fd, b"%s %d\n" % (mark, n))
+    finally:
+        os.close(fd)
     records = _read_journal(path)
     if all(r[3] in _FINAL for r in records.values()):
         _forget_journal(path)
@@ -471,8 +475,21 @@ def _mark(path: Path, n: int, mark: bytes) -> None:
     if batch is not None:
         batch.settle(n, mark)
         return
-    with open(path, "ab") as f:
-        f.write(b"%s %d\n" % (mark, n))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        _append(fd, b"%s %d\n" % (mark, n))
+    finally:
+        os.close(fd)
+
+
+def _append(fd: int, line: bytes) -> None:
+    """Append one mark, whole or not at all: on a full disk a write can be short, and a torn
+    "D 12" would read as "D 1", another message's mark. The torn part is cut off again and the
+    full disk raised (OSError)."""
+    written = os.write(fd, line)
+    if written != len(line):
+        os.ftruncate(fd, os.fstat(fd).st_size - written)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _forget_journal(path: Path) -> None:

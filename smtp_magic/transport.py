@@ -859,6 +859,7 @@ class Session:
             try:
                 errors = await _send_message(smtp, channel, sender, recipients, data,
                                              smtputf8, sending, self.upcoming)
+                self.unconfirmed = unconfirmed  # the final reply came
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
                     aiosmtplib.SMTPNotSupported):
                 if self.unconfirmed and not unconfirmed and self.mark is not None:
@@ -1040,8 +1041,7 @@ def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicEr
     else:
         cls = PartiallyRefused
         total = len(outcome.accepted) + len(outcome.refused)
-        message = (f"Partly sent: sent to {len(outcome.accepted)} of {total} recipients; "
-                   f"refused: {listed}.")
+        message = f"Sent to {len(outcome.accepted)} of {total} recipients; refused: {listed}."
     return cls(message, refused=outcome.refused, code=code, reply=f"{code} {text}".strip())
 
 
