@@ -80,6 +80,26 @@ def test_a_merge_where_every_row_is_partly_sent_says_so(
     assert {m.rcpt_to for m in server.messages()} == {(BOB,)}
 
 
+def test_the_form_says_partly_sent(fault_server: FaultFactory, tmp_data: TmpData) -> None:
+    import html
+
+    from test_widgets import wait_until_done
+
+    from smtp_magic.widgets import compose
+
+    server = fault_server(refuse_rcpt={CAROL: (550, "5.1.1 No such user")})
+    form = compose(settings=settings(server), to=f"{BOB}, {CAROL}", subject="s", namespace={})
+    try:
+        form.send_button.click()
+        wait_until_done(form)
+        status = html.unescape(form.status.value)
+        assert (f"Partly sent (exit 5): Sent to 1 of 2 recipients; refused: {CAROL} (550 5.1.1 "
+                "No such user).") in status, status
+        assert "Not sent" not in status and "\u2718" not in status
+    finally:
+        form.close()
+
+
 # -- retries go where the message was going, with that account's password ---------------------------
 
 def test_retry_goes_to_the_recorded_server_with_its_own_password_never_another(
