@@ -308,7 +308,9 @@ class Response:
     def __str__(self) -> str:
         if self.ok:
             return f"sent in {self.elapsed:.2f} s, {self.message_id or ''}".rstrip(", ")
-        return f"{self.state}, exit {self.exitcode}: {self.message}"
+        state = self.state
+        prefix = "" if state == "not sent" else f"{state}, "  # partly sent, in doubt
+        return f"{prefix}exit {self.exitcode}: {self.message}"
 
     def _repr_html_(self) -> str:
         from ._theme import line
