@@ -21,7 +21,7 @@ from ._views import visible
 from .config import SmtpMagic
 from .conversation import debug_output
 from .errors import ExitCode, SmtpMagicError
-from .models import Response, SendRequest
+from .models import Response, SendRequest, tally
 from .outbox import history
 
 __all__ = [
@@ -152,8 +152,8 @@ class SendJob:
         except SmtpMagicError as exc:
             if len(self.requests) == 1:
                 return exc
-            return type(exc)(f"{len(failed)} of {len(self.requests)} messages were not sent; "
-                             f"the first: {exc.message}", refused=exc.refused)
+            return type(exc)(f"{tally(failed, len(self.requests))}; the first: {exc.message}",
+                             refused=exc.refused)
         return SmtpMagicError(failed[0].message)
 
     # -- the status line: one line for the whole send, with a progress bar for --each --
@@ -181,11 +181,15 @@ class SendJob:
                 return "ok", f"sent {total} messages in {elapsed:.2f} s"
             assert self.responses is not None
             return "ok", str(self.responses[0])
-        if not self.many or self.crash is not None:
+        if self.crash is not None:
             return "error", f"failed: {failed[0].message}"
+        kind = "warn" if all(r.state != "not sent" for r in failed) else "error"
+        if not self.many:
+            state = failed[0].state
+            return kind, f"{'failed' if state == 'not sent' else state}: {failed[0].message}"
         reasons = "; ".join(dict.fromkeys(r.message for r in failed))
-        return "error", (f"{total - len(failed)} of {total} messages sent, {len(failed)} failed "
-                         f"({elapsed:.2f} s): {reasons}")
+        return kind, (f"{total - len(failed)} of {total} messages sent, {tally(failed, total)} "
+                      f"({elapsed:.2f} s): {reasons}")
 
     def _notes(self) -> str:
         return "".join(f"; note: {note}" for note in self.notes)

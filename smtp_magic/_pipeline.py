@@ -183,11 +183,13 @@ class Channel(asyncio.BufferedProtocol):
     async def exchange(
         self, commands: bytes, replies: int, timeout: float | None,
         payload: Iterable[bytes] = (), size: int = 0, then: bytes = b"", then_replies: int = 0,
+        ending: Callable[[], None] | None = None,
     ) -> list[SMTPResponse]:
         """Write ``commands`` (CRLF-ended lines) and then ``payload``; read ``replies`` replies.
 
         ``then`` (the next transaction's envelope, ``then_replies`` replies) goes out in the
-        same write as the payload's end; its replies wait for ``prefetched``.
+        same write as the payload's end; its replies wait for ``prefetched``. ``ending()`` is
+        called just before that last write (it may raise to keep the end from going out).
         """
         if not self.is_open:
             raise SMTPServerDisconnected("Connection lost")
@@ -207,6 +209,8 @@ class Channel(asyncio.BufferedProtocol):
                 if self._lost:
                     raise SMTPServerDisconnected("Connection lost")
             pending = chunk
+        if ending is not None:
+            ending()
         if then:
             self._trace_commands(then)
             self._ahead = (then, self._expect(then_replies))

@@ -21,7 +21,7 @@ from collections.abc import (
     Sequence,
     Sized,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _budget, _dkim, pacing, transport
@@ -30,10 +30,11 @@ from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
 from .errors import (
-    ConfigError,
     ConnectFailed,
     ExitCode,
+    InDoubt,
     InvalidRequest,
+    OutboxUnwritable,
     SmtpMagicError,
     did_you_mean,
 )
@@ -270,9 +271,19 @@ def _upcoming(job: _Job) -> transport.Upcoming:
     return transport.Upcoming(composed.sender, composed.recipients, size, composed.smtputf8)
 
 
-def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None]) -> Batch:
+# What an outbox entry remembers of its settings, so that a retry goes where it was going.
+_DESTINATION = ("host", "port", "security", "username", "auth", "profile")
+
+
+def destination_of(settings: ConnectionSettings) -> dict[str, Any]:
+    """Host, port, security, username, auth and profile of ``settings``: never a secret."""
+    return {name: getattr(settings, name) for name in _DESTINATION}
+
+
+def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None],
+             settings: ConnectionSettings | None = None) -> Batch:
     """Write every message of the group to the outbox (one journal) before any is sent."""
-    batch = outbox.batch()
+    batch = outbox.batch(destination_of(settings) if settings is not None else None)
     try:
         for job in jobs:
             composed = job.composed
@@ -335,28 +346,59 @@ async def _deliver_bytes(
     else marked failed. ``elapsed`` does not count the wait for the pace."""
     message_id = entry.message_id
     clock = [time.monotonic()]
+
+    def mark(sent: bool) -> None:  # the journal knows when the final "." goes out
+        if sent:
+            outbox.sending(entry)
+        else:
+            outbox.answered(entry)
+
+    session.mark = mark
     try:
         outcome = await _deliver_paced(session, envelope, data, pacer, clock)
     except SmtpMagicError as exc:
+        in_doubt = isinstance(exc, InDoubt) or session.unconfirmed
         response = Response.from_error(
             exc, message_id=message_id, elapsed=time.monotonic() - clock[0],
             accepted=tuple(r for r in envelope.recipients if r not in exc.refused)
             if exc.exitcode == ExitCode.PARTIAL else (),
         )
         owed = tuple(exc.refused) if response.exitcode == ExitCode.PARTIAL else None
-        outbox.mark_failed(entry, response, owed)
+        if in_doubt:
+            response = replace(response, result=IN_DOUBT_RESULT)
+        elif owed is not None:
+            response = replace(response, result=f"partly sent: sent to {len(response.accepted)} "
+                               f"of {len(response.accepted) + len(owed)}")
+        outbox.mark_failed(entry, response, owed, in_doubt=in_doubt)
         return response
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
         session.abort()
+        in_doubt = session.unconfirmed
         response = Response(
             exitcode=ExitCode.CONNECT, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
             message_id=message_id, elapsed=time.monotonic() - clock[0],
+            result=IN_DOUBT_RESULT if in_doubt else "",
         )
-        outbox.mark_failed(entry, response)
+        outbox.mark_failed(entry, response, in_doubt=in_doubt)
         return response
-    outbox.remove(entry.key)
-    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=time.monotonic() - clock[0],
+    finally:
+        session.mark = None
+    elapsed = time.monotonic() - clock[0]
+    try:
+        outbox.remove(entry.key)
+    except OSError as exc:
+        # Accepted is sent, whatever the outbox can still record: it stays marked in doubt there
+        # (never resent without asking), and the response says so.
+        warning = (f"Sent, but the outbox {str(outbox.path)!r} could not record it "
+                   f"({exc.strerror or exc}); it stays there as in doubt: do not resend it.")
+        log.warning("%s: %s", message_id, warning)
+        return Response(exitcode=ExitCode.SENT, message=warning, message_id=message_id,
+                        elapsed=elapsed, accepted=tuple(outcome.accepted))
+    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=elapsed,
                     accepted=tuple(outcome.accepted))
+
+
+IN_DOUBT_RESULT = "in doubt: it may have been delivered"
 
 
 class _Pool:
@@ -424,10 +466,11 @@ def _open_group(jobs: list[_Job], settings: ConnectionSettings,
         return None
     outbox = Outbox(settings.outbox_dir)
     try:
-        batch = _journal(jobs, outbox, progress)
+        batch = _journal(jobs, outbox, progress, settings)
     except OSError as exc:
-        _fail(jobs, ConfigError(f"The outbox {str(outbox.path)!r} cannot be written "
-                                f"({exc.strerror or exc}); nothing was sent."), progress)
+        _fail(jobs, OutboxUnwritable(f"The outbox {str(outbox.path)!r} cannot be written "
+                                     f"({exc.strerror or exc}), so the message was not sent."),
+              progress)
         return None
     return _Group(settings, jobs, password, outbox, batch, progress.pacer(settings, len(jobs)))
 
@@ -904,24 +947,80 @@ class _StoredEnvelope:
     smtputf8: bool
 
 
-async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] | None = None) -> list[Response]:
-    """Resend kept messages (same bytes, same Message-ID) with the current settings."""
-    settings = load_settings(config).snapshot()
-    outbox = Outbox(settings.outbox_dir)
+def _retry_settings(base: SmtpMagic, destination: Mapping[str, Any] | None) -> ConnectionSettings:
+    """The settings a kept message is resent with: the account it was going to, as it is set
+    now. ``base`` is the current settings (or the config given).
+
+    - a message sent with a profile: that profile as saved now;
+    - a message for the server and login of ``base``: ``base`` (a port or security fixed since
+      applies, and so does its password);
+    - any other: its recorded host, port, security, login and auth, with the password from the
+      usual sources for that server (the keyring's ``username@host``); never the password of
+      another account.
+    """
+    if not destination:  # kept by an older version: the current settings, as then
+        return base.snapshot()
+    profile = destination.get("profile")
+    if profile:
+        return (base if base.profile == profile else _with_profile(base, str(profile))).snapshot()
+    if (destination.get("host"), destination.get("username")) == (base.host, base.username):
+        return base.snapshot()
+    values: dict[str, Any] = {k: destination.get(k) for k in _DESTINATION if k != "profile"}
+    values = {k: v for k, v in values.items() if v is not None or k == "username"}
+    return base.snapshot({**values, "password": None, "password_env": None})
+
+
+def _retryable(entry: OutboxEntry, in_doubt: bool) -> bool:
+    return entry.status != "in doubt" or in_doubt
+
+
+async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] | None = None,
+                             in_doubt: bool = False) -> list[Response]:
+    """Resend kept messages (same bytes, same Message-ID), each to the server it was going to
+    (host, port, security, login and profile as recorded; the rest of the settings and the
+    password from ``config``, else the current settings).
+
+    Pending and failed messages are resent, and the refused recipients of a partly sent one; a
+    message in doubt (sent, but the server's final reply never came: it may have been
+    delivered) only with ``in_doubt=True``.
+    """
+    base = load_settings(config)
+    outbox = Outbox(base.snapshot().outbox_dir)
     wanted = set(keys) if keys is not None else None
-    entries = [e for e in outbox.entries() if wanted is None or e.key in wanted]
+    entries = [e for e in outbox.entries()
+               if (wanted is None or e.key in wanted) and _retryable(e, in_doubt)]
     if not entries:
         return []
-    responses: list[Response] = []
+    by_settings: dict[ConnectionSettings, list[OutboxEntry]] = {}
+    failed: list[tuple[OutboxEntry, SmtpMagicError]] = []
+    for entry in entries:
+        try:
+            by_settings.setdefault(_retry_settings(base, entry.destination), []).append(entry)
+        except SmtpMagicError as exc:  # e.g. its profile is gone: nothing is tried
+            failed.append((entry, exc))
+    responses: dict[str, Response] = {}
+    for entry, error in failed:
+        responses[entry.key] = _not_retried(entry, error)
+    for settings, group in by_settings.items():
+        responses.update(await _retry_group(settings, group, outbox))
+    return [responses[e.key] for e in entries]
+
+
+def _not_retried(entry: OutboxEntry, exc: SmtpMagicError) -> Response:
+    record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
+                                    outbox_key=entry.key))
+    record.finish(Response.from_error(exc, message_id=entry.message_id))
+    return record.response  # type: ignore[return-value]
+
+
+async def _retry_group(settings: ConnectionSettings, entries: list[OutboxEntry], outbox: Outbox
+                       ) -> dict[str, Response]:
+    """Resend kept messages that go to the same place, over one connection."""
     try:
         password = resolve_password(settings)
     except SmtpMagicError as exc:  # nothing was tried: the messages stay as they are
-        for entry in entries:
-            record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
-                                            outbox_key=entry.key))
-            record.finish(Response.from_error(exc, message_id=entry.message_id))
-            responses.append(record.response)  # type: ignore[arg-type]
-        return responses
+        return {entry.key: _not_retried(entry, exc) for entry in entries}
+    responses: dict[str, Response] = {}
     session = transport.Session(settings, password)
     pacer = pacing.Pacer.from_setting(settings.rate, total=len(entries))
     try:
@@ -934,15 +1033,16 @@ async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] |
                                             pacer)
             pacer.settled += 1
             record.finish(response)
-            responses.append(response)
+            responses[entry.key] = response
     finally:
         await session.close()
     return responses
 
 
-def retry_outbox(*, config: ConfigLike = None, keys: Iterable[str] | None = None) -> list[Response]:
+def retry_outbox(*, config: ConfigLike = None, keys: Iterable[str] | None = None,
+                 in_doubt: bool = False) -> list[Response]:
     """Blocking ``retry_outbox_async``."""
-    return run_blocking(retry_outbox_async(config=config, keys=keys))
+    return run_blocking(retry_outbox_async(config=config, keys=keys, in_doubt=in_doubt))
 
 
 async def check_async(config: ConfigLike = None) -> transport.ServerReport:

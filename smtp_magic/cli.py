@@ -164,14 +164,23 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     if args.clear:
         _say(f"Removed {box.clear()} message(s) from {box.path}.")
         return 0
+    if args.in_doubt and not args.retry:
+        return _print(Response.from_error(InvalidRequest(
+            "--in-doubt goes with --retry (smtp-magic outbox --retry --in-doubt).")))
     if args.retry:
-        responses = retry_outbox(config=settings)
+        responses = retry_outbox(config=settings, in_doubt=args.in_doubt)
         _print_json([r.to_dict() for r in responses])
+        doubtful = sum(1 for e in box.entries() if e.status == "in doubt")
+        if doubtful and not args.in_doubt:
+            print(f"{doubtful} message(s) in doubt were not resent: they may have been "
+                  "delivered (smtp-magic outbox --retry --in-doubt resends them).", file=sys.stderr)
         return max((r.exitcode for r in responses), default=0)
     entries = box.entries()
     for e in entries:
-        reason = f" [{e.exitcode}] {e.reason}" if e.status == "failed" else ""
-        _say(f"{e.status:8} {e.subject!r} to {', '.join(e.recipients)}{reason}")
+        reason = f" [{e.exitcode}] {e.reason}" if e.reason else ""
+        where = e.destination or {}
+        to = f" via {where['host']}:{where['port']}" if where.get("host") else ""
+        _say(f"{e.status:11} {e.subject!r} to {', '.join(e.recipients)}{to}{reason}")
     _say(f"{len(entries)} message(s) in {box.path}")
     return 0
 
@@ -284,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("outbox", help="list, retry or clear undelivered messages")
     p.add_argument("--config", default=None, metavar="CONN.json")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--retry", action="store_true", help="resend every kept message")
+    group.add_argument("--retry", action="store_true",
+                       help="resend the pending and failed messages (a partly sent one to its "
+                       "refused recipients only), each to the server it was going to")
+    p.add_argument("--in-doubt", action="store_true",
+                   help="with --retry: also resend the messages in doubt (sent, but the final "
+                   "reply never came: they may have been delivered and may arrive twice)")
     group.add_argument("--clear", action="store_true", help="forget every kept message")
     _connection_options(p)
     p.set_defaults(func=cmd_outbox)

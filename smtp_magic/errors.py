@@ -12,8 +12,10 @@ __all__ = [
     "ConfigError",
     "ConnectFailed",
     "ExitCode",
+    "InDoubt",
     "InvalidRequest",
     "MissingDependency",
+    "OutboxUnwritable",
     "PartiallyRefused",
     "Rejected",
     "SendTimeout",
@@ -37,6 +39,7 @@ class ExitCode(IntEnum):
     PARTIAL = 5  # accepted for some recipients, refused for others
     TIMEOUT = 6  # the execution timeout ran out; the outcome is unknown
     TEMPORARY = 7  # a temporary (4xx) failure persisted through every retry
+    OUTBOX = 8  # the message could not be kept in the outbox (disk full, not writable); not sent
 
     @property
     def result(self) -> str:
@@ -58,6 +61,7 @@ _RESULTS = {
     ExitCode.PARTIAL: "partly sent",
     ExitCode.TIMEOUT: "unknown: timed out",
     ExitCode.TEMPORARY: "not sent: temporary failure, kept in the outbox",
+    ExitCode.OUTBOX: "not sent: the outbox cannot be written",
 }
 _MEANINGS = {
     ExitCode.SENT: "sent",
@@ -68,6 +72,7 @@ _MEANINGS = {
     ExitCode.PARTIAL: "partly refused",
     ExitCode.TIMEOUT: "timed out",
     ExitCode.TEMPORARY: "temporary failure",
+    ExitCode.OUTBOX: "outbox not writable",
 }
 
 
@@ -134,16 +139,31 @@ class SendTimeout(SmtpMagicError, TimeoutError):
     exitcode = ExitCode.TIMEOUT
 
 
+class InDoubt(SmtpMagicError):
+    """Exit 6: the message went out (its final "." was sent) but the server's final reply never
+    came (a timeout or a dropped connection): it may have been delivered. Kept in the outbox as
+    ``in doubt`` and never resent unless asked (``--retry --in-doubt``)."""
+
+    exitcode = ExitCode.TIMEOUT
+
+
 class TemporaryFailure(SmtpMagicError):
     """Exit 7: a temporary (4xx) failure persisted through every retry."""
 
     exitcode = ExitCode.TEMPORARY
 
 
+class OutboxUnwritable(SmtpMagicError):
+    """Exit 8: the message could not be kept in the outbox (disk full, not writable), so it was
+    not sent."""
+
+    exitcode = ExitCode.OUTBOX
+
+
 _ERROR_CLASSES: dict[ExitCode, type[SmtpMagicError]] = {
     cls.exitcode: cls
     for cls in (InvalidRequest, ConnectFailed, AuthFailed, Rejected, PartiallyRefused,
-                SendTimeout, TemporaryFailure)
+                SendTimeout, TemporaryFailure, OutboxUnwritable)
 }
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextvars
 import getpass
 import logging
 import re
 import shlex
+import threading
 import weakref
 from collections import ChainMap
 from collections.abc import Callable, Mapping
@@ -511,7 +514,12 @@ class SmtpMagics(Magics):
     @magic_arguments()
     @argument("--wait", action="store_true",
               help="Block until no send is pending; fail if any failed.")
-    @argument("--retry", action="store_true", help="Resend the failed (undelivered) messages.")
+    @argument("--retry", action="store_true",
+              help="Resend the pending and failed messages (of a partly sent one, only the "
+              "refused recipients), each to the server it was going to.")
+    @argument("--in-doubt", action="store_true",
+              help="With --retry: also resend the messages in doubt (sent, but the server's "
+              "final reply never came: they may have been delivered, and may arrive twice).")
     @argument("--clear", action="store_true",
               help="Forget the failed messages (on disk) and the finished sends of this session.")
     @argument("--limit", type=int, default=20, metavar="N",
@@ -546,15 +554,21 @@ class SmtpMagics(Magics):
         else:
             _settle_in_flight("%smtp_outbox --wait")
         if args.retry:
-            keys = _undelivered_keys(box)
-            if not keys:
+            entries = _undelivered(box)
+            doubtful = sum(1 for e in entries if e.status == "in doubt")
+            if not entries or (doubtful == len(entries) and not args.in_doubt):
                 print("Nothing to retry.")
             else:
                 try:
-                    api.retry_outbox(config=current(), keys=keys)
+                    api.retry_outbox(config=current(), keys=[e.key for e in entries],
+                                     in_doubt=args.in_doubt)
                 except SmtpMagicError as exc:
                     raise _kernel.one_line(exc) from None
-        display(_outbox_table(box, max(args.limit, 0)))
+            if doubtful and not args.in_doubt:
+                print(f"{doubtful} message(s) in doubt were not resent: they may have been "
+                      "delivered (%smtp_outbox --retry --in-doubt resends them).")
+        limit = max(args.limit, 0)
+        _live_display(lambda: _outbox_table(box, limit))
         if args.wait or args.retry:
             failed = _latest_failures()
             if failed:
@@ -577,8 +591,9 @@ class SmtpMagics(Magics):
         from .server import default_maildir, messages
 
         _settle_in_flight("%smtp_outbox --wait")
-        display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir()),
-                      remote_images=args.remote_images))
+        limit = max(args.limit, 0)
+        _live_display(lambda: Inbox(messages(limit=limit), str(default_maildir()),
+                                    remote_images=args.remote_images))
 
     # -- %smtp_compose --
     @no_var_expand
@@ -608,10 +623,14 @@ def _in_flight_keys() -> set[str]:
     return {r.outbox_key for r in history.records() if r.status == "pending" and r.outbox_key}
 
 
-def _undelivered_keys(box: Any) -> list[str]:
+def _undelivered(box: Any) -> list[Any]:
     """Kept messages that no send of this session is still working on."""
     busy = _in_flight_keys()
-    return [e.key for e in box.entries() if e.key not in busy]
+    return [e for e in box.entries() if e.key not in busy]
+
+
+def _undelivered_keys(box: Any) -> list[str]:
+    return [e.key for e in _undelivered(box)]
 
 
 def _latest_failures() -> list[Any]:
@@ -619,7 +638,7 @@ def _latest_failures() -> list[Any]:
     latest: dict[Any, Any] = {}
     for record in history.records():
         latest[record.message_id or id(record)] = record
-    return [r for r in latest.values() if r.status == "failed"]
+    return [r for r in latest.values() if r.status not in ("sent", "pending")]
 
 
 def _failure_error(failed: list[Any]) -> SmtpMagicError:
@@ -662,6 +681,38 @@ def _outbox_table(box: Any, limit: int) -> Table:
 # How long %smtp_outbox and %smtp_inbox wait for sends still in flight before showing them: a
 # notebook run with Run All shows what its sends did, not "pending".
 SETTLE_SECONDS = 10.0
+# While sends are still pending after that, their output is redrawn in place at most this often.
+FOLLOW_SECONDS = 1.0
+
+
+def _live_display(render: Callable[[], Any]) -> None:
+    """Display ``render()``; while sends of this session are pending, redraw it in place (an
+    IPython display update, ``display_id``) as they finish, so that it stays true: a paced merge
+    longer than the wait shows "pending" at first, and what happened once it is over."""
+    handle = display(render(), display_id=True)
+    if handle is None or not history.pending():
+        return
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    context = contextvars.copy_context()
+
+    def publish(obj: Any) -> None:
+        if loop is not None and not loop.is_closed():  # outputs go out from the kernel's loop
+            loop.call_soon_threadsafe(handle.update, obj, context=context)
+        else:
+            handle.update(obj)
+
+    def follow() -> None:
+        shown = len(history.pending())
+        while shown:
+            left = len(history.wait(FOLLOW_SECONDS))
+            if left != shown:
+                publish(render())
+                shown = left
+
+    threading.Thread(target=follow, name="smtp-magic-live-output", daemon=True).start()
 
 
 def _settle_in_flight(how: str) -> None:

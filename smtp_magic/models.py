@@ -268,6 +268,18 @@ class Response:
     def ok(self) -> bool:
         return self.exitcode == ExitCode.SENT
 
+    @property
+    def state(self) -> str:
+        """``sent``, ``partly sent`` (refused for some recipients), ``in doubt`` (it went out
+        but the final reply never came: it may have been delivered) or ``not sent``."""
+        if self.ok:
+            return "sent"
+        if self.result.startswith("in doubt"):
+            return "in doubt"
+        if self.exitcode == ExitCode.PARTIAL:
+            return "partly sent"
+        return "not sent"
+
     def get(self, key: str, default: Any = None) -> Any:
         """Seed-style access: ``response.get("result")``."""
         return getattr(self, key, default) if key in self.__dataclass_fields__ else default
@@ -297,7 +309,9 @@ class Response:
     def __str__(self) -> str:
         if self.ok:
             return f"sent in {self.elapsed:.2f} s, {self.message_id or ''}".rstrip(", ")
-        return f"exit {self.exitcode}: {self.message}"
+        state = self.state
+        prefix = "" if state == "not sent" else f"{state}, "  # partly sent, in doubt
+        return f"{prefix}exit {self.exitcode}: {self.message}"
 
     def _repr_html_(self) -> str:
         from ._theme import line
@@ -309,6 +323,22 @@ class Response:
         )
         extra = f"<ul style='margin:2px 0'>{refused}</ul>" if refused else ""
         return line(kind, str(self), tag="div", icon=None if self.ok else "\u2718 ") + extra
+
+
+def tally(responses: Iterable[Response], total: int) -> str:
+    """How a batch went, by state: ``2 of 3 messages were partly sent, 1 was in doubt``."""
+    counts: dict[str, int] = {}
+    for response in responses:
+        if not response.ok:
+            counts[response.state] = counts.get(response.state, 0) + 1
+    parts: list[str] = []
+    for state in ("not sent", "partly sent", "in doubt"):
+        n = counts.get(state, 0)
+        if n:
+            verb = "was" if n == 1 else "were"
+            parts.append(f"{n} {verb} {state}" if parts else
+                         f"{n} of {total} message{'s' if total != 1 else ''} {verb} {state}")
+    return ", ".join(parts)
 
 
 # -- the message options the faces share ---------------------------------------------------------

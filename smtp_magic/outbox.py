@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mailbox
@@ -11,11 +12,12 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ._paths import open_private, private_dir, user_path, write_private
+from .errors import OutboxUnwritable
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
@@ -28,7 +30,14 @@ _MAGIC = b"smtp-magic journal 1\n"
 _KEEP_IN_MEMORY = 1 << 20  # larger messages are streamed back from the journal when sent
 _READ_CHUNK = 1 << 20
 _JOURNAL_BUFFER = 1 << 20  # a batch is written in a few large writes; commit() flushes it
-_SETTLEMENT = re.compile(rb"([DM]) (\d+)")
+# Marks after a message's record: D delivered, M moved to the Maildir (both final); U its data
+# was sent and no final reply has come (in doubt), A the server answered after all (pending).
+_SETTLEMENT = re.compile(rb"([DMUA]) (\d+)")
+_FINAL = (b"D", b"M")
+
+# The states of a kept message (SPEC §10). --retry resends pending and failed ones, and the
+# refused recipients of a partly sent one; an in-doubt one only with --retry --in-doubt.
+PENDING, FAILED, PARTLY_SENT, IN_DOUBT = "pending", "failed", "partly sent", "in doubt"
 
 
 def default_outbox_dir() -> Path:
@@ -45,11 +54,15 @@ class OutboxEntry:
     subject: str
     sender: str
     recipients: tuple[str, ...]
-    status: str  # "pending" (being sent, or interrupted) or "failed"
+    # "pending" (being sent, or interrupted before its data was sent), "failed", "partly sent"
+    # (``recipients`` are then those still owed), "in doubt" (sent, no final reply)
+    status: str
     exitcode: int | None = None
     reason: str = ""
     created: float = 0.0
     updated: float = 0.0
+    # Where it was going: host, port, security, username, auth, profile; never a secret.
+    destination: dict[str, Any] | None = field(default=None, compare=False)
 
 
 class Outbox:
@@ -101,23 +114,67 @@ class Outbox:
         return entry
 
     def mark_failed(self, entry: OutboxEntry, response: Response,
-                    recipients: tuple[str, ...] | None = None) -> OutboxEntry:
-        """Record why a kept message was not delivered (and to whom it is still owed)."""
-        log.info("kept %s in the outbox %s (exit %d): %s", entry.message_id, self.path,
-                 int(response.exitcode), response.message)
-        journal = _journal_key(entry.key)
-        if journal is not None and not self._meta_path(entry.key).exists():
-            # Moved out of its batch journal into the Maildir, under the same key.
-            self._copy_to_maildir(entry.key, self._journal_chunks(entry.key))
+                    recipients: tuple[str, ...] | None = None, *, in_doubt: bool = False
+                    ) -> OutboxEntry:
+        """Record why a kept message was not delivered (and to whom it is still owed): state
+        ``failed``, ``partly sent`` (exit 5), or ``in doubt`` (its data was sent and no final
+        reply came). A disk that cannot take the record leaves the message as it was kept (a
+        warning is logged): never an exception here, the send is over."""
+        status = (IN_DOUBT if in_doubt else PARTLY_SENT if int(response.exitcode) == 5
+                  else FAILED)
+        log.info("kept %s in the outbox %s as %s (exit %d): %s", entry.message_id, self.path,
+                 status, int(response.exitcode), response.message)
         failed = OutboxEntry(
             entry.key, entry.message_id, entry.subject, entry.sender,
-            tuple(recipients) if recipients is not None else entry.recipients, "failed",
-            response.exitcode, response.message, entry.created, time.time(),
+            tuple(recipients) if recipients is not None else entry.recipients, status,
+            response.exitcode, response.message, entry.created, time.time(), entry.destination,
         )
-        self._write_meta(failed)
-        if journal is not None:
-            _settle(self._journal_path(journal[0]), journal[1], b"M")
+        journal = _journal_key(entry.key)
+        try:
+            if journal is not None and not self._meta_path(entry.key).exists():
+                # Moved out of its batch journal into the Maildir, under the same key.
+                self._copy_to_maildir(entry.key, self._journal_chunks(entry.key))
+            self._write_meta(failed)
+            if journal is not None:
+                _settle(self._journal_path(journal[0]), journal[1], b"M")
+        except OSError as exc:
+            log.warning("the outbox %s could not record %s as %s (%s); it stays as it was kept",
+                        self.path, entry.message_id, status, exc.strerror or exc)
         return failed
+
+    def sending(self, entry: OutboxEntry) -> None:
+        """Mark the message as "data sent, awaiting the reply" (in doubt if the process dies
+        now); called just before its final "." goes out. One write the OS has once this
+        returns (a killed process cannot lose it; no fsync). Raises OutboxUnwritable when the
+        mark cannot be written: the message must then not be sent."""
+        try:
+            live = self._live(entry.key)
+            journal = _journal_key(entry.key)
+            if live is not None:  # the common case, a batch being sent: one append
+                live[0].settle(live[1], b"U")
+            elif journal is not None and not self._meta_path(entry.key).exists():
+                _mark(self._journal_path(journal[0]), journal[1], b"U")
+            else:
+                self._write_meta(replace(entry, status=IN_DOUBT, updated=time.time()))
+        except OSError as exc:
+            raise OutboxUnwritable(
+                f"The outbox {str(self.path)!r} cannot be written ({exc.strerror or exc}), so "
+                "the message could not be marked as being sent and was not sent.") from None
+
+    def answered(self, entry: OutboxEntry) -> None:
+        """Undo ``sending``: the server answered, so this attempt delivered nothing."""
+        try:
+            live = self._live(entry.key)
+            journal = _journal_key(entry.key)
+            if live is not None:
+                live[0].settle(live[1], b"A")
+            elif journal is not None and not self._meta_path(entry.key).exists():
+                _mark(self._journal_path(journal[0]), journal[1], b"A")
+            else:
+                self._write_meta(entry)
+        except OSError as exc:  # it stays "in doubt": never resent without asking
+            log.warning("the outbox %s could not record the answer for %s (%s)", self.path,
+                        entry.message_id, exc.strerror or exc)
 
     def _copy_to_maildir(self, key: str, chunks: Iterable[bytes]) -> None:
         self.maildir  # noqa: B018 - creates tmp/ new/ cur/ meta/
@@ -130,21 +187,32 @@ class Outbox:
 
     # -- batch journals --------------------------------------------------------------------
 
-    def batch(self) -> Batch:
-        """A journal for the messages of one bulk send (see ``Batch``)."""
-        return Batch(self)
+    def batch(self, destination: dict[str, Any] | None = None) -> Batch:
+        """A journal for the messages of one bulk send (see ``Batch``) to ``destination``."""
+        return Batch(self, destination)
+
+    def _live(self, key: str) -> tuple[Batch, int] | None:
+        """The batch this process is sending ``key`` with, while the message is unsettled."""
+        journal = _journal_key(key)
+        if journal is None:
+            return None
+        with _batches_lock:
+            batch = _batch_ids.get(journal[0])  # by id: no Path built per message
+        if batch is None or journal[1] not in batch.pending or batch.outbox.path != self.path:
+            return None
+        return batch, journal[1]
 
     def _journal_path(self, journal_id: str) -> Path:
         return self.path / _JOURNAL_DIR / f"{journal_id}.log"
 
     def _journal_record(self, key: str) -> tuple[Path, int, int] | None:
-        """(journal path, payload offset, length) of a pending journal entry, else None."""
+        """(journal path, payload offset, length) of an unsettled journal entry, else None."""
         journal = _journal_key(key)
         if journal is None:
             return None
         path = self._journal_path(journal[0])
         record = _read_journal(path).get(journal[1])
-        if record is None or record[3] is not None:
+        if record is None or record[3] in _FINAL:
             return None
         return path, record[0], record[1]
 
@@ -195,13 +263,13 @@ class Outbox:
         if journals.is_dir():
             for path in journals.glob("*.log"):
                 records = _read_journal(path)
-                if records and all(r[3] is not None for r in records.values()):
+                if records and all(r[3] in _FINAL for r in records.values()):
                     _forget_journal(path)  # every message settled: a finished batch
                     continue
                 for n, (_, _, meta, settled) in records.items():
                     key = f"J{path.stem}-{n}"
-                    if settled is None and key not in known:
-                        out.append(_pending_entry(key, meta))
+                    if settled not in _FINAL and key not in known:
+                        out.append(_pending_entry(key, meta, IN_DOUBT if settled else PENDING))
         return sorted(out, key=lambda e: e.created)
 
     def _maildir_entries(self) -> list[OutboxEntry]:
@@ -263,8 +331,12 @@ class Batch:
     ``<id>.log`` when complete, so a reader never sees a half-written batch.
     """
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, destination: dict[str, Any] | None = None) -> None:
         self.outbox = outbox
+        self.destination = destination
+        # Spliced into every record's JSON (one dumps per batch, not per message).
+        self._where = (b', "destination": ' + json.dumps(destination).encode("utf-8") + b"}"
+                       if destination else b"}")
         directory = outbox.path / _JOURNAL_DIR
         private_dir(directory, tighten=True)
         self.id = f"{time.time_ns():x}{os.getpid():x}{secrets.token_hex(3)}"
@@ -287,7 +359,8 @@ class Batch:
         now = time.time()
         meta = {"message_id": message_id, "subject": subject, "sender": sender,
                 "recipients": list(recipients), "created": now}
-        prefix, suffix = b"P %d " % n, b" " + json.dumps(meta).encode("utf-8") + b"\n"
+        prefix = b"P %d " % n
+        suffix = b" " + json.dumps(meta).encode("utf-8")[:-1] + self._where + b"\n"
         start = self._end
         # A message that fits in memory (nearly all) is written in one go, its length known; a
         # larger one is streamed and its length written back into the record afterwards (a seek
@@ -328,7 +401,7 @@ class Batch:
         self.pending.add(n)
         self.regions[n] = _Region(f.fileno(), offset, size)
         entry = OutboxEntry(f"J{self.id}-{n}", message_id, subject, sender, tuple(recipients),
-                            "pending", created=now, updated=now)
+                            PENDING, created=now, updated=now, destination=self.destination)
         # A streamed message is sent from the journal, never held whole in memory.
         return entry, (self.regions[n] if streamed else body)
 
@@ -345,8 +418,9 @@ class Batch:
 
     def settle(self, n: int, mark: bytes) -> None:
         assert self._append is not None, "settle() before commit()"
-        os.write(self._append, b"%s %d\n" % (mark, n))
-        self.pending.discard(n)
+        _append(self._append, b"%s %d\n" % (mark, n))
+        if mark in _FINAL:
+            self.pending.discard(n)
 
     def close(self) -> None:
         """Delete the journal if every message is settled; otherwise leave it for the outbox."""
@@ -385,13 +459,40 @@ def _settle(path: Path, n: int, mark: bytes) -> None:
             batch.settle(n, mark)
             return
     try:
-        with open(path, "ab") as f:
-            f.write(b"%s %d\n" % (mark, n))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     except FileNotFoundError:
         return
+    try:
+        _append(fd, b"%s %d\n" % (mark, n))
+    finally:
+        os.close(fd)
     records = _read_journal(path)
-    if all(r[3] is not None for r in records.values()):
+    if all(r[3] in _FINAL for r in records.values()):
         _forget_journal(path)
+
+
+def _mark(path: Path, n: int, mark: bytes) -> None:
+    """Append a U or A mark (not a settlement) to a journal; raises OSError."""
+    with _batches_lock:
+        batch = _batches.get(path)
+    if batch is not None:
+        batch.settle(n, mark)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        _append(fd, b"%s %d\n" % (mark, n))
+    finally:
+        os.close(fd)
+
+
+def _append(fd: int, line: bytes) -> None:
+    """Append one mark, whole or not at all: on a full disk a write can be short, and a torn
+    "D 12" would read as "D 1", another message's mark. The torn part is cut off again and the
+    full disk raised (OSError)."""
+    written = os.write(fd, line)
+    if written != len(line):
+        os.ftruncate(fd, os.fstat(fd).st_size - written)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _forget_journal(path: Path) -> None:
@@ -428,8 +529,8 @@ def _read_journal(path: Path) -> dict[int, tuple[int, int, dict[str, Any], bytes
                 else:  # settlements; a torn one may share its line with the next
                     for mark, n_text in _SETTLEMENT.findall(line):
                         n = int(n_text)
-                        if n in records:
-                            records[n] = (*records[n][:3], mark)
+                        if n in records and records[n][3] not in _FINAL:
+                            records[n] = (*records[n][:3], None if mark == b"A" else mark)
             except (ValueError, TypeError):
                 break
     return records
@@ -446,11 +547,13 @@ def _region_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _pending_entry(key: str, meta: dict[str, Any]) -> OutboxEntry:
+def _pending_entry(key: str, meta: dict[str, Any], status: str = PENDING) -> OutboxEntry:
     created = float(meta.get("created", 0.0))
+    destination = meta.get("destination")
     return OutboxEntry(key, str(meta.get("message_id", "")), str(meta.get("subject", "")),
-                       str(meta.get("sender", "")), tuple(meta.get("recipients", ())), "pending",
-                       created=created, updated=created)
+                       str(meta.get("sender", "")), tuple(meta.get("recipients", ())), status,
+                       created=created, updated=created,
+                       destination=destination if isinstance(destination, dict) else None)
 
 
 @dataclass
@@ -460,7 +563,7 @@ class SendRecord:
     subject: str
     recipients: tuple[str, ...]
     message_id: str | None
-    status: str = "pending"  # pending, sent, failed
+    status: str = "pending"  # pending, sent, failed, partly sent, in doubt
     response: Response | None = None
     started: float = field(default_factory=time.time)
     outbox_key: str | None = None
@@ -475,7 +578,8 @@ class SendRecord:
 
     def finish(self, response: Response) -> None:
         self.response = response
-        self.status = "sent" if response.ok else "failed"
+        state = response.state
+        self.status = "failed" if state == "not sent" else state  # sent, partly sent, in doubt
         if self._log is not None:
             self._log.changed()
 

@@ -24,6 +24,8 @@ from .errors import (
     AuthFailed,
     ConnectFailed,
     ExitCode,
+    InDoubt,
+    OutboxUnwritable,
     PartiallyRefused,
     Rejected,
     SendTimeout,
@@ -73,6 +75,11 @@ __all__ = [
     "deliver",
     "tls_context",
 ]
+
+
+# How an in-doubt message is reported: the end of one sentence.
+IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the outbox as in doubt "
+                 "and not sent again unless asked (--retry --in-doubt).")
 
 
 class _Transient(SmtpMagicError):
@@ -418,8 +425,7 @@ async def _send_message(
     channel, this is aiosmtplib's public ``sendmail``.
     """
     if channel is None:
-        sending()  # aiosmtplib's sendmail does not say when the data goes out: assume now
-        return await _send_public(smtp, sender, recipients, data, smtputf8)
+        return await _send_public(smtp, sender, recipients, data, smtputf8, sending)
     import aiosmtplib
 
     if smtputf8 and not smtp.supports_extension("smtputf8"):
@@ -467,9 +473,10 @@ async def _send_message(
         then = b"".join(envelope_commands(smtp, upcoming.sender, upcoming.recipients,
                                           upcoming.size, upcoming.smtputf8)) + b"DATA\r\n"
         then_replies = len(upcoming.recipients) + 2
-    sending()
+    # ``sending`` runs just before the write that carries the final ".": until then a drop
+    # delivers nothing and the message may be sent again; from then on it is in doubt.
     (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data),
-                                      then, then_replies)
+                                      then, then_replies, ending=sending)
     # The end of the data ends the transaction whatever the reply (RFC 5321 §4.1.1.4): no RSET,
     # which would also reset an envelope sent ahead.
     if reply.code != 250:
@@ -479,13 +486,39 @@ async def _send_message(
 
 async def _send_public(
     smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool,
+    sending: Callable[[], None],
 ) -> dict[str, Any]:
-    """The same transaction through aiosmtplib's public ``sendmail`` (no PIPELINING; the
-    message is held whole in memory)."""
+    """The same transaction through aiosmtplib's public ``mail``, ``rcpt`` and ``data``, as its
+    ``sendmail`` does it (no PIPELINING; the message is held whole in memory); ``sending()``
+    runs before DATA (``data`` sends the content and the final "." in one go)."""
+    import aiosmtplib
+
+    if smtputf8 and not smtp.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
     message = bytes(data) if isinstance(data, (bytes, bytearray)) else b"".join(data.chunks())
-    errors, _ = await smtp.sendmail(sender, list(recipients), message,
-                                    mail_options=["SMTPUTF8"] if smtputf8 else [])
-    return errors
+    options = ["SMTPUTF8"] if smtputf8 else []
+    if smtp.supports_extension("size"):
+        options.insert(0, f"SIZE={len(message)}")
+    encoding = "utf-8" if smtputf8 else "ascii"
+    refused: dict[str, Any] = {}
+    try:
+        await smtp.mail(sender, options=options, encoding=encoding)
+        for rcpt in recipients:
+            try:
+                await smtp.rcpt(rcpt, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[rcpt] = exc
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(list(refused.values()))
+        sending()
+        await smtp.data(message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        try:  # reset the envelope for the next message, as sendmail does
+            await smtp.rset()
+        except (ConnectionError, aiosmtplib.SMTPException):
+            pass
+        raise
+    return refused
 
 
 async def _end_data(channel: Channel, data_reply: Any, timeout: float | None) -> None:
@@ -640,6 +673,10 @@ class Session:
         # order (a bulk send): its envelope may then go out ahead, with the end of the data.
         self.upcoming: Upcoming | None = None
         self._ahead: Upcoming | None = None  # the envelope the server has, awaiting its data
+        # The outbox's record of the message being sent, set by whoever sends it: mark(True)
+        # runs just before the final "." goes out (and may raise OutboxUnwritable to stop it),
+        # mark(False) when the server then answered that this attempt delivered nothing.
+        self.mark: Callable[[bool], None] | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -897,6 +934,8 @@ class Session:
         unconfirmed = self.unconfirmed
 
         def sending() -> None:
+            if self.mark is not None:  # may raise OutboxUnwritable: then the "." never goes out
+                self.mark(True)
             self.unconfirmed = True
 
         channel = self._channel
@@ -904,8 +943,11 @@ class Session:
             try:
                 errors = await _send_message(smtp, channel, sender, recipients, data,
                                              smtputf8, sending, self.upcoming)
+                self.unconfirmed = unconfirmed  # the final reply came
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
                     aiosmtplib.SMTPNotSupported):
+                if self.unconfirmed and not unconfirmed and self.mark is not None:
+                    self.mark(False)  # no longer in doubt: the server answered
                 self.unconfirmed = unconfirmed  # a final answer: this attempt delivered nothing
                 raise
             finally:
@@ -937,6 +979,9 @@ class Session:
                             exc) from exc
         except aiosmtplib.SMTPNotSupported as exc:
             raise Rejected(f"{where} cannot take this message: {exc}.") from exc
+        except OutboxUnwritable:
+            self.abort()  # the end of the data was never sent: nothing was delivered
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             self._after_error(exc)
             if 400 <= exc.code < 500:
@@ -944,14 +989,17 @@ class Session:
             raise _answered(Rejected, f"{where} answered {_reply(exc)}.", exc) from exc
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
             self.abort()
+            if self.unconfirmed:  # after the final ".": resending could deliver it twice
+                raise InDoubt(f"{where} dropped the connection after the message was sent and "
+                              f"before confirming it; {IN_DOUBT_NOTE}") from exc
             raise _Transient(f"{where} dropped the connection before confirming delivery.") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
             self.abort()
             if not self.unconfirmed:  # stalled before the data: nothing can have arrived
                 raise TemporaryFailure(f"{where} stopped answering before the message was "
                                        "sent; it is kept in the outbox.") from exc
-            raise SendTimeout(f"{where} stopped answering; the message may or may not have been "
-                              "delivered and is kept in the outbox.") from exc
+            raise InDoubt(f"{where} stopped answering after the message was sent; "
+                          f"{IN_DOUBT_NOTE}") from exc
         refused_perm: dict[str, tuple[int, str]] = {}
         refused_temp: dict[str, tuple[int, str]] = {}
         for rcpt, err in errors.items():
@@ -1050,10 +1098,8 @@ def _timed_out(session: Session) -> SmtpMagicError:
     settings = session.settings
     where, seconds = _where(settings), f"{settings.timeout:g} s"
     if session.unconfirmed:
-        return SendTimeout(
-            f"The send to {where} did not finish within {seconds}; "
-            "it may or may not have been delivered and is kept in the outbox."
-        )
+        return InDoubt(f"The send to {where} did not finish within {seconds} after the message "
+                       f"was sent; {IN_DOUBT_NOTE}")
     last = session.last_transient
     if last is not None:
         return TemporaryFailure(
@@ -1078,8 +1124,8 @@ def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicEr
         message = f"{_where(settings)} refused every recipient: {listed}."
     else:
         cls = PartiallyRefused
-        message = (f"Delivered to {len(outcome.accepted)} recipient(s), refused for "
-                   f"{len(outcome.refused)}: {listed}.")
+        total = len(outcome.accepted) + len(outcome.refused)
+        message = f"Sent to {len(outcome.accepted)} of {total} recipients; refused: {listed}."
     return cls(message, refused=outcome.refused, code=code, reply=f"{code} {text}".strip())
 
 

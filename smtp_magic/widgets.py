@@ -841,7 +841,9 @@ class ComposeForm(widgets.VBox):
                                  f"\u2014 Message-ID {response.message_id}"
                                  + "".join(f"; note: {note}" for note in self.notes))
             else:
-                self._set_status("error", f"Not sent (exit {response.exitcode}): "
+                state = response.state  # partly sent, in doubt or not sent
+                self._set_status("error" if state == "not sent" else "warn",
+                                 f"{state.capitalize()} (exit {response.exitcode}): "
                                  f"{response.message}")
         finally:
             self._sending = False

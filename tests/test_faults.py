@@ -175,40 +175,31 @@ def test_partial_refusals_permanent_and_temporary(fault_server: FaultFactory,
     assert server.transactions == 3  # one full transaction, then dave alone twice
 
 
-# -- a connection dropped after DATA's payload: outcome unknown -----------------------------------
-def test_drop_after_data_never_success_kept_and_retry_keeps_message_id(
+# -- a connection dropped after DATA's payload: in doubt, never resent without asking ----------------
+def test_drop_after_data_is_in_doubt_kept_and_resent_only_on_request(
     fault_server: FaultFactory, tmp_data: TmpData
 ) -> None:
-    dropping = fault_server(drop_after_data=True)
+    dropping = fault_server(drop_after_data=True, times=1)
     r = send([BOB, CAROL], "Dropped", "hello", config=settings(dropping))
-    assert r.exitcode not in (0, 5), r
-    assert r.exitcode == 7
-    assert "dropped the connection" in one_sentence(r)
-    assert dropping.transactions == 3 and dropping.count() == 0
+    assert r.exitcode == 6, r
+    assert r.state == "in doubt" and r.result.startswith("in doubt")
+    assert "may or may not have been delivered" in one_sentence(r)
+    assert "--retry --in-doubt" in r.message
+    assert dropping.transactions == 1  # the data went out once: no automatic resend
     (entry,) = Outbox(tmp_data.outbox).entries()
-    assert entry.message_id == r.message_id and entry.status == "failed"
+    assert (entry.message_id, entry.status) == (r.message_id, "in doubt")
     assert entry.recipients == (BOB, CAROL)
 
-    healthy = fault_server()
-    (again,) = retry_outbox(config=settings(healthy))
+    assert retry_outbox() == []  # --retry skips it
+    assert dropping.transactions == 1
+    (again,) = retry_outbox(in_doubt=True)  # to where it was going, not localhost:25
     assert again.exitcode == 0, again
     assert again.message_id == r.message_id
-    (got,) = healthy.wait_for(1)
+    (got,) = dropping.wait_for(1)
     assert got.message_id == r.message_id
     assert sorted(got.rcpt_to) == [BOB, CAROL]
-    assert got.subject == "Dropped"
     assert kept(tmp_data) == []
-    assert retry_outbox(config=settings(healthy)) == []  # nothing left: not sent twice
-
-
-def test_drop_after_data_once_is_retried_with_the_same_message_id(fault_server: FaultFactory,
-                                                                  tmp_data: TmpData) -> None:
-    server = fault_server(drop_after_data=True, times=1)
-    r = send(BOB, "Dropped once", "hello", config=settings(server))
-    assert r.exitcode == 0, r
-    assert server.transactions == 2
-    (got,) = server.wait_for(1)
-    assert got.message_id == r.message_id
+    assert retry_outbox(in_doubt=True) == []  # nothing left: not sent twice
 
 
 # -- a server that stalls: the execution timeout bounds the whole send ------------------------------

@@ -133,7 +133,7 @@ def test_unknown_request_parameter_suggests_the_closest() -> None:
 
 # -- exit codes and errors ----------------------------------------------------------------------
 def test_exit_codes_are_one_enum_used_by_responses_and_errors() -> None:
-    assert [int(c) for c in ExitCode] == list(range(8))
+    assert [int(c) for c in ExitCode] == list(range(9))
     r = Response(exitcode=3, message="Login refused.")
     assert r.exitcode is ExitCode.AUTH and r.result == "not sent: authentication failed"
     assert json.loads(r.to_json())["exitcode"] == 3
