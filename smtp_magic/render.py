@@ -932,7 +932,7 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\
 _STDERR_STYLE = "background:#fff5f5;color:#6e2b20;border-left:4px solid #d1242f"
 _STDERR_LABEL = "margin:0;font-size:12px;font-weight:600;color:#82071e"
 _ERROR_STYLE = "background:#ffebe9;color:#82071e;border-left:4px solid #cf222e"
-_WARNING = re.compile(r"^\S.*?:\d+: \w*Warning: ", re.MULTILINE)
+_WARNING = re.compile(r"^(?:\S.*?:\d+|.*?, line \d+): \w*Warning: ", re.MULTILINE)
 
 
 # A file name of a notebook cell as the kernel compiled it: ipykernel's temporary file

@@ -116,6 +116,7 @@ def test_warnings_in_a_sent_notebook_name_the_cell(run: Any) -> None:
 def test_warnings_in_a_captured_cell_name_the_cell(run: Any) -> None:
     _, warned, _, _ = run
     text = body(warned, "plain")
+    assert "\u26a0 stderr (with warnings)" in text
     assert "cell [7], line 4: UserWarning: own warning" in text  # the notebook's line numbers
     assert "cell [1], line 6: UserWarning: the feed is late" in text
     assert "ipykernel_" not in text and "ipykernel_" not in body(warned, "html")
