@@ -97,7 +97,7 @@ def test_every_column_of_a_wide_table_fits_a_phone_without_scrolling(
         assert page.evaluate(OUTSIDE, width) == []
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         cells = page.evaluate(LINES)
-        assert len(cells) == 4 * (columns + 0)  # every row's cells (the index is a th)
+        assert len(cells) == 4 * columns  # every cell of every row (the index is a th)
         assert min(size for _, _, size, _ in cells) >= 12
         if columns == 7:  # room enough: every number stays on one line
             broken = [text for text, lines, _, align in cells if align == "right" and lines > 1]
@@ -204,7 +204,7 @@ def render_dark(browser: Any, html: str, tmp_path: Path, name: str,
 
 def assert_readable(shot: Any, boxes: list[dict[str, Any]], where: str) -> None:
     assert len(boxes) > 30, boxes  # headings, paragraphs, every table cell
-    worst = min(((text_contrast(crop(shot, b)), b["text"]) for b in boxes))
+    worst = min((text_contrast(crop(shot, b)), b["text"]) for b in boxes)
     assert worst[0] >= AA, f"{where}: {worst[1]!r} at {worst[0]:.2f}:1"
 
 
