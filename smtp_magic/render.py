@@ -879,9 +879,34 @@ def _inline_image(raw: bytes, subtype: str, opts: _Options) -> InlineImage:
     return InlineImage(cid=cid, data=raw, subtype=subtype, filename=filename)
 
 
+def _on_white(png: bytes) -> bytes:
+    """A PNG with transparent parts, put on white (needs Pillow, which matplotlib brings): a
+    dark-mode mail app shows a transparent image on black, and a chart's black text vanishes."""
+    colour_type = png[25] if len(png) > 25 else 0
+    if colour_type not in (4, 6) and not (colour_type == 3 and b"tRNS" in png[:4096]):
+        return png  # no alpha channel: opaque already
+    if importlib.util.find_spec("PIL") is None:
+        return png  # the <img>'s white background stands in where the client honours it
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(png)).convert("RGBA")
+        if image.getchannel("A").getextrema()[0] == 255:
+            return png
+        flat = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        flat.alpha_composite(image)
+        out = io.BytesIO()
+        flat.convert("RGB").save(out, format="PNG", optimize=True)
+    except Exception:  # noqa: BLE001 - a PNG Pillow cannot read is sent as it came
+        return png
+    return out.getvalue()
+
+
 def _image(
     raw: bytes, subtype: str, meta: Mapping[str, Any], opts: _Options, *, alt: str
 ) -> Rendered:
+    if subtype == "png":
+        raw = _on_white(raw)
     image = _inline_image(raw, subtype, opts)
     width, height = meta.get("width"), meta.get("height")
     if width is None and subtype == "png" and len(raw) >= 24:
@@ -895,7 +920,9 @@ def _image(
         size += f' height="{int(height)}"'
     tag = (
         f'<img src="cid:{image.cid}" alt="{_html.escape(alt)}"{size} '
-        'style="display:block;max-width:100%;height:auto;border:0;margin:0 0 12px">'
+        # An opaque background: a dark-mode app would show a transparent image on black.
+        'style="display:block;max-width:100%;height:auto;border:0;margin:0 0 12px;'
+        'background:#ffffff">'
     )
     return Rendered(tag, images=(image,))
 
