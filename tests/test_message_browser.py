@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from lab import CHROMIUM, CHROMIUM_ARGS
 from test_content import arrived, images, parts
+from test_phone_browser import weekly_sales
 
 from smtp_magic.server import CaptureServer
 
@@ -39,14 +40,9 @@ NO_SCROLLING = "*{overflow:visible!important}"  # what an app that cannot scroll
 
 
 def sales(columns: int) -> Any:
-    rng = np.random.default_rng(7)
-    df = pd.DataFrame({
-        "region": ["North-east", "South", "West coast", "Central"],
-        "manager": ["Ann Lee", "Bob Ortiz", "Cy Nakamura", "Dee Okafor"],
-        "orders": rng.integers(100, 9000, 4), "revenue": rng.normal(1e5, 2e4, 4).round(2),
-        "margin %": rng.normal(20, 5, 4).round(1), "returns": rng.integers(0, 90, 4),
-        "status": ["on track", "behind plan", "on track", "ahead"],
-    })
+    """The phone test's seven-column report, widened to ``columns`` with weekly figures."""
+    df = weekly_sales()
+    rng = np.random.default_rng(8)
     for i in range(df.shape[1], columns):
         df[f"week {i}"] = rng.normal(1e4, 2e3, 4).round(2)
     return df
