@@ -19,22 +19,42 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 90_000
 
 _JINJA_CODE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+# The elements of HTML (and the svg/math roots): only these make a body HTML. A word in angle
+# brackets that is not one of them (<your-name>, <attached>) is what a note typed as text says.
+_WORDS = """
+a abbr address area article aside audio b base bdi bdo blockquote body br button canvas caption
+center cite code col colgroup data datalist dd del details dfn dialog div dl dt em embed fieldset
+figcaption figure font footer form h1 h2 h3 h4 h5 h6 head header hgroup hr html i iframe img
+input ins kbd label legend li link main map mark math menu meta meter nav noscript object ol
+optgroup option output p picture pre progress q rp rt ruby s samp script search section select
+small source span strike strong style sub summary sup svg table tbody td template textarea tfoot
+th thead time title tr track tt u ul var video wbr
+"""
+_ELEMENTS = frozenset(_WORDS.split())
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)(?:\s[^<>]*)?/?>")
 _MARKUP = re.compile(
-    r"<[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>|</[a-zA-Z][a-zA-Z0-9-]*\s*>|<!--|<!doctype"
-    r"|&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});",
+    r"<!--|<!doctype|&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});",
     re.IGNORECASE,
 )
 
 
-def is_plain_text(source: str) -> bool:
-    """Whether a body meant as HTML has no markup at all (no tag, comment or entity outside
-    Jinja's ``{{ }}``/``{% %}``): it was typed as text, and is sent as text laid out in HTML."""
-    return not _MARKUP.search(_JINJA_CODE.sub(" ", source) if "{" in source else source)
+def is_plain_text(source: str, *, jinja: bool = True) -> bool:
+    """Whether a body meant as HTML has no markup (no HTML element, comment or entity outside
+    Jinja's ``{{ }}``/``{% %}``): it was typed as text, and is sent as text laid out in HTML.
+
+    Only real HTML counts: ``<p>``, ``</b>``, ``<br/>`` do; ``<your-name>``, ``<attached>`` or
+    ``a < b`` do not, and arrive as typed. ``jinja=False``: the body is not a template, so
+    markup inside ``{{ }}`` counts too."""
+    text = _JINJA_CODE.sub(" ", source) if jinja and "{" in source else source
+    if _MARKUP.search(text):
+        return False
+    return not any(m.group(2).lower() in _ELEMENTS for m in _TAG.finditer(text))
 
 
 def needs_fitting(body: str) -> bool:
     """Whether an HTML body given as is must be laid out (it is text) or cut (over budget)."""
-    return bool(body.strip()) and (is_plain_text(body) or utf8_size(body) > DEFAULT_MAX_BYTES)
+    return bool(body.strip()) and (is_plain_text(body, jinja=False)
+                                   or utf8_size(body) > DEFAULT_MAX_BYTES)
 
 _TOKEN = re.compile(
     r"<!--.*?(?:-->|\Z)"  # a comment

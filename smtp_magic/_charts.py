@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import logging
+import re
 from typing import Any
 
 from . import _sanitize
@@ -34,19 +35,44 @@ def _reason(exc: BaseException) -> str:
     return (text[:117] + "...") if len(text) > 120 else text or type(exc).__name__
 
 
-def vega_png(spec: Any, label: str, *, vega_lite: bool = True) -> bytes:
-    """A Vega-Lite (or Vega) specification, as a dict or JSON text, rendered by vl-convert."""
+def vega_png(spec: Any, label: str, *, vega_lite: bool = True, offline: bool = False) -> bytes:
+    """A Vega-Lite (or Vega) specification, as a dict or JSON text, rendered by vl-convert.
+
+    The chart gets an opaque white background unless it sets a colour of its own: a dark-mode
+    mail app shows a transparent image on black. ``offline``: data is never fetched from a URL
+    (a specification taken from a notebook's HTML)."""
     if importlib.util.find_spec("vl_convert") is None:
         raise _cannot(label, "an Altair/Vega-Lite chart" if vega_lite else "a Vega chart",
                       "vl-convert-python: pip install vl-convert-python")
     import vl_convert
 
+    spec = _opaque(spec)
     convert = vl_convert.vegalite_to_png if vega_lite else vl_convert.vega_to_png
     try:
+        if offline:
+            return bytes(convert(spec, scale=SCALE, allowed_base_urls=[]))
         return bytes(convert(spec, scale=SCALE))
     except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError
         raise InvalidRequest(f"Cannot email {label}: vl-convert could not draw the chart "
                              f"({_reason(exc)}).") from exc
+
+
+def _opaque(spec: Any) -> Any:
+    """``spec`` with a white background where it has none or a transparent one."""
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            return spec
+    if not isinstance(spec, dict):
+        return spec
+    background = spec.get("background")
+    if background is None or (isinstance(background, str) and _CLEAR.fullmatch(background)):
+        return {**spec, "background": "white"}
+    return spec
+
+
+_CLEAR = re.compile(r"\s*(?:|transparent|none|rgba\(.*,\s*0(?:\.0*)?\s*\))\s*", re.IGNORECASE)
 
 
 def altair_png(chart: Any, label: str) -> bytes:

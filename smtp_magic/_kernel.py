@@ -10,10 +10,12 @@ import contextvars
 import html
 import logging
 import queue
+import re
 import sys
 import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import _theme, api
@@ -523,7 +525,7 @@ def run_captured(shell: Any, code: str) -> tuple[list[Any], Any]:
     came before it. A displayed object's title (figures, charts) and notebook variable name are
     kept to name its image.
     """
-    from .render import Output
+    from .render import Output, cell_paths
 
     records: list[tuple[Any, ...]] = []
     # id(format dict) -> (title, variable, object, the dict: kept alive so its id stays its own)
@@ -572,7 +574,32 @@ def run_captured(shell: Any, code: str) -> tuple[list[Any], Any]:
                 vars(obj).pop(name, None)
             else:
                 setattr(obj, name, before)
-    return _final_outputs(records, labels, Output), result
+    where = _cell_finder(shell, code)
+    return [replace(o, text=cell_paths(o.text, where)) if o.kind == "stream" else o
+            for o in _final_outputs(records, labels, Output)], result
+
+
+def _cell_finder(shell: Any, code: str) -> Callable[[str, str], tuple[str, int] | None]:
+    """Which cell a kernel file name is (for warnings): the cell being sent (its code starts on
+    the line after ``%%smtp_send``) or an earlier one, as IPython's compiler knows them."""
+    number = getattr(shell, "execution_count", None)
+    compiler: Any = getattr(shell, "compile", None)
+    try:
+        own = compiler.get_code_name(code, shell.transform_cell(code), number)
+    except Exception:  # noqa: BLE001 - a shell without IPython's compiler: names stay
+        own = None
+
+    def where(path: str, digest: str) -> tuple[str, int] | None:
+        if path == own:
+            return f"cell [{number}]" if number is not None else "this cell", 1
+        try:
+            found = compiler.format_code_name(path)
+        except Exception:  # noqa: BLE001
+            found = None
+        match = re.search(r"\[(\d+)\]", found[1]) if found else None
+        return (f"cell [{match.group(1)}]", 0) if match else None
+
+    return where
 
 
 def _final_outputs(records: list[tuple[Any, ...]],

@@ -40,23 +40,28 @@ table:not([style]){{border-collapse:collapse;margin:0 0 12px}}
 table:not([style]) th,table:not([style]) td{{border:1px solid #d0d7de;padding:4px 8px;
 text-align:left}}
 table:not([style]) thead th{{background:#f6f8fa;font-weight:600}}
-img{{max-width:100%;border:0}}
+img{{max-width:100%;border:0;background:#ffffff}}
 hr{{border:0;border-top:1px solid #d0d7de;margin:16px 0}}
 """
 
 # Presentation tables rather than divs: Outlook for Windows lays out only tables reliably.
+# The message is designed for a light page: it says so (color-scheme, and Apple's older
+# supported-color-schemes), so that mail apps in dark mode either leave it light or darken it
+# as a whole, with its own white background, instead of mixing their black with its dark text.
+_SCHEME = "color-scheme:light;supported-color-schemes:light"
 _PAGE = """<!DOCTYPE html>
-<html lang="en">
+<html lang="en" style="{scheme}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light">
+<meta name="supported-color-schemes" content="light">
 <title>{title}</title>
 <style>{css}</style>
 </head>
-<body style="margin:0;padding:0;background:#ffffff">
+<body style="margin:0;padding:0;background:#ffffff;color:#1f2328;{scheme}">
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" \
-style="border-collapse:collapse;background:#ffffff">
+bgcolor="#ffffff" style="border-collapse:collapse;background:#ffffff;{scheme}">
 <tr><td align="center" style="padding:16px 12px">
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" \
 style="max-width:720px;border-collapse:collapse;table-layout:fixed">
@@ -89,7 +94,8 @@ def email_document(fragment: str, *, title: str | None = None) -> str:
         document = fragment
     else:
         document = _PAGE.format(
-            title=_html.escape(title or ""), css=_CSS, text_style=TEXT_STYLE, body=fragment
+            title=_html.escape(title or ""), css=_CSS, text_style=TEXT_STYLE, body=fragment,
+            scheme=_SCHEME,
         )
     return inline_css(document)
 

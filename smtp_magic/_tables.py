@@ -40,13 +40,20 @@ _CSV_CHUNK_CELLS = 2_000
 # A cell longer than this is shortened in the email (the attached file has it whole).
 MAX_CELL_CHARS = 1_000
 
-_CELL = "border:1px solid #d0d7de;padding:4px 8px"
+# A phone's mail app may not scroll a wide table sideways (Gmail, Outlook and Yahoo on Android
+# cannot reach what an overflow box hides), so a table must fit the screen by itself: its cells
+# may break a word anywhere, which lets the browser narrow every column to the screen's width
+# (a table lays out its columns between their narrowest and widest content). Inline only: no
+# media query, which Gmail drops with the <style> block in some of its apps.
+_CELL = ("border:1px solid #d0d7de;padding:3px 5px;overflow-wrap:anywhere;"
+         "word-break:break-word")
 _STYLES = {
     "table": (
-        "border-collapse:collapse;border-spacing:0;margin:0 0 8px;font-size:13px;line-height:1.4;"
-        "font-variant-numeric:tabular-nums"
+        "border-collapse:collapse;border-spacing:0;margin:0 0 8px;font-size:12px;line-height:1.4;"
+        "font-variant-numeric:tabular-nums;max-width:100%"
     ),
-    "thead th": _CELL + ";background:#f6f8fa;font-weight:600",
+    # A grey that stays apart from the page when a dark-mode app darkens both.
+    "thead th": _CELL + ";background:#eaeef2;font-weight:600",
     "th": _CELL + ";font-weight:600",
     "td": _CELL,
 }
@@ -256,6 +263,7 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
     Styles already on an element come last so they win (a Styler's highlights).
     """
     numeric = [_numeric_columns(m.group(0)) for m in _TABLE.finditer(html)]
+    whole = [_numbers_fit(m.group(0), n) for m, n in zip(_TABLE.finditer(html), numeric)]
     table, column, in_head = -1, 0, False
 
     def restyle(match: re.Match[str]) -> str:
@@ -277,6 +285,8 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
         column += span
         key = "thead th" if tag == "th" and in_head else tag
         base = f"{_STYLES[key]};text-align:{'right' if right else 'left'}"
+        if right and tag == "td" and whole[table]:  # a number broken in two is misread
+            base += ";overflow-wrap:normal;word-break:normal;white-space:nowrap"
         return _with_style(tag, attrs, base, drop_selectors)
 
     return _TAG.sub(restyle, html)
@@ -285,6 +295,35 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
 def _span(attrs: str) -> int:
     match = _COLSPAN.search(attrs)
     return max(1, min(int(match.group(1)), 1000)) if match else 1
+
+
+# The narrowest phone screen the tables are made for, less the page's margins, and what a
+# character and a cell's padding and border take at the table's type size (about).
+_NARROW = 296
+_CHAR, _PAD = 7, 12
+
+
+def _numbers_fit(table: str, numeric: dict[int, bool]) -> bool:
+    """Whether the table fits a 320 px screen with its numbers kept whole (on one line each)
+    and its other columns at least three characters wide; else numbers may wrap too."""
+    widest: dict[int, int] = {}
+    body = _BODY.search(table)
+    for row in _ROW.findall(body.group(0) if body else table):
+        column = 0
+        for _tag, attrs, content in _CELL_TEXT.findall(row):
+            if numeric.get(column):
+                text = _html_module.unescape(re.sub(r"<[^>]*>", "", content)).strip()
+                widest[column] = max(widest.get(column, 0), len(text))
+            column += _span(attrs)
+    others = max(0, _columns(table) - len(widest))
+    need = sum(n * _CHAR + _PAD for n in widest.values()) + others * (3 * _CHAR + _PAD)
+    return need <= _NARROW
+
+
+def _columns(table: str) -> int:
+    first = _ROW.search(table)
+    return sum(_span(attrs) for _tag, attrs, _ in _CELL_TEXT.findall(first.group(0))) \
+        if first else 0
 
 
 def _numeric_columns(table: str) -> dict[int, bool]:

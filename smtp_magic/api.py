@@ -92,7 +92,7 @@ _REQUEST_FIELDS = {
 # Any other setting (or its seed name: target, port, username, password...) in a request
 # changes the connection for that one send.
 _CONNECTION_FIELDS = frozenset(SETTINGS) | frozenset(ALIASES)
-_KNOWN_FIELDS = frozenset({*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action"})
+_KNOWN_FIELDS = frozenset({*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action", "template"})
 
 
 # -- settings and requests ------------------------------------------------------------------------
@@ -154,6 +154,12 @@ def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, A
     overrides: dict[str, Any] = {}
     for key, value in data.items():
         if key == "action":
+            continue
+        if key == "template":  # a request's body is sent as written: never a Jinja template
+            if value is not False:
+                raise InvalidRequest("A request's body is sent as written (no Jinja), so "
+                                     "'template' can only be false; fill a template with "
+                                     "smtp_magic.render.render_template first.")
             continue
         if key in _REQUEST_FIELDS:
             fields[_REQUEST_FIELDS[key]] = value

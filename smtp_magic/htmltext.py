@@ -628,7 +628,10 @@ class _Converter:
         self._out.newline(2)  # void: no end tag will owe the break
 
     def _start_img(self, attr: dict[str, str]) -> None:
-        self._out.inline(_SPACES.sub(" ", attr.get("alt", "")))
+        # Marked, so the reader knows a picture stands there; an empty alt is a decoration.
+        alt = _SPACES.sub(" ", attr.get("alt", "")).strip()
+        if alt:
+            self._out.inline(f"[image: {alt}]")
 
     # (h1 to h6: registered in _STARTS and _ENDS below, the level bound)
     def _open_heading(self, attr: dict[str, str], level: int) -> None:

@@ -215,6 +215,21 @@ def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
     )
 
 
+def _attached_values(specs: list[str], scope: Mapping[str, Any]
+                     ) -> tuple[list[Attachment], list[tuple[Any, str]]]:
+    """The attachments of ``--attach``, and (value, file name) for each notebook value among
+    them: a table of that value shortened in the body names this file instead of adding a copy."""
+    attachments: list[Attachment] = []
+    attached: list[tuple[Any, str]] = []
+    for spec in specs:
+        found = resolve_all([spec], scope)
+        attachments.extend(found)
+        var = spec.partition(":")[0]
+        if var.isidentifier() and var in scope and len(found) == 1:
+            attached.append((scope[var], found[0].filename))
+    return attachments, attached
+
+
 # -- the magics ------------------------------------------------------------------------------------
 
 @magics_class
@@ -388,6 +403,9 @@ class SmtpMagics(Magics):
     @argument("--template", metavar="FILE",
               help="A Jinja template file the cell extends: the cell fills its {%% block %%}s "
                    "and sets variables; {%% include %%} finds files next to it.")
+    @argument("--no-template", action="store_true",
+              help="Send the cell as written, without Jinja: {{ }} and {%% %%} arrive literally "
+                   "(e.g. a Vue or Handlebars snippet).")
     @argument("--profile", metavar="NAME",
               help="Send with this saved profile's settings (see %%smtp_config --profile).")
     @argument("--debug", action="store_true",
@@ -438,6 +456,9 @@ class SmtpMagics(Magics):
         if shape.capture and shape.template:
             raise UsageError("--capture and --template do not go together: with --capture the "
                              "cell is code, not a template.")
+        if shape.no_template and (shape.capture or shape.template):
+            raise UsageError(f"--no-template and {'--capture' if shape.capture else '--template'}"
+                             " do not go together: --no-template sends the cell as written.")
         captured = self._capture(cell) if shape.capture else None
         built = [self._request(words, cell, row, settings, content_type, captured,
                                i if shape.each else None) for i, row in enumerate(rows)]
@@ -472,10 +493,11 @@ class SmtpMagics(Magics):
         where = f"Row {index}: " if index is not None else ""
         args = parse_argv(self.smtp_send, expand_words(words, scope))
         try:
+            attachments, attached = _attached_values(args.attach or [], scope)
             rendered = captured or render_template(cell, scope, content_type,
-                                                   template=args.template)
-            request = build_request(args, rendered, content_type,
-                                    list(resolve_all(args.attach or [], scope)))
+                                                   template=args.template,
+                                                   jinja=not args.no_template, attached=attached)
+            request = build_request(args, rendered, content_type, attachments)
             if args.unsubscribe:  # a Jinja template as typed, else as {}-expanded
                 raw = parse_argv(self.smtp_send, [w for w, _ in words]).unsubscribe
                 request = request.replace(unsubscribe=render_option(

@@ -9,18 +9,20 @@ honour) are left out accordingly. Reading notebooks needs ``nbformat``.
 
 from __future__ import annotations
 
+import ast
 import html
 import importlib.util
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequest, missing
 from .models import Attachment, SendRequest, as_address_list
-from .render import Output, email_body, render_outputs
+from .render import Output, cell_paths, email_body, render_outputs
 
 __all__ = ["notebook_outputs", "notebook_request", "read_notebook"]
 
@@ -77,6 +79,89 @@ def _code_block(source: str, count: Any) -> str:
             f"<pre style='{_CODE_STYLE}'>{html.escape(source)}</pre>")
 
 
+def _cell_name(cell: Mapping[str, Any], position: int) -> str:
+    """As the notebook shows it: "cell [5]" by its execution count, else "cell 3" (its place)."""
+    count = cell.get("execution_count")
+    return f"cell [{count}]" if isinstance(count, int) else f"cell {position}"
+
+
+# ipykernel names a cell's code /tmp/ipykernel_<pid>/<murmur2 hash of the source>.py: warnings
+# and tracebacks show that path. The same hash of each cell's source finds the cell again.
+_HASH_SEED = 0xC70F6907
+
+
+def _murmur2(text: str, seed: int = _HASH_SEED) -> int:
+    """MurmurHash2 (x86, 32 bit) of the UTF-8 bytes, as ipykernel.compiler.murmur2_x86."""
+    data = text.encode("utf-8")
+    m, length = 0x5BD1E995, len(data)
+    h = seed ^ length
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[end:]
+    if tail:
+        h ^= int.from_bytes(tail, "little")
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+_TITLE_CALLS = frozenset({"title", "set_title", "suptitle"})
+_LABEL_CALLS = {"xlabel": "x", "set_xlabel": "x", "ylabel": "y", "set_ylabel": "y"}
+
+
+def _figure_titles(source: str) -> list[str]:
+    """What the cell's code calls its figures, in order: ``plt.title("…")``, ``title="…"``
+    (pandas, Altair, Plotly), else "y by x" from its axis labels. Empty if it cannot tell."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in source.splitlines())
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    titles: list[str] = []
+    labels: dict[str, str] = {}
+    for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call)),
+                       key=lambda n: (n.lineno, n.col_offset)):
+        name = (node.func.attr if isinstance(node.func, ast.Attribute)
+                else node.func.id if isinstance(node.func, ast.Name) else "")
+        first = node.args[0] if node.args else None
+        text = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) \
+            else None
+        if name in _TITLE_CALLS and text and text.strip():
+            titles.append(text.strip())
+        elif name in _LABEL_CALLS and text and text.strip():
+            labels.setdefault(_LABEL_CALLS[name], text.strip())
+        for keyword in node.keywords:
+            value = keyword.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str) \
+                    and value.value.strip():
+                if keyword.arg == "title":
+                    titles.append(value.value.strip())
+                elif keyword.arg in ("xlabel", "ylabel"):
+                    labels.setdefault(keyword.arg[0], value.value.strip())
+    if titles:
+        return list(dict.fromkeys(titles))
+    if "x" in labels and "y" in labels:
+        return [f"{labels['y']} by {labels['x']}"]
+    return [labels[k] for k in ("y", "x") if k in labels][:1]
+
+
+_IMAGES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
+
+
+def _is_picture(out: Output) -> bool:
+    return out.kind == "display" and (
+        any(mime in out.data for mime in _IMAGES)
+        or any("vega" in mime or "plotly" in mime for mime in out.data)
+        or "vegaEmbed" in str(out.data.get("text/html", "")))
+
+
 def _output(out: Mapping[str, Any]) -> Output | None:
     kind = out.get("output_type")
     if kind == "stream":
@@ -97,7 +182,13 @@ def notebook_outputs(nb: Any, *, no_input: bool = False) -> list[Output]:
     """The notebook as a list of outputs for ``render_outputs``: Markdown cells and code (as
     rich outputs), and the outputs of the code cells, in order."""
     outputs: list[Output] = []
-    for cell in nb.get("cells", ()):
+    cells = {str(_murmur2(_source(c))): _cell_name(c, i)
+             for i, c in enumerate(nb.get("cells", ()), 1) if c.get("cell_type") == "code"}
+
+    def where(path: str, digest: str) -> tuple[str, int] | None:
+        return (cells[digest], 0) if digest in cells else None
+
+    for position, cell in enumerate(nb.get("cells", ()), 1):
         tags = _tags(cell)
         if "remove-cell" in tags:
             continue
@@ -111,8 +202,25 @@ def notebook_outputs(nb: Any, *, no_input: bool = False) -> list[Output]:
                     "text/html": _code_block(source, cell.get("execution_count")),
                     "text/plain": source}))
             if not tags & {"remove-output", "hide-output"}:
-                outputs.extend(o for o in map(_output, cell.get("outputs", ())) if o is not None)
+                outputs.extend(_cell_outputs(cell, _cell_name(cell, position), where))
     return outputs
+
+
+def _cell_outputs(cell: Mapping[str, Any], name: str, where: Any) -> list[Output]:
+    """A code cell's outputs, named after the cell; its pictures titled as its code titles
+    them (alt text, file names); kernel file paths in its streams named as cells."""
+    titles = iter(_figure_titles(_source(cell)))
+    found = []
+    for out in map(_output, cell.get("outputs", ())):
+        if out is None:
+            continue
+        out = replace(out, cell=name)
+        if out.kind in ("stream", "error"):
+            out = replace(out, text=cell_paths(out.text, where))
+        elif _is_picture(out):
+            out = replace(out, title=next(titles, ""))
+        found.append(out)
+    return found
 
 
 def _title(nb: Any, name: str) -> str:

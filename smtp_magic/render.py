@@ -37,6 +37,7 @@ __all__ = [
     "Output",
     "Rendered",
     "attachment_from_object",
+    "cell_paths",
     "email_body",
     "email_document",
     "fit_html_body",
@@ -93,6 +94,8 @@ class Output:
 
     ``title`` and ``variable`` say what the notebook called a displayed object (a figure's
     title, the name it has in the notebook): they name its image and give its alt text.
+    ``cell`` is how the notebook names the cell it came from ("cell [5]"), for messages and
+    alt text; empty for the cell being sent.
     """
 
     kind: Literal["stream", "display", "error"]
@@ -103,6 +106,7 @@ class Output:
     title: str = ""
     variable: str = ""
     source: Any = field(default=None, repr=False, compare=False)  # the displayed object
+    cell: str = ""
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Output:
@@ -119,6 +123,7 @@ class _Options:
     title: str | None = None  # a figure's or chart's title: alt text and image file name
     label: str | None = None  # how messages name the object, e.g. "output 2 of the cell"
     names: UniqueNames | None = None  # file names already used in this message
+    attached_as: str | None = None  # the file the sender attaches this object as themselves
 
     @property
     def who(self) -> str:
@@ -182,14 +187,16 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
     room = DEFAULT_MAX_BYTES - _LAYOUT_ROOM if max_bytes is None else max_bytes
     names = UniqueNames()
     parts = []
-    for number, output in enumerate(_merge_streams(outputs), 1):
+    numbers: dict[str, int] = {}  # outputs so far, per cell
+    for output in _merge_streams(outputs):
+        number = numbers[output.cell] = numbers.get(output.cell, 0) + 1
         if output.kind == "stream":
             part = _render_stream(output, max(room // 2, _MIN_OBJECT_BYTES), names)
         elif output.kind == "error":
             part = _render_error(output)
         else:
             label = (f"variable {output.variable!r}" if output.variable
-                     else f"output {number} of the cell")
+                     else f"output {number} of {output.cell or 'the cell'}")
             # A figure's title says more than the loop variable it was drawn with.
             opts = _Options(max_bytes=max(room, _MIN_OBJECT_BYTES),
                             name=None if output.title else output.variable or None,
@@ -438,12 +445,46 @@ def _render_scripted(
                       alt=opts.title or opts.name or "Chart")
     if "image/svg+xml" in data:
         return _render_svg(data["image/svg+xml"], _meta(metadata, "image/svg+xml"), opts)
+    embedded = _embedded_vega(data.get("text/html"))
+    if embedded is not None:  # Altair's HTML output, e.g. from a notebook run headless
+        spec, lite = embedded
+        opts = replace(opts, title=opts.title or _vega_title(spec) or None)
+        png = _charts.vega_png(spec, opts.who, vega_lite=lite, offline=True)
+        return _image(png, "png", {"scale": _charts.SCALE}, opts,
+                      alt=opts.title or opts.name or "Chart")
     if any(mime.startswith("application/vnd.bokehjs") for mime in data):
         raise _charts.missing_bokeh(opts.who)
     raise InvalidRequest(
         f"Cannot email {opts.who}: it is drawn by JavaScript, which email cannot run, and has "
         "no image form; display it as an image (IPython.display.Image) or attach it as a file."
     )
+
+
+# Where Altair's HTML renderer puts the chart's specification: the argument of the function that
+# embeds it, `})({...spec...}, {"mode": "vega-lite"})`, or `var spec = {...};` in older versions.
+_EMBED_SPEC = re.compile(r"\}\)\(\s*(?=\{)|\bvar\s+spec\s*=\s*(?=\{)")
+_EMBED_MODE = re.compile(r'"mode"\s*:\s*"(vega-lite|vega)"')
+
+
+def _embedded_vega(html: Any) -> tuple[dict[str, Any], bool] | None:
+    """(the Vega-Lite or Vega spec, whether it is Vega-Lite) inside vegaEmbed HTML, or None."""
+    if not isinstance(html, str) or "vegaEmbed" not in html:
+        return None
+    decoder = json.JSONDecoder()
+    for match in _EMBED_SPEC.finditer(html):
+        try:
+            spec, end = decoder.raw_decode(html, match.end())
+        except ValueError:
+            continue
+        if not isinstance(spec, dict):
+            continue
+        schema = str(spec.get("$schema", ""))
+        mode = _EMBED_MODE.search(html, end)
+        if "vega-lite" in schema or (mode is not None and mode.group(1) == "vega-lite"):
+            return spec, True
+        if "/vega/" in schema or mode is not None:
+            return spec, False
+    return None
 
 
 def _vega_title(spec: Any) -> str:
@@ -578,6 +619,8 @@ def _render_frame(obj: Any, opts: _Options) -> Rendered:
     table = _tables.frame_table(obj, max_bytes=opts.max_bytes, max_rows=opts.max_rows)
     if not table.truncated:
         return Rendered(table.html)
+    if opts.attached_as:  # the sender attaches the whole frame: name that file, add no copy
+        return Rendered(_note(table.note(opts.attached_as)) + "\n" + table.html)
     filename = opts.unique(f"{opts.name or 'table'}.csv")
     attachment = attachment_from_object(obj, filename)
     return Rendered(_note(table.note(attachment.filename)) + "\n" + table.html,
@@ -612,7 +655,22 @@ def _render_figure(obj: Any, opts: _Options) -> Rendered:
     figure = _figure_of(obj)
     png = _figure_file(figure, "figure.png", dpi=_FIGURE_DPI)
     title = _figure_title(figure)
-    return _image(png, "png", {}, opts, alt=title or opts.name or "Figure")
+    return _image(png, "png", {}, opts,
+                  alt=title or _axes_description(figure) or opts.name or _unnamed(opts))
+
+
+def _axes_description(figure: Any) -> str:
+    """"orders by day" from the first axes' labels, for a figure without a title."""
+    try:
+        for axes in figure.get_axes():
+            x, y = axes.get_xlabel().strip(), axes.get_ylabel().strip()
+            if x and y:
+                return f"{y} by {x}"
+            if x or y:
+                return x or y
+    except Exception:  # noqa: BLE001 - alt text is a nicety; a broken figure has none
+        return ""
+    return ""
 
 
 @_for_kind(*CHARTS)
@@ -646,8 +704,22 @@ def _figure_file(figure: Any, filename: str, dpi: int = 150) -> bytes:
             f"A figure can be attached as .png, .pdf or .svg, not as {filename!r}."
         )
     buf = io.BytesIO()
-    figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
+    extra: dict[str, Any] = {}
+    if ext == "png" and _transparent(figure):
+        # A dark-mode mail app shows a transparent figure on black: its black text vanishes.
+        extra = {"facecolor": "white", "transparent": False}
+    figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight", **extra)
     return buf.getvalue()
+
+
+def _transparent(figure: Any) -> bool:
+    try:
+        import matplotlib as mpl
+
+        alpha = figure.patch.get_facecolor()[3]
+        return bool(alpha < 1 or mpl.rcParams.get("savefig.transparent"))
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _figure_title(figure: Any) -> str:
@@ -701,7 +773,7 @@ def _extract_data_uris(html: str, opts: _Options) -> Rendered:
 def _render_bitmap(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
     raw = _image_bytes(data)
     subtype = _sniff_subtype(raw)
-    return _image(raw, subtype, meta, opts, alt=opts.title or opts.name or "Image")
+    return _image(raw, subtype, meta, opts, alt=opts.title or opts.name or _unnamed(opts))
 
 
 @_for_mime("image/svg+xml")
@@ -710,7 +782,7 @@ def _render_svg(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
     png = _charts.svg_png(svg)
     if png is not None:
         return _image(png, "png", {**meta, "scale": _charts.SCALE}, opts,
-                      alt=opts.title or opts.name or "Image")
+                      alt=opts.title or opts.name or _unnamed(opts))
     # Most clients do not show SVG inline and nothing here can rasterise it: attach it.
     filename = opts.unique(f"{_file_stem(opts, 'image')}.svg")
     note = f"<p><em>The image is attached as {_html.escape(filename)}.</em></p>"
@@ -807,9 +879,34 @@ def _inline_image(raw: bytes, subtype: str, opts: _Options) -> InlineImage:
     return InlineImage(cid=cid, data=raw, subtype=subtype, filename=filename)
 
 
+def _on_white(png: bytes) -> bytes:
+    """A PNG with transparent parts, put on white (needs Pillow, which matplotlib brings): a
+    dark-mode mail app shows a transparent image on black, and a chart's black text vanishes."""
+    colour_type = png[25] if len(png) > 25 else 0
+    if colour_type not in (4, 6) and not (colour_type == 3 and b"tRNS" in png[:4096]):
+        return png  # no alpha channel: opaque already
+    if importlib.util.find_spec("PIL") is None:
+        return png  # the <img>'s white background stands in where the client honours it
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(png)).convert("RGBA")
+        if image.getchannel("A").getextrema()[0] == 255:
+            return png
+        flat = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        flat.alpha_composite(image)
+        out = io.BytesIO()
+        flat.convert("RGB").save(out, format="PNG", optimize=True)
+    except Exception:  # noqa: BLE001 - a PNG Pillow cannot read is sent as it came
+        return png
+    return out.getvalue()
+
+
 def _image(
     raw: bytes, subtype: str, meta: Mapping[str, Any], opts: _Options, *, alt: str
 ) -> Rendered:
+    if subtype == "png":
+        raw = _on_white(raw)
     image = _inline_image(raw, subtype, opts)
     width, height = meta.get("width"), meta.get("height")
     if width is None and subtype == "png" and len(raw) >= 24:
@@ -823,9 +920,16 @@ def _image(
         size += f' height="{int(height)}"'
     tag = (
         f'<img src="cid:{image.cid}" alt="{_html.escape(alt)}"{size} '
-        'style="display:block;max-width:100%;height:auto;border:0;margin:0 0 12px">'
+        # An opaque background: a dark-mode app would show a transparent image on black.
+        'style="display:block;max-width:100%;height:auto;border:0;margin:0 0 12px;'
+        'background:#ffffff">'
     )
     return Rendered(tag, images=(image,))
+
+
+def _unnamed(opts: _Options) -> str:
+    """The alt text of an image with neither title nor name: where it comes from."""
+    return f"{opts.label[:1].upper()}{opts.label[1:]}" if opts.label else "Image"
 
 
 def _label(name: str | None) -> str:
@@ -855,15 +959,44 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\
 _STDERR_STYLE = "background:#fff5f5;color:#6e2b20;border-left:4px solid #d1242f"
 _STDERR_LABEL = "margin:0;font-size:12px;font-weight:600;color:#82071e"
 _ERROR_STYLE = "background:#ffebe9;color:#82071e;border-left:4px solid #cf222e"
-_WARNING = re.compile(r"^\S.*?:\d+: \w*Warning: ", re.MULTILINE)
+_WARNING = re.compile(r"^(?:\S.*?:\d+|.*?, line \d+): \w*Warning: ", re.MULTILINE)
+
+
+# A file name of a notebook cell as the kernel compiled it: ipykernel's temporary file
+# (/tmp/ipykernel_<pid>/<hash>.py), or IPython's <ipython-input-<n>-<hash>>; then its line.
+_CELL_FILE = re.compile(
+    r"""(?P<q>["']?)(?P<path>(?:[A-Za-z]:)?[^\s"'<>]*?ipykernel_\d+[\\/](?P<hash>\d+)\.py"""
+    r"""|<ipython-input-(?P<count>\d+)-[0-9a-f]+>)(?P=q)(?::(?P<line>\d+)|,\s+line\s+(?P<line2>\d+))""")
+
+
+def cell_paths(text: str, where: Callable[[str, str], tuple[str, int] | None]) -> str:
+    """``text`` (a warning, a traceback) with the kernel's file names of cells replaced by the
+    cells' names: ``/tmp/ipykernel_7/123.py:4`` becomes ``cell [5], line 4``.
+
+    ``where(path, hash)`` gives (the cell's name, lines to add), or None for a cell it does
+    not know ("a notebook cell")."""
+    if "ipykernel_" not in text and "<ipython-input-" not in text:
+        return text
+
+    def name(match: re.Match[str]) -> str:
+        line = int(match.group("line") or match.group("line2"))
+        if match.group("count"):
+            found: tuple[str, int] | None = (f"cell [{match.group('count')}]", 0)
+        else:
+            found = where(match.group("path"), match.group("hash"))
+        cell, offset = found or ("a notebook cell", 0)
+        return f"{cell}, line {line + offset}"
+
+    return _CELL_FILE.sub(name, text)
 
 
 def _merge_streams(outputs: Iterable[Output]) -> Iterable[Output]:
-    """Consecutive chunks of one stream are one block, as the notebook shows them."""
+    """Consecutive chunks of one stream of one cell are one block, as the notebook shows them."""
     pending: Output | None = None
     for output in outputs:
-        if pending is not None and output.kind == "stream" and output.name == pending.name:
-            pending = Output(kind="stream", name=pending.name, text=pending.text + output.text)
+        if (pending is not None and output.kind == "stream" and output.name == pending.name
+                and output.cell == pending.cell):
+            pending = replace(pending, text=pending.text + output.text)
             continue
         if pending is not None:
             yield pending
@@ -971,7 +1104,7 @@ def fit_html_body(body: str, title: str | None = None) -> Rendered | None:
     """
     if not _budget.needs_fitting(body):
         return None
-    if is_plain_text(body):
+    if is_plain_text(body, jinja=False):  # the API sends the body as given: no templating
         return email_body(Rendered(text_to_html(_html.escape(body, quote=False))), title=title)
     return email_body(Rendered(body), title=title)
 
@@ -984,6 +1117,8 @@ def render_template(
     max_bytes: int | None = None,
     max_rows: int | None = None,
     template: str | os.PathLike[str] | None = None,
+    jinja: bool = True,
+    attached: Iterable[tuple[Any, str]] = (),
 ) -> Rendered:
     """Render a Jinja template with ``namespace`` as its variables.
 
@@ -999,7 +1134,17 @@ def render_template(
     ``source`` fills the file's ``{% block %}``s and sets variables. ``{% include %}`` and
     ``{% extends %}`` find files in the template's folder (without ``template``: the current
     folder, i.e. the notebook's).
+
+    ``attached``: (object, file name) pairs the sender attaches themselves: a table of one
+    of these objects that is too big to show whole names that file instead of attaching its
+    own copy.
+
+    ``jinja=False``: ``source`` is not a template; it is used as written (``{{``/``{%`` arrive
+    literally, e.g. a Vue or Handlebars snippet), and laid out and sanitised as above.
     """
+    if not jinja and template is not None:
+        raise InvalidRequest("A template file needs templating: leave out --no-template "
+                             "(template=False) or the template file.")
     kind = _KINDS.get(content_type.lower().strip())
     if kind is None:
         raise InvalidRequest(
@@ -1007,13 +1152,17 @@ def render_template(
             "use text/html, text/plain or text/markdown."
         )
     # A body typed as text is shown as typed; one that pulls in template files is markup.
-    if kind == "html" and template is None and not _USES_FILES.search(source) \
-            and is_plain_text(source):
+    if kind == "html" and template is None and not (jinja and _USES_FILES.search(source)) \
+            and is_plain_text(source, jinja=jinja):
         kind = "text"
-    inserter = _Inserter(namespace, max_rows, text=kind == "text", markdown=kind == "markdown")
+    inserter = _Inserter(namespace, max_rows, text=kind == "text", markdown=kind == "markdown",
+                         attached=attached)
     token = _ACTIVE.set(inserter if kind != "plain" else None)
     try:
-        text = _run_template(source, kind, namespace, template)
+        if not jinja:  # as written
+            text = _html.escape(source, quote=False) if kind == "text" else source
+        else:
+            text = _run_template(source, kind, namespace, template)
     finally:
         _ACTIVE.reset(token)
     if kind == "plain":
@@ -1216,9 +1365,11 @@ class _Inserter:
     """
 
     def __init__(self, namespace: Mapping[str, Any], max_rows: int | None, *, text: bool = False,
-                 markdown: bool = False) -> None:
+                 markdown: bool = False, attached: Iterable[tuple[Any, str]] = ()) -> None:
         self._namespace = namespace
         self._markdown = markdown
+        # id -> (the file the sender attaches it as, the object kept alive)
+        self._attached = {id(obj): (filename, obj) for obj, filename in attached}
         self._max_rows = max_rows
         self._text = text  # the body was typed as text: a long string keeps its line breaks
         self._tokens: dict[int, tuple[str, Any]] = {}  # id -> (placeholder, object kept alive)
@@ -1269,7 +1420,8 @@ class _Inserter:
             return self._render_string(value, max_bytes, name)
         opts = _Options(max_bytes=max_bytes,
                         max_rows=DEFAULT_MAX_ROWS if self._max_rows is None else self._max_rows,
-                        name=name, title=title_of(value) or None, names=self._names)
+                        name=name, title=title_of(value) or None, names=self._names,
+                        attached_as=self._attached.get(id(value), (None,))[0])
         return _render(value, opts)
 
     def _render_string(self, value: str, max_bytes: int, name: str | None) -> Rendered:
@@ -1282,11 +1434,12 @@ class _Inserter:
             html = html.replace("\n", "<br>\n")
         if shown is value:
             return Rendered(html)
-        filename = self._names.unique(f"{name or 'text'}.txt")
+        own = self._attached.get(id(value), (None,))[0]  # the sender attaches it themselves
+        filename = own or self._names.unique(f"{name or 'text'}.txt")
         note = (f"{_label(name).capitalize()} is shortened here ({len(shown):,} of "
                 f"{len(value):,} characters); the full text is attached as {filename}.")
-        return Rendered(html, attachments=(Attachment.from_bytes(filename, value, "text/plain"),),
-                        top_notes=(note,))
+        files = () if own else (Attachment.from_bytes(filename, value, "text/plain"),)
+        return Rendered(html, attachments=files, top_notes=(note,))
 
     def _name_of(self, value: Any) -> str | None:
         for key, candidate in self._namespace.items():

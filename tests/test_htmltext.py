@@ -99,7 +99,7 @@ def test_links_show_their_target() -> None:
 
 def test_images_by_alt_text() -> None:
     assert html_to_text("<p>Chart: <img src='cid:a@b' alt='Sales by month'> done</p>") == (
-        "Chart: Sales by month done"
+        "Chart: [image: Sales by month] done"
     )
 
 
