@@ -551,10 +551,11 @@ class SmtpMagics(Magics):
         """Messages received by the built-in capture server (``%smtp_config --local``), newest
         first. Sends of this session still in flight are waited for, up to a few seconds."""
         args = self._parse(self.smtp_inbox, line)
-        from .server import default_maildir, messages
+        from .server import count_messages, default_maildir, messages
 
         _settle_in_flight("%smtp_outbox --wait")
-        display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir())))
+        display(Inbox(messages(limit=max(args.limit, 0)), str(default_maildir()),
+                      total=count_messages()))
 
     # -- %smtp_compose --
     @no_var_expand

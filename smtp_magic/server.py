@@ -40,6 +40,7 @@ __all__ = [
     "CapturedMessage",
     "OAuthCaptureHandler",
     "TokenValidator",
+    "count_messages",
     "default_maildir",
     "local_server",
     "messages",
@@ -184,6 +185,12 @@ def messages(maildir: str | os.PathLike[str] | None = None, *, limit: int | None
         except FileNotFoundError:
             continue
     return out
+
+
+def count_messages(maildir: str | os.PathLike[str] | None = None) -> int:
+    """How many messages ``maildir`` (default: :func:`default_maildir`) holds."""
+    folder = Path(maildir).expanduser() if maildir is not None else default_maildir()
+    return len(_message_paths(folder))
 
 
 def _server_context(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None
