@@ -209,3 +209,48 @@ def test_form_words_drop_commands_and_exit_codes() -> None:
     text = _form_words(f"No saved OAuth2 sign-in for me (microsoft): {HINT} {CLI_HINT}.")
     assert text == ("No saved OAuth2 sign-in for me (microsoft): press Sign in under "
                     "Connection settings.")
+
+
+def test_send_notebook_without_nbformat_names_the_small_extra(
+        no_module: Any, tmp_path: Any) -> None:
+    """Not [all] (hundreds of MB): [notebook] is what a plain install lacks."""
+    from smtp_magic.errors import MissingDependency
+    from smtp_magic.nbreport import read_notebook
+
+    no_module("nbformat")
+    with pytest.raises(MissingDependency) as info:
+        read_notebook(tmp_path / "out.ipynb")
+    assert info.value.message == ("Sending a notebook needs nbformat: "
+                                  "pip install 'smtp-magic[notebook]'.")
+
+
+def test_the_readme_logging_recipe_with_local_shows_no_capture_server_chatter(
+        tmp_path: Any) -> None:
+    """The README's recipe, as written, then a --local send, in a fresh IPython: the cell's
+    stderr has the conversation (smtp_magic.conversation) but none of aiosmtpd's lines."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Logging", 1)[1]
+    recipe = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert recipe and "basicConfig" in recipe[1], "the README's logging recipe moved"
+    script = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        f"ip.run_cell({recipe[1]!r})\n"
+        "ip.run_line_magic('load_ext', 'smtp_magic')\n"
+        "ip.run_line_magic('smtp_config', '--local')\n"
+        "r = ip.run_cell('%%smtp_send --to a@example.org --subject Logged --sync\\nhi')\n"
+        "assert r.success\n")
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+           "IPYTHONDIR": str(tmp_path / "ipython"),
+           "SMTP_MAGIC_CAPTURE_DIR": str(tmp_path / "capture")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "smtp_magic.conversation" in done.stderr  # the recipe works
+    assert "mail.log" not in done.stderr, done.stderr[-3000:]
