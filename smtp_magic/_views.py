@@ -150,24 +150,25 @@ def message_frame(msg: EmailMessage) -> str:
 
 
 # A notebook opened untrusted (someone else's, a fresh JupyterLab) has its HTML outputs
-# sanitised: the frame goes, and its box would stay behind, empty. Around the frame, two CSS
-# declarations tell the two cases apart: ``display:var(...)`` is understood by every browser,
-# and is exactly what JupyterLab's sanitiser drops (it keeps plain ``display:none``). So when
-# trusted the frame shows and the text is hidden; when sanitised the frame's box is hidden and
-# the message's text part shows, with how to see the HTML.
+# sanitised: the frame goes, and its box would stay behind, empty. The sanitiser removes
+# ``<style>`` elements and keeps inline styles and classes, so a ``<style>`` tells the two cases
+# apart: when trusted it shows the frame (hidden by its inline style) and hides the text; when
+# sanitised only the inline styles are left, and the message's text part shows, with how to see
+# the HTML.
 UNTRUSTED_HINT = ("This notebook is not trusted, so the message's HTML is not shown; its text "
                   "part is below. To see the HTML, trust the notebook (in JupyterLab: the "
                   "command palette, \u201cTrust Notebook\u201d) and open it again.")
 _FALLBACK_CHARS = 20_000
+_TRUSTED_STYLE = ("<style>.smtp-magic-frame-box{display:block !important}"
+                  ".smtp-magic-untrusted{display:none !important}</style>")
 
 
 def untrusted_fallback(frame: str, text: str) -> str:
     """``frame`` for a trusted notebook; ``text`` and a hint where the notebook is untrusted."""
     if len(text) > _FALLBACK_CHARS:
         text = text[:_FALLBACK_CHARS].rstrip() + "\n\u2026"
-    return (f"<div style='display:none;display:var(--smtp-magic-trusted, block)'>{frame}</div>"
-            "<div class='smtp-magic-untrusted' "
-            "style='display:var(--smtp-magic-untrusted, none)'>"
+    return (f"{_TRUSTED_STYLE}<div class='smtp-magic-frame-box' style='display:none'>{frame}</div>"
+            "<div class='smtp-magic-untrusted'>"
             f"<div style='font-style:italic'>{html.escape(UNTRUSTED_HINT)}</div>"
             "<pre style='white-space:pre-wrap;margin:4px 0;padding:4px 8px;"
             f"border-left:3px solid {_theme.BORDER}'>{html.escape(text)}</pre></div>")

@@ -125,10 +125,13 @@ def test_the_inbox_says_how_many_of_how_many(tmp_path: Any) -> None:
 def test_untrusted_fallback_holds_the_text_part_and_how_to_trust() -> None:
     shown = _views.message_frame(_message(1))
     trusted, untrusted = shown.split("<div class='smtp-magic-untrusted'", 1)
-    # trusted: the frame shows (display:var(...) is understood) and the text is hidden
-    assert "display:none;display:var(--smtp-magic-trusted, block)" in trusted
+    # a <style> (which the sanitiser removes) shows the frame and hides the text; without it
+    # the inline styles hide the frame's box
+    style = re.match(r"<style>(.*?)</style>", shown)
+    assert style and ".smtp-magic-frame-box{display:block !important}" in style[1]
+    assert ".smtp-magic-untrusted{display:none !important}" in style[1]
+    assert "<div class='smtp-magic-frame-box' style='display:none'><div" in trusted
     assert "<iframe" in trusted and "<iframe" not in untrusted
-    assert "display:var(--smtp-magic-untrusted, none)" in untrusted
     assert "Hello,\n\nline two." in untrusted and "Trust Notebook" in untrusted
 
 
@@ -254,3 +257,21 @@ def test_the_readme_logging_recipe_with_local_shows_no_capture_server_chatter(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "smtp_magic.conversation" in done.stderr  # the recipe works
     assert "mail.log" not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("Hi\n{% if vip %}dear", ("The template has a syntax error on line 2: the template ends "
+     "before its {% if %} is closed with {% endif %}.")),
+    ("{% for r in rows %}{{ r }}", ("The template has a syntax error on line 1: the template "
+     "ends before its {% for %} is closed with {% endfor %}.")),
+    ("{% endif %}", ("The template has a syntax error on line 1: Encountered unknown tag "
+     "'endif'.")),
+])
+def test_a_template_syntax_error_is_one_clean_sentence(source: str, expected: str) -> None:
+    from smtp_magic.errors import InvalidRequest
+    from smtp_magic.render import render_template
+
+    with pytest.raises(InvalidRequest) as info:
+        render_template(source, {}, "text/html")
+    assert info.value.message == expected
+    assert ".." not in info.value.message
