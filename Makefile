@@ -6,13 +6,16 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test bench clean
 
+# Quiet (@): what `make demo` prints is the demo's own report, as the README shows it.
 $(PY):
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
 
+# The [demo] extra (papermill, a kernel, pandas, matplotlib) and JupyterLab, to open the
+# notebooks afterwards: .venv/bin/jupyter lab notebooks/
 demo: $(PY)
-	$(PY) -m pip install -q -e '.[all]' papermill ipykernel
-	$(VENV)/bin/smtp-magic demo
+	@$(PY) -m pip install -q -e '.[demo]' jupyterlab
+	@$(VENV)/bin/smtp-magic demo
 
 test:
 	bash scripts/test.sh

@@ -38,6 +38,7 @@ command -v saslpasswd2 >/dev/null || need+=(sasl2-bin)
 [[ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so || -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ]] || need+=(libsasl2-modules)
 command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
+fc-list "DejaVu Sans" 2>/dev/null | grep -q . || need+=(fonts-dejavu-core)  # the status marks (tests/test_theme.py)
 command -v node >/dev/null || need+=(nodejs)  # the OpenID Connect server of the OAuth2 tests
 command -v npm >/dev/null || need+=(npm)
 # OpenDKIM: postfix-up.sh runs it as a verifying milter (the DKIM tests' second verifier).

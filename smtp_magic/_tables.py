@@ -395,7 +395,7 @@ def _tsv(obj: Any) -> bytes:
 
 def _require(module: str, package: str, purpose: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise missing(package, purpose)
+        raise missing(package, purpose, extra="excel")  # openpyxl, its only caller
 
 
 def _xlsx(obj: Any) -> bytes:
@@ -414,7 +414,7 @@ def _parquet(obj: Any) -> bytes:
         importlib.util.find_spec("pyarrow") is None
         and importlib.util.find_spec("fastparquet") is None
     ):
-        raise missing("pyarrow", "Attaching a DataFrame as .parquet")
+        raise missing("pyarrow", "Attaching a DataFrame as .parquet", extra="parquet")
     buf = io.BytesIO()
     frame = _data(obj)
     frame.to_parquet(buf, index=None if _keep_index(frame) else False)

@@ -43,7 +43,9 @@ HUE_SHARE = 60  # percent of the hue in the mix; the rest is the surrounding tex
 MUTED = "color-mix(in srgb, currentcolor 70%, transparent)"
 # Lines around things (the frame of a message, the progress bar's track).
 BORDER = "color-mix(in srgb, currentcolor 35%, transparent)"
-ICONS = {"info": "", "busy": "\u23f3 ", "ok": "\u2714 ", "error": "\u2718 ", "warn": "\u26a0 "}
+# Status marks in characters the common fonts have (DejaVu, Arial, Segoe UI Symbol): "⏳" needs
+# an emoji font and shows as an empty box without one.
+ICONS = {"info": "", "busy": "\u2192 ", "ok": "\u2714 ", "error": "\u2718 ", "warn": "\u26a0 "}
 
 
 def colour(kind: str) -> str:

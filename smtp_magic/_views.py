@@ -16,8 +16,7 @@ from typing import Any
 from . import _theme
 
 __all__ = ["Block", "Inbox", "Table", "estimate_height", "frame_document", "html_frame",
-           "message_frame",
-           "message_images", "visible"]
+           "message_frame", "message_images", "size_text", "untrusted_fallback", "visible"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,23 @@ def visible(text: str, *, one_line: bool = False) -> str:
     """``text`` with its control characters shown as escapes (``\\x1b``); tab and newline
     stay unless ``one_line``."""
     return (_LINE_CONTROLS if one_line else _CONTROLS).sub(_escape_control, text)
+
+
+def size_text(n: float) -> str:
+    """A size in bytes as people read it, the one way every view shows sizes: binary units, as
+    ``attachment_size`` counts (1 MB = 2**20 bytes); "65 B", "1.5 kB", "10 MB"."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if n < 100 else f"{n:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
+# A cell value this long without a space (a Message-ID, a path) may break anywhere: else it
+# widens its column until the next columns (the reason of a failed send) leave the screen.
+_LONG_TOKEN = 24
 
 
 class Table:
@@ -72,10 +88,12 @@ class Table:
                    "</caption>" if title else "")
         head = "".join(f"<th scope='col' style='{cell}'>{html.escape(h)}</th>"
                        for h in self.headers)
-        body = "".join(
-            "<tr>" + "".join(f"<td style='{cell}'>{html.escape(v)}</td>" for v in row) + "</tr>"
-            for row in self.rows
-        )
+        def td(value: str) -> str:
+            long = any(len(word) > _LONG_TOKEN for word in value.split())
+            style = cell + (";word-break:break-all;min-width:10em" if long else "")
+            return f"<td style='{style}'>{html.escape(value)}</td>"
+
+        body = "".join("<tr>" + "".join(td(v) for v in row) + "</tr>" for row in self.rows)
         return (f"<table style='margin-left:0'>{caption}<thead><tr>{head}</tr></thead>"
                 f"<tbody>{body}</tbody></table>")
 
@@ -156,7 +174,44 @@ def message_frame(msg: EmailMessage, *, remote_images: bool = False) -> str:
     content = part.get_content()
     if part.get_content_subtype() != "html":
         return f"<pre style='white-space:pre-wrap'>{html.escape(content)}</pre>"
-    return html_frame(content, message_images(msg), remote_images=remote_images)
+    return untrusted_fallback(
+        html_frame(content, message_images(msg), remote_images=remote_images),
+        _text_of(msg, content))
+
+
+# A notebook opened untrusted (someone else's, a fresh JupyterLab) has its HTML outputs
+# sanitised: the frame goes, and its box would stay behind, empty. The sanitiser removes
+# ``<style>`` elements and keeps inline styles and classes, so a ``<style>`` tells the two cases
+# apart: when trusted it shows the frame (hidden by its inline style) and hides the text; when
+# sanitised only the inline styles are left, and the message's text part shows, with how to see
+# the HTML.
+UNTRUSTED_HINT = ("This notebook is not trusted, so the message's HTML is not shown; its text "
+                  "part is below. To see the HTML, trust the notebook (in JupyterLab: the "
+                  "command palette, \u201cTrust Notebook\u201d) and open it again.")
+_FALLBACK_CHARS = 20_000
+_TRUSTED_STYLE = ("<style>.smtp-magic-frame-box{display:block !important}"
+                  ".smtp-magic-untrusted{display:none !important}</style>")
+
+
+def untrusted_fallback(frame: str, text: str) -> str:
+    """``frame`` for a trusted notebook; ``text`` and a hint where the notebook is untrusted."""
+    if len(text) > _FALLBACK_CHARS:
+        text = text[:_FALLBACK_CHARS].rstrip() + "\n\u2026"
+    return (f"{_TRUSTED_STYLE}<div class='smtp-magic-frame-box' style='display:none'>{frame}</div>"
+            "<div class='smtp-magic-untrusted'>"
+            f"<div style='font-style:italic'>{html.escape(UNTRUSTED_HINT)}</div>"
+            "<pre style='white-space:pre-wrap;margin:4px 0;padding:4px 8px;"
+            f"border-left:3px solid {_theme.BORDER}'>{html.escape(text)}</pre></div>")
+
+
+def _text_of(msg: EmailMessage, html_content: str) -> str:
+    """The message's text part, else its HTML as text."""
+    part = msg.get_body(("plain",))
+    if part is not None:
+        return str(part.get_content())
+    from .htmltext import html_to_text
+
+    return html_to_text(html_content)
 
 
 def frame_document(document: str, images: Mapping[str, tuple[str, bytes]] | None = None, *,
@@ -248,11 +303,19 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
 class Inbox:
     """Messages of the capture server, newest first, each in a collapsible block."""
 
-    def __init__(self, messages: Sequence[Any], where: str, *, remote_images: bool = False
-                 ) -> None:
+    def __init__(self, messages: Sequence[Any], where: str, total: int | None = None, *,
+                 remote_images: bool = False) -> None:
         self.messages = list(messages)
         self.where = where
+        self.total = len(self.messages) if total is None else max(total, len(self.messages))
         self.remote_images = remote_images
+
+    def _count(self) -> str:
+        """ "3 message(s)", or "3 of 600 messages" when only the newest are shown."""
+        n = len(self.messages)
+        if self.total > n:
+            return f"{n} of {self.total} messages (the newest)"
+        return f"{n} message(s)"
 
     @staticmethod
     def _head(captured: Any) -> tuple[str, str, str, str]:
@@ -278,13 +341,13 @@ class Inbox:
                 f"{message_frame(captured.message, remote_images=self.remote_images)}"
                 f"{attached}</details>"
             )
-        return (f"<div><b>{len(self.messages)} message(s)</b> in {html.escape(self.where)}</div>"
+        return (f"<div><b>{self._count()}</b> in {html.escape(self.where)}</div>"
                 + "".join(blocks))
 
     def __repr__(self) -> str:
         if not self.messages:
             return f"No messages in {self.where}."
-        lines = [f"{len(self.messages)} message(s) in {self.where}"]
+        lines = [f"{self._count()} in {self.where}"]
         for captured in self.messages:
             when, sender, to, subject = self._head(captured)
             lines.append(f"{when}  {sender} -> {to}  {subject}")

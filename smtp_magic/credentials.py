@@ -28,7 +28,7 @@ def _keyring(purpose: str) -> Any:
         import keyring
         from keyring.backends import fail
     except ImportError:
-        raise missing("keyring", purpose) from None
+        raise missing("keyring", purpose, extra="keyring") from None
     try:
         backend = keyring.get_keyring()
     except Exception as exc:  # noqa: BLE001 - a broken backend configuration

@@ -610,12 +610,12 @@ class SmtpMagics(Magics):
         Each message is shown inert: no script runs and nothing remote loads, except remote
         images with ``--remote-images``."""
         args = self._parse(self.smtp_inbox, line)
-        from .server import default_maildir, messages
+        from .server import count_messages, default_maildir, messages
 
         _settle_in_flight("%smtp_outbox --wait")
         limit = max(args.limit, 0)
         _live_display(lambda: Inbox(messages(limit=limit), str(default_maildir()),
-                                    remote_images=args.remote_images))
+                                    total=count_messages(), remote_images=args.remote_images))
 
     # -- %smtp_compose --
     @no_var_expand

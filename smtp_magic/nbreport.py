@@ -41,7 +41,7 @@ def read_notebook(notebook: NotebookLike) -> tuple[Any, str]:
     """(the notebook as nbformat v4, its file name) from a path or an nbformat NotebookNode
     (e.g. what ``papermill.execute_notebook`` returns)."""
     if importlib.util.find_spec("nbformat") is None:
-        raise missing("nbformat", "Sending a notebook")
+        raise missing("nbformat", "Sending a notebook", extra="notebook")
     import nbformat
 
     if isinstance(notebook, Mapping):

@@ -379,9 +379,47 @@ def _not_signed_in(config: OAuthConfig) -> AuthFailed:
 
 
 def _unreachable(config: OAuthConfig, exc: BaseException) -> AuthFailed:
-    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     return AuthFailed(f"Cannot reach the OAuth2 authorization server of {config.provider}: "
-                      f"{reason}.")
+                      f"{_network_reason(exc)}.")
+
+
+def _network_reason(exc: BaseException) -> str:
+    """Why a request to the authorization server failed, in words (never a library's
+    ``HTTPSConnectionPool(host=..., port=...)`` text, nor one cut in the middle of a word)."""
+    import socket
+    import ssl
+    import textwrap
+
+    chain: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(chain) < 20:  # the exception, its causes, and exceptions in its args
+        e = todo.pop(0)
+        if e in chain:
+            continue
+        chain.append(e)
+        todo += [x for x in (e.__cause__, e.__context__, *e.args) if isinstance(x, BaseException)]
+    names = {cls.__name__ for e in chain for cls in type(e).__mro__}
+    status = next((getattr(getattr(e, "response", None), "status_code", None) for e in chain
+                   if getattr(getattr(e, "response", None), "status_code", None)), None)
+    if status:
+        return f"it answered with HTTP status {status}"
+    if names & {"SSLError", "SSLCertVerificationError"} or any(isinstance(e, ssl.SSLError)
+                                                               for e in chain):
+        return "its TLS certificate was not accepted (for a private CA, set REQUESTS_CA_BUNDLE)"
+    if names & {"NameResolutionError"} or any(isinstance(e, socket.gaierror) for e in chain):
+        return "its host name could not be found"
+    # before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError by class
+    if names & {"ConnectionRefusedError"} or any("refused" in str(e).lower() for e in chain):
+        return "the connection was refused (nothing listens at that address)"
+    if names & {"Timeout", "ReadTimeout", "ConnectTimeout", "TimeoutError", "ReadTimeoutError",
+                "ConnectTimeoutError"}:
+        return "it did not answer in time"
+    if names & {"ConnectionError", "NewConnectionError", "MaxRetryError", "OSError"}:
+        return "the connection failed"
+    if names & {"JSONDecodeError"}:
+        return "its answer was not JSON"
+    text = str(exc).splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
+    return textwrap.shorten(text, 160, placeholder=" \u2026")
 
 
 # -- token command and callable ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 
 from . import _theme
-from ._views import message_frame
+from ._views import message_frame, size_text
 from .mime import Composed
 
 __all__ = ["preview_html", "preview_notes", "preview_notes_html", "preview_text"]
@@ -53,7 +53,7 @@ def preview_html(composed: Composed) -> str:
     )
     body_html = message_frame(msg)
     files = "".join(
-        f"<li>{html.escape(name)} ({html.escape(ctype)}, {size / 1000:.1f} kB)</li>"
+        f"<li>{html.escape(name)} ({html.escape(ctype)}, {size_text(size)})</li>"
         for name, ctype, size in _attachments(msg)
     )
     files_html = f"<div><b>Attachments</b><ul>{files}</ul></div>" if files else ""
@@ -69,7 +69,7 @@ def preview_text(composed: Composed) -> str:
     lines = [f"{name}: {msg[name]}" for name in ("From", "To", "Cc", "Subject") if msg[name]]
     _, text_part = _body_parts(msg)
     lines += ["", text_part.get_content() if text_part is not None else ""]
-    lines += [f"[attachment] {n} ({t}, {s / 1000:.1f} kB)" for n, t, s in _attachments(msg)]
+    lines += [f"[attachment] {n} ({t}, {size_text(s)})" for n, t, s in _attachments(msg)]
     return "\n".join(lines)
 
 

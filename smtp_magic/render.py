@@ -1198,7 +1198,8 @@ def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]
         raise InvalidRequest(_undefined_message(str(exc), *_where(exc, folder))) from None
     except jinja2.TemplateSyntaxError as exc:
         who = _file_name(exc.filename, folder) if exc.filename else "The template"
-        raise InvalidRequest(f"{who} has a syntax error on line {exc.lineno}: {exc.message}.") from None
+        raise InvalidRequest(f"{who} has a syntax error on line {exc.lineno}: "
+                             f"{_syntax_reason(exc.message or '')}.") from None
     except jinja2.TemplateNotFound as exc:
         who, line = _where(exc, folder)
         raise InvalidRequest(f"{who} includes {exc.name!r}{_on(line)}, which is not a file in "
@@ -1206,6 +1207,21 @@ def _run_template(source: str, kind: _TemplateKind, namespace: Mapping[str, Any]
     except jinja2.TemplateError as exc:
         who, line = _where(exc, folder)
         raise InvalidRequest(f"{who} cannot be rendered{_on(line)}: {exc}.") from None
+
+
+_UNCLOSED = re.compile(r"Unexpected end of template\..*The innermost block that needs to be "
+                       r"closed is '(\w+)'", re.DOTALL)
+
+
+def _syntax_reason(message: str) -> str:
+    """Jinja's description of a syntax error as one clause: no sentences strung together, no
+    full stop of its own (``'if'..``)."""
+    unclosed = _UNCLOSED.search(message)
+    if unclosed:
+        tag = unclosed.group(1)
+        return f"the template ends before its {{% {tag} %}} is closed with {{% end{tag} %}}"
+    parts = [p.strip() for p in re.split(r"(?<=[.!?])\s+", message.strip()) if p.strip()]
+    return "; ".join(p.rstrip(".") for p in parts) or "Jinja could not read it"
 
 
 _USES_FILES = re.compile(r"\{%-?\s*(?:include|extends|import|from)\b")

@@ -40,6 +40,7 @@ __all__ = [
     "CapturedMessage",
     "OAuthCaptureHandler",
     "TokenValidator",
+    "count_messages",
     "default_maildir",
     "local_server",
     "messages",
@@ -185,6 +186,23 @@ def messages(maildir: str | os.PathLike[str] | None = None, *, limit: int | None
         except FileNotFoundError:
             continue
     return out
+
+
+def _quiet_aiosmtpd() -> None:
+    """aiosmtpd logs every command it receives at INFO (logger ``mail.log``). With
+    ``%smtp_config --local`` the server runs in the kernel, so a notebook that logs at INFO
+    (``logging.basicConfig(level=logging.INFO)``) would get a dozen of those lines per message in
+    its cells. Unless that logger was configured on purpose, it reports warnings only; what was
+    said is ``smtp_magic.conversation``'s to log (the client's side, redacted)."""
+    aiosmtpd_log = logging.getLogger("mail.log")
+    if aiosmtpd_log.level == logging.NOTSET:
+        aiosmtpd_log.setLevel(logging.WARNING)
+
+
+def count_messages(maildir: str | os.PathLike[str] | None = None) -> int:
+    """How many messages ``maildir`` (default: :func:`default_maildir`) holds."""
+    folder = Path(maildir).expanduser() if maildir is not None else default_maildir()
+    return len(_message_paths(folder))
 
 
 def _server_context(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None
@@ -521,6 +539,7 @@ class CaptureServer:
             if self._controller is not None:
                 return self
             controller_cls = _controller_class()
+            _quiet_aiosmtpd()
             _ensure_maildir(self._maildir)
             factory = self._smtp_factory()  # before binding: a bad certificate raises here
             implicit_tls = self._tls_context() if self.tls == "tls" else None

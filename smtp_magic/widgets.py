@@ -7,6 +7,7 @@ import concurrent.futures
 import html
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import traitlets
 
 from . import _theme, api
 from ._kinds import PANDAS, kind_of
+from ._views import size_text as _size
 from .attachments import is_single_spec, resolve
 from .config import ASSIGNED, MB, SmtpMagic, current, withheld_password
 from .errors import InvalidRequest, SmtpMagicError
@@ -41,9 +43,18 @@ _LABEL = {"description_width": "84px"}
 _ADDRESS_FIELDS = ("sender", "to", "cc", "bcc")
 # An address field whose value is not valid (class smtp-magic-invalid) shows its text and
 # border in the error colour; the theme's colours, as everything else (see _theme).
+# Keyboard focus: a 2 px ring in the text colour (the theme's), outside the control, on every
+# control of the form (ipywidgets' own is a 1 px light blue line, about 2.2:1). Placeholders in
+# a colour that reads at 4.5:1 in light and dark (the theme's default is fainter).
+_FOCUS_RING = "var(--jp-ui-font-color1, currentcolor)"
 _FORM_STYLE = (
     "<style>.smtp-magic-form .smtp-magic-invalid input{"
-    f"color:{_theme.colour('error')};border-color:{_theme.colour('error')}}}</style>")
+    f"color:{_theme.colour('error')};border-color:{_theme.colour('error')}}}"
+    ".smtp-magic-form :is(button,input,textarea,select,[tabindex]):focus-visible{"
+    f"outline:2px solid {_FOCUS_RING} !important;outline-offset:1px}}"
+    ".smtp-magic-form :is(input,textarea)::placeholder{"
+    "color:color-mix(in srgb,currentcolor 72%,transparent);opacity:1}"
+    "</style>")
 
 
 def _kind(obj: Any) -> str | None:
@@ -79,17 +90,6 @@ def _user_namespace() -> Mapping[str, Any]:
         return {}
     shell = get_ipython()
     return getattr(shell, "user_ns", None) or {}
-
-
-def _size(n: float) -> str:
-    """Binary units, the way attachment_size counts (1 MB = 2**20 bytes)."""
-    if n < 1024:
-        return f"{int(n)} B"
-    for unit in ("kB", "MB", "GB"):
-        n /= 1024
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if n < 100 else f"{n:.0f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _caption(text: str) -> widgets.HTML:
@@ -344,7 +344,9 @@ class ComposeForm(widgets.VBox):
 
     def _build_settings_panel(self) -> None:
         def half() -> widgets.Layout:
-            return widgets.Layout(width="50%")
+            # Two columns where there is room for two (260 px each), else one: at 368 px the
+            # fields keep their whole width instead of being cut off.
+            return widgets.Layout(width="auto", flex="1 1 260px", min_width="0")
 
         self.host = widgets.Text(description="Host", continuous_update=False, style=_LABEL,
                                  placeholder="smtp.example.org", layout=half())
@@ -371,15 +373,23 @@ class ComposeForm(widgets.VBox):
         self.sign_in_button = widgets.Button(description="Sign in", icon="key",
                                              tooltip="OAuth2: sign in with a code shown here",
                                              layout=widgets.Layout(width="auto"))
+        # While a sign-in waits (for the server, or for the user): stops waiting for it.
+        self.cancel_sign_in = widgets.Button(description="Cancel", icon="times",
+                                             tooltip="Stop waiting for the sign-in",
+                                             layout=widgets.Layout(width="auto", display="none"))
+        self._sign_in_attempt = 0
         self.settings_status = widgets.HTML()
-        self.settings_panel = widgets.Accordion(children=[widgets.VBox([
+        self.settings_panel = _Disclosure("Connection settings", widgets.VBox([
             widgets.HBox([self.host, self.port]),
             widgets.HBox([self.security, self.timeout]),
             widgets.HBox([self.username, self.password]),
             self.password_hint,
-            widgets.HBox([self.sign_in_button, self.check_button]),
+            widgets.HBox([self.sign_in_button, self.cancel_sign_in, self.check_button]),
             self.settings_status,
-        ])], titles=("Connection settings",), selected_index=None)
+        ]))
+        for row in self.settings_panel.body.children:
+            if isinstance(row, widgets.HBox):
+                row.layout.flex_flow = "row wrap"  # the columns of half() wrap
 
     def _arrange(self) -> tuple[widgets.Widget, ...]:
         return (
@@ -421,6 +431,7 @@ class ComposeForm(widgets.VBox):
         self._observe_settings(self._on_auth, "auth", "oauth2_provider")
         self.check_button.on_click(self._on_check)
         self.sign_in_button.on_click(self._on_sign_in)
+        self.cancel_sign_in.on_click(self._on_cancel_sign_in)
 
     def _wire_message(self) -> None:
         for name in _ADDRESS_FIELDS:
@@ -488,6 +499,11 @@ class ComposeForm(widgets.VBox):
         body = email_body(rendered, title=self.subject.value)
         return SendRequest(**common, body=body.html, content_type="text/html",
                            inline_images=body.images, attachments=(*body.attachments, *attachments))
+
+    def __repr__(self) -> str:
+        # The text/plain of the form's output: what a saved notebook shows without its kernel.
+        return ("Compose form (smtp_magic) \u2014 run the cell again to show it "
+                "(the form needs a running kernel).")
 
     @property
     def sending(self) -> bool:
@@ -609,6 +625,9 @@ class ComposeForm(widgets.VBox):
         if self.sign_in_button.disabled:
             return
         self.sign_in_button.disabled = True
+        self.cancel_sign_in.layout.display = None
+        self._sign_in_attempt += 1
+        attempt = self._sign_in_attempt
         self.settings_status.value = _status("busy", "Starting the OAuth2 sign-in\u2026")
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -616,6 +635,8 @@ class ComposeForm(widgets.VBox):
             loop = None
 
         def show(code: Any) -> None:  # called on the sign-in thread
+            if attempt != self._sign_in_attempt:
+                return  # cancelled meanwhile
             markup = code._repr_html_()
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(setattr, self.settings_status, "value", markup)
@@ -631,15 +652,26 @@ class ComposeForm(widgets.VBox):
                 future.set_exception(exc)
 
         threading.Thread(target=run, name="smtp-magic-sign-in", daemon=True).start()
-        _on_kernel(future, self._finish_sign_in)
+        _on_kernel(future, partial(self._finish_sign_in, attempt=attempt))
 
-    def _finish_sign_in(self, future: concurrent.futures.Future[Any]) -> None:
+    def _on_cancel_sign_in(self, _button: Any = None) -> None:
+        """Stop waiting: the form is usable again at once. The sign-in's thread cannot be
+        interrupted; whatever it ends with later is not shown."""
+        self._sign_in_attempt += 1
+        self.cancel_sign_in.layout.display = "none"
+        self.sign_in_button.disabled = False
+        self.settings_status.value = _status("info", "Sign-in cancelled.")
+
+    def _finish_sign_in(self, future: concurrent.futures.Future[Any], attempt: int = 0) -> None:
+        if attempt != self._sign_in_attempt:
+            return  # cancelled: the form has moved on
         try:
             self.settings_status.value = _status("ok", future.result().describe())
         except Exception as exc:  # noqa: BLE001
             self.settings_status.value = _status("error", _sentence(exc))
         finally:
             self.sign_in_button.disabled = False
+            self.cancel_sign_in.layout.display = "none"
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -813,6 +845,7 @@ class ComposeForm(widgets.VBox):
             return
         self._sending = True
         self._update_send_button()
+        self._on_hide_preview()  # a preview of what was typed before: not what is being sent
         n = len(request.recipients)
         self._set_status("busy", f"Sending to {n} recipient{'s' if n != 1 else ''}\u2026")
         try:
@@ -843,8 +876,7 @@ class ComposeForm(widgets.VBox):
             else:
                 state = response.state  # partly sent, in doubt or not sent
                 self._set_status("error" if state == "not sent" else "warn",
-                                 f"{state.capitalize()} (exit {response.exitcode}): "
-                                 f"{response.message}")
+                                 f"{state.capitalize()}: {_form_words(response.message)}")
         finally:
             self._sending = False
             self._update_send_button()
@@ -862,10 +894,27 @@ def _spec_label(spec: Any, name: str | None) -> str:
 
 
 def _sentence(exc: BaseException) -> str:
+    """The error in the form's words (see _form_words)."""
     if isinstance(exc, SmtpMagicError):
-        return exc.message
+        return _form_words(exc.message)
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# What a message says to type in a terminal or a cell, said for the form instead.
+_FORM_WORDS = (
+    (re.compile(r"\s*\(in a terminal: `[^`]*`\)"), ""),
+    (re.compile(r"run `%smtp_config --oauth2-login` interactively once"),
+     "press Sign in under Connection settings"),
+    (re.compile(r"\s*\(exit (?:code )?\d\)"), ""),
+)
+
+
+def _form_words(text: str) -> str:
+    """``text`` without command lines and exit codes, which mean nothing in the form."""
+    for pattern, replacement in _FORM_WORDS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _descendants(box: widgets.Widget) -> Iterable[widgets.Widget]:
@@ -898,3 +947,27 @@ def compose(
     return ComposeForm(to=to, cc=cc, bcc=bcc, subject=subject, body=body,
                        content_type=content_type, attachments=attachments, settings=settings,
                        sender=sender, namespace=namespace)
+
+
+class _Disclosure(widgets.VBox):
+    """A section that opens and closes from a button (``toggle``) reachable by keyboard (Tab,
+    then Enter or Space), unlike the header of an ipywidgets Accordion, which only a mouse can
+    open. ``body`` is hidden while closed; ``opened`` says which."""
+
+    def __init__(self, title: str, body: widgets.Widget) -> None:
+        self.title = title
+        self.toggle = widgets.ToggleButton(description=title, icon="caret-right", value=False,
+                                           tooltip=f"Show or hide the {title.lower()}",
+                                           layout=widgets.Layout(width="auto"))
+        self.body = body
+        body.layout.display = "none"
+        super().__init__([self.toggle, body], layout=widgets.Layout(width="100%"))
+        self.toggle.observe(self._on_toggle, names="value")
+
+    @property
+    def opened(self) -> bool:
+        return bool(self.toggle.value)
+
+    def _on_toggle(self, change: Mapping[str, Any]) -> None:
+        self.body.layout.display = None if change["new"] else "none"
+        self.toggle.icon = "caret-down" if change["new"] else "caret-right"

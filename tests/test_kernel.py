@@ -125,7 +125,7 @@ def test_headless_sends_are_done_when_their_cell_ends(executed: Any) -> None:
     sends = [c for c in nb.cells if c.source.startswith("%%smtp_send") and "--preview" not in c.source]
     assert len(sends) == 5
     for cell in sends:  # synchronous in a headless run: the status line is final in its cell
-        assert "sent" in outputs_text(cell) and "\\u23f3" not in outputs_text(cell)
+        assert "sent" in outputs_text(cell) and "\\u2192 sending" not in outputs_text(cell)
 
 
 def test_dataframe_template(executed: Any, servers: Any) -> None:

@@ -53,8 +53,8 @@ THEME_CELLS = [
     "%smtp_compose --to bob@ --subject 'From the form'",
 ]
 
-# Every piece of text in smtp-magic's outputs: (what, its text, contrast ratio, colours).
-MEASURE = """() => {
+# Colour helpers of the measurements below (a function body's first lines).
+COLOURS = """
   const canvas = document.createElement('canvas');
   canvas.width = canvas.height = 1;
   const ctx = canvas.getContext('2d', {willReadFrequently: true});
@@ -84,20 +84,34 @@ MEASURE = """() => {
   };
   const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
                             return (x + 0.05) / (y + 0.05); };
+"""
+# Every piece of text in smtp-magic's outputs, the form's labels, buttons and placeholders
+# included: (what, its text, contrast ratio, colours).
+MEASURE = "() => {" + COLOURS + """
   const visible = el => el.getClientRects().length > 0
                         && getComputedStyle(el).visibility !== 'hidden';
-  const ours = '.jp-OutputArea .jp-RenderedHTMLCommon, .widget-html-content';
-  const seen = [];
+  // the form whole: its labels, buttons and section titles too
+  const ours = '.jp-OutputArea .jp-RenderedHTMLCommon, .widget-html-content, .smtp-magic-form';
+  const seen = [], done = new Set();
   for (const root of document.querySelectorAll(ours)) {
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       const el = n.parentElement;
-      if (!n.textContent.trim() || !visible(el)) continue;
+      if (done.has(n) || !n.textContent.trim() || !visible(el)) continue;
+      done.add(n);
       const bg = background(el);
       const fg = over(getComputedStyle(el).color, bg);
       seen.push({what: el.tagName.toLowerCase(), text: n.textContent.trim().slice(0, 60),
                  ratio: ratio(fg, bg), fg, bg, css: getComputedStyle(el).color});
     }
+  }
+  for (const el of document.querySelectorAll(
+      '.smtp-magic-form input[placeholder], .smtp-magic-form textarea[placeholder]')) {
+    if (el.value || !el.placeholder || !visible(el)) continue;
+    const bg = background(el);
+    const css = getComputedStyle(el, '::placeholder').color;
+    const fg = over(css, bg);
+    seen.push({what: 'placeholder', text: el.placeholder, ratio: ratio(fg, bg), fg, bg, css});
   }
   for (const el of document.querySelectorAll('.smtp-magic-invalid input')) {
     const bg = background(el);
@@ -110,6 +124,120 @@ MEASURE = """() => {
 
 
 
+
+
+# The element that has the keyboard focus: where it is, what it is, and its focus ring (the
+# outline, drawn outside the control: measured against the background around the control).
+# How a control is named in the reports below (its label, text, placeholder or tooltip).
+NAME = """
+  const NAME = el => {
+    const row = el.closest('.widget-inline-hbox');
+    const label = row && row.querySelector('.widget-label');
+    const field = /^(INPUT|SELECT|TEXTAREA)$/.test(el.tagName);
+    return ((field && label && label.textContent.trim()) || el.getAttribute('aria-label')
+            || (!field && el.textContent.trim()) || el.placeholder || el.title
+            || el.tagName).slice(0, 40);
+  };
+"""
+FOCUSED = "() => {" + COLOURS + NAME + """
+  const el = document.activeElement;
+  if (!el || el === document.body) return null;
+  const form = el.closest('.smtp-magic-form');
+  const cs = getComputedStyle(el);
+  const label = NAME(el);
+  const around = el.parentElement;
+  const layers = [];
+  for (let e = around; e; e = e.parentElement) {
+    const bg = getComputedStyle(e).backgroundColor;
+    layers.push(bg);
+    if (opaque(bg)) break;
+  }
+  const bg = layers.reverse().reduce((base, c) => over(c, base), [255, 255, 255]);
+  const ring = over(cs.outlineColor, bg);
+  return {inForm: !!form, id: el.dataset.smtpMagicSeen || (el.dataset.smtpMagicSeen =
+          String(Math.random())), tag: el.tagName.toLowerCase(), label,
+          pressed: el.classList.contains('mod-active'),
+          style: cs.outlineStyle, width: parseFloat(cs.outlineWidth), css: cs.outlineColor,
+          ratio: ratio(ring, bg), bg};
+}"""
+# Every control of the form a user could operate (visible and enabled).
+CONTROLS = "() => {" + NAME + """
+  return [...document.querySelectorAll(
+      '.smtp-magic-form button, .smtp-magic-form input, .smtp-magic-form textarea, '
+      + '.smtp-magic-form select')]
+    .filter(el => !el.disabled && el.getClientRects().length > 0
+                  && getComputedStyle(el).visibility !== 'hidden')
+    .map(el => el.tagName.toLowerCase() + ': ' + NAME(el));
+}"""
+
+
+def tab_through_the_form(page: Any) -> list[dict[str, Any]]:
+    """From the form's first field, Tab (keyboard only) until the focus leaves the form; the
+    settings are opened on the way with Enter on their button. Returns every stop."""
+    page.locator(".smtp-magic-form input").first.focus()  # where a user's Tab would arrive
+    stops, seen = [], set()
+    for _ in range(80):
+        here = page.evaluate(FOCUSED)
+        if not here or not here["inForm"] or here["id"] in seen:
+            break
+        seen.add(here["id"])
+        stops.append(here)
+        if here["label"] == "Connection settings" and not here["pressed"]:
+            page.keyboard.press("Enter")  # opens the settings, by keyboard
+            page.locator(".smtp-magic-form .widget-inline-hbox", has_text="Host").first.wait_for(
+                state="visible", timeout=10_000)  # the kernel has answered
+        page.keyboard.press("Tab")
+    return stops
+
+
+# The notebook reopened untrusted: message frames still taking room (should be none), and the
+# fallbacks shown instead.
+UNTRUSTED = """() => {
+  const shown = el => el.getClientRects().length > 0 && el.getBoundingClientRect().height > 0;
+  const frames = [...document.querySelectorAll('.jp-OutputArea .smtp-magic-message')];
+  const fallbacks = [...document.querySelectorAll('.jp-OutputArea .smtp-magic-untrusted')]
+    .filter(shown);
+  return {frames_shown: frames.filter(shown).length, hints: fallbacks.length,
+          text: fallbacks.map(f => f.innerText).join(' | ')};
+}"""
+# Where the settings' fields and the outbox's last column end, at two window widths.
+LAYOUT = """() => {
+  const field = name => [...document.querySelectorAll('.smtp-magic-form .widget-inline-hbox')]
+    .find(r => r.querySelector('.widget-label')
+               && r.querySelector('.widget-label').textContent.trim() === name);
+  const form = document.querySelector('.smtp-magic-form').getBoundingClientRect();
+  const host = field('Host').getBoundingClientRect();
+  const port = field('Port').getBoundingClientRect();
+  const security = field('Security').getBoundingClientRect();
+  return {form_right: form.right, host_right: host.right, host_top: host.top,
+          port_top: port.top, security_right: security.right};
+}"""
+OUTBOX = """() => {
+  const table = [...document.querySelectorAll('.jp-OutputArea table')]
+    .find(t => t.caption && t.caption.textContent.startsWith('Outbox ('));
+  const cells = table.querySelectorAll('tr:last-child td');
+  const area = table.closest('.jp-OutputArea-output').getBoundingClientRect();
+  return {reason_right: cells[cells.length - 1].getBoundingClientRect().right,
+          output_right: area.right};
+}"""
+
+
+def small_layout(page: Any) -> dict[str, float]:
+    """The form at a phone-sized window (the settings then fit in 368-484 px), then the
+    outbox at 1280 px."""
+    size = page.viewport_size
+    try:
+        page.set_viewport_size({"width": 480, "height": size["height"]})
+        page.wait_for_timeout(300)
+        found = dict(page.evaluate(LAYOUT))
+        log(f"at 480 px: {found}")
+        page.set_viewport_size({"width": 1280, "height": size["height"]})
+        page.wait_for_timeout(300)
+        found.update(page.evaluate(OUTBOX))
+        log(f"at 1280 px: {found}")
+    finally:
+        page.set_viewport_size(size)
+    return found
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
@@ -160,7 +288,8 @@ def test_outputs_are_readable_in_the_light_and_the_dark_theme(
     write_notebook(tmp_path / "theme.ipynb",
                   [c.format(port=smtp.port, closed=free_port()) for c in THEME_CELLS])
     shots = screenshot_dir(tmp_path)
-    results = {}
+    results: dict[str, list[dict[str, Any]]] = {}
+    focus: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
     with jupyter_lab(tmp_path, expose_app=True) as (base, token):
         page = open_notebook(browser, base, token, "theme.ipynb", height=4200)
         try:
@@ -170,11 +299,6 @@ def test_outputs_are_readable_in_the_light_and_the_dark_theme(
             page.get_by_text("sent 5 messages in").wait_for(timeout=20_000)
             page.get_by_text("failed: ").first.wait_for(timeout=20_000)
             page.get_by_text("is not a valid email address").wait_for(timeout=20_000)
-            page.get_by_text("Connection settings").click()
-            port = page.locator(".widget-inline-hbox", has_text="Port").locator("input")
-            port.fill("0")
-            port.press("Enter")  # refused by the settings: an error line in the form
-            page.get_by_text("port must be between").wait_for(timeout=10_000)
             page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
 
             for theme in ("JupyterLab Light", "JupyterLab Dark"):
@@ -184,12 +308,23 @@ def test_outputs_are_readable_in_the_light_and_the_dark_theme(
                 page.wait_for_function(
                     f"() => document.body.dataset.jpThemeLight === '{light}'")
                 page.wait_for_timeout(500)  # the theme's stylesheet applied
+                # Keyboard only: every control of the form, the settings' too, is reached by
+                # Tab (the settings opened with Enter), each with a ring of 3:1 or more.
+                stops = tab_through_the_form(page)
+                controls = page.evaluate(CONTROLS)
+                focus[theme] = (stops, controls)
+                if light == "true":  # the settings are open now, by keyboard
+                    port = page.locator(".widget-inline-hbox", has_text="Port").locator("input")
+                    port.fill("0")
+                    port.press("Enter")  # refused by the settings: an error line in the form
+                    page.get_by_text("port must be between").wait_for(timeout=10_000)
                 seen = measure(page, theme)
                 results[theme] = seen
                 name = "light" if light == "true" else "dark"
                 page.locator(".jp-NotebookPanel").screenshot(
                     path=str(shots / f"notebook-{name}.png"))
                 log(f"screenshot {shots / f'notebook-{name}.png'}")
+            layout = small_layout(page)
             save(page, tmp_path / "theme.ipynb")
         except Exception:
             page.screenshot(path=str(shots / "theme-failure.png"))
@@ -213,6 +348,7 @@ def test_outputs_are_readable_in_the_light_and_the_dark_theme(
             # sanitised: the theme colours (var(--jp-...)) are gone, the text keeps the theme's
             assert styles and not any("var(--jp" in style for style in styles), styles
             results["JupyterLab Dark, reopened untrusted"] = measure(page, "untrusted, dark")
+            untrusted = page.evaluate(UNTRUSTED)
             page.locator(".jp-NotebookPanel").screenshot(
                 path=str(shots / "notebook-dark-untrusted.png"))
         finally:
@@ -224,7 +360,7 @@ def test_outputs_are_readable_in_the_light_and_the_dark_theme(
         texts = " ".join(s["text"] for s in seen)
         for expected in ("SmtpMagic settings", "sent 5 messages in", "failed: ",
                          "Removed before sending", "Refused for 1 of 2", "Outbox (",
-                         "message(s)"):
+                         "messages (the newest)"):
             assert expected in texts, f"{theme}: {expected!r} was not measured"
         if "untrusted" not in theme:  # the live form (a saved copy has no widget state)
             for expected in ("is not a valid email address", "port must be between",
@@ -236,6 +372,29 @@ def test_outputs_are_readable_in_the_light_and_the_dark_theme(
             for s in low)
     dark_bg = {tuple(s["bg"]) for s in results["JupyterLab Dark"]}
     assert any(sum(bg) < 3 * 60 for bg in dark_bg), dark_bg  # it really was dark
+
+    for theme, (stops, controls) in focus.items():
+        reached = [f"{s['tag']}: {s['label']}" for s in stops]
+        log(f"{theme}: Tab reached {len(stops)} controls: {reached}")
+        for label in ("Connection settings", "Host", "Port", "Security", "Username",
+                      "Password", "Check connection", "Preview", "Upload files"):
+            assert any(label in r for r in reached), f"{theme}: Tab never reached {label!r}"
+        missing = sorted(set(controls) - set(reached))
+        assert not missing, f"{theme}: not reachable by Tab: {missing} (reached: {reached})"
+        weak = [s for s in stops if s["style"] == "none" or s["width"] < 2 or s["ratio"] < 3]
+        assert not weak, f"{theme}: focus ring missing or under 3:1: " + "; ".join(
+            f"{s['label']!r} {s['style']} {s['width']}px {s['css']} {s['ratio']:.2f}:1"
+            for s in weak)
+    # 368-484 px: the settings in one column, nothing cut off; 1280 px: the outbox's last
+    # column on screen.
+    assert layout["host_right"] <= layout["form_right"] + 1, layout
+    assert layout["security_right"] <= layout["form_right"] + 1, layout
+    assert layout["port_top"] > layout["host_top"], layout  # wrapped under Host
+    assert layout["reason_right"] <= layout["output_right"] + 1, layout
+    # Untrusted: no empty frame box; the text part and how to trust instead.
+    assert untrusted["frames_shown"] == 0, untrusted
+    assert untrusted["hints"] >= 2, untrusted  # the preview and the inbox
+    assert "Hello Bob" in untrusted["text"], untrusted
 
 
 def test_quickstart_run_all_shows_the_final_state(browser: Any, tmp_path: Path) -> None:

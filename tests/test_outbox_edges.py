@@ -93,7 +93,7 @@ def test_the_form_says_partly_sent(fault_server: FaultFactory, tmp_data: TmpData
         form.send_button.click()
         wait_until_done(form)
         status = html.unescape(form.status.value)
-        assert (f"Partly sent (exit 5): Sent to 1 of 2 recipients; refused: {CAROL} (550 5.1.1 "
+        assert (f"Partly sent: Sent to 1 of 2 recipients; refused: {CAROL} (550 5.1.1 "
                 "No such user).") in status, status
         assert "Not sent" not in status and "\u2718" not in status
     finally:

@@ -597,12 +597,12 @@ def test_objects_with_an_image_repr_attach_as_that_image(tmp_path: Path) -> None
         (
             "openpyxl",
             "xlsx",
-            "Attaching a DataFrame as .xlsx needs openpyxl: pip install 'smtp-magic[all]'.",
+            "Attaching a DataFrame as .xlsx needs openpyxl: pip install 'smtp-magic[excel]'.",
         ),
         (
             "pyarrow",
             "parquet",
-            "Attaching a DataFrame as .parquet needs pyarrow: pip install 'smtp-magic[all]'.",
+            "Attaching a DataFrame as .parquet needs pyarrow: pip install 'smtp-magic[parquet]'.",
         ),
     ],
 )

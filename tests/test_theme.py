@@ -108,3 +108,21 @@ def test_status_lines_are_live_regions() -> None:
     assert 'role="status" aria-live="polite"' in _theme.line("ok", "sent", live=True)
     assert 'role="alert"' in _theme.line("error", "failed", live=True)
     assert "&lt;b&gt;" in _theme.line("info", "<b>")  # text, not markup
+
+
+# Every mark the notebook shows next to a status, a header or a hint (the form and the magics).
+STATUS_GLYPHS = "".join(_theme.ICONS.values()) + "\u2709\u21bb\u2014\u2026\u00d7\u2192"
+
+
+@pytest.mark.parametrize("glyph", sorted(set(STATUS_GLYPHS.replace(" ", ""))))
+def test_status_glyphs_are_in_an_ordinary_font(glyph: str) -> None:
+    """In DejaVu Sans (Debian's and chromium's fallback font there), so no mark needs an emoji
+    font: without one "\u23f3" was an empty box."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("fc-list"):
+        pytest.skip("fontconfig's fc-list is missing")
+    found = subprocess.run(["fc-list", f"DejaVu Sans:charset={ord(glyph):x}", "family"],
+                           capture_output=True, text=True, check=True).stdout
+    assert found.strip(), f"{glyph!r} (U+{ord(glyph):04X}) is not in DejaVu Sans"
