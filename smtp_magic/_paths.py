@@ -139,14 +139,18 @@ def check_trusted(path: str | os.PathLike[str], what: str) -> None:
                               f"your own (or chmod o-w {folder}).")
 
 
-def read_json(path: str | os.PathLike[str], what: str) -> Any:
-    """The JSON value in a settings file that only its owner can change (``check_trusted``);
-    every problem is one ConfigError sentence naming the file, never a traceback."""
+def read_json(path: str | os.PathLike[str], what: str, *, trusted: bool = True,
+              data: bytes | None = None) -> Any:
+    """The JSON value in a file (or in ``data`` read from it already, e.g. standard input);
+    every problem is one ConfigError sentence naming the file, never a traceback. ``trusted``:
+    a settings file, which only its owner may be able to change (``check_trusted``)."""
     p = Path(path).expanduser()
     name = str(path)
-    check_trusted(p, what)
+    if trusted:
+        check_trusted(p, what)
     try:
-        data = json.loads(p.read_bytes().decode("utf-8"))
+        data = p.read_bytes() if data is None else data
+        data = json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{what} {name!r} does not exist.") from None
     except IsADirectoryError:

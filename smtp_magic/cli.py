@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import ExitCode, InvalidRequest, SmtpMagicError
@@ -18,16 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def _read_json(path: str, what: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidRequest(f"The {what} file {path!r} cannot be read: {exc.strerror}.") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"The {what} file {path!r} is not valid JSON (line {exc.lineno}: {exc.msg})."
-        ) from None
+    """A request file's JSON; non-UTF-8, too deep or not JSON is one sentence (exit 1)."""
+    from ._paths import read_json
+
+    data = sys.stdin.buffer.read() if path == "-" else None
+    return read_json(path, f"The {what} file", trusted=False, data=data)
 
 
 def _say(text: str) -> None:

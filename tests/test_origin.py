@@ -51,13 +51,20 @@ def assert_withheld(response: Any, a: CaptureServer, b: CaptureServer, where: st
     assert b.logins == [] and b.count() == 0  # B never saw a login, let alone A's password
 
 
-def test_api_config_for_another_server_does_not_get_the_password(
-        ip: TestingShell, servers: tuple[CaptureServer, CaptureServer],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    a, b = servers
+@pytest.fixture
+def typed_for_a(ip: TestingShell, servers: tuple[CaptureServer, CaptureServer],
+                monkeypatch: pytest.MonkeyPatch) -> tuple[CaptureServer, CaptureServer]:
+    """%smtp_config pointed at A, A's password typed at the prompt."""
+    a, _ = servers
     monkeypatch.setattr("getpass.getpass", lambda prompt="": PW_A)
     ip.run_line_magic("smtp_config", f"--host 127.0.0.1 --port {a.port} --username {USER} "
                       "--password-prompt --from me@example.test")
+    return servers
+
+
+def test_api_config_for_another_server_does_not_get_the_password(
+        typed_for_a: tuple[CaptureServer, CaptureServer]) -> None:
+    a, b = typed_for_a
     assert smtp_magic.send("boss@example.test", "To A", "hi").exitcode == 0
     assert a.logins == [("PLAIN", USER, True)] or a.logins == [("LOGIN", USER, True)]
 
@@ -87,12 +94,9 @@ def test_api_config_for_another_server_does_not_get_the_password(
 
 
 def test_smtp_config_to_another_server_says_so_and_sends_nothing(
-        ip: TestingShell, servers: tuple[CaptureServer, CaptureServer],
+        ip: TestingShell, typed_for_a: tuple[CaptureServer, CaptureServer],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    a, b = servers
-    monkeypatch.setattr("getpass.getpass", lambda prompt="": PW_A)
-    ip.run_line_magic("smtp_config", f"--host 127.0.0.1 --port {a.port} --username {USER} "
-                      "--password-prompt --from me@example.test")
+    a, b = typed_for_a
     moved = run_cell(ip, f"%smtp_config --host localhost --port {b.port}")
     assert given_for_a(a) in moved.stdout and "--password-prompt" in moved.stdout
     table = run_cell(ip, "%smtp_config").outputs[0].data["text/plain"]

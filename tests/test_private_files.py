@@ -233,3 +233,10 @@ def test_broken_config_files_are_one_sentence_in_every_face(
         assert r.exitcode == 1 and sentence in r.message, (name, r.message)
         rc, answer, _ = run_cli("check", "--config", str(path), cwd=tmp_path)  # no traceback
         assert rc == 1 and sentence in answer["message"], (name, answer)
+    # The CLI's request file, too (it is no settings file: others may write it).
+    good = a_config(tmp_path / "good")
+    for name in ("deep.json", "latin1.json", "not-json.json"):
+        rc, answer, _ = run_cli("send", "--config", str(good), "--request", str(broken[name]),
+                                cwd=tmp_path)
+        assert rc == 1 and answer["message"].startswith(f"The request file {str(broken[name])!r} ")
+        assert SENTENCES[name] in answer["message"], answer

@@ -5,18 +5,16 @@ the kernel writes is private under umask 000; a broken --file is one line, no tr
 from __future__ import annotations
 
 import json
-import queue
 import secrets
 import ssl
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faults import FaultServer
-from jupyter_client.manager import KernelManager
 from kernels import kernel_environment
+from test_durability import Kernel
 
 from smtp_magic.server import CaptureServer
 
@@ -26,65 +24,41 @@ PW_A = "pw-a-" + secrets.token_hex(8)
 PW_B = "pw-b-" + secrets.token_hex(8)
 
 
-class Frontend:
-    """Executes cells with ``allow_stdin=True`` and answers ``getpass`` prompts."""
+class Frontend(Kernel):
+    """A front end that allows stdin (as JupyterLab) and types ``answer`` at a getpass prompt."""
 
-    def __init__(self, km: KernelManager) -> None:
-        self.kc = km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
-        self.prompts: list[str] = []
+    answer: str | None = None
+    prompts: list[str]
 
-    def run(self, code: str, answer: str | None = None, timeout: float = 60
-            ) -> tuple[str, str]:
-        """(reply status, the text of every output of the cell)."""
+    def submit(self, code: str, interactive: bool = True) -> str:
         msg_id = self.kc.execute(code, allow_stdin=True)
-        deadline = time.monotonic() + timeout
-        reply = None
-        while reply is None:
-            assert time.monotonic() < deadline, f"no reply to {code!r}"
-            try:
-                request = self.kc.get_stdin_msg(timeout=0.05)
-                self.prompts.append(request["content"]["prompt"])
-                assert answer is not None, f"unexpected prompt {request['content']['prompt']!r}"
-                self.kc.input(answer)
-            except queue.Empty:
-                pass
-            try:
-                msg = self.kc.get_shell_msg(timeout=0.05)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                reply = msg
-        outputs = []
-        while True:
-            msg = self.kc.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-            if msg["msg_type"] not in ("stream", "display_data", "execute_result", "error"):
-                continue
-            content = msg["content"]
-            outputs.append(content.get("text") or json.dumps(content.get("data", {}))
-                           + content.get("evalue", "") + "".join(content.get("traceback", [])))
-        return reply["content"]["status"], "\n".join(outputs)
+        if self.answer is not None:
+            request = self.kc.get_stdin_msg(timeout=30)
+            self.prompts.append(request["content"]["prompt"])
+            self.kc.input(self.answer)
+            self.answer = None
+        return msg_id
+
+    def cell(self, code: str, answer: str | None = None) -> tuple[str, str]:
+        """(reply status, the text of every output of the cell)."""
+        self.answer = answer
+        reply, text = self.run(code, interactive=True)
+        return reply["status"], text
 
 
 @pytest.fixture
 def frontend(tmp_path: Path, ca_file: Path) -> Iterator[Frontend]:
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env={**kernel_environment(tmp_path), "SSL_CERT_FILE": str(ca_file)},
-                    cwd=str(tmp_path))
+    kernel = Frontend({**kernel_environment(tmp_path), "SSL_CERT_FILE": str(ca_file)}, tmp_path)
+    kernel.prompts = []
     try:
-        yield Frontend(km)
+        yield kernel
     finally:
-        km.shutdown_kernel(now=True)
+        kernel.stop()
 
 
 def test_settings_and_files_hold_in_a_kernel(frontend: Frontend, tmp_path: Path,
                                              server_tls: ssl.SSLContext) -> None:
-    run = frontend.run
+    run = frontend.cell
     with CaptureServer(tmp_path / "a", tls="starttls", ssl_context=server_tls,
                        users={"me": PW_A}, require_auth=True) as a, \
          CaptureServer(tmp_path / "b", tls="starttls", ssl_context=server_tls,
