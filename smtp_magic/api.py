@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _budget, _dkim, pacing, transport
-from ._unsubscribe import with_unsubscribe
+from ._unsubscribe import unsubscribe_header
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
@@ -219,7 +219,10 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
     try:
         from .mime import compose  # the email package, imported on the first send
 
-        composed = compose(with_unsubscribe(request, settings), settings)
+        unsubscribe = unsubscribe_header(request, settings)
+        composed = compose(request, settings)
+        if unsubscribe is not None:
+            composed.add_header(lambda _: unsubscribe)
         signer = _dkim.signer_for(settings, composed.sender.rpartition("@")[2])  # the last stage
         return composed if signer is None else composed.add_header(signer.sign)
     except SmtpMagicError:

@@ -298,11 +298,26 @@ def test_unsubscribe_headers(smtp_server: CaptureServer) -> None:
     ("https://example.test/u\r\nBcc: victim@example.org", "is not a URL"),
     ("https://exa mple.test/u", "is not a URL"),
     ("https://example.test/<u>", "is not a URL"),
+    ("https://example.test/désabonner", "must be ASCII"),
+    ("https://example.test/" + "x" * 990, "must be at most 976 characters"),
 ])
 def test_unsubscribe_url_is_checked(url: str, words: str, refused_port: int) -> None:
     r = send_many([{"to": "a@example.org", "subject": "hi", "body": "x", "unsubscribe": url}],
                   config={"host": "127.0.0.1", "port": refused_port, "sender": SENDER})[0]
     assert r.exitcode == 1 and words in r.message, r.message
+
+
+def test_a_long_unsubscribe_link_stays_whole(keys: dict[str, Key]) -> None:
+    """A link with a long token stays one URL on its line (the email package would fold it into
+    RFC 2047 encoded words, which receivers do not decode there), and it is signed."""
+    url = "https://example.test/unsubscribe?token=" + "a1B2c3D4" * 40
+    raw = build_message({"to": "a@example.org", "subject": "x", "body": "y", "unsubscribe": url},
+                        config=signing(keys["ed"], unsubscribe_mailto="u@example.test")
+                        ).as_bytes()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert f"\r\nList-Unsubscribe: <{url}>,\r\n <mailto:u@example.test>\r\n".encode() in head
+    assert b"=?" not in head
+    assert dkim.verify(raw, dnsfunc=keys["ed"].dns())
 
 
 def test_unsubscribe_and_a_custom_list_unsubscribe_header_conflict(refused_port: int) -> None:
