@@ -258,6 +258,43 @@ def test_missing_extra_is_actionable(keys: dict[str, Key], monkeypatch: pytest.M
     assert r.message == "DKIM signing (dkim_domain) needs dkimpy: pip install 'smtp-magic[dkim]'."
 
 
+def test_ed25519_without_pynacl_is_actionable(keys: dict[str, Key], refused_port: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from smtp_magic import _dkim
+
+    monkeypatch.setitem(sys.modules, "nacl", None)
+    monkeypatch.setitem(sys.modules, "nacl.signing", None)
+    monkeypatch.setattr(_dkim, "_keys", {})
+    r = send("a@example.org", "hi", "body",
+             config=signing(keys["ed"], host="127.0.0.1", port=refused_port))
+    assert r.exitcode == 1
+    assert r.message == ("DKIM signing with an Ed25519 key needs pynacl: "
+                         "pip install 'smtp-magic[dkim]'.")
+
+
+def test_cli_request_with_unsubscribe_is_signed(keys: dict[str, Key], smtp_server: CaptureServer,
+                                                tmp_path: Path) -> None:
+    import json
+    import sys
+
+    conn, req = tmp_path / "conn.json", tmp_path / "req.json"
+    conn.write_text(json.dumps({"target": "127.0.0.1", "port": smtp_server.port,
+                                "security": "none", "dkim_domain": DOMAIN,
+                                "dkim_selector": "s1", "dkim_key": str(keys["rsa"].path)}))
+    req.write_text(json.dumps({"to": "a@example.org", "from": SENDER, "subject": "CLI",
+                               "body": "hi", "unsubscribe": "https://example.test/u/9"}))
+    run = subprocess.run([sys.executable, "-m", "smtp_magic", "send", "--config", str(conn),
+                          "--request", str(req)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+                         check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (m,) = smtp_server.wait_for(1)
+    assert m.message["List-Unsubscribe"] == "<https://example.test/u/9>"
+    assert dkim.verify(m.path.read_bytes(), dnsfunc=keys["rsa"].dns())
+
+
 def test_key_from_the_keyring(keys: dict[str, Key], memory_keyring: dict[tuple[str, str], str]
                               ) -> None:
     memory_keyring[("smtp-magic", "dkim:s1._domainkey.example.test")] = keys["ed"].path.read_text()
@@ -354,16 +391,23 @@ def _published(keys: Path, selector: str) -> Callable[..., bytes | None]:
 
 
 @pytest.mark.postfix
+@pytest.mark.parametrize("size", ["small", "streamed"])
 @pytest.mark.parametrize("selector", ["rsa", "ed"])
 def test_arrived_messages_verify_with_opendkim_and_dkimpy(postfix: Postfix, selector: str,
-                                                          tmp_path: Path) -> None:
+                                                          size: str, tmp_path: Path) -> None:
+    """A text attachment (7bit), or a 3 MB binary one: hashed as it streams, then sent from the
+    outbox journal in pieces, it arrives with a signature both verifiers accept."""
     port, keys = _opendkim(postfix)
-    att = tmp_path / "report.csv"
-    att.write_text("a,b\n1,2\n" * 5000)
+    att = tmp_path / ("report.csv" if size == "small" else "data.bin")
+    if size == "small":
+        att.write_text("a,b\n1,2\n" * 5000)
+    else:
+        att.write_bytes(random.Random(3).randbytes(3 << 20))
     config = {"host": postfix.host, "port": port, "security": "none", "sender": SENDER,
               "dkim_domain": DOMAIN, "dkim_selector": selector,
               "dkim_key": str(keys / f"{selector}.pem"), "timeout": 20}
-    r = send_many([{"to": "a@example.test", "subject": f"signed {selector}", "body": "<p>Hi</p>",
+    r = send_many([{"to": "a@example.test", "subject": f"signed {selector} {size}",
+                    "body": "<p>Hi</p>",
                     "attachments": [str(att)], "unsubscribe": "https://example.test/u?r=1"}],
                   config=config)[0]
     assert r.exitcode == 0, r
