@@ -232,6 +232,7 @@ def _openssl_rsa(der: bytes) -> _OpenSslRsa | None:
 _keys: dict[tuple[Any, ...], tuple[float, DkimKey]] = {}
 _keys_lock = threading.Lock()
 _KEYRING_TTL = 60.0
+_MAX_KEY_FILE = 64 * 1024
 
 
 def keyring_user(domain: str, selector: str) -> str:
@@ -277,7 +278,11 @@ def load_key(settings: ConnectionSettings) -> DkimKey:
             cached = _keys.get(cache_key)
         if cached is not None:
             return cached[1]
-        pem = path.read_bytes()
+        with open(path, "rb") as f:  # a key is a few KB: never read a device or a huge file
+            pem = f.read(_MAX_KEY_FILE + 1)
+        if len(pem) > _MAX_KEY_FILE:
+            raise ConfigError(f"The DKIM key {source!r} is too large to be a private key "
+                              "(dkim_key).")
     except OSError as exc:
         raise ConfigError(f"The DKIM key {source!r} cannot be read: "
                           f"{exc.strerror or exc} (dkim_key).") from None

@@ -190,6 +190,8 @@ def test_streamed_attachment_is_hashed_without_loading_it(keys: dict[str, Key],
 
 @pytest.mark.parametrize(("change", "words"), [
     ({"dkim_key": "/nonexistent/key.pem"}, "cannot be read"),
+    ({"dkim_key": "/dev/zero"}, "too large to be a private key"),
+    ({"dkim_key": "/tmp"}, "cannot be read: Is a directory"),
     ({"dkim_key": None}, "needs a private key"),
     ({"dkim_selector": None}, "needs dkim_selector"),
     ({"dkim_domain": "other.test"}, "does not align with dkim_domain"),
