@@ -70,7 +70,10 @@ class BodyHash:
         # expressions return the block itself when there is nothing to change (base64).
         if block.count(b"\n") != block.count(b"\r\n"):
             block = _LINE_END.sub(b"\r\n", block)
-        block = _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", block))
+        if b" \r\n" in block or b"\t" in block:  # (a fast scan spares the expressions)
+            block = _TRAILING_WSP.sub(b"\r\n", block)
+        if b"  " in block or b"\t" in block:
+            block = _WSP.sub(b" ", block)
         end = len(block)
         while end >= 2 and block.endswith(b"\r\n", 0, end) and (
                 end == 2 or block.endswith(b"\r\n", 0, end - 2)):
