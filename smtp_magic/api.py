@@ -40,6 +40,7 @@ from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 if TYPE_CHECKING:
+    from .deliverability import DeliverabilityReport
     from .mime import Composed
 
 __all__ = [
@@ -940,7 +941,7 @@ async def check_async(config: ConfigLike = None) -> transport.ServerReport:
     return await transport.check_connection(settings, resolve_password(settings))
 
 
-def check_deliverability(config: ConfigLike = None) -> Any:
+def check_deliverability(config: ConfigLike = None) -> DeliverabilityReport:
     """What a receiving provider will conclude about mail from these settings: the From
     domain's SPF (does it allow the relay?), the DKIM key published for ``dkim_selector``
     (does it match ``dkim_key``?) and DMARC (policy, alignment). A ``DeliverabilityReport``

@@ -19,7 +19,7 @@ from dnslib.server import BaseResolver, DNSServer
 from test_dkim import Key, make_keys
 
 from smtp_magic import SmtpMagic
-from smtp_magic.api import check_deliverability
+from smtp_magic import check_deliverability
 from smtp_magic.errors import SmtpMagicError
 
 ROOT = Path(__file__).resolve().parent.parent
