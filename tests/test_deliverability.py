@@ -18,8 +18,7 @@ from dnslib import QTYPE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 from test_dkim import Key, make_keys
 
-from smtp_magic import SmtpMagic
-from smtp_magic import check_deliverability
+from smtp_magic import SmtpMagic, check_deliverability
 from smtp_magic.errors import SmtpMagicError
 
 ROOT = Path(__file__).resolve().parent.parent
