@@ -9,7 +9,7 @@ from .config import ConnectionSettings
 from .errors import InvalidRequest
 from .models import SendRequest
 
-__all__ = ["with_unsubscribe"]
+__all__ = ["unsubscribe_header"]
 
 _NAMES = ("list-unsubscribe", "list-unsubscribe-post")
 # Inside <...> in a header: no spaces, angle brackets, quotes or control characters.
@@ -39,14 +39,23 @@ def _mailto(value: str) -> str:
     return uri
 
 
-def with_unsubscribe(request: SendRequest, settings: ConnectionSettings) -> SendRequest:
-    """The request with its List-Unsubscribe headers: ``<URL>`` from the request's
-    ``unsubscribe`` (and List-Unsubscribe-Post: List-Unsubscribe=One-Click), plus
-    ``<mailto:...>`` from the ``unsubscribe_mailto`` setting."""
+_MAX_LINE = 998  # RFC 5322 §2.1.1
+
+
+def unsubscribe_header(request: SendRequest, settings: ConnectionSettings) -> bytes | None:
+    """The List-Unsubscribe header lines (``<URL>`` from the request's ``unsubscribe``, with
+    List-Unsubscribe-Post: List-Unsubscribe=One-Click, and ``<mailto:...>`` from the
+    ``unsubscribe_mailto`` setting), or None.
+
+    Written here rather than by the email package: it folds a long header value without a space
+    in it (a URL with a token) into RFC 2047 encoded words, which receivers do not decode in
+    List-Unsubscribe (RFC 2369: URLs in angle brackets), so the link would not work. Here each
+    entry stays whole on its line (folded between entries), within SMTP's 998 octets.
+    """
     url = request.unsubscribe
     mailto = settings.unsubscribe_mailto
     if not url and not mailto:
-        return request
+        return None
     if url is not None and not isinstance(url, str):
         raise InvalidRequest(f"'unsubscribe' must be a URL, not {type(url).__name__}.")
     if any(name.lower() in _NAMES for name, _ in request.headers):
@@ -57,7 +66,12 @@ def with_unsubscribe(request: SendRequest, settings: ConnectionSettings) -> Send
         entries.append(f"<{_https(url)}>")
     if mailto:
         entries.append(f"<{_mailto(mailto)}>")
-    headers = [("List-Unsubscribe", ", ".join(entries))]
+    for entry in entries:
+        if not entry.isascii() or len(entry) > _MAX_LINE - 20:
+            what = "ASCII (percent-encode other characters)" if not entry.isascii() \
+                else f"at most {_MAX_LINE - 22} characters"
+            raise InvalidRequest(f"The unsubscribe link {entry[1:81]!r} must be {what}.")
+    lines = "List-Unsubscribe: " + ",\r\n ".join(entries) + "\r\n"
     if url:
-        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
-    return request.replace(headers=(*request.headers, *headers))
+        lines += "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    return lines.encode("ascii")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _budget, _dkim, pacing, transport
-from ._unsubscribe import with_unsubscribe
+from ._unsubscribe import unsubscribe_header
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
@@ -42,6 +42,7 @@ from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 if TYPE_CHECKING:
+    from .deliverability import DeliverabilityReport
     from .mime import Composed
 
 __all__ = [
@@ -227,7 +228,10 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
     try:
         from .mime import compose  # the email package, imported on the first send
 
-        composed = compose(with_unsubscribe(request, settings), settings)
+        unsubscribe = unsubscribe_header(request, settings)
+        composed = compose(request, settings)
+        if unsubscribe is not None:
+            composed.add_header(lambda _: unsubscribe)
         signer = _dkim.signer_for(settings, composed.sender.rpartition("@")[2])  # the last stage
         return composed if signer is None else composed.add_header(signer.sign)
     except SmtpMagicError:
@@ -1057,7 +1061,7 @@ async def check_async(config: ConfigLike = None) -> transport.ServerReport:
     return await transport.check_connection(settings, resolve_password(settings))
 
 
-def check_deliverability(config: ConfigLike = None) -> Any:
+def check_deliverability(config: ConfigLike = None) -> DeliverabilityReport:
     """What a receiving provider will conclude about mail from these settings: the From
     domain's SPF (does it allow the relay?), the DKIM key published for ``dkim_selector``
     (does it match ``dkim_key``?) and DMARC (policy, alignment). A ``DeliverabilityReport``

@@ -135,7 +135,10 @@ def _spf(dns: _Dns, domain: str, ips: list[Any], depth: int = 0) -> tuple[str, s
         if name == "all":
             matched = True
         elif name in ("ip4", "ip6"):
-            net = ipaddress.ip_network(arg, strict=False)
+            try:
+                net = ipaddress.ip_network(arg, strict=False)
+            except ValueError:
+                return "permerror", f"{term!r} in {domain}'s SPF is not an address"
             matched = any(ip.version == net.version and ip in net for ip in ips)
         elif name in ("a", "mx", "include", "exists", "ptr"):
             dns.lookups += 1
@@ -152,8 +155,11 @@ def _spf(dns: _Dns, domain: str, ips: list[Any], depth: int = 0) -> tuple[str, s
                     str(r.exchange).rstrip(".") for r in dns.query(target, "MX")]
                 for host in hosts:
                     for addr in dns.addresses(host):
-                        net = ipaddress.ip_network(f"{addr}/{cidr}" if cidr else addr,
-                                                   strict=False)
+                        try:
+                            net = ipaddress.ip_network(f"{addr}/{cidr}" if cidr else addr,
+                                                       strict=False)
+                        except ValueError:
+                            return "permerror", f"{term!r} in {domain}'s SPF is malformed"
                         matched = matched or any(ip.version == net.version and ip in net
                                                  for ip in ips)
             else:  # exists/ptr: rarely used, not evaluated here
@@ -161,6 +167,9 @@ def _spf(dns: _Dns, domain: str, ips: list[Any], depth: int = 0) -> tuple[str, s
         if matched:
             return qualifier, f"{term} in {domain}'s SPF"
     if redirect:
+        dns.lookups += 1  # redirect= counts too (RFC 7208 §4.6.4), which also ends loops
+        if dns.lookups > _MAX_SPF_LOOKUPS:
+            return "permerror", f"more than {_MAX_SPF_LOOKUPS} DNS look-ups in {domain}'s SPF"
         return _spf(dns, redirect, ips, depth + 1)
     return "neutral", f"nothing in {domain}'s SPF matches"
 

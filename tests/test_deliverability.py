@@ -18,8 +18,7 @@ from dnslib import QTYPE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 from test_dkim import Key, make_keys
 
-from smtp_magic import SmtpMagic
-from smtp_magic.api import check_deliverability
+from smtp_magic import SmtpMagic, check_deliverability
 from smtp_magic.errors import SmtpMagicError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,3 +242,16 @@ def test_readme_deliverability_commands(zone: Zone, ip: Any, tmp_path: Path,
                          capture_output=True, text=True, timeout=60, check=False,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert cli.returncode == 0 and "DKIM: ok" in cli.stdout, cli.stdout + cli.stderr
+
+
+def test_spf_loops_and_garbage_are_permerror(zone: Zone, keys: dict[str, Key]) -> None:
+    """A redirect loop, an include loop, a bad address: a broken SPF record, not a hang or a
+    traceback."""
+    zone.add("example.test", "TXT", "v=spf1 redirect=loop.example.test")
+    zone.add("loop.example.test", "TXT", "v=spf1 include:example.test redirect=example.test")
+    zone.add("mail.example.test", "TXT", "v=spf1 ip4:999.1.2.3 -all")
+    for sender in ("news@example.test", "news@mail.example.test"):
+        report = check_deliverability(settings(keys["ed"], host="192.0.2.1", sender=sender,
+                                               dkim_domain=None))
+        assert report.lines()[1].startswith("SPF: PROBLEM - the SPF record is broken ("), \
+            report.lines()

@@ -190,6 +190,8 @@ def test_streamed_attachment_is_hashed_without_loading_it(keys: dict[str, Key],
 
 @pytest.mark.parametrize(("change", "words"), [
     ({"dkim_key": "/nonexistent/key.pem"}, "cannot be read"),
+    ({"dkim_key": "/dev/zero"}, "too large to be a private key"),
+    ({"dkim_key": "/tmp"}, "cannot be read: Is a directory"),
     ({"dkim_key": None}, "needs a private key"),
     ({"dkim_selector": None}, "needs dkim_selector"),
     ({"dkim_domain": "other.test"}, "does not align with dkim_domain"),
@@ -258,6 +260,43 @@ def test_missing_extra_is_actionable(keys: dict[str, Key], monkeypatch: pytest.M
     assert r.message == "DKIM signing (dkim_domain) needs dkimpy: pip install 'smtp-magic[dkim]'."
 
 
+def test_ed25519_without_pynacl_is_actionable(keys: dict[str, Key], refused_port: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from smtp_magic import _dkim
+
+    monkeypatch.setitem(sys.modules, "nacl", None)
+    monkeypatch.setitem(sys.modules, "nacl.signing", None)
+    monkeypatch.setattr(_dkim, "_keys", {})
+    r = send("a@example.org", "hi", "body",
+             config=signing(keys["ed"], host="127.0.0.1", port=refused_port))
+    assert r.exitcode == 1
+    assert r.message == ("DKIM signing with an Ed25519 key needs pynacl: "
+                         "pip install 'smtp-magic[dkim]'.")
+
+
+def test_cli_request_with_unsubscribe_is_signed(keys: dict[str, Key], smtp_server: CaptureServer,
+                                                tmp_path: Path) -> None:
+    import json
+    import sys
+
+    conn, req = tmp_path / "conn.json", tmp_path / "req.json"
+    conn.write_text(json.dumps({"target": "127.0.0.1", "port": smtp_server.port,
+                                "security": "none", "dkim_domain": DOMAIN,
+                                "dkim_selector": "s1", "dkim_key": str(keys["rsa"].path)}))
+    req.write_text(json.dumps({"to": "a@example.org", "from": SENDER, "subject": "CLI",
+                               "body": "hi", "unsubscribe": "https://example.test/u/9"}))
+    run = subprocess.run([sys.executable, "-m", "smtp_magic", "send", "--config", str(conn),
+                          "--request", str(req)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+                         check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (m,) = smtp_server.wait_for(1)
+    assert m.message["List-Unsubscribe"] == "<https://example.test/u/9>"
+    assert dkim.verify(m.path.read_bytes(), dnsfunc=keys["rsa"].dns())
+
+
 def test_key_from_the_keyring(keys: dict[str, Key], memory_keyring: dict[tuple[str, str], str]
                               ) -> None:
     memory_keyring[("smtp-magic", "dkim:s1._domainkey.example.test")] = keys["ed"].path.read_text()
@@ -298,11 +337,26 @@ def test_unsubscribe_headers(smtp_server: CaptureServer) -> None:
     ("https://example.test/u\r\nBcc: victim@example.org", "is not a URL"),
     ("https://exa mple.test/u", "is not a URL"),
     ("https://example.test/<u>", "is not a URL"),
+    ("https://example.test/désabonner", "must be ASCII"),
+    ("https://example.test/" + "x" * 990, "must be at most 976 characters"),
 ])
 def test_unsubscribe_url_is_checked(url: str, words: str, refused_port: int) -> None:
     r = send_many([{"to": "a@example.org", "subject": "hi", "body": "x", "unsubscribe": url}],
                   config={"host": "127.0.0.1", "port": refused_port, "sender": SENDER})[0]
     assert r.exitcode == 1 and words in r.message, r.message
+
+
+def test_a_long_unsubscribe_link_stays_whole(keys: dict[str, Key]) -> None:
+    """A link with a long token stays one URL on its line (the email package would fold it into
+    RFC 2047 encoded words, which receivers do not decode there), and it is signed."""
+    url = "https://example.test/unsubscribe?token=" + "a1B2c3D4" * 40
+    raw = build_message({"to": "a@example.org", "subject": "x", "body": "y", "unsubscribe": url},
+                        config=signing(keys["ed"], unsubscribe_mailto="u@example.test")
+                        ).as_bytes()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert f"\r\nList-Unsubscribe: <{url}>,\r\n <mailto:u@example.test>\r\n".encode() in head
+    assert b"=?" not in head
+    assert dkim.verify(raw, dnsfunc=keys["ed"].dns())
 
 
 def test_unsubscribe_and_a_custom_list_unsubscribe_header_conflict(refused_port: int) -> None:
@@ -339,16 +393,23 @@ def _published(keys: Path, selector: str) -> Callable[..., bytes | None]:
 
 
 @pytest.mark.postfix
+@pytest.mark.parametrize("size", ["small", "streamed"])
 @pytest.mark.parametrize("selector", ["rsa", "ed"])
 def test_arrived_messages_verify_with_opendkim_and_dkimpy(postfix: Postfix, selector: str,
-                                                          tmp_path: Path) -> None:
+                                                          size: str, tmp_path: Path) -> None:
+    """A text attachment (7bit), or a 3 MB binary one: hashed as it streams, then sent from the
+    outbox journal in pieces, it arrives with a signature both verifiers accept."""
     port, keys = _opendkim(postfix)
-    att = tmp_path / "report.csv"
-    att.write_text("a,b\n1,2\n" * 5000)
+    att = tmp_path / ("report.csv" if size == "small" else "data.bin")
+    if size == "small":
+        att.write_text("a,b\n1,2\n" * 5000)
+    else:
+        att.write_bytes(random.Random(3).randbytes(3 << 20))
     config = {"host": postfix.host, "port": port, "security": "none", "sender": SENDER,
               "dkim_domain": DOMAIN, "dkim_selector": selector,
               "dkim_key": str(keys / f"{selector}.pem"), "timeout": 20}
-    r = send_many([{"to": "a@example.test", "subject": f"signed {selector}", "body": "<p>Hi</p>",
+    r = send_many([{"to": "a@example.test", "subject": f"signed {selector} {size}",
+                    "body": "<p>Hi</p>",
                     "attachments": [str(att)], "unsubscribe": "https://example.test/u?r=1"}],
                   config=config)[0]
     assert r.exitcode == 0, r
