@@ -294,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # --help or --version into a closed pipe
         _stdout_gone()
         return 0
+    except SystemExit as exc:  # --help and --version end argparse's way; main returns instead
+        return exc.code if isinstance(exc.code, int) else 0
     except _UsageError as exc:
         return _print(Response(exitcode=ExitCode.INVALID, message=f"Invalid command line: {exc}."))
     try:
