@@ -131,12 +131,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = check(settings)
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
+    lines = report.lines()
+    login = next((line.removeprefix("Login: ") for line in lines if line.startswith("Login: ")), "")
     _print_json({"exitcode": 0, "message": "", "result": "connected",
                  **({"oauth2_login": signed_in} if signed_in else {}),
                  "host": report.host, "port": report.port, "greeting": report.greeting,
-                 "tls": report.tls, "tls_version": report.tls_version,
-                 "login": report.lines()[2].removeprefix("Login: "),
-                 "extensions": report.extensions, "report": report.lines()})
+                 "tls": report.tls, "tls_version": report.tls_version, "login": login,
+                 "extensions": report.extensions, "report": lines})
     return 0
 
 
@@ -318,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # --help or --version into a closed pipe
         _stdout_gone()
         return 0
+    except SystemExit as exc:  # --help and --version end argparse's way; main returns instead
+        return exc.code if isinstance(exc.code, int) else 0
     except _UsageError as exc:
         return _print(Response(exitcode=ExitCode.INVALID, message=f"Invalid command line: {exc}."))
     try:

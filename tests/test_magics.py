@@ -495,7 +495,8 @@ def test_local_then_a_real_server_uses_tls_and_the_username(
             ip.run_cell("%%smtp_send --to bob@example.test --subject 'To the capture server'\nhi")
             left = run_cell(ip, f"%smtp_config --host 127.0.0.1 --port {real.port} "
                            "--username u@example.org --password-env TRUST_PW")
-            assert "what --local had set is back: security auto, sender (not set)." in left.stdout
+            assert ("what --local had set is back: security auto, auth password, sender (not set)."
+                    in left.stdout)
             s = config.current()
             assert s.security == "auto" and s.sender is None
             ip.run_cell("%%smtp_send --to bob@example.test --subject 'To the real one' --sync\nhi")

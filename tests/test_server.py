@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -270,23 +272,30 @@ def test_local_server_is_a_singleton(tmp_data: TmpData) -> None:
     local_server().stop()
 
 
-def test_serve_prints_port_and_stops_on_sigterm(tmp_path: Path) -> None:
-    code = "from smtp_magic.server import serve; serve(port=0, maildir=r'%s')" % (tmp_path / "m")
+@contextlib.contextmanager
+def serving(*argv: str) -> Iterator[tuple[int, str]]:
+    """A capture server in a child process: (its port, the line it printed); stopped with
+    SIGTERM at the end, which must end it with status 0."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+    with subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True,
                           env=env) as proc:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
-            assert line.startswith("Capture server listening on 127.0.0.1:")
-            port = int(line.split(":")[1].split(",")[0])
-            assert port > 0 and line.rstrip().endswith(f"storing messages in {tmp_path / 'm'}")
-            asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5))
+            assert line.startswith("Capture server listening on 127.0.0.1:"), line
+            yield int(line.split(":")[1].split(",")[0]), line.rstrip()
             proc.terminate()
             assert proc.wait(timeout=5) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_serve_prints_port_and_stops_on_sigterm(tmp_path: Path) -> None:
+    code = "from smtp_magic.server import serve; serve(port=0, maildir=r'%s')" % (tmp_path / "m")
+    with serving("-c", code) as (port, line):
+        assert port > 0 and line.endswith(f"storing messages in {tmp_path / 'm'}")
+        asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5))
     assert len(messages(tmp_path / "m")) == 1
 
 
@@ -401,11 +410,9 @@ async def test_random_faults_are_seeded(fault_server) -> None:
     assert dropper.connections == 10 and dropper.max_active == 1
 
 
-def _serve_cli(tmp_path: Path, *options: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "smtp_magic", "serve", "--port", "0",
-                             "--maildir", str(tmp_path / "m"), *options],
-                            stdout=subprocess.PIPE, text=True, env=env)
+def _serve_cli(tmp_path: Path, *options: str) -> list[str]:
+    return ["-m", "smtp_magic", "serve", "--port", "0", "--maildir", str(tmp_path / "m"),
+            *options]
 
 
 @pytest.mark.parametrize("options", [["--user", "alice:pw-1"],
@@ -414,28 +421,21 @@ def test_serve_with_a_user_refuses_mail_from_clients_that_never_logged_in(
         tmp_path: Path, options: list[str]) -> None:
     """`smtp-magic serve --user` (which implies --require-auth): an end-to-end check with no
     password configured must fail, not pass."""
-    with _serve_cli(tmp_path, *options) as proc:
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.rstrip().endswith("; a login is required"), line
-            port = int(line.split(":")[1].split(",")[0])
-            with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
-                asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5))
-            assert refused.value.code == 530 and "5.7.0 Authentication required" in str(refused.value)
-            # The same send with the login goes through (AUTH in plaintext: a loopback test server).
-            asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5,
-                                        username="alice", password="pw-1"))
-            proc.terminate()
-            assert proc.wait(timeout=5) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with serving(*_serve_cli(tmp_path, *options)) as (port, line):
+        assert line.endswith("; a login is required"), line
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+            asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5))
+        assert refused.value.code == 530 and "5.7.0 Authentication required" in str(refused.value)
+        # The same send with the login goes through (AUTH in plaintext: a loopback test server).
+        asyncio.run(aiosmtplib.send(mail(), hostname="127.0.0.1", port=port, timeout=5,
+                                    username="alice", password="pw-1"))
     assert len(messages(tmp_path / "m")) == 1
 
 
 def test_serve_require_auth_without_a_user_is_exit_1(tmp_path: Path) -> None:
-    with _serve_cli(tmp_path, "--require-auth") as proc:
-        out, _ = proc.communicate(timeout=30)
+    proc = subprocess.run([sys.executable, *_serve_cli(tmp_path, "--require-auth")],
+                          capture_output=True, text=True, timeout=30, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = proc.stdout
     assert proc.returncode == 1
     assert "--require-auth needs at least one --user" in json.loads(out)["message"]
