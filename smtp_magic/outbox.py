@@ -38,6 +38,9 @@ _FINAL = (b"D", b"M")
 # The states of a kept message (SPEC §10). --retry resends pending and failed ones, and the
 # refused recipients of a partly sent one; an in-doubt one only with --retry --in-doubt.
 PENDING, FAILED, PARTLY_SENT, IN_DOUBT = "pending", "failed", "partly sent", "in doubt"
+# Why a message is in doubt when the process that sent it ended before the reply came.
+_CUT_OFF = ("Its data was sent and the process ended before the server's reply came: it may or "
+            "may not have been delivered.")
 
 
 def default_outbox_dir() -> Path:
@@ -153,7 +156,8 @@ class Outbox:
             elif journal is not None and not self._meta_path(entry.key).exists():
                 _mark(self._journal_path(journal[0]), journal[1], b"U")
             else:
-                self._write_meta(replace(entry, status=IN_DOUBT, updated=time.time()))
+                self._write_meta(replace(entry, status=IN_DOUBT, exitcode=6, reason=_CUT_OFF,
+                                         updated=time.time()))
         except OSError as exc:
             raise OutboxUnwritable(
                 f"The outbox {str(self.path)!r} cannot be written ({exc.strerror or exc}), so "
@@ -547,10 +551,11 @@ def _region_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
 def _pending_entry(key: str, meta: dict[str, Any], status: str = PENDING) -> OutboxEntry:
     created = float(meta.get("created", 0.0))
     destination = meta.get("destination")
+    doubt = status == IN_DOUBT
     return OutboxEntry(key, str(meta.get("message_id", "")), str(meta.get("subject", "")),
                        str(meta.get("sender", "")), tuple(meta.get("recipients", ())), status,
-                       created=created, updated=created,
-                       destination=destination if isinstance(destination, dict) else None)
+                       6 if doubt else None, _CUT_OFF if doubt else "", created, created,
+                       destination if isinstance(destination, dict) else None)
 
 
 @dataclass

@@ -234,10 +234,14 @@ class FillingHandler(FaultHandler):
         if self.server.accepted + 1 == self.at:
             fill(self.disk)
             (journal,) = (self.disk / "outbox" / "journal").glob("*.log")
-            with open(journal, "ab", buffering=0) as f:
-                while f.tell() % 4096:
-                    f.write(b"\n")
+            fill_page(journal)
         return await super().handle_DATA(server, session, envelope)
+
+
+def fill_page(path: Path) -> None:
+    with open(path, "ab", buffering=0) as f:
+        while f.tell() % 4096:
+            f.write(b"\n")
 
 
 def test_the_disk_fills_mid_merge_accepted_is_sent_unjournalled_is_not_and_retry_never_doubles(
