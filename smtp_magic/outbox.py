@@ -38,6 +38,9 @@ _FINAL = (b"D", b"M")
 # The states of a kept message (SPEC §10). --retry resends pending and failed ones, and the
 # refused recipients of a partly sent one; an in-doubt one only with --retry --in-doubt.
 PENDING, FAILED, PARTLY_SENT, IN_DOUBT = "pending", "failed", "partly sent", "in doubt"
+# Why a message is in doubt when the process that sent it ended before the reply came.
+_CUT_OFF = ("Its data was sent and the process ended before the server's reply came: it may or "
+            "may not have been delivered.")
 
 
 def default_outbox_dir() -> Path:
@@ -148,14 +151,14 @@ class Outbox:
         returns (a killed process cannot lose it; no fsync). Raises OutboxUnwritable when the
         mark cannot be written: the message must then not be sent."""
         try:
-            live = self._live(entry.key)
             journal = _journal_key(entry.key)
-            if live is not None:  # the common case, a batch being sent: one append
-                live[0].settle(live[1], b"U")
-            elif journal is not None and not self._meta_path(entry.key).exists():
+            if self._mark_live(entry.key, b"U"):  # the common case: one append
+                return
+            if journal is not None and not self._meta_path(entry.key).exists():
                 _mark(self._journal_path(journal[0]), journal[1], b"U")
             else:
-                self._write_meta(replace(entry, status=IN_DOUBT, updated=time.time()))
+                self._write_meta(replace(entry, status=IN_DOUBT, exitcode=6, reason=_CUT_OFF,
+                                         updated=time.time()))
         except OSError as exc:
             raise OutboxUnwritable(
                 f"The outbox {str(self.path)!r} cannot be written ({exc.strerror or exc}), so "
@@ -164,11 +167,10 @@ class Outbox:
     def answered(self, entry: OutboxEntry) -> None:
         """Undo ``sending``: the server answered, so this attempt delivered nothing."""
         try:
-            live = self._live(entry.key)
             journal = _journal_key(entry.key)
-            if live is not None:
-                live[0].settle(live[1], b"A")
-            elif journal is not None and not self._meta_path(entry.key).exists():
+            if self._mark_live(entry.key, b"A"):
+                return
+            if journal is not None and not self._meta_path(entry.key).exists():
                 _mark(self._journal_path(journal[0]), journal[1], b"A")
             else:
                 self._write_meta(entry)
@@ -191,16 +193,18 @@ class Outbox:
         """A journal for the messages of one bulk send (see ``Batch``) to ``destination``."""
         return Batch(self, destination)
 
-    def _live(self, key: str) -> tuple[Batch, int] | None:
-        """The batch this process is sending ``key`` with, while the message is unsettled."""
+    def _mark_live(self, key: str, mark: bytes) -> bool:
+        """Append ``mark`` through the batch this process is sending ``key`` with, if any and
+        the message is unsettled there (the common case: one append, no look at the disk)."""
         journal = _journal_key(key)
         if journal is None:
-            return None
+            return False
         with _batches_lock:
             batch = _batch_ids.get(journal[0])  # by id: no Path built per message
-        if batch is None or journal[1] not in batch.pending or batch.outbox.path != self.path:
-            return None
-        return batch, journal[1]
+            if batch is None or journal[1] not in batch.pending or batch.outbox.path != self.path:
+                return False
+            batch.settle(journal[1], mark)
+            return True
 
     def _journal_path(self, journal_id: str) -> Path:
         return self.path / _JOURNAL_DIR / f"{journal_id}.log"
@@ -233,16 +237,8 @@ class Outbox:
     def remove(self, key: str) -> None:
         """Forget a message (delivered, or cleared by the user)."""
         journal = _journal_key(key)
-        if journal is not None:
-            with _batches_lock:
-                batch = _batch_ids.get(journal[0])  # by id: no Path built per delivery
-                if batch is not None and batch.outbox.path != self.path:
-                    batch = None
-                if batch is not None and journal[1] in batch.pending:
-                    # Still in the journal of a batch this process is sending (the common case
-                    # of a confirmed delivery): one append, no look at the disk.
-                    batch.settle(journal[1], b"D")
-                    return
+        if self._mark_live(key, b"D"):  # a confirmed delivery of a batch being sent
+            return
         if journal is not None and not self._meta_path(key).exists():
             _settle(self._journal_path(journal[0]), journal[1], b"D")
             return
@@ -452,37 +448,32 @@ def _journal_key(key: str) -> tuple[str, int] | None:
 
 
 def _settle(path: Path, n: int, mark: bytes) -> None:
-    """Append a settlement to a journal: through its batch if this process is sending it."""
-    with _batches_lock:
-        batch = _batches.get(path)
-        if batch is not None:
-            batch.settle(n, mark)
-            return
+    """Append a settlement (D, M) to a journal; a journal of another process whose every
+    message is settled is deleted."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        if _mark(path, n, mark):
+            return
     except FileNotFoundError:
         return
-    try:
-        _append(fd, b"%s %d\n" % (mark, n))
-    finally:
-        os.close(fd)
     records = _read_journal(path)
     if all(r[3] in _FINAL for r in records.values()):
         _forget_journal(path)
 
 
-def _mark(path: Path, n: int, mark: bytes) -> None:
-    """Append a U or A mark (not a settlement) to a journal; raises OSError."""
-    with _batches_lock:
+def _mark(path: Path, n: int, mark: bytes) -> bool:
+    """Append a mark to a journal, through its batch if this process is sending it (then
+    True); raises OSError (FileNotFoundError when the journal is gone)."""
+    with _batches_lock:  # held while settling: the batch cannot close meanwhile
         batch = _batches.get(path)
-    if batch is not None:
-        batch.settle(n, mark)
-        return
+        if batch is not None:
+            batch.settle(n, mark)
+            return True
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         _append(fd, b"%s %d\n" % (mark, n))
     finally:
         os.close(fd)
+    return False
 
 
 def _append(fd: int, line: bytes) -> None:
@@ -550,10 +541,11 @@ def _region_chunks(path: Path, offset: int, size: int) -> Iterator[bytes]:
 def _pending_entry(key: str, meta: dict[str, Any], status: str = PENDING) -> OutboxEntry:
     created = float(meta.get("created", 0.0))
     destination = meta.get("destination")
+    doubt = status == IN_DOUBT
     return OutboxEntry(key, str(meta.get("message_id", "")), str(meta.get("subject", "")),
                        str(meta.get("sender", "")), tuple(meta.get("recipients", ())), status,
-                       created=created, updated=created,
-                       destination=destination if isinstance(destination, dict) else None)
+                       6 if doubt else None, _CUT_OFF if doubt else "", created, created,
+                       destination if isinstance(destination, dict) else None)
 
 
 @dataclass

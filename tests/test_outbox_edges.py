@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TmpData
+from conftest import TmpData, run_cell, shown_text
 from faults import FaultHandler, FaultServer
 from test_kernel import kernel_sending_to, text_of
 
@@ -73,11 +73,18 @@ def test_a_merge_where_every_row_is_partly_sent_says_so(
     assert message.startswith("2 of 2 messages were partly sent; the first: Sent to 1 of 2 "
                               f"recipients; refused: {CAROL} (550"), message
     assert "not sent" not in message
-    shown = ip.run_cell("%smtp_outbox").result
-    listing = str(shown) if shown is not None else ""
+    listing = shown_text(run_cell(ip, "%smtp_outbox"))
+    assert "2 partly sent" in listing and "failed" not in listing, listing
     entries = Outbox(tmp_data.outbox).entries()
-    assert [e.status for e in entries] == ["partly sent", "partly sent"], listing
+    assert [e.status for e in entries] == ["partly sent", "partly sent"]
     assert {m.rcpt_to for m in server.messages()} == {(BOB,)}
+
+    # One message: its status line says partly sent, with a warning sign, not a cross.
+    with pytest.raises(PartiallyRefused):
+        ip.run_cell(f"%%smtp_send --sync --to {BOB} {CAROL} --subject One\nhello")
+    line = ip.user_ns["smtp_last"]._repr_html_()
+    assert "partly sent: Sent to 1 of 2 recipients" in line and "\u26a0" in line, line
+    assert "\u2718" not in line
 
 
 def test_the_form_says_partly_sent(fault_server: FaultFactory, tmp_data: TmpData) -> None:
@@ -234,10 +241,14 @@ class FillingHandler(FaultHandler):
         if self.server.accepted + 1 == self.at:
             fill(self.disk)
             (journal,) = (self.disk / "outbox" / "journal").glob("*.log")
-            with open(journal, "ab", buffering=0) as f:
-                while f.tell() % 4096:
-                    f.write(b"\n")
+            fill_page(journal)
         return await super().handle_DATA(server, session, envelope)
+
+
+def fill_page(path: Path) -> None:
+    with open(path, "ab", buffering=0) as f:
+        while f.tell() % 4096:
+            f.write(b"\n")
 
 
 def test_the_disk_fills_mid_merge_accepted_is_sent_unjournalled_is_not_and_retry_never_doubles(
