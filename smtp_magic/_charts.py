@@ -10,6 +10,7 @@ import importlib.util
 import io
 import json
 import logging
+import re
 from typing import Any
 
 from . import _sanitize
@@ -35,16 +36,35 @@ def _reason(exc: BaseException) -> str:
 
 
 def vega_png(spec: Any, label: str, *, vega_lite: bool = True) -> bytes:
-    """A Vega-Lite (or Vega) specification, as a dict or JSON text, rendered by vl-convert."""
+    """A Vega-Lite (or Vega) specification, as a dict or JSON text, rendered by vl-convert.
+
+    Nothing is fetched: data from a URL is refused (``allowed_base_urls=[]``), and the chart is
+    drawn as SVG first, whose external references (an image mark's URLs, which vl-convert's
+    PNG export would fetch whatever the allowed URLs) are removed before it is rasterised."""
     if importlib.util.find_spec("vl_convert") is None:
         raise _cannot(label, "an Altair/Vega-Lite chart" if vega_lite else "a Vega chart",
                       "vl-convert-python: pip install vl-convert-python")
     import vl_convert
 
-    convert = vl_convert.vegalite_to_png if vega_lite else vl_convert.vega_to_png
+    convert = vl_convert.vegalite_to_svg if vega_lite else vl_convert.vega_to_svg
     try:
-        return bytes(convert(spec, scale=SCALE))
+        svg = str(convert(spec, allowed_base_urls=[]))
     except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError
+        url = re.search(r"External data url not allowed: (\S+)", str(exc))
+        if url:
+            raise InvalidRequest(
+                f"Cannot email {label}: its data is loaded from {url.group(1)}, and nothing is "
+                "fetched while a message is made; put the data in the chart (e.g. "
+                "alt.Chart(dataframe)).") from None
+        raise InvalidRequest(f"Cannot email {label}: vl-convert could not draw the chart "
+                             f"({_reason(exc)}).") from exc
+    safe = _sanitize.safe_svg(svg.encode("utf-8"))
+    if safe is None:
+        raise InvalidRequest(f"Cannot email {label}: vl-convert drew it as an SVG that "
+                             "cannot be read.")
+    try:
+        return bytes(vl_convert.svg_to_png(safe.decode("utf-8"), scale=SCALE))
+    except Exception as exc:
         raise InvalidRequest(f"Cannot email {label}: vl-convert could not draw the chart "
                              f"({_reason(exc)}).") from exc
 
