@@ -355,3 +355,23 @@ def test_a_chart_of_row_data_draws_without_fetching(
         ip.run_cell("%%smtp_send --to a@example.test --subject Remote\n{{ remote }}",
                     store_history=False).raise_error()
     assert beacon.settle() == []
+
+
+def test_no_markdown_construct_comes_from_a_value() -> None:
+    from smtp_magic.render import render_template
+
+    value = ("# head\n- item\n* star\n1. one\n2) two\ntext\n===\n> quote\n---\n"
+             "**bold** _em_ ~~gone~~ `code` <b>x</b> &amp; | a | b |\n|---|---|\n"
+             "[ref]: http://evil.test/\n```\nfence\n```\n![x](http://evil.test/p.png)")
+    html = render_template("Dear {{ v }}\n\nSee [the report]({{ url }}).", {
+        "v": value, "url": "https://my-site.example/q3-report.html?x=1&y=2"},
+        "text/markdown").html
+    for tag in ("<h1", "<h2", "<ul", "<ol", "<li", "<hr", "<blockquote", "<strong", "<em",
+                "<del", "<s>", "<code", "<pre", "<b>", "<table", "<img"):
+        assert tag not in html, tag
+    assert html.count("<a ") == 1
+    assert '<a href="https://my-site.example/q3-report.html?x=1&amp;y=2">the report</a>' in html
+    from smtp_magic.htmltext import html_to_text
+
+    shown = " ".join(html_to_text(html).split())
+    assert " ".join(value.split()) in shown  # every character as typed
