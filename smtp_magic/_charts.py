@@ -35,24 +35,39 @@ def _reason(exc: BaseException) -> str:
     return (text[:117] + "...") if len(text) > 120 else text or type(exc).__name__
 
 
-def vega_png(spec: Any, label: str, *, vega_lite: bool = True, offline: bool = False) -> bytes:
+def vega_png(spec: Any, label: str, *, vega_lite: bool = True) -> bytes:
     """A Vega-Lite (or Vega) specification, as a dict or JSON text, rendered by vl-convert.
 
     The chart gets an opaque white background unless it sets a colour of its own: a dark-mode
-    mail app shows a transparent image on black. ``offline``: data is never fetched from a URL
-    (a specification taken from a notebook's HTML)."""
+    mail app shows a transparent image on black. Nothing is fetched: data from a URL is refused
+    (``allowed_base_urls=[]``), and the chart is drawn as SVG first, whose external references
+    (an image mark's URLs, which vl-convert's PNG export would fetch whatever the allowed URLs)
+    are removed before it is rasterised."""
     if importlib.util.find_spec("vl_convert") is None:
         raise _cannot(label, "an Altair/Vega-Lite chart" if vega_lite else "a Vega chart",
                       "vl-convert-python: pip install vl-convert-python")
     import vl_convert
 
     spec = _opaque(spec)
-    convert = vl_convert.vegalite_to_png if vega_lite else vl_convert.vega_to_png
+    convert = vl_convert.vegalite_to_svg if vega_lite else vl_convert.vega_to_svg
     try:
-        if offline:
-            return bytes(convert(spec, scale=SCALE, allowed_base_urls=[]))
-        return bytes(convert(spec, scale=SCALE))
+        svg = str(convert(spec, allowed_base_urls=[]))
     except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError
+        url = re.search(r"External data url not allowed: (\S+)", str(exc))
+        if url:
+            raise InvalidRequest(
+                f"Cannot email {label}: its data is loaded from {url.group(1)}, and nothing is "
+                "fetched while a message is made; put the data in the chart (e.g. "
+                "alt.Chart(dataframe)).") from None
+        raise InvalidRequest(f"Cannot email {label}: vl-convert could not draw the chart "
+                             f"({_reason(exc)}).") from exc
+    safe = _sanitize.safe_svg(svg.encode("utf-8"))
+    if safe is None:
+        raise InvalidRequest(f"Cannot email {label}: vl-convert drew it as an SVG that "
+                             "cannot be read.")
+    try:
+        return bytes(vl_convert.svg_to_png(safe.decode("utf-8"), scale=SCALE))
+    except Exception as exc:
         raise InvalidRequest(f"Cannot email {label}: vl-convert could not draw the chart "
                              f"({_reason(exc)}).") from exc
 

@@ -449,7 +449,7 @@ def _render_scripted(
     if embedded is not None:  # Altair's HTML output, e.g. from a notebook run headless
         spec, lite = embedded
         opts = replace(opts, title=opts.title or _vega_title(spec) or None)
-        png = _charts.vega_png(spec, opts.who, vega_lite=lite, offline=True)
+        png = _charts.vega_png(spec, opts.who, vega_lite=lite)
         return _image(png, "png", {"scale": _charts.SCALE}, opts,
                       alt=opts.title or opts.name or "Chart")
     if any(mime.startswith("application/vnd.bokehjs") for mime in data):
@@ -1355,14 +1355,20 @@ def _finalize(value: Any) -> Any:
     return inserter.insert(value)
 
 
-# In a Markdown body a value is text: every ASCII punctuation character is backslash-escaped
-# (CommonMark shows it as typed) and &, <, > become entities, so a row's ``![x](http://...)``,
-# ``[click](...)``, ``<http://...>`` or ``<img>`` arrives as those characters, not as an
-# image, a link or markup. Inside a link destination the escapes resolve to the same URL.
-_MARKDOWN_TEXT = str.maketrans({
-    **{c: "\\" + c for c in "!#$%()*+,-./:;=?@[\\]^_`{|}~"},
-    "&": "&amp;", "<": "&lt;", ">": "&gt;",
+# In a Markdown body a value is text: what makes Markdown inline (emphasis, code, links, images,
+# tables, strikethrough) is backslash-escaped everywhere, what makes a block (heading, list,
+# rule) at the start of a line, and &, <, > become entities. So a row's ``![x](http://...)``,
+# ``[click](...)``, ``<http://...>`` or ``<img>`` arrives as those characters, not as an image,
+# a link or markup; ``:``, ``/``, ``.`` and ``-`` stay as they are, so a value that is a URL in
+# the template's own link (``[report]({{ url }})``) or HTML attribute keeps working.
+_MARKDOWN_INLINE = str.maketrans({
+    **{c: "\\" + c for c in "\\`*_[]|~"}, "&": "&amp;", "<": "&lt;", ">": "&gt;",
 })
+_MARKDOWN_BLOCK = re.compile(r"^([ \t]*)(\d*)([#+=\-]|(?<=\d)[.)])", re.MULTILINE)
+
+
+def _markdown_text(value: str) -> str:
+    return _MARKDOWN_BLOCK.sub(r"\1\2\\\3", value.translate(_MARKDOWN_INLINE))
 
 
 def _is_rich(value: Any) -> bool:
@@ -1399,7 +1405,7 @@ class _Inserter:
             return value
         from markupsafe import Markup
 
-        return Markup(str(value).translate(_MARKDOWN_TEXT))
+        return Markup(_markdown_text(str(value)))
 
     def insert(self, value: Any) -> Any:
         from markupsafe import Markup

@@ -214,10 +214,13 @@ def browser() -> Iterator[Any]:
 
 # -- a beacon: anything that fetches a URL calls it ------------------------------------------
 _BEACON = r"""
-import http.server, sys
+import http.server, sys, threading
+lock = threading.Lock()
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        print(self.path, flush=True)
+        with lock:
+            sys.stdout.write(self.path + "\n")
+            sys.stdout.flush()
         self.send_response(204)
         self.send_header("Access-Control-Allow-Origin", "*")
         self.end_headers()

@@ -333,3 +333,45 @@ def test_the_inbox_text_view_shows_control_characters_escaped(
     assert "\x1b" not in shown and "\x07" not in shown
     assert r"Report \x1b]0;owned\x07\x1b[2J done" in shown
     assert r"Mallory \x1b]8;;http://evil.test\x07" in shown
+
+
+def test_a_chart_of_row_data_draws_without_fetching(
+    ip: TestingShell, to_server: CaptureServer, beacon: Beacon
+) -> None:
+    """An Altair image mark whose URLs come from a column, and a chart whose data is a URL:
+    neither is fetched (vl-convert's PNG export would fetch both)."""
+    pytest.importorskip("altair")
+    pytest.importorskip("vl_convert")
+    run_cell(ip, "import altair as alt, pandas as pd\n"
+                 f"pics = pd.DataFrame({{'x': [1, 2], 'u': ['{beacon.url}/mark.png', "
+                 f"'{beacon.url}/mark2.png']}})\n"
+                 "chart = alt.Chart(pics).mark_image(width=20, height=20).encode(x='x:Q', url='u')\n"
+                 f"remote = alt.Chart('{beacon.url}/data.csv').mark_point().encode(x='a:Q')")
+    run_cell(ip, "%%smtp_send --to a@example.test --subject Chart\n{{ chart }}")
+    (captured,) = to_server.wait_for(1)
+    assert any(p.get_content_type() == "image/png" for p in captured.message.walk())
+    with pytest.raises(UsageError, match=r"its data is loaded from http://127\.0\.0\.1:\d+/data"
+                                         r"\.csv, and nothing is fetched"):
+        ip.run_cell("%%smtp_send --to a@example.test --subject Remote\n{{ remote }}",
+                    store_history=False).raise_error()
+    assert beacon.settle() == []
+
+
+def test_no_markdown_construct_comes_from_a_value() -> None:
+    from smtp_magic.render import render_template
+
+    value = ("# head\n- item\n* star\n1. one\n2) two\ntext\n===\n> quote\n---\n"
+             "**bold** _em_ ~~gone~~ `code` <b>x</b> &amp; | a | b |\n|---|---|\n"
+             "[ref]: http://evil.test/\n```\nfence\n```\n![x](http://evil.test/p.png)")
+    html = render_template("Dear {{ v }}\n\nSee [the report]({{ url }}).", {
+        "v": value, "url": "https://my-site.example/q3-report.html?x=1&y=2"},
+        "text/markdown").html
+    for tag in ("<h1", "<h2", "<ul", "<ol", "<li", "<hr", "<blockquote", "<strong", "<em",
+                "<del", "<s>", "<code", "<pre", "<b>", "<table", "<img"):
+        assert tag not in html, tag
+    assert html.count("<a ") == 1
+    assert '<a href="https://my-site.example/q3-report.html?x=1&amp;y=2">the report</a>' in html
+    from smtp_magic.htmltext import html_to_text
+
+    shown = " ".join(html_to_text(html).split())
+    assert " ".join(value.split()) in shown  # every character as typed

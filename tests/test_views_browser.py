@@ -165,3 +165,80 @@ def test_preview_form_preview_and_rendered_body_are_inert(
         if name != "form":
             assert_red_image_visible(page)
         assert_fitted(page)
+
+
+# -- remote content: nothing loads unless the reader asks for remote images ---------------------
+
+PREFIXES = {
+    "comment": "<!-- <head> <html> -->",
+    "title": "<title><head></title>",
+    "attribute": "<div title='<head>'>x</div>",
+    "doctype": "<!DOCTYPE html><html><head>",
+}
+
+
+def remote(url: str) -> str:
+    """Markup that loads from ``url`` without any script: every path names its trick."""
+    return (
+        f"<link rel='stylesheet' href='{url}/link.css'>"
+        f"<link rel='prefetch' href='{url}/prefetch'><link rel='icon' href='{url}/icon.png'>"
+        f"<meta http-equiv='refresh' content='0;url={url}/refresh'>"
+        f"<base href='{url}/base/'>"
+        f"<style>@import url({url}/import.css); @font-face{{font-family:f;"
+        f"src:url({url}/font.woff)}} body{{font-family:f;background:url({url}/body-bg.png)}}"
+        "</style></head><body>"
+        f"<p>Hello</p><img src='{url}/pixel.png' width='1' height='1'>"
+        f"<div style='background-image:url({url}/div-bg.png);width:10px;height:10px'></div>"
+        f"<iframe src='{url}/iframe'></iframe><audio src='{url}/audio' autoplay></audio>"
+        f"<video src='{url}/video' autoplay></video>"
+        f"<object data='{url}/object'></object><embed src='{url}/embed'>"
+        f"<img src='relative.png'>"
+        "<p><a id='js' href='#'>a link</a></p>"
+    )
+
+
+def test_a_captured_message_loads_nothing_remote_until_asked(
+    page: Any, beacon: Beacon, ip: TestingShell, smtp_server: CaptureServer
+) -> None:
+    for name, prefix in PREFIXES.items():
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "m@attacker.test", "you@example.test", name
+        msg.set_content("text version")
+        msg.add_alternative(prefix + remote(beacon.url), subtype="html")
+        with smtplib.SMTP(smtp_server.host, smtp_server.port) as client:
+            client.send_message(msg)
+    smtp_server.wait_for(len(PREFIXES))
+
+    with capture_output() as captured:
+        ip.run_cell("%smtp_inbox")
+    html = captured.outputs[0].data["text/html"]
+    show(page, html)
+    assert page.locator("iframe").count() == len(PREFIXES)
+    assert beacon.settle(1.0) == [], f"a view of a message fetched: {beacon.hits}"
+    assert "Remote images are not loaded" in html  # and the reader is told
+
+    # With the reader's choice, images load: nothing else does.
+    with capture_output() as captured:
+        ip.run_cell("%smtp_inbox --remote-images")
+    show(page, captured.outputs[0].data["text/html"])
+    hits = beacon.settle(1.0)
+    assert "/pixel.png" in hits, hits
+    images = {"/pixel.png", "/div-bg.png", "/body-bg.png"}
+    assert set(hits) <= images, f"more than images loaded: {set(hits) - images}"
+
+
+def test_previews_load_no_remote_image_of_the_users_own_markup(
+    page: Any, beacon: Beacon, ip: TestingShell, smtp_server: CaptureServer
+) -> None:
+    from smtp_magic.render import render_template
+
+    config.current().update({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
+                             "sender": "me@example.test"})
+    body = f"<!-- <head> --><p>Logo</p><img src='{beacon.url}/logo.png'>"
+    with capture_output() as captured:
+        ip.run_cell(f"%%smtp_send --to you@example.test --subject Draft --preview\n{body}")
+    for html in (captured.outputs[0].data["text/html"],
+                 render_template(body, {}, "text/html")._repr_html_()):
+        show(page, html)
+        assert beacon.settle(1.0) == [], beacon.hits
+    assert smtp_server.count() == 0
