@@ -52,8 +52,17 @@ def vega_png(spec: Any, label: str, *, vega_lite: bool = True, offline: bool = F
             return bytes(convert(spec, scale=SCALE, allowed_base_urls=[]))
         return bytes(convert(spec, scale=SCALE))
     except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError
+        url = _REMOTE.search(str(exc)) if offline else None
+        if url is not None:
+            raise InvalidRequest(
+                f"Cannot email {label}: the chart loads its data from {url.group(1)}, which is "
+                "not fetched when drawing a notebook's chart; put the data in the chart "
+                "(alt.Chart(df)) and run the notebook again.") from exc
         raise InvalidRequest(f"Cannot email {label}: vl-convert could not draw the chart "
                              f"({_reason(exc)}).") from exc
+
+
+_REMOTE = re.compile(r"url not allowed: (\S+)", re.IGNORECASE)
 
 
 def _opaque(spec: Any) -> Any:
