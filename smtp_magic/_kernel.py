@@ -582,10 +582,11 @@ def run_captured(shell: Any, code: str) -> tuple[list[Any], Any]:
 def _cell_finder(shell: Any, code: str) -> Callable[[str, str], tuple[str, int] | None]:
     """Which cell a kernel file name is (for warnings): the cell being sent (its code starts on
     the line after ``%%smtp_send``) or an earlier one, as IPython's compiler knows them."""
-    number = getattr(shell, "execution_count", None)
+    # The Out[] number of the running cell (IPython 9 counts the next cell while one runs).
+    number = getattr(getattr(shell, "displayhook", None), "prompt_count", None)
     compiler: Any = getattr(shell, "compile", None)
-    try:
-        own = compiler.get_code_name(code, shell.transform_cell(code), number)
+    try:  # the name the captured code was compiled under, as run_cell names it
+        own = compiler.get_code_name(code, shell.transform_cell(code), shell.execution_count)
     except Exception:  # noqa: BLE001 - a shell without IPython's compiler: names stay
         own = None
 

@@ -124,6 +124,7 @@ class _Options:
     label: str | None = None  # how messages name the object, e.g. "output 2 of the cell"
     names: UniqueNames | None = None  # file names already used in this message
     attached_as: str | None = None  # the file the sender attaches this object as themselves
+    drawn: bool = False  # a matplotlib figure's image (from a notebook): made opaque
 
     @property
     def who(self) -> str:
@@ -392,6 +393,8 @@ def _render_bundle(
     mime = _choose(data)
     if mime is None or (mime == "text/plain" and _WIDGET in data):
         return Rendered("")  # a widget's text is its repr, e.g. "IntSlider(value=3)": noise
+    if str(data.get("text/plain", "")).startswith("<Figure size"):  # matplotlib's, as shown
+        opts = replace(opts, drawn=True)
     return _MIME_HANDLERS[mime](data[mime], _meta(metadata, mime), opts)
 
 
@@ -437,12 +440,12 @@ def _render_scripted(
             opts = replace(opts, title=opts.title or _vega_title(value) or None)
             png = _charts.vega_png(value, opts.who, vega_lite=match.group(1) == "vegalite")
             return _image(png, "png", {"scale": _charts.SCALE}, opts,
-                          alt=opts.title or opts.name or "Chart")
+                          alt=opts.title or opts.name or "Chart", drawn=True)
     if _PLOTLY in data:
         opts = replace(opts, title=opts.title or _plotly_title(data[_PLOTLY]) or None)
         png = _charts.plotly_png(data[_PLOTLY], opts.who)
         return _image(png, "png", {"scale": _charts.SCALE}, opts,
-                      alt=opts.title or opts.name or "Chart")
+                      alt=opts.title or opts.name or "Chart", drawn=True)
     if "image/svg+xml" in data:
         return _render_svg(data["image/svg+xml"], _meta(metadata, "image/svg+xml"), opts)
     embedded = _embedded_vega(data.get("text/html"))
@@ -451,7 +454,7 @@ def _render_scripted(
         opts = replace(opts, title=opts.title or _vega_title(spec) or None)
         png = _charts.vega_png(spec, opts.who, vega_lite=lite)
         return _image(png, "png", {"scale": _charts.SCALE}, opts,
-                      alt=opts.title or opts.name or "Chart")
+                      alt=opts.title or opts.name or "Chart", drawn=True)
     if any(mime.startswith("application/vnd.bokehjs") for mime in data):
         raise _charts.missing_bokeh(opts.who)
     raise InvalidRequest(
@@ -655,7 +658,7 @@ def _render_figure(obj: Any, opts: _Options) -> Rendered:
     figure = _figure_of(obj)
     png = _figure_file(figure, "figure.png", dpi=_FIGURE_DPI)
     title = _figure_title(figure)
-    return _image(png, "png", {}, opts,
+    return _image(png, "png", {}, opts, drawn=True,
                   alt=title or _axes_description(figure) or opts.name or _unnamed(opts))
 
 
@@ -676,7 +679,7 @@ def _axes_description(figure: Any) -> str:
 @_for_kind(*CHARTS)
 def _render_chart(obj: Any, opts: _Options) -> Rendered:
     png = _CHART_EXPORTS[kind_of(obj) or ""](obj, opts.who)
-    return _image(png, "png", {"scale": _charts.SCALE}, opts,
+    return _image(png, "png", {"scale": _charts.SCALE}, opts, drawn=True,
                   alt=opts.title or title_of(obj) or opts.name or "Chart")
 
 
@@ -773,7 +776,8 @@ def _extract_data_uris(html: str, opts: _Options) -> Rendered:
 def _render_bitmap(data: Any, meta: Mapping[str, Any], opts: _Options) -> Rendered:
     raw = _image_bytes(data)
     subtype = _sniff_subtype(raw)
-    return _image(raw, subtype, meta, opts, alt=opts.title or opts.name or _unnamed(opts))
+    return _image(raw, subtype, meta, opts, alt=opts.title or opts.name or _unnamed(opts),
+                  drawn=opts.drawn)
 
 
 @_for_mime("image/svg+xml")
@@ -903,9 +907,12 @@ def _on_white(png: bytes) -> bytes:
 
 
 def _image(
-    raw: bytes, subtype: str, meta: Mapping[str, Any], opts: _Options, *, alt: str
+    raw: bytes, subtype: str, meta: Mapping[str, Any], opts: _Options, *, alt: str,
+    drawn: bool = False,
 ) -> Rendered:
-    if subtype == "png":
+    """``drawn``: a picture this package drew (a figure, a chart): made opaque. Images given
+    as images are sent as they are, on the <img>'s white background."""
+    if drawn and subtype == "png":
         raw = _on_white(raw)
     image = _inline_image(raw, subtype, opts)
     width, height = meta.get("width"), meta.get("height")

@@ -166,3 +166,43 @@ def test_images_are_marked_in_the_text_part(ip: TestingShell, to_server: Capture
     assert len(images(msg)) == 2
     assert 'alt="Orders per day"' in html and 'alt="returns by day"' in html
     assert "[image: Orders per day]" in text and "[image: returns by day]" in text
+
+
+# -- an Altair chart saved as HTML (a notebook run headless) --------------------------------------
+
+def altair_notebook(chart: object) -> object:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("chart", execution_count=4, outputs=[
+        nbformat.v4.new_output("display_data", data={
+            "text/html": chart.to_html(),  # type: ignore[attr-defined]
+            "text/plain": "alt.Chart(...)"})])]
+    return nb
+
+
+def test_a_standalone_altair_page_in_a_notebook_is_drawn(smtp_server: CaptureServer) -> None:
+    alt = pytest.importorskip("altair")
+    pytest.importorskip("vl_convert")
+    chart = alt.Chart(pd.DataFrame({"x": [1, 2], "y": [2, 1]})).mark_bar().encode(
+        x="x:O", y="y").properties(title="Orders per day")  # to_html(): `var spec = {...}`
+    r = smtp_magic.send_notebook(altair_notebook(chart), "a@example.test", subject="chart",
+                                 sender=NOTEBOOK_SENDER, config=api_config(smtp_server))
+    assert r.ok, r.message
+    msg = arrived(smtp_server)[0]
+    (png,) = images(msg)
+    assert png.get_filename() == "orders-per-day.png"
+    assert png.get_payload(decode=True).startswith(b"\x89PNG")
+
+
+def test_a_notebook_chart_with_remote_data_is_refused_without_fetching(
+        smtp_server: CaptureServer) -> None:
+    alt = pytest.importorskip("altair")
+    pytest.importorskip("vl_convert")
+    chart = alt.Chart("http://127.0.0.1:9/orders.csv").mark_bar().encode(x="x:O", y="y:Q")
+    r = smtp_magic.send_notebook(altair_notebook(chart), "a@example.test", subject="chart",
+                                 sender=NOTEBOOK_SENDER, config=api_config(smtp_server))
+    assert r.exitcode == 1
+    assert r.message.startswith("Cannot email output 1 of cell [4]: its data is loaded from "
+                                "http://127.0.0.1:9/orders.csv, and nothing is fetched"), r.message
+    assert smtp_server.count() == 0

@@ -5,6 +5,7 @@ temporary files; errors name cells as the notebook does."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from smtp_magic.server import CaptureServer
 
 pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
+Image = pytest.importorskip("PIL.Image")
 pytestmark = pytest.mark.kernel
 
 CELLS = [
@@ -33,8 +35,9 @@ CELLS = [
     ("import altair as alt, pandas as pd\n"
      "alt.Chart(pd.DataFrame({'day': [1, 2, 3], 'orders': [3, 1, 2]})).mark_bar()"
      ".encode(x='day:O', y='orders').properties(title='Orders per day')"),
-    # [3]: a figure without a title, its axes labelled
+    # [3]: a figure without a title, its axes labelled, drawn without a background
     ("import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2))\n"
+     "fig.patch.set_alpha(0); ax.patch.set_alpha(0)\n"
      "ax.plot([1, 3, 2])\nax.set_xlabel('day')\nax.set_ylabel('returns')\nplt.show()"),
     # [4]: a warning from the helper cell
     "load()",
@@ -99,8 +102,11 @@ def test_send_notebook_draws_the_embedded_chart(run: Any) -> None:
     assert data.startswith(b"\x89PNG") and int.from_bytes(data[16:20], "big") > 200
     assert f'cid:{chart["Content-ID"].strip("<>")}' in html
     assert 'alt="Orders per day"' in html and "<script" not in html.lower()
-    # The figure without a title is described by its axes, never "Image".
+    # The figure without a title is described by its axes, never "Image"; it arrives opaque.
     assert 'alt="returns by day"' in html and 'alt="Image"' not in html
+    figure = next(p for p in pngs if p.get_filename() == "returns-by-day.png")
+    alpha = Image.open(io.BytesIO(figure.get_payload(decode=True))).convert("RGBA").getchannel("A")
+    assert alpha.getextrema() == (255, 255)
     assert "[image: Orders per day]" in text and "[image: returns by day]" in text
 
 

@@ -74,7 +74,7 @@ def test_dataframe_is_an_inline_styled_table() -> None:
     out = render_object(pd.DataFrame({"a": [1.5, 2.25], "b": ["x", "<y>"]}))
     assert out.html.startswith('<div style="overflow-x:auto') and "<table style=" in out.html
     # numbers right, text left
-    assert re.search(r'<td style="[^"]*border:1px solid[^"]*padding[^"]*text-align:right">1.50<',
+    assert re.search(r'<td style="[^"]*border:1px solid[^"]*padding[^"]*text-align:right[^"]*">1.50<',
                      out.html)
     assert re.search(r'<td style="[^"]*text-align:left">&lt;y&gt;<', out.html)
     assert "<style" not in out.html and "class=" not in out.html and 'border="' not in out.html
