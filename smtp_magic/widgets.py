@@ -887,6 +887,8 @@ _FORM_WORDS = (
     (re.compile(r"run `%smtp_config --oauth2-login` interactively once"),
      "press Sign in under Connection settings"),
     (re.compile(r"\s*\(exit (?:code )?\d\)"), ""),
+    (re.compile(r"\s*\(%smtp_outbox --retry\)"), ""),
+    (re.compile(r"give 'from' \(--from\)"), "fill in From"),
 )
 
 
