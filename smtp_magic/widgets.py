@@ -41,12 +41,12 @@ _SECURITY = (
 )
 _LABEL = {"description_width": "84px"}
 _ADDRESS_FIELDS = ("sender", "to", "cc", "bcc")
+_FOCUS_RING = "var(--jp-ui-font-color1, currentcolor)"
 # An address field whose value is not valid (class smtp-magic-invalid) shows its text and
 # border in the error colour; the theme's colours, as everything else (see _theme).
 # Keyboard focus: a 2 px ring in the text colour (the theme's), outside the control, on every
 # control of the form (ipywidgets' own is a 1 px light blue line, about 2.2:1). Placeholders in
 # a colour that reads at 4.5:1 in light and dark (the theme's default is fainter).
-_FOCUS_RING = "var(--jp-ui-font-color1, currentcolor)"
 _FORM_STYLE = (
     "<style>.smtp-magic-form .smtp-magic-invalid input{"
     f"color:{_theme.colour('error')};border-color:{_theme.colour('error')}}}"
@@ -208,7 +208,8 @@ class ComposeForm(widgets.VBox):
     The fields are public widgets (``to``, ``cc``, ``bcc``, ``sender``, ``subject``, ``body``,
     ``content_type``, ``upload``, ``variables``, ``send_button``, ``preview_button``, ``status``
     and, in the settings panel, ``host``, ``port``, ``username``, ``password``, ``security``,
-    ``timeout``, ``check_button``, ``sign_in_button``, ``settings_status``), so the form can be
+    ``timeout``, ``check_button``, ``sign_in_button``, ``cancel_sign_in``, ``settings_status``;
+    the panel itself is ``settings_panel``, opened by its ``toggle`` button), so the form can be
     driven from code and embedded in other layouts. After a send, ``last_response`` is its
     Response; ``notes`` and ``removed`` say what the last message's rendering fell back on and
     what sanitising took out of it.
@@ -907,6 +908,8 @@ _FORM_WORDS = (
     (re.compile(r"run `%smtp_config --oauth2-login` interactively once"),
      "press Sign in under Connection settings"),
     (re.compile(r"\s*\(exit (?:code )?\d\)"), ""),
+    (re.compile(r"\s*\(%smtp_outbox --retry\)"), ""),
+    (re.compile(r"give 'from' \(--from\)"), "fill in From"),
 )
 
 

@@ -275,3 +275,16 @@ def test_a_template_syntax_error_is_one_clean_sentence(source: str, expected: st
         render_template(source, {}, "text/html")
     assert info.value.message == expected
     assert ".." not in info.value.message
+
+
+@pytest.mark.parametrize(("said", "shown"), [
+    ("Timed out; the message is kept in the outbox (%smtp_outbox --retry).",
+     "Timed out; the message is kept in the outbox."),
+    ("No sender address: give 'from' (--from), or set the sender or an email-address username.",
+     "No sender address: fill in From, or set the sender or an email-address username."),
+    ("Could not connect (exit 2)", "Could not connect"),
+])
+def test_form_words_for_the_outbox_and_the_sender(said: str, shown: str) -> None:
+    from smtp_magic.widgets import _form_words
+
+    assert _form_words(said) == shown
