@@ -4,6 +4,7 @@ DKIM, DMARC), looked up with dnspython."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from .config import ConnectionSettings
 from .errors import ConfigError, ConnectFailed, SmtpMagicError, missing
 
 __all__ = ["RESOLVER_ENV", "DeliverabilityReport", "Finding", "check_sender"]
+
+log = logging.getLogger(__name__)
 
 # The DNS server(s) to ask instead of the system's (tests: a local server), e.g.
 # "127.0.0.1:5353" or "192.0.2.1, 192.0.2.2".
@@ -86,6 +89,7 @@ class _Dns:
 
     def query(self, name: str, rdtype: str) -> list[Any]:
         dns = self._dns
+        log.debug("DNS %s %s", name, rdtype)
         try:
             return list(self.resolver.resolve(name, rdtype, search=False))
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
