@@ -207,8 +207,7 @@ def _aligned(mode: str, domain: str, other: str) -> bool:
 # -- the report ----------------------------------------------------------------------------------
 
 def check_sender(settings: ConnectionSettings, from_domain: str,
-                 load_key: Callable[[ConnectionSettings], Any] | None = None
-                 ) -> DeliverabilityReport:
+                 load_key: Callable[[ConnectionSettings], Any]) -> DeliverabilityReport:
     """Look up SPF, DKIM and DMARC for ``from_domain`` and say what a receiver will conclude
     about mail these settings send. Raises ConnectFailed when DNS cannot be asked."""
     dns = _Dns(min(float(settings.timeout), 10.0))
@@ -259,7 +258,7 @@ def check_sender(settings: ConnectionSettings, from_domain: str,
             key = None
             problem = ""
             try:
-                key = (load_key or _no_key)(settings)
+                key = load_key(settings)
             except SmtpMagicError as exc:
                 problem = exc.message
             if not tags.get("p"):
@@ -307,10 +306,6 @@ def check_sender(settings: ConnectionSettings, from_domain: str,
         add(Finding("DMARC", False, f"policy p={policy} at {source}, and {why}: messages will "
                     f"be {fate}."))
     return report
-
-
-def _no_key(settings: ConnectionSettings) -> Any:
-    raise ConfigError("no key loader")
 
 
 def sender_domain(settings: ConnectionSettings) -> str:
