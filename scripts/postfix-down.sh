@@ -12,6 +12,10 @@ fi
 dkpid=$(tr -d ' ' 2>/dev/null < "$PF/opendkim/opendkim.pid" || true)
 if [ -n "$dkpid" ] && kill -0 "$dkpid" 2>/dev/null; then
   kill "$dkpid" 2>/dev/null || true
+  for _ in $(seq 1 50); do  # it takes a second to exit
+    kill -0 "$dkpid" 2>/dev/null || break
+    sleep 0.1
+  done
 fi
 # `postfix stop` returns at once while the master takes ~2 s to exit: wait, so that the ports are
 # free and $PF can be deleted afterwards.

@@ -6,6 +6,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -18,6 +19,7 @@ from .errors import ConfigError, missing
 
 __all__ = ["BodyHash", "DkimKey", "Signer", "check_alignment", "load_key", "sign", "signer_for"]
 
+log = logging.getLogger(__name__)
 KEYRING_SERVICE = "smtp-magic"
 _ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the 32-byte seed
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
@@ -290,6 +292,7 @@ def load_key(settings: ConnectionSettings) -> DkimKey:
         raise ConfigError(f"The DKIM key {source!r} cannot be read: "
                           f"{exc.strerror or exc} (dkim_key).") from None
     key = _parse_pem(pem, repr(source))
+    log.debug("DKIM key %s read: %s, %d bits", source, key.algorithm, key.bits)
     with _keys_lock:
         if len(_keys) > 16:
             _keys.clear()

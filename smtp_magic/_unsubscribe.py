@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit
 
@@ -10,6 +11,8 @@ from .errors import InvalidRequest
 from .models import SendRequest
 
 __all__ = ["unsubscribe_header"]
+
+log = logging.getLogger(__name__)
 
 _NAMES = ("list-unsubscribe", "list-unsubscribe-post")
 # Inside <...> in a header: no spaces, angle brackets, quotes or control characters.

@@ -444,6 +444,19 @@ class SmtpMagic(Configurable):
                 out[name] = value
         return out
 
+    @validate("dkim_domain", "dkim_selector")
+    def _check_dkim_name(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip(".")
+        # DNS labels (a selector may have dots too); Unicode domains are IDNA-encoded later.
+        if not re.fullmatch(r"(?!-)[\w-]{1,63}(?:\.(?!-)[\w-]{1,63})*", value):
+            raise TraitError(f"{value!r} is not a domain name" if proposal["trait"].name ==
+                             "dkim_domain" else f"{value!r} is not a DNS label (letters, digits, "
+                             "'-', '_', '.')")
+        return value
+
     @validate("dkim_headers")
     def _check_dkim_headers(self, proposal: Any) -> str:
         names = [n for n in re.split(r"[,:\s]+", proposal["value"]) if n]

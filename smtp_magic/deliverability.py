@@ -4,6 +4,7 @@ DKIM, DMARC), looked up with dnspython."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from .config import ConnectionSettings
 from .errors import ConfigError, ConnectFailed, SmtpMagicError, missing
 
 __all__ = ["RESOLVER_ENV", "DeliverabilityReport", "Finding", "check_sender"]
+
+log = logging.getLogger(__name__)
 
 # The DNS server(s) to ask instead of the system's (tests: a local server), e.g.
 # "127.0.0.1:5353" or "192.0.2.1, 192.0.2.2".
@@ -86,6 +89,7 @@ class _Dns:
 
     def query(self, name: str, rdtype: str) -> list[Any]:
         dns = self._dns
+        log.debug("DNS %s %s", name, rdtype)
         try:
             return list(self.resolver.resolve(name, rdtype, search=False))
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -203,8 +207,7 @@ def _aligned(mode: str, domain: str, other: str) -> bool:
 # -- the report ----------------------------------------------------------------------------------
 
 def check_sender(settings: ConnectionSettings, from_domain: str,
-                 load_key: Callable[[ConnectionSettings], Any] | None = None
-                 ) -> DeliverabilityReport:
+                 load_key: Callable[[ConnectionSettings], Any]) -> DeliverabilityReport:
     """Look up SPF, DKIM and DMARC for ``from_domain`` and say what a receiver will conclude
     about mail these settings send. Raises ConnectFailed when DNS cannot be asked."""
     dns = _Dns(min(float(settings.timeout), 10.0))
@@ -255,7 +258,7 @@ def check_sender(settings: ConnectionSettings, from_domain: str,
             key = None
             problem = ""
             try:
-                key = (load_key or _no_key)(settings)
+                key = load_key(settings)
             except SmtpMagicError as exc:
                 problem = exc.message
             if not tags.get("p"):
@@ -303,10 +306,6 @@ def check_sender(settings: ConnectionSettings, from_domain: str,
         add(Finding("DMARC", False, f"policy p={policy} at {source}, and {why}: messages will "
                     f"be {fate}."))
     return report
-
-
-def _no_key(settings: ConnectionSettings) -> Any:
-    raise ConfigError("no key loader")
 
 
 def sender_domain(settings: ConnectionSettings) -> str:

@@ -113,6 +113,8 @@ def test_everything_in_place(zone: Zone, keys: dict[str, Key], algorithm: str) -
     assert "DMARC: ok - policy p=reject at _dmarc.example.test; DMARC will pass through DKIM " \
            "and SPF" in text
     assert "s1._domainkey.example.test TXT" in zone.asked  # it really asked the DNS server
+    html = report._repr_html_()
+    assert "<table" in html and "matches the private key" in html
 
 
 def test_problems_in_plain_words(zone: Zone, keys: dict[str, Key]) -> None:

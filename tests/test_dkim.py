@@ -206,6 +206,16 @@ def test_bad_settings_are_exit_1_before_connecting(keys: dict[str, Key], refused
     assert re.search(r"dkim_\w+", r.message), "the message names the setting to change"
 
 
+@pytest.mark.parametrize(("setting", "value"), [
+    ("dkim_selector", "s1\r\nBcc: victim@example.org"), ("dkim_selector", "s 1"),
+    ("dkim_domain", "example.test; x=y"), ("dkim_domain", "exa\nmple.test")])
+def test_dkim_names_cannot_inject(setting: str, value: str) -> None:
+    from smtp_magic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"Invalid value .* for setting '{setting}'"):
+        SmtpMagic().update({setting: value})
+
+
 @pytest.mark.parametrize(("headers", "words"), [("To, Subject", "From must be signed"),
                                                 ("From, Bcc", "'Bcc' cannot be signed")])
 def test_dkim_headers_are_checked_when_set(headers: str, words: str) -> None:
