@@ -73,7 +73,7 @@ cat > "$DV/etc/dovecot.conf" <<EOF
 # Written by scripts/dovecot-up.sh; a private instance for the tests.
 base_dir = $DV/run
 state_dir = $DV/state
-instance_name = smtp-magic-$(basename "$DV")
+instance_name = smtp-magic-$(printf %s "$DV" | cksum | cut -d" " -f1)
 log_path = $DV/dovecot.log
 protocols = $DV_PROTOCOLS
 listen = 127.0.0.1

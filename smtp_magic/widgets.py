@@ -426,7 +426,7 @@ class ComposeForm(widgets.VBox):
         self._bind("username", self.username, lambda v: v or "", lambda v: v.strip() or None)
         self.password.observe(self._on_password, names="value")
         self._observe_settings(self._show_login_hint, "password", "password_env",
-                               "use_keyring")
+                               "use_keyring", "username", "auth")
         self._observe_settings(self._on_sender_setting, "sender", "username")
         self._observe_settings(self._on_limit, "attachment_size")
         self._observe_settings(self._on_auth, "auth", "oauth2_provider")

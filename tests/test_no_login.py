@@ -123,10 +123,8 @@ def test_the_form_says_a_username_needs_a_password_or_auth_none() -> None:
     settings = config.SmtpMagic()
     form = compose(settings=settings, namespace={})
     assert "mail is sent without logging in" in form.password_hint.value
-    settings.username = "me@example.test"
-    form._show_login_hint()
+    settings.username = "me@example.test"  # the hint follows the settings by itself
     assert "No password for this username" in form.password_hint.value
     settings.auth = "none"
-    form._show_login_hint()
     assert "mail is sent without logging in" in form.password_hint.value
     form.close()
