@@ -57,11 +57,6 @@ SKIPPED_COMMANDS = {
 SHELL_COMMANDS = ("make demo", ".venv/bin/jupyter lab notebooks/", "export SMTP_HOST=",
                   "mkdir -p runs", ".venv/bin/papermill notebooks/scheduled_report.ipynb",
                   "smtp-magic serve", "smtp-magic demo")
-# Lines that wait for another branch's change; once merged they run like the rest.
-PENDING = {
-    # the line -> (what it waits for, a word of argparse's refusal until then)
-    "smtp-magic send --profile work --request": ("a profile alone, branch edge-auth", "--config"),
-}
 
 
 @dataclass
@@ -213,9 +208,7 @@ def test_every_readme_example_runs(ip: TestingShell, providers: CaptureServer, w
                         for r in responses_in(value):
                             assert r.ok, f"{where}: {name} = {r}"
             else:
-                outcomes = {run_command(c, where) for c in console_commands(block.text)}
-                skipped |= outcomes
-                sends = sends and not outcomes & set(PENDING)  # not yet: sends nothing
+                skipped |= {run_command(c, where) for c in console_commands(block.text)}
             ran += 1
             if sends:
                 assert arrived(providers, None) > before, f"{where} sent nothing:\n{block.text}"
@@ -224,8 +217,8 @@ def test_every_readme_example_runs(ip: TestingShell, providers: CaptureServer, w
         local_server().stop()  # the process-wide one --local started: the next test gets its own
     assert ran == len(blocks)
     # Every exception is still needed (an example that became runnable must then run).
-    assert skipped - {None} - set(PENDING) == (set(SKIPPED_COMMANDS) | set(SKIPPED_LINES)
-                                               | set(SHELL_COMMANDS))
+    assert skipped - {None} == (set(SKIPPED_COMMANDS) | set(SKIPPED_LINES)
+                                | set(SHELL_COMMANDS))
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -256,15 +249,6 @@ def run_command(command: str, where: str) -> str | None:
     if argv[0] == "smtp-magic":
         from smtp_magic.cli import main
 
-        pending = next((p for p in PENDING if command.startswith(p)), None)
-        if pending:
-            answer = io.StringIO()
-            with contextlib.redirect_stdout(answer), contextlib.redirect_stderr(io.StringIO()):
-                code = int(main(argv[1:]))
-            if code != 0 and PENDING[pending][1] in answer.getvalue():
-                return pending  # refused as expected until the change is merged
-            assert code == 0, f"{where}: `{command}` exited {code}: {answer.getvalue()}"
-            return None
         out = subprocess_free(main, argv[1:])
         assert out == 0, f"{where}: `{command}` exited {out}"
     elif argv[0] == "papermill":
