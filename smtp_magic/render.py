@@ -707,22 +707,8 @@ def _figure_file(figure: Any, filename: str, dpi: int = 150) -> bytes:
             f"A figure can be attached as .png, .pdf or .svg, not as {filename!r}."
         )
     buf = io.BytesIO()
-    extra: dict[str, Any] = {}
-    if ext == "png" and _transparent(figure):
-        # A dark-mode mail app shows a transparent figure on black: its black text vanishes.
-        extra = {"facecolor": "white", "transparent": False}
-    figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight", **extra)
+    figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
-
-
-def _transparent(figure: Any) -> bool:
-    try:
-        import matplotlib as mpl
-
-        alpha = figure.patch.get_facecolor()[3]
-        return bool(alpha < 1 or mpl.rcParams.get("savefig.transparent"))
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _figure_title(figure: Any) -> str:
