@@ -117,7 +117,8 @@ _LABEL_CALLS = {"xlabel": "x", "set_xlabel": "x", "ylabel": "y", "set_ylabel": "
 
 def _figure_titles(source: str) -> list[str]:
     """What the cell's code calls its figures, in order: ``plt.title("…")``, ``title="…"``
-    (pandas, Altair, Plotly), else "y by x" from its axis labels. Empty if it cannot tell."""
+    (pandas, Altair, Plotly), else "y by x" from its axis labels, else the variable the cell
+    ends with (``fig``). Empty if it cannot tell."""
     code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
                      for line in source.splitlines())
     try:
@@ -149,7 +150,12 @@ def _figure_titles(source: str) -> list[str]:
         return list(dict.fromkeys(titles))
     if "x" in labels and "y" in labels:
         return [f"{labels['y']} by {labels['x']}"]
-    return [labels[k] for k in ("y", "x") if k in labels][:1]
+    if labels:
+        return [labels[k] for k in ("y", "x") if k in labels][:1]
+    last = tree.body[-1] if tree.body else None  # a cell ending in `fig` shows that variable
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Name):
+        return [last.value.id]
+    return []
 
 
 _IMAGES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
