@@ -117,8 +117,7 @@ _LABEL_CALLS = {"xlabel": "x", "set_xlabel": "x", "ylabel": "y", "set_ylabel": "
 
 def _figure_titles(source: str) -> list[str]:
     """What the cell's code calls its figures, in order: ``plt.title("…")``, ``title="…"``
-    (pandas, Altair, Plotly), else "y by x" from its axis labels, else the variable the cell
-    ends with (``fig``). Empty if it cannot tell."""
+    (pandas, Altair, Plotly), else "y by x" from its axis labels. Empty if it cannot tell."""
     code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
                      for line in source.splitlines())
     try:
@@ -150,12 +149,21 @@ def _figure_titles(source: str) -> list[str]:
         return list(dict.fromkeys(titles))
     if "x" in labels and "y" in labels:
         return [f"{labels['y']} by {labels['x']}"]
-    if labels:
-        return [labels[k] for k in ("y", "x") if k in labels][:1]
-    last = tree.body[-1] if tree.body else None  # a cell ending in `fig` shows that variable
+    return [labels[k] for k in ("y", "x") if k in labels][:1]
+
+
+def _shown_variable(source: str) -> str:
+    """The variable a cell ends with (``fig``, ``chart``): what its result shows."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in source.splitlines())
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return ""
+    last = tree.body[-1] if tree.body else None
     if isinstance(last, ast.Expr) and isinstance(last.value, ast.Name):
-        return [last.value.id]
-    return []
+        return last.value.id
+    return ""
 
 
 _IMAGES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
@@ -216,15 +224,19 @@ def _cell_outputs(cell: Mapping[str, Any], name: str, where: Any) -> list[Output
     """A code cell's outputs, named after the cell; its pictures titled as its code titles
     them (alt text, file names); kernel file paths in its streams named as cells."""
     titles = iter(_figure_titles(_source(cell)))
+    variable = _shown_variable(_source(cell))
     found = []
-    for out in map(_output, cell.get("outputs", ())):
+    for raw in cell.get("outputs", ()):
+        out = _output(raw)
         if out is None:
             continue
         out = replace(out, cell=name)
         if out.kind in ("stream", "error"):
             out = replace(out, text=cell_paths(out.text, where))
         elif _is_picture(out):
-            out = replace(out, title=next(titles, ""))
+            out = replace(out, title=next(titles, ""),
+                          # the cell's result is the variable it ends with
+                          variable=variable if raw.get("output_type") == "execute_result" else "")
         found.append(out)
     return found
 

@@ -196,8 +196,8 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
         elif output.kind == "error":
             part = _render_error(output)
         else:
-            label = (f"variable {output.variable!r}" if output.variable
-                     else f"output {number} of {output.cell or 'the cell'}")
+            label = (f"variable {output.variable!r}" + (f" in {output.cell}" if output.cell else "")
+                     if output.variable else f"output {number} of {output.cell or 'the cell'}")
             # A figure's title says more than the loop variable it was drawn with.
             opts = _Options(max_bytes=max(room, _MIN_OBJECT_BYTES),
                             name=None if output.title else output.variable or None,
