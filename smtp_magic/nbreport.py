@@ -152,6 +152,20 @@ def _figure_titles(source: str) -> list[str]:
     return [labels[k] for k in ("y", "x") if k in labels][:1]
 
 
+def _shown_variable(source: str) -> str:
+    """The variable a cell ends with (``fig``, ``chart``): what its result shows."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                     for line in source.splitlines())
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return ""
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Name):
+        return last.value.id
+    return ""
+
+
 _IMAGES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
 
 
@@ -210,15 +224,19 @@ def _cell_outputs(cell: Mapping[str, Any], name: str, where: Any) -> list[Output
     """A code cell's outputs, named after the cell; its pictures titled as its code titles
     them (alt text, file names); kernel file paths in its streams named as cells."""
     titles = iter(_figure_titles(_source(cell)))
+    variable = _shown_variable(_source(cell))
     found = []
-    for out in map(_output, cell.get("outputs", ())):
+    for raw in cell.get("outputs", ()):
+        out = _output(raw)
         if out is None:
             continue
         out = replace(out, cell=name)
         if out.kind in ("stream", "error"):
             out = replace(out, text=cell_paths(out.text, where))
         elif _is_picture(out):
-            out = replace(out, title=next(titles, ""))
+            out = replace(out, title=next(titles, ""),
+                          # the cell's result is the variable it ends with
+                          variable=variable if raw.get("output_type") == "execute_result" else "")
         found.append(out)
     return found
 

@@ -196,8 +196,8 @@ def render_outputs(outputs: Iterable[Output], *, max_bytes: int | None = None) -
         elif output.kind == "error":
             part = _render_error(output)
         else:
-            label = (f"variable {output.variable!r}" if output.variable
-                     else f"output {number} of {output.cell or 'the cell'}")
+            label = (f"variable {output.variable!r}" + (f" in {output.cell}" if output.cell else "")
+                     if output.variable else f"output {number} of {output.cell or 'the cell'}")
             # A figure's title says more than the loop variable it was drawn with.
             opts = _Options(max_bytes=max(room, _MIN_OBJECT_BYTES),
                             name=None if output.title else output.variable or None,
@@ -707,22 +707,8 @@ def _figure_file(figure: Any, filename: str, dpi: int = 150) -> bytes:
             f"A figure can be attached as .png, .pdf or .svg, not as {filename!r}."
         )
     buf = io.BytesIO()
-    extra: dict[str, Any] = {}
-    if ext == "png" and _transparent(figure):
-        # A dark-mode mail app shows a transparent figure on black: its black text vanishes.
-        extra = {"facecolor": "white", "transparent": False}
-    figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight", **extra)
+    figure.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
-
-
-def _transparent(figure: Any) -> bool:
-    try:
-        import matplotlib as mpl
-
-        alpha = figure.patch.get_facecolor()[3]
-        return bool(alpha < 1 or mpl.rcParams.get("savefig.transparent"))
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _figure_title(figure: Any) -> str:

@@ -206,3 +206,25 @@ def test_a_notebook_chart_with_remote_data_is_refused_without_fetching(
     assert r.message.startswith("Cannot email output 1 of cell [4]: its data is loaded from "
                                 "http://127.0.0.1:9/orders.csv, and nothing is fetched"), r.message
     assert smtp_server.count() == 0
+
+
+def test_a_notebook_figure_shown_by_its_variable_is_named_by_it(
+        smtp_server: CaptureServer) -> None:
+    import base64
+
+    import nbformat
+    from test_content import PNG_1PX
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("fig, ax = plt.subplots()\nax.plot([1, 2])\nfig",
+                                          execution_count=2, outputs=[
+        nbformat.v4.new_output("execute_result", execution_count=2, data={
+            "image/png": base64.b64encode(PNG_1PX).decode(),
+            "text/plain": "<Figure size 640x480 with 1 Axes>"})])]
+    r = smtp_magic.send_notebook(nb, "a@example.test", subject="fig", sender=NOTEBOOK_SENDER,
+                                 config=api_config(smtp_server))
+    assert r.ok, r.message
+    msg = arrived(smtp_server)[0]
+    html, text, _ = parts(msg)
+    assert 'alt="fig"' in html and "[image: fig]" in text
+    assert [p.get_filename() for p in images(msg)] == ["fig.png"]

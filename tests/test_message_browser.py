@@ -211,6 +211,10 @@ def test_readable_when_the_system_is_dark(browser: Any, dark_message: tuple[str,
     try:
         assert page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
         assert_readable(shot, boxes, "prefers-color-scheme: dark")
+        # The header's grey stands apart from the white rows (#f6f8fa was 1.07:1).
+        head = commonest(crop(shot, page.evaluate(BOX, "table:not([role]) thead th")))
+        row = commonest(crop(shot, page.evaluate(BOX, "table:not([role]) tbody td")))
+        assert contrast(head, row) >= 1.12, (head, row)
     finally:
         page.close()
 
@@ -243,7 +247,8 @@ def test_readable_with_forced_dark_colours(browser: Any, dark_message: tuple[str
             # The table's header stays apart from its rows.
             head = commonest(crop(shot, page.evaluate(BOX, "table:not([role]) thead th")))
             row = commonest(crop(shot, page.evaluate(BOX, "table:not([role]) tbody td")))
-            assert contrast(head, row) >= 1.15, (head, row)
+            # (#f6f8fa, the grey before issue 23, measured 1.16:1 here; #eaeef2 1.26:1)
+            assert contrast(head, row) >= 1.2, (head, row)
             # The figure keeps its own white background, its black line readable on it.
             figure = crop(shot, page.evaluate(BOX, "img"))
             assert luminance(commonest(figure)) > 0.8, commonest(figure)
