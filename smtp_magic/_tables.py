@@ -199,17 +199,31 @@ def _escaped_cell(value: Any) -> Any:
     return text.translate(_TO_STAND_INS) if text != text.translate(_TO_STAND_INS) else value
 
 
+def _marked_up(labels: Any) -> bool:
+    """Whether index or column labels hold characters that make markup."""
+    for label in labels.to_flat_index():
+        for part in label if isinstance(label, tuple) else (label,):
+            if isinstance(part, str) and part != part.translate(_TO_STAND_INS):
+                return True
+    return False
+
+
 def _escaped_styler(styler: Any) -> Any:
     frame = styler.data
     text_columns = [i for i, dtype in enumerate(frame.dtypes) if dtype.kind in "OSU"
                     or str(dtype) == "string"]
-    if not text_columns:
+    labels = [axis for axis, labels in ((0, frame.index), (1, frame.columns))
+              if _marked_up(labels)]
+    if not text_columns and not labels:
         return styler
-    escaped = frame.copy()
-    for i in text_columns:
-        escaped.isetitem(i, frame.iloc[:, i].astype(object).map(_escaped_cell))
     copy = _copy.copy(styler)  # the user's formats, styles, hidden rows... on the copy
-    copy.data = escaped
+    if text_columns:
+        escaped = frame.copy()
+        for i in text_columns:
+            escaped.isetitem(i, frame.iloc[:, i].astype(object).map(_escaped_cell))
+        copy.data = escaped
+    for axis in labels:  # labels name the styles' subsets: escaped when shown, not renamed
+        copy.format_index(escape="html", axis=axis)
     return copy
 
 

@@ -375,3 +375,15 @@ def test_no_markdown_construct_comes_from_a_value() -> None:
 
     shown = " ".join(html_to_text(html).split())
     assert " ".join(value.split()) in shown  # every character as typed
+
+
+def test_styler_labels_from_data_are_escaped_too(
+    ip: TestingShell, to_server: CaptureServer
+) -> None:
+    frame = pd.DataFrame({"<i>sales</i>": [3, 9]}, index=["<b>north</b>", "south & east"])
+    ip.user_ns["table"] = frame.style.highlight_max(subset=["<i>sales</i>"], color="yellow")
+    run_cell(ip, "%%smtp_send --to a@example.test --subject Labels\n{{ table }}")
+    (html,) = html_of(to_server)
+    assert "<b>" not in html and "<i>" not in html
+    assert "&lt;b&gt;north&lt;/b&gt;" in html and "&lt;i&gt;sales&lt;/i&gt;" in html
+    assert "south &amp; east" in html and "background-color: yellow" in html
