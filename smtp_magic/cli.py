@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ._views import visible
 from .errors import ExitCode, InvalidRequest, SmtpMagicError
 from .models import Response
 
@@ -104,7 +105,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = check(settings)
     except SmtpMagicError as exc:
         return _print(Response.from_error(exc))
-    print("\n".join(report.lines()))
+    print(visible("\n".join(report.lines())))  # the greeting is the server's text
     return 0
 
 

@@ -387,3 +387,24 @@ def test_styler_labels_from_data_are_escaped_too(
     assert "<b>" not in html and "<i>" not in html
     assert "&lt;b&gt;north&lt;/b&gt;" in html and "&lt;i&gt;sales&lt;/i&gt;" in html
     assert "south &amp; east" in html and "background-color: yellow" in html
+
+
+def test_a_servers_reply_with_escapes_is_shown_not_obeyed(
+    ip: TestingShell, fault_server: Any
+) -> None:
+    from smtp_magic import config
+
+    server = fault_server(greeting=(554, "5.7.1 go away \x1b]0;pwned\x07\x1b[2J"))
+    config.current().update({"host": "127.0.0.1", "port": server.port, "security": "none",
+                             "sender": "nb@example.test"})
+    shown = ""
+    for cell in ("%smtp_config --check",
+                 "%%smtp_send --to a@example.test --subject x --sync\nHello"):
+        try:  # the test shell raises what a notebook would show
+            captured = run_cell(ip, cell)
+            shown += shown_text(captured) + captured.stderr
+        except Exception as exc:  # noqa: BLE001 - shown as IPython shows it
+            render = getattr(exc, "_render_traceback_", None)
+            shown += "\n".join(render()) if render else f"{type(exc).__name__}: {exc}"
+    assert shown.count("go away") == 2, shown
+    assert "\x1b]0" not in shown and "\x1b[2J" not in shown and r"\x1b]0;pwned\x07" in shown
