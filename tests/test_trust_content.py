@@ -38,6 +38,14 @@ def html_of(server: CaptureServer, n: int = 1) -> list[str]:
     return [str(m.message.get_body(("html",)).get_content()) for m in server.wait_for(n)]
 
 
+def sent_html(ip: TestingShell, server: CaptureServer, obj: Any) -> str:
+    """The HTML part of a message whose body is ``{{ obj }}``, sent by the magic."""
+    ip.user_ns["obj"] = obj
+    run_cell(ip, "%%smtp_send --to a@example.test --subject Object\n<p>Here:</p>{{ obj }}")
+    (html,) = html_of(server)
+    return html
+
+
 def text_of(server: CaptureServer, n: int = 1) -> list[str]:
     return [str(m.message.get_body(("plain",)).get_content()) for m in server.wait_for(n)]
 
@@ -110,9 +118,7 @@ class Hostile:
 def test_an_objects_css_arrives_without_anything_that_loads(
     ip: TestingShell, to_server: CaptureServer, beacon: Beacon
 ) -> None:
-    ip.user_ns["report"] = Hostile(beacon.url)
-    run_cell(ip, "%%smtp_send --to a@example.test --subject CSS\n<p>Report:</p>{{ report }}")
-    (html,) = html_of(to_server)
+    html = sent_html(ip, to_server, Hostile(beacon.url))
     assert beacon.url not in html and "url(" not in html and "@import" not in html
     assert "color:#c00" in html.replace(" ", "")  # the <style> rule, inlined
     assert "font-weight:bold" in html.replace(" ", "")
@@ -138,9 +144,7 @@ def hostile_styler(url: str) -> Any:
 def test_a_styler_from_untrusted_strings_arrives_escaped_and_inert(
     ip: TestingShell, to_server: CaptureServer, beacon: Beacon
 ) -> None:
-    ip.user_ns["table"] = hostile_styler(beacon.url)
-    run_cell(ip, "%%smtp_send --to a@example.test --subject Styler\n{{ table }}")
-    (html,) = html_of(to_server)
+    html = sent_html(ip, to_server, hostile_styler(beacon.url))
     assert not loads_from(html, beacon.url)
     for markup in ("<iframe", "<img", "<script", "<b>", "onmouseover", "background="):
         assert markup not in html, markup
@@ -381,9 +385,8 @@ def test_styler_labels_from_data_are_escaped_too(
     ip: TestingShell, to_server: CaptureServer
 ) -> None:
     frame = pd.DataFrame({"<i>sales</i>": [3, 9]}, index=["<b>north</b>", "south & east"])
-    ip.user_ns["table"] = frame.style.highlight_max(subset=["<i>sales</i>"], color="yellow")
-    run_cell(ip, "%%smtp_send --to a@example.test --subject Labels\n{{ table }}")
-    (html,) = html_of(to_server)
+    html = sent_html(ip, to_server,
+                     frame.style.highlight_max(subset=["<i>sales</i>"], color="yellow"))
     assert "<b>" not in html and "<i>" not in html
     assert "&lt;b&gt;north&lt;/b&gt;" in html and "&lt;i&gt;sales&lt;/i&gt;" in html
     assert "south &amp; east" in html and "background-color: yellow" in html
