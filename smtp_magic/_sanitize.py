@@ -251,6 +251,7 @@ _CSS_FUNCTIONS = frozenset({
 })  # fmt: skip
 _CSS_PROPERTIES_DROPPED = frozenset({"behavior", "-ms-behavior", "-moz-binding", "src"})
 _CSS_BLOCKS = frozenset({"() block", "[] block", "{} block"})
+_MAY_LOAD = re.compile(r"[(\\@]")
 
 
 def _tinycss2() -> Any:
@@ -294,7 +295,7 @@ def css_loads(css: str, *, fragments: bool = False) -> bool:
 def safe_style(css: str, *, fragments: bool = False) -> str:
     """A style attribute's declarations without those that can load anything (``css`` itself
     when nothing goes)."""
-    if not css.strip():
+    if not _MAY_LOAD.search(css):  # nothing loads without a function, an escape or an at-rule
         return css
     tinycss2 = _tinycss2()
     kept, dropped = [], False
