@@ -411,3 +411,19 @@ def test_a_servers_reply_with_escapes_is_shown_not_obeyed(
             shown += "\n".join(render()) if render else f"{type(exc).__name__}: {exc}"
     assert shown.count("go away") == 2, shown
     assert "\x1b]0" not in shown and "\x1b[2J" not in shown and r"\x1b]0;pwned\x07" in shown
+
+
+def test_a_plotly_figure_with_a_remote_image_is_refused_before_anything_is_fetched(
+    ip: TestingShell, to_server: CaptureServer, beacon: Beacon
+) -> None:
+    pytest.importorskip("plotly")
+    pytest.importorskip("kaleido")
+    run_cell(ip, "import plotly.graph_objects as go\n"
+                 "fig = go.Figure(go.Bar(x=['a'], y=[1]))\n"
+                 f"fig.add_layout_image(source='{beacon.url}/logo.png', x=0, y=1, sizex=1, "
+                 "sizey=1, xref='paper', yref='paper')")
+    with pytest.raises(UsageError, match=r"it shows an image from http://127\.0\.0\.1:\d+/logo"
+                                         r"\.png, and nothing is fetched"):
+        ip.run_cell("%%smtp_send --to a@example.test --subject Plotly\n{{ fig }}",
+                    store_history=False).raise_error()
+    assert beacon.settle() == [] and to_server.count() == 0
