@@ -427,3 +427,15 @@ def test_a_plotly_figure_with_a_remote_image_is_refused_before_anything_is_fetch
         ip.run_cell("%%smtp_send --to a@example.test --subject Plotly\n{{ fig }}",
                     store_history=False).raise_error()
     assert beacon.settle() == [] and to_server.count() == 0
+
+
+def test_filtered_values_stay_text_in_markdown_and_only_safe_is_markup() -> None:
+    from smtp_magic.render import render_template
+
+    values = {"a": "![x](http://evil.test/p.png)", "many": ["[c](http://evil.test/)", "*x*"],
+              "md": "**bold** [ok](https://ok.test/)"}
+    html = render_template("{{ a|e }} {{ many|join(', ') }} {{ a|replace('x', 'y') }} "
+                           "{{ a|upper }} {{ '%s'|format(a) }}\n\n{{ md|safe }}",
+                           values, "text/markdown").html
+    assert "<img" not in html and "evil.test/\"" not in html and "<em>" not in html
+    assert '<strong>bold</strong> <a href="https://ok.test/">ok</a>' in html
