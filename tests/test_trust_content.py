@@ -439,3 +439,19 @@ def test_filtered_values_stay_text_in_markdown_and_only_safe_is_markup() -> None
                            values, "text/markdown").html
     assert "<img" not in html and "evil.test/\"" not in html and "<em>" not in html
     assert '<strong>bold</strong> <a href="https://ok.test/">ok</a>' in html
+
+
+@pytest.mark.parametrize("prefix", ["<!-- <head> -->", "<title><head></title>",
+                                    "<!DOCTYPE html><html><head>", "text <p title='<html>'>"])
+def test_the_frame_document_starts_with_its_policy(prefix: str) -> None:
+    import html as html_module
+
+    from smtp_magic._views import html_frame
+
+    document = prefix + "<meta http-equiv=refresh content='0;url=http://evil.test/'><p>Hi</p>"
+    for remote, img in ((False, "img-src data:;"), (True, "img-src data: http: https:;")):
+        frame = html_frame(document, remote_images=remote)
+        srcdoc = html_module.unescape(re.search(r'srcdoc="([^"]*)"', frame).group(1))  # type: ignore[union-attr]
+        assert srcdoc.startswith('<meta http-equiv="Content-Security-Policy" content="'
+                                 "default-src 'none'; " + img)
+        assert "<meta http-equiv=refresh" not in srcdoc and "<x-meta http-equiv=refresh" in srcdoc
