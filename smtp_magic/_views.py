@@ -16,8 +16,7 @@ from typing import Any
 from . import _theme
 
 __all__ = ["Block", "Inbox", "Table", "estimate_height", "frame_document", "html_frame",
-           "message_frame",
-           "message_images", "visible"]
+           "message_frame", "message_images", "visible"]
 
 log = logging.getLogger(__name__)
 
