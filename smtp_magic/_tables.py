@@ -184,7 +184,8 @@ def _short_cells(frame: Any) -> tuple[Any, int]:
 # DataFrame.to_html). The characters that make markup are swapped for private-use stand-ins in
 # a copy of the data, and the stand-ins for entities in the HTML: every cell's text is escaped
 # exactly once, whatever escape= the Styler has, while the HTML of its own formatters stays
-# markup (and goes through the object allowlist, like every object's HTML).
+# markup (and goes through the object allowlist, like every object's HTML). The stand-ins are
+# private-use characters: one already in the data is shown as the character it stands for.
 _STAND_INS = {"&": "\ue000", "<": "\ue001", ">": "\ue002", '"': "\ue003", "'": "\ue004"}
 _TO_STAND_INS = str.maketrans(_STAND_INS)
 _FROM_STAND_INS = str.maketrans({v: _html_module.escape(k) for k, v in _STAND_INS.items()})
@@ -245,7 +246,8 @@ def _safe_styler_html(html: str) -> str:
     """The object allowlist over a Styler's HTML (its table attributes, captions and formatter
     output are anyone's), then the escaped cell text put back."""
     if "<style" in html.lower():  # kept for a client without an inliner's help: keep it whole
-        blocks = _sanitize.STYLE_BLOCK.findall(html)
+        # (a CSS escape like \3c in a string comes out of the tokenizer as "<": no such block)
+        blocks = [b for b in _sanitize.STYLE_BLOCK.findall(html) if "<" not in b]
         body = _sanitize.clean(_sanitize.STYLE_BLOCK.sub("", html), "object")
         return ("".join(f"<style>{b}</style>" for b in blocks) + body).translate(
             _FROM_STAND_INS)
