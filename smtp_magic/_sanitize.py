@@ -320,7 +320,9 @@ def safe_stylesheet(css: str, *, fragments: bool = False) -> str:
             if _css_tokens_load(rule.prelude, False):
                 continue
             body = safe_style(tinycss2.serialize(rule.content), fragments=fragments)
-            out.append(f"{tinycss2.serialize(rule.prelude).strip()}{{{body}}}")
+            text = f"{tinycss2.serialize(rule.prelude).strip()}{{{body}}}"
+            if "<" not in text:  # a CSS escape (\3c) comes out as "<": it could end <style>
+                out.append(text)
         elif (rule.type == "at-rule" and rule.lower_at_keyword in ("media", "supports")
               and rule.content is not None and not _css_tokens_load(rule.prelude, False)):
             inner = safe_stylesheet(tinycss2.serialize(rule.content), fragments=fragments)

@@ -455,3 +455,18 @@ def test_the_frame_document_starts_with_its_policy(prefix: str) -> None:
         assert srcdoc.startswith('<meta http-equiv="Content-Security-Policy" content="'
                                  "default-src 'none'; " + img)
         assert "<meta http-equiv=refresh" not in srcdoc and "<x-meta http-equiv=refresh" in srcdoc
+
+
+def test_a_styler_without_the_inliner_keeps_only_a_safe_style_block(
+    beacon: Beacon, no_module: Any
+) -> None:
+    from smtp_magic.render import render_object
+
+    no_module("css_inline")
+    styler = hostile_styler(beacon.url).set_table_styles(
+        [{"selector": "th", "props": r'color:red;content:"\3c /style><img src=x>"'}],
+        overwrite=False)
+    html = render_object(styler).html
+    assert not loads_from(html, beacon.url) and "url(" not in html
+    assert "<img" not in html and "<iframe" not in html and "&lt;iframe" in html
+    assert "<style" in html  # the highlights, for clients that read it
