@@ -108,6 +108,11 @@ def plotly_png(figure: Any, label: str) -> bytes:
         raise _cannot(label, "a Plotly chart", _PLOTLY_NEEDS)
     import plotly.io as pio
 
+    spec = json.loads(figure.to_json()) if hasattr(figure, "to_json") else figure
+    remote = _plotly_remote(spec)
+    if remote:
+        raise InvalidRequest(f"Cannot email {label}: it shows {remote}, and nothing is fetched "
+                             "while a message is made (an image can be put in as a data: URI).")
     try:
         if not hasattr(figure, "to_image"):
             figure = pio.from_json(json.dumps(figure), skip_invalid=True)
@@ -115,6 +120,21 @@ def plotly_png(figure: Any, label: str) -> bytes:
     except Exception as exc:  # kaleido raises assorted errors without a browser
         raise _cannot(label, "a Plotly chart", f"{_PLOTLY_NEEDS}; the export said: "
                       f"{_reason(exc)}") from exc
+
+
+def _plotly_remote(spec: Any) -> str | None:
+    """What a Plotly figure would fetch while it is exported (its browser loads layout images
+    and map tiles), in words; None if nothing."""
+    if not isinstance(spec, dict):
+        return None
+    for image in (spec.get("layout") or {}).get("images") or ():
+        source = image.get("source") if isinstance(image, dict) else None
+        if isinstance(source, str) and not source.strip().lower().startswith("data:"):
+            return f"an image from {_reason(ValueError(source))}"
+    for trace in spec.get("data") or ():
+        if isinstance(trace, dict) and "map" in str(trace.get("type", "")):
+            return "a map, whose tiles come from the network"
+    return None
 
 
 _BOKEH_NEEDS = ("selenium and a chromedriver: pip install selenium "

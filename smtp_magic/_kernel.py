@@ -487,7 +487,8 @@ def wait_all(timeout: float | None = None) -> list[Any]:
 
 def one_line(exc: BaseException) -> BaseException:
     """Make IPython show ``exc`` as one line (its type and sentence) instead of a traceback."""
-    text = f"\x1b[0;31m{type(exc).__name__}\x1b[0m: {exc}"
+    # Our own colour codes only: the sentence can quote a server's reply, shown, not obeyed.
+    text = f"\x1b[0;31m{type(exc).__name__}\x1b[0m: {visible(str(exc))}"
     exc._render_traceback_ = lambda: [text]  # type: ignore[attr-defined]
     return exc
 

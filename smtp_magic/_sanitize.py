@@ -251,6 +251,7 @@ _CSS_FUNCTIONS = frozenset({
 })  # fmt: skip
 _CSS_PROPERTIES_DROPPED = frozenset({"behavior", "-ms-behavior", "-moz-binding", "src"})
 _CSS_BLOCKS = frozenset({"() block", "[] block", "{} block"})
+_MAY_LOAD = re.compile(r"[(\\@]")
 
 
 def _tinycss2() -> Any:
@@ -294,7 +295,7 @@ def css_loads(css: str, *, fragments: bool = False) -> bool:
 def safe_style(css: str, *, fragments: bool = False) -> str:
     """A style attribute's declarations without those that can load anything (``css`` itself
     when nothing goes)."""
-    if not css.strip():
+    if not _MAY_LOAD.search(css):  # nothing loads without a function, an escape or an at-rule
         return css
     tinycss2 = _tinycss2()
     kept, dropped = [], False
@@ -319,7 +320,9 @@ def safe_stylesheet(css: str, *, fragments: bool = False) -> str:
             if _css_tokens_load(rule.prelude, False):
                 continue
             body = safe_style(tinycss2.serialize(rule.content), fragments=fragments)
-            out.append(f"{tinycss2.serialize(rule.prelude).strip()}{{{body}}}")
+            text = f"{tinycss2.serialize(rule.prelude).strip()}{{{body}}}"
+            if "<" not in text:  # a CSS escape (\3c) comes out as "<": it could end <style>
+                out.append(text)
         elif (rule.type == "at-rule" and rule.lower_at_keyword in ("media", "supports")
               and rule.content is not None and not _css_tokens_load(rule.prelude, False)):
             inner = safe_stylesheet(tinycss2.serialize(rule.content), fragments=fragments)

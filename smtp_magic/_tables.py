@@ -191,7 +191,8 @@ def _short_cells(frame: Any) -> tuple[Any, int]:
 # DataFrame.to_html). The characters that make markup are swapped for private-use stand-ins in
 # a copy of the data, and the stand-ins for entities in the HTML: every cell's text is escaped
 # exactly once, whatever escape= the Styler has, while the HTML of its own formatters stays
-# markup (and goes through the object allowlist, like every object's HTML).
+# markup (and goes through the object allowlist, like every object's HTML). The stand-ins are
+# private-use characters: one already in the data is shown as the character it stands for.
 _STAND_INS = {"&": "\ue000", "<": "\ue001", ">": "\ue002", '"': "\ue003", "'": "\ue004"}
 _TO_STAND_INS = str.maketrans(_STAND_INS)
 _FROM_STAND_INS = str.maketrans({v: _html_module.escape(k) for k, v in _STAND_INS.items()})
@@ -206,17 +207,31 @@ def _escaped_cell(value: Any) -> Any:
     return text.translate(_TO_STAND_INS) if text != text.translate(_TO_STAND_INS) else value
 
 
+def _marked_up(labels: Any) -> bool:
+    """Whether index or column labels hold characters that make markup."""
+    for label in labels.to_flat_index():
+        for part in label if isinstance(label, tuple) else (label,):
+            if isinstance(part, str) and part != part.translate(_TO_STAND_INS):
+                return True
+    return False
+
+
 def _escaped_styler(styler: Any) -> Any:
     frame = styler.data
     text_columns = [i for i, dtype in enumerate(frame.dtypes) if dtype.kind in "OSU"
                     or str(dtype) == "string"]
-    if not text_columns:
+    labels = [axis for axis, labels in ((0, frame.index), (1, frame.columns))
+              if _marked_up(labels)]
+    if not text_columns and not labels:
         return styler
-    escaped = frame.copy()
-    for i in text_columns:
-        escaped.isetitem(i, frame.iloc[:, i].astype(object).map(_escaped_cell))
     copy = _copy.copy(styler)  # the user's formats, styles, hidden rows... on the copy
-    copy.data = escaped
+    if text_columns:
+        escaped = frame.copy()
+        for i in text_columns:
+            escaped.isetitem(i, frame.iloc[:, i].astype(object).map(_escaped_cell))
+        copy.data = escaped
+    for axis in labels:  # labels name the styles' subsets: escaped when shown, not renamed
+        copy.format_index(escape="html", axis=axis)
     return copy
 
 
@@ -238,7 +253,8 @@ def _safe_styler_html(html: str) -> str:
     """The object allowlist over a Styler's HTML (its table attributes, captions and formatter
     output are anyone's), then the escaped cell text put back."""
     if "<style" in html.lower():  # kept for a client without an inliner's help: keep it whole
-        blocks = _sanitize.STYLE_BLOCK.findall(html)
+        # (a CSS escape like \3c in a string comes out of the tokenizer as "<": no such block)
+        blocks = [b for b in _sanitize.STYLE_BLOCK.findall(html) if "<" not in b]
         body = _sanitize.clean(_sanitize.STYLE_BLOCK.sub("", html), "object")
         return ("".join(f"<style>{b}</style>" for b in blocks) + body).translate(
             _FROM_STAND_INS)

@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import _kernel, api, config
-from ._views import Block, Inbox, Table
+from ._views import Block, Inbox, Table, visible
 from .attachments import resolve_all
 from .config import SmtpMagic, current
 from .errors import SmtpMagicError
@@ -144,7 +144,7 @@ def parse_argv(magic: Callable[..., Any], argv: list[str]) -> argparse.Namespace
 
 
 def _usage_error(exc: SmtpMagicError, prefix: str = "") -> UsageError:
-    return UsageError(prefix + exc.message)
+    return UsageError(visible(prefix + exc.message))  # it can quote a server's reply
 
 
 def setting_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -351,7 +351,7 @@ class SmtpMagics(Magics):
                     else api.check(settings)
             except SmtpMagicError as exc:
                 raise _kernel.one_line(exc) from None
-            print("\n".join(report.lines()))
+            print(visible("\n".join(report.lines())))  # the greeting is the server's text
         if not line.strip():
             display(settings.table())  # the password masked
 

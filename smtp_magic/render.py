@@ -1304,7 +1304,7 @@ def _environment(kind: _TemplateKind, folder: str) -> Any:
     """The Jinja environment of a body type; ``{% include %}``/``{% extends %}`` find files in
     ``folder`` (re-read when they change)."""
     jinja2 = _jinja()
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder),
         autoescape=kind != "plain",
         undefined=jinja2.StrictUndefined,
@@ -1312,6 +1312,25 @@ def _environment(kind: _TemplateKind, folder: str) -> Any:
         keep_trailing_newline=True,
         extensions=[_escape_text_extension()] if kind == "text" else [],
     )
+    if kind == "markdown":  # |safe is the one way to put Markdown in from a value
+        env.filters["safe"] = _markdown_safe()
+    return env
+
+
+@functools.lru_cache(maxsize=1)
+def _markdown_safe() -> Any:
+    """The ``|safe`` filter of a Markdown body: its result is Markup of a class of its own, so
+    the Markup that other filters make (``|e``, ``|join``, ``|replace`` escape HTML only) can
+    still be told apart and have their Markdown escaped."""
+    from markupsafe import Markup
+
+    class Safe(Markup):
+        __slots__ = ()
+
+    def safe(value: Any) -> Any:
+        return Safe(value)
+
+    return safe
 
 
 @functools.lru_cache(maxsize=1)
@@ -1354,6 +1373,7 @@ def _finalize(value: Any) -> Any:
 # ``[click](...)``, ``<http://...>`` or ``<img>`` arrives as those characters, not as an image,
 # a link or markup; ``:``, ``/``, ``.`` and ``-`` stay as they are, so a value that is a URL in
 # the template's own link (``[report]({{ url }})``) or HTML attribute keeps working.
+_MARKDOWN_SYNTAX = str.maketrans({c: "\\" + c for c in "\\`*_[]|~"})
 _MARKDOWN_INLINE = str.maketrans({
     **{c: "\\" + c for c in "\\`*_[]|~"}, "&": "&amp;", "<": "&lt;", ">": "&gt;",
 })
@@ -1394,10 +1414,14 @@ class _Inserter:
 
     def text_value(self, value: Any) -> Any:
         """A plain value as the body shows text (Markup, the template's ``|safe``, as is)."""
-        if not self._markdown or hasattr(value, "__html__") or value is None:
+        if not self._markdown or value is None:
             return value
         from markupsafe import Markup
 
+        if type(value) is Markup:  # HTML-escaped by a filter (|e, |join...), Markdown still live
+            return Markup(_MARKDOWN_BLOCK.sub(r"\1\2\\\3", str(value).translate(_MARKDOWN_SYNTAX)))
+        if hasattr(value, "__html__"):  # |safe, or an object that gives its own HTML
+            return value
         return Markup(_markdown_text(str(value)))
 
     def insert(self, value: Any) -> Any:

@@ -38,6 +38,14 @@ def html_of(server: CaptureServer, n: int = 1) -> list[str]:
     return [str(m.message.get_body(("html",)).get_content()) for m in server.wait_for(n)]
 
 
+def sent_html(ip: TestingShell, server: CaptureServer, obj: Any) -> str:
+    """The HTML part of a message whose body is ``{{ obj }}``, sent by the magic."""
+    ip.user_ns["obj"] = obj
+    run_cell(ip, "%%smtp_send --to a@example.test --subject Object\n<p>Here:</p>{{ obj }}")
+    (html,) = html_of(server)
+    return html
+
+
 def text_of(server: CaptureServer, n: int = 1) -> list[str]:
     return [str(m.message.get_body(("plain",)).get_content()) for m in server.wait_for(n)]
 
@@ -110,9 +118,7 @@ class Hostile:
 def test_an_objects_css_arrives_without_anything_that_loads(
     ip: TestingShell, to_server: CaptureServer, beacon: Beacon
 ) -> None:
-    ip.user_ns["report"] = Hostile(beacon.url)
-    run_cell(ip, "%%smtp_send --to a@example.test --subject CSS\n<p>Report:</p>{{ report }}")
-    (html,) = html_of(to_server)
+    html = sent_html(ip, to_server, Hostile(beacon.url))
     assert beacon.url not in html and "url(" not in html and "@import" not in html
     assert "color:#c00" in html.replace(" ", "")  # the <style> rule, inlined
     assert "font-weight:bold" in html.replace(" ", "")
@@ -138,9 +144,7 @@ def hostile_styler(url: str) -> Any:
 def test_a_styler_from_untrusted_strings_arrives_escaped_and_inert(
     ip: TestingShell, to_server: CaptureServer, beacon: Beacon
 ) -> None:
-    ip.user_ns["table"] = hostile_styler(beacon.url)
-    run_cell(ip, "%%smtp_send --to a@example.test --subject Styler\n{{ table }}")
-    (html,) = html_of(to_server)
+    html = sent_html(ip, to_server, hostile_styler(beacon.url))
     assert not loads_from(html, beacon.url)
     for markup in ("<iframe", "<img", "<script", "<b>", "onmouseover", "background="):
         assert markup not in html, markup
@@ -375,3 +379,94 @@ def test_no_markdown_construct_comes_from_a_value() -> None:
 
     shown = " ".join(html_to_text(html).split())
     assert " ".join(value.split()) in shown  # every character as typed
+
+
+def test_styler_labels_from_data_are_escaped_too(
+    ip: TestingShell, to_server: CaptureServer
+) -> None:
+    frame = pd.DataFrame({"<i>sales</i>": [3, 9]}, index=["<b>north</b>", "south & east"])
+    html = sent_html(ip, to_server,
+                     frame.style.highlight_max(subset=["<i>sales</i>"], color="yellow"))
+    assert "<b>" not in html and "<i>" not in html
+    assert "&lt;b&gt;north&lt;/b&gt;" in html and "&lt;i&gt;sales&lt;/i&gt;" in html
+    assert "south &amp; east" in html and "background-color: yellow" in html
+
+
+def test_a_servers_reply_with_escapes_is_shown_not_obeyed(
+    ip: TestingShell, fault_server: Any
+) -> None:
+    from smtp_magic import config
+
+    server = fault_server(greeting=(554, "5.7.1 go away \x1b]0;pwned\x07\x1b[2J"))
+    config.current().update({"host": "127.0.0.1", "port": server.port, "security": "none",
+                             "sender": "nb@example.test"})
+    shown = ""
+    for cell in ("%smtp_config --check",
+                 "%%smtp_send --to a@example.test --subject x --sync\nHello"):
+        try:  # the test shell raises what a notebook would show
+            captured = run_cell(ip, cell)
+            shown += shown_text(captured) + captured.stderr
+        except Exception as exc:  # noqa: BLE001 - shown as IPython shows it
+            render = getattr(exc, "_render_traceback_", None)
+            shown += "\n".join(render()) if render else f"{type(exc).__name__}: {exc}"
+    assert shown.count("go away") == 2, shown
+    assert "\x1b]0" not in shown and "\x1b[2J" not in shown and r"\x1b]0;pwned\x07" in shown
+
+
+def test_a_plotly_figure_with_a_remote_image_is_refused_before_anything_is_fetched(
+    ip: TestingShell, to_server: CaptureServer, beacon: Beacon
+) -> None:
+    pytest.importorskip("plotly")
+    pytest.importorskip("kaleido")
+    run_cell(ip, "import plotly.graph_objects as go\n"
+                 "fig = go.Figure(go.Bar(x=['a'], y=[1]))\n"
+                 f"fig.add_layout_image(source='{beacon.url}/logo.png', x=0, y=1, sizex=1, "
+                 "sizey=1, xref='paper', yref='paper')")
+    with pytest.raises(UsageError, match=r"it shows an image from http://127\.0\.0\.1:\d+/logo"
+                                         r"\.png, and nothing is fetched"):
+        ip.run_cell("%%smtp_send --to a@example.test --subject Plotly\n{{ fig }}",
+                    store_history=False).raise_error()
+    assert beacon.settle() == [] and to_server.count() == 0
+
+
+def test_filtered_values_stay_text_in_markdown_and_only_safe_is_markup() -> None:
+    from smtp_magic.render import render_template
+
+    values = {"a": "![x](http://evil.test/p.png)", "many": ["[c](http://evil.test/)", "*x*"],
+              "md": "**bold** [ok](https://ok.test/)"}
+    html = render_template("{{ a|e }} {{ many|join(', ') }} {{ a|replace('x', 'y') }} "
+                           "{{ a|upper }} {{ '%s'|format(a) }}\n\n{{ md|safe }}",
+                           values, "text/markdown").html
+    assert "<img" not in html and "evil.test/\"" not in html and "<em>" not in html
+    assert '<strong>bold</strong> <a href="https://ok.test/">ok</a>' in html
+
+
+@pytest.mark.parametrize("prefix", ["<!-- <head> -->", "<title><head></title>",
+                                    "<!DOCTYPE html><html><head>", "text <p title='<html>'>"])
+def test_the_frame_document_starts_with_its_policy(prefix: str) -> None:
+    import html as html_module
+
+    from smtp_magic._views import html_frame
+
+    document = prefix + "<meta http-equiv=refresh content='0;url=http://evil.test/'><p>Hi</p>"
+    for remote, img in ((False, "img-src data:;"), (True, "img-src data: http: https:;")):
+        frame = html_frame(document, remote_images=remote)
+        srcdoc = html_module.unescape(re.search(r'srcdoc="([^"]*)"', frame).group(1))  # type: ignore[union-attr]
+        assert srcdoc.startswith('<meta http-equiv="Content-Security-Policy" content="'
+                                 "default-src 'none'; " + img)
+        assert "<meta http-equiv=refresh" not in srcdoc and "<x-meta http-equiv=refresh" in srcdoc
+
+
+def test_a_styler_without_the_inliner_keeps_only_a_safe_style_block(
+    beacon: Beacon, no_module: Any
+) -> None:
+    from smtp_magic.render import render_object
+
+    no_module("css_inline")
+    styler = hostile_styler(beacon.url).set_table_styles(
+        [{"selector": "th", "props": r'color:red;content:"\3c /style><img src=x>"'}],
+        overwrite=False)
+    html = render_object(styler).html
+    assert not loads_from(html, beacon.url) and "url(" not in html
+    assert "<img" not in html and "<iframe" not in html and "&lt;iframe" in html
+    assert "<style" in html  # the highlights, for clients that read it
