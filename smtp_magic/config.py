@@ -488,6 +488,13 @@ class SmtpMagic(Configurable):
             self._quiet = False
         return self
 
+    def set_keeping(self, name: str, value: Any, keep: Iterable[str]) -> None:
+        """``setattr(self, name, value)`` as one change with the settings ``keep`` given too, at
+        their current values: they stay what the user sees (the form's Port keeps the Host
+        shown beside it when it leaves the capture server). Raises what ``setattr`` raises."""
+        with self._given({name, *keep}):
+            setattr(self, name, value)
+
     @contextlib.contextmanager
     def _given(self, names: Iterable[str]) -> Iterator[None]:
         """Set several settings as one change: leaving the capture server (``use_local``) is
