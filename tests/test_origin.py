@@ -177,10 +177,16 @@ def test_environment_password_belongs_to_its_server() -> None:
     s = SmtpMagic().load_env(env)
     assert s.snapshot().password.reveal() == PW_A
     assert isinstance(s.snapshot({"target": "smtp.b.example"}).password, config.Withheld)
+    # No SMTP_PORT: the first port chosen (a cron job's --config file, say) gets it, no other.
+    assert s.snapshot({"port": 587}).password.reveal() == PW_A
+    s.update({"port": 587}, source="file conn.json")
+    assert s.snapshot().password.reveal() == PW_A
+    assert isinstance(s.snapshot({"port": 2525}).password, config.Withheld)
     # Without SMTP_HOST the environment names no server: the first one chosen gets it.
     s = SmtpMagic().load_env({"SMTP_USERNAME": USER, "SMTP_PASSWORD": PW_A})
     s.update({"rate": "3/s"}, source="%smtp_config")  # not a server: still unbound
-    s.update({"host": "smtp.a.example", "port": 587}, source="%smtp_config")
+    s.update({"host": "smtp.a.example"}, source="%smtp_config")
+    s.update({"port": 587}, source="%smtp_config")  # in two steps: each was left open
     assert s.password.reveal() == PW_A
     assert isinstance(s.snapshot({"target": "smtp.b.example"}).password, config.Withheld)
     s.update({"host": "smtp.b.example"}, source="%smtp_config")
