@@ -172,6 +172,25 @@ def test_cli_request_for_another_port_gets_exit_3(
     assert b.logins == []
 
 
+def test_cli_with_the_password_in_the_environment(
+        servers: tuple[CaptureServer, CaptureServer], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cron job: SMTP_HOST, SMTP_USERNAME and SMTP_PASSWORD exported, the port in the file."""
+    a, b = servers
+    for name, value in (("SMTP_HOST", "127.0.0.1"), ("SMTP_USERNAME", USER), ("SMTP_PASSWORD", PW_A)):
+        monkeypatch.setenv(name, value)
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({"port": a.port, "from": "me@example.test"}))
+    req = tmp_path / "req.json"
+    request = {"to": "x@example.test", "subject": "s", "body": "b"}
+    req.write_text(json.dumps(request))
+    rc, answer, _ = run_cli("send", "--config", str(conn), "--request", str(req), cwd=tmp_path)
+    assert rc == 0, answer
+    req.write_text(json.dumps({**request, "port": b.port}))
+    rc, answer, _ = run_cli("send", "--config", str(conn), "--request", str(req), cwd=tmp_path)
+    assert rc == 3 and answer["message"].startswith(given_for_a(a)) and b.logins == [], answer
+
+
 def test_environment_password_belongs_to_its_server() -> None:
     env = {"SMTP_HOST": "smtp.a.example", "SMTP_USERNAME": USER, "SMTP_PASSWORD": PW_A}
     s = SmtpMagic().load_env(env)
