@@ -95,7 +95,8 @@ def test_old_folders_of_ours_are_narrowed_and_a_chosen_one_is_not(
     Outbox().add(b"Subject: x\r\n\r\ny\r\n", sender="a@example.test", recipients=("b@x.test",),
                  message_id="<x@example.test>", subject="x")
     assert {oct(m) for m in modes(old).values()} <= {"0o700", "0o600"}
-    assert stat.S_IMODE(old.parent.stat().st_mode) == 0o755  # made by us, narrowed on next write
+    assert stat.S_IMODE(old.parent.parent.stat().st_mode) != 0o700  # $XDG_DATA_HOME: not ours
+    assert stat.S_IMODE(old.parent.stat().st_mode) == 0o700  # smtp_magic/ itself too
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
