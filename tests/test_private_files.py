@@ -155,6 +155,16 @@ def test_a_writable_config_file_is_refused_everywhere(
     assert smtp_magic.SmtpMagic().load_file(path).host == "smtp.example.org"
     folder.chmod(0o700)
 
+    # Another user's file (root's aside): they could change it.
+    theirs = a_config(tmp_path / "theirs")
+    try:
+        os.chown(theirs, 65534, -1)  # nobody
+    except PermissionError:
+        pass  # not root: cannot give a file away here
+    else:
+        r = smtp_magic.send("a@example.test", "s", "b", config=str(theirs))
+        assert r.exitcode == 1 and "belongs to another user" in r.message, r.message
+
     # The user's own group (a user private group) may write: as private as the user.
     own = a_config(tmp_path / "own", 0o620)
     assert smtp_magic.SmtpMagic().load_file(own).port == 587
