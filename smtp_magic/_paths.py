@@ -57,14 +57,20 @@ def private_dir(path: str | os.PathLike[str], *, tighten: bool | None = None) ->
         except FileExistsError:  # made by another process meanwhile
             continue
         os.chmod(folder, 0o700)
-    if tighten and not missing and hasattr(os, "geteuid"):
-        try:
-            st = p.stat()
-        except FileNotFoundError:
-            return private_dir(p, tighten=False)
-        if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
-                and not st.st_mode & stat.S_ISVTX and st.st_mode & 0o077):
-            os.chmod(p, 0o700)
+    if tighten and hasattr(os, "geteuid"):
+        # This folder and those above it up to our own smtp_magic/ (which holds mail, tokens
+        # and settings), unless they were just made private.
+        ours = [p, *(f for f in p.parents if APP in f.parts)] if APP in p.parts else [p]
+        for folder in ours:
+            if folder in missing:
+                continue
+            try:
+                st = folder.stat()
+            except FileNotFoundError:
+                continue
+            if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+                    and not st.st_mode & stat.S_ISVTX and st.st_mode & 0o077):
+                os.chmod(folder, 0o700)
     return p
 
 

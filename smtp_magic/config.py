@@ -331,6 +331,9 @@ class SmtpMagic(Configurable):
         # The server (host, port, username) the password (or password_env) was given for; a
         # change of any of them withholds it (``_guard_login``). None: not bound yet.
         self._login_for: tuple[str, int, str | None] | None = None
+        # Which of the three the password's source left open (an environment without SMTP_PORT,
+        # say): each is fixed by its first change instead of withholding the password.
+        self._login_open: frozenset[int] = frozenset()
         self.observe(self._on_change, names=list(self.trait_names(config=True)))
         super().__init__(**kwargs)
         self._mark_config(self.config)
@@ -484,10 +487,12 @@ class SmtpMagic(Configurable):
         self.update({trait: environ[var] for var, trait in found.items()}, source="environment")
         for var, trait in found.items():
             self._sources[trait] = f"environment ({var})"
-        if "SMTP_PASSWORD" in found and "SMTP_HOST" not in found:
-            # The environment names no server: the password is for the first one chosen
-            # (--host, a --file, a profile), and withheld from any other after that.
-            self._login_for = None
+        if "SMTP_PASSWORD" in found:
+            # SMTP_PASSWORD belongs to the server the environment names; what it leaves out
+            # (no SMTP_PORT, say) is fixed by the first value chosen (--port, a --file, a
+            # profile), and the password withheld from any other after that.
+            self._bind_login(i for i, var in enumerate(("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME"))
+                             if var not in found)
         return self
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
@@ -539,6 +544,13 @@ class SmtpMagic(Configurable):
             self._quiet = False
         return self
 
+    def set_keeping(self, name: str, value: Any, keep: Iterable[str]) -> None:
+        """``setattr(self, name, value)`` as one change with the settings ``keep`` given too, at
+        their current values: they stay what the user sees (the form's Port keeps the Host
+        shown beside it when it leaves the capture server). Raises what ``setattr`` raises."""
+        with self._given({name, *keep}):
+            setattr(self, name, value)
+
     @contextlib.contextmanager
     def _given(self, names: Iterable[str]) -> Iterator[None]:
         """Set several settings as one change: leaving the capture server (``use_local``) is
@@ -555,7 +567,7 @@ class SmtpMagic(Configurable):
             self._leave_local(given)
         if ("password" in given and self.password) or (
                 "password_env" in given and self.password_env):
-            self._login_for = self._login_origin()  # given now: for the server set now
+            self._bind_login()  # given now: for the server set now
         elif moved or leaving:
             self._guard_login()
 
@@ -607,7 +619,7 @@ class SmtpMagic(Configurable):
             self._quiet = quiet
         self._sources = dict(other._sources)
         self._before_local = dict(other._before_local)
-        self._login_for = other._login_for
+        self._login_for, self._login_open = other._login_for, other._login_open
         return self
 
     def copy(self) -> SmtpMagic:
@@ -643,12 +655,15 @@ class SmtpMagic(Configurable):
             return
         if name in ("password", "password_env"):
             if self._has_login_secret():
-                self._login_for = self._login_origin()
+                self._bind_login()
         elif name in ("host", "port", "username"):
             self._guard_login()
 
     def _login_origin(self) -> tuple[str, int, str | None]:
         return (self.host, self.port, self.username)
+
+    def _bind_login(self, open_: Iterable[int] = ()) -> None:
+        self._login_for, self._login_open = self._login_origin(), frozenset(open_)
 
     def _has_login_secret(self) -> bool:
         return bool(self.password) or bool(self.password_env)
@@ -658,20 +673,28 @@ class SmtpMagic(Configurable):
         for: it is dropped (``Withheld``) until given again, never sent to another server."""
         if not self._has_login_secret():
             return  # keep _login_for: a password --local put aside may come back
-        if self._login_for is None:  # e.g. SMTP_PASSWORD without SMTP_HOST: the first server
-            self._login_for = self._login_origin()
+        current = self._login_origin()
+        if self._login_for is None:  # e.g. set with c.SmtpMagic: for the server set with it
+            self._bind_login()
             return
-        if self._login_for == self._login_origin():
+        bound = self._login_for
+        changed = {i for i in self._login_open if bound[i] != current[i]}
+        if changed:  # left open by the source: fixed by its first change
+            self._login_open -= changed
+            bound = self._login_for = (
+                current[0] if 0 in changed else bound[0], current[1] if 1 in changed else bound[1],
+                current[2] if 2 in changed else bound[2])
+        if bound == current:
             return
         how = (f"--password-env {self.password_env}" if self.password_env and not self.password
                else "--password-prompt")
-        withheld = Withheld(login_origin(*self._login_for), how)
+        withheld = Withheld(login_origin(*bound), how)
         log.info("the password given for %s is withheld from %s", withheld.given_for,
                  login_origin(*self._login_origin()))
         with self._setting_from(_QUIET):
             self.password = withheld
             self.password_env = None
-        self._login_for = None
+        self._login_for, self._login_open = None, frozenset()
 
     def _leave_local(self, given: Iterable[str] = ()) -> None:
         """Restore what --local replaced (the settings left the capture server: its no-TLS,

@@ -371,6 +371,24 @@ class SmtpMagics(Magics):
             raise _kernel.one_line(exc) from None
         print(status.describe())
 
+    def _ask_withheld_password(self, settings: SmtpMagic, also: SmtpMagic | None) -> None:
+        """Where someone can answer (a front end with stdin), ask for the password of this
+        server when the one given was for another, instead of failing the send (exit 3)."""
+        withheld = config.withheld_password(settings)
+        if withheld is None or _kernel.is_headless(self.shell) is not False:
+            return
+        here = config.login_origin(settings.host, settings.port, settings.username)
+        try:
+            password = getpass.getpass(f"Password for {here} (the one given was for "
+                                       f"{withheld.given_for}): ")
+        except (NotImplementedError, EOFError):
+            return  # the send says what to do (exit 3)
+        if not password:
+            raise UsageError(f"No password was entered for {here}; nothing was sent.")
+        settings.password = password  # for this server only, as any password
+        if also is not None and config.withheld_password(also) == withheld:
+            also.password = password  # the session's settings: asked once
+
     @staticmethod
     def _prompt_password(staged: SmtpMagic, *, keyring: bool) -> None:
         try:
@@ -443,6 +461,8 @@ class SmtpMagics(Magics):
                 settings.update({"debug": True}, source="--debug")
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
+        if not shape.preview:
+            self._ask_withheld_password(settings, also=None if shape.profile else current())
         content_type = shape.content_type or settings.content_type
         if content_type == "multipart/alternative":
             content_type = "text/html"

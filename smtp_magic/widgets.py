@@ -21,7 +21,7 @@ from . import _theme, api
 from ._kinds import PANDAS, kind_of
 from ._views import size_text as _size
 from .attachments import is_single_spec, resolve
-from .config import ASSIGNED, MB, SmtpMagic, current, withheld_password
+from .config import MB, SmtpMagic, current, withheld_password
 from .errors import InvalidRequest, SmtpMagicError
 from .models import Attachment, Response, SendRequest, as_address_list
 from .preview import preview_html, preview_notes_html
@@ -167,9 +167,7 @@ class _Binding:
         try:
             value = self._to_setting(change["new"])
             if self._along:  # e.g. a new port keeps the host shown beside it (after --local)
-                self.settings.update({self.name: value, **{n: getattr(self.settings, n)
-                                                           for n in self._along}},
-                                     source="the form", origin=ASSIGNED)
+                self.settings.set_keeping(self.name, value, self._along)
             else:
                 setattr(self.settings, self.name, value)
         except (traitlets.TraitError, ValueError, TypeError) as exc:

@@ -172,15 +172,40 @@ def test_cli_request_for_another_port_gets_exit_3(
     assert b.logins == []
 
 
+def test_cli_with_the_password_in_the_environment(
+        servers: tuple[CaptureServer, CaptureServer], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cron job: SMTP_HOST, SMTP_USERNAME and SMTP_PASSWORD exported, the port in the file."""
+    a, b = servers
+    for name, value in (("SMTP_HOST", "127.0.0.1"), ("SMTP_USERNAME", USER), ("SMTP_PASSWORD", PW_A)):
+        monkeypatch.setenv(name, value)
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({"port": a.port, "from": "me@example.test"}))
+    req = tmp_path / "req.json"
+    request = {"to": "x@example.test", "subject": "s", "body": "b"}
+    req.write_text(json.dumps(request))
+    rc, answer, _ = run_cli("send", "--config", str(conn), "--request", str(req), cwd=tmp_path)
+    assert rc == 0, answer
+    req.write_text(json.dumps({**request, "port": b.port}))
+    rc, answer, _ = run_cli("send", "--config", str(conn), "--request", str(req), cwd=tmp_path)
+    assert rc == 3 and answer["message"].startswith(given_for_a(a)) and b.logins == [], answer
+
+
 def test_environment_password_belongs_to_its_server() -> None:
     env = {"SMTP_HOST": "smtp.a.example", "SMTP_USERNAME": USER, "SMTP_PASSWORD": PW_A}
     s = SmtpMagic().load_env(env)
     assert s.snapshot().password.reveal() == PW_A
     assert isinstance(s.snapshot({"target": "smtp.b.example"}).password, config.Withheld)
+    # No SMTP_PORT: the first port chosen (a cron job's --config file, say) gets it, no other.
+    assert s.snapshot({"port": 587}).password.reveal() == PW_A
+    s.update({"port": 587}, source="file conn.json")
+    assert s.snapshot().password.reveal() == PW_A
+    assert isinstance(s.snapshot({"port": 2525}).password, config.Withheld)
     # Without SMTP_HOST the environment names no server: the first one chosen gets it.
     s = SmtpMagic().load_env({"SMTP_USERNAME": USER, "SMTP_PASSWORD": PW_A})
     s.update({"rate": "3/s"}, source="%smtp_config")  # not a server: still unbound
-    s.update({"host": "smtp.a.example", "port": 587}, source="%smtp_config")
+    s.update({"host": "smtp.a.example"}, source="%smtp_config")
+    s.update({"port": 587}, source="%smtp_config")  # in two steps: each was left open
     assert s.password.reveal() == PW_A
     assert isinstance(s.snapshot({"target": "smtp.b.example"}).password, config.Withheld)
     s.update({"host": "smtp.b.example"}, source="%smtp_config")

@@ -95,7 +95,8 @@ def test_old_folders_of_ours_are_narrowed_and_a_chosen_one_is_not(
     Outbox().add(b"Subject: x\r\n\r\ny\r\n", sender="a@example.test", recipients=("b@x.test",),
                  message_id="<x@example.test>", subject="x")
     assert {oct(m) for m in modes(old).values()} <= {"0o700", "0o600"}
-    assert stat.S_IMODE(old.parent.stat().st_mode) == 0o755  # made by us, narrowed on next write
+    assert stat.S_IMODE(old.parent.parent.stat().st_mode) != 0o700  # $XDG_DATA_HOME: not ours
+    assert stat.S_IMODE(old.parent.stat().st_mode) == 0o700  # smtp_magic/ itself too
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
@@ -153,6 +154,16 @@ def test_a_writable_config_file_is_refused_everywhere(
     folder.chmod(0o1777)  # sticky, as /tmp: only the owner may replace the file
     assert smtp_magic.SmtpMagic().load_file(path).host == "smtp.example.org"
     folder.chmod(0o700)
+
+    # Another user's file (root's aside): they could change it.
+    theirs = a_config(tmp_path / "theirs")
+    try:
+        os.chown(theirs, 65534, -1)  # nobody
+    except PermissionError:
+        pass  # not root: cannot give a file away here
+    else:
+        r = smtp_magic.send("a@example.test", "s", "b", config=str(theirs))
+        assert r.exitcode == 1 and "belongs to another user" in r.message, r.message
 
     # The user's own group (a user private group) may write: as private as the user.
     own = a_config(tmp_path / "own", 0o620)

@@ -89,12 +89,20 @@ def test_settings_and_files_hold_in_a_kernel(frontend: Frontend, tmp_path: Path,
                           "print(r.exitcode, r.message)")
         given = f"The password was given for me at 127.0.0.1:{a.port}, so it is not sent to me"
         assert out.startswith(f"3 {given} at localhost:{b.port}: give the password again"), out
-        # ... nor after %smtp_config points at B: it says so, and a send fails with exit 3.
+        # ... nor after %smtp_config points at B: it says so, and a send asks for B's password
+        # (a front end with stdin can answer; headless, it is exit 3 as above).
         status, out = run(f"%smtp_config --host localhost --port {b.port}")
         assert status == "ok" and given in out and "--password-prompt" in out
-        status, out = run("%%smtp_send --to x@example.test --subject B --sync\nhi")
-        assert status == "error" and given in out and "Traceback" not in out, out
+        send_b = "%%smtp_send --to x@example.test --subject B --sync\nhi"
+        status, out = run(send_b, answer="")
+        assert status == "error" and "Traceback" not in out, out
+        assert f"No password was entered for me at localhost:{b.port}; nothing was sent." in out
+        assert frontend.prompts[-1] == (f"Password for me at localhost:{b.port} (the one given "
+                                        f"was for me at 127.0.0.1:{a.port}): ")
         assert b.logins == [] and b.count() == 0
+        status, out = run(send_b, answer=PW_B)
+        assert status == "ok" and [ok for _, _, ok in b.logins] == [True] and b.count() == 1
+        assert run(send_b)[0] == "ok" and b.count() == 2  # asked once: the settings keep it
 
         # 3. What the kernel wrote under umask 000: the capture Maildir of --local, and the
         # outbox of a message a server keeps deferring (its Bcc is in the sidecar).
