@@ -150,6 +150,24 @@ def test_retry_of_the_same_account_uses_its_settings_as_fixed_since(
     assert server.wait_for(1)[0].message_id == r.message_id
 
 
+def test_retry_of_a_message_sent_with_a_profile_uses_the_profile_as_saved_now(
+        fault_server: FaultFactory, refused_port: int, tmp_data: TmpData) -> None:
+    from smtp_magic.profiles import save
+
+    server = fault_server()
+    save("work", {"host": "127.0.0.1", "port": refused_port, "security": "none",
+                  "sender": SENDER, "attempts": 1})
+    r = send(BOB, "Via the profile", "hello", profile="work")
+    assert r.exitcode == 2, r
+    (entry,) = Outbox(tmp_data.outbox).entries()
+    assert entry.destination is not None and entry.destination["profile"] == "work"
+    save("work", {"host": "127.0.0.1", "port": server.port, "security": "none",
+                  "sender": SENDER})  # the user fixes the profile's port
+    (again,) = retry_outbox()  # from settings without a profile (localhost:25)
+    assert again.exitcode == 0, again
+    assert server.wait_for(1)[0].message_id == r.message_id
+
+
 # -- the CLI: in doubt listed, skipped by --retry, resent by --retry --in-doubt ----------------------
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
