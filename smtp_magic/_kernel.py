@@ -179,10 +179,13 @@ class SendJob:
         elapsed = self.finished - self.started
         failed = self.failures()
         if not failed:
-            if self.many:
-                return "ok", f"sent {total} messages in {elapsed:.2f} s"
             assert self.responses is not None
-            return "ok", str(self.responses[0])
+            warned = [r for r in self.responses if r.message]  # e.g. the outbox is full
+            kind = "warn" if warned else "ok"
+            if self.many:
+                note = f"; {len(warned)} with a warning: {warned[0].message}" if warned else ""
+                return kind, f"sent {total} messages in {elapsed:.2f} s{note}"
+            return kind, str(self.responses[0])
         if self.crash is not None:
             return "error", f"failed: {failed[0].message}"
         kind = "warn" if all(r.state != "not sent" for r in failed) else "error"

@@ -20,7 +20,8 @@ that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on th
     the mail transactions, and in a bulk send it sends the next message's envelope with the end
     of the data (RFC 2920 §3.1). That relies on aiosmtplib not touching the transport afterwards,
     which holds for the versions in the window. Checked per connection: the transport must
-    still be attached to aiosmtplib's protocol. Fallback: ``aiosmtplib.SMTP.sendmail``.
+    still be attached to aiosmtplib's protocol. Fallback: aiosmtplib's public ``mail``,
+    ``rcpt`` and ``data``.
 
 Nothing else in the package may use another library's private names (tests/test_shortcuts.py
 greps for them).

@@ -997,8 +997,9 @@ async def retry_outbox_async(*, config: ConfigLike = None, keys: Iterable[str] |
     base = load_settings(config)
     outbox = Outbox(base.snapshot().outbox_dir)
     wanted = set(keys) if keys is not None else None
-    entries = [e for e in outbox.entries()
-               if (wanted is None or e.key in wanted) and _retryable(e, in_doubt)]
+    entries = [e for e in outbox.entries()  # not one another send is working on right now
+               if (wanted is None or e.key in wanted) and _retryable(e, in_doubt)
+               and not outbox.busy(e.key)]
     if not entries:
         return []
     by_settings: dict[ConnectionSettings, list[OutboxEntry]] = {}

@@ -307,8 +307,9 @@ class Response:
         raise error_for(self.exitcode, self.message, refused=self.refused)
 
     def __str__(self) -> str:
-        if self.ok:
-            return f"sent in {self.elapsed:.2f} s, {self.message_id or ''}".rstrip(", ")
+        if self.ok:  # a warning (the outbox or the Sent copy could not be written) follows
+            sent = f"sent in {self.elapsed:.2f} s, {self.message_id or ''}".rstrip(", ")
+            return f"{sent}; {self.message}" if self.message else sent
         state = self.state
         prefix = "" if state == "not sent" else f"{state}, "  # partly sent, in doubt
         return f"{prefix}exit {self.exitcode}: {self.message}"
@@ -316,13 +317,15 @@ class Response:
     def _repr_html_(self) -> str:
         from ._theme import line
 
-        kind = "ok" if self.ok else ("warn" if self.exitcode == ExitCode.PARTIAL else "error")
+        state = self.state  # partly sent, in doubt, or sent with a warning: not a failure
+        kind = ("error" if state == "not sent" else
+                "ok" if state == "sent" and not self.message else "warn")
         refused = "".join(
             f"<li>{html.escape(rcpt)}: {code} {html.escape(text)}</li>"
             for rcpt, (code, text) in self.refused.items()
         )
         extra = f"<ul style='margin:2px 0'>{refused}</ul>" if refused else ""
-        return line(kind, str(self), tag="div", icon=None if self.ok else "\u2718 ") + extra
+        return line(kind, str(self), tag="div", icon="\u2718 " if kind == "error" else None) + extra
 
 
 def tally(responses: Iterable[Response], total: int) -> str:

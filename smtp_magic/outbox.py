@@ -16,6 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+try:  # POSIX: a batch being sent holds a lock on its journal (released when the process dies)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from ._paths import open_private, private_dir, user_path, write_private
 from .errors import OutboxUnwritable
 from .models import Response
@@ -251,6 +256,18 @@ class Outbox:
         if journal is not None:  # a moved journal entry: settle its record too
             _settle(self._journal_path(journal[0]), journal[1], b"D")
 
+    def busy(self, key: str) -> bool:
+        """Whether a message is being sent right now, by this process or another one (its
+        batch's journal is locked): a retry must leave it alone, or it could arrive twice."""
+        journal = _journal_key(key)
+        if journal is None:
+            return False
+        with _batches_lock:
+            batch = _batch_ids.get(journal[0])
+            if batch is not None and journal[1] in batch.pending:
+                return True
+        return _locked(self._journal_path(journal[0]))
+
     def entries(self) -> list[OutboxEntry]:
         """Every kept message, oldest first."""
         out = self._maildir_entries()
@@ -405,6 +422,8 @@ class Batch:
         """Make the batch durable and visible; call before sending any of its messages."""
         self._file.flush()
         os.fsync(self._file.fileno())
+        if fcntl is not None:  # "being sent" until close(): a retry elsewhere leaves it alone
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
         os.replace(self._tmp, self.path)
         self._append = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._committed = True
@@ -484,6 +503,25 @@ def _append(fd: int, line: bytes) -> None:
     if written != len(line):
         os.ftruncate(fd, os.fstat(fd).st_size - written)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _locked(path: Path) -> bool:
+    """Whether another process holds the "being sent" lock of a journal."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (and with it the shared lock just taken)
+    return False
 
 
 def _forget_journal(path: Path) -> None:

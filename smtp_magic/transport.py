@@ -83,7 +83,8 @@ IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the ou
 
 
 class _Transient(SmtpMagicError):
-    """A failure worth retrying (4xx, or a connection dropped before the final reply)."""
+    """A failure worth retrying (4xx, or a connection dropped before the end of the message
+    went out; a drop after it is ``InDoubt``)."""
 
     exitcode = ExitCode.TEMPORARY
 
@@ -422,7 +423,7 @@ async def _send_message(
     the server offers PIPELINING (RFC 2920) and the payload is streamed; the envelope of the
     ``upcoming`` message goes out with the end of the data when every recipient was accepted
     or refused for good (so that this message needs no second transaction first). Without a
-    channel, this is aiosmtplib's public ``sendmail``.
+    channel, this is aiosmtplib's public API (``mail``, ``rcpt``, ``data``).
     """
     if channel is None:
         return await _send_public(smtp, sender, recipients, data, smtputf8, sending)

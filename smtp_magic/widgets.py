@@ -868,9 +868,11 @@ class ComposeForm(widgets.VBox):
             self.last_response = response
             if response.ok:
                 n = len(response.accepted)
-                self._set_status("ok", f"Sent \u201c{subject}\u201d to {n} recipient"
+                warning = f"; {response.message}" if response.message else ""  # outbox full
+                self._set_status("warn" if warning else "ok",
+                                 f"Sent \u201c{subject}\u201d to {n} recipient"
                                  f"{'s' if n != 1 else ''} in {response.elapsed:.2f} s "
-                                 f"\u2014 Message-ID {response.message_id}"
+                                 f"\u2014 Message-ID {response.message_id}{warning}"
                                  + "".join(f"; note: {note}" for note in self.notes))
             else:
                 state = response.state  # partly sent, in doubt or not sent

@@ -150,6 +150,58 @@ def test_retry_of_the_same_account_uses_its_settings_as_fixed_since(
     assert server.wait_for(1)[0].message_id == r.message_id
 
 
+def test_retry_of_a_message_sent_with_a_profile_uses_the_profile_as_saved_now(
+        fault_server: FaultFactory, refused_port: int, tmp_data: TmpData) -> None:
+    from smtp_magic.profiles import save
+
+    server = fault_server()
+    save("work", {"host": "127.0.0.1", "port": refused_port, "security": "none",
+                  "sender": SENDER, "attempts": 1})
+    r = send(BOB, "Via the profile", "hello", profile="work")
+    assert r.exitcode == 2, r
+    (entry,) = Outbox(tmp_data.outbox).entries()
+    assert entry.destination is not None and entry.destination["profile"] == "work"
+    save("work", {"host": "127.0.0.1", "port": server.port, "security": "none",
+                  "sender": SENDER})  # the user fixes the profile's port
+    (again,) = retry_outbox()  # from settings without a profile (localhost:25)
+    assert again.exitcode == 0, again
+    assert server.wait_for(1)[0].message_id == r.message_id
+
+
+SENDER_PROCESS = """
+import sys, smtp_magic
+rows = [{"to": f"u{i}@example.test", "subject": f"m{i}", "body": "hello",
+         "content-type": "text/plain", "from": "me@example.test"} for i in range(int(sys.argv[2]))]
+config = {"host": "127.0.0.1", "port": int(sys.argv[1]), "security": "none", "connections": 1}
+sys.exit(max(r.exitcode for r in smtp_magic.send_many(rows, config=config)))
+"""
+
+
+def test_a_retry_leaves_alone_what_another_process_is_sending(
+        fault_server: FaultFactory, tmp_data: TmpData) -> None:
+    """`smtp-magic outbox --retry` while a notebook's merge is under way: the merge's messages
+    not sent yet are pending in the outbox, and must not be sent by the retry as well."""
+    rows = 30
+    server = fault_server(stall=0.05)
+    child = subprocess.Popen([sys.executable, "-c", SENDER_PROCESS, str(server.port), str(rows)],
+                             env={**os.environ, "SMTP_MAGIC_OUTBOX": str(tmp_data.outbox)})
+    try:
+        deadline = time.monotonic() + 30
+        while server.accepted < 5:
+            assert time.monotonic() < deadline and child.poll() is None, server
+            time.sleep(0.01)
+        assert Outbox(tmp_data.outbox).entries(), "nothing pending while the merge runs"
+        assert retry_outbox(config=settings(server)) == []
+        assert child.wait(60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    received = Counter(m.message_id for m in server.messages())
+    assert len(received) == rows and set(received.values()) == {1}, received
+    assert Outbox(tmp_data.outbox).entries() == []
+
+
 # -- the CLI: in doubt listed, skipped by --retry, resent by --retry --in-doubt ----------------------
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

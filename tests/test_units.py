@@ -89,7 +89,7 @@ def test_responses() -> None:
     with pytest.raises(PartiallyRefused) as info:
         partial.raise_for_status()
     assert info.value.refused == {"b@x.org": (550, "no")}
-    assert "✔" in ok._repr_html_() and "✘" in partial._repr_html_()
+    assert "✔" in ok._repr_html_() and "⚠" in partial._repr_html_()  # partly sent: a warning
     assert str(Response(exitcode=130, message="x")).startswith("exit 130")  # not an ExitCode
 
 
