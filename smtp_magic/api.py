@@ -42,6 +42,7 @@ from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 if TYPE_CHECKING:
+    from . import imap
     from .mime import Composed
 
 __all__ = [
@@ -260,14 +261,32 @@ def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
 
 
 async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox,
-                       pacer: pacing.Pacer | None = None) -> Response:
+                       pacer: pacing.Pacer | None = None,
+                       folder: imap.SentFolder | None = None) -> Response:
     composed, entry = job.composed, job.entry
     assert composed is not None and job.record is not None and entry is not None
     assert job.data is not None
     response = await _deliver_bytes(session, composed, job.data, entry, outbox, pacer)
+    if folder is not None:
+        response = await _save_copy(folder, response, job.data)
     job.data = None  # sent: let a large message's bytes go
     job.record.finish(response)
     return response
+
+
+async def _save_copy(folder: imap.SentFolder, response: Response,
+                     data: bytes | transport.Payload) -> Response:
+    """The ``save_sent`` copy of a message the server accepted (wholly, or for some of its
+    recipients): the exact bytes sent (DKIM-Signature included; never a Bcc line, which the
+    message never has). A copy that fails only adds its reason to the response's message."""
+    if not (response.exitcode == ExitCode.SENT or response.accepted):
+        return response
+    raw = data if isinstance(data, bytes) else b"".join(data.chunks())
+    problem = await folder.append(raw)
+    if problem is None:
+        return response
+    log.warning("%s: %s", response.message_id, problem)
+    return replace(response, message=f"{response.message} {problem}".strip())
 
 
 def _upcoming(job: _Job) -> transport.Upcoming:
@@ -449,6 +468,7 @@ class _Group:
     outbox: Outbox
     batch: Batch
     pacer: pacing.Pacer | None = None  # the rate setting's pace, shared by the account
+    folder: imap.SentFolder | None = None  # save_sent: one IMAP connection for the group
 
 
 def _fail(jobs: list[_Job], exc: SmtpMagicError, progress: Callable[[_Job], None]) -> None:
@@ -467,6 +487,10 @@ def _open_group(jobs: list[_Job], settings: ConnectionSettings,
     before any connection, when either fails); None when nothing is left to deliver."""
     try:
         password = pool.password(settings)
+        if settings.save_sent:  # a Sent copy that could never be made: exit 1 now
+            from . import imap  # imaplib, only for those who keep a copy
+
+            imap.check_settings(settings)
     except SmtpMagicError as exc:
         _fail(jobs, exc, progress)
         return None
@@ -478,7 +502,13 @@ def _open_group(jobs: list[_Job], settings: ConnectionSettings,
                                      f"({exc.strerror or exc}), so the message was not sent."),
               progress)
         return None
-    return _Group(settings, jobs, password, outbox, batch, progress.pacer(settings, len(jobs)))
+    folder = None
+    if settings.save_sent:
+        from .imap import SentFolder
+
+        folder = SentFolder(settings, password)
+    return _Group(settings, jobs, password, outbox, batch, progress.pacer(settings, len(jobs)),
+                  folder)
 
 
 async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Pool) -> None:
@@ -497,7 +527,7 @@ async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Poo
                 after = queue.pop() if queue else None
                 paced = pacer is not None and pacer.interval > 0
                 session.upcoming = _upcoming(after) if after is not None and not paced else None
-                job.response = await _deliver_job(job, session, outbox, pacer)
+                job.response = await _deliver_job(job, session, outbox, pacer, group.folder)
                 progress(job)
                 job = after
         finally:
@@ -509,6 +539,8 @@ async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Poo
         await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
         group.batch.close()  # deleted when every message is settled; kept (pending) otherwise
+        if group.folder is not None:
+            await group.folder.close()
 
 
 class _Counter:
