@@ -88,7 +88,7 @@ _REQUEST_FIELDS = {
     "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject", "body": "body",
     "from": "sender", "sender": "sender", "attachments": "attachments",
     "content-type": "content_type", "content_type": "content_type", "headers": "headers",
-    "unsubscribe": "unsubscribe",
+    "unsubscribe": "unsubscribe", "reply_to": "reply_to", "reply-to": "reply_to",
 }
 # Any other setting (or its seed name: target, port, username, password...) in a request
 # changes the connection for that one send.
@@ -125,22 +125,26 @@ def _with_profile(settings: SmtpMagic, profile: str | None) -> SmtpMagic:
 def _make_request(
     to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
-    unsubscribe: str | None = None,
+    unsubscribe: str | None = None, reply_to: Any = None,
 ) -> SendRequest:
     # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside.
-    for name, value in (("to", to), ("cc", cc), ("bcc", bcc)):
+    for name, value in (("to", to), ("cc", cc), ("bcc", bcc), ("reply_to", reply_to)):
         if value is not None and not isinstance(value, (str, Iterable)):
             raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
                                  f"{type(value).__name__}.")
     if headers is not None and not isinstance(headers, Iterable):
         raise InvalidRequest(f"'headers' must map header names to values, not {type(headers).__name__}.")
+    pairs = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise InvalidRequest("'headers' must map header names (text) to values, e.g. "
+                                 "{\"X-Report\": \"weekly\"}.")
     if content_type is not None and not isinstance(content_type, str):
         raise InvalidRequest(f"The content type must be text, not {type(content_type).__name__}.")
     return SendRequest(
         to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
         attachments=resolve_all(attachments), content_type=content_type,
-        headers=tuple(headers.items() if isinstance(headers, Mapping) else headers or ()),
-        unsubscribe=unsubscribe,
+        headers=pairs, unsubscribe=unsubscribe, reply_to=reply_to,
     )
 
 
@@ -181,7 +185,7 @@ def _as_request(item: SendRequest | Mapping[str, Any]) -> tuple[SendRequest, dic
     if isinstance(item, Mapping):
         if any(k in item for k in ("from", "content-type", "action")) or not (
             set(item) <= {"to", "subject", "body", "cc", "bcc", "sender", "attachments",
-                          "content_type", "headers", "unsubscribe"}
+                          "content_type", "headers", "unsubscribe", "reply_to"}
         ):
             return request_from_dict(item)
         return _make_request(**item), {}
@@ -772,11 +776,13 @@ async def send_async(
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
     config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
+    reply_to: str | Sequence[str] | None = None, headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Send one message; returns its Response (never raises for a failed send)."""
     return await _send_one(
         lambda: _make_request(to, subject, body, cc=cc, bcc=bcc, sender=sender,
-                              attachments=attachments, content_type=content_type),
+                              attachments=attachments, content_type=content_type,
+                              reply_to=reply_to, headers=headers),
         config=config, timeout=timeout, profile=profile)
 
 
@@ -798,6 +804,7 @@ async def send_notebook_async(
     bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
     attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
     config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+    reply_to: str | Sequence[str] | None = None,
 ) -> Response:
     """Email an executed notebook (see ``send_notebook``); returns its Response."""
     from .nbreport import notebook_request
@@ -805,7 +812,7 @@ async def send_notebook_async(
     return await _send_one(
         lambda: notebook_request(notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender,
                                  no_input=no_input, attach_notebook=attach_notebook,
-                                 attachments=resolve_all(attachments)),
+                                 attachments=resolve_all(attachments), reply_to=reply_to),
         config=config, timeout=timeout, profile=profile)
 
 
@@ -815,6 +822,7 @@ def send_notebook(
     bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
     attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
     config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+    reply_to: str | Sequence[str] | None = None,
 ) -> Response:
     """Email an executed notebook as one message: its Markdown, code (unless ``no_input``) and
     outputs in order, rendered as ``%%smtp_send --capture`` renders a cell (images inline,
@@ -828,7 +836,7 @@ def send_notebook(
     return run_blocking(send_notebook_async(
         notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender, no_input=no_input,
         attach_notebook=attach_notebook, attachments=attachments, config=config,
-        profile=profile, timeout=timeout))
+        profile=profile, timeout=timeout, reply_to=reply_to))
 
 
 # -- blocking calls that also work inside a running event loop (a notebook cell) ------------------
@@ -885,10 +893,13 @@ def send(
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
     config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
+    reply_to: str | Sequence[str] | None = None, headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Send one message and wait for the outcome. Works in scripts and in notebook cells.
 
     ``profile`` sends with a saved profile's settings (``%smtp_config --profile NAME --save``).
+    ``reply_to`` sets Reply-To (default: the reply_to setting); ``headers`` adds custom headers
+    (``{"X-Report": "weekly"}``), checked like every header.
 
     >>> r = send("bob@example.org", "Numbers", "<p>Hi</p>")  # doctest: +SKIP
     >>> r.exitcode, r.message_id  # doctest: +SKIP
@@ -896,6 +907,7 @@ def send(
     return run_blocking(send_async(
         to, subject, body, cc=cc, bcc=bcc, sender=sender, attachments=attachments,
         content_type=content_type, config=config, timeout=timeout, profile=profile,
+        reply_to=reply_to, headers=headers,
     ))
 
 

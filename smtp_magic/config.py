@@ -311,8 +311,8 @@ class SmtpMagic(Configurable):
         "or 'keyring' for the keyring entry dkim:SELECTOR._domainkey.DOMAIN.",
     ).tag(config=True, metavar="PATH")
     dkim_headers = Unicode(
-        "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, List-Unsubscribe, "
-        "List-Unsubscribe-Post",
+        "From, To, Cc, Reply-To, Subject, Date, Message-ID, MIME-Version, Content-Type, "
+        "List-Unsubscribe, List-Unsubscribe-Post",
         help="The headers DKIM signs (those present in the message), comma-separated.",
     ).tag(config=True, metavar="NAMES")
     unsubscribe_mailto = Unicode(

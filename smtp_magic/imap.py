@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import imaplib
+import logging
 import re
 import ssl
 import threading
@@ -28,6 +29,8 @@ from .errors import ConfigError
 from .mime import check_header_value
 
 __all__ = ["SentFolder", "check_settings"]
+
+log = logging.getLogger(__name__)  # the IMAP lines go through the conversation's logger
 
 _LOGIN = re.compile(rb"^(\S+) (LOGIN) ", re.IGNORECASE)
 _AUTHENTICATE = re.compile(rb"^(\S+ AUTHENTICATE \S+)", re.IGNORECASE)
@@ -158,6 +161,7 @@ class SentFolder:
                 self._drop()
             except Exception as exc:  # noqa: BLE001 - a copy never fails the send
                 reason = self._reason(exc)
+                log.debug("the copy to %r failed", s.save_sent, exc_info=True)
                 self._drop()
         return (f"Sent, but the copy to the folder {s.save_sent!r} failed: "
                 f"{self._scrub(reason).rstrip('.')}.")
