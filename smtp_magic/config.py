@@ -481,6 +481,15 @@ class SmtpMagic(Configurable):
             raise TraitError("From must be signed (RFC 6376)")
         return ", ".join(names)
 
+    @validate("imap_host")
+    def _check_imap_host(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        if any(c.isspace() or c in "\0/" for c in value.strip()):
+            raise TraitError(f"imap_host {value!r} is not a host name or IP address.")
+        return str(value.strip())
+
     @validate("host")
     def _check_host(self, proposal: Any) -> str:
         value = proposal["value"].strip()

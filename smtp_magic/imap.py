@@ -141,6 +141,7 @@ class SentFolder:
         self.settings = settings
         self._password = password
         self._imap: imaplib.IMAP4 | None = None
+        self._phase = "connect"  # connect, login, append: what a failure is about
         self._lock = asyncio.Lock()  # one APPEND at a time on the connection
         self._thread_lock = threading.Lock()
         self._secrets: tuple[str, ...] = secret_forms((password,), settings.username)
@@ -159,7 +160,7 @@ class SentFolder:
             except asyncio.TimeoutError:
                 reason = f"IMAP {where(s)} did not answer within {s.timeout:g} s"
                 self._drop()
-            except Exception as exc:  # noqa: BLE001 - a copy never fails the send
+            except Exception as exc:  # a copy never fails the send
                 reason = self._reason(exc)
                 log.debug("the copy to %r failed", s.save_sent, exc_info=True)
                 self._drop()
@@ -188,18 +189,22 @@ class SentFolder:
                             username=s.username)
         conv.note(f"connecting to IMAP {where(s)} for the copy in {s.save_sent!r}")
         imap: imaplib.IMAP4 | None = None
+        self._phase = "connect"
         try:
+            # The class carries the conversation, so the greeting is in it too.
             if s.imap_security == "tls":
-                imap = _IMAPS(host, port, ssl_context=_tls(s), timeout=timeout)
+                imap = type("_IMAPS", (_IMAPS,), {"conversation": conv})(
+                    host, port, ssl_context=_tls(s), timeout=timeout)
             else:
-                imap = _IMAP(host, port, timeout=timeout)
-            imap.conversation = conv  # type: ignore[attr-defined]
+                imap = type("_IMAP", (_IMAP,), {"conversation": conv})(host, port, timeout=timeout)
             if s.imap_security == "starttls":
                 if "STARTTLS" not in imap.capabilities:
                     raise ConnectionError(f"IMAP {where(s)} does not offer STARTTLS, and "
                                           "imap_security is 'starttls'")
                 imap.starttls(_tls(s))
+            self._phase = "login"
             self._login(imap, conv)
+            self._phase = "append"
             conv.note(f"signed in; appending to {s.save_sent!r}")
         except BaseException:
             conv.note("the copy gave up")
@@ -274,7 +279,7 @@ class SentFolder:
             return f"IMAP {where(s)} did not answer within {s.timeout:g} s"
         if isinstance(exc, imaplib.IMAP4.error):
             text = _text(exc.args[0] if exc.args else "")
-            if self._imap is None and "AUTHENTICATIONFAILED" in text.upper():
+            if self._phase == "login":
                 return f"IMAP {where(s)} refused the login for {s.username!r}: {text}"
             return f"IMAP {where(s)} said: {text}"
         if isinstance(exc, OSError):

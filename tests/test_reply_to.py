@@ -62,18 +62,18 @@ def test_the_setting_is_the_default_and_the_request_key_wins(smtp_server: Captur
     ({"headers": {"message-id": "<x@y>"}},
      "message-id cannot be set in 'headers': it is made for each message."),
     ({"headers": {"Bcc": "spy@example.test"}},
-     "Bcc cannot be set in 'headers': give 'bcc' (Bcc recipients are never written in the "
-     "headers)."),
+     ("Bcc cannot be set in 'headers': give 'bcc' (Bcc recipients are never written in the "
+      "headers).")),
     ({"headers": {"DKIM-Signature": "v=1; fake"}},
-     "DKIM-Signature cannot be set in 'headers': the dkim_domain, dkim_selector and dkim_key "
-     "settings sign the message."),
+     ("DKIM-Signature cannot be set in 'headers': the dkim_domain, dkim_selector and dkim_key "
+      "settings sign the message.")),
     ({"headers": {"X-Note": "a\r\nBcc: spy@example.test"}},
      "The header X-Note contains a line break, which is not allowed in a header."),
     ({"headers": {"X-Note": "bell\x07"}},
      "The header X-Note contains the control character U+0007, which is not allowed in a header."),
     ({"headers": {"X Note": "x"}},
-     "'X Note' in 'headers' is not a header name (printable ASCII letters, digits and signs, no "
-     "spaces or ':')."),
+     ("'X Note' in 'headers' is not a header name (printable ASCII letters, digits and signs, no "
+      "spaces or ':').")),
     ({"headers": {"X-Count": 3}}, "The value of header X-Count in 'headers' must be text, not int."),
     ({"headers": {"Reply-To": "a@example.test"}, "reply_to": "b@example.test"},
      "Reply-To is given twice, by reply_to and in 'headers': give it once."),
