@@ -277,6 +277,9 @@ class SentFolder:
             return f"TLS with IMAP {where(s)} failed ({exc.reason or exc})"
         if isinstance(exc, TimeoutError):
             return f"IMAP {where(s)} did not answer within {s.timeout:g} s"
+        if isinstance(exc, UnicodeError):  # never its text: it quotes a character of the login
+            what = "username or password" if self._phase == "login" else "folder name"
+            return f"the {what} has characters IMAP cannot send as they are (non-ASCII)"
         if isinstance(exc, imaplib.IMAP4.error):
             text = _text(exc.args[0] if exc.args else "")
             if self._phase == "login":

@@ -19,6 +19,7 @@ from test_dkim import make_key
 
 import smtp_magic
 from smtp_magic import SmtpMagic
+from smtp_magic.server import CaptureServer
 from smtp_magic.conversation import debug_output
 
 FOLDER = "Sent"
@@ -193,3 +194,24 @@ def test_the_password_is_withheld_from_an_imap_host_set_after_it() -> None:
     together = SmtpMagic().update({"host": "smtp.example.org", "username": "ann",
                                    "imap_host": "imap.example.org", "password": "pw-123"})
     assert together.password.reveal() == "pw-123"
+
+
+def test_a_non_ascii_password_is_named_not_quoted(
+        dovecot: Dovecot, server_tls: ssl.SSLContext, ca_file: Path, tmp_path: Path) -> None:
+    dv = imap_ready(dovecot)
+    secret = "pässwörd-ünique"
+    both = tmp_path / "both.pem"
+    both.write_bytes(ca_file.read_bytes() + dv.ca.read_bytes())
+    # SMTP AUTH takes the UTF-8 password; IMAP LOGIN cannot send it.
+    with CaptureServer(tmp_path / "smtp", tls="starttls", ssl_context=server_tls,
+                       users={"ann": secret}, require_auth=True) as server:
+        response = smtp_magic.send("boss@example.test", "accents", "x", config={
+            "host": server.host, "port": server.port, "security": "starttls", "username": "ann",
+            "password": secret, "sender": "ann@example.test", "cafile": str(both),
+            "save_sent": FOLDER, "imap_host": dv.host, "imap_port": dv.imaps_port,
+            "imap_security": "tls", "timeout": 20})
+        assert [m.subject for m in server.messages()] == ["accents"]
+    assert response.exitcode == 0, response.message
+    assert response.message == ("Sent, but the copy to the folder 'Sent' failed: the username "
+                                "or password has characters IMAP cannot send as they are "
+                                "(non-ASCII).")
