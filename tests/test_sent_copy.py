@@ -19,8 +19,8 @@ from test_dkim import make_key
 
 import smtp_magic
 from smtp_magic import SmtpMagic
-from smtp_magic.server import CaptureServer
 from smtp_magic.conversation import debug_output
+from smtp_magic.server import CaptureServer
 
 FOLDER = "Sent"
 # Dovecot 2.3.19's submission service panics (smtp-server-transaction.c: pending_rcpt_cmds == 0)
