@@ -15,11 +15,13 @@ from typing import Any
 import dkim
 import pytest
 from conftest import PASSWORD, USER, Dovecot
+from faults import FaultServer
 from test_dkim import make_key
 
 import smtp_magic
 from smtp_magic import SmtpMagic
 from smtp_magic.conversation import debug_output
+from smtp_magic.errors import ExitCode
 from smtp_magic.server import CaptureServer
 
 FOLDER = "Sent"
@@ -215,3 +217,20 @@ def test_a_non_ascii_password_is_named_not_quoted(
     assert response.message == ("Sent, but the copy to the folder 'Sent' failed: the username "
                                 "or password has characters IMAP cannot send as they are "
                                 "(non-ASCII).")
+
+
+def test_a_partly_sent_message_is_copied(
+        dovecot: Dovecot, server_tls: ssl.SSLContext, ca_file: Path, tmp_path: Path) -> None:
+    dv = imap_ready(dovecot)
+    both = tmp_path / "both.pem"
+    both.write_bytes(ca_file.read_bytes() + dv.ca.read_bytes())
+    with FaultServer(tmp_path / "smtp", tls="starttls", ssl_context=server_tls,
+                     users={dv.user: dv.password}, require_auth=True,
+                     refuse_rcpt={"gone@example.test": (550, "5.1.1 No such user")}) as server:
+        response = smtp_magic.send(["boss@example.test", "gone@example.test"], "partly", "x",
+                                   config={**settings(dv, cafile=str(both)), "host": server.host,
+                                           "port": server.port})
+    assert response.exitcode == ExitCode.PARTIAL and response.accepted == ("boss@example.test",)
+    assert "copy" not in response.message  # the copy was made: nothing to say about it
+    flags, copy = stored(dv, response.message_id)
+    assert b"\\Seen" in flags and b"gone@example.test" in copy  # the message as written
