@@ -168,7 +168,7 @@ class SentFolder:
                 f"{self._scrub(reason).rstrip('.')}.")
 
     async def close(self) -> None:
-        imap = self._imap
+        imap, self._imap = self._imap, None
         if imap is not None:
             await asyncio.to_thread(self._logout, imap)
 
@@ -209,7 +209,7 @@ class SentFolder:
         except BaseException:
             conv.note("the copy gave up")
             if imap is not None:
-                self._logout_quietly(imap)
+                _quietly(imap.shutdown)
             raise
         return imap
 
@@ -248,24 +248,11 @@ class SentFolder:
         """Forget a connection that failed or timed out (closed by its own thread's error)."""
         imap, self._imap = self._imap, None
         if imap is not None:
-            try:
-                imap.shutdown()
-            except Exception:  # noqa: BLE001, S110 - already broken
-                pass
-
-    @staticmethod
-    def _logout_quietly(imap: imaplib.IMAP4) -> None:
-        try:
-            imap.shutdown()
-        except Exception:  # noqa: BLE001, S110 - already failing
-            pass
+            _quietly(imap.shutdown)
 
     @staticmethod
     def _logout(imap: imaplib.IMAP4) -> None:
-        try:
-            imap.logout()
-        except Exception:  # noqa: BLE001, S110 - the copies are made; nothing to report
-            pass
+        _quietly(imap.logout)  # the copies are made; nothing left to report
 
     def _reason(self, exc: BaseException) -> str:
         s = self.settings
@@ -293,6 +280,14 @@ class SentFolder:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return " ".join(text.split())
+
+
+def _quietly(close: Any) -> None:
+    """Close a connection that is done with or already broken; what it says is of no interest."""
+    try:
+        close()
+    except Exception:  # noqa: BLE001, S110
+        pass
 
 
 def _quoted(folder: str) -> str:
