@@ -1066,8 +1066,14 @@ def _not_retried(entry: OutboxEntry, exc: SmtpMagicError) -> Response:
 async def _retry_group(settings: ConnectionSettings, entries: list[OutboxEntry], outbox: Outbox
                        ) -> dict[str, Response]:
     """Resend kept messages that go to the same place, over one connection."""
+    folder = None
     try:
         password = resolve_password(settings)
+        if settings.save_sent:
+            from .imap import SentFolder, check_settings
+
+            check_settings(settings)
+            folder = SentFolder(settings, password)
     except SmtpMagicError as exc:  # nothing was tried: the messages stay as they are
         return {entry.key: _not_retried(entry, exc) for entry in entries}
     responses: dict[str, Response] = {}
@@ -1079,13 +1085,18 @@ async def _retry_group(settings: ConnectionSettings, entries: list[OutboxEntry],
             envelope = _StoredEnvelope(entry.sender, entry.recipients, not all(a.isascii() for a in addresses))
             record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
                                             outbox_key=entry.key, thread=threading.get_ident()))
-            response = await _deliver_bytes(session, envelope, outbox.read(entry.key), entry, outbox,
-                                            pacer)
+            data = outbox.read(entry.key)
+            response = await _deliver_bytes(session, envelope, data, entry, outbox, pacer)
+            # A partly sent message was copied when its first part went out.
+            if folder is not None and entry.status != "partly sent":
+                response = await _save_copy(folder, response, data)
             pacer.settled += 1
             record.finish(response)
             responses[entry.key] = response
     finally:
         await session.close()
+        if folder is not None:
+            await folder.close()
     return responses
 
 

@@ -234,3 +234,17 @@ def test_a_partly_sent_message_is_copied(
     assert "copy" not in response.message  # the copy was made: nothing to say about it
     flags, copy = stored(dv, response.message_id)
     assert b"\\Seen" in flags and b"gone@example.test" in copy  # the message as written
+
+
+def test_a_message_resent_from_the_outbox_is_copied_then(
+        dovecot: Dovecot, refused_port: int, tmp_path: Path) -> None:
+    dv = imap_ready(dovecot)
+    values = settings(dv, outbox_dir=str(tmp_path / "outbox"))
+    first = smtp_magic.send("boss@example.test", "kept, then sent", "x",
+                            config={**values, "port": refused_port})
+    assert first.exitcode == 2
+    (again,) = smtp_magic.retry_outbox(config=values)
+    assert again.exitcode == 0 and again.message == "", again.message
+    flags, copy = stored(dv, first.message_id)
+    assert b"\\Seen" in flags and relayed(dv, first.message_id).endswith(
+        copy.replace(b"\r\n", b"\n"))
