@@ -96,9 +96,15 @@ def test_oauth2_signs_in_with_xoauth2_over_implicit_tls(dovecot: Dovecot) -> Non
     values = settings(dv, auth="oauth2", oauth2_token_provider=lambda: token, password=None,
                       imap_port=dv.imaps_port, imap_security="tls")
     before = len(dv.log.read_text())
-    response = smtp_magic.send("boss@example.test", "oauth copy", "hello", config=values)
+    lines: list[str] = []
+    with debug_output(lines.append):
+        response = smtp_magic.send("boss@example.test", "oauth copy", "hello",
+                                   config={**values, "debug": True})
     assert response.exitcode == 0, response.message
     assert response.message == ""
+    at = next(i for i, line in enumerate(lines) if "AUTHENTICATE XOAUTH2" in line)
+    assert lines[at + 1].rstrip().endswith("< +") and lines[at + 2].endswith("> ********"), lines[at:at + 4]
+    assert not any(token[-40:] in line or token[:40] in line for line in lines)
     flags, copy = stored(dv, response.message_id)
     assert b"\\Seen" in flags and b"Subject: oauth copy" in copy
     log = dv.log.read_text()[before:]
