@@ -599,6 +599,8 @@ class SmtpMagic(Configurable):
         as the host or port changes again."""
         local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
                                  "password_env": None, "use_keyring": False, "auth": "none"}
+        if self.save_sent:  # a test message never goes to the real Sent folder (nor the login)
+            local["save_sent"] = None
         if not self.sender and "@" not in (self.username or ""):
             local["sender"] = LOCAL_SENDER
         for name in local:  # a second --local keeps what the user had before the first

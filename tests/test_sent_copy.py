@@ -254,3 +254,12 @@ def test_a_message_resent_from_the_outbox_is_copied_then(
     flags, copy = stored(dv, first.message_id)
     assert b"\\Seen" in flags and relayed(dv, first.message_id).endswith(
         copy.replace(b"\r\n", b"\n"))
+
+
+def test_local_puts_save_sent_aside_until_the_settings_leave_the_capture_server() -> None:
+    s = SmtpMagic().update({"host": "smtp.example.org", "port": 587, "username": "ann",
+                            "save_sent": "Sent", "imap_host": "imap.example.org"})
+    s.use_local("127.0.0.1", 8025)
+    assert s.save_sent is None  # a test message never lands in the real Sent folder
+    s.update({"host": "smtp.example.org", "port": 587})
+    assert s.save_sent == "Sent"
