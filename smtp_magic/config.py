@@ -672,7 +672,9 @@ class SmtpMagic(Configurable):
             self._guard_login()
 
     def _login_origin(self) -> tuple[str, int, str | None, str | None]:
-        return (self.host, self.port, self.username, self.imap_host)
+        # An IMAP server on the SMTP host itself is no other place for the password to go.
+        imap = self.imap_host if self.imap_host != self.host else None
+        return (self.host, self.port, self.username, imap)
 
     def _has_login_secret(self) -> bool:
         return bool(self.password) or bool(self.password_env)
@@ -686,6 +688,10 @@ class SmtpMagic(Configurable):
             self._login_for = self._login_origin()
             return
         if self._login_for == self._login_origin():
+            return
+        here = self._login_origin()
+        if self._login_for[:3] == here[:3] and here[3] is None:  # IMAP back to the SMTP host
+            self._login_for = here
             return
         how = (f"--password-env {self.password_env}" if self.password_env and not self.password
                else "--password-prompt")

@@ -202,6 +202,10 @@ def test_the_password_is_withheld_from_an_imap_host_set_after_it() -> None:
     together = SmtpMagic().update({"host": "smtp.example.org", "username": "ann",
                                    "imap_host": "imap.example.org", "password": "pw-123"})
     assert together.password.reveal() == "pw-123"
+    together.update({"imap_host": "smtp.example.org"})  # the SMTP host itself: no other place
+    assert together.password.reveal() == "pw-123"
+    together.update({"imap_host": "imap.example.org"})
+    assert not together.password
 
 
 def test_a_non_ascii_password_is_named_not_quoted(
