@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)  # the IMAP lines go through the conversation'
 
 _LOGIN = re.compile(rb"^(\S+) (LOGIN) ", re.IGNORECASE)
 _AUTHENTICATE = re.compile(rb"^(\S+ AUTHENTICATE \S+)", re.IGNORECASE)
+_TIMING = re.compile(r" \([\d.]+( \+ [\d.]+)* secs\)(?=\.?$)")  # Dovecot's "(0.001 + 0.000 secs)"
 _LITERAL = re.compile(rb"^\S+ APPEND .* \{(\d+)\}\r\n$", re.IGNORECASE | re.DOTALL)
 
 
@@ -300,5 +301,5 @@ def _text(value: Any) -> str:
         value = value[-1] if value else ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return " ".join(str(value).split())
+    return _TIMING.sub("", " ".join(str(value).split()))
 

@@ -267,3 +267,13 @@ def test_local_puts_save_sent_aside_until_the_settings_leave_the_capture_server(
     assert s.save_sent is None  # a test message never lands in the real Sent folder
     s.update({"host": "smtp.example.org", "port": 587})
     assert s.save_sent == "Sent"
+
+
+def test_a_folder_that_does_not_exist_is_the_reason(dovecot: Dovecot) -> None:
+    dv = imap_ready(dovecot)
+    response = smtp_magic.send("boss@example.test", "no such folder", "x",
+                               config=settings(dv, save_sent="Snet"))
+    assert response.exitcode == 0
+    assert response.message == (f"Sent, but the copy to the folder 'Snet' failed: IMAP "
+                                f"127.0.0.1:{dv.imap_port} said: [TRYCREATE] Mailbox doesn't "
+                                "exist: Snet.")
