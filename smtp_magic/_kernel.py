@@ -180,7 +180,9 @@ class SendJob:
         failed = self.failures()
         if not failed:
             if self.many:
-                return "ok", f"sent {total} messages in {elapsed:.2f} s"
+                notes = "; ".join(dict.fromkeys(r.message for r in self.responses or () if r.message))
+                return "ok", f"sent {total} messages in {elapsed:.2f} s" + (
+                    f"; {notes}" if notes else "")
             assert self.responses is not None
             return "ok", str(self.responses[0])
         if self.crash is not None:

@@ -308,8 +308,9 @@ class Response:
         raise error_for(self.exitcode, self.message, refused=self.refused)
 
     def __str__(self) -> str:
-        if self.ok:
-            return f"sent in {self.elapsed:.2f} s, {self.message_id or ''}".rstrip(", ")
+        if self.ok:  # a message here is a note on a sent message (e.g. its copy in Sent failed)
+            sent = f"sent in {self.elapsed:.2f} s, {self.message_id or ''}".rstrip(", ")
+            return f"{sent}; {self.message}" if self.message else sent
         state = self.state
         prefix = "" if state == "not sent" else f"{state}, "  # partly sent, in doubt
         return f"{prefix}exit {self.exitcode}: {self.message}"

@@ -277,3 +277,20 @@ def test_a_folder_that_does_not_exist_is_the_reason(dovecot: Dovecot) -> None:
     assert response.message == (f"Sent, but the copy to the folder 'Snet' failed: IMAP "
                                 f"127.0.0.1:{dv.imap_port} said: [TRYCREATE] Mailbox doesn't "
                                 "exist: Snet.")
+
+
+def test_the_cell_says_when_the_copy_failed(ip: Any, auth_server: Any, ca_file: Path,
+                                            refused_port: int) -> None:
+    from conftest import run_cell
+
+    from smtp_magic import config
+
+    config.current().update({
+        "host": auth_server.host, "port": auth_server.port, "security": "starttls",
+        "cafile": str(ca_file), "username": USER, "password": PASSWORD,
+        "sender": "alice@example.test", "save_sent": FOLDER, "imap_host": "127.0.0.1",
+        "imap_port": refused_port, "send_mode": "sync"})
+    out = run_cell(ip, "%%smtp_send --to boss@example.test --subject Hi\nprint('hello')")
+    shown = out.stdout + "".join(str(o.data) for o in out.outputs)
+    assert "Sent, but the copy to the folder 'Sent' failed: IMAP 127.0.0.1:" in shown, shown
+    assert [m.subject for m in auth_server.messages()] == ["Hi"]
