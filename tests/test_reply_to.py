@@ -109,3 +109,11 @@ def test_smtp_send_reply_to_option(ip: TestingShell, to_server: CaptureServer) -
     assert "Sent" in out.stdout or not out.stderr, (out.stdout, out.stderr)
     (got,) = to_server.messages()
     assert str(got.message["Reply-To"]) == "help@example.test"
+
+
+def test_each_row_gets_its_own_reply_to(ip: TestingShell, to_server: CaptureServer) -> None:
+    ip.user_ns["people"] = [{"to": "a@example.test", "desk": "desk-a@example.test"},
+                            {"to": "b@example.test", "desk": "desk-b@example.test"}]
+    ip.run_cell("%%smtp_send --sync --each people --to {to} --subject Hi --reply-to {desk}\nhello")
+    got = {m.rcpt_to[0]: str(m.message["Reply-To"]) for m in to_server.wait_for(2)}
+    assert got == {"a@example.test": "desk-a@example.test", "b@example.test": "desk-b@example.test"}
