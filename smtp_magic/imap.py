@@ -154,11 +154,13 @@ class SentFolder:
         """Store ``data`` (the exact bytes sent) in the folder, flagged \\Seen. None when it is
         there, else one sentence saying that the copy failed and why."""
         s = self.settings
+        given_up = threading.Event()
         async with self._lock:
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._append, data), s.timeout)
+                await asyncio.wait_for(asyncio.to_thread(self._append, data, given_up), s.timeout)
                 return None
             except asyncio.TimeoutError:
+                given_up.set()  # a connection the thread still opens is closed, not used
                 reason = f"IMAP {where(s)} did not answer within {s.timeout:g} s"
                 self._drop()
             except Exception as exc:  # a copy never fails the send
@@ -174,11 +176,17 @@ class SentFolder:
             await asyncio.to_thread(self._logout, imap)
 
     # -- in the worker thread ---------------------------------------------------------------------
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, given_up: threading.Event) -> None:
         with self._thread_lock:
             imap = self._imap
             if imap is None:
-                imap = self._imap = self._open()
+                imap = self._open()
+                if given_up.is_set():  # too late: the send already says the copy failed
+                    _quietly(imap.shutdown)
+                    return
+                self._imap = imap
+            if given_up.is_set():
+                return
             typ, detail = imap.append(_quoted(self.settings.save_sent), r"(\Seen)", None, data)
             if typ != "OK":
                 raise imaplib.IMAP4.error(_text(detail))

@@ -294,3 +294,24 @@ def test_the_cell_says_when_the_copy_failed(ip: Any, auth_server: Any, ca_file: 
     shown = out.stdout + "".join(str(o.data) for o in out.outputs)
     assert "Sent, but the copy to the folder 'Sent' failed: IMAP 127.0.0.1:" in shown, shown
     assert [m.subject for m in auth_server.messages()] == ["Hi"]
+
+
+def test_a_silent_imap_server_costs_the_timeout_not_the_send(auth_server: Any, ca_file: Path) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        response = smtp_magic.send("boss@example.test", "silent imap", "x", config={
+            "host": auth_server.host, "port": auth_server.port, "security": "starttls",
+            "cafile": str(ca_file), "username": USER, "password": PASSWORD,
+            "sender": "alice@example.test", "save_sent": FOLDER, "imap_host": "127.0.0.1",
+            "imap_port": port, "imap_security": "starttls", "timeout": 2})
+        took = time.monotonic() - started
+    assert response.exitcode == 0
+    assert response.message == ("Sent, but the copy to the folder 'Sent' failed: IMAP "
+                                f"127.0.0.1:{port} did not answer within 2 s.")
+    assert took < 8, took
+    assert [m.subject for m in auth_server.messages()] == ["silent imap"]
