@@ -6,6 +6,7 @@ send at exit 0 with the reason; plaintext credentials are refused before anythin
 from __future__ import annotations
 
 import imaplib
+import os
 import re
 import ssl
 import time
@@ -315,3 +316,16 @@ def test_a_silent_imap_server_costs_the_timeout_not_the_send(auth_server: Any, c
                                 f"127.0.0.1:{port} did not answer within 2 s.")
     assert took < 8, took
     assert [m.subject for m in auth_server.messages()] == ["silent imap"]
+
+
+def test_a_large_message_sent_from_the_journal_is_copied_whole(dovecot: Dovecot,
+                                                               tmp_path: Path) -> None:
+    dv = imap_ready(dovecot)
+    big = tmp_path / "numbers.bin"
+    big.write_bytes(os.urandom(3 << 20))  # over the 1 MB kept in memory: sent from the file
+    response = smtp_magic.send("boss@example.test", "large copy", "see attached",
+                               attachments=[str(big)], config=settings(dv))
+    assert response.exitcode == 0 and response.message == "", response.message
+    flags, copy = stored(dv, response.message_id)
+    assert b"\\Seen" in flags and len(copy) > 4 << 20
+    assert relayed(dv, response.message_id).endswith(copy.replace(b"\r\n", b"\n"))
