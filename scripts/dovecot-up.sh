@@ -170,7 +170,7 @@ fi
 
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$P_SUB") 2>/dev/null; then
-    echo "dovecot up in $DV: submission $P_SUB, relaying to 127.0.0.1:$DV_RELAY_PORT (env: $DV/env)"
+    echo "dovecot up in $DV: submission $P_SUB${imap:+, IMAP $P_IMAP (STARTTLS) and $P_IMAPS (TLS)}, relaying to 127.0.0.1:$DV_RELAY_PORT (env: $DV/env)"
     exit 0
   fi
   sleep 0.1
