@@ -10,8 +10,11 @@
 #   DV                 instance directory (default /tmp/smtp-magic-dovecot); its parents need o+x
 #   DV_RELAY_PORT      required: where submission relays accepted mail (an SMTP server on 127.0.0.1,
 #                      e.g. smtp-magic's capture server); nothing leaves the machine
-#   DV_PROTOCOLS       default "submission"; add e.g. "imap" and a listener in $DV/etc/conf.d
+#   DV_PROTOCOLS       default "submission"; with "imap" (needs dovecot-imapd) also IMAP on
+#                      P_IMAP (STARTTLS) and P_IMAPS (implicit TLS), a Sent folder created on
+#                      first login, mail readable under $DV/mail/USER (Maildir)
 #   P_SUB              the submission port (STARTTLS, AUTH required); a free port if unset
+#   P_IMAP P_IMAPS     the IMAP ports when DV_PROTOCOLS has imap; free ports if unset
 #   DV_USER DV_PASS    a password login (default testuser@example.test / testpass)
 #   DV_EXTRA_USERS     more NAME:PASSWORD lines for passwd-file (one per line)
 #   DV_JWT_KEY         base64 HS256 key that signs the accepted OAuth2 tokens; generated if unset
@@ -20,8 +23,9 @@
 # Extending: every *.conf in $DV/etc/conf.d is included last; the script never empties that
 # folder, so a caller writes e.g. an IMAP listener there first, then runs this script.
 # Writes $DV/env (KEY=VALUE lines): DOVECOT_DIR, DOVECOT_SUBMISSION_PORT, DOVECOT_CA,
-# DOVECOT_JWT_KEY, DOVECOT_USER, DOVECOT_PASS, DOVECOT_LOG.
-# Needs: dovecot-core dovecot-submissiond openssl python3.
+# DOVECOT_JWT_KEY, DOVECOT_USER, DOVECOT_PASS, DOVECOT_LOG (and DOVECOT_IMAP_PORT,
+# DOVECOT_IMAPS_PORT with imap).
+# Needs: dovecot-core dovecot-submissiond openssl python3 (dovecot-imapd for imap).
 set -euo pipefail
 DV=${DV:-/tmp/smtp-magic-dovecot}
 DV_USER=${DV_USER:-testuser@example.test}; DV_PASS=${DV_PASS:-testpass}
@@ -40,6 +44,13 @@ fi
 if [ -z "${P_SUB:-}" ]; then
   P_SUB=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 fi
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+imap=""
+case " $DV_PROTOCOLS " in *" imap "*)
+  imap=1
+  [ -x /usr/lib/dovecot/imap ] || die "the IMAP service is missing (apt-get install dovecot-imapd)"
+  P_IMAP=${P_IMAP:-$(free_port)}; P_IMAPS=${P_IMAPS:-$(free_port)};;
+esac
 DV_JWT_KEY=${DV_JWT_KEY:-$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')}
 
 mkdir -p "$DV"/{etc,etc/conf.d,run,state,home,mail} "$DV/etc/keys/default/HS256"
@@ -111,8 +122,32 @@ service submission-login {
     port = $P_SUB
   }
 }
-!include_try $DV/etc/conf.d/*.conf
 EOF
+if [ -n "$imap" ]; then
+  # IMAP for the save_sent tests: STARTTLS and implicit TLS, and a Sent folder (\Sent).
+  cat >> "$DV/etc/dovecot.conf" <<EOF
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $P_IMAP
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = $P_IMAPS
+    ssl = yes
+  }
+}
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Sent {
+    special_use = \\Sent
+    auto = create
+  }
+}
+EOF
+fi
+echo "!include_try $DV/etc/conf.d/*.conf" >> "$DV/etc/dovecot.conf"
 
 # It daemonizes: its output must not hold the caller's pipes open (a test's capture_output).
 if ! dovecot -c "$DV/etc/dovecot.conf" </dev/null >"$DV/startup.log" 2>&1; then
@@ -129,10 +164,13 @@ DOVECOT_USER=$DV_USER
 DOVECOT_PASS=$DV_PASS
 DOVECOT_LOG=$DV/dovecot.log
 EOF
+if [ -n "$imap" ]; then
+  printf 'DOVECOT_IMAP_PORT=%s\nDOVECOT_IMAPS_PORT=%s\n' "$P_IMAP" "$P_IMAPS" >> "$DV/env"
+fi
 
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$P_SUB") 2>/dev/null; then
-    echo "dovecot up in $DV: submission $P_SUB, relaying to 127.0.0.1:$DV_RELAY_PORT (env: $DV/env)"
+    echo "dovecot up in $DV: submission $P_SUB${imap:+, IMAP $P_IMAP (STARTTLS) and $P_IMAPS (TLS)}, relaying to 127.0.0.1:$DV_RELAY_PORT (env: $DV/env)"
     exit 0
   fi
   sleep 0.1

@@ -22,7 +22,7 @@ aiosmtplib_pin() { grep -o '"aiosmtplib>=[^"]*"' pyproject.toml | tr -d '"'; }
 WIRE_TESTS=(tests/test_pipelining.py tests/test_shortcuts.py tests/test_compose.py
   tests/test_compose_fast.py tests/test_api.py tests/test_faults.py tests/test_exit_codes.py
   tests/test_greeting.py tests/test_send_many_stream.py tests/test_outbox_journal.py
-  tests/test_load.py tests/test_postfix.py tests/test_dovecot.py)
+  tests/test_load.py tests/test_postfix.py tests/test_dovecot.py tests/test_sent_copy.py)
 run_pytest() {  # like pytest, but exit 5 (nothing collected) is a failure too
   set +e
   "$@"
@@ -47,6 +47,8 @@ command -v opendkim-testmsg >/dev/null || need+=(opendkim-tools)
 # Dovecot's submission service: an independent server for the sign-in tests (tests/test_dovecot.py).
 [[ -x /usr/sbin/dovecot ]] || need+=(dovecot-core)
 [[ -x /usr/lib/dovecot/submission ]] || need+=(dovecot-submissiond)
+# Dovecot's IMAP: the Sent folder of the save_sent tests (tests/test_sent_copy.py).
+[[ -x /usr/lib/dovecot/imap ]] || need+=(dovecot-imapd)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # "No configuration": the system postfix must not start on :25; the tests run a private one.

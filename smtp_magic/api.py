@@ -42,6 +42,7 @@ from .models import Response, SendRequest
 from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
 
 if TYPE_CHECKING:
+    from . import imap
     from .deliverability import DeliverabilityReport
     from .mime import Composed
 
@@ -88,7 +89,7 @@ _REQUEST_FIELDS = {
     "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject", "body": "body",
     "from": "sender", "sender": "sender", "attachments": "attachments",
     "content-type": "content_type", "content_type": "content_type", "headers": "headers",
-    "unsubscribe": "unsubscribe",
+    "unsubscribe": "unsubscribe", "reply_to": "reply_to", "reply-to": "reply_to",
 }
 # Any other setting (or its seed name: target, port, username, password...) in a request
 # changes the connection for that one send.
@@ -125,22 +126,26 @@ def _with_profile(settings: SmtpMagic, profile: str | None) -> SmtpMagic:
 def _make_request(
     to: Any, subject: Any, body: Any = "", *, cc: Any = None, bcc: Any = None, sender: Any = None,
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
-    unsubscribe: str | None = None,
+    unsubscribe: str | None = None, reply_to: Any = None,
 ) -> SendRequest:
     # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside.
-    for name, value in (("to", to), ("cc", cc), ("bcc", bcc)):
+    for name, value in (("to", to), ("cc", cc), ("bcc", bcc), ("reply_to", reply_to)):
         if value is not None and not isinstance(value, (str, Iterable)):
             raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
                                  f"{type(value).__name__}.")
     if headers is not None and not isinstance(headers, Iterable):
         raise InvalidRequest(f"'headers' must map header names to values, not {type(headers).__name__}.")
+    pairs = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise InvalidRequest("'headers' must map header names (text) to values, e.g. "
+                                 "{\"X-Report\": \"weekly\"}.")
     if content_type is not None and not isinstance(content_type, str):
         raise InvalidRequest(f"The content type must be text, not {type(content_type).__name__}.")
     return SendRequest(
         to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
         attachments=resolve_all(attachments), content_type=content_type,
-        headers=tuple(headers.items() if isinstance(headers, Mapping) else headers or ()),
-        unsubscribe=unsubscribe,
+        headers=pairs, unsubscribe=unsubscribe, reply_to=reply_to,
     )
 
 
@@ -181,7 +186,7 @@ def _as_request(item: SendRequest | Mapping[str, Any]) -> tuple[SendRequest, dic
     if isinstance(item, Mapping):
         if any(k in item for k in ("from", "content-type", "action")) or not (
             set(item) <= {"to", "subject", "body", "cc", "bcc", "sender", "attachments",
-                          "content_type", "headers", "unsubscribe"}
+                          "content_type", "headers", "unsubscribe", "reply_to"}
         ):
             return request_from_dict(item)
         return _make_request(**item), {}
@@ -264,14 +269,32 @@ def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
 
 
 async def _deliver_job(job: _Job, session: transport.Session, outbox: Outbox,
-                       pacer: pacing.Pacer | None = None) -> Response:
+                       pacer: pacing.Pacer | None = None,
+                       folder: imap.SentFolder | None = None) -> Response:
     composed, entry = job.composed, job.entry
     assert composed is not None and job.record is not None and entry is not None
     assert job.data is not None
     response = await _deliver_bytes(session, composed, job.data, entry, outbox, pacer)
+    if folder is not None:
+        response = await _save_copy(folder, response, job.data)
     job.data = None  # sent: let a large message's bytes go
     job.record.finish(response)
     return response
+
+
+async def _save_copy(folder: imap.SentFolder, response: Response,
+                     data: bytes | transport.Payload) -> Response:
+    """The ``save_sent`` copy of a message the server accepted (wholly, or for some of its
+    recipients): the exact bytes sent (DKIM-Signature included; never a Bcc line, which the
+    message never has). A copy that fails only adds its reason to the response's message."""
+    if not (response.exitcode == ExitCode.SENT or response.accepted):
+        return response
+    raw = data if isinstance(data, bytes) else b"".join(data.chunks())
+    problem = await folder.append(raw)
+    if problem is None:
+        return response
+    log.warning("%s: %s", response.message_id, problem)
+    return replace(response, message=f"{response.message} {problem}".strip())
 
 
 def _upcoming(job: _Job) -> transport.Upcoming:
@@ -453,6 +476,7 @@ class _Group:
     outbox: Outbox
     batch: Batch
     pacer: pacing.Pacer | None = None  # the rate setting's pace, shared by the account
+    folder: imap.SentFolder | None = None  # save_sent: one IMAP connection for the group
 
 
 def _fail(jobs: list[_Job], exc: SmtpMagicError, progress: Callable[[_Job], None]) -> None:
@@ -471,6 +495,10 @@ def _open_group(jobs: list[_Job], settings: ConnectionSettings,
     before any connection, when either fails); None when nothing is left to deliver."""
     try:
         password = pool.password(settings)
+        if settings.save_sent:  # a Sent copy that could never be made: exit 1 now
+            from . import imap  # imaplib, only for those who keep a copy
+
+            imap.check_settings(settings)
     except SmtpMagicError as exc:
         _fail(jobs, exc, progress)
         return None
@@ -482,7 +510,13 @@ def _open_group(jobs: list[_Job], settings: ConnectionSettings,
                                      f"({exc.strerror or exc}), so the message was not sent."),
               progress)
         return None
-    return _Group(settings, jobs, password, outbox, batch, progress.pacer(settings, len(jobs)))
+    folder = None
+    if settings.save_sent:
+        from .imap import SentFolder
+
+        folder = SentFolder(settings, password)
+    return _Group(settings, jobs, password, outbox, batch, progress.pacer(settings, len(jobs)),
+                  folder)
 
 
 async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Pool) -> None:
@@ -501,7 +535,7 @@ async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Poo
                 after = queue.pop() if queue else None
                 paced = pacer is not None and pacer.interval > 0
                 session.upcoming = _upcoming(after) if after is not None and not paced else None
-                job.response = await _deliver_job(job, session, outbox, pacer)
+                job.response = await _deliver_job(job, session, outbox, pacer, group.folder)
                 progress(job)
                 job = after
         finally:
@@ -513,6 +547,8 @@ async def _run_group(group: _Group, progress: Callable[[_Job], None], pool: _Poo
         await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
         group.batch.close()  # deleted when every message is settled; kept (pending) otherwise
+        if group.folder is not None:
+            await group.folder.close()
 
 
 class _Counter:
@@ -744,11 +780,13 @@ async def send_async(
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
     config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
+    reply_to: str | Sequence[str] | None = None, headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Send one message; returns its Response (never raises for a failed send)."""
     return await _send_one(
         lambda: _make_request(to, subject, body, cc=cc, bcc=bcc, sender=sender,
-                              attachments=attachments, content_type=content_type),
+                              attachments=attachments, content_type=content_type,
+                              reply_to=reply_to, headers=headers),
         config=config, timeout=timeout, profile=profile)
 
 
@@ -770,6 +808,7 @@ async def send_notebook_async(
     bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
     attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
     config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+    reply_to: str | Sequence[str] | None = None,
 ) -> Response:
     """Email an executed notebook (see ``send_notebook``); returns its Response."""
     from .nbreport import notebook_request
@@ -777,7 +816,7 @@ async def send_notebook_async(
     return await _send_one(
         lambda: notebook_request(notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender,
                                  no_input=no_input, attach_notebook=attach_notebook,
-                                 attachments=resolve_all(attachments)),
+                                 attachments=resolve_all(attachments), reply_to=reply_to),
         config=config, timeout=timeout, profile=profile)
 
 
@@ -787,6 +826,7 @@ def send_notebook(
     bcc: str | Sequence[str] | None = None, sender: str | None = None, no_input: bool = False,
     attach_notebook: bool = False, attachments: Iterable[AttachmentLike] | AttachmentLike = (),
     config: ConfigLike = None, profile: str | None = None, timeout: float | None = None,
+    reply_to: str | Sequence[str] | None = None,
 ) -> Response:
     """Email an executed notebook as one message: its Markdown, code (unless ``no_input``) and
     outputs in order, rendered as ``%%smtp_send --capture`` renders a cell (images inline,
@@ -800,7 +840,7 @@ def send_notebook(
     return run_blocking(send_notebook_async(
         notebook, to, subject=subject, cc=cc, bcc=bcc, sender=sender, no_input=no_input,
         attach_notebook=attach_notebook, attachments=attachments, config=config,
-        profile=profile, timeout=timeout))
+        profile=profile, timeout=timeout, reply_to=reply_to))
 
 
 # -- blocking calls that also work inside a running event loop (a notebook cell) ------------------
@@ -857,10 +897,13 @@ def send(
     bcc: str | Sequence[str] | None = None, sender: str | None = None,
     attachments: Iterable[AttachmentLike] | AttachmentLike = (), content_type: str | None = None,
     config: ConfigLike = None, timeout: float | None = None, profile: str | None = None,
+    reply_to: str | Sequence[str] | None = None, headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Send one message and wait for the outcome. Works in scripts and in notebook cells.
 
     ``profile`` sends with a saved profile's settings (``%smtp_config --profile NAME --save``).
+    ``reply_to`` sets Reply-To (default: the reply_to setting); ``headers`` adds custom headers
+    (``{"X-Report": "weekly"}``), checked like every header.
 
     >>> r = send("bob@example.org", "Numbers", "<p>Hi</p>")  # doctest: +SKIP
     >>> r.exitcode, r.message_id  # doctest: +SKIP
@@ -868,6 +911,7 @@ def send(
     return run_blocking(send_async(
         to, subject, body, cc=cc, bcc=bcc, sender=sender, attachments=attachments,
         content_type=content_type, config=config, timeout=timeout, profile=profile,
+        reply_to=reply_to, headers=headers,
     ))
 
 
@@ -1027,8 +1071,14 @@ def _not_retried(entry: OutboxEntry, exc: SmtpMagicError) -> Response:
 async def _retry_group(settings: ConnectionSettings, entries: list[OutboxEntry], outbox: Outbox
                        ) -> dict[str, Response]:
     """Resend kept messages that go to the same place, over one connection."""
+    folder = None
     try:
         password = resolve_password(settings)
+        if settings.save_sent:
+            from .imap import SentFolder, check_settings
+
+            check_settings(settings)
+            folder = SentFolder(settings, password)
     except SmtpMagicError as exc:  # nothing was tried: the messages stay as they are
         return {entry.key: _not_retried(entry, exc) for entry in entries}
     responses: dict[str, Response] = {}
@@ -1040,13 +1090,18 @@ async def _retry_group(settings: ConnectionSettings, entries: list[OutboxEntry],
             envelope = _StoredEnvelope(entry.sender, entry.recipients, not all(a.isascii() for a in addresses))
             record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
                                             outbox_key=entry.key, thread=threading.get_ident()))
-            response = await _deliver_bytes(session, envelope, outbox.read(entry.key), entry, outbox,
-                                            pacer)
+            data = outbox.read(entry.key)
+            response = await _deliver_bytes(session, envelope, data, entry, outbox, pacer)
+            # A partly sent message was copied when its first part went out.
+            if folder is not None and entry.status != "partly sent":
+                response = await _save_copy(folder, response, data)
             pacer.settled += 1
             record.finish(response)
             responses[entry.key] = response
     finally:
         await session.close()
+        if folder is not None:
+            await folder.close()
     return responses
 
 

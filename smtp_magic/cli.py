@@ -90,7 +90,8 @@ def cmd_send_notebook(args: argparse.Namespace) -> int:
     response = send_notebook(
         args.notebook, args.to, subject=args.subject, cc=args.cc, bcc=args.bcc,
         sender=args.sender, no_input=args.no_input, attach_notebook=args.attach_notebook,
-        attachments=args.attach or (), config=settings, timeout=args.timeout)
+        attachments=args.attach or (), config=settings, timeout=args.timeout,
+        reply_to=args.reply_to)
     return _print(response)
 
 

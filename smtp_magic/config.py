@@ -114,7 +114,8 @@ class Withheld(Secret):
 
     def message(self, settings: Any) -> str:
         """One sentence for the user: where the password belonged and how to give it again."""
-        here = login_origin(settings.host, settings.port, settings.username)
+        here = login_origin(settings.host, settings.port, settings.username,
+                            getattr(settings, "imap_host", None))
         return (f"The password was given for {self.given_for}, so it is not sent to {here}: "
                 f"give the password again for this server (e.g. %smtp_config {self.how}, or "
                 "\"password\" in the request).")
@@ -130,9 +131,11 @@ def withheld_password(settings: Any) -> Withheld | None:
     return None
 
 
-def login_origin(host: str, port: int, username: str | None) -> str:
-    """``alice at smtp.example.org:587``: the server (and login) a password belongs to."""
-    return f"{username} at {host}:{port}" if username else f"{host}:{port}"
+def login_origin(host: str, port: int, username: str | None, imap_host: str | None = None) -> str:
+    """``alice at smtp.example.org:587``: the server (and login) a password belongs to; with
+    `` (and IMAP imap.example.org)`` when save_sent signs in at another host too."""
+    where = f"{username} at {host}:{port}" if username else f"{host}:{port}"
+    return where + (f" (and IMAP {imap_host})" if imap_host and imap_host != host else "")
 
 
 class SecretTrait(TraitType[Secret | None, Secret | str | None]):
@@ -308,14 +311,36 @@ class SmtpMagic(Configurable):
         "or 'keyring' for the keyring entry dkim:SELECTOR._domainkey.DOMAIN.",
     ).tag(config=True, metavar="PATH")
     dkim_headers = Unicode(
-        "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, List-Unsubscribe, "
-        "List-Unsubscribe-Post",
+        "From, To, Cc, Reply-To, Subject, Date, Message-ID, MIME-Version, Content-Type, "
+        "List-Unsubscribe, List-Unsubscribe-Post",
         help="The headers DKIM signs (those present in the message), comma-separated.",
     ).tag(config=True, metavar="NAMES")
     unsubscribe_mailto = Unicode(
         None, allow_none=True,
         help="An address for unsubscribe requests by email: adds <mailto:ADDR> to "
         "List-Unsubscribe.",
+    ).tag(config=True, metavar="ADDR")
+    # -- a copy in Sent (IMAP APPEND, smtp_magic.imap) and Reply-To --
+    save_sent = Unicode(
+        None, allow_none=True,
+        help="After a send the SMTP server accepted, store the exact message in this IMAP folder "
+        "(e.g. Sent), flagged \\Seen, at imap_host with the same login. Leave it unset for Gmail "
+        "and Outlook, which file sent mail themselves.",
+    ).tag(config=True, metavar="FOLDER")
+    imap_host = Unicode(
+        None, allow_none=True,
+        help="The IMAP server of save_sent (same username and password or OAuth2 token as SMTP; "
+        "a password given before imap_host changes is withheld from it until given again).",
+    ).tag(config=True, metavar="HOST")
+    imap_port = Int(993, help="The IMAP port (993 implicit TLS, 143 STARTTLS).").tag(
+        config=True, metavar="N")
+    imap_security = Enum(
+        ("tls", "starttls", "none"), "tls",
+        help="IMAP encryption: tls (implicit), starttls or none (no login without "
+        "allow_plaintext_auth).",
+    ).tag(config=True)
+    reply_to = Unicode(
+        None, allow_none=True, help="Default Reply-To address(es); a request's reply_to wins.",
     ).tag(config=True, metavar="ADDR")
 
     _quiet = False  # while copying settings: choosing `profile` must not load the profile again
@@ -330,9 +355,10 @@ class SmtpMagic(Configurable):
         self._moved = False  # the host, port or username changed during that update
         # The server (host, port, username) the password (or password_env) was given for; a
         # change of any of them withholds it (``_guard_login``). None: not bound yet.
-        self._login_for: tuple[str, int, str | None] | None = None
-        # Which of the three the password's source left open (an environment without SMTP_PORT,
-        # say): each is fixed by its first change instead of withholding the password.
+        # imap_host too: the same password signs in there for save_sent.
+        self._login_for: tuple[str, int, str | None, str | None] | None = None
+        # Which of the first three the password's source left open (an environment without
+        # SMTP_PORT, say): each is fixed by its first change instead of withholding the password.
         self._login_open: frozenset[int] = frozenset()
         self.observe(self._on_change, names=list(self.trait_names(config=True)))
         super().__init__(**kwargs)
@@ -471,6 +497,15 @@ class SmtpMagic(Configurable):
             raise TraitError("From must be signed (RFC 6376)")
         return ", ".join(names)
 
+    @validate("imap_host")
+    def _check_imap_host(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        if any(c.isspace() or c in "\0/" for c in value.strip()):
+            raise TraitError(f"imap_host {value!r} is not a host name or IP address.")
+        return str(value.strip())
+
     @validate("host")
     def _check_host(self, proposal: Any) -> str:
         value = proposal["value"].strip()
@@ -589,6 +624,8 @@ class SmtpMagic(Configurable):
         as the host or port changes again."""
         local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
                                  "password_env": None, "use_keyring": False, "auth": "none"}
+        if self.save_sent:  # a test message never goes to the real Sent folder (nor the login)
+            local["save_sent"] = None
         if not self.sender and "@" not in (self.username or ""):
             local["sender"] = LOCAL_SENDER
         for name in local:  # a second --local keeps what the user had before the first
@@ -651,16 +688,18 @@ class SmtpMagic(Configurable):
             else:
                 self._leave_local({name})
         if self._batch is not None:  # the password is bound or withheld when all is in
-            self._moved = self._moved or name in ("host", "port", "username")
+            self._moved = self._moved or name in ("host", "port", "username", "imap_host")
             return
         if name in ("password", "password_env"):
             if self._has_login_secret():
                 self._bind_login()
-        elif name in ("host", "port", "username"):
+        elif name in ("host", "port", "username", "imap_host"):
             self._guard_login()
 
-    def _login_origin(self) -> tuple[str, int, str | None]:
-        return (self.host, self.port, self.username)
+    def _login_origin(self) -> tuple[str, int, str | None, str | None]:
+        # An IMAP server on the SMTP host itself is no other place for the password to go.
+        imap = self.imap_host if self.imap_host != self.host else None
+        return (self.host, self.port, self.username, imap)
 
     def _bind_login(self, open_: Iterable[int] = ()) -> None:
         self._login_for, self._login_open = self._login_origin(), frozenset(open_)
@@ -683,8 +722,11 @@ class SmtpMagic(Configurable):
             self._login_open -= changed
             bound = self._login_for = (
                 current[0] if 0 in changed else bound[0], current[1] if 1 in changed else bound[1],
-                current[2] if 2 in changed else bound[2])
+                current[2] if 2 in changed else bound[2], bound[3])
         if bound == current:
+            return
+        if bound[:3] == current[:3] and current[3] is None:  # IMAP back to the SMTP host
+            self._login_for = current
             return
         how = (f"--password-env {self.password_env}" if self.password_env and not self.password
                else "--password-prompt")

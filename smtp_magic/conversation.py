@@ -152,6 +152,12 @@ class Conversation:
         else:
             self.command(line.encode("utf-8", "replace"))
 
+    def line(self, marker: str, text: str) -> None:
+        """A line of another protocol on this transcript (the IMAP copy of ``save_sent``),
+        redacted by the caller where it carries a login; scrubbed of every secret here too."""
+        if self.active:
+            self._emit(logging.DEBUG, marker, text)
+
     def note(self, text: str) -> None:
         """An event worth seeing in a debug session; an INFO record of this logger."""
         self._emit(logging.INFO, "*", text)

@@ -199,7 +199,8 @@ def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
     from .render import email_body
 
     common: dict[str, Any] = {"to": args.to, "subject": args.subject, "cc": args.cc or (),
-                              "bcc": args.bcc or (), "sender": args.sender}
+                              "bcc": args.bcc or (), "sender": args.sender,
+                              "reply_to": getattr(args, "reply_to", None) or ()}
     if content_type == "text/plain":
         text = rendered.text
         if text is None:

@@ -21,7 +21,7 @@ from ._names import unique_attachments
 from ._sanitize import clean_document
 from .config import MB, ConnectionSettings
 from .errors import InvalidRequest
-from .models import Attachment, SendRequest
+from .models import Attachment, SendRequest, as_address_list
 
 __all__ = ["Composed", "check_header_value", "compose", "parse_address"]
 
@@ -34,9 +34,16 @@ POLICY_UTF8 = email_policy.SMTPUTF8
 
 _DOMAIN_LABEL = re.compile(r"^(?!-)[\w-]{1,63}(?<!-)$", re.UNICODE)
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
-# Headers the composer owns; extra headers may not replace them.
-_RESERVED = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
-             "content-type", "content-transfer-encoding"}
+# Headers the composer (or a feature) owns; extra headers may not replace them. Each with what
+# to use instead, for the one-sentence refusal.
+_RESERVED = {
+    "from": "give 'from' (--from) or the sender setting", "to": "give 'to'",
+    "cc": "give 'cc'", "bcc": "give 'bcc' (Bcc recipients are never written in the headers)",
+    "subject": "give 'subject'", "date": "it is set when the message is made",
+    "message-id": "it is made for each message", "mime-version": "the body sets it",
+    "content-type": "give 'content_type'", "content-transfer-encoding": "the body sets it",
+    "dkim-signature": "the dkim_domain, dkim_selector and dkim_key settings sign the message",
+}
 
 
 class Composed:
@@ -237,6 +244,10 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
     to = _addresses(request.to, "'to' address")
     cc = _addresses(request.cc, "'cc' address")
     bcc = _addresses(request.bcc, "'bcc' address")
+    field = "'reply_to' address" if request.reply_to else "reply_to setting"
+    reply_to = _addresses(request.reply_to or as_address_list(settings.reply_to), field)
+    # Kept as text in the request (display names included) for the two ways of writing it.
+    request = request.replace(reply_to=tuple(str(a) for a in reply_to))
     check_attachments(request, settings)
     content_type = (request.content_type or settings.content_type).lower()
     if content_type not in ("text/plain", "text/html", "multipart/alternative"):
@@ -245,15 +256,13 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
             "text/markdown or multipart/alternative."
         )
 
-    smtputf8 = not all(a.username.isascii() for a in (sender, *to, *cc, *bcc))
+    smtputf8 = not all(a.username.isascii() for a in (sender, *to, *cc, *bcc, *reply_to))
     domain = sender.domain if sender.domain.isascii() else "smtp-magic.local"
     message_id = request.message_id or make_msgid(domain=domain)
     check_header_value("Message-ID", message_id)
 
     date = _date()
-    for name, _ in request.headers:
-        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED:
-            raise InvalidRequest(f"{name!r} cannot be set as an extra header.")
+    _check_extra_headers(request.headers, reply_to=bool(reply_to))
     text = None
     if content_type != "text/plain":
         body = request.body or ""
@@ -279,6 +288,25 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
                     subject=request.subject, parts=parts, build=build)
 
 
+def _check_extra_headers(headers: tuple[tuple[str, str], ...], *, reply_to: bool) -> None:
+    """The request's ``headers``: valid names (RFC 5322 ftext), text values without line breaks
+    or control characters, none that the composer or a feature owns. One sentence, exit 1."""
+    for name, value in headers:
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise InvalidRequest(f"{str(name)[:60]!r} in 'headers' is not a header name (printable "
+                                 "ASCII letters, digits and signs, no spaces or ':').")
+        owner = _RESERVED.get(name.lower())
+        if owner is not None:
+            raise InvalidRequest(f"{name} cannot be set in 'headers': {owner}.")
+        if name.lower() == "reply-to" and reply_to:
+            raise InvalidRequest("Reply-To is given twice, by reply_to and in 'headers': give "
+                                 "it once.")
+        if not isinstance(value, str):
+            raise InvalidRequest(f"The value of header {name} in 'headers' must be text, not "
+                                 f"{type(value).__name__}.")
+        check_header_value(f"header {name}", value)
+
+
 def _build_message(
     request: SendRequest, content_type: str, sender: Address, to: list[Address],
     cc: list[Address], smtputf8: bool, date: str, message_id: str, text: str | None,
@@ -292,6 +320,8 @@ def _build_message(
     msg["Subject"] = request.subject
     msg["Date"] = date
     msg["Message-ID"] = message_id
+    if request.reply_to:
+        msg["Reply-To"] = _addresses(request.reply_to, "'reply_to' address")
     for name, value in request.headers:
         msg[name] = check_header_value(f"header {name}", value)
 
@@ -545,6 +575,8 @@ def _render_fast(
         head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
     else:
         head.append(POLICY.fold_binary("Message-ID", POLICY.header_store_parse("Message-ID", message_id)[1]))
+    if request.reply_to:
+        head.append(_fold_addresses("Reply-To", _addresses(request.reply_to, "'reply_to' address")))
     for name, value in request.headers:
         check_header_value(f"header {name}", value)
         if name.lower() in POLICY.header_factory.registry:  # type: ignore[attr-defined]

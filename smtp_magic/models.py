@@ -213,9 +213,10 @@ class SendRequest:
     headers: tuple[tuple[str, str], ...] = ()
     message_id: str | None = None
     unsubscribe: str | None = None  # an https URL: List-Unsubscribe, one-click (RFC 8058)
+    reply_to: tuple[str, ...] = ()  # Reply-To (default: the reply_to setting)
 
     def __post_init__(self) -> None:
-        for name in ("to", "cc", "bcc"):
+        for name in ("to", "cc", "bcc", "reply_to"):
             object.__setattr__(self, name, as_address_list(getattr(self, name)))
         object.__setattr__(self, "attachments", tuple(self.attachments))
         object.__setattr__(self, "inline_images", tuple(self.inline_images))
@@ -370,6 +371,8 @@ MESSAGE_OPTIONS: tuple[MessageOption, ...] = (
     MessageOption("--cc", "cc", True, "ADDR", "Carbon-copy recipients."),
     MessageOption("--bcc", "bcc", True, "ADDR", "Blind carbon-copy recipients (not in the headers)."),
     MessageOption("--from", "sender", False, "ADDR", "The sender (default: settings)."),
+    MessageOption("--reply-to", "reply_to", False, "ADDR",
+                  "Where replies go (Reply-To; default: the reply_to setting)."),
     MessageOption("--attach", "attach", True, "ITEM",
                   "Files (globs allowed) or notebook variables: df, df:name.csv|xlsx|parquet, "
                   "fig:name.png|pdf|svg, bytes/str as var:name.ext."),

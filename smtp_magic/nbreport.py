@@ -264,6 +264,7 @@ def notebook_request(
     cc: str | Iterable[str] | None = None, bcc: str | Iterable[str] | None = None,
     sender: str | None = None, no_input: bool = False, attach_notebook: bool = False,
     attachments: Iterable[Attachment] = (), max_bytes: int | None = None,
+    reply_to: str | Iterable[str] | None = None,
 ) -> SendRequest:
     """The message for an executed notebook: Markdown and outputs, with the code unless
     ``no_input``; the ``.ipynb`` attached when ``attach_notebook``."""
@@ -286,4 +287,5 @@ def notebook_request(
         to=as_address_list(to), cc=as_address_list(cc), bcc=as_address_list(bcc),
         subject=subject, sender=sender, content_type="text/html", body=body.html,
         inline_images=body.images, attachments=(*body.attachments, *files),
+        reply_to=as_address_list(reply_to),
     )

@@ -572,6 +572,8 @@ class Dovecot:
     user: str
     password: str
     host: str = "127.0.0.1"
+    imap_port: int = 0  # IMAP with STARTTLS (0: dovecot-imapd is not installed)
+    imaps_port: int = 0  # IMAP over implicit TLS
 
     @property
     def log(self) -> Path:
@@ -624,6 +626,8 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     relay = CaptureServer(tmp_path_factory.mktemp("dovecot-relay")).start()
     env = {**os.environ, "DV": str(dv / "dv"), "DV_RELAY_PORT": str(relay.port),
            "DV_EXTRA_USERS": f"{LONG_LOGIN[0]}:{LONG_LOGIN[1]}"}
+    if Path("/usr/lib/dovecot/imap").exists():  # dovecot-imapd: the save_sent tests' IMAP
+        env["DV_PROTOCOLS"] = "submission imap"
     try:
         up = subprocess.run(["bash", str(ROOT / "scripts" / "dovecot-up.sh")], env=env,
                             capture_output=True, text=True, timeout=60, check=False)
@@ -633,7 +637,9 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
         yield Dovecot(dir=dv / "dv", submission_port=int(values["DOVECOT_SUBMISSION_PORT"]),
                       ca=Path(values["DOVECOT_CA"]),
                       jwt_key=base64.b64decode(values["DOVECOT_JWT_KEY"]), relay=relay,
-                      user=values["DOVECOT_USER"], password=values["DOVECOT_PASS"])
+                      user=values["DOVECOT_USER"], password=values["DOVECOT_PASS"],
+                      imap_port=int(values.get("DOVECOT_IMAP_PORT", 0)),
+                      imaps_port=int(values.get("DOVECOT_IMAPS_PORT", 0)))
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "dovecot-down.sh")], env=env,
                        capture_output=True, timeout=60, check=False)

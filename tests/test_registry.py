@@ -50,6 +50,9 @@ SAMPLE = {
     "dkim_key": ("/keys/dkim.pem", "/keys/dkim.pem"),
     "dkim_headers": ("From, To, Subject", "From, To, Subject"),
     "unsubscribe_mailto": ("leave@example.org", "leave@example.org"),
+    "save_sent": ("Sent", "Sent"), "imap_host": ("imap.example.org", "imap.example.org"),
+    "imap_port": ("143", 143), "imap_security": ("starttls", "starttls"),
+    "reply_to": ("help@example.org", "help@example.org"),
 }
 # Settings that are not typed on a command line: secrets, and Python callables.
 NO_OPTION = ("password", "oauth2_token_provider")

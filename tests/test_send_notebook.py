@@ -121,11 +121,13 @@ def test_no_input_shows_outputs_only(executed: tuple[Path, Any], conn: Path,
                                      smtp_server: CaptureServer, tmp_path: Path) -> None:
     out, _ = executed
     rc, answer, _ = run_cli("send-notebook", str(out), "--to", "team@example.test", "--no-input",
-                            "--subject", "Outputs only", "--config", str(conn), cwd=tmp_path)
+                            "--subject", "Outputs only", "--reply-to", "desk@example.test",
+                            "--config", str(conn), cwd=tmp_path)
     assert rc == 0, answer
     msg = smtp_server.wait_for(1)[0].message
     html = html_of(msg)
     assert msg["Subject"] == "Outputs only"
+    assert msg["Reply-To"] == "desk@example.test"  # the option table shared with %%smtp_send
     assert "print(" not in html and "week = 12" not in html and "import pandas" not in html
     assert "Weekly report" in html  # Markdown stays, as nbconvert --no-input keeps it
     assert "week 12: hello from the notebook" in html and "north" in html and "cid:" in html
