@@ -501,7 +501,7 @@ class ComposeForm(widgets.VBox):
 
     def __repr__(self) -> str:
         # The text/plain of the form's output: what a saved notebook shows without its kernel.
-        return ("Compose form (smtp_magic) \u2014 run the cell again to show it "
+        return ("Compose form of smtp-magic \u2014 run the cell again to show it "
                 "(the form needs a running kernel).")
 
     @property

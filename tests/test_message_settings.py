@@ -33,7 +33,7 @@ _SNAKE = r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+"
 # Where a message says a name is a setting: "set X", "X setting", "(X)" after a limit...
 _SETTING_CONTEXT = re.compile(
     rf"\bset(?:ting)?\s+`?({_SNAKE})`?|`?({_SNAKE})`?\s+setting\b|\(({_SNAKE})\)")
-_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+_OPTION = re.compile(r"(?<!var\()(?<![\w-])--[a-z][a-z0-9-]*")  # not a CSS var(--name)
 _CONFIG_LINE = re.compile(r"%smtp_config((?:\s+--?[a-z][\w-]*(?:\s+[^\s`'\"-][^\s`'\"]*)?)+)")
 
 

@@ -238,7 +238,7 @@ def test_explicit_host_after_local_wins_and_the_notice_lists_only_what_came_back
         s = config.current()
         assert (s.host, s.port, s.security) == ("smtp.previous.example", smtp_server.port, "starttls")
         assert ("what --local had set is back: host smtp.previous.example, security starttls, "
-                "sender (not set).") in left.stdout, left.stdout
+                "auth password, sender (not set).") in left.stdout, left.stdout
         assert f"port {smtp_server.port}" not in left.stdout  # given, so not "back"
 
         run_cell(ip, "%smtp_config --local")
@@ -247,9 +247,10 @@ def test_explicit_host_after_local_wins_and_the_notice_lists_only_what_came_back
                         "--security none")
         s = config.current()
         assert (s.host, s.port, s.security) == ("127.0.0.1", smtp_server.port, "none")
-        # Nothing came back that the user did not give: no notice at all. The stand-in sender
-        # stays: still this machine, and "someone" is no address to send from.
-        assert "what --local had set is back" not in left.stdout, left.stdout
+        # Only what the user did not give comes back: the way of logging in (--local sends
+        # without), not the host, port or security. The stand-in sender stays: still this
+        # machine, and "someone" is no address to send from.
+        assert "what --local had set is back: auth password." in left.stdout, left.stdout
         assert s.sender == config.LOCAL_SENDER
         ip.run_cell_magic("smtp_send", "--to bob@example.test --subject Explicit --sync", "hi")
         assert [m.subject for m in smtp_server.wait_for(1)] == ["Explicit"]
