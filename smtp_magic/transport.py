@@ -400,6 +400,14 @@ def envelope_commands(smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str,
     return [mail + b"\r\n", *(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n" for r in recipients)]
 
 
+# Servers known to break on an envelope sent with the end of the previous message's data,
+# though RFC 2920 §3.1 allows it: Dovecot 2.3's submission service fails an assertion and drops
+# the connection (the message is then in doubt). They are told by their greeting; a server that
+# drops a connection right after such a write is remembered too, for the rest of the process.
+_AHEAD_UNSAFE = re.compile(r"\bDovecot\b", re.IGNORECASE)
+_no_ahead: set[tuple[str, int]] = set()
+
+
 @dataclass(frozen=True)
 class Upcoming:
     """The message a connection sends next: its envelope may go out ahead, in the same write
@@ -671,8 +679,10 @@ class Session:
         self.unconfirmed = False
         self.last_transient: SmtpMagicError | None = None
         # The message this connection will carry next, set by whoever feeds it messages in
-        # order (a bulk send): its envelope may then go out ahead, with the end of the data.
+        # order (a bulk send): its envelope may then go out ahead, with the end of the data,
+        # unless the server is known not to take that (``_AHEAD_UNSAFE``, ``_no_ahead``).
         self.upcoming: Upcoming | None = None
+        self._send_ahead = True
         self._ahead: Upcoming | None = None  # the envelope the server has, awaiting its data
         # The outbox's record of the message being sent, set by whoever sends it: mark(True)
         # runs just before the final "." goes out (and may raise OutboxUnwritable to stop it),
@@ -727,6 +737,8 @@ class Session:
             self.phase = "connect"
             greeting = await self._connect(smtp)
             conv.reply(greeting.code, greeting.message)
+            self._send_ahead = ((s.host, s.port) not in _no_ahead
+                                and not _AHEAD_UNSAFE.search(greeting.message))
             self.encrypted = s.implicit_tls
             if self.encrypted:
                 self._note_tls(smtp)
@@ -943,7 +955,8 @@ class Session:
         try:
             try:
                 errors = await _send_message(smtp, channel, sender, recipients, data,
-                                             smtputf8, sending, self.upcoming)
+                                             smtputf8, sending,
+                                             self.upcoming if self._send_ahead else None)
                 self.unconfirmed = unconfirmed  # the final reply came
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
                     aiosmtplib.SMTPNotSupported):
@@ -989,6 +1002,10 @@ class Session:
                 raise _answered(_Transient, f"{where} answered {_reply(exc)}.", exc) from exc
             raise _answered(Rejected, f"{where} answered {_reply(exc)}.", exc) from exc
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+            if self._ahead is not None:  # dropped with an envelope sent ahead: not again here
+                _no_ahead.add((self.settings.host, self.settings.port))
+                log.warning("%s dropped the connection after a message's end of data that carried "
+                            "the next envelope; its envelopes are no longer sent ahead", where)
             self.abort()
             if self.unconfirmed:  # after the final ".": resending could deliver it twice
                 raise InDoubt(f"{where} dropped the connection after the message was sent and "

@@ -193,3 +193,18 @@ def test_sasl_start_splits_at_512_octets() -> None:
     asyncio.run(transport.sasl_start(Fake(), b"XOAUTH2", fits))  # type: ignore[arg-type]
     asyncio.run(transport.sasl_start(Fake(), b"XOAUTH2", fits + b"A"))  # type: ignore[arg-type]
     assert sent == [(b"AUTH", b"XOAUTH2", fits), (b"AUTH", b"XOAUTH2"), (fits + b"A",)]
+
+
+def test_a_merge_through_dovecot_arrives_whole(dovecot: Dovecot) -> None:
+    """A bulk send over one connection, unpaced: every message relayed, none in doubt.
+    Dovecot 2.3's submission service asserts (and drops the connection) when the next
+    message's envelope arrives with the end of the data (RFC 2920 allows it), so smtp-magic
+    does not send an envelope ahead to Dovecot."""
+    values = settings(dovecot, password=dovecot.password)
+    requests = [{"to": "boss@example.test", "subject": f"merge {n}", "body": f"<p>row {n}</p>"}
+                for n in range(12)]
+    responses = smtp_magic.send_many(requests, config=values)
+    assert [r.exitcode for r in responses] == [0] * 12, [r.message for r in responses]
+    for r in responses:
+        arrived(dovecot, r.message_id)
+    assert "Panic" not in dovecot.log.read_text()
