@@ -43,8 +43,9 @@ MAX_CELL_CHARS = 1_000
 # A phone's mail app may not scroll a wide table sideways (Gmail, Outlook and Yahoo on Android
 # cannot reach what an overflow box hides), so a table must fit the screen by itself: its cells
 # may break a word anywhere, which lets the browser narrow every column to the screen's width
-# (a table lays out its columns between their narrowest and widest content). Inline only: no
-# media query, which Gmail drops with the <style> block in some of its apps.
+# (a table lays out its columns between their narrowest and widest content). Inline only: this
+# is what a client that drops the <style> block shows (Gmail with other accounts); the stack
+# below is what the others show of a table too wide to read this way.
 _CELL = ("border:1px solid #d0d7de;padding:3px 5px;overflow-wrap:anywhere;"
          "word-break:break-word")
 _STYLES = {
@@ -272,7 +273,7 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
     numeric = [_numeric_columns(t) for t in tables]
     whole = [_numbers_fit(t, n) for t, n in zip(tables, numeric)]
     # So many columns that one character each and the usual padding overflow a 320 px screen:
-    # less padding (about 24 columns then fit; more need the stack's <style>).
+    # less padding (about 20 columns then fit at 320 px, 24 at 375; more need the stack).
     tight = [_columns(t) * (_CHAR + _PAD) > _NARROW for t in tables]
     labels = [_labels(t) if not _readable_on_phone(t, n) else None
               for t, n in zip(tables, numeric)]
