@@ -76,6 +76,7 @@ _TABLE = re.compile(r"<table\b.*?</table\s*>", re.DOTALL | re.IGNORECASE)
 _BODY = re.compile(r"<tbody\b.*?</tbody\s*>", re.DOTALL | re.IGNORECASE)
 _CELL_TEXT = re.compile(r"<(td|th)\b([^>]*)>(.*?)</\1\s*>", re.DOTALL | re.IGNORECASE)
 _COLSPAN = re.compile(r"""colspan\s*=\s*["']?(\d+)""", re.IGNORECASE)
+_ROWSPAN = re.compile(r"""rowspan\s*=\s*["']?(\d+)""", re.IGNORECASE)
 _NUMBER = re.compile(r"^[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?$")
 _NOT_A_NUMBER = frozenset({"", "nan", "<na>", "none", "nat", "inf", "-inf", "-", "\u2013"})
 FRAME_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".parquet", ".json", ".html")
@@ -278,9 +279,12 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
     labels = [_labels(t) if not _readable_on_phone(t, n) else None
               for t, n in zip(tables, numeric)]
     table, column, in_head = -1, 0, False
+    # The column a cell stands in, for its label: past the cells above that span rows into
+    # this one (an outer index level in pandas' HTML), which ``column`` does not count.
+    place, carry, busy = 0, dict[int, int](), set[int]()
 
     def restyle(match: re.Match[str]) -> str:
-        nonlocal table, column, in_head
+        nonlocal table, column, in_head, place, carry, busy
         closing, tag, attrs = match.group(1), match.group(2).lower(), match.group(3)
         if tag == "thead":
             in_head = not closing
@@ -288,17 +292,27 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
         if closing:
             return match.group(0)
         if tag == "tr":
-            column = 0
+            column = place = 0
+            busy = {p for p, n in carry.items() if n > 0}
+            carry = {p: n - 1 for p, n in carry.items() if n > 1}
             return match.group(0)
         if tag == "table":
             table += 1
+            carry, busy = {}, set()
             stack = 0 <= table < len(labels) and labels[table] is not None
             return _with_style(tag, attrs, _STYLES["table"], drop_selectors,
                                STACK_CLASS if stack else "")
         span = _span(attrs)
+        while place in busy:
+            place += 1
+        rows = _ROWSPAN.search(attrs)
+        below = min(int(rows.group(1)), 100_000) - 1 if rows else 0
+        for p in range(place, place + span) if below > 0 else ():
+            carry[p] = below
         label = ""
         if not in_head and 0 <= table < len(labels) and labels[table]:
-            label = labels[table].get(column, "")  # type: ignore[union-attr]
+            label = labels[table].get(place, "")  # type: ignore[union-attr]
+        place += span
         right = 0 <= table < len(numeric) and span == 1 and numeric[table].get(column, False)
         column += span
         key = "thead th" if tag == "th" and in_head else tag

@@ -170,6 +170,20 @@ def test_a_table_too_wide_for_a_phone_carries_its_narrow_screen_stack(styled: An
     assert "<style" not in small and "smx-" not in small
 
 
+def test_each_value_of_a_stack_is_named_by_its_own_column_past_spanning_index_cells() -> None:
+    # An outer index level spans rows: the rows below it start one cell short.
+    index = pd.MultiIndex.from_product([["North", "South"], ["Mon", "Tue"]],
+                                       names=["region", "day"])
+    df = pd.DataFrame({"revenue total": [1234567.5] * 4, "status of plan": ["on track"] * 4,
+                       "manager name": ["Ann Lee"] * 4}, index=index)
+    rows = re.findall(r"<tr>.*?</tr>", render_object(df).html, re.DOTALL)[-4:]
+    named = [re.findall(r'class="smx-label"[^>]*>([^<]*): </span>([^<]*)<', r) for r in rows]
+    assert [dict(r).get("day") for r in named] == ["Mon", "Tue", "Mon", "Tue"]
+    assert [dict(r).get("region") for r in named] == ["North", None, "South", None]
+    assert all(dict(r)["manager name"] == "Ann Lee" for r in named)
+    assert all(dict(r)["revenue total"] == "1234567.5" for r in named)
+
+
 def test_a_wide_styler_is_stacked_too_and_objects_keep_only_the_stack_classes() -> None:
     html = email_document(render_object(wide_frame().style.highlight_max(color="yellow")).html)
     assert "smx-stack" in html and html.count('class="smx-label"') == 2 * 9
