@@ -164,6 +164,16 @@ def test_every_column_of_a_wide_table_is_readable_on_a_phone_without_scrolling(
             assert broken == []
         print(f"{columns} columns at {width} px: stacked, 0 words cut; without <style>, "
               f"{len(fallback['broken'])} words cut: {fallback['broken'][:12]}")
+    # A desktop screen shows the table, not the stack: the same pixels as without the <style>.
+    desktop = []
+    for page_html in (html, stripped):
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        try:
+            page.set_content(page_html, wait_until="load")
+            desktop.append(page.screenshot(full_page=True))
+        finally:
+            page.close()
+    assert desktop[0] == desktop[1]
 
 
 def test_a_table_that_fits_a_phone_is_not_stacked(
