@@ -89,6 +89,7 @@ NARROW_CSS = (
     "text-align:left!important;white-space:normal!important;overflow-wrap:break-word!important;"
     "word-break:normal!important}"
     f".{STACK_CLASS} thead{{display:none!important}}"
+    f".{STACK_CLASS}{{font-size:14px!important}}"  # a phone's width holds one value a line
     f".{STACK_CLASS} tr{{margin:0 0 8px!important;border:1px solid #d0d7de!important}}"
     f".{STACK_CLASS} th,.{STACK_CLASS} td{{border:0!important;padding:2px 8px!important}}"
     f".{STACK_CLASS} tbody th{{background:#eaeef2!important}}"

@@ -111,6 +111,9 @@ WORDS = r"""width => {
 }"""
 
 
+FONT_SIZE = "() => parseFloat(getComputedStyle(document.querySelector('table:not([role]) td')).fontSize)"
+
+
 def shown(browser: Any, html: str, width: int, name: str, tmp_path: Path) -> Any:
     page = browser.new_page(viewport={"width": width, "height": 800}, device_scale_factor=2,
                             is_mobile=True)
@@ -139,6 +142,7 @@ def test_every_column_of_a_wide_table_is_readable_on_a_phone_without_scrolling(
         page = shown(browser, html, width, f"table-{columns}-{width}px", tmp_path)
         try:
             words = page.evaluate(WORDS, width)
+            assert page.evaluate(FONT_SIZE) == 14  # larger than the table's 12 px
             assert page.evaluate("document.documentElement.scrollWidth") <= width
         finally:
             page.close()
