@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import re
 
-__all__ = ["email_document", "inline_css", "is_document"]
+__all__ = ["email_document", "inline_css", "is_document", "with_narrow_style"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,29 @@ style="max-width:720px;border-collapse:collapse;table-layout:fixed">
 </html>
 """
 
+# The one <style> the message keeps: it only ADDS the narrow-screen stack for the tables that
+# are too wide to read on a phone (_tables marks them and hides each cell's column label
+# inline). Every rule is !important to win over the inline styles; the selectors are classes
+# and descendants, which Gmail's apps keep (it drops a block with anything it cannot parse).
+STACK_CLASS = "smx-stack"
+LABEL_CLASS = "smx-label"
+NARROW_MAX_WIDTH = 480
+NARROW_CSS = (
+    f"@media screen and (max-width:{NARROW_MAX_WIDTH}px){{"
+    f".{STACK_CLASS},.{STACK_CLASS} tbody,.{STACK_CLASS} tr,.{STACK_CLASS} th,"
+    f".{STACK_CLASS} td{{display:block!important;width:auto!important;"
+    "text-align:left!important;white-space:normal!important;overflow-wrap:break-word!important;"
+    "word-break:normal!important}"
+    f".{STACK_CLASS} thead{{display:none!important}}"
+    f".{STACK_CLASS}{{font-size:14px!important}}"  # a phone's width holds one value a line
+    f".{STACK_CLASS} tr{{margin:0 0 8px!important;border:1px solid #d0d7de!important}}"
+    f".{STACK_CLASS} th,.{STACK_CLASS} td{{border:0!important;padding:2px 8px!important}}"
+    f".{STACK_CLASS} tbody th{{background:#eaeef2!important}}"
+    f".{LABEL_CLASS}{{display:inline!important;font-weight:600!important}}"
+    "}"
+)
+_NARROW_STYLE = f'<style type="text/css">{NARROW_CSS}</style>'
+
 _DOCUMENT = re.compile(r"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\b|html\b)", re.IGNORECASE | re.DOTALL)
 
 
@@ -97,7 +120,19 @@ def email_document(fragment: str, *, title: str | None = None) -> str:
             title=_html.escape(title or ""), css=_CSS, text_style=TEXT_STYLE, body=fragment,
             scheme=_SCHEME,
         )
-    return inline_css(document)
+    return with_narrow_style(inline_css(document))
+
+
+def with_narrow_style(document: str) -> str:
+    """The narrow-screen <style> in the head of a document holding a stacking table (once)."""
+    if f'class="{STACK_CLASS}' not in document and f" {STACK_CLASS}\"" not in document:
+        return document
+    if NARROW_CSS in document:
+        return document
+    head = re.search(r"</head\s*>", document, re.IGNORECASE)
+    if head is None:
+        return document
+    return document[:head.start()] + _NARROW_STYLE + "\n" + document[head.start():]
 
 
 def inline_css(document: str) -> str:

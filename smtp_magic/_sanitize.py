@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from html.parser import HTMLParser
 from typing import Any, Literal
 
+from ._layout import LABEL_CLASS, STACK_CLASS
 from .errors import missing
 
 __all__ = ["STYLE_BLOCK", "Policy", "clean", "clean_document", "css_loads", "removals", "safe_style",
@@ -31,6 +32,8 @@ __all__ = ["STYLE_BLOCK", "Policy", "clean", "clean_document", "css_loads", "rem
 log = logging.getLogger(__name__)
 
 Policy = Literal["object", "user"]
+
+_STACK_CLASSES = frozenset({STACK_CLASS, LABEL_CLASS})
 
 _OBJECT_TAGS = frozenset({
     "a", "abbr", "b", "bdi", "bdo", "blockquote", "br", "caption", "center", "cite", "code",
@@ -44,7 +47,8 @@ _OBJECT_ATTRIBUTES = {
     "*": {"style", "title", "align", "valign", "dir", "lang", "width", "height", "bgcolor"},
     "a": {"href"},
     "img": {"src", "alt", "border"},
-    "table": {"border", "cellpadding", "cellspacing", "role", "summary"},
+    "table": {"border", "cellpadding", "cellspacing", "role", "summary", "class"},
+    "span": {"class"},  # class: the narrow-screen stack's own two only (_object_filter)
     "td": {"colspan", "rowspan", "nowrap"},
     "th": {"colspan", "rowspan", "scope", "nowrap"},
     "col": {"span"},
@@ -130,6 +134,8 @@ def _object_filter(tag: str, attr: str, value: str) -> str | None:
         return value if value.strip().lower().startswith("cid:") else None  # no remote images
     if attr == "style":
         return safe_style(value) or None
+    if attr == "class":
+        return value if value in _STACK_CLASSES else None
     return value
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import _sanitize
 from ._budget import utf8_size
 from ._kinds import PANDAS, kind_of
-from ._layout import email_document
+from ._layout import LABEL_CLASS, STACK_CLASS, email_document
 from .errors import InvalidRequest, missing
 
 __all__ = [
@@ -43,8 +43,9 @@ MAX_CELL_CHARS = 1_000
 # A phone's mail app may not scroll a wide table sideways (Gmail, Outlook and Yahoo on Android
 # cannot reach what an overflow box hides), so a table must fit the screen by itself: its cells
 # may break a word anywhere, which lets the browser narrow every column to the screen's width
-# (a table lays out its columns between their narrowest and widest content). Inline only: no
-# media query, which Gmail drops with the <style> block in some of its apps.
+# (a table lays out its columns between their narrowest and widest content). Inline only: this
+# is what a client that drops the <style> block shows (Gmail with other accounts); the stack
+# below is what the others show of a table too wide to read this way.
 _CELL = ("border:1px solid #d0d7de;padding:3px 5px;overflow-wrap:anywhere;"
          "word-break:break-word")
 _STYLES = {
@@ -57,6 +58,12 @@ _STYLES = {
     "th": _CELL + ";font-weight:600",
     "td": _CELL,
 }
+# A table too wide to read on a phone (its words and numbers whole) is also laid out for narrow
+# screens as a stack: each row a block of "column: value" lines. The stack is ADDED by the
+# media query of _layout.NARROW_CSS (Gmail with Google accounts, Apple Mail, Outlook and
+# Samsung apps keep a <style> in the head); the labels are hidden inline, so a client that
+# drops <style> (Gmail with other accounts) shows the wrapped table above, unchanged.
+_LABEL = f'<span class="{LABEL_CLASS}" style="display:none;mso-hide:all">{{}}: </span>'
 _TAG = re.compile(r"<(/?)(table|thead|tr|th|td)\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>",
                   re.IGNORECASE)
 _ATTR = re.compile(r"""([^\s=/>]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?""")
@@ -69,6 +76,7 @@ _TABLE = re.compile(r"<table\b.*?</table\s*>", re.DOTALL | re.IGNORECASE)
 _BODY = re.compile(r"<tbody\b.*?</tbody\s*>", re.DOTALL | re.IGNORECASE)
 _CELL_TEXT = re.compile(r"<(td|th)\b([^>]*)>(.*?)</\1\s*>", re.DOTALL | re.IGNORECASE)
 _COLSPAN = re.compile(r"""colspan\s*=\s*["']?(\d+)""", re.IGNORECASE)
+_ROWSPAN = re.compile(r"""rowspan\s*=\s*["']?(\d+)""", re.IGNORECASE)
 _NUMBER = re.compile(r"^[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?$")
 _NOT_A_NUMBER = frozenset({"", "nan", "<na>", "none", "nat", "inf", "-inf", "-", "\u2013"})
 FRAME_EXTENSIONS = (".csv", ".tsv", ".xlsx", ".parquet", ".json", ".html")
@@ -278,12 +286,21 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
 
     Styles already on an element come last so they win (a Styler's highlights).
     """
-    numeric = [_numeric_columns(m.group(0)) for m in _TABLE.finditer(html)]
-    whole = [_numbers_fit(m.group(0), n) for m, n in zip(_TABLE.finditer(html), numeric)]
+    tables = [m.group(0) for m in _TABLE.finditer(html)]
+    numeric = [_numeric_columns(t) for t in tables]
+    whole = [_numbers_fit(t, n) for t, n in zip(tables, numeric)]
+    # So many columns that one character each and the usual padding overflow a 320 px screen:
+    # less padding (about 20 columns then fit at 320 px, 24 at 375; more need the stack).
+    tight = [_columns(t) * (_CHAR + _PAD) > _NARROW for t in tables]
+    labels = [_labels(t) if not _readable_on_phone(t, n) else None
+              for t, n in zip(tables, numeric)]
     table, column, in_head = -1, 0, False
+    # The column a cell stands in, for its label: past the cells above that span rows into
+    # this one (an outer index level in pandas' HTML), which ``column`` does not count.
+    place, carry, busy = 0, dict[int, int](), set[int]()
 
     def restyle(match: re.Match[str]) -> str:
-        nonlocal table, column, in_head
+        nonlocal table, column, in_head, place, carry, busy
         closing, tag, attrs = match.group(1), match.group(2).lower(), match.group(3)
         if tag == "thead":
             in_head = not closing
@@ -291,19 +308,37 @@ def style_tables(html: str, *, drop_selectors: bool = True) -> str:
         if closing:
             return match.group(0)
         if tag == "tr":
-            column = 0
+            column = place = 0
+            busy = {p for p, n in carry.items() if n > 0}
+            carry = {p: n - 1 for p, n in carry.items() if n > 1}
             return match.group(0)
         if tag == "table":
             table += 1
-            return _with_style(tag, attrs, _STYLES["table"], drop_selectors)
+            carry, busy = {}, set()
+            stack = 0 <= table < len(labels) and labels[table] is not None
+            return _with_style(tag, attrs, _STYLES["table"], drop_selectors,
+                               STACK_CLASS if stack else "")
         span = _span(attrs)
+        while place in busy:
+            place += 1
+        rows = _ROWSPAN.search(attrs)
+        below = min(int(rows.group(1)), 100_000) - 1 if rows else 0
+        for p in range(place, place + span) if below > 0 else ():
+            carry[p] = below
+        label = ""
+        if not in_head and 0 <= table < len(labels) and labels[table]:
+            label = labels[table].get(place, "")  # type: ignore[union-attr]
+        place += span
         right = 0 <= table < len(numeric) and span == 1 and numeric[table].get(column, False)
         column += span
         key = "thead th" if tag == "th" and in_head else tag
         base = f"{_STYLES[key]};text-align:{'right' if right else 'left'}"
+        if 0 <= table < len(tight) and tight[table]:
+            base += ";padding:2px 1px"
         if right and tag == "td" and whole[table]:  # a number broken in two is misread
             base += ";overflow-wrap:normal;word-break:normal;white-space:nowrap"
-        return _with_style(tag, attrs, base, drop_selectors)
+        opening = _with_style(tag, attrs, base, drop_selectors)
+        return opening + _LABEL.format(label) if label else opening
 
     return _TAG.sub(restyle, html)
 
@@ -336,6 +371,46 @@ def _numbers_fit(table: str, numeric: dict[int, bool]) -> bool:
     return need <= _NARROW
 
 
+# A column is readable when its header's words, its numbers and its words up to this many
+# characters stay whole (a longer word may break anywhere, as a URL would).
+_LONG_WORD = 12
+_WORD = re.compile(r"[^\s\-/]+")
+
+
+def _readable_on_phone(table: str, numeric: dict[int, bool]) -> bool:
+    """Whether every column fits a 320 px screen with its words and numbers whole."""
+    widest: dict[int, int] = {}
+    for row in _ROW.findall(table):
+        column = 0
+        for _tag, attrs, content in _CELL_TEXT.findall(row):
+            span = _span(attrs)
+            if span == 1:
+                text = _html_module.unescape(re.sub(r"<[^>]*>", "", content)).strip()
+                longest = (len(text) if numeric.get(column) and _NUMBER.match(text)
+                           else min(_LONG_WORD, max(map(len, _WORD.findall(text)), default=0)))
+                widest[column] = max(widest.get(column, 0), longest)
+            column += span
+    need = sum(n * _CHAR + _PAD for n in widest.values())
+    return need <= _NARROW
+
+
+def _labels(table: str) -> dict[int, str]:
+    """Column position -> its header's text (the levels of a MultiIndex joined with " / "),
+    escaped, for the narrow-screen stack."""
+    head = re.search(r"<thead\b.*?</thead\s*>", table, re.DOTALL | re.IGNORECASE)
+    names: dict[int, list[str]] = {}
+    for row in _ROW.findall(head.group(0) if head else ""):
+        column = 0
+        for _tag, attrs, content in _CELL_TEXT.findall(row):
+            span = _span(attrs)
+            text = " ".join(_html_module.unescape(re.sub(r"<[^>]*>", "", content)).split())
+            for position in range(column, column + span) if text else ():
+                names.setdefault(position, []).append(text)
+            column += span
+    return {c: _html_module.escape(" / ".join(parts), quote=False)
+            for c, parts in names.items()}
+
+
 def _columns(table: str) -> int:
     first = _ROW.search(table)
     return sum(_span(attrs) for _tag, attrs, _ in _CELL_TEXT.findall(first.group(0))) \
@@ -358,18 +433,23 @@ def _numeric_columns(table: str) -> dict[int, bool]:
     return seen
 
 
-def _with_style(tag: str, attrs: str, base: str, drop_selectors: bool) -> str:
+def _with_style(tag: str, attrs: str, base: str, drop_selectors: bool,
+                css_class: str = "") -> str:
     kept, own = [], ""
     for m in _ATTR.finditer(attrs):
         name = m.group(1).lower()
         value = m.group(2) or ""
         if name == "style":
             own = value.strip("\"'").strip()
+        elif name == "class" and css_class and not drop_selectors:
+            css_class = f"{value.strip(chr(34) + chr(39))} {css_class}".strip()
         elif name == "border" or (drop_selectors and name in _SELECTOR_ATTRS):
             continue  # the border attribute would fight the inline borders
         else:
             kept.append(m.group(0))
     style = base + (";" + own if own else "")
+    if css_class:
+        kept.append(f'class="{_html_module.escape(css_class)}"')
     return f"<{tag} " + " ".join(kept + [f'style="{style}"']) + ">"
 
 

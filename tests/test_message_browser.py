@@ -2,7 +2,9 @@
 message is sent through %%smtp_send to a real SMTP server, and the HTML that arrived is shown.
 
 - Phones: Gmail, Outlook and Yahoo on Android cannot scroll an overflow box, so every column of a
-  wide table must lie within a 320 or 375 px screen with scrolling switched off.
+  wide table must lie within a 320 or 375 px screen with scrolling switched off; where the app
+  keeps the message's <style>, a table too wide to read is stacked (each row a block of
+  "column: value" lines) with no word cut in two.
 - Dark mode: the message declares the light scheme it is made for; with the system in dark mode
   (prefers-color-scheme) and with Chromium's forced dark colours (which darkens pages as Gmail's
   and Outlook's apps do), every text run keeps its contrast, the table header stays apart from
@@ -22,6 +24,7 @@ from lab import CHROMIUM, CHROMIUM_ARGS
 from test_content import arrived, images, parts
 from test_phone_browser import weekly_sales
 
+from smtp_magic import _sanitize
 from smtp_magic.server import CaptureServer
 
 if TYPE_CHECKING:
@@ -55,18 +58,6 @@ def sent_html(ip: TestingShell, server: CaptureServer, cell: str) -> tuple[str, 
     return html, msg
 
 
-# What lies outside the screen: every table cell's text, line by line (a Range's rectangles).
-OUTSIDE = """width => {
-  const out = [];
-  for (const cell of document.querySelectorAll('td, th')) {
-    const range = document.createRange();
-    range.selectNodeContents(cell);
-    for (const r of range.getClientRects())
-      if (r.width && (r.left < 0 || r.right > width + 0.5))
-        out.push([cell.textContent.trim(), Math.round(r.left), Math.round(r.right)]);
-  }
-  return out;
-}"""
 # Cells whose text takes more than one line, and the smallest type size in a table.
 LINES = """() => [...document.querySelectorAll('table:not([role]) td')].map(td => {
   const range = document.createRange(); range.selectNodeContents(td);
@@ -76,33 +67,124 @@ LINES = """() => [...document.querySelectorAll('table:not([role]) td')].map(td =
 })"""
 
 
-@pytest.mark.parametrize("columns", [7, 12])
-@pytest.mark.parametrize("width", [320, 375])
-def test_every_column_of_a_wide_table_fits_a_phone_without_scrolling(
-        ip: TestingShell, to_server: CaptureServer, browser: Any, tmp_path: Path,
-        width: int, columns: int) -> None:
-    ip.user_ns["df"] = sales(columns)
-    html, _ = sent_html(ip, to_server, "<h1>Weekly sales</h1><p>Hello team, the numbers by "
-                                       "region:</p>\n{{ df }}\n<p>Thanks, Ann</p>")
-    assert "<style" not in html.lower()  # inline styles only: what Gmail keeps everywhere
+def wide_report(columns: int) -> Any:
+    """A realistic wide report: the seven-column one, then text columns and numbers of up to
+    seven digits under long headers, ``columns`` in all."""
+    df = weekly_sales()
+    rng = np.random.default_rng(9)
+    extra = [
+        ("product category", ["Garden furniture", "Kitchen", "Outdoor lighting", "Tools"]),
+        ("revenue year to date (EUR)", rng.integers(1_000_000, 9_999_999, 4)),
+        ("customer_satisfaction_score", rng.normal(4, 0.5, 4).round(2)),
+        ("warehouse", ["Rotterdam", "Lyon", "Gdansk", "Porto"]),
+        ("open tickets", rng.integers(0, 400, 4)),
+        ("last audit", ["2024-03-01", "2024-02-11", "2023-12-19", "2024-01-30"]),
+    ]
+    for i in range(df.shape[1], columns):
+        name, values = extra[i - 7] if i - 7 < len(extra) else (
+            f"week {i} sales", rng.normal(1e5, 2e4, 4).round(2))
+        df[name] = values
+    return df
+
+
+# The words of every table cell's shown text (a word: no space, hyphen or slash inside) that the
+# screen cuts in two or that lie outside it, and each body cell's shown text (innerText skips
+# what display:none hides).
+WORDS = r"""width => {
+  const broken = [], outside = [];
+  for (const cell of document.querySelectorAll('table:not([role]) td, table:not([role]) th')) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (!n.parentElement.getClientRects().length) continue;  // hidden
+      for (const m of n.textContent.matchAll(/[^\s\-\/]+/g)) {
+        const range = document.createRange();
+        range.setStart(n, m.index); range.setEnd(n, m.index + m[0].length);
+        const rects = [...range.getClientRects()].filter(r => r.width);
+        if (new Set(rects.map(r => Math.round(r.top))).size > 1) broken.push(m[0]);
+        if (rects.some(r => r.left < 0 || r.right > width + 0.5)) outside.push(m[0]);
+      }
+    }
+  }
+  const rows = [...document.querySelectorAll('table:not([role]) tbody tr')].map(
+    tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()));
+  return {broken, outside, rows};
+}"""
+
+
+FONT_SIZE = "() => parseFloat(getComputedStyle(document.querySelector('table:not([role]) td')).fontSize)"
+
+
+def shown(browser: Any, html: str, width: int, name: str, tmp_path: Path) -> Any:
     page = browser.new_page(viewport={"width": width, "height": 800}, device_scale_factor=2,
                             is_mobile=True)
-    try:
-        page.set_content(html, wait_until="load")
-        page.add_style_tag(content=NO_SCROLLING)
-        assert page.evaluate(OUTSIDE, width) == []
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
-        cells = page.evaluate(LINES)
-        assert len(cells) == 4 * columns  # every cell of every row (the index is a th)
+    page.set_content(html, wait_until="load")
+    page.add_style_tag(content=NO_SCROLLING)
+    shot = Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / f"{name}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot.write_bytes(page.screenshot(full_page=True))
+    return page
+
+
+@pytest.mark.parametrize("columns", [7, 12, 20])
+def test_every_column_of_a_wide_table_is_readable_on_a_phone_without_scrolling(
+        ip: TestingShell, to_server: CaptureServer, browser: Any, tmp_path: Path,
+        columns: int) -> None:
+    df = ip.user_ns["df"] = wide_report(columns)
+    html, _ = sent_html(ip, to_server, "<h1>Weekly sales</h1><p>Hello team, the numbers by "
+                                       "region:</p>\n{{ df }}\n<p>Thanks, Ann</p>")
+    # One <style>, in the head, that only adds the narrow-screen stack; the rest is inline.
+    head, body = html.split("</head>", 1)
+    assert html.lower().count("<style") == 1 and "<style" in head and "<style" not in body
+    stripped = _sanitize.STYLE_BLOCK.sub("", html)  # what Gmail shows for other accounts
+    for width in (320, 375):
+        # The stack (the <style> honoured): every word of every cell whole and on screen, and
+        # each value under its column's name.
+        page = shown(browser, html, width, f"table-{columns}-{width}px", tmp_path)
+        try:
+            words = page.evaluate(WORDS, width)
+            assert page.evaluate(FONT_SIZE) == 14  # larger than the table's 12 px
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+        finally:
+            page.close()
+        assert words["broken"] == [] and words["outside"] == [], (width, words)
+        names = [str(c) for c in df.columns]
+        assert [len(row) for row in words["rows"]] == [columns] * 4
+        for row, (_, values) in zip(words["rows"], df.iterrows()):
+            assert [t.split(": ", 1)[0] for t in row] == names
+            assert row[0] == f"region: {values['region']}"
+        # The fallback (no <style>): the wrapped table, every column inside the screen.
+        page = shown(browser, stripped, width, f"table-{columns}-{width}px-nostyle", tmp_path)
+        try:
+            fallback = page.evaluate(WORDS, width)
+            cells = page.evaluate(LINES)
+        finally:
+            page.close()
+        assert fallback["outside"] == [], (width, fallback["outside"])
+        assert [len(row) for row in fallback["rows"]] == [columns] * 4
+        assert fallback["rows"][0][0] == "North-east"  # no label: the header names the column
         assert min(size for _, _, size, _ in cells) >= 12
         if columns == 7:  # room enough: every number stays on one line
             broken = [text for text, lines, _, align in cells if align == "right" and lines > 1]
             assert broken == []
-        shot = Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / f"table-{columns}-{width}px.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        shot.write_bytes(page.screenshot(full_page=True))
-    finally:
-        page.close()
+        print(f"{columns} columns at {width} px: stacked, 0 words cut; without <style>, "
+              f"{len(fallback['broken'])} words cut: {fallback['broken'][:12]}")
+    # A desktop screen shows the table, not the stack: the same pixels as without the <style>.
+    desktop = []
+    for page_html in (html, stripped):
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        try:
+            page.set_content(page_html, wait_until="load")
+            desktop.append(page.screenshot(full_page=True))
+        finally:
+            page.close()
+    assert desktop[0] == desktop[1]
+
+
+def test_a_table_that_fits_a_phone_is_not_stacked(
+        ip: TestingShell, to_server: CaptureServer) -> None:
+    ip.user_ns["df"] = pd.DataFrame({"city": ["Oslo", "Lima"], "visits": [12, 7]})
+    html, _ = sent_html(ip, to_server, "{{ df }}")
+    assert "<style" not in html.lower() and "smx-" not in html
 
 
 # -- dark mode ----------------------------------------------------------------------------------

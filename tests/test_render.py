@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from smtp_magic import _sanitize
 from smtp_magic.errors import InvalidRequest, MissingDependency
 from smtp_magic.htmltext import html_to_text
 from smtp_magic.render import (
@@ -138,6 +139,62 @@ def test_wide_frames_show_fifty_columns_and_attach_all() -> None:
     out = render_object(df, name="wide")
     assert "Showing 50 of 80 columns; the full table is attached as wide.csv." in out.html
     assert pd.read_csv(io.BytesIO(out.attachments[0].read())).shape == (1, 80)
+
+
+def wide_frame() -> Any:
+    """Nine columns whose words and numbers cannot all stay whole on a 320 px screen."""
+    return pd.DataFrame({"region": ["North-east", "South"], "<b>owner</b>": ["Ann", "Bo"],
+                         **{f"revenue week {i}": [1234567.25, 7654321.5] for i in range(7)}})
+
+
+def test_a_table_too_wide_for_a_phone_carries_its_narrow_screen_stack(styled: Any) -> None:
+    html = email_document(render_object(wide_frame()).html)
+    from smtp_magic._layout import NARROW_CSS
+    from smtp_magic._sanitize import STYLE_BLOCK
+
+    # The one <style>, in the head, adds the stack; everything else stays inline.
+    head, body = html.split("</head>", 1)
+    assert STYLE_BLOCK.findall(head) == [NARROW_CSS] and "<style" not in body
+    assert '<table class="smx-stack" style="' in body
+    # Each body cell opens with its column's name, hidden inline (shown by the media query
+    # only), escaped as the header is.
+    label = '<span class="smx-label" style="display:none;mso-hide:all">{}: </span>'
+    assert label.format("region") + "North-east</td>" in body
+    assert label.format("&lt;b&gt;owner&lt;/b&gt;") + "Ann</td>" in body
+    assert body.count('class="smx-label"') == 2 * 9
+    # The text part has no labels: a hidden span is not text.
+    text = html_to_text(html)
+    assert "region:" not in text and "North-east" in text and "1234567.25" in text
+    # A table that fits keeps no class and adds no <style>.
+    small = email_document(render_object(pd.DataFrame({"a": [1, 2]})).html)
+    assert "<style" not in small and "smx-" not in small
+
+
+def test_each_value_of_a_stack_is_named_by_its_own_column_past_spanning_index_cells() -> None:
+    # An outer index level spans rows: the rows below it start one cell short.
+    index = pd.MultiIndex.from_product([["North", "South"], ["Mon", "Tue"]],
+                                       names=["region", "day"])
+    df = pd.DataFrame({"revenue total": [1234567.5] * 4, "status of plan": ["on track"] * 4,
+                       "manager name": ["Ann Lee"] * 4}, index=index)
+    rows = re.findall(r"<tr>.*?</tr>", render_object(df).html, re.DOTALL)[-4:]
+    named = [re.findall(r'class="smx-label"[^>]*>([^<]*): </span>([^<]*)<', r) for r in rows]
+    assert [dict(r).get("day") for r in named] == ["Mon", "Tue", "Mon", "Tue"]
+    assert [dict(r).get("region") for r in named] == ["North", None, "South", None]
+    assert all(dict(r)["manager name"] == "Ann Lee" for r in named)
+    assert all(dict(r)["revenue total"] == "1234567.5" for r in named)
+
+
+def test_a_wide_styler_is_stacked_too_and_objects_keep_only_the_stack_classes() -> None:
+    html = email_document(render_object(wide_frame().style.highlight_max(color="yellow")).html)
+    assert "smx-stack" in html and html.count('class="smx-label"') == 2 * 9
+    assert re.search(r'background-color: yellow[^"]*"><span class="smx-label"[^>]*>revenue '
+                     r"week 0: </span>7654321", html)
+    # An object's own classes still go; the two of the stack are all that an object keeps.
+    foreign = ('<table class="x smx-stack"><tr><td><span class="smx-label">a</span>'
+               '<span class="evil">b</span></td></tr></table>')
+    cleaned = _sanitize.clean(foreign, "object")
+    assert 'class="x' not in cleaned and 'class="evil"' not in cleaned
+    assert '<span class="smx-label">a</span>' in cleaned
 
 
 def test_series_and_styler_truncation() -> None:
@@ -668,8 +725,13 @@ def test_a_report_as_it_arrives_at_a_server(smtp_server: Any, fig: Any, styled: 
     html_part = msg.get_body(("html",))
     html = html_part.get_content()
     assert len(html_part.get_payload().encode()) <= GMAIL_CLIP  # as transferred, encoded
-    assert "<style" not in html.lower() and "data:" not in html
-    assert re.search(r'<td style="[^"]*background-color: yellow[^"]*">19\.25</td>', html)
+    # Inline CSS only, but for the <style> that adds the narrow-screen stack of wide tables.
+    from smtp_magic._layout import NARROW_CSS
+    from smtp_magic._sanitize import STYLE_BLOCK
+
+    assert STYLE_BLOCK.findall(html) == [NARROW_CSS] and "data:" not in html
+    assert re.search(r'<td style="[^"]*background-color: yellow[^"]*">(<span[^>]*>[^<]*</span>)?'
+                     r'19\.25</td>', html)
 
     related = next(p for p in msg.walk() if p.get_content_type() == "multipart/related")
     (png,) = [p for p in related.iter_parts() if p.get_content_type() == "image/png"]
