@@ -26,12 +26,6 @@ from smtp_magic.errors import ExitCode
 from smtp_magic.server import CaptureServer
 
 FOLDER = "Sent"
-# Dovecot 2.3.19's submission service panics (smtp-server-transaction.c: pending_rcpt_cmds == 0)
-# when the next envelope is pipelined after a message's end of data, as an unpaced bulk send
-# does; a paced one sends each envelope on its own.
-NO_SEND_AHEAD = {"rate": "50/s"}
-
-
 def imap_ready(dv: Dovecot) -> Dovecot:
     if not dv.imap_port:  # skipped, or a failure with SMTP_MAGIC_REQUIRE_DOVECOT=1 (CI)
         _dovecot_unavailable("its IMAP service is not installed (dovecot-imapd).")
@@ -121,7 +115,7 @@ def test_a_merge_uses_one_imap_connection_and_debug_hides_the_login(dovecot: Dov
     with debug_output(lines.append):
         responses = smtp_magic.send_many(
             [{"to": f"r{i}@example.test", "subject": f"merge {i}", "body": "hi"} for i in range(3)],
-            config={**settings(dv), "debug": True, **NO_SEND_AHEAD})
+            config={**settings(dv), "debug": True})
     assert [r.exitcode for r in responses] == [0, 0, 0], "\n".join(lines)
     for r in responses:
         assert b"\\Seen" in stored(dv, r.message_id)[0]
