@@ -330,7 +330,9 @@ def test_make_demo_installs_jupyterlab_and_prints_the_readme_sample(
     scripts/test-package.sh does, with the wheel, in a fresh venv); what it then runs,
     `smtp-magic demo`, runs here for real and must print what the README shows, up to the
     folders, the port, the time taken and the Maildir's file names."""
-    dry = subprocess.run(["make", "-n", "demo", "VENV=.venv-of-the-dry-run"], cwd=ROOT,
+    # --no-print-directory: under CI's own `make test`, a sub-make would announce its folder.
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "demo",
+                          "VENV=.venv-of-the-dry-run"], cwd=ROOT,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     install = next(line for line in dry.splitlines() if "pip install" in line and "-e" in line)
     assert "[demo]" in install and "jupyterlab" in install, install
