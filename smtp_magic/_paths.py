@@ -46,6 +46,8 @@ def private_dir(path: str | os.PathLike[str], *, tighten: bool | None = None) ->
     p = Path(path)
     if tighten is None:
         tighten = APP in p.parts
+    if p in _made_private and p.is_dir():  # made or narrowed by this process already
+        return p
     missing = []
     for folder in (p, *p.parents):
         if folder.exists():
@@ -71,7 +73,13 @@ def private_dir(path: str | os.PathLike[str], *, tighten: bool | None = None) ->
             if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
                     and not st.st_mode & stat.S_ISVTX and st.st_mode & 0o077):
                 os.chmod(folder, 0o700)
+    _made_private.add(p)
     return p
+
+
+# Folders private_dir has seen to in this process: each outbox batch asks again, and checking
+# the folder and its parents every time costs a few stat calls per send.
+_made_private: set[Path] = set()
 
 
 def open_private(path: str | os.PathLike[str],
