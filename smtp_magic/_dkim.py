@@ -336,30 +336,28 @@ def header_names(value: str) -> tuple[str, ...]:
 class Signer:
     """Signs messages for one domain, selector, key and header list."""
 
-    __slots__ = ("domain", "headers", "key", "selector")
+    __slots__ = ("_names", "domain", "headers", "key", "selector")
 
     def __init__(self, domain: str, selector: str, key: DkimKey, headers: tuple[str, ...]) -> None:
         self.domain, self.selector, self.key = _domain(domain), selector.strip(), key
         self.headers = headers
+        self._names = tuple(n.lower().encode() for n in headers)  # as h= lists them
 
     def __repr__(self) -> str:
         return f"Signer(d={self.domain}, s={self.selector}, a={self.key.algorithm})"
 
     def sign(self, chunks: Iterable[bytes]) -> bytes:
         """The ``DKIM-Signature: ...\\r\\n`` header for the message in ``chunks`` (relaxed/
-        relaxed): the body hashed as it streams by, the header signed by dkimpy."""
+        relaxed): the body hashed as it streams by, the header as dkimpy's ``gen_header`` makes
+        it (its fields, folding and order), the signed headers canonicalised here."""
         dkim = _dkim()
-        from dkim.canonicalization import CanonicalizationPolicy
 
         body = BodyHash()
-        head = split_header(chunks, body)
-        signer = dkim.DKIM(head + b"\r\n", signature_algorithm=self.key.algorithm.encode())
-        present = {name.decode("ascii", "replace").lower() for name, _ in signer.headers}
-        include = tuple(n.lower().encode() for n in self.headers if n.lower() in present)
+        headers = _parse_headers(split_header(chunks, body))
+        present = {name.lower() for name, _ in headers}
+        include = tuple(n for n in self._names if n in present)
         if b"from" not in include:
             raise ConfigError("The message has no From header to sign.")
-        policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-        signer.hasher = hashlib.sha256
         domain = self.domain.encode("ascii")
         fields = [
             (b"v", b"1"),
@@ -374,13 +372,61 @@ class Signer:
             (b"bh", base64.b64encode(body.digest())),
             (b"b", b"0" * 60),  # folds b= onto its own line, as dkimpy does
         ]
-        key = self.key._key
-        if self.key._fast is not None:
-            # dkimpy hands the header digest to key.sign() for Ed25519; the same call signs it
-            # with RSA through OpenSSL (a= stays rsa-sha256: it comes from the fields).
-            signer.signature_algorithm, key = b"ed25519-sha256", self.key._fast
-        value = signer.gen_header(fields, include, policy, b"DKIM-Signature", key)
-        return b"DKIM-Signature: " + value  # type: ignore[no-any-return]
+        key = self.key._fast or self.key._key
+        if self.key.algorithm == "rsa-sha256" and self.key._fast is None:  # pure-Python RSA
+            signer = dkim.DKIM(b"", signature_algorithm=b"rsa-sha256")
+            signer.headers, signer.hasher = [[n, v] for n, v in headers], hashlib.sha256
+            from dkim.canonicalization import CanonicalizationPolicy
+
+            policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+            value = signer.gen_header(fields, include, policy, _SIGNATURE, key)
+            return _SIGNATURE + b": " + value  # type: ignore[no-any-return]
+        # What dkimpy's gen_header hashes: the signed headers (the last unused one of each name,
+        # bottom up), then this header with an empty b= and no line end; all relaxed.
+        folded = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_SIGNATURE),
+                           linesep=b"\r\n")
+        h = hashlib.sha256()
+        for name, value in dkim.select_headers(headers, include):
+            h.update(name.lower().rstrip() + b":" + _relaxed(value) + b"\r\n")
+        h.update(b"dkim-signature:" + _relaxed(b" " + dkim.RE_BTAG.sub(b"\\1", folded)))
+        signature = bytes(key.sign(h.digest()).signature)
+        fields[-1] = (b"b", base64.b64encode(signature))
+        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n",
+                          namelen=len(_SIGNATURE), linesep=b"\r\n")
+        return _SIGNATURE + b": " + value  # type: ignore[no-any-return]
+
+
+_SIGNATURE = b"DKIM-Signature"
+_FOLDED_WSP = re.compile(rb"[\t ]+")
+
+
+def _relaxed(value: bytes) -> bytes:
+    """A header value in relaxed canonical form (RFC 6376 §3.4.2), as dkimpy's Relaxed makes it:
+    unfolded, each run of spaces and tabs one space, no space at either end."""
+    value = value.replace(b"\r\n", b"")
+    if b"\t" in value or b"  " in value:
+        value = _FOLDED_WSP.sub(b" ", value)
+    return value.strip()
+
+
+def _parse_headers(head: bytes) -> list[tuple[bytes, bytes]]:
+    """(name, value) of each header field, as dkimpy's ``rfc822_parse`` reads them: a line
+    starting with a space or tab continues the field before it, and every line keeps its CRLF."""
+    out: list[tuple[bytes, bytes]] = []
+    for line in _LINE_END.split(head):
+        if not line:
+            continue
+        if line[0] in (9, 32) and out:
+            out[-1] = (out[-1][0], out[-1][1] + line + b"\r\n")
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _FIELD_NAME.fullmatch(name):
+            raise ConfigError("The message has a header line that is not a header field.")
+        out.append((name, value + b"\r\n"))
+    return out
+
+
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
 
 def signer_for(settings: ConnectionSettings, from_domain: str) -> Signer | None:

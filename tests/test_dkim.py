@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtp_magic import SmtpMagic, send, send_many
-from smtp_magic._dkim import BodyHash
+from smtp_magic._dkim import BodyHash, _parse_headers, _relaxed
 from smtp_magic.api import build_message
 from smtp_magic.server import CaptureServer
 
@@ -86,6 +86,31 @@ def signature(raw: bytes) -> dict[str, str]:
     assert found, head
     value = re.sub(r"\s+", "", found.group(1))
     return dict(tag.split("=", 1) for tag in value.split(";") if tag)
+
+
+# -- the signed headers are read and canonicalised as dkimpy does ----------------------------------
+
+VALUE = st.lists(st.sampled_from([b"a", b"b c", b" ", b"\t", b"  x  ", b"\r\n ", b"\r\n\t",
+                                  b"=?utf-8?q?x?=", b";", b""]), max_size=12).map(b"".join)
+HEADERS = st.lists(st.tuples(st.sampled_from([b"From", b"to", b"Subject", b"X-A", b"Subject"]),
+                             VALUE), min_size=1, max_size=6)
+
+
+@given(fields=HEADERS)
+@settings(max_examples=300, deadline=None)
+def test_headers_are_parsed_and_canonicalised_as_dkimpy_does(
+        fields: list[tuple[bytes, bytes]]) -> None:
+    """Folded lines, runs of spaces and tabs, repeated names: the fields and their relaxed form
+    are dkimpy's own (``rfc822_parse``, ``Relaxed.canonicalize_headers``)."""
+    from dkim import rfc822_parse
+    from dkim.canonicalization import Relaxed
+
+    head = b"".join(name + b":" + value + b"\r\n" for name, value in fields)
+    ours = _parse_headers(head)
+    theirs = rfc822_parse(head + b"\r\n")[0]
+    assert [tuple(f) for f in theirs] == ours
+    assert [(n.lower().rstrip(), _relaxed(v) + b"\r\n") for n, v in ours] == \
+        [tuple(f) for f in Relaxed.canonicalize_headers(theirs)]
 
 
 # -- the body hash over chunks is dkimpy's ---------------------------------------------------------
