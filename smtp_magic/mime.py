@@ -246,8 +246,8 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
     bcc = _addresses(request.bcc, "'bcc' address")
     field = "'reply_to' address" if request.reply_to else "reply_to setting"
     reply_to = _addresses(request.reply_to or as_address_list(settings.reply_to), field)
-    # Kept as text in the request (display names included) for the two ways of writing it.
-    request = request.replace(reply_to=tuple(str(a) for a in reply_to))
+    if reply_to:  # kept as text in the request (display names included) for both writers
+        request = request.replace(reply_to=tuple(str(a) for a in reply_to))
     check_attachments(request, settings)
     content_type = (request.content_type or settings.content_type).lower()
     if content_type not in ("text/plain", "text/html", "multipart/alternative"):
