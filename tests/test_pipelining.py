@@ -47,6 +47,7 @@ class Recorder:
     ahead: list[bool] = field(default_factory=list)
     connections: int = 0
     chatty: bool = False  # a line nobody asked for after each message's reply
+    drops_ahead: bool = False  # hangs up, unanswered, on a "." with the next envelope behind it
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def reply(text: bytes) -> None:
@@ -86,6 +87,8 @@ class Recorder:
                     lines.append(data_line)
                 message = b"".join(lines) + b".\r\n"
                 self.ahead.append(b"MAIL" in reader._buffer)
+                if self.drops_ahead and self.ahead[-1]:  # as Dovecot 2.3's submission does
+                    break
                 if b"refuse-data" in message:
                     await reply(b"554 5.7.1 content refused\r\n")
                     continue
@@ -233,6 +236,32 @@ async def test_the_next_envelope_goes_out_with_the_end_of_the_data(wire: str, tm
         # nor after one with a deferred recipient (it may need a second transaction first).
         assert recorder.ahead == [True, True, True, True, False, True, True, True, False]
     else:
+        assert not any(recorder.ahead)
+
+
+async def test_a_server_that_drops_an_envelope_sent_ahead_gets_none_again(wire: str, tmp_path):
+    """A server that hangs up, without its final reply, on a message whose end carried the next
+    envelope: that message is in doubt (exit 6), and the rest go out one envelope at a time, on
+    this connection and every later one to that server."""
+    recorder = Recorder(drops_ahead=True)
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    requests = [SendRequest(to="a@x.test", subject=f"Message {i}", body=f"body {i}",
+                            content_type="text/plain") for i in range(4)]
+    config = {"host": "127.0.0.1", "port": port, "security": "none", "connections": 1,
+              "sender": "s@x.test", "outbox_dir": str(tmp_path / "outbox")}
+    try:
+        responses = await api.send_many_async(requests, config=config)
+        again = await api.send_many_async(requests[:2], config=config)
+    finally:
+        server.close()
+        transport._no_ahead.discard(("127.0.0.1", port))
+    if wire == "shortcut":
+        assert [r.exitcode for r in responses] == [ExitCode.TIMEOUT] + [ExitCode.SENT] * 3
+        assert "may or may not have been delivered" in responses[0].message
+        assert recorder.ahead == [True] + [False] * 5  # never again, later sends included
+    else:  # aiosmtplib's sendmail sends nothing ahead
+        assert [r.exitcode for r in responses + again] == [ExitCode.SENT] * 6
         assert not any(recorder.ahead)
 
 
