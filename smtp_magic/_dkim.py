@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._shortcuts import dkim_blank_signature, dkim_fold, dkim_gen_header, dkim_select_headers
 from .config import ConnectionSettings
 from .errors import ConfigError, missing
 
@@ -350,7 +351,7 @@ class Signer:
         """The ``DKIM-Signature: ...\\r\\n`` header for the message in ``chunks`` (relaxed/
         relaxed): the body hashed as it streams by, the header as dkimpy's ``gen_header`` makes
         it (its fields, folding and order), the signed headers canonicalised here."""
-        dkim = _dkim()
+        _dkim()  # dkimpy, or the actionable error
 
         body = BodyHash()
         headers = _parse_headers(split_header(chunks, body))
@@ -374,26 +375,19 @@ class Signer:
         ]
         key = self.key._fast or self.key._key
         if self.key.algorithm == "rsa-sha256" and self.key._fast is None:  # pure-Python RSA
-            signer = dkim.DKIM(b"", signature_algorithm=b"rsa-sha256")
-            signer.headers, signer.hasher = [[n, v] for n, v in headers], hashlib.sha256
-            from dkim.canonicalization import CanonicalizationPolicy
-
-            policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-            value = signer.gen_header(fields, include, policy, _SIGNATURE, key)
-            return _SIGNATURE + b": " + value  # type: ignore[no-any-return]
+            value = dkim_gen_header(headers, fields, include, _SIGNATURE, key)
+            return _SIGNATURE + b": " + value
         # What dkimpy's gen_header hashes: the signed headers (the last unused one of each name,
         # bottom up), then this header with an empty b= and no line end; all relaxed.
-        folded = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_SIGNATURE),
-                           linesep=b"\r\n")
+        folded = dkim_fold(b"; ".join(b"=".join(f) for f in fields), len(_SIGNATURE))
         h = hashlib.sha256()
-        for name, value in dkim.select_headers(headers, include):
+        for name, value in dkim_select_headers(headers, include):
             h.update(name.lower().rstrip() + b":" + _relaxed(value) + b"\r\n")
-        h.update(b"dkim-signature:" + _relaxed(b" " + dkim.RE_BTAG.sub(b"\\1", folded)))
+        h.update(b"dkim-signature:" + _relaxed(b" " + dkim_blank_signature(folded)))
         signature = bytes(key.sign(h.digest()).signature)
         fields[-1] = (b"b", base64.b64encode(signature))
-        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n",
-                          namelen=len(_SIGNATURE), linesep=b"\r\n")
-        return _SIGNATURE + b": " + value  # type: ignore[no-any-return]
+        value = dkim_fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", len(_SIGNATURE))
+        return _SIGNATURE + b": " + value
 
 
 _SIGNATURE = b"DKIM-Signature"

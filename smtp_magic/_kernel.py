@@ -73,9 +73,11 @@ def is_headless(shell: Any) -> bool | None:
     if isinstance(content, dict) and "allow_stdin" in content:
         return not content["allow_stdin"]
     # Not an execute request (e.g. a widget callback): the last execute request decides.
-    # ipykernel keeps it in a private attribute; where it is missing (another kernel, a newer
+    # Only ipykernel keeps it (a shortcut); where it is missing (another kernel, a newer
     # ipykernel), the front end counts as interactive, which only means a send does not block.
-    return not getattr(kernel, "_allow_stdin", True)
+    from ._shortcuts import kernel_allows_stdin
+
+    return kernel_allows_stdin(kernel) is False
 
 
 def should_block(shell: Any, settings: SmtpMagic, forced: bool = False) -> bool:

@@ -6,6 +6,8 @@ import functools
 import logging
 from typing import Any
 
+from ._shortcuts import figure_suptitle
+
 __all__ = ["CHARTS", "FIGURES", "PANDAS", "kind_of", "kind_of_type", "title_of"]
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,9 @@ def title_of(obj: Any) -> str:
             figure = obj
             while getattr(figure, "figure", None) not in (None, figure):  # Axes -> its figure
                 figure = figure.figure
-            suptitle = getattr(figure, "_suptitle", None)
-            if suptitle is not None and suptitle.get_text():
-                return str(suptitle.get_text())
+            suptitle = figure_suptitle(figure)
+            if suptitle:
+                return suptitle
             for axes in figure.get_axes():
                 if axes.get_title():
                     return str(axes.get_title())

@@ -23,13 +23,33 @@ that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on th
     still be attached to aiosmtplib's protocol. Fallback: aiosmtplib's public ``mail``,
     ``rcpt`` and ``data``.
 
-Nothing else in the package may use another library's private names (tests/test_shortcuts.py
-greps for them).
+Smaller reaches, each a named function below with the public way it replaces:
+
+``kernel_allows_stdin``
+    ipykernel's ``Kernel._allow_stdin`` (the last execute request's ``allow_stdin``), for a
+    widget callback, whose own message does not say. Public way: the current execute request's
+    content, read first. Fallback when the attribute is missing: ``None`` (the caller decides).
+
+``figure_suptitle``
+    matplotlib's ``Figure.get_suptitle()`` (public since 3.8); before 3.8, the private
+    ``Figure._suptitle`` text object. Fallback when neither is there: ``""``.
+
+``dkim_fold``, ``dkim_select_headers``, ``dkim_blank_signature``, ``dkim_gen_header``
+    dkimpy's ``fold``, ``select_headers``, ``RE_BTAG`` and ``DKIM.gen_header`` (with the
+    ``headers``/``hasher`` it reads), outside its ``__all__``: with them the DKIM stage signs a
+    message that streams by, hashing with OpenSSL, and writes the header exactly as dkimpy does.
+    Public way: ``dkim.sign`` on the whole message in memory, with dkimpy's own RSA (about ten
+    times slower). Checked by tests/test_dkim.py (every signature equals ``dkim.sign``'s and
+    verifies) for the dkimpy in use (``>=1.1``); there is no fallback at run time yet.
+
+Nothing else in the package may use another library's private names (tests/test_private_names.py
+scans every module's attribute access for them).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -45,7 +65,13 @@ __all__ = [
     "FEATURES",
     "PYTHON_WINDOW",
     "allowed",
+    "dkim_blank_signature",
+    "dkim_fold",
+    "dkim_gen_header",
+    "dkim_select_headers",
     "encode_text",
+    "figure_suptitle",
+    "kernel_allows_stdin",
     "record_check",
     "status",
     "take_transport",
@@ -181,3 +207,61 @@ def take_transport(smtp: Any) -> Any | None:
         return None
     _checked["pipelining"] = True
     return transport
+
+
+# -- the kernel's last execute request -----------------------------------------------------------
+
+def kernel_allows_stdin(kernel: Any) -> bool | None:
+    """Whether the kernel's last execute request allowed stdin (ipykernel's private
+    ``Kernel._allow_stdin``), or None when this kernel does not keep it."""
+    allowed = getattr(kernel, "_allow_stdin", None)
+    return None if allowed is None else bool(allowed)
+
+
+# -- a matplotlib figure's suptitle --------------------------------------------------------------
+
+def figure_suptitle(figure: Any) -> str:
+    """The figure's suptitle ("" when it has none): ``get_suptitle()`` (matplotlib >= 3.8), else
+    the text of the private ``_suptitle`` (3.6, 3.7)."""
+    get_suptitle = getattr(figure, "get_suptitle", None)
+    if callable(get_suptitle):
+        return str(get_suptitle() or "")
+    text = getattr(figure, "_suptitle", None)
+    return str(text.get_text() or "") if text is not None else ""
+
+
+# -- dkimpy's header writer, for a message hashed as it streams --------------------------------
+
+def dkim_fold(value: bytes, namelen: int) -> bytes:
+    """``value`` folded as dkimpy folds a DKIM-Signature header named ``namelen`` bytes long."""
+    import dkim
+
+    return dkim.fold(value, namelen=namelen, linesep=b"\r\n")  # type: ignore[no-any-return]
+
+
+def dkim_select_headers(headers: list[tuple[bytes, bytes]], include: tuple[bytes, ...]) -> Any:
+    """The (name, value) fields dkimpy signs for ``include``: for each name the last field not
+    used yet, bottom up."""
+    import dkim
+
+    return dkim.select_headers(headers, include)
+
+
+def dkim_blank_signature(value: bytes) -> bytes:
+    """A DKIM-Signature value with its ``b=`` emptied, as dkimpy hashes it (its ``RE_BTAG``)."""
+    import dkim
+
+    return dkim.RE_BTAG.sub(b"\\1", value)  # type: ignore[no-any-return]
+
+
+def dkim_gen_header(headers: list[tuple[bytes, bytes]], fields: list[tuple[bytes, bytes]],
+                    include: tuple[bytes, ...], name: bytes, key: Any) -> bytes:
+    """The value of a relaxed/relaxed rsa-sha256 DKIM-Signature header over ``headers``, made
+    and signed by dkimpy's own ``DKIM.gen_header`` with its pure-Python RSA ``key``."""
+    import dkim
+    from dkim.canonicalization import CanonicalizationPolicy
+
+    signer = dkim.DKIM(b"", signature_algorithm=b"rsa-sha256")
+    signer.headers, signer.hasher = [[n, v] for n, v in headers], hashlib.sha256
+    policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    return signer.gen_header(fields, include, policy, name, key)  # type: ignore[no-any-return]

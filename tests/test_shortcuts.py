@@ -203,3 +203,64 @@ def test_a_large_message_streams_over_tls(server_kind, request, client_ssl_env, 
     assert att.get_content() == data
     if _shortcuts.allowed("pipelining"):
         assert _shortcuts.status()["pipelining"] == "on"
+
+
+# -- the smaller reaches: the libraries still have what each shortcut relies on ----------------------
+
+def test_ipykernel_still_keeps_the_last_execute_requests_allow_stdin():
+    kernelbase = pytest.importorskip("ipykernel.kernelbase")
+    assert "_allow_stdin" in kernelbase.Kernel.class_traits()
+
+    class Kernel:  # a kernel that keeps it, and one that does not (another kernel)
+        _allow_stdin = False
+
+    assert _shortcuts.kernel_allows_stdin(Kernel()) is False
+    Kernel._allow_stdin = True
+    assert _shortcuts.kernel_allows_stdin(Kernel()) is True
+    assert _shortcuts.kernel_allows_stdin(object()) is None
+
+
+def test_matplotlib_figures_still_give_their_suptitle_both_ways():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    assert _shortcuts.figure_suptitle(figure) == ""
+    figure.suptitle("Sales by month")
+    assert _shortcuts.figure_suptitle(figure) == "Sales by month"
+    # matplotlib 3.6 and 3.7 have no get_suptitle: the private text object must hold the same.
+    assert figure._suptitle.get_text() == "Sales by month"
+
+    class Old:  # a figure as matplotlib 3.7 made it
+        _suptitle = figure._suptitle
+
+    assert _shortcuts.figure_suptitle(Old()) == "Sales by month"
+
+
+def test_dkimpy_still_has_the_internals_the_streaming_signer_uses():
+    dkim = pytest.importorskip("dkim")
+    from dkim.canonicalization import CanonicalizationPolicy
+
+    assert callable(dkim.fold) and callable(dkim.select_headers) and dkim.RE_BTAG.sub
+    assert callable(dkim.DKIM.gen_header) and CanonicalizationPolicy.from_c_value
+    assert _shortcuts.dkim_blank_signature(b"v=1; b=abc\r\n def") == b"v=1; b="
+    headers = [(b"From", b" a\r\n"), (b"To", b" b\r\n"), (b"From", b" c\r\n")]
+    assert _shortcuts.dkim_select_headers(headers, (b"from", b"from")) == [
+        (b"From", b" c\r\n"), (b"From", b" a\r\n")]
+    assert _shortcuts.dkim_fold(b"x=" + b"a" * 100, 14).count(b"\r\n") >= 1
+
+
+def test_a_figures_suptitle_is_its_title_before_its_axes():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from smtp_magic._kinds import title_of
+
+    figure = Figure()
+    axes = figure.subplots()
+    axes.set_title("Oslo")
+    assert title_of(axes) == "Oslo"
+    figure.suptitle("Temperatures")
+    assert title_of(figure) == title_of(axes) == "Temperatures"
