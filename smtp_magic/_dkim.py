@@ -22,7 +22,7 @@ __all__ = ["BodyHash", "DkimKey", "Signer", "check_alignment", "load_key", "sign
 
 log = logging.getLogger(__name__)
 KEYRING_SERVICE = "smtp-magic"
-_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the 32-byte seed
+_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")  # + the raw 32-byte private key
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 _NEVER_SIGNED = {"bcc", "dkim-signature", "return-path", "received"}

@@ -1,4 +1,4 @@
-"""``smtp-magic``: send a seed-format request, run the capture server, inspect the outbox."""
+"""``smtp-magic``: send a JSON request (request.json), run the capture server, inspect the outbox."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error, which would read as "could not connect" (SPEC §8)."""
+    """argparse exits 2 on a usage error, which would read as "could not connect" (ExitCode.CONNECT)."""
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

@@ -1,4 +1,4 @@
-"""Exit codes (SPEC §8) and the exception tree; each error carries its exit code and one sentence."""
+"""Exit codes (ExitCode) and the exception tree; each error carries its exit code and one sentence."""
 
 from __future__ import annotations
 

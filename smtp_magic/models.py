@@ -144,7 +144,7 @@ class InlineImage:
 
 
 def as_address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Normalise the seed's "string or array of strings" address fields to a tuple.
+    """Normalise an address field of a request ("string or array of strings") to a tuple.
 
     A single string may hold several addresses separated by commas or semicolons.
     """
@@ -235,7 +235,7 @@ class SendRequest:
 
 @dataclass(frozen=True)
 class Response:
-    """The outcome of one send, in the seed's terms (``exitcode``, ``message``, ``result``)."""
+    """The outcome of one send, as the CLI prints it (``exitcode``, ``message``, ``result``)."""
 
     exitcode: ExitCode | int
     message: str = ""

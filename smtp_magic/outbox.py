@@ -40,7 +40,7 @@ _JOURNAL_BUFFER = 1 << 20  # a batch is written in a few large writes; commit() 
 _SETTLEMENT = re.compile(rb"([DMUA]) (\d+)")
 _FINAL = (b"D", b"M")
 
-# The states of a kept message (SPEC §10). --retry resends pending and failed ones, and the
+# The states of a kept message (what %smtp_outbox shows). --retry resends pending and failed ones, and the
 # refused recipients of a partly sent one; an in-doubt one only with --retry --in-doubt.
 PENDING, FAILED, PARTLY_SENT, IN_DOUBT = "pending", "failed", "partly sent", "in doubt"
 # Why a message is in doubt when the process that sent it ended before the reply came.

@@ -53,7 +53,7 @@ TLSMode = Literal["starttls", "tls"]
 # (user, access token) -> whether the token is valid for that user; e.g. an introspection call.
 TokenValidator = Callable[[str, str], bool]
 
-# Room for the seed's 10 MB attachment limit several times over, base64 included (like Postfix's 50 MB).
+# Room for the 10 MB attachment limit (attachment_size) several times over, base64 included (like Postfix's 50 MB).
 DATA_SIZE_LIMIT = 64 * 1024 * 1024
 _BANNER_HOST = "smtp-magic.localhost"  # a fixed name: aiosmtpd would otherwise call getfqdn() per connection
 _IDENT = "smtp_magic capture server"
