@@ -255,10 +255,18 @@ class Beacon:
         for line in self._proc.stdout:
             self.hits.append(line.strip())
 
-    def settle(self, seconds: float = 0.5) -> list[str]:
-        """The hits after ``seconds`` more for requests on their way."""
-        time.sleep(seconds)
-        return list(self.hits)
+    def settle(self) -> list[str]:
+        """The hits, once every request that reached the beacon before this call is among them:
+        a request of the test's own goes last, and the beacon logs in the order it answers (a
+        fetch whose answer its caller has had is logged before the call is even made)."""
+        import urllib.request
+
+        from waits import until
+
+        marker = f"/settled-{len(self.hits)}-{time.monotonic_ns()}"
+        urllib.request.urlopen(self.url + marker, timeout=10).close()
+        until(lambda: marker in self.hits, f"the beacon to log {marker}")
+        return [hit for hit in self.hits if not hit.startswith("/settled-")]
 
     def close(self) -> None:
         self._proc.terminate()

@@ -21,6 +21,7 @@ import pytest
 from faults import FaultServer
 from jupyter_client.manager import KernelManager
 from kernels import kernel_environment
+from waits import until
 
 from smtp_magic.outbox import Outbox
 
@@ -128,7 +129,9 @@ def test_sigkill_mid_batch_then_retry_delivers_the_rest_once(
         time.sleep(0.005)
     os.kill(pid, signal.SIGKILL)
     killed_at = server.accepted
-    time.sleep(0.5)  # let the server finish with connections that were mid-transaction
+    until(lambda: not kernel.km.is_alive(), "the kernel to die")
+    # The server has finished with the connections that were mid-transaction.
+    until(lambda: server.active == 0, lambda: f"its connections to close: {server!r}")
 
     before = Counter(row_of(m.subject) for m in server.messages())
     assert all(n == 1 for n in before.values()), before
@@ -205,7 +208,7 @@ def test_outbox_files_of_a_killed_batch_hold_no_password(
         assert time.monotonic() < deadline, f"the batch did not start: {server!r}"
         time.sleep(0.005)
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.3)
+    until(lambda: not kernel.km.is_alive(), "the kernel to die")  # its files are final
     files = [p for p in (tmp_path / "outbox").rglob("*") if p.is_file()]
     assert files
     for path in files:

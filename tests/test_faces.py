@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -190,7 +191,7 @@ def silent_issuer() -> Iterator[int]:
 
 def test_a_silent_issuer_can_be_cancelled(tmp_data: Any) -> None:
     with silent_issuer() as port:
-        form = oauth_form(f"https://127.0.0.1:{port}", timeout=2)
+        form = oauth_form(f"https://127.0.0.1:{port}", timeout=1)
         try:
             form.sign_in_button.click()
             assert "Starting the OAuth2 sign-in" in form.settings_status.value
@@ -199,7 +200,10 @@ def test_a_silent_issuer_can_be_cancelled(tmp_data: Any) -> None:
             assert "Sign-in cancelled." in form.settings_status.value
             assert not form.sign_in_button.disabled
             assert form.cancel_sign_in.layout.display == "none"
-            time.sleep(3)  # the abandoned attempt times out meanwhile: not shown
+            # The abandoned attempt times out meanwhile (its thread ends once its outcome is
+            # handed to the form): not shown.
+            wait(lambda: not any(t.name == "smtp-magic-sign-in" for t in threading.enumerate()),
+                 lambda: "the abandoned sign-in to time out")
             assert "Sign-in cancelled." in form.settings_status.value
         finally:
             form.close()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import NOTEBOOK_SENDER, run_cell, shown_text
 from IPython.core.error import UsageError
+from waits import until
 
 from smtp_magic import _kernel, config
 from smtp_magic.errors import ConnectFailed, SmtpMagicError
@@ -561,8 +562,8 @@ def test_outbox_wait_waits_for_a_form_send_and_fails_when_it_failed(
         shown = run_cell(ip, "%smtp_outbox --wait")
         assert slow.count() == 1  # waited for the 1 s server
         assert "sent" in shown_text(shown) and "From the form" in shown_text(shown)
-        while form.sending:  # the form settles on the worker thread, just after the send log
-            time.sleep(0.01)
+        # The form settles on the worker thread, just after the send log.
+        until(lambda: not form.sending, lambda: form.status.value)
 
         refusing = fault_server(rcpt_reply=(550, "5.1.1 no such user"))
         config.current().port = refusing.port

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from waits import until
+
 from smtp_magic.models import Response
 from smtp_magic.outbox import Outbox, _batches
 
@@ -114,10 +116,11 @@ def test_sigkill_mid_batch_keeps_exactly_the_unconfirmed_messages(tmp_path: Path
     env = {**os.environ, "SMTP_MAGIC_OUTBOX": str(tmp_path / "outbox")}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(ports[0])], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while len(received) <= SERVER_REPLIES and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the client has handled the confirmed replies by now
+        until(lambda: len(received) > SERVER_REPLIES, lambda: f"the stall: {received}", 30)
+        # The client has handled the confirmed replies: their messages left the outbox.
+        unconfirmed = [f"m{i}" for i in range(SERVER_REPLIES, 8)]
+        until(lambda: sorted(e.subject for e in Outbox(tmp_path / "outbox").entries())
+              == unconfirmed, "the confirmed messages to leave the outbox")
         assert child.poll() is None
         child.send_signal(signal.SIGKILL)
         child.wait(10)

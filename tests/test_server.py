@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import aiosmtplib
 import pytest
 from faults import PASSWORD, USER, FaultServer
+from waits import until_async
 
 from smtp_magic.errors import ConfigError, MissingDependency
 from smtp_magic.server import (
@@ -354,7 +355,7 @@ async def test_stall_makes_client_time_out(fault_server, stall_at: str) -> None:
         await aiosmtplib.send(mail(), hostname=server.host, port=server.port, start_tls=False,
                               timeout=0.3)
     assert time.monotonic() - start < 1.5
-    await asyncio.sleep(0.05)
+    await until_async(lambda: server.active == 0, lambda: f"the connection to close: {server!r}")
     assert server.messages() == []  # the stalled transaction died with its connection
 
 

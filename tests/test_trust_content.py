@@ -283,7 +283,7 @@ def test_row_values_are_text_in_every_body_type(
         assert "a rich table" in html and "<table" in html  # {{ df }} still a table
         if content_type == "text/markdown":
             assert re.search(r'<a href="https://example.test/r"[^>]*>the report</a>', html)
-    assert beacon.settle(0.1) == []
+    assert beacon.settle() == []
 
 
 # -- terminal escapes ---------------------------------------------------------------------------
