@@ -34,6 +34,12 @@ Smaller reaches, each a named function below with the public way it replaces:
     matplotlib's ``Figure.get_suptitle()`` (public since 3.8); before 3.8, the private
     ``Figure._suptitle`` text object. Fallback when neither is there: ``""``.
 
+``controller_on_socket``
+    aiosmtpd's ``Controller`` made to listen on a socket bound by the capture server (so port 0
+    works and the real port is known), by overriding its ``_create_server`` with its
+    ``_factory_invoker`` (the hook its source says to override). Public way, and the fallback
+    when either is missing: the socket's port is released and aiosmtpd binds it itself.
+
 ``dkim_fold``, ``dkim_select_headers``, ``dkim_blank_signature``, ``dkim_gen_header``
     dkimpy's ``fold``, ``select_headers``, ``RE_BTAG`` and ``DKIM.gen_header`` (with the
     ``headers``/``hasher`` it reads), outside its ``__all__``: with them the DKIM stage signs a
@@ -65,6 +71,7 @@ __all__ = [
     "FEATURES",
     "PYTHON_WINDOW",
     "allowed",
+    "controller_on_socket",
     "dkim_blank_signature",
     "dkim_fold",
     "dkim_gen_header",
@@ -265,3 +272,37 @@ def dkim_gen_header(headers: list[tuple[bytes, bytes]], fields: list[tuple[bytes
     signer.headers, signer.hasher = [[n, v] for n, v in headers], hashlib.sha256
     policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
     return signer.gen_header(fields, include, policy, name, key)  # type: ignore[no-any-return]
+
+
+# -- aiosmtpd's controller on a socket of ours ---------------------------------------------------
+
+def controller_hooks(controller: type) -> bool:
+    """Whether aiosmtpd's Controller still has the two private names ``controller_on_socket``
+    relies on."""
+    return all(callable(getattr(controller, name, None))
+               for name in ("_create_server", "_factory_invoker"))
+
+
+def controller_on_socket(controller: type) -> type:
+    """A subclass of aiosmtpd's ``Controller``, made as ``cls(factory, sock, **kw)``: it serves
+    ``factory()``'s SMTP instances on ``sock``, a listening socket the caller bound; where the
+    hooks are gone, aiosmtpd binds the socket's address itself (the socket is closed first)."""
+    hooks = controller_hooks(controller)
+
+    class OnSocket(controller):  # type: ignore[misc,valid-type]
+        def __init__(self, factory: Any, sock: Any, **kw: Any) -> None:
+            host, port = sock.getsockname()[:2]
+            if not hooks:
+                sock.close()
+            super().__init__(None, hostname=host, port=port, **kw)
+            self.smtp_factory, self.listening_socket = factory, sock
+
+        def factory(self) -> Any:
+            return self.smtp_factory()
+
+        if hooks:
+            def _create_server(self) -> Any:
+                return self.loop.create_server(self._factory_invoker, sock=self.listening_socket,
+                                               ssl=self.ssl_context)
+
+    return OnSocket

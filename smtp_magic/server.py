@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._paths import open_private, private_dir, user_path
+from ._shortcuts import controller_on_socket
 from .errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:
@@ -366,21 +367,7 @@ def _controller_class() -> type:
                                 "that is missing here: pip install aiosmtpd.") from exc
     logging.getLogger("mail.log").addFilter(_drop_login_data_warning)
 
-    class _Controller(Controller):
-        def __init__(self, factory: Callable[[], Any], sock: socket.socket, **kw: Any):
-            host, port = sock.getsockname()[:2]
-            super().__init__(None, hostname=host, port=port, **kw)
-            self._new_smtp = factory
-            self._sock = sock
-
-        def factory(self) -> Any:
-            return self._new_smtp()
-
-        def _create_server(self) -> Any:
-            return self.loop.create_server(self._factory_invoker, sock=self._sock,
-                                           ssl=self.ssl_context)
-
-    return _Controller
+    return controller_on_socket(Controller)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -552,7 +539,7 @@ class CaptureServer:
                 with contextlib.suppress(RuntimeError):  # its loop may never have run
                     controller.stop(no_assert=True)
                 raise
-            self._port = sock.getsockname()[1]
+            self._port = controller.port
             self._controller = controller
             return self
 

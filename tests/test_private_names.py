@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,6 +95,51 @@ class Scan(ast.NodeVisitor):
 
     visit_AsyncFunctionDef = visit_Lambda = visit_FunctionDef  # type: ignore[assignment]
 
+    def resolve(self, node: ast.expr) -> Any:
+        """The library class a base-class expression names, or None when not importable here."""
+        parts = ast.unparse(node).split(".")
+        module = self.external.get(parts[0])
+        if module is None:
+            return None
+        try:
+            value: Any = importlib.import_module(module)
+            if module.rpartition(".")[2] != parts[0]:  # from module import Name
+                value = getattr(value, parts[0])
+            for part in parts[1:]:
+                value = getattr(value, part, None) or importlib.import_module(
+                    f"{value.__name__}.{part}")
+        except Exception:  # noqa: BLE001 - an optional library that is not installed here
+            return None
+        return value
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        # A subclass of a library's class: a private name of that class it uses or overrides.
+        bases = [(self.external[root], self.resolve(base)) for base in node.bases
+                 if (root := self.root(base)) in self.external]
+        if bases:
+            body = [n for n in ast.walk(node) if n is not node]
+            defined = {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            stored = {n.attr for n in body if isinstance(n, ast.Attribute)
+                      and isinstance(n.ctx, ast.Store)}
+
+            def theirs(name: str) -> str | None:
+                for library, cls in bases:
+                    if cls is None or hasattr(cls, name):
+                        return library
+                return None
+
+            for n in body:
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and private(n.name):
+                    if library := theirs(n.name):
+                        self.report(n, f"{node.name}.{n.name} overrides a private method of "
+                                       f"{library}")
+                elif (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
+                        and isinstance(n.value, ast.Name) and n.value.id == "self"
+                        and private(n.attr) and n.attr not in defined | stored
+                        and (library := theirs(n.attr))):
+                    self.report(n, f"self.{n.attr} (inherited from {library})")
+        self.generic_visit(node)
+
     def visit_Call(self, node: ast.Call) -> None:
         func, args = node.func, node.args
         if (isinstance(func, ast.Name) and func.id in ("getattr", "hasattr", "setattr", "delattr")
@@ -127,6 +174,12 @@ def test_private_names_of_other_libraries_appear_only_in_the_shortcuts_module():
     ("from dkim import fold", "from dkim import fold"),
     ("def f(kernel):\n    return getattr(kernel, '_allow_stdin', True)", "'_allow_stdin'"),
     ("def f(dkim):\n    return dkim.fold", None),  # a parameter, not the library
+    (("from aiosmtpd.controller import Controller\nclass C(Controller):\n"
+      "    def _create_server(self):\n        pass"), "C._create_server overrides"),
+    (("import aiosmtpd.controller\nclass C(aiosmtpd.controller.Controller):\n"
+      "    def f(self):\n        return self._factory_invoker"), "self._factory_invoker"),
+    (("import imaplib\nclass C(imaplib.IMAP4):\n    def _f(self):\n"
+      "        self._mine = 1\n        return self._mine, self._f"), None),  # its own names
 ])
 def test_the_scan_finds_each_kind_of_reach(tmp_path, source, expected):
     path = tmp_path / "probe.py"

@@ -264,3 +264,24 @@ def test_a_figures_suptitle_is_its_title_before_its_axes():
     assert title_of(axes) == "Oslo"
     figure.suptitle("Temperatures")
     assert title_of(figure) == title_of(axes) == "Temperatures"
+
+
+@pytest.mark.parametrize("hooks", [True, False], ids=["its hooks", "aiosmtpd binds"])
+def test_the_capture_server_listens_with_and_without_aiosmtpds_private_hooks(
+        hooks: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiosmtpd.controller import Controller
+
+    from smtp_magic import server
+
+    assert _shortcuts.controller_hooks(Controller)  # aiosmtpd still has both
+    monkeypatch.setattr(_shortcuts, "controller_hooks", lambda controller: hooks)
+    server._controller_class.cache_clear()
+    try:
+        with server.CaptureServer(tmp_path / "mail") as capture:
+            assert capture.port > 0
+            smtp_magic.send("bob@example.org", "Hello", "hi", config={
+                "host": "127.0.0.1", "port": capture.port, "security": "none",
+                "sender": "me@example.org"})
+            assert [m.subject for m in capture.wait_for(1)] == ["Hello"]
+    finally:
+        server._controller_class.cache_clear()
