@@ -282,7 +282,7 @@ class Response:
         return "not sent"
 
     def get(self, key: str, default: Any = None) -> Any:
-        """Seed-style access: ``response.get("result")``."""
+        """Dict-style access, like the JSON the CLI prints: ``response.get("result")``."""
         return getattr(self, key, default) if key in self.__dataclass_fields__ else default
 
     def __getitem__(self, key: str) -> Any:
