@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,3 +100,13 @@ def test_the_import_contracts_are_kept():
     report = run.stdout[run.stdout.find("Contracts"):]
     assert run.returncode == 0, report[-6000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
+
+
+def test_the_readmes_drawing_is_the_layers_contract():
+    readme = (ROOT / "README.md").read_text()
+    drawing = readme.split("each module of the package is on exactly one line:", 1)[1]
+    drawing = drawing.split("```text\n", 1)[1].split("```", 1)[0]
+    drawn = [re.split(r"\s{2,}", line)[0].split() for line in drawing.splitlines()]
+    (layers,) = [c for c in contracts() if c["type"] == "layers"]
+    assert [[w for w in words if w != "|"] for words in drawn] == [
+        [name.strip() for name in layer.split("|")] for layer in layers["layers"]]
