@@ -49,9 +49,12 @@ def is_plain_text(source: str, *, jinja: bool = True) -> bool:
     ``a < b`` do not, and arrive as typed. ``jinja=False``: the body is not a template, so
     markup inside ``{{ }}`` counts too."""
     text = _JINJA_CODE.sub(" ", source) if jinja and "{" in source else source
-    if _MARKUP.search(text):
+    if "<" not in text and "&" not in text:
+        return True
+    # Elements first: an HTML body usually opens with one, and the search stops there.
+    if any(m.group(2).lower() in _ELEMENTS for m in _TAG.finditer(text)):
         return False
-    return not any(m.group(2).lower() in _ELEMENTS for m in _TAG.finditer(text))
+    return not _MARKUP.search(text)
 
 
 def shorten(fragment: str, notes: Sequence[str], layout: Callable[[str], str], *, limit: int,

@@ -228,11 +228,12 @@ def check_attachments(request: SendRequest, settings: ConnectionSettings) -> Non
             )
 
 
-def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
+def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | None = None
+            ) -> Composed:
     """Validate the request and build the message. Raises InvalidRequest with one sentence.
 
-    The body is sent as it is: an HTML body comes sanitised, laid out and with its plain-text
-    alternative in ``request.text`` (see ``stages``)."""
+    The body is sent as it is: an HTML body comes sanitised and laid out, with its plain-text
+    alternative in ``text`` (default ``request.text``); see ``stages``."""
     if request.subject is None:
         raise InvalidRequest("The message has no subject ('subject' is required).")
     if not isinstance(request.subject, str):
@@ -265,13 +266,14 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
 
     date = _date()
     _check_extra_headers(request.headers, reply_to=bool(reply_to))
-    text = None
-    if content_type != "text/plain":
+    if content_type == "text/plain":
+        text = None
+    else:
         body = request.body or ""
         if not isinstance(body, str):
             raise InvalidRequest(f"The body must be text, not {type(body).__name__}.")
         # An HTML body always travels with a plain-text alternative (made by the stage before).
-        text = request.text
+        text = request.text if text is None else text
         if text is None:
             raise ValueError("an HTML body needs its plain-text alternative")
 

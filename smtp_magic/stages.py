@@ -29,7 +29,7 @@ class Draft:
     then the MIME message (``composed``) once the MIME stage has run."""
 
     __slots__ = ("composed", "content_type", "from_text", "measured", "needs_layout", "request",
-                 "settings")
+                 "settings", "text")
 
     def __init__(self, request: SendRequest, settings: ConnectionSettings) -> None:
         self.request, self.settings = request, settings
@@ -37,6 +37,7 @@ class Draft:
         self.from_text = False  # an HTML body typed as text, made paragraphs by normalise
         self.needs_layout = False  # set by the budget stage for the layout stage
         self.measured: tuple[str, str] | None = None  # (fragment, its page) the budget laid out
+        self.text: str | None = None  # the plain-text alternative of an HTML body
         self.composed: Composed | None = None
 
     @property
@@ -132,8 +133,9 @@ def text_part(draft: Draft) -> Draft:
     """An HTML body travels with a plain-text alternative, for text-only clients: the one
     given, else one made from the HTML."""
     body = draft.html_body
-    if body is not None and draft.request.text is None:
-        draft.request = draft.request.replace(text=text_alternative(body))
+    if body is not None:
+        given = draft.request.text
+        draft.text = text_alternative(body) if given is None else given
     return draft
 
 
@@ -141,7 +143,7 @@ def text_part(draft: Draft) -> Draft:
 
 def mime(draft: Draft) -> Draft:
     """The request checked and written as MIME (``mime.compose``)."""
-    draft.composed = compose(draft.request, draft.settings)
+    draft.composed = compose(draft.request, draft.settings, text=draft.text)
     return draft
 
 
