@@ -3,9 +3,11 @@ and a stage in the signing slot sees the bytes that are sent."""
 
 from __future__ import annotations
 
+import email
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
+from email import policy
 from typing import Any
 
 import pytest
@@ -130,3 +132,35 @@ def test_a_stage_in_the_signing_slot_sees_the_bytes_that_are_sent(
         assert b"List-Unsubscribe: <https://example.test/u?i=" in data
         (arrived,) = [raw for raw in got.values() if signature in raw]
         assert arrived.endswith(signature + data.rstrip(b"\r\n") + b"\r\n")
+
+
+def parts(raw: bytes) -> list[tuple[str, str | None, bytes]]:
+    message = email.message_from_bytes(raw, policy=policy.default)
+    return [(p.get_content_type(), p.get_filename(), p.get_payload(decode=True))
+            for p in message.walk() if not p.is_multipart()]
+
+
+def test_an_over_budget_body_is_sanitised_before_it_is_cut() -> None:
+    """The budget counts what is sent, and the whole page attached to a shortened message
+    carries no script either (it was the unsanitised page while sanitising came after)."""
+    rows = "".join(f"<tr><td>row {i}</td><td>{i * i}</td></tr>\n" for i in range(4000))
+    body = f"<script>alert(1)</script><p onclick='steal()'>Totals</p><table>{rows}</table>"
+    raw = build_message({"to": "a@example.test", "subject": "Totals", "body": body},
+                        config={"sender": SENDER}).as_bytes()
+    (text, _, _), (html, _, shown), (page, name, whole) = parts(raw)
+    assert (text, html, page, name) == ("text/plain", "text/html", "text/html", "totals.html")
+    assert b"row 3999" in whole and b"row 3999" not in shown  # cut, and attached whole
+    for data in (shown, whole):
+        assert b"<script" not in data and b"alert(1)" not in data and b"onclick" not in data
+
+
+@pytest.mark.parametrize("word", ["Job description", "Javascript", "see data: below"])
+def test_a_body_typed_as_text_keeps_its_layout_whatever_words_it_holds(word: str) -> None:
+    """Words the sanitiser looks at twice ("script", "data:") in a body typed as text: it is
+    laid out after sanitising, so the page keeps its layout (the sanitiser used to rebuild the
+    laid-out page's head, dropping the light colour scheme of <html>)."""
+    raw = build_message({"to": "a@example.test", "subject": "S", "body": f"{word}\n\nthanks"},
+                        config={"sender": SENDER}).as_bytes()
+    (_, _, text), (_, _, html) = parts(raw)
+    assert html.startswith(b'<!DOCTYPE html><html lang="en" style="color-scheme:light;')
+    assert word.encode() in html and word.encode() in text
