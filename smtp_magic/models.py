@@ -169,8 +169,8 @@ def as_address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
 def _split_addresses(text: str) -> list[str]:
     """Split on commas/semicolons that are outside quotes and angle brackets."""
     if '"' not in text and "<" not in text:  # nothing to be outside of (nearly every address)
-        parts = text.replace(";", ",").split(",") if ("," in text or ";" in text) else [text]
-        return [p.strip() for p in parts if p.strip()]
+        pieces = text.replace(";", ",").split(",") if ("," in text or ";" in text) else [text]
+        return [p.strip() for p in pieces if p.strip()]
     parts: list[str] = []
     buf: list[str] = []
     quoted = angle = escaped = False
