@@ -168,6 +168,7 @@ def bulk(peer: str, port: int) -> dict[str, Any]:
         import smtp_magic
         import smtp_magic.htmltext
         import smtp_magic.mime
+        import smtp_magic.stages
         import smtp_magic.transport
         from smtp_magic.models import SendRequest
 
