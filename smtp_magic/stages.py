@@ -108,7 +108,8 @@ def budget(draft: Draft) -> Draft:
     assert draft.measured is not None and draft.measured[1] is page
     fragment = draft.measured[0]
     if filename is None:
-        draft.request = draft.request.replace(body=fragment)
+        if fragment is not body:
+            draft.request = draft.request.replace(body=fragment)
     else:
         whole = Attachment.from_bytes(filename, email_document(body, title=title), "text/html")
         draft.request = draft.request.replace(
