@@ -458,14 +458,17 @@ def _address_value(addresses: list[Address]) -> str | None:
     """The header value of simple addresses (as ``str(Address)`` gives it), else None."""
     out = []
     for a in addresses:
-        if not _SIMPLE_ADDR.match(a.addr_spec):
+        # Its addr_spec when it matches: a dot-atom local part is never quoted.
+        spec = f"{a.username}@{a.domain}"
+        if not _SIMPLE_ADDR.match(spec):
             return None
-        if a.display_name:
-            if not _SIMPLE_NAME.match(f"{a.display_name} <x>"):
+        name = a.display_name
+        if name:
+            if not _SIMPLE_NAME.match(f"{name} <x>"):
                 return None
-            out.append(f"{a.display_name} <{a.addr_spec}>")
+            out.append(f"{name} <{spec}>")
         else:
-            out.append(a.addr_spec)
+            out.append(spec)
     return ", ".join(out)
 
 
