@@ -1,15 +1,18 @@
 """The size budget of an HTML body, and cutting HTML and text to it at a sensible boundary.
 
-Light on purpose (no rendering libraries): the API asks ``needs_fitting`` of every HTML body and
-imports the renderer only for the few that do.
+Light on purpose (no rendering libraries): the message stages ask it of every HTML body.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable, Sequence
 
-__all__ = ["DEFAULT_MAX_BYTES", "cut_html", "head_text", "is_plain_text", "needs_fitting",
+from ._layout import with_notes
+from ._names import UniqueNames, slug
+
+__all__ = ["DEFAULT_MAX_BYTES", "cut_html", "head_text", "is_plain_text", "shorten",
            "utf8_size"]
 
 log = logging.getLogger(__name__)
@@ -46,15 +49,45 @@ def is_plain_text(source: str, *, jinja: bool = True) -> bool:
     ``a < b`` do not, and arrive as typed. ``jinja=False``: the body is not a template, so
     markup inside ``{{ }}`` counts too."""
     text = _JINJA_CODE.sub(" ", source) if jinja and "{" in source else source
-    if _MARKUP.search(text):
+    if "<" not in text and "&" not in text:
+        return True
+    # Elements first: an HTML body usually opens with one, and the search stops there.
+    if any(m.group(2).lower() in _ELEMENTS for m in _TAG.finditer(text)):
         return False
-    return not any(m.group(2).lower() in _ELEMENTS for m in _TAG.finditer(text))
+    return not _MARKUP.search(text)
 
 
-def needs_fitting(body: str) -> bool:
-    """Whether an HTML body given as is must be laid out (it is text) or cut (over budget)."""
-    return bool(body.strip()) and (is_plain_text(body, jinja=False)
-                                   or utf8_size(body) > DEFAULT_MAX_BYTES)
+def shorten(fragment: str, notes: Sequence[str], layout: Callable[[str], str], *, limit: int,
+            title: str | None = None, taken: Iterable[str] = ()) -> tuple[str, str | None]:
+    """The page of ``fragment`` (with ``notes`` at its top) as ``layout`` lays it out, within
+    ``limit`` bytes: (page, None) when it fits whole, else (the page cut at a sensible boundary
+    with a note saying so, the name of the file the whole page is to be attached as, unique
+    among the names ``taken``). The size is that of the laid-out page, so it is measured on
+    what ``layout`` returns."""
+    size = utf8_size(fragment)
+    if size <= 2 * limit:
+        document = layout(with_notes(fragment, notes))
+        if utf8_size(document) <= limit:
+            return document, None
+        room = limit - (utf8_size(document) - size)
+    else:
+        room = limit - 6_000
+    names = UniqueNames()
+    for name in taken:
+        names.unique(name)
+    filename = names.unique(f"{slug(title or '') or 'message'}.html")
+    note = (f"This message is longer than email programs show (about {size / 1000:,.0f} KB), "
+            f"so it stops early; the whole message is attached as {filename}.")
+    document = ""
+    for _ in range(8):
+        shortened = cut_html(fragment, max(room, 1_000))
+        document = layout(with_notes(shortened, [note, *notes]))
+        over = utf8_size(document)
+        if over <= limit or room <= 1_000:
+            break
+        room = int(room * limit / over * 0.97)
+    return document, filename
+
 
 _TOKEN = re.compile(
     r"<!--.*?(?:-->|\Z)"  # a comment

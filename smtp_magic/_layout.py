@@ -6,8 +6,10 @@ import html as _html
 import importlib.util
 import logging
 import re
+from collections.abc import Iterable
 
-__all__ = ["email_document", "inline_css", "is_document", "with_narrow_style"]
+__all__ = ["email_document", "inline_css", "is_document", "text_to_html", "with_narrow_style",
+           "with_notes"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,33 @@ _DOCUMENT = re.compile(r"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\b|html\b)", re.IGNOR
 def is_document(html: str) -> bool:
     """Whether ``html`` is a whole document (``<!DOCTYPE``/``<html>``) rather than a fragment."""
     return _DOCUMENT.match(html) is not None
+
+
+def text_to_html(text: str) -> str:
+    """Already-escaped text as HTML paragraphs: a blank line ends a paragraph, a line break
+    stays a line break."""
+    paragraphs = re.split(r"\n[ \t]*\n\s*", text.strip("\n").replace("\r\n", "\n"))
+    return "\n".join(
+        "<p>" + p.rstrip().replace("\n", "<br>\n") + "</p>" for p in paragraphs if p.strip()
+    )
+
+
+_TOP_NOTE_STYLE = (
+    "margin:0 0 12px;padding:8px 12px;font-size:13px;line-height:1.4;color:#3b2300;"
+    "background:#fff8c5;border:1px solid #d4a72c"
+)
+
+
+def with_notes(fragment: str, notes: Iterable[str]) -> str:
+    """``fragment`` with the notes for the reader in a box at its very top."""
+    notes = list(dict.fromkeys(notes))
+    if not notes:
+        return fragment
+    box = "".join(f'<p style="{_TOP_NOTE_STYLE}">{_html.escape(n)}</p>\n' for n in notes)
+    body = re.search(r"<body\b[^>]*>", fragment, re.IGNORECASE)
+    if body is not None and is_document(fragment):
+        return fragment[: body.end()] + "\n" + box + fragment[body.end():]
+    return box + fragment
 
 
 def email_document(fragment: str, *, title: str | None = None) -> str:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable
 
 from .models import Attachment
 
-__all__ = ["UniqueNames", "unique_attachments"]
+__all__ = ["UniqueNames", "slug", "unique_attachments"]
 
 log = logging.getLogger(__name__)
+
+
+def slug(text: str) -> str:
+    """A file-name stem from a title: "Revenue by region (EUR)" -> "revenue-by-region-eur"."""
+    words = re.findall(r"\w+", text.lower())
+    return "-".join(words)[:60].strip("-_")
 
 
 class UniqueNames:

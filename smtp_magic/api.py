@@ -24,8 +24,7 @@ from collections.abc import (
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _budget, _dkim, pacing, transport
-from ._unsubscribe import unsubscribe_header
+from . import _dkim, pacing, transport
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, ConnectionSettings, SmtpMagic, current
 from .credentials import resolve_password
@@ -216,33 +215,9 @@ class _Job:
 
 
 def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
-    content_type = (request.content_type or settings.content_type).lower()
-    if content_type == "text/markdown":
-        from .render import markdown_to_html
+    from .stages import prepare  # the composer (and the email package), imported on the first send
 
-        request = request.replace(body=markdown_to_html(request.body or ""), content_type="text/html")
-    elif (content_type in ("text/html", "multipart/alternative") and isinstance(request.body, str)
-          and _budget.needs_fitting(request.body)):
-        from .render import fit_html_body  # text typed as text keeps its lines; the size budget
-
-        fitted = fit_html_body(request.body, request.subject)
-        if fitted is not None:
-            request = request.replace(
-                body=fitted.html, inline_images=(*request.inline_images, *fitted.images),
-                attachments=(*request.attachments, *fitted.attachments))
-    try:
-        from .mime import compose  # the email package, imported on the first send
-
-        unsubscribe = unsubscribe_header(request, settings)
-        composed = compose(request, settings)
-        if unsubscribe is not None:
-            composed.add_header(lambda _: unsubscribe)
-        signer = _dkim.signer_for(settings, composed.sender.rpartition("@")[2])  # the last stage
-        return composed if signer is None else composed.add_header(signer.sign)
-    except SmtpMagicError:
-        raise
-    except (ValueError, TypeError, UnicodeError) as exc:  # an input the email package refused
-        raise InvalidRequest(f"The message cannot be built: {exc}.") from None
+    return prepare(request, settings)
 
 
 def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,

@@ -11,7 +11,7 @@ from functools import lru_cache, partial
 from html import unescape
 from html.parser import HTMLParser
 
-__all__ = ["html_to_text"]
+__all__ = ["html_to_text", "text_alternative"]
 
 log = logging.getLogger(__name__)
 
@@ -997,3 +997,19 @@ def _numeric_columns(grid: list[list[_Placed]], ncols: int) -> list[bool]:
             seen[column] = True
             numeric[column] = numeric[column] and bool(_NUMBER.match(text))
     return [s and n for s, n in zip(seen, numeric)]
+
+
+_texts: dict[str, str] = {}
+
+
+def text_alternative(html: str) -> str:
+    """``html_to_text``, remembered for bodies repeated across a bulk send (same body, other
+    recipients)."""
+    text = _texts.get(html)
+    if text is None:
+        text = html_to_text(html)
+        if len(html) < 200_000:
+            if len(_texts) >= 64:
+                _texts.clear()
+            _texts[html] = text
+    return text

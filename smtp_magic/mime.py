@@ -18,7 +18,6 @@ from typing import Any
 
 from . import _shortcuts
 from ._names import unique_attachments
-from ._sanitize import clean_document
 from .config import MB, ConnectionSettings
 from .errors import InvalidRequest
 from .models import Attachment, SendRequest, as_address_list
@@ -229,8 +228,12 @@ def check_attachments(request: SendRequest, settings: ConnectionSettings) -> Non
             )
 
 
-def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
-    """Validate the request and build the message. Raises InvalidRequest with one sentence."""
+def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | None = None
+            ) -> Composed:
+    """Validate the request and build the message. Raises InvalidRequest with one sentence.
+
+    The body is sent as it is: an HTML body comes sanitised and laid out, with its plain-text
+    alternative in ``text`` (default ``request.text``); see ``stages``."""
     if request.subject is None:
         raise InvalidRequest("The message has no subject ('subject' is required).")
     if not isinstance(request.subject, str):
@@ -263,16 +266,16 @@ def compose(request: SendRequest, settings: ConnectionSettings) -> Composed:
 
     date = _date()
     _check_extra_headers(request.headers, reply_to=bool(reply_to))
-    text = None
-    if content_type != "text/plain":
+    if content_type == "text/plain":
+        text = None
+    else:
         body = request.body or ""
         if not isinstance(body, str):
             raise InvalidRequest(f"The body must be text, not {type(body).__name__}.")
-        safe = clean_document(body)  # no script, event handler or script URL leaves the machine
-        if safe is not body:
-            request, body = request.replace(body=safe), safe
-        # An HTML body always travels with a plain-text alternative, for text-only clients.
-        text = request.text if request.text is not None else _text_alternative(body)
+        # An HTML body always travels with a plain-text alternative (made by the stage before).
+        text = request.text if text is None else text
+        if text is None:
+            raise ValueError("an HTML body needs its plain-text alternative")
 
     def build() -> EmailMessage:
         return _build_message(request, content_type, sender, to, cc, smtputf8, date, message_id,
@@ -353,24 +356,6 @@ def attachment_cte(att: Attachment, data: bytes | None = None) -> str:
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
         return "base64"  # a bare CR would not survive the trip
     return "7bit"
-
-
-_texts: dict[str, str] = {}
-
-
-def _text_alternative(html: str) -> str:
-    """``html_to_text``, remembered for bodies repeated across a bulk send (same body, other
-    recipients); imported on first use to keep ``%load_ext`` light."""
-    text = _texts.get(html)
-    if text is None:
-        from .htmltext import html_to_text
-
-        text = html_to_text(html)
-        if len(html) < 200_000:
-            if len(_texts) >= 64:
-                _texts.clear()
-            _texts[html] = text
-    return text
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -473,14 +458,17 @@ def _address_value(addresses: list[Address]) -> str | None:
     """The header value of simple addresses (as ``str(Address)`` gives it), else None."""
     out = []
     for a in addresses:
-        if not _SIMPLE_ADDR.match(a.addr_spec):
+        # Its addr_spec when it matches: a dot-atom local part is never quoted.
+        spec = f"{a.username}@{a.domain}"
+        if not _SIMPLE_ADDR.match(spec):
             return None
-        if a.display_name:
-            if not _SIMPLE_NAME.match(f"{a.display_name} <x>"):
+        name = a.display_name
+        if name:
+            if not _SIMPLE_NAME.match(f"{name} <x>"):
                 return None
-            out.append(f"{a.display_name} <{a.addr_spec}>")
+            out.append(f"{name} <{spec}>")
         else:
-            out.append(a.addr_spec)
+            out.append(spec)
     return ", ".join(out)
 
 

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field, replace
 from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import _budget, _charts, _layout, _sanitize, _tables
+from . import _budget, _charts, _sanitize, _tables
 from ._budget import is_plain_text
 from ._kinds import CHARTS, FIGURES, PANDAS, kind_of, title_of
-from ._layout import email_document
+from ._layout import email_document, text_to_html
+from ._layout import with_notes as _with_notes
 from ._names import UniqueNames
+from ._names import slug as _slug
 from .errors import InvalidRequest, missing
 from .models import Attachment, InlineImage
 
@@ -40,7 +42,6 @@ __all__ = [
     "cell_paths",
     "email_body",
     "email_document",
-    "fit_html_body",
     "is_plain_text",
     "markdown_to_html",
     "outputs_from_captured",
@@ -262,28 +263,11 @@ def email_body(
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     fragment = rendered.html
     notes = list(rendered.top_notes)
-    size = _tables.utf8_size(fragment)
-    if size <= 2 * limit:
-        document = email_document(_with_notes(fragment, notes), title=title)
-        if _tables.utf8_size(document) <= limit:
-            return replace(rendered, html=document, top_notes=())
-        room = limit - (_tables.utf8_size(document) - size)
-    else:
-        room = limit - 6_000
-    names = UniqueNames()
-    for att in rendered.attachments:
-        names.unique(att.filename)
-    filename = names.unique(f"{_slug(title or '') or 'message'}.html")
-    note = (f"This message is longer than email programs show (about {size / 1000:,.0f} KB), "
-            f"so it stops early; the whole message is attached as {filename}.")
-    document = ""
-    for _ in range(8):
-        shortened = _budget.cut_html(fragment, max(room, 1_000))
-        document = email_document(_with_notes(shortened, [note, *notes]), title=title)
-        over = _tables.utf8_size(document)
-        if over <= limit or room <= 1_000:
-            break
-        room = int(room * limit / over * 0.97)
+    document, filename = _budget.shorten(
+        fragment, notes, functools.partial(email_document, title=title), limit=limit,
+        title=title, taken=[att.filename for att in rendered.attachments])
+    if filename is None:
+        return replace(rendered, html=document, top_notes=())
     full = email_document(_with_notes(fragment, notes), title=title)
     for image in rendered.images:  # the attached page shows its images on its own
         uri = f"data:image/{image.subtype};base64,{base64.b64encode(image.data).decode()}"
@@ -635,24 +619,6 @@ def _note(sentence: str) -> str:
     return f'<p style="margin:0 0 4px;font-size:13px;color:#57606a">{_html.escape(sentence)}</p>'
 
 
-_TOP_NOTE_STYLE = (
-    "margin:0 0 12px;padding:8px 12px;font-size:13px;line-height:1.4;color:#3b2300;"
-    "background:#fff8c5;border:1px solid #d4a72c"
-)
-
-
-def _with_notes(fragment: str, notes: Iterable[str]) -> str:
-    """``fragment`` with the notes for the reader in a box at its very top."""
-    notes = list(dict.fromkeys(notes))
-    if not notes:
-        return fragment
-    box = "".join(f'<p style="{_TOP_NOTE_STYLE}">{_html.escape(n)}</p>\n' for n in notes)
-    body = re.search(r"<body\b[^>]*>", fragment, re.IGNORECASE)
-    if body is not None and _layout.is_document(fragment):
-        return fragment[: body.end()] + "\n" + box + fragment[body.end():]
-    return box + fragment
-
-
 @_for_kind(*FIGURES)
 def _render_figure(obj: Any, opts: _Options) -> Rendered:
     figure = _figure_of(obj)
@@ -850,12 +816,6 @@ def _sniff_subtype(raw: bytes) -> str:
     if raw.startswith(b"GIF8"):
         return "gif"
     return "jpeg"
-
-
-def _slug(text: str) -> str:
-    """A file-name stem from a title: "Revenue by region (EUR)" -> "revenue-by-region-eur"."""
-    words = re.findall(r"\w+", text.lower())
-    return "-".join(words)[:60].strip("-_")
 
 
 def _file_stem(opts: _Options, default: str) -> str:
@@ -1077,29 +1037,6 @@ _BIG_TEXT = 20_000
 _ACTIVE: contextvars.ContextVar[_Inserter | None] = contextvars.ContextVar(
     "smtp_magic_template", default=None
 )
-
-
-def text_to_html(text: str) -> str:
-    """Already-escaped text as HTML paragraphs: a blank line ends a paragraph, a line break
-    stays a line break."""
-    paragraphs = re.split(r"\n[ \t]*\n\s*", text.strip("\n").replace("\r\n", "\n"))
-    return "\n".join(
-        "<p>" + p.rstrip().replace("\n", "<br>\n") + "</p>" for p in paragraphs if p.strip()
-    )
-
-
-def fit_html_body(body: str, title: str | None = None) -> Rendered | None:
-    """An HTML body given as is (API, CLI) made ready to send, or None if it already is.
-
-    A body without any markup was typed as text: it is laid out as paragraphs (line breaks
-    kept, ``<``/``&`` shown as typed) in the email layout. A body over the size budget is cut
-    by :func:`email_body`, with the whole attached.
-    """
-    if not _budget.needs_fitting(body):
-        return None
-    if is_plain_text(body, jinja=False):  # the API sends the body as given: no templating
-        return email_body(Rendered(text_to_html(_html.escape(body, quote=False))), title=title)
-    return email_body(Rendered(body), title=title)
 
 
 def render_template(

@@ -9,8 +9,8 @@ import pytest
 
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import InvalidRequest
-from smtp_magic.mime import compose
 from smtp_magic.models import Attachment, InlineImage, SendRequest, mime_type_for
+from smtp_magic.stages import prepare as compose
 
 SETTINGS = SmtpMagic(sender="Reports <reports@example.test>").snapshot()
 

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import InvalidRequest
-from smtp_magic.mime import POLICY, _simple_address, compose, parse_address
+from smtp_magic.mime import POLICY, _simple_address, parse_address
 from smtp_magic.models import Attachment, SendRequest
+from smtp_magic.stages import prepare as compose
 
 SETTINGS = SmtpMagic(sender="Reports <reports@example.test>").snapshot()
 BOUNDARY = re.compile(rb"={15}\d{19}==")

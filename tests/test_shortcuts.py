@@ -16,6 +16,7 @@ import smtp_magic
 from smtp_magic import _shortcuts
 from smtp_magic.config import SmtpMagic
 from smtp_magic.models import Attachment, SendRequest
+from smtp_magic.stages import prepare
 
 compose_module = importlib.import_module("smtp_magic.mime")
 PACKAGE = Path(smtp_magic.__file__).parent
@@ -105,7 +106,7 @@ def _wrong(text, policy):  # an encoder that changed behaviour in some future Py
 
 def _composed_bytes(request: SendRequest) -> bytes:
     settings = SmtpMagic(sender="a@example.test").snapshot()
-    return compose_module.compose(request, settings).as_bytes()
+    return prepare(request, settings).as_bytes()
 
 
 def test_the_first_message_of_each_new_shape_is_checked(monkeypatch, fresh_checks, tmp_path):
