@@ -360,7 +360,7 @@ async def _deliver_paced(
                     f"{exc.message.rstrip('.')}, still after {throttled} tries at a slower pace; "
                     "the message is kept in the outbox.",
                     refused=exc.refused, code=exc.code, reply=exc.reply) from exc
-            pacer.throttled(exc.reply)
+            pacer.throttled(exc.reply, exc.retry_after)  # Graph's Retry-After, if it said
             session.upcoming = None  # paced from now on: no envelope goes out ahead of time
             if session.conversation is not None:
                 session.conversation.note(f"throttled ({exc.reply}); sending again at "

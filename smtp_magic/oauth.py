@@ -58,9 +58,13 @@ DEFAULT_SCOPES: Mapping[str, str] = {
     "google": "https://mail.google.com/",
 }
 GENERIC_SCOPES = "openid email offline_access"
+# transport graph: Microsoft Graph's sendMail (delegated permission Mail.Send) instead of SMTP.
+GRAPH_SCOPES = "https://graph.microsoft.com/Mail.Send offline_access"
 
 
-def default_scopes(provider: str | None) -> str:
+def default_scopes(provider: str | None, transport: str | None = None) -> str:
+    if provider == "microsoft" and transport == "graph":
+        return GRAPH_SCOPES
     if provider is not None and provider in DEFAULT_SCOPES:
         return DEFAULT_SCOPES[provider]
     return GENERIC_SCOPES if provider and provider not in ("command", "callable") else ""
@@ -170,7 +174,8 @@ class OAuthConfig:
         if not provider:
             raise ConfigError("auth is 'oauth2' but oauth2_provider is not set: "
                               "`%smtp_config --oauth2-provider microsoft|google|ISSUER-URL`.")
-        scopes = getattr(settings, "oauth2_scopes", None) or default_scopes(provider)
+        scopes = getattr(settings, "oauth2_scopes", None) or default_scopes(
+            provider, getattr(settings, "transport", None))
         if isinstance(scopes, str):
             scopes = scopes.replace(",", " ").split()
         return cls(
