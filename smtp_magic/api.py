@@ -305,12 +305,16 @@ def _upcoming(job: _Job) -> transport.Upcoming:
 
 
 # What an outbox entry remembers of its settings, so that a retry goes where it was going.
-_DESTINATION = ("host", "port", "security", "username", "auth", "profile")
+_DESTINATION = ("host", "port", "security", "username", "auth", "profile", "transport")
 
 
 def destination_of(settings: ConnectionSettings) -> dict[str, Any]:
-    """Host, port, security, username, auth and profile of ``settings``: never a secret."""
-    return {name: getattr(settings, name) for name in _DESTINATION}
+    """Host, port, security, username, auth, profile and transport (with Graph's endpoint) of
+    ``settings``: never a secret."""
+    where = {name: getattr(settings, name) for name in _DESTINATION}
+    if settings.transport == "graph":
+        where["graph_endpoint"] = settings.graph_endpoint
+    return where
 
 
 def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None],
@@ -1019,7 +1023,8 @@ def _retry_settings(base: SmtpMagic, destination: Mapping[str, Any] | None) -> C
         return (base if base.profile == profile else _with_profile(base, str(profile))).snapshot()
     if (destination.get("host"), destination.get("username")) == (base.host, base.username):
         return base.snapshot()
-    values: dict[str, Any] = {k: destination.get(k) for k in _DESTINATION if k != "profile"}
+    values: dict[str, Any] = {k: destination.get(k) for k in (*_DESTINATION, "graph_endpoint")
+                              if k != "profile"}
     values = {k: v for k, v in values.items() if v is not None or k == "username"}
     return base.snapshot({**values, "password": None, "password_env": None})
 

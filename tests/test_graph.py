@@ -569,15 +569,24 @@ def test_over_4_mb_over_the_api_is_exit_1_and_nothing_is_sent(
 
 @needs_engine
 def test_a_failed_message_stays_in_the_outbox_and_retry_delivers_it(
-        conf: dict[str, Any], graph_server: GraphServer) -> None:
+        conf: dict[str, Any], graph_server: GraphServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
     for _ in range(10):  # every attempt of the first send
         graph_server.refuse(503, "ServiceUnavailable", "The service is unavailable.")
     response = smtp_magic.send("boss@example.test", "Kept", "x", sender=SENDER,
                                config={**conf, "attempts": 2})
     assert response.exitcode == 7, response.message
     assert graph_server.delivered == []
+    (entry,) = smtp_magic.outbox(conf).entries()
+    assert entry.destination is not None and entry.destination["transport"] == "graph"
+    assert entry.destination["graph_endpoint"] == graph_server.endpoint
+    from smtp_magic.cli import main
+
+    assert main(["outbox"]) == 0
+    assert "via Microsoft Graph" in capsys.readouterr().out
     graph_server.script.clear()
-    (again,) = smtp_magic.retry_outbox(config=conf)
+    # Retried with other current settings (SMTP elsewhere): it goes where it was going.
+    (again,) = smtp_magic.retry_outbox(config={**conf, "transport": "smtp", "host": "localhost"})
     assert again.exitcode == 0, again.message
     (got,) = graph_server.delivered
     assert got.message["Message-ID"] == response.message_id
