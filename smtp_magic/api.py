@@ -1119,6 +1119,10 @@ def retry_outbox(*, config: ConfigLike = None, keys: Iterable[str] | None = None
 async def check_async(config: ConfigLike = None) -> transport.ServerReport:
     """Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing."""
     settings = load_settings(config).snapshot()
+    if settings.transport == "graph":  # the sign-in and Graph's endpoint; nothing is posted
+        from .graph import GraphTransport
+
+        return await GraphTransport(settings).check()
     return await transport.check_connection(settings, resolve_password(settings))
 
 

@@ -59,6 +59,7 @@ from .errors import (
     TemporaryFailure,
 )
 from .pacing import Throttled
+from .transport import ServerReport, tls_context
 
 if TYPE_CHECKING:
     import http.client
@@ -287,6 +288,29 @@ class GraphTransport:
                     f"{oauth.HINT} {oauth.CLI_HINT}.", code=401)
         return self._outcome(settings, answer)
 
+    async def check(self) -> GraphReport:
+        """``--check`` for Graph: the settings, a token from the sign-in and a TLS connection to
+        the endpoint. Nothing is posted (Graph has no request that tests Mail.Send without
+        sending), so the token itself is first checked by Graph with the first message."""
+        from . import oauth
+
+        settings = self.settings
+        check_settings(settings)
+        endpoint = _Endpoint(settings.graph_endpoint)
+        config = oauth.OAuthConfig.from_settings(settings)
+        token = await asyncio.to_thread(oauth.access_token, config)
+        conn, _ = await self._connect(settings, endpoint, token.value)
+        sock = conn.sock
+        version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        conn.close()
+        who = token.identity or settings.username or "unknown"
+        return GraphReport(
+            host=endpoint.host, port=endpoint.port,
+            greeting=f"Microsoft Graph sendMail at {endpoint.path} (nothing was sent)",
+            tls="TLS", tls_version=version, authenticated=True,
+            signed_in=f"an OAuth2 token for Graph, signed in as {who}"
+                      f"{oauth.valid_until(token)} (Graph checks it with the first message)")
+
     async def aclose(self) -> None:
         idle, self._idle = self._idle, {}
         for conns in idle.values():
@@ -307,8 +331,6 @@ class GraphTransport:
 
     def _take(self, settings: ConnectionSettings, endpoint: _Endpoint
               ) -> tuple[http.client.HTTPSConnection, Conversation] | None:
-        from .transport import tls_context
-
         key = (endpoint.host, endpoint.port, id(tls_context(settings)))
         kept = self._idle.get(key, [])
         while kept:
@@ -320,8 +342,6 @@ class GraphTransport:
 
     def _give(self, settings: ConnectionSettings, endpoint: _Endpoint,
               conn: http.client.HTTPSConnection, conv: Conversation) -> None:
-        from .transport import tls_context
-
         if self.closed:
             conn.close()
             return
@@ -331,8 +351,6 @@ class GraphTransport:
     async def _connect(self, settings: ConnectionSettings, endpoint: _Endpoint, token: str
                        ) -> tuple[http.client.HTTPSConnection, Conversation]:
         import http.client
-
-        from .transport import tls_context
 
         ctx = tls_context(settings)  # raises ConnectFailed for a cafile it cannot read
         conv = Conversation(endpoint.name, debug=settings.debug, secrets=(token,))
@@ -438,10 +456,19 @@ class GraphTransport:
                             "right?", code=status, reply=reply)
 
 
-def _user_agent() -> str:
-    from . import __version__
+class GraphReport(ServerReport):
+    """What ``--check`` learnt about Graph (no SMTP extensions to list)."""
 
-    return f"smtp-magic/{__version__}"
+    def lines(self) -> list[str]:
+        return [line for line in super().lines() if not line.startswith("Extensions:")]
+
+
+def _user_agent() -> str:
+    import sys
+
+    # The package's own __version__ (its parent is always imported first), as the CLI reads it.
+    package = sys.modules.get(__package__ or "smtp_magic")
+    return f"smtp-magic/{getattr(package, '__version__', 'unknown')}"
 
 
 def _send_head(conn: http.client.HTTPSConnection, path: str, headers: list[tuple[str, str]],

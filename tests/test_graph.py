@@ -504,6 +504,21 @@ def test_debug_shows_the_exchange_never_the_token(conf: dict[str, Any],
     assert len(tokens) == 2 and all(t and t not in shown + logged for t in tokens)
 
 
+def test_check_signs_in_and_connects_without_posting(conf: dict[str, Any],
+                                                     graph_server: GraphServer) -> None:
+    report = smtp_magic.api.check(conf)
+    lines = report.lines()
+    assert lines[0] == (f"Connected to 127.0.0.1:{report.port}: Microsoft Graph sendMail at "
+                        "/v1.0/me/sendMail (nothing was sent)")
+    assert lines[1].startswith("Encryption: TLS (TLSv1.")
+    assert lines[2].startswith(f"Login: an OAuth2 token for Graph, signed in as {USER_EMAIL}; "
+                               "access token valid until")
+    assert len(lines) == 3  # no SMTP extensions
+    assert graph_server.connections == 1 and graph_server.requests == []
+    with pytest.raises(ConfigError, match="--oauth2-provider microsoft"):
+        smtp_magic.api.check({**conf, "auth": "password", "oauth2_provider": None})
+
+
 def test_the_pacer_holds_back_for_retry_after() -> None:
     now = [100.0]
     pacer = pacing.Pacer(None, clock=lambda: now[0])
