@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.policy import compat32
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -133,7 +133,9 @@ def _header_end(raw: bytes) -> int:
 
 def _listed(raw: bytes) -> set[str]:
     """The addresses of the message's To, Cc and Bcc headers (lower case)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:_header_end(raw) + 4])
+    # Internationalised messages (SMTPUTF8) carry their addresses as raw UTF-8 in the headers.
+    head = raw[:_header_end(raw) + 4].decode("utf-8", "surrogateescape")
+    headers = HeaderParser(policy=compat32).parsestr(head)
     fields = [str(v) for name in ("to", "cc", "bcc") for v in headers.get_all(name, [])]
     return {addr.lower() for _, addr in email.utils.getaddresses(fields) if addr}
 

@@ -160,7 +160,8 @@ class GraphServer:
             return self.answer(h, seen, 400, error=("ErrorMimeContentInvalidBase64String",
                                                     "Invalid base64 string for MIME content."))
         message = email.message_from_bytes(raw, policy=email.policy.default)
-        fields = [str(v) for n in ("To", "Cc", "Bcc") for v in message.get_all(n, [])]
+        head = email.message_from_string(raw.decode("utf-8", "replace").split("\r\n\r\n")[0])
+        fields = [str(v) for n in ("To", "Cc", "Bcc") for v in head.get_all(n, [])]
         recipients = [a for _, a in email.utils.getaddresses(fields) if a]
         if not message["From"] or not recipients or message.defects:
             return self.answer(h, seen, 400, error=("ErrorMimeContentInvalid",
@@ -313,6 +314,15 @@ def test_sent_with_a_graph_token_as_base64_mime(conf: dict[str, Any], graph_serv
     names = [p.get_filename() for p in got.message.iter_attachments()]
     assert names == ["report.csv"]
     assert message.as_bytes() == sent  # the message itself (the outbox's copy) is unchanged
+
+
+def test_international_addresses_reach_graph_bcc_included(
+        conf: dict[str, Any], graph_server: GraphServer) -> None:
+    message = composed(conf, to="Jörg <jörg@exämple.test>", bcc="zoë@example.test")
+    assert message.smtputf8
+    assert deliver(conf, message) is None
+    (got,) = graph_server.delivered
+    assert sorted(got.recipients) == ["jörg@xn--exmple-cua.test", "zoë@example.test"]
 
 
 def test_throttled_429_carries_retry_after(conf: dict[str, Any],
