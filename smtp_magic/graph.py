@@ -204,6 +204,11 @@ class _Answer:
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
+    def redact(self, secret: str) -> None:
+        if len(secret) >= 3:
+            self.body = self.body.replace(secret.encode("utf-8"), REDACTED.encode())
+            self.headers = [(k, v.replace(secret, REDACTED)) for k, v in self.headers]
+
 
 class _Failed(Exception):
     """A connection that broke while the request was going out (nothing can have been
@@ -404,6 +409,7 @@ class GraphTransport:
             _abort(conn)  # cancelled (the execution timeout) or sending() refused: drop it
             raise
         envelope.answered()
+        answer.redact(token.value)  # an answer that echoes the token never shows it
         _show_answer(conv, answer)
         if answer.reusable:
             self._give(settings, endpoint, conn, conv)
@@ -476,6 +482,8 @@ def _user_agent() -> str:
 def _send_head(conn: http.client.HTTPSConnection, path: str, headers: list[tuple[str, str]],
                start: bytes) -> None:
     """The request line, the headers and all of the body but its last byte (worker thread)."""
+    import http.client
+
     try:
         if conn.sock is None:
             conn.connect()
@@ -483,7 +491,7 @@ def _send_head(conn: http.client.HTTPSConnection, path: str, headers: list[tuple
         for name, value in headers:
             conn.putheader(name, value)
         conn.endheaders(start)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
         raise _Failed(exc, after=False) from exc
 
 

@@ -150,6 +150,8 @@ class GraphServer:
                                                     "Access token validation failure."))
         if self.script:
             status, headers, error = self.script.pop(0)
+            if error and "{token}" in error["message"]:  # a server that echoes what it got
+                error = {**error, "message": error["message"].format(token=seen.token)}
             return self.answer(h, seen, status, headers,
                                error=(error["code"], error["message"]) if error else None)
         if (seen.content_type or "").split(";")[0].strip() != "text/plain":
@@ -415,6 +417,18 @@ def test_other_4xx_is_rejected_with_graphs_code_and_message(
     assert info.value.exitcode == ExitCode.REJECTED and info.value.code == 403
     assert "ErrorSendAsDenied: The user account" in text and "send as" in text
     assert text.count(". ") == 0  # one sentence
+
+
+def test_an_answer_that_echoes_the_token_never_shows_it(
+        conf: dict[str, Any], graph_server: GraphServer) -> None:
+    graph_server.refuse(400, "ErrorInvalidRecipients", "Token {token} may not send here.")
+    lines: list[str] = []
+    with debug_output(lines.append), pytest.raises(Rejected) as info:
+        deliver({**conf, "debug": True}, composed(conf))
+    (seen,) = graph_server.requests
+    assert seen.token and len(seen.token) > 20
+    assert "Token ******** may not send here" in str(info.value)
+    assert seen.token not in str(info.value) + str(info.value.reply) + "\n".join(lines)
 
 
 def test_settings_that_cannot_use_graph_are_exit_1_before_connecting(
