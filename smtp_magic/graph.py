@@ -389,6 +389,7 @@ class GraphTransport:
         conn, conv = kept if kept is not None else await self._connect(settings, endpoint,
                                                                        token.value)
         conv.add_secrets(token.value)
+        sending = False
         try:
             try:
                 await asyncio.to_thread(_send_head, conn, endpoint.path, headers, body[:-1])
@@ -401,10 +402,13 @@ class GraphTransport:
                 await asyncio.to_thread(_send_head, conn, endpoint.path, headers, body[:-1])
             _show_request(conv, endpoint, headers, body)
             envelope.sending()  # may raise (the outbox cannot be written): nothing more goes out
+            sending = True
             answer = await asyncio.to_thread(_finish, conn, body[-1:])
         except _Failed as exc:
             conn.close()
-            raise self._failure(settings, envelope, endpoint, exc) from exc.cause
+            if sending and not exc.after:  # the last byte never left: not in doubt after all
+                envelope.answered()
+            raise self._failure(settings, endpoint, exc) from exc.cause
         except BaseException:
             _abort(conn)  # cancelled (the execution timeout) or sending() refused: drop it
             raise
@@ -417,7 +421,7 @@ class GraphTransport:
             conn.close()
         return answer
 
-    def _failure(self, settings: ConnectionSettings, envelope: Envelope, endpoint: _Endpoint,
+    def _failure(self, settings: ConnectionSettings, endpoint: _Endpoint,
                  failed: _Failed) -> SmtpMagicError:
         cause = failed.cause
         if not failed.after:

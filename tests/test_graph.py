@@ -97,6 +97,7 @@ class GraphServer:
     delivered: list[Delivered] = field(default_factory=list)
     connections: int = 0
     hang: bool = False  # read the request, never answer
+    drop: bool = False  # read the request, hang up without answering
 
     def start(self) -> GraphServer:
         server = self
@@ -139,9 +140,10 @@ class GraphServer:
         seen = Seen(h.path, h.headers.get("Content-Type"),
                     auth[7:] if auth.startswith("Bearer ") else None)
         self.requests.append(seen)
-        if self.hang:
-            time.sleep(5)
-            h.close_connection = True
+        if self.hang or self.drop:
+            if self.hang:
+                time.sleep(5)
+            h.close_connection = True  # and no answer at all
             return
         if h.path != "/v1.0/me/sendMail":
             return self.answer(h, seen, 404, error=("ResourceNotFound", "Invalid version."))
@@ -463,13 +465,16 @@ def test_cannot_connect_is_exit_2(conf: dict[str, Any], graph_server: GraphServe
     assert info.value.exitcode == ExitCode.CONNECT and graph_server.requests == []
 
 
+@pytest.mark.parametrize("how", ["hang", "drop"])
 def test_no_answer_after_the_request_is_in_doubt(conf: dict[str, Any],
-                                                 graph_server: GraphServer) -> None:
-    graph_server.hang = True
+                                                 graph_server: GraphServer, how: str) -> None:
+    setattr(graph_server, how, True)
     hooks = Hooks()
     with pytest.raises(InDoubt) as info:
         deliver({**conf, "timeout": 1}, composed(conf), hooks)
     assert info.value.exitcode == ExitCode.TIMEOUT and "in doubt" in str(info.value)
+    assert ("did not answer within 1 s" if how == "hang" else "dropped the connection after "
+            "the message was sent") in str(info.value)
     assert hooks.calls == ["sending"] and len(graph_server.requests) == 1
 
 
