@@ -94,10 +94,13 @@ def check_size(size: int) -> None:
     """Raise ``InvalidRequest`` (exit 1) when a message of ``size`` bytes is too large for
     Microsoft Graph (its base64 over 4 MB); the engine can call this at validation time."""
     if encoded_size(size) > MAX_REQUEST:
+        shown, limit = f"{_mb(size)} MB", f"{_mb(MAX_MESSAGE)} MB"
+        if shown == limit:  # just over: "3.0 MB, at most 3.0 MB" would say nothing
+            shown, limit = f"{size:,} bytes", f"{MAX_MESSAGE:,} bytes"
         raise InvalidRequest(
-            f"The message is {_mb(size)} MB, and Microsoft Graph takes at most "
-            f"{_mb(MAX_MESSAGE)} MB (4 MB once base64-encoded), so it was not sent: attach "
-            "less, or send it over SMTP (transport smtp).")
+            f"The message is {shown}, and Microsoft Graph takes at most {limit} (4 MB once "
+            "base64-encoded), so it was not sent: attach less, or send it over SMTP (transport "
+            "smtp).")
 
 
 def check_settings(settings: ConnectionSettings) -> None:

@@ -396,7 +396,8 @@ def test_not_signed_in_is_exit_3_and_nothing_is_sent(
 def test_over_4_mb_is_exit_1_and_the_server_sees_nothing(
         conf: dict[str, Any], graph_server: GraphServer, tmp_path: Path) -> None:
     graph.check_size(graph.MAX_MESSAGE)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequest, match="is 3,145,729 bytes, and Microsoft Graph takes at "
+                       "most 3,145,728 bytes"):
         graph.check_size(graph.MAX_MESSAGE + 1)
     big = tmp_path / "big.bin"
     big.write_bytes(b"\x00" * (3 * 1024 * 1024))  # 4 MB once base64'd in the MIME, and again
