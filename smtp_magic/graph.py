@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     import http.client
 
     from .config import ConnectionSettings
-    from .oauth import AccessToken
+    from .oauth import AccessToken, OAuthConfig
 
 __all__ = ["GRAPH_SCOPE", "MAX_MESSAGE", "MAX_REQUEST", "GraphTransport", "check_settings",
            "check_size"]
@@ -269,6 +269,7 @@ class GraphTransport:
         self._idle: dict[tuple[str, int, int], list[tuple[http.client.HTTPSConnection,
                                                           Conversation]]] = {}
         self.closed = False
+        self._lock: asyncio.Lock | None = None  # made on the event loop that first needs it
 
     def __repr__(self) -> str:
         return f"GraphTransport({self.settings.graph_endpoint!r})"
@@ -283,11 +284,11 @@ class GraphTransport:
 
         config = oauth.OAuthConfig.from_settings(settings)
         body = await asyncio.to_thread(self._body, data, envelope.recipients)
-        token = await asyncio.to_thread(oauth.access_token, config)
+        token = await self._token(config)
         answer = await self._post(settings, envelope, body, token)
         if answer.status == 401:  # expired or revoked early: one new token, one more try
             first = answer
-            token = await asyncio.to_thread(oauth.access_token, config, force_refresh=True)
+            token = await self._token(config, refused=token.value)
             answer = await self._post(settings, envelope, body, token)
             if answer.status == 401:
                 raise AuthFailed(
@@ -307,8 +308,7 @@ class GraphTransport:
         settings = self.settings
         check_settings(settings)
         endpoint = _Endpoint(settings.graph_endpoint)
-        config = oauth.OAuthConfig.from_settings(settings)
-        token = await asyncio.to_thread(oauth.access_token, config)
+        token = await self._token(oauth.OAuthConfig.from_settings(settings))
         conn, _ = await self._connect(settings, endpoint, token.value)
         sock = conn.sock
         version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
@@ -329,6 +329,20 @@ class GraphTransport:
         self.closed = True
 
     # -- the parts ------------------------------------------------------------------------------
+    async def _token(self, config: OAuthConfig, *, refused: str | None = None) -> AccessToken:
+        """A token from the sign-in, one worker at a time: the first refresh serves the others
+        (a refresh token may be good for one use only). After a 401 for ``refused``, a new one,
+        unless another worker got one meanwhile."""
+        from . import oauth
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            token = await asyncio.to_thread(oauth.access_token, config)
+            if refused is not None and token.value == refused:
+                token = await asyncio.to_thread(oauth.access_token, config, force_refresh=True)
+            return token
+
     @staticmethod
     def _body(data: Data | Iterable[bytes], recipients: tuple[str, ...]) -> bytes:
         raw = b"".join(chunks_of(data))

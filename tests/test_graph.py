@@ -516,6 +516,25 @@ def test_connections_are_kept_between_messages(conf: dict[str, Any],
     assert graph_server.connections == 1
 
 
+def test_parallel_workers_share_one_sign_in(conf: dict[str, Any],
+                                            graph_server: GraphServer) -> None:
+    """Four workers start at once with no token in memory: one refresh serves them all (with
+    rotating refresh tokens, parallel refreshes would spend the same one several times)."""
+    async def run() -> None:
+        t = graph.GraphTransport(snapshot(conf))
+        messages = [composed(conf, subject=f"Row {n}") for n in range(4)]
+        try:
+            await asyncio.gather(*(t.deliver(envelope(m), m.as_bytes()) for m in messages))
+        finally:
+            await t.aclose()
+
+    asyncio.run(run())
+    assert len(graph_server.delivered) == 4
+    assert len({s.token for s in graph_server.requests}) == 1
+    oauth.clear_memory()
+    assert deliver(conf, composed(conf)) is None  # the saved sign-in still works
+
+
 def test_debug_shows_the_exchange_never_the_token(conf: dict[str, Any],
                                                   graph_server: GraphServer,
                                                   caplog: pytest.LogCaptureFixture) -> None:
