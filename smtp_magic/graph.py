@@ -37,6 +37,7 @@ import re
 import select
 import socket
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -269,7 +270,6 @@ class GraphTransport:
         self._idle: dict[tuple[str, int, int], list[tuple[http.client.HTTPSConnection,
                                                           Conversation]]] = {}
         self.closed = False
-        self._lock: asyncio.Lock | None = None  # made on the event loop that first needs it
 
     def __repr__(self) -> str:
         return f"GraphTransport({self.settings.graph_endpoint!r})"
@@ -330,18 +330,7 @@ class GraphTransport:
 
     # -- the parts ------------------------------------------------------------------------------
     async def _token(self, config: OAuthConfig, *, refused: str | None = None) -> AccessToken:
-        """A token from the sign-in, one worker at a time: the first refresh serves the others
-        (a refresh token may be good for one use only). After a 401 for ``refused``, a new one,
-        unless another worker got one meanwhile."""
-        from . import oauth
-
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            token = await asyncio.to_thread(oauth.access_token, config)
-            if refused is not None and token.value == refused:
-                token = await asyncio.to_thread(oauth.access_token, config, force_refresh=True)
-            return token
+        return await asyncio.to_thread(_token, config, refused)
 
     @staticmethod
     def _body(data: Data | Iterable[bytes], recipients: tuple[str, ...]) -> bytes:
@@ -490,6 +479,25 @@ class GraphReport(ServerReport):
 
     def lines(self) -> list[str]:
         return [line for line in super().lines() if not line.startswith("Extensions:")]
+
+
+_TOKEN_LOCKS: dict[str, threading.Lock] = {}
+_TOKEN_LOCKS_LOCK = threading.Lock()
+
+
+def _token(config: OAuthConfig, refused: str | None) -> AccessToken:
+    """A token from the sign-in, one at a time per sign-in in this process (worker thread): the
+    first refresh serves the workers waiting behind it (a refresh token may be good for one
+    use only). After a 401 for ``refused``, a new one, unless another worker got one meanwhile."""
+    from . import oauth
+
+    with _TOKEN_LOCKS_LOCK:
+        lock = _TOKEN_LOCKS.setdefault(config.key, threading.Lock())
+    with lock:
+        token = oauth.access_token(config)
+        if refused is not None and token.value == refused:
+            token = oauth.access_token(config, force_refresh=True)
+        return token
 
 
 def _user_agent() -> str:

@@ -521,12 +521,16 @@ def test_parallel_workers_share_one_sign_in(conf: dict[str, Any],
     """Four workers start at once with no token in memory: one refresh serves them all (with
     rotating refresh tokens, parallel refreshes would spend the same one several times)."""
     async def run() -> None:
-        t = graph.GraphTransport(snapshot(conf))
+        shared = graph.GraphTransport(snapshot(conf))
+        # Two workers share a transport, two have their own: one sign-in per process.
+        transports = [shared, shared, *(graph.GraphTransport(snapshot(conf)) for _ in range(2))]
         messages = [composed(conf, subject=f"Row {n}") for n in range(4)]
         try:
-            await asyncio.gather(*(t.deliver(envelope(m), m.as_bytes()) for m in messages))
+            await asyncio.gather(*(t.deliver(envelope(m), m.as_bytes())
+                                   for t, m in zip(transports, messages)))
         finally:
-            await t.aclose()
+            for t in set(transports):
+                await t.aclose()
 
     asyncio.run(run())
     assert len(graph_server.delivered) == 4
