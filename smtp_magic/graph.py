@@ -37,7 +37,6 @@ import re
 import select
 import socket
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -481,23 +480,16 @@ class GraphReport(ServerReport):
         return [line for line in super().lines() if not line.startswith("Extensions:")]
 
 
-_TOKEN_LOCKS: dict[str, threading.Lock] = {}
-_TOKEN_LOCKS_LOCK = threading.Lock()
-
-
 def _token(config: OAuthConfig, refused: str | None) -> AccessToken:
-    """A token from the sign-in, one at a time per sign-in in this process (worker thread): the
-    first refresh serves the workers waiting behind it (a refresh token may be good for one
-    use only). After a 401 for ``refused``, a new one, unless another worker got one meanwhile."""
+    """A token from the sign-in (worker thread; ``oauth.access_token`` refreshes one at a time
+    per sign-in). After a 401 for ``refused``, a new one, unless another worker got one
+    meanwhile."""
     from . import oauth
 
-    with _TOKEN_LOCKS_LOCK:
-        lock = _TOKEN_LOCKS.setdefault(config.key, threading.Lock())
-    with lock:
-        token = oauth.access_token(config)
-        if refused is not None and token.value == refused:
-            token = oauth.access_token(config, force_refresh=True)
-        return token
+    token = oauth.access_token(config)
+    if refused is not None and token.value == refused:
+        token = oauth.access_token(config, force_refresh=True)
+    return token
 
 
 def _user_agent() -> str:
