@@ -266,8 +266,7 @@ class GraphTransport:
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
-        self._idle: dict[tuple[str, int, int], list[tuple[http.client.HTTPSConnection,
-                                                          Conversation]]] = {}
+        self._idle: dict[tuple[str, int, int], list[http.client.HTTPSConnection]] = {}
         self.closed = False
 
     def __repr__(self) -> str:
@@ -308,7 +307,8 @@ class GraphTransport:
         check_settings(settings)
         endpoint = _Endpoint(settings.graph_endpoint)
         token = await self._token(oauth.OAuthConfig.from_settings(settings))
-        conn, _ = await self._connect(settings, endpoint, token.value)
+        conv = Conversation(endpoint.name, debug=settings.debug, secrets=(token.value,))
+        conn = await self._connect(settings, endpoint, conv)
         sock = conn.sock
         version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
         conn.close()
@@ -323,7 +323,7 @@ class GraphTransport:
     async def aclose(self) -> None:
         idle, self._idle = self._idle, {}
         for conns in idle.values():
-            for conn, _ in conns:
+            for conn in conns:
                 conn.close()
         self.closed = True
 
@@ -342,30 +342,29 @@ class GraphTransport:
         return body
 
     def _take(self, settings: ConnectionSettings, endpoint: _Endpoint
-              ) -> tuple[http.client.HTTPSConnection, Conversation] | None:
+              ) -> http.client.HTTPSConnection | None:
         key = (endpoint.host, endpoint.port, id(tls_context(settings)))
         kept = self._idle.get(key, [])
         while kept:
-            conn, conv = kept.pop()
+            conn = kept.pop()
             if not _dropped(conn):
-                return conn, conv
+                return conn
             conn.close()
         return None
 
     def _give(self, settings: ConnectionSettings, endpoint: _Endpoint,
-              conn: http.client.HTTPSConnection, conv: Conversation) -> None:
+              conn: http.client.HTTPSConnection) -> None:
         if self.closed:
             conn.close()
             return
         key = (endpoint.host, endpoint.port, id(tls_context(settings)))
-        self._idle.setdefault(key, []).append((conn, conv))
+        self._idle.setdefault(key, []).append(conn)
 
-    async def _connect(self, settings: ConnectionSettings, endpoint: _Endpoint, token: str
-                       ) -> tuple[http.client.HTTPSConnection, Conversation]:
+    async def _connect(self, settings: ConnectionSettings, endpoint: _Endpoint,
+                       conv: Conversation) -> http.client.HTTPSConnection:
         import http.client
 
         ctx = tls_context(settings)  # raises ConnectFailed for a cafile it cannot read
-        conv = Conversation(endpoint.name, debug=settings.debug, secrets=(token,))
         conn = http.client.HTTPSConnection(endpoint.host, endpoint.port, context=ctx,
                                            timeout=settings.timeout)
         try:
@@ -379,7 +378,7 @@ class GraphTransport:
         sock = conn.sock
         version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
         conv.note(f"connected to {endpoint.where}" + (f" ({version})" if version else ""))
-        return conn, conv
+        return conn
 
     async def _post(self, settings: ConnectionSettings, envelope: Envelope, body: bytes,
                     token: AccessToken) -> _Answer:
@@ -391,9 +390,10 @@ class GraphTransport:
                    ("Content-Length", str(len(body))), ("Accept", "application/json"),
                    ("client-request-id", request_id), ("User-Agent", _user_agent())]
         kept = self._take(settings, endpoint)
-        conn, conv = kept if kept is not None else await self._connect(settings, endpoint,
-                                                                       token.value)
-        conv.add_secrets(token.value)
+        # A transcript per request (not per kept connection): it writes where the debug output
+        # of this send goes, and a kept connection may serve the next send.
+        conv = Conversation(endpoint.name, debug=settings.debug, secrets=(token.value,))
+        conn = kept if kept is not None else await self._connect(settings, endpoint, conv)
         sending = False
         try:
             try:
@@ -403,7 +403,7 @@ class GraphTransport:
                     raise
                 # A kept connection closed by the server meanwhile: nothing went out; afresh.
                 conn.close()
-                conn, conv = await self._connect(settings, endpoint, token.value)
+                conn = await self._connect(settings, endpoint, conv)
                 await asyncio.to_thread(_send_head, conn, endpoint.path, headers, body[:-1])
             _show_request(conv, endpoint, headers, body)
             envelope.sending()  # may raise (the outbox cannot be written): nothing more goes out
@@ -421,7 +421,7 @@ class GraphTransport:
         answer.redact(token.value)  # an answer that echoes the token never shows it
         _show_answer(conv, answer)
         if answer.reusable:
-            self._give(settings, endpoint, conn, conv)
+            self._give(settings, endpoint, conn)
         else:
             conn.close()
         return answer

@@ -572,6 +572,27 @@ def test_check_signs_in_and_connects_without_posting(conf: dict[str, Any],
         smtp_magic.api.check({**conf, "auth": "password", "oauth2_provider": None})
 
 
+def test_debug_of_a_later_send_on_a_kept_connection_goes_to_that_send(
+        conf: dict[str, Any], graph_server: GraphServer) -> None:
+    first: list[str] = []
+    second: list[str] = []
+
+    async def run() -> None:
+        t = graph.GraphTransport(snapshot({**conf, "debug": True}))
+        try:
+            for sink in (first, second):  # two cells, one kept connection
+                message = composed(conf)
+                with debug_output(sink.append):
+                    await t.deliver(envelope(message), message.as_bytes())
+        finally:
+            await t.aclose()
+
+    asyncio.run(run())
+    assert graph_server.connections == 1
+    assert sum("> POST " in line for line in first) == 1
+    assert sum("> POST " in line for line in second) == 1
+
+
 def test_the_pacer_holds_back_for_retry_after() -> None:
     now = [100.0]
     pacer = pacing.Pacer(None, clock=lambda: now[0])
