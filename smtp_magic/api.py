@@ -1010,9 +1010,9 @@ def _retry_settings(base: SmtpMagic, destination: Mapping[str, Any] | None) -> C
     now. ``base`` is the current settings (or the config given).
 
     - a message sent with a profile: that profile as saved now;
-    - a message for the server and login of ``base``: ``base`` (a port or security fixed since
-      applies, and so does its password);
-    - any other: its recorded host, port, security, login and auth, with the password from the
+    - a message for the server, login and transport of ``base``: ``base`` (a port or security
+      fixed since applies, and so does its password);
+    - any other: its recorded host, port, security, login, auth and transport, with the password from the
       usual sources for that server (the keyring's ``username@host``); never the password of
       another account.
     """
@@ -1021,7 +1021,8 @@ def _retry_settings(base: SmtpMagic, destination: Mapping[str, Any] | None) -> C
     profile = destination.get("profile")
     if profile:
         return (base if base.profile == profile else _with_profile(base, str(profile))).snapshot()
-    if (destination.get("host"), destination.get("username")) == (base.host, base.username):
+    if (destination.get("host"), destination.get("username"), destination.get(
+            "transport", "smtp")) == (base.host, base.username, base.transport):
         return base.snapshot()
     values: dict[str, Any] = {k: destination.get(k) for k in (*_DESTINATION, "graph_endpoint")
                               if k != "profile"}

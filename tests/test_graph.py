@@ -674,8 +674,9 @@ def test_a_failed_message_stays_in_the_outbox_and_retry_delivers_it(
     assert main(["outbox"]) == 0
     assert "via Microsoft Graph" in capsys.readouterr().out
     graph_server.script.clear()
-    # Retried with other current settings (SMTP elsewhere): it goes where it was going.
-    (again,) = smtp_magic.retry_outbox(config={**conf, "transport": "smtp", "host": "localhost"})
+    # Retried with the current settings back on SMTP (same host and login): it still goes
+    # where it was going, through Graph.
+    (again,) = smtp_magic.retry_outbox(config={**conf, "transport": "smtp"})
     assert again.exitcode == 0, again.message
     (got,) = graph_server.delivered
     assert got.message["Message-ID"] == response.message_id
