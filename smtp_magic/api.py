@@ -1012,9 +1012,9 @@ def _retry_settings(base: SmtpMagic, destination: Mapping[str, Any] | None) -> C
     - a message sent with a profile: that profile as saved now;
     - a message for the server, login and transport of ``base``: ``base`` (a port or security
       fixed since applies, and so does its password);
-    - any other: its recorded host, port, security, login, auth and transport, with the password from the
-      usual sources for that server (the keyring's ``username@host``); never the password of
-      another account.
+    - any other: its recorded host, port, security, login, auth and transport, with the
+      password from the usual sources for that server (the keyring's ``username@host``); never
+      the password of another account.
     """
     if not destination:  # kept by an older version: the current settings, as then
         return base.snapshot()
