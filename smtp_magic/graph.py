@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from email.policy import compat32
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .conversation import REDACTED, Conversation
@@ -266,7 +266,7 @@ class GraphTransport:
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
-        self._idle: dict[tuple[str, int, int], list[http.client.HTTPSConnection]] = {}
+        self._idle: dict[tuple[Any, ...], list[http.client.HTTPSConnection]] = {}
         self.closed = False
 
     def __repr__(self) -> str:
@@ -343,8 +343,7 @@ class GraphTransport:
 
     def _take(self, settings: ConnectionSettings, endpoint: _Endpoint
               ) -> http.client.HTTPSConnection | None:
-        key = (endpoint.host, endpoint.port, id(tls_context(settings)))
-        kept = self._idle.get(key, [])
+        kept = self._idle.get(self._key(settings, endpoint), [])
         while kept:
             conn = kept.pop()
             if not _dropped(conn):
@@ -357,16 +356,28 @@ class GraphTransport:
         if self.closed:
             conn.close()
             return
-        key = (endpoint.host, endpoint.port, id(tls_context(settings)))
-        self._idle.setdefault(key, []).append(conn)
+        self._idle.setdefault(self._key(settings, endpoint), []).append(conn)
+
+    @staticmethod
+    def _key(settings: ConnectionSettings, endpoint: _Endpoint) -> tuple[Any, ...]:
+        """What a kept connection must match: the endpoint, the trust and the proxy."""
+        proxy = _proxy(endpoint)
+        return (endpoint.host, endpoint.port, id(tls_context(settings)),
+                proxy.where if proxy is not None else None)
 
     async def _connect(self, settings: ConnectionSettings, endpoint: _Endpoint,
                        conv: Conversation) -> http.client.HTTPSConnection:
         import http.client
 
         ctx = tls_context(settings)  # raises ConnectFailed for a cafile it cannot read
-        conn = http.client.HTTPSConnection(endpoint.host, endpoint.port, context=ctx,
-                                           timeout=settings.timeout)
+        proxy = _proxy(endpoint)
+        if proxy is None:
+            conn = http.client.HTTPSConnection(endpoint.host, endpoint.port, context=ctx,
+                                               timeout=settings.timeout)
+        else:  # a CONNECT tunnel; TLS (and the certificate check) end to end with Graph
+            conn = http.client.HTTPSConnection(proxy.host, proxy.port, context=ctx,
+                                               timeout=settings.timeout)
+            conn.set_tunnel(endpoint.host, endpoint.port, headers=proxy.headers)
         try:
             await asyncio.to_thread(conn.connect)
         except asyncio.CancelledError:
@@ -374,10 +385,14 @@ class GraphTransport:
             raise
         except (OSError, ssl.SSLError) as exc:
             conn.close()
+            if proxy is not None and not isinstance(exc, ssl.SSLError):
+                raise ConnectFailed(f"Could not connect to {endpoint.where} through the proxy "
+                                    f"{proxy.where} (HTTPS_PROXY): {_reason(exc)}.") from exc
             raise _connect_error(endpoint, settings, exc) from exc
         sock = conn.sock
         version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
-        conv.note(f"connected to {endpoint.where}" + (f" ({version})" if version else ""))
+        via = f" through the proxy {proxy.where}" if proxy is not None else ""
+        conv.note(f"connected to {endpoint.where}{via}" + (f" ({version})" if version else ""))
         return conn
 
     async def _post(self, settings: ConnectionSettings, envelope: Envelope, body: bytes,
@@ -531,6 +546,52 @@ def _finish(conn: http.client.HTTPSConnection, last: bytes) -> _Answer:
         raise _Failed(exc, after=True) from exc
     return _Answer(response.status, response.reason, list(response.getheaders()), body,
                    not response.will_close)
+
+
+@dataclass
+class _Proxy:
+    host: str
+    port: int
+    headers: dict[str, str]
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _proxy(endpoint: _Endpoint) -> _Proxy | None:
+    """The environment's proxy for HTTPS (``HTTPS_PROXY``, minus ``NO_PROXY``), as requests and
+    curl read it, so that sign-in and sending go the same way; None for a direct connection."""
+    import urllib.request
+    from urllib.parse import unquote
+
+    url = urllib.request.getproxies().get("https")
+    if not url or urllib.request.proxy_bypass(endpoint.host):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        port = 0
+    if parts.scheme.lower() != "http" or not parts.hostname or not port:
+        shown = f"{parts.scheme}://{parts.hostname or ''}"  # never its password
+        raise ConfigError(f"HTTPS_PROXY {shown!r} cannot be used: Microsoft Graph is reached "
+                          "through an http://HOST:PORT proxy only.")
+    headers = {}
+    if parts.username is not None:
+        login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    return _Proxy(parts.hostname, port, headers)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, socket.gaierror):
+        return "its host name could not be resolved"
+    return " ".join(str(exc).split()) or type(exc).__name__  # "Tunnel connection failed: 407 ..."
 
 
 def _connect_error(endpoint: _Endpoint, settings: ConnectionSettings,

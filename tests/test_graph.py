@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import email
 import email.policy
 import email.utils
 import json
 import logging
 import socket
+import socketserver
 import ssl
 import subprocess
 import sys
@@ -202,6 +204,66 @@ class GraphServer:
         """Answer the next request with ``status`` (after checking its token)."""
         self.script.append((status, {k.replace("_", "-"): v for k, v in headers.items()},
                             {"code": code, "message": message} if code else None))
+
+
+class ConnectProxy:
+    """An HTTP proxy on 127.0.0.1 that only tunnels (``CONNECT host:port``), as company proxies
+    do for HTTPS; with ``login``, it wants ``Proxy-Authorization: Basic`` first (else 407)."""
+
+    def __init__(self, login: str | None = None) -> None:
+        self.login = login
+        self.tunnels: list[str] = []
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                proxy.tunnel(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+    def tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        method, target, _ = lines[0].split(" ")
+        fields = dict(line.split(": ", 1) for line in lines[1:])
+        wanted = "Basic " + base64.b64encode((self.login or "").encode()).decode()
+        if method != "CONNECT" or (self.login and fields.get("Proxy-Authorization") != wanted):
+            client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                           b"Content-Length: 0\r\n\r\n")
+            return
+        self.tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+        back.start()
+        pump(client, upstream)
+        back.join(10)
+        upstream.close()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -591,6 +653,26 @@ def test_debug_of_a_later_send_on_a_kept_connection_goes_to_that_send(
     assert graph_server.connections == 1
     assert sum("> POST " in line for line in first) == 1
     assert sum("> POST " in line for line in second) == 1
+
+
+def test_through_the_environments_https_proxy(conf: dict[str, Any], graph_server: GraphServer,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = ConnectProxy(login="proxy-user:proxy-secret")
+    try:
+        for name in ("HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, f"http://proxy-user:proxy-secret@127.0.0.1:{proxy.port}")
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, "")
+        assert deliver(conf, composed(conf)) is None
+        graph_port = graph_server.endpoint.split(":")[2].split("/")[0]
+        assert f"127.0.0.1:{graph_port}" in proxy.tunnels and len(graph_server.delivered) == 1
+        for name in ("HTTPS_PROXY", "https_proxy"):  # a wrong proxy password: exit 2, not shown
+            monkeypatch.setenv(name, f"http://proxy-user:wrong-secret@127.0.0.1:{proxy.port}")
+        with pytest.raises(ConnectFailed, match="through the proxy 127.0.0.1.*407") as info:
+            deliver(conf, composed(conf))
+        assert "secret" not in str(info.value)
+    finally:
+        proxy.stop()
 
 
 def test_the_pacer_holds_back_for_retry_after() -> None:
