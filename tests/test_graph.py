@@ -629,6 +629,9 @@ def test_check_signs_in_and_connects_without_posting(conf: dict[str, Any],
     assert lines[2].startswith(f"Login: an OAuth2 token for Graph, signed in as {USER_EMAIL}; "
                                "access token valid until")
     assert len(lines) == 3  # no SMTP extensions
+    deadline = time.monotonic() + 5  # the server counts the connection in its own thread
+    while graph_server.connections < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert graph_server.connections == 1 and graph_server.requests == []
     with pytest.raises(ConfigError, match="--oauth2-provider microsoft"):
         smtp_magic.api.check({**conf, "auth": "password", "oauth2_provider": None})
