@@ -280,12 +280,16 @@ def _upcoming(job: _Job) -> transport.Upcoming:
 
 
 # What an outbox entry remembers of its settings, so that a retry goes where it was going.
-_DESTINATION = ("host", "port", "security", "username", "auth", "profile")
+_DESTINATION = ("host", "port", "security", "username", "auth", "profile", "transport")
 
 
 def destination_of(settings: ConnectionSettings) -> dict[str, Any]:
-    """Host, port, security, username, auth and profile of ``settings``: never a secret."""
-    return {name: getattr(settings, name) for name in _DESTINATION}
+    """Host, port, security, username, auth, profile and transport (with Graph's endpoint) of
+    ``settings``: never a secret."""
+    where = {name: getattr(settings, name) for name in _DESTINATION}
+    if settings.transport == "graph":
+        where["graph_endpoint"] = settings.graph_endpoint
+    return where
 
 
 def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None],
@@ -335,7 +339,7 @@ async def _deliver_paced(
                     f"{exc.message.rstrip('.')}, still after {throttled} tries at a slower pace; "
                     "the message is kept in the outbox.",
                     refused=exc.refused, code=exc.code, reply=exc.reply) from exc
-            pacer.throttled(exc.reply)
+            pacer.throttled(exc.reply, exc.retry_after)  # Graph's Retry-After, if it said
             session.upcoming = None  # paced from now on: no envelope goes out ahead of time
             if session.conversation is not None:
                 session.conversation.note(f"throttled ({exc.reply}); sending again at "
@@ -981,20 +985,22 @@ def _retry_settings(base: SmtpMagic, destination: Mapping[str, Any] | None) -> C
     now. ``base`` is the current settings (or the config given).
 
     - a message sent with a profile: that profile as saved now;
-    - a message for the server and login of ``base``: ``base`` (a port or security fixed since
-      applies, and so does its password);
-    - any other: its recorded host, port, security, login and auth, with the password from the
-      usual sources for that server (the keyring's ``username@host``); never the password of
-      another account.
+    - a message for the server, login and transport of ``base``: ``base`` (a port or security
+      fixed since applies, and so does its password);
+    - any other: its recorded host, port, security, login, auth and transport, with the
+      password from the usual sources for that server (the keyring's ``username@host``); never
+      the password of another account.
     """
     if not destination:  # kept by an older version: the current settings, as then
         return base.snapshot()
     profile = destination.get("profile")
     if profile:
         return (base if base.profile == profile else _with_profile(base, str(profile))).snapshot()
-    if (destination.get("host"), destination.get("username")) == (base.host, base.username):
+    if (destination.get("host"), destination.get("username"), destination.get(
+            "transport", "smtp")) == (base.host, base.username, base.transport):
         return base.snapshot()
-    values: dict[str, Any] = {k: destination.get(k) for k in _DESTINATION if k != "profile"}
+    values: dict[str, Any] = {k: destination.get(k) for k in (*_DESTINATION, "graph_endpoint")
+                              if k != "profile"}
     values = {k: v for k, v in values.items() if v is not None or k == "username"}
     return base.snapshot({**values, "password": None, "password_env": None})
 
@@ -1089,6 +1095,10 @@ def retry_outbox(*, config: ConfigLike = None, keys: Iterable[str] | None = None
 async def check_async(config: ConfigLike = None) -> transport.ServerReport:
     """Connect, negotiate TLS and log in; report the server's capabilities. Sends nothing."""
     settings = load_settings(config).snapshot()
+    if settings.transport == "graph":  # the sign-in and Graph's endpoint; nothing is posted
+        from .graph import GraphTransport
+
+        return await GraphTransport(settings).check()
     return await transport.check_connection(settings, resolve_password(settings))
 
 

@@ -176,6 +176,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         reason = f" [{e.exitcode}] {e.reason}" if e.reason else ""
         where = e.destination or {}
         to = f" via {where['host']}:{where['port']}" if where.get("host") else ""
+        if where.get("transport") == "graph":
+            to = " via Microsoft Graph"
         _say(f"{e.status:11} {e.subject!r} to {', '.join(e.recipients)}{to}{reason}")
     _say(f"{len(entries)} message(s) in {box.path}")
     return 0

@@ -52,6 +52,8 @@ ASSIGNED = "Python or the form"  # settings.port = 587, or the form's settings p
 _QUIET = object()  # copying a whole state: no provenance bookkeeping
 # The sender --local uses when the username is not an address.
 LOCAL_SENDER = "notebook@localhost.test"
+# Microsoft Graph's base URL (transport graph).
+GRAPH_ENDPOINT = "https://graph.microsoft.com/v1.0"
 
 
 class Secret:
@@ -266,6 +268,7 @@ class SmtpMagic(Configurable):
     oauth2_scopes = Unicode(
         None, allow_none=True,
         help="Space-separated scopes (default: Microsoft 'https://outlook.office.com/SMTP.Send "
+        "offline_access', with transport graph 'https://graph.microsoft.com/Mail.Send "
         "offline_access', Google 'https://mail.google.com/', other issuers 'openid email "
         "offline_access').",
     ).tag(config=True, metavar="SCOPES")
@@ -342,6 +345,18 @@ class SmtpMagic(Configurable):
     reply_to = Unicode(
         None, allow_none=True, help="Default Reply-To address(es); a request's reply_to wins.",
     ).tag(config=True, metavar="ADDR")
+    # -- Microsoft Graph sendMail instead of SMTP (smtp_magic.graph) --
+    transport = Enum(
+        ("smtp", "graph"), "smtp",
+        help="How messages leave: smtp (the server at host and port), or graph (Microsoft Graph "
+        "sendMail at graph_endpoint, signed in with oauth2_provider microsoft; for Microsoft 365 "
+        "tenants that keep SMTP AUTH off).",
+    ).tag(config=True)
+    graph_endpoint = Unicode(
+        GRAPH_ENDPOINT,
+        help="The Microsoft Graph base URL of transport graph (https; a national cloud's, or a "
+        "test server's trusted with cafile).",
+    ).tag(config=True, metavar="URL")
 
     _quiet = False  # while copying settings: choosing `profile` must not load the profile again
 
@@ -505,6 +520,17 @@ class SmtpMagic(Configurable):
         if any(c.isspace() or c in "\0/" for c in value.strip()):
             raise TraitError(f"imap_host {value!r} is not a host name or IP address.")
         return str(value.strip())
+
+    @validate("graph_endpoint")
+    def _check_graph_endpoint(self, proposal: Any) -> str:
+        from urllib.parse import urlsplit
+
+        value = (proposal["value"] or "").strip() or GRAPH_ENDPOINT
+        parts = urlsplit(value)
+        if parts.scheme.lower() != "https" or not parts.hostname or parts.query or \
+                parts.fragment or parts.username or any(c.isspace() for c in value):
+            raise TraitError(f"expected an https:// URL like {GRAPH_ENDPOINT!r}")
+        return value.rstrip("/")
 
     @validate("host")
     def _check_host(self, proposal: Any) -> str:

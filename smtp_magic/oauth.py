@@ -58,9 +58,13 @@ DEFAULT_SCOPES: Mapping[str, str] = {
     "google": "https://mail.google.com/",
 }
 GENERIC_SCOPES = "openid email offline_access"
+# transport graph: Microsoft Graph's sendMail (delegated permission Mail.Send) instead of SMTP.
+GRAPH_SCOPES = "https://graph.microsoft.com/Mail.Send offline_access"
 
 
-def default_scopes(provider: str | None) -> str:
+def default_scopes(provider: str | None, transport: str | None = None) -> str:
+    if provider == "microsoft" and transport == "graph":
+        return GRAPH_SCOPES
     if provider is not None and provider in DEFAULT_SCOPES:
         return DEFAULT_SCOPES[provider]
     return GENERIC_SCOPES if provider and provider not in ("command", "callable") else ""
@@ -170,7 +174,8 @@ class OAuthConfig:
         if not provider:
             raise ConfigError("auth is 'oauth2' but oauth2_provider is not set: "
                               "`%smtp_config --oauth2-provider microsoft|google|ISSUER-URL`.")
-        scopes = getattr(settings, "oauth2_scopes", None) or default_scopes(provider)
+        scopes = getattr(settings, "oauth2_scopes", None) or default_scopes(
+            provider, getattr(settings, "transport", None))
         if isinstance(scopes, str):
             scopes = scopes.replace(",", " ").split()
         return cls(
@@ -289,6 +294,7 @@ def _keep_out_of_logs(*secrets: str | None) -> None:
 # -- the token cache of this process ----------------------------------------------------------
 _MEMORY: dict[tuple[str, str | None], AccessToken] = {}
 _MEMORY_LOCK = threading.Lock()
+_REFRESHING: dict[str, threading.Lock] = {}  # per sign-in (OAuthConfig.key)
 
 
 def _remember(config: OAuthConfig, token: AccessToken) -> AccessToken:
@@ -323,16 +329,31 @@ def access_token(config: OAuthConfig, *, force_refresh: bool = False) -> AccessT
     if kind == "command":
         return _from_command(config)
     if not force_refresh:
-        with _MEMORY_LOCK:
-            cached = _MEMORY.get((config.key, config.username))
-        if cached is not None and cached.fresh():
+        cached = _fresh_in_memory(config)
+        if cached is not None:
             return cached
-    try:
-        token = _backend(config).silent(force_refresh)
-    except AuthFailed:
-        _drop_memory(config)
-        raise
-    return _remember(config, token)
+    # One refresh at a time per sign-in: parallel connections of a merge that start with no
+    # token in memory would otherwise spend the same refresh token at once, and an issuer that
+    # rotates refresh tokens takes the second use for a replay and revokes the sign-in.
+    with _MEMORY_LOCK:
+        lock = _REFRESHING.setdefault(config.key, threading.Lock())
+    with lock:
+        if not force_refresh:  # refreshed by another thread while this one waited
+            cached = _fresh_in_memory(config)
+            if cached is not None:
+                return cached
+        try:
+            token = _backend(config).silent(force_refresh)
+        except AuthFailed:
+            _drop_memory(config)
+            raise
+        return _remember(config, token)
+
+
+def _fresh_in_memory(config: OAuthConfig) -> AccessToken | None:
+    with _MEMORY_LOCK:
+        cached = _MEMORY.get((config.key, config.username))
+    return cached if cached is not None and cached.fresh() else None
 
 
 def login(config: OAuthConfig, show: Callable[[DeviceCode], object]) -> AccessToken:

@@ -17,6 +17,7 @@ import math
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .errors import TemporaryFailure
 
@@ -67,7 +68,14 @@ def is_throttle(code: int | None, reply: str | None) -> bool:
 
 
 class Throttled(TemporaryFailure):
-    """Exit 7: the server answered a message with a throttling reply (see ``is_throttle``)."""
+    """Exit 7: the server answered a message with a throttling reply (see ``is_throttle``).
+
+    ``retry_after``: the seconds the server asked to wait (HTTP ``Retry-After``), or None.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.retry_after = retry_after
 
 
 class Pacer:
@@ -119,9 +127,10 @@ class Pacer:
                 self.interval = 0.0
             log.info("no throttling for a while: %.2f s per message now", self.interval)
 
-    def throttled(self, reply: str | None) -> None:
+    def throttled(self, reply: str | None, retry_after: float | None = None) -> None:
         """The server throttled a message: slow down (once per interval however many workers
-        hear it) and hold every worker back for one new interval."""
+        hear it) and hold every worker back for one new interval, or for ``retry_after``
+        seconds when the server said how long (HTTP ``Retry-After``) and that is longer."""
         now = self._clock()
         self._streak = 0
         if now - self._slowed_at >= self.interval:
@@ -130,7 +139,7 @@ class Pacer:
             self._slowed_at = now
             log.info("the server is throttling (%s): slowing down to %.2f s per message",
                      reply, self.interval)
-        self._next = max(self._next, now + self.interval)
+        self._next = max(self._next, now + max(self.interval, retry_after or 0.0))
 
     def finish_in(self) -> float | None:
         """Seconds until the batch is expected to be done: the pace, or the speed seen so far

@@ -192,3 +192,18 @@ def test_provider_guidance_for_refused_password_logins(
     assert response.exitcode == 3
     assert reply.split(".")[0] in response.message and expected in response.message
     assert "README" in response.message and "\n" not in response.message
+
+
+def test_a_merge_over_parallel_connections_refreshes_once(
+        idp: IdentityProvider, oauth_server: CaptureServer, client_ssl_env: Path) -> None:
+    """Four connections sign in at once right after a restart (no token in memory): one
+    refresh serves them all. The issuer rotates refresh tokens and revokes the sign-in when one
+    is used twice, which parallel refreshes did."""
+    values = settings(idp, oauth_server, connections=4)
+    sign_in(idp, values)
+    oauth.clear_memory()
+    rows = [{"to": f"r{n}@example.test", "subject": f"Row {n}", "body": "x"} for n in range(8)]
+    responses = smtp_magic.send_many(rows, config=values)
+    assert [r.exitcode for r in responses] == [0] * 8, [r.message for r in responses]
+    oauth.clear_memory()
+    assert send(values, "still signed in").exitcode == 0

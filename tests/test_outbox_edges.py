@@ -120,7 +120,8 @@ def test_retry_goes_to_the_recorded_server_with_its_own_password_never_another(
     assert r.exitcode == 7, r
     (entry,) = Outbox(tmp_data.outbox).entries()
     assert entry.destination == {"host": "127.0.0.1", "port": server.port, "security": "none",
-                                 "username": "alice", "auth": "password", "profile": None}
+                                 "username": "alice", "auth": "password", "profile": None,
+                                 "transport": "smtp"}
     for path in tmp_data.outbox.rglob("*"):  # the destination, never the secret
         assert not path.is_file() or password.encode() not in path.read_bytes(), path
 

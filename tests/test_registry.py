@@ -53,6 +53,8 @@ SAMPLE = {
     "save_sent": ("Sent", "Sent"), "imap_host": ("imap.example.org", "imap.example.org"),
     "imap_port": ("143", 143), "imap_security": ("starttls", "starttls"),
     "reply_to": ("help@example.org", "help@example.org"),
+    "transport": ("graph", "graph"),
+    "graph_endpoint": ("https://graph.microsoft.us/v1.0/", "https://graph.microsoft.us/v1.0"),
 }
 # Settings that are not typed on a command line: secrets, and Python callables.
 NO_OPTION = ("password", "oauth2_token_provider")

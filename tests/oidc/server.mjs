@@ -45,7 +45,8 @@ const configuration = {
       redirect_uris: [],
     },
   ],
-  scopes: ['openid', 'offline_access', 'email', 'profile', 'smtp'],
+  // 'smtp' for the SMTP servers; Microsoft Graph's Mail.Send for the Graph sendMail tests.
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'smtp', 'https://graph.microsoft.com/Mail.Send'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['preferred_username'] },
   // The ID token carries the scopes' claims (MSAL reads the account's username from it).
   conformIdTokenClaims: false,
