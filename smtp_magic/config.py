@@ -919,6 +919,22 @@ def setting_options() -> list[SettingOption]:
     return out
 
 
+def choices(name: str, settings: SmtpMagic | type[SmtpMagic] = SmtpMagic) -> tuple[str, ...]:
+    """The values the Enum setting ``name`` accepts, as its trait declares them (of ``settings``'
+    class): every front end offers these, so a new value is one edit of the trait."""
+    cls = settings if isinstance(settings, type) else type(settings)
+    trait = cls.class_traits()[name]
+    if not isinstance(trait, Enum):
+        raise TypeError(f"setting {name!r} has no fixed choices")
+    return tuple(str(v) for v in trait.values or ())
+
+
+def body_formats(settings: SmtpMagic | type[SmtpMagic] = SmtpMagic) -> tuple[str, ...]:
+    """The formats a message body is written in: the content types, except
+    multipart/alternative, which is how an HTML body is sent (with a text part)."""
+    return tuple(v for v in choices("content_type", settings) if v != "multipart/alternative")
+
+
 class ConnectionSettings:
     """An immutable snapshot of every setting, taken when a send starts.
 

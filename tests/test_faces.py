@@ -87,9 +87,9 @@ def test_the_preview_and_the_form_show_a_size_the_same_way(
 
     path = tmp_path / "small.csv"
     path.write_bytes(b"x" * 65)
-    form._fixed.append(("small.csv", str(path), None))
+    form.attachments.add([str(path)])  # a path given as an attachment
     form.to.value = "a@example.org"
-    form._render_attachments()
+    form.attachments.render()
     assert "65 B" in form.attachment_list.value
     composed = api.build_message(form.request(), config=form.settings)
     assert "65 B" in preview_html(composed) and "65 B" in preview_text(composed)
@@ -207,7 +207,7 @@ def test_a_silent_issuer_can_be_cancelled(tmp_data: Any) -> None:
 
 def test_form_words_drop_commands_and_exit_codes() -> None:
     from smtp_magic.oauth import CLI_HINT, HINT
-    from smtp_magic.widgets import _form_words
+    from smtp_magic._form.common import form_words as _form_words
 
     text = _form_words(f"No saved OAuth2 sign-in for me (microsoft): {HINT} {CLI_HINT}.")
     assert text == ("No saved OAuth2 sign-in for me (microsoft): press Sign in under "
@@ -285,6 +285,6 @@ def test_a_template_syntax_error_is_one_clean_sentence(source: str, expected: st
     ("Could not connect (exit 2)", "Could not connect"),
 ])
 def test_form_words_for_the_outbox_and_the_sender(said: str, shown: str) -> None:
-    from smtp_magic.widgets import _form_words
+    from smtp_magic._form.common import form_words as _form_words
 
     assert _form_words(said) == shown

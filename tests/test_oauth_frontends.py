@@ -160,7 +160,8 @@ def test_cli_send_without_sign_in_is_exit_3_json(
 
 def test_form_sign_in_button_shows_the_code_then_sends(
         idp: IdentityProvider, oauth_server: CaptureServer, client_ssl_env: Path) -> None:
-    from smtp_magic.widgets import _descendants, compose
+    from smtp_magic._form.common import descendants as _descendants
+    from smtp_magic.widgets import compose
 
     settings = SmtpMagic().update({
         "host": oauth_server.host, "port": oauth_server.port, "security": "starttls",

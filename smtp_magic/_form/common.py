@@ -1,0 +1,133 @@
+"""What the parts of the compose form share: labels, status lines, settings observers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import html
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import ipywidgets as widgets
+
+from .. import _theme
+from ..config import SmtpMagic
+from ..errors import SmtpMagicError
+
+LABEL = {"description_width": "84px"}
+
+
+def caption(text: str) -> widgets.HTML:
+    """A label aligned with the descriptions of the Text fields (right-aligned, 84 px)."""
+    return widgets.HTML(
+        f"<div style='text-align:right;padding-right:8px'>{html.escape(text)}</div>",
+        layout=widgets.Layout(width="92px", min_width="92px"))
+
+
+def status(kind: str, text: str) -> str:
+    """A status area's content: one line, announced by screen readers when it changes."""
+    return _theme.line(kind, text, tag="div", live=True)
+
+
+def on_kernel(future: concurrent.futures.Future[Any], callback: Callable[[Any], None]) -> None:
+    """Run ``callback(future)`` on the calling thread's event loop once the future is done.
+
+    In a kernel the widget callbacks run on the kernel's loop: widget updates made there go out
+    in order, attached to the form (never to whichever cell runs next). Without a running loop
+    (plain Python, tests) the callback runs on the worker thread that finished the future.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(callback, f)
+                return
+            except RuntimeError:  # the loop closed in between
+                pass
+        callback(f)
+
+    future.add_done_callback(done)
+
+
+class SettingsWatch:
+    """Observers of the settings that a part of the form removes again when it closes."""
+
+    def __init__(self, settings: SmtpMagic) -> None:
+        self.settings = settings
+        self._handlers: list[tuple[Callable[[Any], None], list[str]]] = []
+
+    def observe(self, handler: Callable[[Any], None], *names: str) -> None:
+        self.settings.observe(handler, names=list(names))
+        self._handlers.append((handler, list(names)))
+
+    def close(self) -> None:
+        for handler, names in self._handlers:
+            self.settings.unobserve(handler, names=names)
+        self._handlers.clear()
+
+
+def sentence(exc: BaseException) -> str:
+    """The error in the form's words (see form_words)."""
+    if isinstance(exc, SmtpMagicError):
+        return form_words(exc.message)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# What a message says to type in a terminal or a cell, said for the form instead.
+_FORM_WORDS = (
+    (re.compile(r"\s*\(in a terminal: `[^`]*`\)"), ""),
+    (re.compile(r"run `%smtp_config --oauth2-login` interactively once"),
+     "press Sign in under Connection settings"),
+    (re.compile(r"\s*\(exit (?:code )?\d\)"), ""),
+    (re.compile(r"\s*\(%smtp_outbox --retry\)"), ""),
+    (re.compile(r"give 'from' \(--from\)"), "fill in From"),
+)
+
+
+def form_words(text: str) -> str:
+    """``text`` without command lines and exit codes, which mean nothing in the form."""
+    for pattern, replacement in _FORM_WORDS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def descendants(box: widgets.Widget) -> Iterable[widgets.Widget]:
+    for child in getattr(box, "children", ()):
+        yield from descendants(child)
+        yield child
+
+
+def choices(labels: Mapping[str, str], values: Iterable[str]) -> list[tuple[str, str]]:
+    """(label, value) for a selector: every value the setting accepts, with the form's label
+    where it has one and the value itself otherwise (a new value needs no edit here)."""
+    return [(labels.get(value, value), value) for value in values]
+
+
+class Disclosure(widgets.VBox):
+    """A section that opens and closes from a button (``toggle``) reachable by keyboard (Tab,
+    then Enter or Space), unlike the header of an ipywidgets Accordion, which only a mouse can
+    open. ``body`` is hidden while closed; ``opened`` says which."""
+
+    def __init__(self, title: str, body: widgets.Widget) -> None:
+        self.title = title
+        self.toggle = widgets.ToggleButton(description=title, icon="caret-right", value=False,
+                                           tooltip=f"Show or hide the {title.lower()}",
+                                           layout=widgets.Layout(width="auto"))
+        self.body = body
+        body.layout.display = "none"
+        super().__init__([self.toggle, body], layout=widgets.Layout(width="100%"))
+        self.toggle.observe(self._on_toggle, names="value")
+
+    @property
+    def opened(self) -> bool:
+        return bool(self.toggle.value)
+
+    def _on_toggle(self, change: Mapping[str, Any]) -> None:
+        self.body.layout.display = None if change["new"] else "none"
+        self.toggle.icon = "caret-down" if change["new"] else "caret-right"
