@@ -1,0 +1,78 @@
+"""The compose form's options come from one declaration, and its Reply-To field, driven in a real
+kernel the way a browser drives it (comm messages), reaches a real SMTP server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from traitlets import Enum
+
+from smtp_magic import config
+from smtp_magic.config import CONTENT_TYPES, SECURITY_MODES, SmtpMagic
+from smtp_magic.models import MESSAGE_OPTIONS
+from smtp_magic.server import CaptureServer
+from smtp_magic.widgets import compose
+
+
+def test_the_form_offers_the_values_the_traits_declare(smtp_server: CaptureServer) -> None:
+    form = compose(settings=SmtpMagic(), namespace={})
+    try:
+        assert [v for _, v in form.security.options] == list(config.choices("security"))
+        assert [v for _, v in form.content_type.options] == [
+            t for t in config.choices("content_type") if t != "multipart/alternative"]
+        # The address fields are the message options that take addresses, %%smtp_send's too.
+        assert set(form.fields.addresses) == {o.dest for o in MESSAGE_OPTIONS
+                                              if o.metavar == "ADDR"}
+        assert form.reply_to.description == "Reply-To" and form.sender.description == "From"
+    finally:
+        form.close()
+
+
+def test_a_value_added_to_a_trait_is_offered_by_the_form() -> None:
+    class Wider(SmtpMagic):
+        security = Enum((*SECURITY_MODES, "dane"), "auto").tag(config=True)
+        content_type = Enum((*CONTENT_TYPES, "text/x-rst"), "text/html").tag(config=True)
+
+    form = compose(settings=Wider(), namespace={})
+    try:
+        assert ("dane", "dane") in form.security.options  # no label of its own: its value
+        assert [v for _, v in form.content_type.options][-1] == "text/x-rst"
+        assert ("auto (465: TLS, else STARTTLS)", "auto") in form.security.options
+    finally:
+        form.close()
+
+
+def test_reply_to_typed_in_the_form_in_a_kernel_arrives(
+        smtp_server: CaptureServer, tmp_path: Path) -> None:
+    from test_kernel import kernel_sending_to
+
+    with kernel_sending_to(smtp_server, tmp_path) as (_, fe):  # type: ignore[arg-type]
+        _, outputs = fe.run(
+            "from smtp_magic.widgets import compose\n"
+            "form = compose(namespace={})\n"
+            "import json; print(json.dumps({n: getattr(form, n).model_id for n in "
+            "('to', 'reply_to', 'subject', 'body', 'send_button')}))")
+        (printed,) = [m for m in outputs if m["msg_type"] == "stream"]
+        ids = json.loads(printed["content"]["text"])
+
+        def front_end(comm: str, data: dict[str, Any]) -> None:
+            """What the browser sends when the user types in a field or clicks a button."""
+            fe.kc.shell_channel.send(fe.kc.session.msg(
+                "comm_msg", {"comm_id": ids[comm], "data": data}))
+
+        for field, value in (("to", "bob@example.test"), ("subject", "Answers please"),
+                             ("reply_to", "Help Desk <help@example.test>"),
+                             ("body", "Write back to the desk.")):
+            front_end(field, {"method": "update", "state": {"value": value},
+                              "buffer_paths": []})
+        front_end("send_button", {"method": "custom", "content": {"event": "click"}})
+        (got,) = smtp_server.wait_for(1, timeout=20)
+        assert str(got.message["Reply-To"]) == "Help Desk <help@example.test>"
+        assert got.message["Subject"] == "Answers please" and got.rcpt_to == ("bob@example.test",)
+        assert "help@example.test" not in got.rcpt_to  # Reply-To is no recipient
+        _, outputs = fe.run("print(form.last_response.ok, form.reply_to.value)")
+        assert "True Help Desk <help@example.test>" in json.dumps(
+            [m["content"] for m in outputs])
+
