@@ -163,12 +163,18 @@ def setting_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def message_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``%%smtp_send``'s message options, from the table ``smtp-magic send-notebook`` uses too."""
+def message_arguments(func: Callable[..., Any], *, required: bool = True) -> Callable[..., Any]:
+    """``%%smtp_send``'s message options, from the table ``smtp-magic send-notebook`` and the
+    form use too; ``required``: --to must be given (``%smtp_compose`` only prefills)."""
     for option in reversed(MESSAGE_OPTIONS):
-        func = argument(option.flag, required=option.flag == "--to",
+        func = argument(option.flag, required=required and option.flag == "--to",
                         **option.argparse_kwargs())(func)
     return func
+
+
+def prefill_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``%smtp_compose``'s options: the message options, none of them required."""
+    return message_arguments(func, required=False)
 
 
 # -- %%smtp_send helpers -----------------------------------------------------------------------------
@@ -411,7 +417,7 @@ class SmtpMagics(Magics):
     @magic_arguments(name="%smtp_send")  # the usage line shows %%smtp_send
     @message_arguments  # --to --cc --bcc --from --attach (models.MESSAGE_OPTIONS)
     @argument("--subject", required=True, metavar="S", help="The subject.")
-    @argument("--content-type", choices=("text/html", "text/plain", "text/markdown"),
+    @argument("--content-type", choices=config.body_formats(),
               help="The body's type (default: the content_type setting).")
     @argument("--capture", action="store_true",
               help="Run the cell as code; its outputs (shown as usual) are the body.")
@@ -641,20 +647,17 @@ class SmtpMagics(Magics):
     # -- %smtp_compose --
     @no_var_expand
     @magic_arguments()
-    @argument("--to", nargs="+", action="extend", metavar="ADDR")
-    @argument("--cc", nargs="+", action="extend", metavar="ADDR")
-    @argument("--bcc", nargs="+", action="extend", metavar="ADDR")
+    @prefill_arguments  # --to --cc --bcc --from --reply-to --attach (models.MESSAGE_OPTIONS)
     @argument("--subject", metavar="S")
-    @argument("--from", dest="sender", metavar="ADDR")
-    @argument("--attach", dest="attachments", nargs="+", action="extend", metavar="ITEM",
-              help="Notebook variables (df, df:name.xlsx) or file paths.")
-    @argument("--content-type", choices=("text/html", "text/plain", "text/markdown"))
+    @argument("--content-type", choices=config.body_formats())
     @line_magic
     def smtp_compose(self, line: str = "") -> None:
         """Show the compose form (an ipywidgets Box) linked both ways to the settings, prefilled
         by the options."""
         args = self._parse(self.smtp_compose, line)
         prefill = {k: v for k, v in vars(args).items() if v is not None}
+        if "attach" in prefill:  # the form's name for what --attach gives
+            prefill["attachments"] = prefill.pop("attach")
         from .widgets import compose
 
         display(compose(namespace=self.user_ns, **prefill))

@@ -206,8 +206,8 @@ def test_a_silent_issuer_can_be_cancelled(tmp_data: Any) -> None:
 
 
 def test_form_words_drop_commands_and_exit_codes() -> None:
-    from smtp_magic.oauth import CLI_HINT, HINT
     from smtp_magic._form.common import form_words as _form_words
+    from smtp_magic.oauth import CLI_HINT, HINT
 
     text = _form_words(f"No saved OAuth2 sign-in for me (microsoft): {HINT} {CLI_HINT}.")
     assert text == ("No saved OAuth2 sign-in for me (microsoft): press Sign in under "

@@ -76,3 +76,26 @@ def test_reply_to_typed_in_the_form_in_a_kernel_arrives(
         assert "True Help Desk <help@example.test>" in json.dumps(
             [m["content"] for m in outputs])
 
+
+
+def test_smtp_compose_and_smtp_send_take_their_options_from_the_same_tables(
+        ip: Any, monkeypatch: Any) -> None:
+    from smtp_magic import widgets
+    from smtp_magic.magics import SmtpMagics
+
+    def options(magic: Any) -> dict[str, Any]:
+        return {a.dest: a for a in magic.parser._actions}
+
+    compose_options = options(SmtpMagics.smtp_compose)
+    send_options = options(SmtpMagics.smtp_send)
+    for option in MESSAGE_OPTIONS:  # %smtp_compose prefills every field %%smtp_send has
+        assert option.dest in compose_options and option.dest in send_options
+    for found in (compose_options, send_options):
+        assert tuple(found["content_type"].choices) == config.body_formats()
+    made: list[Any] = []
+    monkeypatch.setattr(widgets, "compose", lambda **kw: made.append(compose(**kw)) or made[-1])
+    ip.run_line_magic("smtp_compose", "--to a@example.test --reply-to desk@example.test")
+    (form,) = made
+    assert form.reply_to.value == "desk@example.test" and form.to.value == "a@example.test"
+    form.close()
+
