@@ -25,6 +25,17 @@ from traitlets import (
 )
 from traitlets.config import Config, Configurable
 
+# The sources' names (ASSIGNED, DEFAULT, MAGIC...) stay reachable here for the front ends.
+from ._provenance import (  # noqa: F401
+    ASSIGNED,
+    DEFAULT,
+    IPYTHON_CONFIG,
+    LOCAL,
+    MAGIC,
+    LocalSwitch,
+    Provenance,
+)
+from ._provenance import QUIET as _QUIET
 from .errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -43,13 +54,6 @@ log = logging.getLogger(__name__)
 MASK = "********"
 MB = 1024 * 1024  # the unit of attachment_size
 
-# Where a setting's value came from, as %smtp_config's table shows it.
-DEFAULT = "default"
-IPYTHON_CONFIG = "IPython config"
-MAGIC = "%smtp_config"
-LOCAL = "%smtp_config --local"
-ASSIGNED = "Python or the form"  # settings.port = 587, or the form's settings panel
-_QUIET = object()  # copying a whole state: no provenance bookkeeping
 # The sender --local uses when the username is not an address.
 LOCAL_SENDER = "notebook@localhost.test"
 
@@ -346,10 +350,8 @@ class SmtpMagic(Configurable):
     _quiet = False  # while copying settings: choosing `profile` must not load the profile again
 
     def __init__(self, **kwargs: Any) -> None:
-        self._sources: dict[str, str] = {}
-        self._active: Any = None  # the source of the values being set now
-        self._before_local: dict[str, tuple[Any, str]] = {}
-        self._left_local: dict[str, tuple[Any, str]] = {}  # restored: (--local's value, source)
+        self.provenance = Provenance()  # where each value came from (``source``)
+        self.local = LocalSwitch()  # what --local replaced (``use_local``)
         self._batch: set[str] | None = None  # the names given in the update() under way
         self._leaving = False  # the host or port changed during that update
         self._moved = False  # the host, port or username changed during that update
@@ -422,23 +424,27 @@ class SmtpMagic(Configurable):
         value = proposal["value"]
         if value is None or not value.strip():
             return None
-        from .profiles import check_name, load
+        from .profiles import check_name
 
-        value = check_name(value.strip())
-        if not self._quiet:
-            try:
-                load(value)  # an unknown name fails here, before anything changes
-            except ConfigError as exc:
-                raise TraitError(str(exc)) from None
-        return value  # type: ignore[no-any-return]
+        return check_name(value.strip())  # type: ignore[no-any-return]
 
     @observe("profile")
     def _profile_chosen(self, change: Any) -> None:
         """Setting the trait directly (``%config SmtpMagic.profile = 'work'``, ``c.SmtpMagic``)
-        applies the profile, as ``update`` does."""
+        applies the profile, as ``update`` does. The profile is read here, not in the validator
+        (which reads no file): an unknown one puts the name back and raises, so nothing changed."""
         if self._quiet or not change["new"]:
             return
-        values = self.profile_values(change["new"], previous=change["old"])
+        try:
+            values = self.profile_values(change["new"], previous=change["old"])
+        except ConfigError as exc:
+            self._quiet = True
+            try:
+                with self.provenance.setting_from(_QUIET):
+                    self.set_trait("profile", change["old"])
+            finally:
+                self._quiet = False
+            raise TraitError(str(exc)) from None
         self.update(values, source=f"profile {change['new']!r}", apply_profile=False)
 
     def profile_values(self, name: str, *, previous: str | None = None) -> dict[str, Any]:
@@ -521,7 +527,7 @@ class SmtpMagic(Configurable):
         found = {var: trait for var, trait in ENV_VARS.items() if environ.get(var)}
         self.update({trait: environ[var] for var, trait in found.items()}, source="environment")
         for var, trait in found.items():
-            self._sources[trait] = f"environment ({var})"
+            self.provenance.record(trait, f"environment ({var})")
         if "SMTP_PASSWORD" in found:
             # SMTP_PASSWORD belongs to the server the environment names; what it leaves out
             # (no SMTP_PORT, say) is fixed by the first value chosen (--port, a --file, a
@@ -567,14 +573,14 @@ class SmtpMagic(Configurable):
         origin = origin or source
         self._quiet = True
         try:
-            with self._setting_from(origin), self._given(normalized):
+            with self.provenance.setting_from(origin), self._given(normalized):
                 for key in normalized:
                     setattr(self, key, getattr(staged, key))
-                    self._sources[key] = origin  # also when the value stayed the same
+                    self.provenance.record(key, origin)  # also when the value stayed the same
                 for key in implied:  # what choosing an OAuth2 provider implied
                     if key not in normalized and getattr(self, key) != getattr(staged, key):
                         setattr(self, key, getattr(staged, key))
-                        self._sources[key] = origin
+                        self.provenance.record(key, origin)
         finally:
             self._quiet = False
         return self
@@ -599,7 +605,7 @@ class SmtpMagic(Configurable):
             given, leaving, moved = self._batch, self._leaving, self._moved
             self._batch, self._leaving, self._moved = outer
         if leaving:
-            self._leave_local(given)
+            self.local.leave(self, given)
         if ("password" in given and self.password) or (
                 "password_env" in given and self.password_env):
             self._bind_login()  # given now: for the server set now
@@ -608,15 +614,13 @@ class SmtpMagic(Configurable):
 
     def update_config(self, config: Config) -> None:
         """Apply IPython config (``%config SmtpMagic.port = 587``), noting where values came from."""
-        with self._setting_from(IPYTHON_CONFIG):
+        with self.provenance.setting_from(IPYTHON_CONFIG):
             super().update_config(config)
         self._mark_config(config)
 
     def _mark_config(self, config: Config) -> None:
         section = config.get(type(self).__name__) if isinstance(config, dict) else None
-        for name in section or ():
-            if name in SETTINGS:
-                self._sources[name] = IPYTHON_CONFIG
+        self.provenance.mark_config(section, SETTINGS)
 
     def use_local(self, host: str, port: int) -> SmtpMagic:
         """Point at the capture server at ``host:port``: no TLS, no login (auth none), a stand-in sender
@@ -628,13 +632,11 @@ class SmtpMagic(Configurable):
             local["save_sent"] = None
         if not self.sender and "@" not in (self.username or ""):
             local["sender"] = LOCAL_SENDER
-        for name in local:  # a second --local keeps what the user had before the first
-            if name not in self._before_local or self.source(name) != LOCAL:
-                self._before_local[name] = (getattr(self, name), self.source(name))
-        with self._setting_from(LOCAL), self._given(local):
+        self.local.remember(self, local)
+        with self.provenance.setting_from(LOCAL), self._given(local):
             for name, value in local.items():
                 setattr(self, name, value)
-                self._sources[name] = LOCAL
+                self.provenance.record(name, LOCAL)
         return self
 
     def source(self, name: str) -> str:
@@ -642,20 +644,20 @@ class SmtpMagic(Configurable):
         config``, ``environment (SMTP_HOST)``, ``file PATH``, ``%smtp_config``, ``--local``...)."""
         if name not in SETTINGS:
             raise KeyError(name)
-        return self._sources.get(name, DEFAULT)
+        return self.provenance.get(name)
 
     def apply(self, other: SmtpMagic) -> SmtpMagic:
         """Take every setting of ``other``, with where it came from (ends a staged change)."""
         quiet, self._quiet = self._quiet, True  # other's profile is applied already
         try:
-            with self._setting_from(_QUIET):
+            with self.provenance.setting_from(_QUIET):
                 for name in SETTINGS:
                     if getattr(self, name) != getattr(other, name):
                         setattr(self, name, getattr(other, name))
         finally:
             self._quiet = quiet
-        self._sources = dict(other._sources)
-        self._before_local = dict(other._before_local)
+        self.provenance.copy_from(other.provenance)
+        self.local.before = dict(other.local.before)
         self._login_for, self._login_open = other._login_for, other._login_open
         return self
 
@@ -668,25 +670,16 @@ class SmtpMagic(Configurable):
             clone._quiet = False
         return clone
 
-    @contextlib.contextmanager
-    def _setting_from(self, source: Any) -> Iterator[None]:
-        saved, self._active = self._active, source
-        try:
-            yield
-        finally:
-            self._active = saved
-
     def _on_change(self, change: Any) -> None:
-        source = self._active
+        name = change["name"]
+        source = self.provenance.changed(name)
         if source is _QUIET:
             return
-        name = change["name"]
-        self._sources[name] = source or ASSIGNED
-        if name in ("host", "port") and self._before_local and source != LOCAL:
+        if name in ("host", "port") and self.local and source != LOCAL:
             if self._batch is not None:
                 self._leaving = True  # decided when the whole change is in (``_given``)
             else:
-                self._leave_local({name})
+                self.local.leave(self, {name})
         if self._batch is not None:  # the password is bound or withheld when all is in
             self._moved = self._moved or name in ("host", "port", "username", "imap_host")
             return
@@ -733,35 +726,16 @@ class SmtpMagic(Configurable):
         withheld = Withheld(login_origin(*bound), how)
         log.info("the password given for %s is withheld from %s", withheld.given_for,
                  login_origin(*self._login_origin()))
-        with self._setting_from(_QUIET):
+        with self.provenance.setting_from(_QUIET):
             self.password = withheld
             self.password_env = None
         self._login_for, self._login_open = None, frozenset()
 
-    def _leave_local(self, given: Iterable[str] = ()) -> None:
-        """Restore what --local replaced (the settings left the capture server: its no-TLS,
-        no-login settings must not go to a real server), except what was set since or is
-        ``given`` now: what the user gives always wins. The stand-in sender stays while the
-        host is still this machine and the username is no address to send from."""
-        saved, self._before_local = self._before_local, {}
-        given = set(given)
-        for name, (value, source) in saved.items():
-            if name in given or self._sources.get(name) != LOCAL:
-                continue
-            if name == "sender" and _loopback(self.host) and "@" not in (self.username or ""):
-                self._before_local[name] = (value, source)  # restored when the host leaves
-                continue
-            self._left_local[name] = (getattr(self, name), source)
-            with self._setting_from(_QUIET):
-                setattr(self, name, value)
-            self._sources[name] = source
-
     def left_local(self) -> list[str]:
         """The settings that leaving the capture server gave back a different value (since this
         object was made or copied), e.g. ``security`` after ``--local`` then ``--host``."""
-        return [name for name, (local, source) in self._left_local.items()
-                if self._sources.get(name) == source and getattr(self, name) != local
-                and not isinstance(getattr(self, name), Withheld)]  # not back: withheld
+        return [name for name in self.local.given_back(self)
+                if not isinstance(getattr(self, name), Withheld)]  # not back: withheld
 
     @classmethod
     def from_ipython_config(cls, cfg: Any) -> SmtpMagic:
@@ -814,15 +788,6 @@ class SmtpMagic(Configurable):
         """(name, shown value, where it came from) for every setting, password masked."""
         return [(name, shown, self.source(name)) for name, shown in self.describe()]
 
-    def table(self) -> Any:
-        """The settings as a table (setting, value, where it came from), password masked:
-        HTML in a notebook, aligned text in a terminal."""
-        from ._views import Table
-
-        return Table(("setting", "value", "from"), self.rows(), title="SmtpMagic settings")
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()  # type: ignore[no-any-return]
 
 
 # What choosing an OAuth2 provider sets, unless given too (or changed from the default before).
@@ -853,19 +818,6 @@ def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> set[str]:
             setattr(staged, key, value)
             implied.add(key)
     return implied
-
-
-def _loopback(host: str) -> bool:
-    """True for this machine's names: ``localhost`` and 127.0.0.0/8 or ::1."""
-    import ipaddress
-
-    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or \
-            host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _declared_settings(cls: type[SmtpMagic]) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import _kernel, api, config
-from ._views import Block, Inbox, Table, visible
+from ._views import Block, Inbox, Table, settings_table, visible
 from .attachments import resolve_all
 from .config import SmtpMagic, current
 from .errors import SmtpMagicError
@@ -360,7 +360,7 @@ class SmtpMagics(Magics):
                 raise _kernel.one_line(exc) from None
             print(visible("\n".join(report.lines())))  # the greeting is the server's text
         if not line.strip():
-            display(settings.table())  # the password masked
+            display(settings_table(settings))  # the password masked
 
     def _oauth2(self, settings: SmtpMagic, *, login: bool) -> None:
         try:
@@ -792,8 +792,22 @@ def load_ipython_extension(shell: Any) -> None:
     _configured[shell] = settings
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]
     shell.configurables.append(settings)
+    # Displaying the settings shows the table %smtp_config shows (the settings hold no views).
+    formatter = _html_formatter(shell)
+    if formatter is not None:
+        formatter.for_type(SmtpMagic, _settings_html)
     if "SmtpMagics" not in shell.magics_manager.registry:
         shell.register_magics(SmtpMagics)
+
+
+def _settings_html(settings: SmtpMagic) -> str:
+    return settings_table(settings)._repr_html_()
+
+
+def _html_formatter(shell: Any) -> Any:
+    """The shell's text/html formatter (None for a shell without IPython's formatters)."""
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", None) or {}
+    return formatters.get("text/html")
 
 
 def unload_ipython_extension(shell: Any) -> None:
@@ -805,4 +819,7 @@ def unload_ipython_extension(shell: Any) -> None:
             if instance is not None and getattr(func, "__self__", None) is instance:
                 del table[name]
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]
+    formatter = _html_formatter(shell)
+    if formatter is not None:
+        formatter.type_printers.pop(SmtpMagic, None)
 

@@ -1,0 +1,115 @@
+"""Two helpers the settings own: where each value came from, and what ``--local`` replaced."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Container, Iterable, Iterator
+from typing import Any
+
+# Where a setting's value came from, as %smtp_config's table shows it.
+DEFAULT = "default"
+IPYTHON_CONFIG = "IPython config"
+MAGIC = "%smtp_config"
+LOCAL = "%smtp_config --local"
+ASSIGNED = "Python or the form"  # settings.port = 587, or the form's settings panel
+QUIET = object()  # copying a whole state: no provenance bookkeeping
+
+
+class Provenance:
+    """Where each setting's current value came from (the "from" column of ``%smtp_config``).
+
+    A change made inside ``setting_from(source)`` comes from ``source``; any other change
+    (``settings.port = 587``, the form's fields) from ASSIGNED; inside ``setting_from(QUIET)``
+    (copying a whole state) nothing is recorded.
+    """
+
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+        self.active: Any = None  # the source of the values being set now
+
+    def get(self, name: str) -> str:
+        return self.sources.get(name, DEFAULT)
+
+    def record(self, name: str, source: str) -> None:
+        self.sources[name] = source
+
+    @contextlib.contextmanager
+    def setting_from(self, source: Any) -> Iterator[None]:
+        saved, self.active = self.active, source
+        try:
+            yield
+        finally:
+            self.active = saved
+
+    def changed(self, name: str) -> Any:
+        """Record the change of ``name`` under way; returns its source (QUIET: not recorded)."""
+        source = self.active
+        if source is not QUIET:
+            self.sources[name] = source or ASSIGNED
+        return source
+
+    def mark_config(self, section: Iterable[str] | None, settings: Container[str]) -> None:
+        """The ``settings`` named in an IPython config section come from the IPython config."""
+        for name in section or ():
+            if name in settings:
+                self.sources[name] = IPYTHON_CONFIG
+
+    def copy_from(self, other: Provenance) -> None:
+        self.sources = dict(other.sources)
+
+
+def loopback(host: str) -> bool:
+    """True for this machine's names: ``localhost`` and 127.0.0.0/8 or ::1."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or \
+            host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class LocalSwitch:
+    """What ``--local`` replaced, per setting (value, source). The capture server's no-TLS,
+    no-login settings last only while the settings point at it: ``leave`` gives back what they
+    replaced, except what the user set since or gives with the change."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, tuple[Any, str]] = {}
+        self.left: dict[str, tuple[Any, str]] = {}  # given back: (--local's value, source)
+
+    def __bool__(self) -> bool:
+        """True while something --local set is still to be given back."""
+        return bool(self.before)
+
+    def remember(self, settings: Any, names: Iterable[str]) -> None:
+        """Before --local sets ``names``: keep what they are (a second --local keeps what the
+        user had before the first)."""
+        for name in names:
+            if name not in self.before or settings.source(name) != LOCAL:
+                self.before[name] = (getattr(settings, name), settings.source(name))
+
+    def leave(self, settings: Any, given: Iterable[str] = ()) -> None:
+        """Give back what --local replaced, except what was set since or is ``given`` now. The
+        stand-in sender stays while the host is still this machine and the username is no
+        address to send from."""
+        saved, self.before = self.before, {}
+        given = set(given)
+        provenance: Provenance = settings.provenance
+        for name, (value, source) in saved.items():
+            if name in given or provenance.get(name) != LOCAL:
+                continue
+            if name == "sender" and loopback(settings.host) and "@" not in (
+                    settings.username or ""):
+                self.before[name] = (value, source)  # given back when the host leaves
+                continue
+            self.left[name] = (getattr(settings, name), source)
+            with provenance.setting_from(QUIET):
+                setattr(settings, name, value)
+            provenance.record(name, source)
+
+    def given_back(self, settings: Any) -> list[str]:
+        """The settings that leaving gave back a different value (and that kept it since)."""
+        return [name for name, (local, source) in self.left.items()
+                if settings.provenance.get(name) == source and getattr(settings, name) != local]
