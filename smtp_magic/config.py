@@ -162,7 +162,8 @@ class SecretTrait(TraitType[Secret | None, Secret | str | None]):
 SECURITY_MODES = ("auto", "starttls", "tls", "none")
 CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "multipart/alternative")
 
-# Seed (Flint connector) names and other spellings users reach for, mapped to trait names.
+# The connector's JSON names (``target``, ``user``...) and other spellings users reach for,
+# mapped to trait names.
 ALIASES = {
     "target": "host",
     "hostname": "host",
@@ -174,7 +175,7 @@ ALIASES = {
     "ssl": "security",
 }
 
-# Environment variables read when the settings are created (SPEC §2).
+# Environment variables read when the settings are created.
 ENV_VARS = {
     "SMTP_HOST": "host",
     "SMTP_PORT": "port",
@@ -537,7 +538,7 @@ class SmtpMagic(Configurable):
         return self
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
-        """Apply a JSON file in the seed's format (``target``, ``port``...) or with trait names."""
+        """Apply a JSON file in the connector's format (``target``, ``port``...) or with trait names."""
         log.debug("settings from %s", path)
         return self.update(load_json(path), source=str(path), origin=f"file {path}")
 
@@ -760,7 +761,7 @@ class SmtpMagic(Configurable):
     # -- snapshots and display -----------------------------------------------------------------
 
     def snapshot(self, overrides: Mapping[str, Any] | None = None) -> ConnectionSettings:
-        """Frozen settings for one send; ``overrides`` (seed or trait names) apply to it only."""
+        """Frozen settings for one send; ``overrides`` (connector or trait names) apply to it only."""
         source = self.copy().update(overrides, source="request") if overrides else self
         return ConnectionSettings({name: getattr(source, name) for name in SETTINGS})
 
@@ -954,7 +955,7 @@ def _frozen(value: Any) -> Any:
 
 
 def normalize_keys(values: Mapping[str, Any], *, source: str = "settings") -> dict[str, Any]:
-    """Map seed names to trait names; refuse unknown keys, suggesting the closest valid one."""
+    """Map the connector's names to trait names; refuse unknown keys, suggesting the closest one."""
     valid = set(SETTINGS)
     out: dict[str, Any] = {}
     for key, value in values.items():
