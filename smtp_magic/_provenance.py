@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 from collections.abc import Container, Iterable, Iterator
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Where a setting's value came from, as %smtp_config's table shows it.
 DEFAULT = "default"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextvars
 import getpass
 import logging
 import re
@@ -13,6 +11,7 @@ import threading
 import weakref
 from collections import ChainMap
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -21,6 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import _kernel, api, config
+from ._relay import Relay
 from ._views import Block, Inbox, Table, settings_table, visible
 from .attachments import resolve_all
 from .config import SmtpMagic, current
@@ -738,24 +738,14 @@ def _live_display(render: Callable[[], Any]) -> None:
     handle = display(render(), display_id=True)
     if handle is None or not history.pending():
         return
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    context = contextvars.copy_context()
-
-    def publish(obj: Any) -> None:
-        if loop is not None and not loop.is_closed():  # outputs go out from the kernel's loop
-            loop.call_soon_threadsafe(handle.update, obj, context=context)
-        else:
-            handle.update(obj)
+    relay = Relay()  # the redraws go out from the kernel's loop, parented to this cell
 
     def follow() -> None:
         shown = len(history.pending())
         while shown:
             left = len(history.wait(FOLLOW_SECONDS))
             if left != shown:
-                publish(render())
+                relay.post(partial(handle.update, render()))
                 shown = left
 
     threading.Thread(target=follow, name="smtp-magic-live-output", daemon=True).start()

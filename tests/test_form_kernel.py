@@ -68,7 +68,11 @@ def test_reply_to_typed_in_the_form_in_a_kernel_arrives(
             front_end(field, {"method": "update", "state": {"value": value},
                               "buffer_paths": []})
         front_end("send_button", {"method": "custom", "content": {"event": "click"}})
-        (got,) = smtp_server.wait_for(1, timeout=20)
+        try:
+            (got,) = smtp_server.wait_for(1, timeout=60)
+        except TimeoutError:
+            _, outputs = fe.run("print(form.status.value, form.to.value, form.subject.value)")
+            raise AssertionError(json.dumps([m["content"] for m in outputs])) from None
         assert str(got.message["Reply-To"]) == "Help Desk <help@example.test>"
         assert got.message["Subject"] == "Answers please" and got.rcpt_to == ("bob@example.test",)
         assert "help@example.test" not in got.rcpt_to  # Reply-To is no recipient

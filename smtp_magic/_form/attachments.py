@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from ..config import MB, SmtpMagic
 from ..errors import SmtpMagicError
 from ..models import Attachment
 from .common import LABEL, SettingsWatch, caption, sentence
+
+log = logging.getLogger(__name__)
 
 # Notebook values offered as attachments (kinds by class name: nothing is imported to look).
 _ATTACHABLE = PANDAS | {"Figure"}

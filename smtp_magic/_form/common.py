@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import html
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -12,8 +12,11 @@ from typing import Any
 import ipywidgets as widgets
 
 from .. import _theme
+from .._relay import Relay
 from ..config import SmtpMagic
 from ..errors import SmtpMagicError
+
+log = logging.getLogger(__name__)
 
 LABEL = {"description_width": "84px"}
 
@@ -31,27 +34,11 @@ def status(kind: str, text: str) -> str:
 
 
 def on_kernel(future: concurrent.futures.Future[Any], callback: Callable[[Any], None]) -> None:
-    """Run ``callback(future)`` on the calling thread's event loop once the future is done.
-
-    In a kernel the widget callbacks run on the kernel's loop: widget updates made there go out
-    in order, attached to the form (never to whichever cell runs next). Without a running loop
-    (plain Python, tests) the callback runs on the worker thread that finished the future.
-    """
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-
-    def done(f: concurrent.futures.Future[Any]) -> None:
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(callback, f)
-                return
-            except RuntimeError:  # the loop closed in between
-                pass
-        callback(f)
-
-    future.add_done_callback(done)
+    """Run ``callback(future)`` where the form's updates belong once the future is done: on the
+    kernel's loop, as the widget callbacks are (updates go out in order, attached to the form,
+    never to whichever cell runs next); without a loop (plain Python, tests) on the worker
+    thread that finished it. See ``Relay``."""
+    Relay().when_done(future, callback)
 
 
 class SettingsWatch:
@@ -88,7 +75,6 @@ _FORM_WORDS = (
     (re.compile(r"\s*\(%smtp_outbox --retry\)"), ""),
     (re.compile(r"give 'from' \(--from\)"), "fill in From"),
 )
-
 
 def form_words(text: str) -> str:
     """``text`` without command lines and exit codes, which mean nothing in the form."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,6 +15,8 @@ from ..config import SmtpMagic, choices, withheld_password
 from .common import LABEL, Disclosure, SettingsWatch, on_kernel, sentence, status
 from .common import choices as labelled
 from .signin import SignInPanel
+
+log = logging.getLogger(__name__)
 
 # The form's names for the security modes the setting offers (others: the mode itself).
 SECURITY_LABELS = {"auto": "auto (465: TLS, else STARTTLS)", "starttls": "STARTTLS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,6 +13,8 @@ from ..config import SmtpMagic, body_formats
 from ..errors import InvalidRequest
 from ..models import MESSAGE_OPTIONS, MessageOption, as_address_list
 from .common import LABEL, SettingsWatch, choices
+
+log = logging.getLogger(__name__)
 
 # The address fields are the message options that take addresses (the table %%smtp_send and
 # send-notebook share), From first as mail clients show it.

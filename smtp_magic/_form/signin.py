@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
+import logging
 import threading
 from functools import partial
 from typing import Any
@@ -11,8 +11,11 @@ from typing import Any
 import ipywidgets as widgets
 
 from .. import api
+from .._relay import Relay
 from ..config import SmtpMagic
-from .common import on_kernel, sentence, status
+from .common import sentence, status
+
+log = logging.getLogger(__name__)
 
 
 class SignInPanel:
@@ -41,19 +44,12 @@ class SignInPanel:
         self._attempt += 1
         attempt = self._attempt
         self.out.value = status("busy", "Starting the OAuth2 sign-in\u2026")
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        relay = Relay()  # the code and the outcome reach the form from the sign-in's thread
 
         def show(code: Any) -> None:  # called on the sign-in thread
             if attempt != self._attempt:
                 return  # cancelled meanwhile
-            markup = code._repr_html_()
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(setattr, self.out, "value", markup)
-            else:
-                self.out.value = markup
+            relay.post(partial(setattr, self.out, "value", code._repr_html_()))
 
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -64,7 +60,7 @@ class SignInPanel:
                 future.set_exception(exc)
 
         threading.Thread(target=run, name="smtp-magic-sign-in", daemon=True).start()
-        on_kernel(future, partial(self._finish, attempt=attempt))
+        relay.when_done(future, partial(self._finish, attempt=attempt))
 
     def cancel(self, _button: Any = None) -> None:
         """Stop waiting: the form is usable again at once. The sign-in's thread cannot be
