@@ -4,6 +4,7 @@ kernel the way a browser drives it (comm messages), reaches a real SMTP server."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,13 @@ def test_reply_to_typed_in_the_form_in_a_kernel_arrives(
         assert str(got.message["Reply-To"]) == "Help Desk <help@example.test>"
         assert got.message["Subject"] == "Answers please" and got.rcpt_to == ("bob@example.test",)
         assert "help@example.test" not in got.rcpt_to  # Reply-To is no recipient
+        deadline = time.monotonic() + 30
+        while True:  # the message is stored before the form hears the server's reply
+            _, outputs = fe.run("print('busy' if form.sending else 'settled')")
+            if "settled" in json.dumps([m["content"] for m in outputs]):
+                break
+            assert time.monotonic() < deadline, outputs
+            time.sleep(0.1)
         _, outputs = fe.run("print(form.last_response.ok, form.reply_to.value)")
         assert "True Help Desk <help@example.test>" in json.dumps(
             [m["content"] for m in outputs])
