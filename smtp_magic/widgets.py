@@ -11,7 +11,7 @@ import ipywidgets as widgets
 
 from . import _theme, api
 from ._form.attachments import AttachmentPicker, attachable_variables
-from ._form.common import caption, descendants, form_words, on_kernel, sentence, status
+from ._form.common import caption, descendants, in_form_terms, on_kernel, sentence, status
 from ._form.connection import ConnectionPanel
 from ._form.fields import MessageFields
 from .config import SmtpMagic, current
@@ -169,6 +169,9 @@ class ComposeForm(widgets.VBox):
         common = self.fields.values()
         if not common["to"]:
             raise InvalidRequest("The message has no recipient: fill in To.")
+        if not common["sender"] and not self.fields.default_sender():
+            raise InvalidRequest("No sender address: fill in From, or set the sender or an "
+                                 "email-address username.")
         items = self.attachments.items()
         for item in items:
             if item.problem:
@@ -223,7 +226,7 @@ class ComposeForm(widgets.VBox):
         try:
             composed = api.build_message(self.request(), config=self.settings)
         except Exception as exc:  # noqa: BLE001 - shown, nothing sent
-            self._set_status("error", sentence(exc))
+            self._set_status("error", sentence(exc, self.settings))
             return
         # What sanitising took out and what fell back, under the message (as --preview does).
         self.preview.value = preview_html(composed) + preview_notes_html(self.removed, self.notes)
@@ -243,7 +246,7 @@ class ComposeForm(widgets.VBox):
             self._set_status("error", exc.message + " Nothing was sent.")
             return
         except Exception as exc:  # noqa: BLE001 - e.g. a value render cannot convert
-            self._set_status("error", sentence(exc) + " Nothing was sent.")
+            self._set_status("error", sentence(exc, self.settings) + " Nothing was sent.")
             return
         self._sending = True
         self._update_send_button()
@@ -256,7 +259,7 @@ class ComposeForm(widgets.VBox):
         except BaseException as exc:
             self._sending = False
             self._update_send_button()
-            self._set_status("error", sentence(exc))
+            self._set_status("error", sentence(exc, self.settings))
             raise
         on_kernel(self._future, partial(self._finish_send, subject=request.subject))
 
@@ -280,7 +283,8 @@ class ComposeForm(widgets.VBox):
             else:
                 state = response.state  # partly sent, in doubt or not sent
                 self._set_status("error" if state == "not sent" else "warn",
-                                 f"{state.capitalize()}: {form_words(response.message)}")
+                                 f"{state.capitalize()}: "
+                                 f"{in_form_terms(response.message, response.exitcode, self.settings)}")
         finally:
             self._sending = False
             self._update_send_button()

@@ -205,15 +205,6 @@ def test_a_silent_issuer_can_be_cancelled(tmp_data: Any) -> None:
             form.close()
 
 
-def test_form_words_drop_commands_and_exit_codes() -> None:
-    from smtp_magic._form.common import form_words as _form_words
-    from smtp_magic.oauth import CLI_HINT, HINT
-
-    text = _form_words(f"No saved OAuth2 sign-in for me (microsoft): {HINT} {CLI_HINT}.")
-    assert text == ("No saved OAuth2 sign-in for me (microsoft): press Sign in under "
-                    "Connection settings.")
-
-
 def test_send_notebook_without_nbformat_names_the_small_extra(
         no_module: Any, tmp_path: Any) -> None:
     """Not [all] (hundreds of MB): [notebook] is what a plain install lacks."""
@@ -275,16 +266,3 @@ def test_a_template_syntax_error_is_one_clean_sentence(source: str, expected: st
         render_template(source, {}, "text/html")
     assert info.value.message == expected
     assert ".." not in info.value.message
-
-
-@pytest.mark.parametrize(("said", "shown"), [
-    ("Timed out; the message is kept in the outbox (%smtp_outbox --retry).",
-     "Timed out; the message is kept in the outbox."),
-    ("No sender address: give 'from' (--from), or set the sender or an email-address username.",
-     "No sender address: fill in From, or set the sender or an email-address username."),
-    ("Could not connect (exit 2)", "Could not connect"),
-])
-def test_form_words_for_the_outbox_and_the_sender(said: str, shown: str) -> None:
-    from smtp_magic._form.common import form_words as _form_words
-
-    assert _form_words(said) == shown

@@ -5,16 +5,15 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ipywidgets as widgets
 
-from .. import _theme
+from .. import _theme, api
 from .._relay import Relay
 from ..config import SmtpMagic
-from ..errors import SmtpMagicError
+from ..errors import ExitCode, SmtpMagicError
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +57,28 @@ class SettingsWatch:
         self._handlers.clear()
 
 
-def sentence(exc: BaseException) -> str:
-    """The error in the form's words (see form_words)."""
+def sentence(exc: BaseException, settings: SmtpMagic | None = None) -> str:
+    """The error as the form shows it: its sentence (see ``in_form_terms``), or its type and
+    text for an error that is no SmtpMagicError (a bug, a value that cannot be converted)."""
     if isinstance(exc, SmtpMagicError):
-        return form_words(exc.message)
+        return in_form_terms(exc.message, exc.exitcode, settings)
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-# What a message says to type in a terminal or a cell, said for the form instead.
-_FORM_WORDS = (
-    (re.compile(r"\s*\(in a terminal: `[^`]*`\)"), ""),
-    (re.compile(r"run `%smtp_config --oauth2-login` interactively once"),
-     "press Sign in under Connection settings"),
-    (re.compile(r"\s*\(exit (?:code )?\d\)"), ""),
-    (re.compile(r"\s*\(%smtp_outbox --retry\)"), ""),
-    (re.compile(r"give 'from' \(--from\)"), "fill in From"),
-)
-
-def form_words(text: str) -> str:
-    """``text`` without command lines and exit codes, which mean nothing in the form."""
-    for pattern, replacement in _FORM_WORDS:
-        text = pattern.sub(replacement, text)
-    return text
+def in_form_terms(message: str, exitcode: int | None, settings: SmtpMagic | None) -> str:
+    """``message``, unless the failure is one the form mends itself: a login refused for want
+    of an OAuth2 sign-in says to press the form's Sign in button (the sign-in state comes from
+    ``api.oauth2_status``, not from reading the message)."""
+    if exitcode != ExitCode.AUTH or settings is None or settings.auth != "oauth2":
+        return message
+    try:
+        state = api.oauth2_status(settings)
+    except SmtpMagicError:  # settings that cannot sign in at all: the message says why
+        return message
+    if state.signed_in:
+        return message
+    return f"Not signed in with OAuth2 ({state.provider}): press Sign in under Connection settings."
 
 
 def descendants(box: widgets.Widget) -> Iterable[widgets.Widget]:

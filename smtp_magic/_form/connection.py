@@ -224,7 +224,7 @@ class ConnectionPanel:
             future = api.worker_loop().submit(api.check_async(self.settings))
         except Exception as exc:  # noqa: BLE001 - shown, the form stays usable
             self.check_button.disabled = False
-            self.settings_status.value = status("error", sentence(exc))
+            self.settings_status.value = status("error", sentence(exc, self.settings))
             return
         on_kernel(future, self._finish_check)
 
@@ -236,7 +236,7 @@ class ConnectionPanel:
                 _theme.line("info", x, tag="div") for x in lines[1:])
         except Exception as exc:  # noqa: BLE001
             self.last_report = None
-            self.settings_status.value = status("error", sentence(exc))
+            self.settings_status.value = status("error", sentence(exc, self.settings))
         finally:
             self.check_button.disabled = False
 

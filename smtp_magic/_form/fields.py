@@ -134,10 +134,16 @@ class MessageFields:
         self._flag(name)
         self._on_change()
 
+    def default_sender(self) -> str | None:
+        """The sender the settings give when From is left empty (the sender setting, else a
+        username that is an address), or None."""
+        s = self.settings
+        return s.sender or (s.username if s.username and "@" in s.username else None)
+
     def _show_defaults(self, _change: Any) -> None:
         """From and Reply-To show what the settings give when they are left empty."""
         s = self.settings
-        default = s.sender or (s.username if s.username and "@" in s.username else None)
+        default = self.default_sender()
         self.addresses["sender"].placeholder = (
             f"{default} (from the settings)" if default else
             "your address (or set a sender in the settings)")
