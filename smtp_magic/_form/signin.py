@@ -76,7 +76,7 @@ class SignInPanel:
         try:
             self.out.value = status("ok", future.result().describe())
         except Exception as exc:  # noqa: BLE001
-            self.out.value = status("error", sentence(exc, self.settings))
+            self.out.value = status("error", sentence(exc))  # about the sign-in itself
         finally:
             self.sign_in_button.disabled = False
             self.cancel_sign_in.layout.display = "none"
