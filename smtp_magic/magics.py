@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import _kernel, api, config
+from ._configure import change_settings
 from ._relay import Relay
 from ._views import Block, Inbox, Table, settings_table, visible
 from .attachments import resolve_all
@@ -290,46 +291,27 @@ class SmtpMagics(Magics):
                              "leave out --host and --port.")
         values = {option.name: getattr(args, option.name) for option in config.setting_options()
                   if getattr(args, option.name) is not None}
-        # The password source given last wins: a new one replaces the others.
-        if args.password_env:
-            values.update(password=None, use_keyring=False)
-        if args.use_keyring:
-            values.update(password=None, password_env=None)
+        profile = values.pop("profile", None)
+        if args.save and not profile:
+            raise UsageError("--save needs the name to save under: --profile NAME --save.")
         server = None
         if args.local:
             from .server import local_server
 
             server = local_server()
-        profile = values.pop("profile", None)
-        if args.save and not profile:
-            raise UsageError("--save needs the name to save under: --profile NAME --save.")
-        saved: Any = None
         try:
             if args.use_keyring:
                 from .credentials import check_keyring
 
                 check_keyring()  # no backend (a headless Linux box): say so now, change nothing
-            staged = settings.copy()
-            if profile and not args.save:  # first, so --file and the other options win over it
-                staged.update({"profile": profile}, source="%smtp_config")
-            if args.file:
-                staged.load_file(args.file)
-            staged.update(values, source=config.MAGIC)
-            if server is not None:  # until the host or port changes again
-                staged.use_local(server.host, server.port)
-            if args.password_prompt:
-                self._prompt_password(staged, keyring=bool(args.use_keyring))
-            if args.save:
-                from .profiles import save
-
-                saved = save(profile, staged.saved_values())
-                staged.update({"profile": profile}, apply_profile=False)
-            restored = staged.left_local()
-            withheld = config.withheld_password(staged)
-            withheld = withheld if withheld != settings.password else None
-            settings.apply(staged)
+            changed = change_settings(
+                settings, values, profile=profile, file=args.file, save=args.save,
+                local=(server.host, server.port) if server is not None else None,
+                password=partial(self._prompt_password, keyring=bool(args.use_keyring))
+                if args.password_prompt else None)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
+        restored, withheld, saved = changed.restored, changed.withheld, changed.saved
         if restored:
             shown = dict(settings.describe())
             print("Not the capture server any more, so what --local had set is back: "

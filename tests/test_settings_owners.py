@@ -92,3 +92,25 @@ def test_displaying_the_settings_in_a_notebook_shows_their_table(ip: Any) -> Non
     unload_ipython_extension(ip)
     data, _ = ip.display_formatter.format(config.current())
     assert "text/html" not in data  # the extension's: gone with it
+
+
+def test_a_change_is_staged_and_applied_at_once(tmp_path: Path) -> None:
+    """What %smtp_config does, without IPython: all or nothing, options over the file."""
+    from smtp_magic._configure import change_settings
+    from smtp_magic.errors import ConfigError
+
+    settings = SmtpMagic().update({"host": "smtp.a.example", "port": 587, "username": "me",
+                                   "password": "pw"}, source="the test")
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({"host": "smtp.b.example", "port": 465}))
+    with pytest.raises(ConfigError):
+        change_settings(settings, {"port": 70000}, file=conn)
+    assert (settings.host, settings.port) == ("smtp.a.example", 587)  # nothing changed
+    changed = change_settings(settings, {"port": 2465}, file=conn)
+    assert (settings.host, settings.port) == ("smtp.b.example", 2465)
+    assert settings.source("port") == "%smtp_config" and settings.source("host") == f"file {conn}"
+    assert changed.withheld is not None and changed.withheld.given_for == \
+        "me at smtp.a.example:587"  # the password stays with its server
+    changed = change_settings(settings, {"password_env": "MY_PW"})
+    assert settings.password is None and settings.password_env == "MY_PW"  # the last source wins
+    assert changed.withheld is None and changed.saved is None
