@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterable, Mapping
-from functools import partial
 from typing import Any
 
 import ipywidgets as widgets
 
-from . import _theme, api
+from . import _theme
+from ._form.actions import SendActions
 from ._form.attachments import AttachmentPicker, attachable_variables
-from ._form.common import caption, descendants, in_form_terms, on_kernel, sentence, status
+from ._form.common import caption, descendants
 from ._form.connection import ConnectionPanel
 from ._form.fields import MessageFields
 from .config import SmtpMagic, current
-from .errors import InvalidRequest, SmtpMagicError
+from .errors import InvalidRequest
 from .models import Response, SendRequest
-from .preview import preview_html, preview_notes_html
 
 __all__ = ["ComposeForm", "attachable_variables", "compose"]
 
@@ -73,12 +72,11 @@ class ComposeForm(widgets.VBox):
         super().__init__()
         # State first: every handler below may run as soon as it is wired.
         self.settings: SmtpMagic = settings if settings is not None else current()
-        self._sending = False
-        self._future: concurrent.futures.Future[Any] | None = None
-        self.last_response: Response | None = None
         self.notes: tuple[str, ...] = ()  # what the last message's rendering fell back on
         self.removed: tuple[str, ...] = ()  # what sanitising took out of the last message
-        self._build_actions()
+        self.actions = SendActions(self.settings, request=self.request,
+                                   rendering=lambda: (self.notes, self.removed),
+                                   blocker=self._blocker)
         self.fields = MessageFields(
             self.settings, addresses={"to": to, "cc": cc, "bcc": bcc, "sender": sender,
                                       "reply_to": reply_to},
@@ -96,26 +94,6 @@ class ComposeForm(widgets.VBox):
             self.variables.value = tuple(dict.fromkeys(picked))
 
     # -- building the form: its parts, then how they are arranged ------------------------------
-
-    def _build_actions(self) -> None:
-        self.preview_button = widgets.Button(description="Preview", icon="eye",
-                                             tooltip="Show the message as it will arrive; "
-                                             "sends nothing")
-        self.send_button = widgets.Button(description="Send", icon="paper-plane",
-                                          button_style="primary")
-        # Results are written by setting this HTML widget's value, which lands in the form
-        # wherever it is shown; `with output:` from a callback would capture into another cell.
-        self.status = widgets.HTML(layout=widgets.Layout(margin="0 0 0 88px"))
-        self._set_status("info", "Ready.")
-        self.preview = widgets.HTML(layout=widgets.Layout(width="100%"))
-        self.close_preview = widgets.Button(description="Hide preview", icon="eye-slash",
-                                            tooltip="Hide the preview",
-                                            layout=widgets.Layout(width="auto"))
-        self._preview_box = widgets.VBox([self.close_preview, self.preview],
-                                         layout=widgets.Layout(display="none", width="100%"))
-        self.preview_button.on_click(self._on_preview)
-        self.close_preview.on_click(self._on_hide_preview)
-        self.send_button.on_click(self._on_send)
 
     def _expose(self) -> None:
         """The parts' widgets as attributes of the form (its public surface)."""
@@ -135,6 +113,10 @@ class ComposeForm(widgets.VBox):
         self.sign_in_button = panel.sign_in.sign_in_button
         self.cancel_sign_in = panel.sign_in.cancel_sign_in
         self.settings_status, self.settings_panel = panel.settings_status, panel.panel
+        actions = self.actions
+        self.preview_button, self.send_button = actions.preview_button, actions.send_button
+        self.status, self.preview = actions.status, actions.preview
+        self.close_preview, self._preview_box = actions.close_preview, actions.preview_box
 
     def _arrange(self) -> tuple[widgets.Widget, ...]:
         return (
@@ -143,10 +125,7 @@ class ComposeForm(widgets.VBox):
             widgets.HBox([caption("Format"), self.content_type]),
             self.body,
             *self.attachments.rows(),
-            widgets.HBox([self.preview_button, self.send_button],
-                         layout=widgets.Layout(margin="6px 0 0 88px")),
-            self.status,
-            self._preview_box,
+            *self.actions.rows(),
             self.settings_panel,
         )
 
@@ -198,7 +177,7 @@ class ComposeForm(widgets.VBox):
     @property
     def sending(self) -> bool:
         """True while a send started from this form is in flight."""
-        return self._sending
+        return self.actions.sending
 
     def close(self) -> None:
         """Unlink from the settings and close every widget of the form."""
@@ -208,86 +187,27 @@ class ComposeForm(widgets.VBox):
             child.close()
         super().close()
 
-    # -- preview and send ----------------------------------------------------------------------
+    @property
+    def last_response(self) -> Response | None:
+        """The Response of the last send from this form (None before one, or after a crash)."""
+        return self.actions.last_response
+
+    def _blocker(self) -> str | None:
+        """Why the message cannot be sent as it is now (shown on the Send button), or None."""
+        if not hasattr(self, "attachments"):
+            return None  # still being built
+        return self.fields.first_problem() or self.attachments.blocking
 
     def _update_send_button(self) -> None:
-        if not hasattr(self, "attachments"):
-            return  # still being built
-        blocker = self.fields.first_problem() or self.attachments.blocking
-        self.send_button.disabled = self._sending or blocker is not None
-        self.send_button.description = "Sending\u2026" if self._sending else "Send"
-        self.send_button.tooltip = blocker or ("A send is in progress" if self._sending else
-                                               "Send the message")
-
-    def _set_status(self, kind: str, text: str) -> None:
-        self.status.value = f"<div style='line-height:1.4'>{status(kind, text)}</div>"
-
-    def _on_preview(self, _button: Any = None) -> None:
-        try:
-            composed = api.build_message(self.request(), config=self.settings)
-        except Exception as exc:  # noqa: BLE001 - shown, nothing sent
-            self._set_status("error", sentence(exc, self.settings))
-            return
-        # What sanitising took out and what fell back, under the message (as --preview does).
-        self.preview.value = preview_html(composed) + preview_notes_html(self.removed, self.notes)
-        self._preview_box.layout.display = None
-        self._set_status("info", "Preview below; nothing was sent.")
-
-    def _on_hide_preview(self, _button: Any = None) -> None:
-        self._preview_box.layout.display = "none"
-        self.preview.value = ""
+        if hasattr(self, "actions"):
+            self.actions.update_send_button()
 
     def _on_send(self, _button: Any = None) -> None:
-        if self._sending:
-            return
-        try:
-            request = self.request()
-        except SmtpMagicError as exc:
-            self._set_status("error", exc.message + " Nothing was sent.")
-            return
-        except Exception as exc:  # noqa: BLE001 - e.g. a value render cannot convert
-            self._set_status("error", sentence(exc, self.settings) + " Nothing was sent.")
-            return
-        self._sending = True
-        self._update_send_button()
-        self._on_hide_preview()  # a preview of what was typed before: not what is being sent
-        n = len(request.recipients)
-        self._set_status("busy", f"Sending to {n} recipient{'s' if n != 1 else ''}\u2026")
-        try:
-            # In the outbox (and in the session's log, for %smtp_outbox --wait) on return.
-            self._future = api.submit_many([request], config=self.settings)
-        except BaseException as exc:
-            self._sending = False
-            self._update_send_button()
-            self._set_status("error", sentence(exc, self.settings))
-            raise
-        on_kernel(self._future, partial(self._finish_send, subject=request.subject))
+        self.actions.send()
 
-    def _finish_send(self, future: concurrent.futures.Future[Any], subject: str) -> None:
-        try:
-            try:
-                (response,) = future.result()
-            except Exception as exc:  # noqa: BLE001 - a bug must not leave the form stuck
-                self.last_response = None
-                self._set_status("error", f"Unexpected error while sending: {sentence(exc)}")
-                return
-            self.last_response = response
-            if response.ok:
-                n = len(response.accepted)
-                warning = f"; {response.message}" if response.message else ""  # outbox full
-                self._set_status("warn" if warning else "ok",
-                                 f"Sent \u201c{subject}\u201d to {n} recipient"
-                                 f"{'s' if n != 1 else ''} in {response.elapsed:.2f} s "
-                                 f"\u2014 Message-ID {response.message_id}{warning}"
-                                 + "".join(f"; note: {note}" for note in self.notes))
-            else:
-                state = response.state  # partly sent, in doubt or not sent
-                self._set_status("error" if state == "not sent" else "warn",
-                                 f"{state.capitalize()}: "
-                                 f"{in_form_terms(response.message, response.exitcode, self.settings)}")
-        finally:
-            self._sending = False
-            self._update_send_button()
+    @property
+    def _future(self) -> concurrent.futures.Future[Any] | None:
+        return self.actions.future
 
 
 def compose(
