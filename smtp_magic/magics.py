@@ -205,9 +205,11 @@ def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
     """The request for one message from the parsed options and the rendered body."""
     from .render import email_body
 
-    common: dict[str, Any] = {"to": args.to, "subject": args.subject, "cc": args.cc or (),
-                              "bcc": args.bcc or (), "sender": args.sender,
-                              "reply_to": getattr(args, "reply_to", None) or ()}
+    # The message options' fields (to, cc, bcc, sender, reply_to), as models.MESSAGE_OPTIONS
+    # declares them; the attachments come resolved.
+    common: dict[str, Any] = {o.dest: getattr(args, o.dest) for o in MESSAGE_OPTIONS
+                              if o.dest != "attach" and getattr(args, o.dest, None) is not None}
+    common["subject"] = args.subject
     if content_type == "text/plain":
         text = rendered.text
         if text is None:
