@@ -111,3 +111,30 @@ def test_smtp_compose_and_smtp_send_take_their_options_from_the_same_tables(
     assert form.reply_to.value == "desk@example.test" and form.to.value == "a@example.test"
     form.close()
 
+
+
+def test_reply_to_is_checked_like_the_other_addresses_and_defaults_to_the_setting(
+        smtp_server: CaptureServer) -> None:
+    settings = SmtpMagic().update({"host": "127.0.0.1", "port": smtp_server.port,
+                                   "security": "none", "sender": "form@example.test",
+                                   "reply_to": "desk@example.test"})
+    form = compose(settings=settings, to="bob@example.test", subject="Replies",
+                   namespace={})
+    try:
+        assert form.reply_to.placeholder == "desk@example.test (from the settings)"
+        form.reply_to.value = "not an address"
+        assert form.send_button.disabled and "Reply-To address" in form.send_button.tooltip
+        assert "smtp-magic-invalid" in form.reply_to._dom_classes
+        form.send_button.click()  # refused by the form, nothing goes out
+        assert smtp_server.count() == 0
+        form.reply_to.value = ""  # empty: the setting's
+        assert not form.send_button.disabled
+        form.send_button.click()
+        deadline = time.monotonic() + 10
+        while form.sending:
+            assert time.monotonic() < deadline, form.status.value
+            time.sleep(0.02)
+        (got,) = smtp_server.wait_for(1)
+        assert str(got.message["Reply-To"]) == "desk@example.test"
+    finally:
+        form.close()

@@ -4,24 +4,17 @@ magics' options, and stay as they are for magics users)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
-from idp import CLIENT_ID, SCOPES, USER_EMAIL, IdentityProvider
+from idp import IdentityProvider
+from test_faces import wait
+from test_oauth_frontends import form_settings
 
 from smtp_magic import oauth
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import InvalidRequest
 from smtp_magic.server import CaptureServer
 from smtp_magic.widgets import ComposeForm, compose
-
-
-def wait_for(predicate: Any, what: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what()
-        time.sleep(0.05)
 
 
 def no_command_lines(text: str) -> None:
@@ -31,15 +24,11 @@ def no_command_lines(text: str) -> None:
 
 def test_without_a_sign_in_the_form_says_to_press_sign_in(
         idp: IdentityProvider, oauth_server: CaptureServer, client_ssl_env: Path) -> None:
-    settings = SmtpMagic().update({
-        "host": oauth_server.host, "port": oauth_server.port, "security": "starttls",
-        "oauth2_provider": idp.issuer, "oauth2_client_id": CLIENT_ID, "oauth2_scopes": SCOPES,
-        "username": USER_EMAIL})
-    form = compose(settings=settings, to="boss@example.test", subject="Not yet",
-                   namespace={})
+    form = compose(settings=form_settings(idp, oauth_server), to="boss@example.test",
+                   subject="Not yet", namespace={})
     try:
         form.send_button.click()
-        wait_for(lambda: not form.sending, lambda: form.status.value)
+        wait(lambda: not form.sending, lambda: form.status.value)
         assert form.last_response is not None and form.last_response.exitcode == 3
         assert oauth.HINT in form.last_response.message  # the library's sentence, unchanged
         assert f"Not signed in with OAuth2 ({idp.issuer}): press Sign in under Connection " \
@@ -47,7 +36,7 @@ def test_without_a_sign_in_the_form_says_to_press_sign_in(
         no_command_lines(form.status.value)
 
         form.check_button.click()
-        wait_for(lambda: not form.check_button.disabled, lambda: form.settings_status.value)
+        wait(lambda: not form.check_button.disabled, lambda: form.settings_status.value)
         assert "press Sign in under Connection settings" in form.settings_status.value
         no_command_lines(form.settings_status.value)
         assert oauth_server.count() == 0
@@ -74,7 +63,7 @@ def test_without_a_sender_the_form_says_to_fill_in_from(smtp_server: CaptureServ
             assert "fill in From" in exc.message
         form.sender.value = "me@example.test"  # filled in: it goes
         form.send_button.click()
-        wait_for(lambda: not form.sending, lambda: form.status.value)
+        wait(lambda: not form.sending, lambda: form.status.value)
         assert form.last_response is not None and form.last_response.ok, form.status.value
         assert smtp_server.wait_for(1)[0].mail_from == "me@example.test"
     finally:
