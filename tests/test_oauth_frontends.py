@@ -168,8 +168,8 @@ def form_settings(idp: IdentityProvider, server: CaptureServer) -> SmtpMagic:
 
 def test_form_sign_in_button_shows_the_code_then_sends(
         idp: IdentityProvider, oauth_server: CaptureServer, client_ssl_env: Path) -> None:
-    from smtp_magic._form.common import descendants as _descendants
     from smtp_magic.widgets import compose
+    from smtp_magic.widgets._common import descendants as _descendants
 
     settings = form_settings(idp, oauth_server)
     form = compose(settings=settings, to="boss@example.test", subject="From the form",

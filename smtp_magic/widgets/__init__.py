@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ipywidgets as widgets
 
-from . import _theme
-from ._form.actions import SendActions
-from ._form.attachments import AttachmentPicker, attachable_variables
-from ._form.common import caption, descendants
-from ._form.connection import ConnectionPanel
-from ._form.fields import MessageFields
-from .config import SmtpMagic, current
-from .errors import InvalidRequest
-from .models import Response, SendRequest
+from .. import _theme
+from ..config import SmtpMagic, current
+from ..errors import InvalidRequest
+from ..models import Response, SendRequest
+from ._actions import SendActions
+from ._attachments import AttachmentPicker, attachable_variables
+from ._common import caption, descendants
+from ._connection import ConnectionPanel
+from ._fields import MessageFields
 
 __all__ = ["ComposeForm", "attachable_variables", "compose"]
+
+log = logging.getLogger(__name__)
 
 _FOCUS_RING = "var(--jp-ui-font-color1, currentcolor)"
 # An address field whose value is not valid (class smtp-magic-invalid) shows its text and
@@ -48,7 +51,7 @@ class ComposeForm(widgets.VBox):
     After a send, ``last_response`` is its Response; ``notes`` and ``removed`` say what the last
     message's rendering fell back on and what sanitising took out of it.
 
-    It is made of parts (``fields``, ``attachments``, ``connection``: see ``smtp_magic._form``);
+    It is made of parts (``fields``, ``attachments``, ``connection``: modules of this package);
     the address fields are the message options ``%%smtp_send`` has, and the choices of format
     and security are the values the settings accept. The settings fields are bound both ways to
     ``settings``: a value the settings refuse is reported in ``settings_status``, never raised.
@@ -157,7 +160,7 @@ class ComposeForm(widgets.VBox):
                 raise InvalidRequest(item.problem)
         attachments = tuple(i.attachment for i in items if i.attachment is not None)
         # The body is a template, rendered and laid out exactly as a %%smtp_send cell's.
-        from .render import email_body, render_template
+        from ..render import email_body, render_template
 
         content_type = self.content_type.value
         rendered = render_template(self.body.value, self.attachments.namespace(), content_type)

@@ -13,7 +13,7 @@ import ipywidgets as widgets
 from .. import api
 from .._relay import Relay
 from ..config import SmtpMagic
-from .common import sentence, status
+from ._common import sentence, status
 
 log = logging.getLogger(__name__)
 

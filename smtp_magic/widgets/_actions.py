@@ -15,7 +15,7 @@ from ..config import SmtpMagic
 from ..errors import SmtpMagicError
 from ..models import Response, SendRequest
 from ..preview import preview_html, preview_notes_html
-from .common import in_form_terms, on_kernel, sentence, status
+from ._common import in_form_terms, on_kernel, sentence, status
 
 log = logging.getLogger(__name__)
 

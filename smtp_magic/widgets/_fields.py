@@ -12,7 +12,7 @@ from .. import _theme, api
 from ..config import SmtpMagic, body_formats
 from ..errors import InvalidRequest
 from ..models import MESSAGE_OPTIONS, MessageOption, as_address_list
-from .common import LABEL, SettingsWatch, choices
+from ._common import LABEL, SettingsWatch, choices
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import traitlets
 
 from .. import _theme, api
 from ..config import SmtpMagic, choices, withheld_password
-from .common import LABEL, Disclosure, SettingsWatch, on_kernel, sentence, status
-from .common import choices as labelled
-from .signin import SignInPanel
+from ._common import LABEL, Disclosure, SettingsWatch, on_kernel, sentence, status
+from ._common import choices as labelled
+from ._signin import SignInPanel
 
 log = logging.getLogger(__name__)
 

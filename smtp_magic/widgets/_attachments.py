@@ -18,7 +18,7 @@ from ..attachments import is_single_spec, resolve
 from ..config import MB, SmtpMagic
 from ..errors import SmtpMagicError
 from ..models import Attachment
-from .common import LABEL, SettingsWatch, caption, sentence
+from ._common import LABEL, SettingsWatch, caption, sentence
 
 log = logging.getLogger(__name__)
 
