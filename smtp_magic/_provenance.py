@@ -86,12 +86,25 @@ class LocalSwitch:
         """True while something --local set is still to be given back."""
         return bool(self.before)
 
-    def remember(self, settings: Any, names: Iterable[str]) -> None:
-        """Before --local sets ``names``: keep what they are (a second --local keeps what the
-        user had before the first)."""
-        for name in names:
+    def enter(self, settings: Any, host: str, port: int, *, sender: str) -> None:
+        """Point ``settings`` at the capture server at ``host:port``: no TLS, no login (auth
+        none), and ``sender`` as a stand-in when neither a sender nor an address username is
+        set; a test message never goes to the real Sent folder either. What these settings were
+        is kept (a second --local keeps what the user had before the first)."""
+        local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
+                                 "password_env": None, "use_keyring": False, "auth": "none"}
+        if settings.save_sent:
+            local["save_sent"] = None
+        if not settings.sender and "@" not in (settings.username or ""):
+            local["sender"] = sender
+        for name in local:
             if name not in self.before or settings.source(name) != LOCAL:
                 self.before[name] = (getattr(settings, name), settings.source(name))
+        provenance: Provenance = settings.provenance
+        with provenance.setting_from(LOCAL), settings._given(local):
+            for name, value in local.items():
+                setattr(settings, name, value)
+                provenance.record(name, LOCAL)
 
     def leave(self, settings: Any, given: Iterable[str] = ()) -> None:
         """Give back what --local replaced, except what was set since or is ``given`` now. The

@@ -198,8 +198,9 @@ class SmtpMagic(Configurable):
     JSON key and as a per-request override. A new setting is one trait here.
 
     Each setting also knows where its value came from (``source(name)``, the "from" column of
-    ``%smtp_config``). Settings chosen by ``--local`` (``use_local``) last only while the
-    settings point at the capture server: changing the host or port restores what they were.
+    ``%smtp_config``; kept by ``provenance``). Settings chosen by ``--local`` (``use_local``)
+    last only while the settings point at the capture server: changing the host or port
+    restores what they were (kept by ``local``; see ``smtp_magic._provenance``).
     """
 
     host = Unicode("localhost", help="SMTP server host name or IP address.").tag(config=True)
@@ -627,17 +628,7 @@ class SmtpMagic(Configurable):
         """Point at the capture server at ``host:port``: no TLS, no login (auth none), a stand-in sender
         when the username is not an address. What these settings were before comes back as soon
         as the host or port changes again."""
-        local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
-                                 "password_env": None, "use_keyring": False, "auth": "none"}
-        if self.save_sent:  # a test message never goes to the real Sent folder (nor the login)
-            local["save_sent"] = None
-        if not self.sender and "@" not in (self.username or ""):
-            local["sender"] = LOCAL_SENDER
-        self.local.remember(self, local)
-        with self.provenance.setting_from(LOCAL), self._given(local):
-            for name, value in local.items():
-                setattr(self, name, value)
-                self.provenance.record(name, LOCAL)
+        self.local.enter(self, host, port, sender=LOCAL_SENDER)
         return self
 
     def source(self, name: str) -> str:
