@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 from traitlets import TraitError
+from traitlets.traitlets import ValidateHandler
 
 from smtp_magic.config import SmtpMagic
 
@@ -44,16 +45,18 @@ def test_no_validator_reads_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(builtins, "open", spy)
     monkeypatch.setattr(io, "open", spy)
     settings = SmtpMagic()
-    for name in ("port", "timeout", "attachment_size", "attempts", "oauth2_provider", "rate",
-                 "dkim_domain", "dkim_headers", "imap_host", "host"):
-        trait = settings.traits()[name]
-        value = {"port": 587, "timeout": 5.0, "attachment_size": 5.0, "attempts": 2,
-                 "oauth2_provider": "google", "rate": "30/min", "dkim_domain": "example.org",
-                 "dkim_headers": "From, To", "imap_host": "imap.example.org",
-                 "host": "smtp.example.org"}[name]
-        trait._validate(settings, value)
-    # The profile's validator checks the name only; choosing it reads the file (once, below).
-    SmtpMagic.class_traits()["profile"]._validate(SmtpMagic(), "work")
+    samples = {"port": 587, "timeout": 5.0, "attachment_size": 5.0, "attempts": 2,
+               "connections": 2, "oauth2_provider": "google", "rate": "30/min",
+               "dkim_domain": "example.org", "dkim_selector": "s1", "dkim_headers": "From, To",
+               "imap_host": "imap.example.org", "host": "smtp.example.org", "profile": "work",
+               "graph_endpoint": "https://graph.microsoft.com/v1.0"}
+    # Every setting with a validator of its own has a sample here (a new one must be added).
+    validated = {name for handler in vars(SmtpMagic).values()
+                 if isinstance(handler, ValidateHandler) for name in handler.trait_names}
+    assert validated <= set(samples), validated - set(samples)
+    for name in validated & set(samples):
+        settings.traits()[name]._validate(settings, samples[name])
+    # The profile's validator checks the name only; choosing it reads the file (below).
     assert opened == [], opened
     monkeypatch.setattr(io, "open", real_io_open)
     monkeypatch.setattr(builtins, "open", real_open)
