@@ -127,6 +127,8 @@ def test_reply_to_is_checked_like_the_other_addresses_and_defaults_to_the_settin
         assert "smtp-magic-invalid" in form.reply_to._dom_classes
         form.send_button.click()  # refused by the form, nothing goes out
         assert smtp_server.count() == 0
+        form.reply_to.value = "desk@example.test\r\nBcc: spy@example.test"  # no header injection
+        assert form.send_button.disabled and "line break" in form.send_button.tooltip
         form.reply_to.value = ""  # empty: the setting's
         assert not form.send_button.disabled
         form.send_button.click()
