@@ -87,7 +87,7 @@ def descendants(box: widgets.Widget) -> Iterable[widgets.Widget]:
         yield child
 
 
-def choices(labels: Mapping[str, str], values: Iterable[str]) -> list[tuple[str, str]]:
+def labelled(labels: Mapping[str, str], values: Iterable[str]) -> list[tuple[str, str]]:
     """(label, value) for a selector: every value the setting accepts, with the form's label
     where it has one and the value itself otherwise (a new value needs no edit here)."""
     return [(labels.get(value, value), value) for value in values]

@@ -12,8 +12,7 @@ import traitlets
 
 from .. import _theme, api
 from ..config import SmtpMagic, choices, withheld_password
-from ._common import LABEL, Disclosure, SettingsWatch, on_kernel, sentence, status
-from ._common import choices as labelled
+from ._common import LABEL, Disclosure, SettingsWatch, labelled, on_kernel, sentence, status
 from ._signin import SignInPanel
 
 log = logging.getLogger(__name__)

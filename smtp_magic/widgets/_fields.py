@@ -12,7 +12,7 @@ from .. import _theme, api
 from ..config import SmtpMagic, body_formats
 from ..errors import InvalidRequest
 from ..models import MESSAGE_OPTIONS, MessageOption, as_address_list
-from ._common import LABEL, SettingsWatch, choices
+from ._common import LABEL, SettingsWatch, labelled
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class MessageFields:
         if default_type not in formats:
             default_type = "text/html"  # multipart/alternative: the HTML body gets a text part
         self.content_type = widgets.ToggleButtons(
-            options=choices(FORMAT_LABELS, formats), value=default_type,
+            options=labelled(FORMAT_LABELS, formats), value=default_type,
             style={"button_width": "96px"},
             tooltips=[_FORMAT_TIPS.get(f, f) for f in formats],
         )
