@@ -1,4 +1,5 @@
-"""Two helpers the settings own: where each value came from, and what ``--local`` replaced."""
+"""Helpers the settings own: where each value came from, what ``--local`` replaced, and which
+server the password was given for."""
 
 from __future__ import annotations
 
@@ -129,3 +130,49 @@ class LocalSwitch:
         """The settings that leaving gave back a different value (and that kept it since)."""
         return [name for name, (local, source) in self.left.items()
                 if settings.provenance.get(name) == source and getattr(settings, name) != local]
+
+
+Origin = tuple[str, int, "str | None", "str | None"]  # host, port, username, other IMAP host
+
+
+class LoginBinding:
+    """Where the password (or password_env) was given for: the SMTP host, port and username,
+    and the IMAP host of save_sent when it is another (the same password signs in there).
+
+    A password goes only there: ``moved`` says when the settings now point elsewhere, for the
+    settings to withhold it. ``open``: which of the first three the password's source left
+    unset (an environment without SMTP_PORT, say); each is fixed by its first change instead.
+    """
+
+    def __init__(self) -> None:
+        self.bound: Origin | None = None  # None: not bound yet
+        self.open: frozenset[int] = frozenset()
+
+    def bind(self, origin: Origin, open_: Iterable[int] = ()) -> None:
+        self.bound, self.open = origin, frozenset(open_)
+
+    def forget(self) -> None:
+        self.bound, self.open = None, frozenset()
+
+    def copy_from(self, other: LoginBinding) -> None:
+        self.bound, self.open = other.bound, other.open
+
+    def moved(self, current: Origin) -> Origin | None:
+        """Where the password was given for, when a login now would go to ``current``, another
+        server or login; None when it is the same one (binding what was not bound yet)."""
+        if self.bound is None:  # e.g. set with c.SmtpMagic: for the server set with it
+            self.bind(current)
+            return None
+        bound = self.bound
+        changed = {i for i in self.open if bound[i] != current[i]}
+        if changed:  # left open by the source: fixed by its first change
+            self.open -= changed
+            bound = self.bound = (
+                current[0] if 0 in changed else bound[0], current[1] if 1 in changed else bound[1],
+                current[2] if 2 in changed else bound[2], bound[3])
+        if bound == current:
+            return None
+        if bound[:3] == current[:3] and current[3] is None:  # IMAP back to the SMTP host
+            self.bound = current
+            return None
+        return bound

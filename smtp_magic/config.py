@@ -33,6 +33,7 @@ from ._provenance import (  # noqa: F401
     LOCAL,
     MAGIC,
     LocalSwitch,
+    LoginBinding,
     Provenance,
 )
 from ._provenance import QUIET as _QUIET
@@ -357,13 +358,9 @@ class SmtpMagic(Configurable):
         self._batch: set[str] | None = None  # the names given in the update() under way
         self._leaving = False  # the host or port changed during that update
         self._moved = False  # the host, port or username changed during that update
-        # The server (host, port, username) the password (or password_env) was given for; a
-        # change of any of them withholds it (``_guard_login``). None: not bound yet.
-        # imap_host too: the same password signs in there for save_sent.
-        self._login_for: tuple[str, int, str | None, str | None] | None = None
-        # Which of the first three the password's source left open (an environment without
-        # SMTP_PORT, say): each is fixed by its first change instead of withholding the password.
-        self._login_open: frozenset[int] = frozenset()
+        # The server the password (or password_env) was given for: a change of the host, port,
+        # username or IMAP host withholds it (``_guard_login``).
+        self.login = LoginBinding()
         self.observe(self._on_change, names=list(self.trait_names(config=True)))
         super().__init__(**kwargs)
         self._mark_config(self.config)
@@ -469,7 +466,7 @@ class SmtpMagic(Configurable):
             if key not in saved:
                 values[key] = value
         if name != previous and self.password:  # withheld: a send says to give it again
-            values["password"] = Withheld(login_origin(*(self._login_for or self._login_origin())))
+            values["password"] = Withheld(login_origin(*(self.login.bound or self._login_origin())))
         return values
 
     def saved_values(self) -> dict[str, Any]:
@@ -650,7 +647,7 @@ class SmtpMagic(Configurable):
             self._quiet = quiet
         self.provenance.copy_from(other.provenance)
         self.local.before = dict(other.local.before)
-        self._login_for, self._login_open = other._login_for, other._login_open
+        self.login.copy_from(other.login)
         return self
 
     def copy(self) -> SmtpMagic:
@@ -687,7 +684,7 @@ class SmtpMagic(Configurable):
         return (self.host, self.port, self.username, imap)
 
     def _bind_login(self, open_: Iterable[int] = ()) -> None:
-        self._login_for, self._login_open = self._login_origin(), frozenset(open_)
+        self.login.bind(self._login_origin(), open_)
 
     def _has_login_secret(self) -> bool:
         return bool(self.password) or bool(self.password_env)
@@ -696,22 +693,9 @@ class SmtpMagic(Configurable):
         """Withhold the password when the server or login is no longer the one it was given
         for: it is dropped (``Withheld``) until given again, never sent to another server."""
         if not self._has_login_secret():
-            return  # keep _login_for: a password --local put aside may come back
-        current = self._login_origin()
-        if self._login_for is None:  # e.g. set with c.SmtpMagic: for the server set with it
-            self._bind_login()
-            return
-        bound = self._login_for
-        changed = {i for i in self._login_open if bound[i] != current[i]}
-        if changed:  # left open by the source: fixed by its first change
-            self._login_open -= changed
-            bound = self._login_for = (
-                current[0] if 0 in changed else bound[0], current[1] if 1 in changed else bound[1],
-                current[2] if 2 in changed else bound[2], bound[3])
-        if bound == current:
-            return
-        if bound[:3] == current[:3] and current[3] is None:  # IMAP back to the SMTP host
-            self._login_for = current
+            return  # keep the binding: a password --local put aside may come back
+        bound = self.login.moved(self._login_origin())
+        if bound is None:
             return
         how = (f"--password-env {self.password_env}" if self.password_env and not self.password
                else "--password-prompt")
@@ -721,7 +705,7 @@ class SmtpMagic(Configurable):
         with self.provenance.setting_from(_QUIET):
             self.password = withheld
             self.password_env = None
-        self._login_for, self._login_open = None, frozenset()
+        self.login.forget()
 
     def left_local(self) -> list[str]:
         """The settings that leaving the capture server gave back a different value (since this
