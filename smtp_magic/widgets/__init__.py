@@ -51,7 +51,9 @@ class ComposeForm(widgets.VBox):
     After a send, ``last_response`` is its Response; ``notes`` and ``removed`` say what the last
     message's rendering fell back on and what sanitising took out of it.
 
-    It is made of parts (``fields``, ``attachments``, ``connection``: modules of this package);
+    It is made of parts, each a module of this package: ``fields`` (addresses, subject, format,
+    body), ``attachments``, ``actions`` (Preview, Send, the status and the preview) and
+    ``connection`` (the settings panel with its OAuth2 sign-in);
     the address fields are the message options ``%%smtp_send`` has, and the choices of format
     and security are the values the settings accept. The settings fields are bound both ways to
     ``settings``: a value the settings refuse is reported in ``settings_status``, never raised.
