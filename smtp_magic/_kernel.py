@@ -6,19 +6,19 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import contextvars
 import html
 import logging
-import queue
 import re
 import sys
 import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from . import _theme, api
+from ._relay import Relay
 from ._views import visible
 from .config import SmtpMagic
 from .conversation import debug_output
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 # Every job this session started, so `%smtp_outbox --wait` can block on their concurrent futures
 # (never on kernel-loop tasks: the kernel's own loop is blocked while a cell runs).
 _jobs: list[SendJob] = []
-# asyncio keeps only weak references to tasks; these settle the status lines.
-_tasks: set[asyncio.Task[None]] = set()
 
 
 # -- where are we running? -------------------------------------------------------------------------
@@ -333,6 +331,80 @@ def _stderr_line(line: str) -> None:
     sys.stderr.flush()
 
 
+class _StatusView:
+    """What a send shows while it runs and when it ends: the status line (updated in place where
+    the front end applies display updates), a text progress bar in a terminal, and the SMTP
+    conversation with --debug. Everything it draws from the worker thread goes through
+    ``relay``, so it lands where this cell's outputs belong."""
+
+    def __init__(self, shell: Any, job: SendJob, relay: Relay, *, block: bool) -> None:
+        in_kernel = kernel_of(shell) is not None
+        self.job, self.relay = job, relay
+        # A live status line needs a front end that applies display updates; headless runners
+        # (nbval, papermill) keep only the first version, so there we show the final line alone.
+        self.live = not block or (in_kernel and not is_headless(shell))
+        # In a terminal a blocking --each draws a text progress bar on stderr while it waits.
+        self.text_bar = (_TextBar(len(job.requests), sys.stderr)
+                         if job.many and block and not in_kernel and _is_tty(sys.stderr)
+                         else None)
+        self.transcript: _Transcript | None = None
+        self._block = block
+        self._on_screen = False  # the status line is shown: updates may follow
+        self._last_update = 0.0
+
+    def debug_sink(self) -> Callable[[str], None]:
+        """Where --debug's conversation goes: this cell's stderr while the cell waits or where
+        no loop runs, else a transcript under the status line (see _Transcript)."""
+        loop = self.relay.loop
+        if self._block or loop is None:
+            return lambda line: self.relay.post(partial(_stderr_line, line))
+        transcript = self.transcript = _Transcript(loop)
+        return lambda line: self.relay.post(partial(transcript.add, line))
+
+    def on_progress(self, done: int, total: int, response: Response | None,
+                    finish_at: float | None) -> None:
+        """On the worker thread, after each message: count, and redraw at most 5 times a
+        second (the final state is drawn when the send settles)."""
+        job = self.job
+        job.progress, job.finish_at = done, finish_at
+        if response is not None and not response.ok:
+            job.failed += 1
+        now = time.monotonic()
+        if job.many and (self.live or self.text_bar is not None) and \
+                now - self._last_update >= 0.2:
+            self._last_update = now
+            self.relay.post(self._redraw)
+
+    def show(self) -> None:
+        if self.live:
+            _display(self.job, self.job.display_id)
+            self._on_screen = True
+        elif self.text_bar is not None:
+            self.text_bar.draw(self.job)
+        if self.transcript is not None:
+            self.transcript.show()
+
+    def _redraw(self) -> None:
+        if self.job.finished is not None:  # settled meanwhile: the final line is already shown
+            return
+        if self.text_bar is not None:
+            self.text_bar.draw(self.job)
+        elif self._on_screen:
+            _display(self.job, self.job.display_id, update=True)
+
+    def settle(self, _future: Any = None) -> None:
+        """The outcome: the status line's final state (a new output where updates are lost)."""
+        self.job._settle()
+        if self.transcript is not None:
+            self.transcript.flush()
+        if self.text_bar is not None:
+            self.text_bar.draw(self.job, end="\n")
+        if self.live:
+            _display(self.job, self.job.display_id, update=True)
+        else:
+            _display(self.job)
+
+
 def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic, *, block: bool,
                many: bool, composed: Sequence[Any] | None = None,
                notes: Sequence[str] = ()) -> SendJob:
@@ -343,130 +415,33 @@ def start_send(shell: Any, requests: Sequence[SendRequest], settings: SmtpMagic,
     already built from ``requests`` (the magic's validation pass), reused as they are.
     ``notes``: what the status line says besides the outcome (e.g. an object that fell back).
 
-    ``block``: wait here (the kernel's loop is not needed: the I/O runs on the worker loop's
-    thread); an interrupt then raises ``SendInterrupted`` (the send goes on). Otherwise return
-    at once; the status line is settled by a task on the kernel's loop (so its output is
-    parented to this cell), or by the worker thread where no loop runs.
+    Whatever the send shows reaches the notebook one way, through a ``Relay``: with ``block``
+    this thread serves it until the outcome is shown (the I/O runs on the worker loop's thread,
+    so the kernel's loop is not needed), and an interrupt raises ``SendInterrupted`` while the
+    send goes on; otherwise this returns at once and the kernel's loop (or, where no loop runs,
+    the worker thread) shows the outcome, parented to this cell.
     """
     job = SendJob(requests, many=many, notes=notes)
-    in_kernel = kernel_of(shell) is not None
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    # A live status line needs a front end that applies display updates; headless runners
-    # (nbval, papermill) keep only the first version, so there we show the final line alone.
-    live = not block or (in_kernel and not is_headless(shell))
-    # In a terminal a blocking --each draws a text progress bar on stderr while it waits.
-    text_bar = (_TextBar(len(job.requests), sys.stderr)
-                if many and block and not in_kernel and _is_tty(sys.stderr) else None)
-    on_screen = False  # the status line is shown: updates may follow
-    last_update = 0.0
-    inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-    context = contextvars.copy_context()
-
-    def post(func: Callable[[], None]) -> None:
-        """Run ``func`` where outputs belong: the waiting thread, the kernel loop, or here."""
-        if block:
-            inbox.put(func)
-        elif loop is not None:
-            loop.call_soon_threadsafe(func, context=context)
-        else:
-            func()
-
-    def redraw() -> None:
-        if job.finished is not None:  # settled meanwhile: the final line is already shown
-            return
-        if text_bar is not None:
-            text_bar.draw(job)
-        elif on_screen:
-            _display(job, job.display_id, update=True)
-
-    def on_progress(done: int, total: int, response: Response | None,
-                    finish_at: float | None) -> None:
-        """On the worker thread, after each message: count, and redraw at most 5 times a
-        second (the final state is drawn when the send settles)."""
-        nonlocal last_update
-        job.progress, job.finish_at = done, finish_at
-        if response is not None and not response.ok:
-            job.failed += 1
-        now = time.monotonic()
-        if many and (live or text_bar is not None) and now - last_update >= 0.2:
-            last_update = now
-            post(redraw)
-
-    # --debug: the conversation goes where this cell's outputs go (see _Transcript).
-    transcript: _Transcript | None = None
-    sink: Callable[[str], None] | None = None
-    if settings.debug:
-        if block or loop is None:
-            sink = lambda line: post(lambda: _stderr_line(line))
-        else:
-            shown = transcript = _Transcript(loop)
-            sink = lambda line: post(lambda: shown.add(line))
+    relay = Relay(queued=block)
+    view = _StatusView(shell, job, relay, block=block)
     # Composed (if need be), credentials resolved and journaled here, before anything is shown.
     try:
-        with debug_output(sink) if sink is not None else contextlib.nullcontext():
-            job.future = api.submit_many(job.requests, config=settings, progress=on_progress,
-                                         composed=composed)
+        with debug_output(view.debug_sink()) if settings.debug else contextlib.nullcontext():
+            job.future = api.submit_many(job.requests, config=settings,
+                                         progress=view.on_progress, composed=composed)
     except KeyboardInterrupt:
         raise one_line(KeyboardInterrupt("interrupted before anything was sent; nothing was "
                                          "kept in the outbox.")) from None
     _jobs[:] = [*pending_jobs(), job]  # finished ones are in the send log; do not keep their bodies
-    if live:
-        _display(job, job.display_id)
-        on_screen = True
-    elif text_bar is not None:
-        text_bar.draw(job)
-    if transcript is not None:
-        transcript.show()
-
-    def settle() -> None:
-        job._settle()
-        if transcript is not None:
-            transcript.flush()
-        if text_bar is not None:
-            text_bar.draw(job, end="\n")
-        if live:
-            _display(job, job.display_id, update=True)
-        else:
-            _display(job)
-
+    view.show()
+    relay.when_done(job.future, view.settle)
     if block:
         try:
-            while not job.future.done():
-                try:
-                    inbox.get(timeout=0.05)()
-                except queue.Empty:
-                    pass
+            relay.serve()
         except KeyboardInterrupt:  # the send goes on; its status line still settles later
-            block = False
-            _settle_later(job, loop, settle)
+            relay.release()
             raise SendInterrupted(job) from None
-        while not inbox.empty():
-            inbox.get()()
-        settle()
-    else:
-        _settle_later(job, loop, settle)
     return job
-
-
-def _settle_later(job: SendJob, loop: asyncio.AbstractEventLoop | None,
-                  settle: Callable[[], None]) -> None:
-    assert job.future is not None
-    if loop is None:
-        job.future.add_done_callback(lambda _: settle())
-        return
-
-    async def wait_and_settle() -> None:
-        assert job.future is not None
-        with contextlib.suppress(BaseException):  # a failure is what the status line reports
-            await asyncio.wrap_future(job.future)
-        settle()
-
-    task = loop.create_task(wait_and_settle())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
 
 
 def pending_jobs() -> list[SendJob]:

@@ -109,6 +109,12 @@ class Table:
         return "\n".join(lines)
 
 
+
+def settings_table(settings: Any) -> Table:
+    """The settings as a table (setting, value, where it came from), password masked: HTML in a
+    notebook, aligned text in a terminal (``%smtp_config``, and how a notebook shows them)."""
+    return Table(("setting", "value", "from"), settings.rows(), title="SmtpMagic settings")
+
 class Block:
     """Ready-made HTML with its text form (previews)."""
 

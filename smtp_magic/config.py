@@ -25,6 +25,18 @@ from traitlets import (
 )
 from traitlets.config import Config, Configurable
 
+# The sources' names (ASSIGNED, DEFAULT, MAGIC...) stay reachable here for the front ends.
+from ._provenance import (  # noqa: F401
+    ASSIGNED,
+    DEFAULT,
+    IPYTHON_CONFIG,
+    LOCAL,
+    MAGIC,
+    LocalSwitch,
+    LoginBinding,
+    Provenance,
+)
+from ._provenance import QUIET as _QUIET
 from .errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -43,13 +55,6 @@ log = logging.getLogger(__name__)
 MASK = "********"
 MB = 1024 * 1024  # the unit of attachment_size
 
-# Where a setting's value came from, as %smtp_config's table shows it.
-DEFAULT = "default"
-IPYTHON_CONFIG = "IPython config"
-MAGIC = "%smtp_config"
-LOCAL = "%smtp_config --local"
-ASSIGNED = "Python or the form"  # settings.port = 587, or the form's settings panel
-_QUIET = object()  # copying a whole state: no provenance bookkeeping
 # The sender --local uses when the username is not an address.
 LOCAL_SENDER = "notebook@localhost.test"
 # Microsoft Graph's base URL (transport graph).
@@ -160,7 +165,8 @@ class SecretTrait(TraitType[Secret | None, Secret | str | None]):
 SECURITY_MODES = ("auto", "starttls", "tls", "none")
 CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "multipart/alternative")
 
-# Seed (Flint connector) names and other spellings users reach for, mapped to trait names.
+# The connector's JSON names (``target``, ``user``...) and other spellings users reach for,
+# mapped to trait names.
 ALIASES = {
     "target": "host",
     "hostname": "host",
@@ -172,7 +178,7 @@ ALIASES = {
     "ssl": "security",
 }
 
-# Environment variables read when the settings are created (SPEC §2).
+# Environment variables read when the settings are created.
 ENV_VARS = {
     "SMTP_HOST": "host",
     "SMTP_PORT": "port",
@@ -195,8 +201,9 @@ class SmtpMagic(Configurable):
     JSON key and as a per-request override. A new setting is one trait here.
 
     Each setting also knows where its value came from (``source(name)``, the "from" column of
-    ``%smtp_config``). Settings chosen by ``--local`` (``use_local``) last only while the
-    settings point at the capture server: changing the host or port restores what they were.
+    ``%smtp_config``; kept by ``provenance``). Settings chosen by ``--local`` (``use_local``)
+    last only while the settings point at the capture server: changing the host or port
+    restores what they were (kept by ``local``; see ``smtp_magic._provenance``).
     """
 
     host = Unicode("localhost", help="SMTP server host name or IP address.").tag(config=True)
@@ -361,20 +368,14 @@ class SmtpMagic(Configurable):
     _quiet = False  # while copying settings: choosing `profile` must not load the profile again
 
     def __init__(self, **kwargs: Any) -> None:
-        self._sources: dict[str, str] = {}
-        self._active: Any = None  # the source of the values being set now
-        self._before_local: dict[str, tuple[Any, str]] = {}
-        self._left_local: dict[str, tuple[Any, str]] = {}  # restored: (--local's value, source)
+        self.provenance = Provenance()  # where each value came from (``source``)
+        self.local = LocalSwitch()  # what --local replaced (``use_local``)
         self._batch: set[str] | None = None  # the names given in the update() under way
         self._leaving = False  # the host or port changed during that update
         self._moved = False  # the host, port or username changed during that update
-        # The server (host, port, username) the password (or password_env) was given for; a
-        # change of any of them withholds it (``_guard_login``). None: not bound yet.
-        # imap_host too: the same password signs in there for save_sent.
-        self._login_for: tuple[str, int, str | None, str | None] | None = None
-        # Which of the first three the password's source left open (an environment without
-        # SMTP_PORT, say): each is fixed by its first change instead of withholding the password.
-        self._login_open: frozenset[int] = frozenset()
+        # The server the password (or password_env) was given for: a change of the host, port,
+        # username or IMAP host withholds it (``_guard_login``).
+        self.login = LoginBinding()
         self.observe(self._on_change, names=list(self.trait_names(config=True)))
         super().__init__(**kwargs)
         self._mark_config(self.config)
@@ -437,23 +438,27 @@ class SmtpMagic(Configurable):
         value = proposal["value"]
         if value is None or not value.strip():
             return None
-        from .profiles import check_name, load
+        from .profiles import check_name
 
-        value = check_name(value.strip())
-        if not self._quiet:
-            try:
-                load(value)  # an unknown name fails here, before anything changes
-            except ConfigError as exc:
-                raise TraitError(str(exc)) from None
-        return value  # type: ignore[no-any-return]
+        return check_name(value.strip())  # type: ignore[no-any-return]
 
     @observe("profile")
     def _profile_chosen(self, change: Any) -> None:
         """Setting the trait directly (``%config SmtpMagic.profile = 'work'``, ``c.SmtpMagic``)
-        applies the profile, as ``update`` does."""
+        applies the profile, as ``update`` does. The profile is read here, not in the validator
+        (which reads no file): an unknown one puts the name back and raises, so nothing changed."""
         if self._quiet or not change["new"]:
             return
-        values = self.profile_values(change["new"], previous=change["old"])
+        try:
+            values = self.profile_values(change["new"], previous=change["old"])
+        except ConfigError as exc:
+            self._quiet = True
+            try:
+                with self.provenance.setting_from(_QUIET):
+                    self.set_trait("profile", change["old"])
+            finally:
+                self._quiet = False
+            raise TraitError(str(exc)) from None
         self.update(values, source=f"profile {change['new']!r}", apply_profile=False)
 
     def profile_values(self, name: str, *, previous: str | None = None) -> dict[str, Any]:
@@ -476,7 +481,7 @@ class SmtpMagic(Configurable):
             if key not in saved:
                 values[key] = value
         if name != previous and self.password:  # withheld: a send says to give it again
-            values["password"] = Withheld(login_origin(*(self._login_for or self._login_origin())))
+            values["password"] = Withheld(login_origin(*(self.login.bound or self._login_origin())))
         return values
 
     def saved_values(self) -> dict[str, Any]:
@@ -547,7 +552,7 @@ class SmtpMagic(Configurable):
         found = {var: trait for var, trait in ENV_VARS.items() if environ.get(var)}
         self.update({trait: environ[var] for var, trait in found.items()}, source="environment")
         for var, trait in found.items():
-            self._sources[trait] = f"environment ({var})"
+            self.provenance.record(trait, f"environment ({var})")
         if "SMTP_PASSWORD" in found:
             # SMTP_PASSWORD belongs to the server the environment names; what it leaves out
             # (no SMTP_PORT, say) is fixed by the first value chosen (--port, a --file, a
@@ -557,7 +562,7 @@ class SmtpMagic(Configurable):
         return self
 
     def load_file(self, path: str | os.PathLike[str]) -> SmtpMagic:
-        """Apply a JSON file in the seed's format (``target``, ``port``...) or with trait names."""
+        """Apply a JSON file in the connector's format (``target``, ``port``...) or with trait names."""
         log.debug("settings from %s", path)
         return self.update(load_json(path), source=str(path), origin=f"file {path}")
 
@@ -593,14 +598,14 @@ class SmtpMagic(Configurable):
         origin = origin or source
         self._quiet = True
         try:
-            with self._setting_from(origin), self._given(normalized):
+            with self.provenance.setting_from(origin), self._given(normalized):
                 for key in normalized:
                     setattr(self, key, getattr(staged, key))
-                    self._sources[key] = origin  # also when the value stayed the same
+                    self.provenance.record(key, origin)  # also when the value stayed the same
                 for key in implied:  # what choosing an OAuth2 provider implied
                     if key not in normalized and getattr(self, key) != getattr(staged, key):
                         setattr(self, key, getattr(staged, key))
-                        self._sources[key] = origin
+                        self.provenance.record(key, origin)
         finally:
             self._quiet = False
         return self
@@ -625,7 +630,7 @@ class SmtpMagic(Configurable):
             given, leaving, moved = self._batch, self._leaving, self._moved
             self._batch, self._leaving, self._moved = outer
         if leaving:
-            self._leave_local(given)
+            self.local.leave(self, given)
         if ("password" in given and self.password) or (
                 "password_env" in given and self.password_env):
             self._bind_login()  # given now: for the server set now
@@ -634,33 +639,19 @@ class SmtpMagic(Configurable):
 
     def update_config(self, config: Config) -> None:
         """Apply IPython config (``%config SmtpMagic.port = 587``), noting where values came from."""
-        with self._setting_from(IPYTHON_CONFIG):
+        with self.provenance.setting_from(IPYTHON_CONFIG):
             super().update_config(config)
         self._mark_config(config)
 
     def _mark_config(self, config: Config) -> None:
         section = config.get(type(self).__name__) if isinstance(config, dict) else None
-        for name in section or ():
-            if name in SETTINGS:
-                self._sources[name] = IPYTHON_CONFIG
+        self.provenance.mark_config(section, SETTINGS)
 
     def use_local(self, host: str, port: int) -> SmtpMagic:
         """Point at the capture server at ``host:port``: no TLS, no login (auth none), a stand-in sender
         when the username is not an address. What these settings were before comes back as soon
         as the host or port changes again."""
-        local: dict[str, Any] = {"host": host, "port": port, "security": "none", "password": None,
-                                 "password_env": None, "use_keyring": False, "auth": "none"}
-        if self.save_sent:  # a test message never goes to the real Sent folder (nor the login)
-            local["save_sent"] = None
-        if not self.sender and "@" not in (self.username or ""):
-            local["sender"] = LOCAL_SENDER
-        for name in local:  # a second --local keeps what the user had before the first
-            if name not in self._before_local or self.source(name) != LOCAL:
-                self._before_local[name] = (getattr(self, name), self.source(name))
-        with self._setting_from(LOCAL), self._given(local):
-            for name, value in local.items():
-                setattr(self, name, value)
-                self._sources[name] = LOCAL
+        self.local.enter(self, host, port, sender=LOCAL_SENDER)
         return self
 
     def source(self, name: str) -> str:
@@ -668,21 +659,21 @@ class SmtpMagic(Configurable):
         config``, ``environment (SMTP_HOST)``, ``file PATH``, ``%smtp_config``, ``--local``...)."""
         if name not in SETTINGS:
             raise KeyError(name)
-        return self._sources.get(name, DEFAULT)
+        return self.provenance.get(name)
 
     def apply(self, other: SmtpMagic) -> SmtpMagic:
         """Take every setting of ``other``, with where it came from (ends a staged change)."""
         quiet, self._quiet = self._quiet, True  # other's profile is applied already
         try:
-            with self._setting_from(_QUIET):
+            with self.provenance.setting_from(_QUIET):
                 for name in SETTINGS:
                     if getattr(self, name) != getattr(other, name):
                         setattr(self, name, getattr(other, name))
         finally:
             self._quiet = quiet
-        self._sources = dict(other._sources)
-        self._before_local = dict(other._before_local)
-        self._login_for, self._login_open = other._login_for, other._login_open
+        self.provenance.copy_from(other.provenance)
+        self.local.before = dict(other.local.before)
+        self.login.copy_from(other.login)
         return self
 
     def copy(self) -> SmtpMagic:
@@ -694,25 +685,16 @@ class SmtpMagic(Configurable):
             clone._quiet = False
         return clone
 
-    @contextlib.contextmanager
-    def _setting_from(self, source: Any) -> Iterator[None]:
-        saved, self._active = self._active, source
-        try:
-            yield
-        finally:
-            self._active = saved
-
     def _on_change(self, change: Any) -> None:
-        source = self._active
+        name = change["name"]
+        source = self.provenance.changed(name)
         if source is _QUIET:
             return
-        name = change["name"]
-        self._sources[name] = source or ASSIGNED
-        if name in ("host", "port") and self._before_local and source != LOCAL:
+        if name in ("host", "port") and self.local and source != LOCAL:
             if self._batch is not None:
                 self._leaving = True  # decided when the whole change is in (``_given``)
             else:
-                self._leave_local({name})
+                self.local.leave(self, {name})
         if self._batch is not None:  # the password is bound or withheld when all is in
             self._moved = self._moved or name in ("host", "port", "username", "imap_host")
             return
@@ -728,7 +710,7 @@ class SmtpMagic(Configurable):
         return (self.host, self.port, self.username, imap)
 
     def _bind_login(self, open_: Iterable[int] = ()) -> None:
-        self._login_for, self._login_open = self._login_origin(), frozenset(open_)
+        self.login.bind(self._login_origin(), open_)
 
     def _has_login_secret(self) -> bool:
         return bool(self.password) or bool(self.password_env)
@@ -737,57 +719,25 @@ class SmtpMagic(Configurable):
         """Withhold the password when the server or login is no longer the one it was given
         for: it is dropped (``Withheld``) until given again, never sent to another server."""
         if not self._has_login_secret():
-            return  # keep _login_for: a password --local put aside may come back
-        current = self._login_origin()
-        if self._login_for is None:  # e.g. set with c.SmtpMagic: for the server set with it
-            self._bind_login()
-            return
-        bound = self._login_for
-        changed = {i for i in self._login_open if bound[i] != current[i]}
-        if changed:  # left open by the source: fixed by its first change
-            self._login_open -= changed
-            bound = self._login_for = (
-                current[0] if 0 in changed else bound[0], current[1] if 1 in changed else bound[1],
-                current[2] if 2 in changed else bound[2], bound[3])
-        if bound == current:
-            return
-        if bound[:3] == current[:3] and current[3] is None:  # IMAP back to the SMTP host
-            self._login_for = current
+            return  # keep the binding: a password --local put aside may come back
+        bound = self.login.moved(self._login_origin())
+        if bound is None:
             return
         how = (f"--password-env {self.password_env}" if self.password_env and not self.password
                else "--password-prompt")
         withheld = Withheld(login_origin(*bound), how)
         log.info("the password given for %s is withheld from %s", withheld.given_for,
                  login_origin(*self._login_origin()))
-        with self._setting_from(_QUIET):
+        with self.provenance.setting_from(_QUIET):
             self.password = withheld
             self.password_env = None
-        self._login_for, self._login_open = None, frozenset()
-
-    def _leave_local(self, given: Iterable[str] = ()) -> None:
-        """Restore what --local replaced (the settings left the capture server: its no-TLS,
-        no-login settings must not go to a real server), except what was set since or is
-        ``given`` now: what the user gives always wins. The stand-in sender stays while the
-        host is still this machine and the username is no address to send from."""
-        saved, self._before_local = self._before_local, {}
-        given = set(given)
-        for name, (value, source) in saved.items():
-            if name in given or self._sources.get(name) != LOCAL:
-                continue
-            if name == "sender" and _loopback(self.host) and "@" not in (self.username or ""):
-                self._before_local[name] = (value, source)  # restored when the host leaves
-                continue
-            self._left_local[name] = (getattr(self, name), source)
-            with self._setting_from(_QUIET):
-                setattr(self, name, value)
-            self._sources[name] = source
+        self.login.forget()
 
     def left_local(self) -> list[str]:
         """The settings that leaving the capture server gave back a different value (since this
         object was made or copied), e.g. ``security`` after ``--local`` then ``--host``."""
-        return [name for name, (local, source) in self._left_local.items()
-                if self._sources.get(name) == source and getattr(self, name) != local
-                and not isinstance(getattr(self, name), Withheld)]  # not back: withheld
+        return [name for name in self.local.given_back(self)
+                if not isinstance(getattr(self, name), Withheld)]  # not back: withheld
 
     @classmethod
     def from_ipython_config(cls, cfg: Any) -> SmtpMagic:
@@ -812,7 +762,7 @@ class SmtpMagic(Configurable):
     # -- snapshots and display -----------------------------------------------------------------
 
     def snapshot(self, overrides: Mapping[str, Any] | None = None) -> ConnectionSettings:
-        """Frozen settings for one send; ``overrides`` (seed or trait names) apply to it only."""
+        """Frozen settings for one send; ``overrides`` (connector or trait names) apply to it only."""
         source = self.copy().update(overrides, source="request") if overrides else self
         return ConnectionSettings({name: getattr(source, name) for name in SETTINGS})
 
@@ -840,15 +790,6 @@ class SmtpMagic(Configurable):
         """(name, shown value, where it came from) for every setting, password masked."""
         return [(name, shown, self.source(name)) for name, shown in self.describe()]
 
-    def table(self) -> Any:
-        """The settings as a table (setting, value, where it came from), password masked:
-        HTML in a notebook, aligned text in a terminal."""
-        from ._views import Table
-
-        return Table(("setting", "value", "from"), self.rows(), title="SmtpMagic settings")
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()  # type: ignore[no-any-return]
 
 
 # What choosing an OAuth2 provider sets, unless given too (or changed from the default before).
@@ -879,19 +820,6 @@ def _oauth2_presets(staged: SmtpMagic, given: Mapping[str, Any]) -> set[str]:
             setattr(staged, key, value)
             implied.add(key)
     return implied
-
-
-def _loopback(host: str) -> bool:
-    """True for this machine's names: ``localhost`` and 127.0.0.0/8 or ::1."""
-    import ipaddress
-
-    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or \
-            host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _declared_settings(cls: type[SmtpMagic]) -> tuple[str, ...]:
@@ -943,6 +871,22 @@ def setting_options() -> list[SettingOption]:
         out.append(SettingOption(name, flag, kind, choices, trait.metadata.get("metavar"),
                                  trait.help.replace("%", "%%")))
     return out
+
+
+def choices(name: str, settings: SmtpMagic | type[SmtpMagic] = SmtpMagic) -> tuple[str, ...]:
+    """The values the Enum setting ``name`` accepts, as its trait declares them (of ``settings``'
+    class): every front end offers these, so a new value is one edit of the trait."""
+    cls = settings if isinstance(settings, type) else type(settings)
+    trait = cls.class_traits()[name]
+    if not isinstance(trait, Enum):
+        raise TypeError(f"setting {name!r} has no fixed choices")
+    return tuple(str(v) for v in trait.values or ())
+
+
+def body_formats(settings: SmtpMagic | type[SmtpMagic] = SmtpMagic) -> tuple[str, ...]:
+    """The formats a message body is written in: the content types, except
+    multipart/alternative, which is how an HTML body is sent (with a text part)."""
+    return tuple(v for v in choices("content_type", settings) if v != "multipart/alternative")
 
 
 class ConnectionSettings:
@@ -1012,7 +956,7 @@ def _frozen(value: Any) -> Any:
 
 
 def normalize_keys(values: Mapping[str, Any], *, source: str = "settings") -> dict[str, Any]:
-    """Map seed names to trait names; refuse unknown keys, suggesting the closest valid one."""
+    """Map the connector's names to trait names; refuse unknown keys, suggesting the closest one."""
     valid = set(SETTINGS)
     out: dict[str, Any] = {}
     for key, value in values.items():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextvars
 import getpass
 import logging
 import re
@@ -13,6 +11,7 @@ import threading
 import weakref
 from collections import ChainMap
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -21,7 +20,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import _kernel, api, config
-from ._views import Block, Inbox, Table, visible
+from ._configure import change_settings
+from ._relay import Relay
+from ._views import Block, Inbox, Table, settings_table, visible
 from .attachments import resolve_all
 from .config import SmtpMagic, current
 from .errors import SmtpMagicError
@@ -163,12 +164,18 @@ def setting_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def message_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``%%smtp_send``'s message options, from the table ``smtp-magic send-notebook`` uses too."""
+def message_arguments(func: Callable[..., Any], *, required: bool = True) -> Callable[..., Any]:
+    """``%%smtp_send``'s message options, from the table ``smtp-magic send-notebook`` and the
+    form use too; ``required``: --to must be given (``%smtp_compose`` only prefills)."""
     for option in reversed(MESSAGE_OPTIONS):
-        func = argument(option.flag, required=option.flag == "--to",
+        func = argument(option.flag, required=required and option.flag == "--to",
                         **option.argparse_kwargs())(func)
     return func
+
+
+def prefill_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``%smtp_compose``'s options: the message options, none of them required."""
+    return message_arguments(func, required=False)
 
 
 # -- %%smtp_send helpers -----------------------------------------------------------------------------
@@ -198,9 +205,11 @@ def build_request(args: argparse.Namespace, rendered: Any, content_type: str,
     """The request for one message from the parsed options and the rendered body."""
     from .render import email_body
 
-    common: dict[str, Any] = {"to": args.to, "subject": args.subject, "cc": args.cc or (),
-                              "bcc": args.bcc or (), "sender": args.sender,
-                              "reply_to": getattr(args, "reply_to", None) or ()}
+    # The message options' fields (to, cc, bcc, sender, reply_to), as models.MESSAGE_OPTIONS
+    # declares them; the attachments come resolved.
+    common: dict[str, Any] = {o.dest: getattr(args, o.dest) for o in MESSAGE_OPTIONS
+                              if o.dest != "attach" and getattr(args, o.dest, None) is not None}
+    common["subject"] = args.subject
     if content_type == "text/plain":
         text = rendered.text
         if text is None:
@@ -284,46 +293,27 @@ class SmtpMagics(Magics):
                              "leave out --host and --port.")
         values = {option.name: getattr(args, option.name) for option in config.setting_options()
                   if getattr(args, option.name) is not None}
-        # The password source given last wins: a new one replaces the others.
-        if args.password_env:
-            values.update(password=None, use_keyring=False)
-        if args.use_keyring:
-            values.update(password=None, password_env=None)
+        profile = values.pop("profile", None)
+        if args.save and not profile:
+            raise UsageError("--save needs the name to save under: --profile NAME --save.")
         server = None
         if args.local:
             from .server import local_server
 
             server = local_server()
-        profile = values.pop("profile", None)
-        if args.save and not profile:
-            raise UsageError("--save needs the name to save under: --profile NAME --save.")
-        saved: Any = None
         try:
             if args.use_keyring:
                 from .credentials import check_keyring
 
                 check_keyring()  # no backend (a headless Linux box): say so now, change nothing
-            staged = settings.copy()
-            if profile and not args.save:  # first, so --file and the other options win over it
-                staged.update({"profile": profile}, source="%smtp_config")
-            if args.file:
-                staged.load_file(args.file)
-            staged.update(values, source=config.MAGIC)
-            if server is not None:  # until the host or port changes again
-                staged.use_local(server.host, server.port)
-            if args.password_prompt:
-                self._prompt_password(staged, keyring=bool(args.use_keyring))
-            if args.save:
-                from .profiles import save
-
-                saved = save(profile, staged.saved_values())
-                staged.update({"profile": profile}, apply_profile=False)
-            restored = staged.left_local()
-            withheld = config.withheld_password(staged)
-            withheld = withheld if withheld != settings.password else None
-            settings.apply(staged)
+            changed = change_settings(
+                settings, values, profile=profile, file=args.file, save=args.save,
+                local=(server.host, server.port) if server is not None else None,
+                password=partial(self._prompt_password, keyring=bool(args.use_keyring))
+                if args.password_prompt else None)
         except SmtpMagicError as exc:
             raise _usage_error(exc) from None
+        restored, withheld, saved = changed.restored, changed.withheld, changed.saved
         if restored:
             shown = dict(settings.describe())
             print("Not the capture server any more, so what --local had set is back: "
@@ -354,7 +344,7 @@ class SmtpMagics(Magics):
                 raise _kernel.one_line(exc) from None
             print(visible("\n".join(report.lines())))  # the greeting is the server's text
         if not line.strip():
-            display(settings.table())  # the password masked
+            display(settings_table(settings))  # the password masked
 
     def _oauth2(self, settings: SmtpMagic, *, login: bool) -> None:
         try:
@@ -411,7 +401,7 @@ class SmtpMagics(Magics):
     @magic_arguments(name="%smtp_send")  # the usage line shows %%smtp_send
     @message_arguments  # --to --cc --bcc --from --attach (models.MESSAGE_OPTIONS)
     @argument("--subject", required=True, metavar="S", help="The subject.")
-    @argument("--content-type", choices=("text/html", "text/plain", "text/markdown"),
+    @argument("--content-type", choices=config.body_formats(),
               help="The body's type (default: the content_type setting).")
     @argument("--capture", action="store_true",
               help="Run the cell as code; its outputs (shown as usual) are the body.")
@@ -641,20 +631,17 @@ class SmtpMagics(Magics):
     # -- %smtp_compose --
     @no_var_expand
     @magic_arguments()
-    @argument("--to", nargs="+", action="extend", metavar="ADDR")
-    @argument("--cc", nargs="+", action="extend", metavar="ADDR")
-    @argument("--bcc", nargs="+", action="extend", metavar="ADDR")
+    @prefill_arguments  # --to --cc --bcc --from --reply-to --attach (models.MESSAGE_OPTIONS)
     @argument("--subject", metavar="S")
-    @argument("--from", dest="sender", metavar="ADDR")
-    @argument("--attach", dest="attachments", nargs="+", action="extend", metavar="ITEM",
-              help="Notebook variables (df, df:name.xlsx) or file paths.")
-    @argument("--content-type", choices=("text/html", "text/plain", "text/markdown"))
+    @argument("--content-type", choices=config.body_formats())
     @line_magic
     def smtp_compose(self, line: str = "") -> None:
         """Show the compose form (an ipywidgets Box) linked both ways to the settings, prefilled
         by the options."""
         args = self._parse(self.smtp_compose, line)
         prefill = {k: v for k, v in vars(args).items() if v is not None}
+        if "attach" in prefill:  # the form's name for what --attach gives
+            prefill["attachments"] = prefill.pop("attach")
         from .widgets import compose
 
         display(compose(namespace=self.user_ns, **prefill))
@@ -735,24 +722,14 @@ def _live_display(render: Callable[[], Any]) -> None:
     handle = display(render(), display_id=True)
     if handle is None or not history.pending():
         return
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    context = contextvars.copy_context()
-
-    def publish(obj: Any) -> None:
-        if loop is not None and not loop.is_closed():  # outputs go out from the kernel's loop
-            loop.call_soon_threadsafe(handle.update, obj, context=context)
-        else:
-            handle.update(obj)
+    relay = Relay()  # the redraws go out from the kernel's loop, parented to this cell
 
     def follow() -> None:
         shown = len(history.pending())
         while shown:
             left = len(history.wait(FOLLOW_SECONDS))
             if left != shown:
-                publish(render())
+                relay.post(partial(handle.update, render()))
                 shown = left
 
     threading.Thread(target=follow, name="smtp-magic-live-output", daemon=True).start()
@@ -789,8 +766,22 @@ def load_ipython_extension(shell: Any) -> None:
     _configured[shell] = settings
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]
     shell.configurables.append(settings)
+    # Displaying the settings shows the table %smtp_config shows (the settings hold no views).
+    formatter = _html_formatter(shell)
+    if formatter is not None:
+        formatter.for_type(SmtpMagic, _settings_html)
     if "SmtpMagics" not in shell.magics_manager.registry:
         shell.register_magics(SmtpMagics)
+
+
+def _settings_html(settings: SmtpMagic) -> str:
+    return settings_table(settings)._repr_html_()
+
+
+def _html_formatter(shell: Any) -> Any:
+    """The shell's text/html formatter (None for a shell without IPython's formatters)."""
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", None) or {}
+    return formatters.get("text/html")
 
 
 def unload_ipython_extension(shell: Any) -> None:
@@ -802,4 +793,7 @@ def unload_ipython_extension(shell: Any) -> None:
             if instance is not None and getattr(func, "__self__", None) is instance:
                 del table[name]
     shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SmtpMagic)]
+    formatter = _html_formatter(shell)
+    if formatter is not None:
+        formatter.type_printers.pop(SmtpMagic, None)
 

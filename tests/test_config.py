@@ -8,6 +8,7 @@ import re
 import pytest
 from traitlets.config import Config
 
+from smtp_magic._views import settings_table
 from smtp_magic.config import Secret, SmtpMagic, load_json, normalize_keys
 from smtp_magic.credentials import resolve_password
 from smtp_magic.errors import ConfigError
@@ -98,7 +99,7 @@ def test_precedence_defaults_ipython_config_environment_file_options(tmp_path):
 def test_password_is_masked_everywhere():
     s = SmtpMagic(password=PASSWORD, username="u@example.test")
     snap = s.snapshot()
-    shown = [repr(s), str(s), s._repr_html_(), repr(snap), str(snap.password), repr(s.password),
+    shown = [repr(s), str(s), settings_table(s)._repr_html_(), repr(snap), str(snap.password), repr(s.password),
              str(s.describe()), str(s.trait_values())]
     assert all(PASSWORD not in text for text in shown)
     assert isinstance(s.password, Secret) and s.password.reveal() == PASSWORD
@@ -156,7 +157,7 @@ def test_each_setting_knows_where_its_value_came_from(tmp_path):
     rows = {name: (value, origin) for name, value, origin in s.rows()}
     assert rows["host"] == ("env.example", "environment (SMTP_HOST)")
     assert [name for name, _, _ in s.rows()] == [name for name, _ in s.describe()]
-    shown = s._repr_html_()
+    shown = settings_table(s)._repr_html_()
     assert re.search(r"<th [^>]*>from</th>", shown) and "environment (SMTP_HOST)" in shown
     copy = s.copy()
     assert [r for r in copy.rows()] == s.rows()

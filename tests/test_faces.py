@@ -88,9 +88,9 @@ def test_the_preview_and_the_form_show_a_size_the_same_way(
 
     path = tmp_path / "small.csv"
     path.write_bytes(b"x" * 65)
-    form._fixed.append(("small.csv", str(path), None))
+    form.attachments.add([str(path)])  # a path given as an attachment
     form.to.value = "a@example.org"
-    form._render_attachments()
+    form.attachments.render()
     assert "65 B" in form.attachment_list.value
     composed = api.build_message(form.request(), config=form.settings)
     assert "65 B" in preview_html(composed) and "65 B" in preview_text(composed)
@@ -209,15 +209,6 @@ def test_a_silent_issuer_can_be_cancelled(tmp_data: Any) -> None:
             form.close()
 
 
-def test_form_words_drop_commands_and_exit_codes() -> None:
-    from smtp_magic.oauth import CLI_HINT, HINT
-    from smtp_magic.widgets import _form_words
-
-    text = _form_words(f"No saved OAuth2 sign-in for me (microsoft): {HINT} {CLI_HINT}.")
-    assert text == ("No saved OAuth2 sign-in for me (microsoft): press Sign in under "
-                    "Connection settings.")
-
-
 def test_send_notebook_without_nbformat_names_the_small_extra(
         no_module: Any, tmp_path: Any) -> None:
     """Not [all] (hundreds of MB): [notebook] is what a plain install lacks."""
@@ -279,16 +270,3 @@ def test_a_template_syntax_error_is_one_clean_sentence(source: str, expected: st
         render_template(source, {}, "text/html")
     assert info.value.message == expected
     assert ".." not in info.value.message
-
-
-@pytest.mark.parametrize(("said", "shown"), [
-    ("Timed out; the message is kept in the outbox (%smtp_outbox --retry).",
-     "Timed out; the message is kept in the outbox."),
-    ("No sender address: give 'from' (--from), or set the sender or an email-address username.",
-     "No sender address: fill in From, or set the sender or an email-address username."),
-    ("Could not connect (exit 2)", "Could not connect"),
-])
-def test_form_words_for_the_outbox_and_the_sender(said: str, shown: str) -> None:
-    from smtp_magic.widgets import _form_words
-
-    assert _form_words(said) == shown

@@ -158,14 +158,20 @@ def test_cli_send_without_sign_in_is_exit_3_json(
     assert "Traceback" not in done.stderr
 
 
-def test_form_sign_in_button_shows_the_code_then_sends(
-        idp: IdentityProvider, oauth_server: CaptureServer, client_ssl_env: Path) -> None:
-    from smtp_magic.widgets import _descendants, compose
-
-    settings = SmtpMagic().update({
-        "host": oauth_server.host, "port": oauth_server.port, "security": "starttls",
+def form_settings(idp: IdentityProvider, server: CaptureServer) -> SmtpMagic:
+    """Settings of a form that signs in at ``idp`` to send through ``server``."""
+    return SmtpMagic().update({
+        "host": server.host, "port": server.port, "security": "starttls",
         "oauth2_provider": idp.issuer, "oauth2_client_id": CLIENT_ID, "oauth2_scopes": SCOPES,
         "username": USER_EMAIL})
+
+
+def test_form_sign_in_button_shows_the_code_then_sends(
+        idp: IdentityProvider, oauth_server: CaptureServer, client_ssl_env: Path) -> None:
+    from smtp_magic.widgets import compose
+    from smtp_magic.widgets._common import descendants as _descendants
+
+    settings = form_settings(idp, oauth_server)
     form = compose(settings=settings, to="boss@example.test", subject="From the form",
                    namespace={})
     try:

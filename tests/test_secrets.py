@@ -24,6 +24,7 @@ from conftest import TmpData
 from faults import FaultServer
 
 from smtp_magic import SmtpMagic, check, connector, send, send_many
+from smtp_magic._views import settings_table
 from smtp_magic.config import Secret
 from smtp_magic.errors import SmtpMagicError
 from smtp_magic.outbox import history
@@ -111,7 +112,7 @@ def test_reprs_and_displays_mask_the_password() -> None:
     conn = connector({"target": "mail.example.test", "password": PW}).set("password", PW)
     texts = {
         "repr(SmtpMagic)": repr(cfg), "str(SmtpMagic)": str(cfg),
-        "SmtpMagic._repr_html_": cfg._repr_html_(), "describe()": repr(cfg.describe()),
+        "the settings table": settings_table(cfg)._repr_html_(), "describe()": repr(cfg.describe()),
         "trait_values()": repr(cfg.trait_values()), "repr(ConnectionSettings)": repr(snap),
         "str(ConnectionSettings)": str(snap), "repr(Secret)": repr(cfg.password),
         "str(Secret)": str(cfg.password), "f-string": f"{cfg.password} {snap.password!r}",
@@ -351,7 +352,7 @@ def test_dkim_key_never_shows(dkim_key: Path, tmp_data: TmpData, tmp_path: Path,
         snapshot = config.snapshot()
         key = load_key(snapshot)
         signer = signer_for(snapshot, "example.test")
-        for text in (repr(config), str(config.describe()), config._repr_html_(), repr(snapshot),
+        for text in (repr(config), str(config.describe()), settings_table(config)._repr_html_(), repr(snapshot),
                      repr(key), str(key), repr(signer)):
             clean(text, "a repr")
         with pytest.raises(TypeError):
