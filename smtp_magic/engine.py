@@ -556,14 +556,16 @@ class Mailer:
         except RuntimeError:
             running = None
         loop = self._loop
-        if loop is not None and (loop is running or (self._running and loop.is_running()
-                                                     and loop is self._own_loop)):
+        if loop is not None and (loop is running or (self._running and loop is self._own_loop)):
             # Called from code this Mailer runs (a progress callback): waiting for the Mailer
             # here would wait for itself. A Mailer of its own, in a thread of its own, does it.
             twin = self._twin()
             return _loop.run_on_own_thread(lambda: twin._call(make))
-        if loop is None or loop.is_closed():
-            self._rebind()
+        if loop is not None and (loop.is_closed() or (
+                loop is not self._own_loop and not loop.is_running())):
+            self._rebind()  # its loop is gone (e.g. asyncio.run returned)
+            loop = None
+        if loop is None:
             if running is None:
                 self._own_loop = loop = self._loop = asyncio.new_event_loop()
             else:
@@ -571,7 +573,7 @@ class Mailer:
         if loop is self._own_loop:
             if running is None:
                 return loop.run_until_complete(self._tracked(make))
-            # A loop runs here now: the Mailer's own loop runs in a thread for this call.
+            # A loop runs in this thread now: the Mailer's own loop runs in a thread for this call.
             own = loop
             return _loop.run_on_own_thread(lambda: own.run_until_complete(self._tracked(make)))
         return asyncio.run_coroutine_threadsafe(self._tracked(make), loop).result()  # type: ignore[arg-type]
@@ -580,9 +582,10 @@ class Mailer:
         """Run ``make(mailer)`` on the Mailer's loop, from async code on any loop."""
         running = asyncio.get_running_loop()
         loop = self._loop
-        if loop is None or loop.is_closed() or (loop is self._own_loop and not loop.is_running()):
-            if loop is not running:
-                self._rebind()
+        if loop is not None and loop is not running and (loop.is_closed() or not loop.is_running()):
+            self._rebind()  # its loop is gone, or idle in this thread: the connections cannot follow
+            loop = None
+        if loop is None:
             self._loop = loop = running
         if loop is running:
             return await self._tracked(make)
@@ -597,20 +600,16 @@ class Mailer:
             self._running -= 1
 
     def _rebind(self) -> None:
-        """Moving to another loop: connections of the old one cannot follow."""
+        """Leave the loop the Mailer was using: its connections cannot follow to another."""
         if self._injected is None and self._transport is not None:
-            old = self._transport
-            self._transport = None
-            smtp = getattr(old, "smtp", None)
-            for lane in getattr(smtp, "_lanes", {}).values():
+            old, self._transport = self._transport, None
+            for lane in getattr(getattr(old, "smtp", None), "_lanes", {}).values():
                 for session in lane.idle:
                     session.abort()
-        if self._own_loop is not None and not self._own_loop.is_running():
-            if self._loop is not self._own_loop or self._own_loop.is_closed():
-                pass
-            else:
-                self._own_loop.close()
-            self._own_loop = None
+        own, self._own_loop = self._own_loop, None
+        if own is not None and not own.is_running() and not own.is_closed():
+            own.close()
+        self._loop = None
 
     def _get_transport(self) -> Any:
         if self._transport is None:
@@ -661,18 +660,31 @@ class Mailer:
             plain = None  # each request reports the problem itself
         return base, plain
 
-    def send(self, to: str | Sequence[str], subject: str, body: str = "", *,
-             timeout: float | None = None, **options: Any) -> Response:
-        """Send one message and wait for its Response (never raises for a failed send).
-        ``options`` are ``send``'s: cc, bcc, sender, attachments, content_type, reply_to,
-        headers."""
-        return self._call(lambda m: m.send_async(to, subject, body, timeout=timeout, **options))
+    def send(
+        self, to: str | Sequence[str], subject: str, body: str = "", *,
+        cc: str | Sequence[str] | None = None, bcc: str | Sequence[str] | None = None,
+        sender: str | None = None, attachments: Any = (), content_type: str | None = None,
+        timeout: float | None = None, reply_to: str | Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send one message and wait for its Response (never raises for a failed send); the
+        arguments are ``smtp_magic.send``'s."""
+        return self._call(lambda m: m.send_async(
+            to, subject, body, cc=cc, bcc=bcc, sender=sender, attachments=attachments,
+            content_type=content_type, timeout=timeout, reply_to=reply_to, headers=headers))
 
-    async def send_async(self, to: str | Sequence[str], subject: str, body: str = "", *,
-                         timeout: float | None = None, **options: Any) -> Response:
+    async def send_async(
+        self, to: str | Sequence[str], subject: str, body: str = "", *,
+        cc: str | Sequence[str] | None = None, bcc: str | Sequence[str] | None = None,
+        sender: str | None = None, attachments: Any = (), content_type: str | None = None,
+        timeout: float | None = None, reply_to: str | Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
         """``send``, awaited."""
         return await self.send_request_async(
-            lambda: make_request(to, subject, body, **options), timeout=timeout)
+            lambda: make_request(to, subject, body, cc=cc, bcc=bcc, sender=sender,
+                                 attachments=attachments, content_type=content_type,
+                                 reply_to=reply_to, headers=headers), timeout=timeout)
 
     async def send_request_async(self, build: Callable[[], SendRequest], *,
                                  timeout: float | None = None) -> Response:
@@ -681,8 +693,6 @@ class Mailer:
             request = build()
         except SmtpMagicError as exc:
             return Response.from_error(exc)
-        except TypeError as exc:  # an option send() does not take
-            return Response.from_error(InvalidRequest(f"{exc}."))
         (response,) = await self.send_many_async([request], timeout=timeout)
         return response
 
@@ -908,7 +918,8 @@ class Mailer:
             progress(job)
 
         try:
-            await asyncio.gather(*(one(job) for job in group.jobs if job.response is None))
+            await _each([job for job in group.jobs if job.response is None],
+                        _workers(settings), one)
         finally:
             group.batch.close()  # deleted when every message is settled; kept (pending) otherwise
             if group.folder is not None:
@@ -1157,12 +1168,36 @@ class Mailer:
 
         try:
             found: dict[str, Response] = {}
-            for window in _windows(entries, _WINDOW):  # a window of messages read at a time
-                found.update(await asyncio.gather(*(one(entry) for entry in window)))
+
+
+            async def keep(entry: OutboxEntry) -> None:
+                key, response = await one(entry)
+                found[key] = response
+
+            await _each(entries, _workers(settings), keep)
             return found
         finally:
             if folder is not None:
                 await folder.close()
+
+
+def _workers(settings: ConnectionSettings) -> int:
+    """Messages of one destination on their way at once: one per connection, one more per
+    connection waiting for it (the SMTP transport sends its envelope ahead), and one that may
+    be pausing before a retry."""
+    return 2 * max(1, settings.connections) + 1
+
+
+async def _each(items: Sequence[T], workers: int, work: Callable[[T], Awaitable[None]]) -> None:
+    """``work(item)`` for every item, in order, at most ``workers`` at a time: each message
+    waits for its pace just before it goes (a throttled server slows the ones after it)."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(items)))))
 
 
 def _size(data: Data) -> int:

@@ -1111,9 +1111,9 @@ class SmtpTransport:
         if lane is None:
             if callable(self._password):
                 password = self._password(settings)
-            elif settings == self.settings or self._password is not None:
+            elif settings == self.settings:
                 password = self._password
-            else:
+            else:  # never the password of other settings
                 from .credentials import resolve_password
 
                 password = resolve_password(settings)
