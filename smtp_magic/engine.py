@@ -174,21 +174,28 @@ class _Watch:
 
 
 class _Deadline:
-    """``asyncio.timeout`` (also on Python 3.10) that may be armed later: cancels the task at
-    ``when`` (loop time) and turns that cancellation into ``TimeoutError``."""
+    """``asyncio.timeout(None)`` for Python 3.10: cancels the task at the time given to
+    ``reschedule`` (loop time) and turns that cancellation into ``TimeoutError``."""
 
-    def __init__(self, when: float | None) -> None:
-        self.when = when
-        self.fired = False
+    def __init__(self) -> None:
+        self._when: float | None = None
+        self._fired = False
         self._handle: asyncio.TimerHandle | None = None
 
-    def arm(self, when: float) -> None:
-        if self._handle is None and not self.fired:
-            self.when = when
-            self._handle = self._loop.call_at(when, self._fire)
+    def when(self) -> float | None:
+        return self._when
+
+    def expired(self) -> bool:
+        return self._fired
+
+    def reschedule(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = when
+        self._handle = self._loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
-        self.fired = True
+        self._fired = True
         self._task.cancel()
 
     async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
@@ -196,19 +203,19 @@ class _Deadline:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        if self.when is not None:
-            self.arm(self.when)
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        if self.fired:
-            uncancel = getattr(self._task, "uncancel", None)
-            if uncancel is not None:
-                uncancel()
-            if exc_type is asyncio.CancelledError:
-                raise TimeoutError from exc
+        if self._fired and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+
+def _deadline() -> Any:
+    """A timeout armed later (``reschedule``): ``asyncio.timeout`` where it exists."""
+    timeout = getattr(asyncio, "timeout", None)
+    return timeout(None) if timeout is not None else _Deadline()
 
 
 # -- jobs: one request each ----------------------------------------------------------------------
@@ -428,7 +435,8 @@ class _Counter:
         self.total, self.done = total, 0
         self.pacers = pacers
         self.mine: set[ConnectionSettings] = set()
-        self.changed: asyncio.Future[None] | None = None  # set when a job settles
+        self.awaiting: _Job | None = None  # the job a stream waits for,
+        self.changed: asyncio.Future[None] | None = None  # set when it is final
 
     def pacer(self, settings: ConnectionSettings, count: int) -> pacing.Pacer:
         """The pacer of ``settings``, now with ``count`` more messages to send."""
@@ -446,6 +454,10 @@ class _Counter:
             return None
         return time.time() + max((x for x in left if x is not None), default=0.0)
 
+    def wake(self) -> None:
+        if self.changed is not None and not self.changed.done():
+            self.changed.set_result(None)
+
     def started(self) -> None:
         """A paced batch knows its finish time before anything is sent: say it."""
         if self.tell is not None and self.total and not self.done and any(
@@ -457,8 +469,8 @@ class _Counter:
         pacer = self.pacers.get(job.settings) if job.settings is not None else None
         if pacer is not None and job.composed is not None:
             pacer.settled += 1
-        if self.changed is not None and not self.changed.done():
-            self.changed.set_result(None)
+        if job is self.awaiting:
+            self.wake()
         if self.tell is not None and job.response is not None:
             self.tell(self.done, self.total, job.response, self.finish_at)
 
@@ -715,7 +727,7 @@ class Mailer:
                          progress: AnyProgress | None) -> list[Response]:
         started = time.time()
         responses: list[Response] = []
-        async for chunk in self._chunks(requests, timeout, progress):
+        async for chunk in self._chunks(requests, timeout, progress, stream=False):
             responses += chunk
         log.info("%d of %d message(s) sent in %.2f s", sum(1 for r in responses if r.ok),
                  len(responses), time.time() - started)
@@ -728,7 +740,7 @@ class Mailer:
         requests (a generator is read a window at a time) in constant memory. Messages sent
         this way are not kept in the session's send log once their Response is given (those
         not sent are, as they are in the outbox)."""
-        chunks = self._chunks(requests, timeout, progress, forget=True)
+        chunks = self._chunks(requests, timeout, progress, stream=True)
 
         async def next_chunk(_: Mailer) -> list[Response] | None:
             try:
@@ -746,7 +758,7 @@ class Mailer:
                               timeout: float | None = None, progress: AnyProgress | None = None
                               ) -> AsyncIterator[Response]:
         """``iter_send_many``, asynchronously."""
-        chunks = self._chunks(requests, timeout, progress, forget=True)
+        chunks = self._chunks(requests, timeout, progress, stream=True)
 
         async def next_chunk(_: Mailer) -> list[Response] | None:
             try:
@@ -762,11 +774,12 @@ class Mailer:
             await self._on_loop(lambda _: chunks.aclose())
 
     async def _chunks(self, requests: Iterable[Any], timeout: float | None,
-                      progress: AnyProgress | None, *, forget: bool = False
+                      progress: AnyProgress | None, *, stream: bool
                       ) -> AsyncGenerator[list[Response], None]:
-        """The Responses in request order, a list of those final at a time (on the Mailer's
-        loop); a window is composed and journaled when the one before is done. ``forget``:
-        drop the send-log lines of the messages sent, once given."""
+        """The Responses in request order, a list at a time (on the Mailer's loop); a window
+        is composed and journaled when the one before is done. ``stream``: each Response as
+        soon as it and those before it are final (else a window's at once), and the send-log
+        lines of the messages sent dropped once given."""
         try:
             base, plain = self._settings_for(timeout)
         except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
@@ -779,7 +792,11 @@ class Mailer:
         for window in _windows(requests, _WINDOW):
             prepared = self._prepare_window(window, start, base, plain, timeout, report)
             start += len(window)
+            if not stream:
+                yield await prepared.deliver()
+                continue
             delivering = asyncio.ensure_future(prepared.deliver())
+            delivering.add_done_callback(lambda _: report.wake())
             try:
                 given = 0
                 jobs = prepared.jobs
@@ -789,9 +806,8 @@ class Mailer:
                         ready += 1
                     if ready > given:
                         done = jobs[given:ready]
-                        if forget:
-                            history.discard([job.record for job in done if job.record is not None
-                                             and job.response is not None and job.response.ok])
+                        history.discard([job.record for job in done if job.record is not None
+                                         and job.response is not None and job.response.ok])
                         for job in done:
                             job.composed = job.record = None  # reported: let the message go
                         yield [job.response for job in done]  # type: ignore[misc]
@@ -799,12 +815,15 @@ class Mailer:
                         continue
                     if delivering.done():
                         delivering.result()
+                        if jobs[given].response is None:  # never: deliver() settles every job
+                            raise RuntimeError("a message was left without a response")
                         continue
-                    changed = report.changed = asyncio.get_running_loop().create_future()
-                    waits: set[asyncio.Future[Any]] = {delivering, changed}
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    report.awaiting = jobs[given]  # woken when it is final (or all are)
+                    report.changed = asyncio.get_running_loop().create_future()
+                    await report.changed
                 await delivering
             finally:
+                report.awaiting = report.changed = None
                 if not delivering.done():
                     delivering.cancel()
                     await asyncio.gather(delivering, return_exceptions=True)
@@ -1010,16 +1029,21 @@ class Mailer:
         transport = self._get_transport()
         loop = asyncio.get_running_loop()
         queues = bool(getattr(transport, "queues", False))
-        deadline = _Deadline(None)
+        deadline = _deadline()
+
+        def started() -> None:  # the clock starts once, however many attempts follow
+            if deadline.when() is None:
+                deadline.reschedule(loop.time() + settings.timeout)
+
         try:
             async with deadline:
                 if queues:
-                    envelope.on_started = lambda: deadline.arm(loop.time() + settings.timeout)
+                    envelope.on_started = started
                 else:
-                    deadline.arm(loop.time() + settings.timeout)
+                    started()
                 return await self._attempts(transport, envelope, data, settings, watch)
         except TimeoutError as exc:
-            if not deadline.fired:
+            if not deadline.expired():
                 raise
             raise _timed_out(settings, watch, envelope) from exc
 
