@@ -367,6 +367,10 @@ class _Destinations:
         result: Outcome | None = await transport.deliver(envelope, data)
         return result
 
+    def abandon(self) -> None:
+        """Drop the SMTP connections at once: the loop they belong to is gone."""
+        self.smtp.abandon()
+
     async def aclose(self) -> None:
         transports = [self.smtp, *self.others.values()]
         self.others.clear()
@@ -615,9 +619,7 @@ class Mailer:
         """Leave the loop the Mailer was using: its connections cannot follow to another."""
         if self._injected is None and self._transport is not None:
             old, self._transport = self._transport, None
-            for lane in getattr(getattr(old, "smtp", None), "_lanes", {}).values():
-                for session in lane.idle:
-                    session.abort()
+            old.abandon()
         own, self._own_loop = self._own_loop, None
         if own is not None and not own.is_running() and not own.is_closed():
             own.close()
@@ -1110,6 +1112,8 @@ class Mailer:
                     refused={**refused, **left}, code=last.code, reply=last.reply,
                 ) from last
             refused.update(left)
+        if not refused and len(accepted) == len(envelope.recipients):
+            return Outcome(list(envelope.recipients))  # everyone, at the first attempt or later
         order = {r: i for i, r in enumerate(envelope.recipients)}
         return Outcome(sorted(accepted, key=lambda r: order.get(r, 0)), refused)
 

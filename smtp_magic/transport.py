@@ -1170,6 +1170,17 @@ class SmtpTransport:
             return None
         return Outcome([r for r in envelope.recipients if r in set(accepted)], refused)
 
+    def abandon(self) -> None:
+        """Drop every idle connection without QUIT (the event loop they belong to is gone)."""
+        lanes = list(self._lanes.values())
+        self._lanes.clear()
+        for lane in lanes:
+            for session in lane.idle:
+                try:
+                    session.abort()
+                except RuntimeError:  # its loop is closed: the socket goes with its objects
+                    pass
+
     async def aclose(self) -> None:
         """QUIT every idle connection (call when no message is being sent)."""
         lanes = list(self._lanes.values())

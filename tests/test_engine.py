@@ -298,3 +298,16 @@ def test_a_mailer_over_smtp_keeps_its_connection_between_calls(smtp_server: Capt
     assert got["First"].message["Message-ID"] == first.message_id
     assert got["Row 2"].message["To"] == "u2@example.test"
     assert "<b>2</b>" in got["Row 2"].message.get_body(("html",)).get_content()
+
+
+def test_a_mailer_follows_its_caller_to_a_new_event_loop(smtp_server: CaptureServer) -> None:
+    """Connections belong to one event loop: used from another (asyncio.run twice, then plain
+    code), the Mailer leaves the old ones and opens new ones, and every send arrives."""
+    mailer = Mailer({"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
+                     "sender": "me@example.test"})
+    assert asyncio.run(mailer.send_async("a@example.test", "One")).ok
+    assert asyncio.run(mailer.send_async("b@example.test", "Two")).ok  # the first loop is closed
+    assert mailer.send("c@example.test", "Three").ok  # plain code: a loop of the Mailer's own
+    assert mailer.send_many([{"to": "d@example.test", "subject": "Four"}])[0].ok
+    mailer.close()
+    assert sorted(m.subject for m in smtp_server.wait_for(4)) == ["Four", "One", "Three", "Two"]
