@@ -368,6 +368,9 @@ def main() -> int:
         "server whose DATA reply takes 2 s.",
         "- Goal 6 runs once: 100,000 distinct ~0.5 KB text+HTML messages from a generator through "
         "one send_many call (all Responses kept, as the API returns them); VmHWM of that process.",
+        "- Goal 7 runs once (a few minutes): 1,000,000 distinct ~0.3 KB text+HTML messages from a "
+        "generator through one Mailer.iter_send_many, each Response counted and dropped; every "
+        "message must be accepted; VmHWM of that process.",
         *(f"- {n}" for n in notes),
     ]
     text = "\n".join(lines) + "\n"
