@@ -743,13 +743,7 @@ class Mailer:
         this way are not kept in the session's send log once their Response is given (those
         not sent are, as they are in the outbox)."""
         chunks = self._chunks(requests, timeout, progress, stream=True)
-
-        async def next_chunk(_: Mailer) -> list[Response] | None:
-            try:
-                return await chunks.__anext__()
-            except StopAsyncIteration:
-                return None
-
+        next_chunk = _next_of(chunks)
         try:
             while (chunk := self._call(next_chunk)) is not None:
                 yield from chunk
@@ -761,13 +755,7 @@ class Mailer:
                               ) -> AsyncIterator[Response]:
         """``iter_send_many``, asynchronously."""
         chunks = self._chunks(requests, timeout, progress, stream=True)
-
-        async def next_chunk(_: Mailer) -> list[Response] | None:
-            try:
-                return await chunks.__anext__()
-            except StopAsyncIteration:
-                return None
-
+        next_chunk = _next_of(chunks)
         try:
             while (chunk := await self._on_loop(next_chunk)) is not None:
                 for response in chunk:
@@ -1207,6 +1195,19 @@ class Mailer:
         finally:
             if folder is not None:
                 await folder.close()
+
+
+def _next_of(chunks: AsyncGenerator[list[Response], None]
+             ) -> Callable[[Mailer], Awaitable[list[Response] | None]]:
+    """What gets the next list of Responses (None at the end), for ``Mailer._call``."""
+
+    async def next_chunk(_: Mailer) -> list[Response] | None:
+        try:
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    return next_chunk
 
 
 def _workers(settings: ConnectionSettings) -> int:
