@@ -177,8 +177,8 @@ class _Deadline:
     """``asyncio.timeout(None)`` for Python 3.10: cancels the task at the time given to
     ``reschedule`` (loop time) and turns that cancellation into ``TimeoutError``."""
 
-    def __init__(self) -> None:
-        self._when: float | None = None
+    def __init__(self, when: float | None = None) -> None:
+        self._when = when
         self._fired = False
         self._handle: asyncio.TimerHandle | None = None
 
@@ -203,6 +203,8 @@ class _Deadline:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
+        if self._when is not None:
+            self.reschedule(self._when)
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -212,10 +214,13 @@ class _Deadline:
             raise TimeoutError from exc
 
 
-def _deadline() -> Any:
-    """A timeout armed later (``reschedule``): ``asyncio.timeout`` where it exists."""
-    timeout = getattr(asyncio, "timeout", None)
-    return timeout(None) if timeout is not None else _Deadline()
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
+
+
+def _deadline(when: float | None) -> Any:
+    """A timeout at loop time ``when``, or armed later (``reschedule``) when None:
+    ``asyncio.timeout_at`` where it exists."""
+    return _timeout_at(when) if _timeout_at is not None else _Deadline(when)
 
 
 # -- jobs: one request each ----------------------------------------------------------------------
@@ -349,7 +354,8 @@ class _Destinations:
         """Exit 1 for a destination no transport can reach (before anything is kept)."""
         _transport_kind(settings)
 
-    def _for(self, settings: ConnectionSettings) -> Any:
+    def route(self, settings: ConnectionSettings) -> Any:
+        """The transport that takes messages to ``settings``."""
         if _transport_kind(settings) == "smtp":
             return self.smtp
         found = self.others.get(settings)
@@ -361,7 +367,7 @@ class _Destinations:
 
     async def deliver(self, envelope: Envelope, data: Any) -> Outcome | None:
         assert envelope.settings is not None
-        transport = self._for(envelope.settings)
+        transport = self.route(envelope.settings)
         if not getattr(transport, "queues", False):
             envelope.started()
         result: Outcome | None = await transport.deliver(envelope, data)
@@ -625,10 +631,15 @@ class Mailer:
             own.close()
         self._loop = None
 
-    def _get_transport(self) -> Any:
+    def _route(self, settings: ConnectionSettings) -> tuple[Any, bool]:
+        """The transport for messages to ``settings`` (the injected one, else SMTP or Graph by
+        the transport setting), and whether it queues them (see ``delivery``)."""
         if self._transport is None:
             self._transport = _Destinations(self._passwords)
-        return self._transport
+        transport = self._transport
+        if self._injected is None:
+            transport = transport.route(settings)
+        return transport, bool(getattr(transport, "queues", False))
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -642,7 +653,11 @@ class Mailer:
 
     def close(self) -> None:
         """Close the connections (and the Mailer's own event loop, if it made one)."""
-        if self._transport is not None and self._loop is not None and not self._loop.is_closed():
+        loop = self._loop
+        if loop is not None and (loop.is_closed() or (
+                loop is not self._own_loop and not loop.is_running())):
+            self._rebind()  # their loop is gone: dropped
+        if self._transport is not None:
             self._call(lambda m: m.aclose())
         own, self._own_loop = self._own_loop, None
         if own is not None and not own.is_running() and not own.is_closed():
@@ -911,6 +926,7 @@ class Mailer:
         """Deliver jobs that share settings, each at the group's pace (the ``rate`` setting);
         the transport decides how many go at once (the ``connections`` setting, for SMTP)."""
         settings, outbox, pacer = group.settings, group.outbox, group.pacer
+        route = self._route(settings)
 
         async def one(job: _Job) -> None:
             composed, entry = job.composed, job.entry
@@ -918,7 +934,7 @@ class Mailer:
             assert job.record is not None
             envelope = Envelope(composed.sender, composed.recipients, _size(job.data),
                                 composed.smtputf8, composed.message_id, settings)
-            response = await self._deliver(envelope, job.data, entry, outbox, pacer)
+            response = await self._deliver(envelope, job.data, entry, outbox, pacer, route)
             if group.folder is not None:
                 response = await _save_copy(group.folder, response, job.data)
             job.data = None  # sent: let a large message's bytes go
@@ -937,7 +953,7 @@ class Mailer:
     # -- one message: pace, attempts, timeout, outbox -----------------------------------------
 
     async def _deliver(self, envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Outbox,
-                       pacer: pacing.Pacer | None) -> Response:
+                       pacer: pacing.Pacer | None, route: tuple[Any, bool]) -> Response:
         """Deliver (at the pacer's pace, retrying temporary failures), then settle the outbox
         entry: removed once confirmed, else marked failed, partly sent or in doubt.
         ``elapsed`` does not count the wait for the pace."""
@@ -954,7 +970,7 @@ class Mailer:
                     await pacer.wait(retry=throttled > 0)
                 clock = time.monotonic()
                 try:
-                    outcome = await self._timed(envelope, data, settings, watch)
+                    outcome = await self._timed(envelope, data, settings, watch, route)
                 except pacing.Throttled as exc:
                     throttled += 1
                     if pacer is None or throttled > pacing.MAX_THROTTLED:
@@ -1011,26 +1027,23 @@ class Mailer:
                         accepted=tuple(outcome.accepted))
 
     async def _timed(self, envelope: Envelope, data: Data, settings: ConnectionSettings,
-                     watch: _Watch) -> Outcome:
+                     watch: _Watch, route: tuple[Any, bool]) -> Outcome:
         """The attempts bounded by the execution timeout (``settings.timeout``: connecting and
         retries included; from when the transport starts on the message, if it queues it)."""
         watch.unconfirmed, watch.last = False, None
         envelope.stalled = None
-        transport = self._get_transport()
+        transport, queues = route
         loop = asyncio.get_running_loop()
-        queues = bool(getattr(transport, "queues", False))
-        deadline = _deadline()
+        seconds = settings.timeout
+        deadline = _deadline(None if queues else loop.time() + seconds)
+        if queues:
+            def started() -> None:  # the clock starts once, however many attempts follow
+                if deadline.when() is None:
+                    deadline.reschedule(loop.time() + seconds)
 
-        def started() -> None:  # the clock starts once, however many attempts follow
-            if deadline.when() is None:
-                deadline.reschedule(loop.time() + settings.timeout)
-
+            envelope.on_started = started
         try:
             async with deadline:
-                if queues:
-                    envelope.on_started = started
-                else:
-                    started()
                 return await self._attempts(transport, envelope, data, settings, watch)
         except TimeoutError as exc:
             if not deadline.expired():
@@ -1052,6 +1065,8 @@ class Mailer:
             this = envelope if pending == envelope.recipients else replace(envelope, recipients=pending)
             try:
                 outcome = await transport.deliver(this, data)
+                if outcome is None and attempt == 1:  # the common case: everyone, at once
+                    return Outcome(list(envelope.recipients))
             except pacing.Throttled:
                 raise
             except TemporaryFailure as exc:
@@ -1157,6 +1172,7 @@ class Mailer:
         if pacer is None:
             pacer = self._pacers[settings] = pacing.Pacer.from_setting(settings.rate)
         pacer.total += len(entries)
+        route = self._route(settings)
         here = threading.get_ident()
 
         async def one(entry: OutboxEntry) -> tuple[str, Response]:
@@ -1174,7 +1190,7 @@ class Mailer:
             envelope = Envelope(entry.sender, entry.recipients, _size(data),
                                 not all(a.isascii() for a in addresses), entry.message_id,
                                 settings)
-            response = await self._deliver(envelope, data, entry, outbox, pacer)
+            response = await self._deliver(envelope, data, entry, outbox, pacer, route)
             # A partly sent message was copied when its first part went out.
             if folder is not None and entry.status != "partly sent":
                 response = await _save_copy(folder, response, data)

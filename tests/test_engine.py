@@ -311,3 +311,11 @@ def test_a_mailer_follows_its_caller_to_a_new_event_loop(smtp_server: CaptureSer
     assert mailer.send_many([{"to": "d@example.test", "subject": "Four"}])[0].ok
     mailer.close()
     assert sorted(m.subject for m in smtp_server.wait_for(4)) == ["Four", "One", "Three", "Two"]
+
+
+def test_close_after_the_callers_loop_is_gone_still_closes_the_transport() -> None:
+    memory = MemoryTransport()
+    mailer = Mailer(CONFIG, transport=memory)
+    assert asyncio.run(mailer.send_async("a@example.test", "Inside asyncio.run")).ok
+    mailer.close()  # that loop is closed by now
+    assert memory.closed and subjects(memory) == ["Inside asyncio.run"]
