@@ -1038,23 +1038,28 @@ class _Lane:
         self.waiting: deque[tuple[Upcoming, asyncio.Future[Session]]] = deque()
         self.promised: dict[Session, asyncio.Future[Session]] = {}
 
-    async def acquire(self, upcoming: Upcoming) -> Session:
+    def take(self) -> Session | None:
+        """A free connection (a new one while there are fewer than ``connections``), or None."""
         if self.idle:
             return self.idle.pop()
         if self.count < max(1, self.settings.connections):
             self.count += 1
             return Session(self.settings, self.password, self.claim)
+        return None
+
+    def wait(self, upcoming: Upcoming) -> tuple[Upcoming, asyncio.Future[Session]]:
+        """A place in the queue for the next free connection (awaited by the caller)."""
         waiter = (upcoming, asyncio.get_running_loop().create_future())
         self.waiting.append(waiter)
-        try:
-            return await waiter[1]
-        except BaseException:  # cancelled: nobody waits here any more
-            if waiter in self.waiting:
-                self.waiting.remove(waiter)
-            future = waiter[1]
-            if future.done() and not future.cancelled():
-                self.release(future.result())  # handed over at the same moment: pass it on
-            raise
+        return waiter
+
+    def gave_up(self, waiter: tuple[Upcoming, asyncio.Future[Session]]) -> None:
+        """The caller stopped waiting (cancelled): nobody waits there any more."""
+        if waiter in self.waiting:
+            self.waiting.remove(waiter)
+        future = waiter[1]
+        if future.done() and not future.cancelled():
+            self.release(future.result())  # handed over at the same moment: pass it on
 
     def claim(self, session: Session) -> Upcoming | None:
         """The message ``session`` carries next, if one is waiting: it is promised to it."""
@@ -1129,7 +1134,14 @@ class SmtpTransport:
         lane = self._lane(settings)
         upcoming = Upcoming(envelope.sender, envelope.recipients, _size(payload),
                             envelope.smtputf8)
-        session = await lane.acquire(upcoming)
+        session = lane.take()
+        if session is None:
+            waiter = lane.wait(upcoming)
+            try:
+                session = await waiter[1]
+            except BaseException:
+                lane.gave_up(waiter)
+                raise
         try:
             envelope.started()
             accepted: list[str] = []
