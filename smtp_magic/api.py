@@ -13,7 +13,6 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _dkim, transport
-from ._loop import run_blocking, worker_loop
 from ._requests import (
     _CONNECTION_FIELDS,  # noqa: F401 - what a request may override, for the faces
     _KNOWN_FIELDS,
@@ -23,6 +22,7 @@ from ._requests import (
     make_request,
     request_from_dict,
 )
+from ._worker import run_blocking, worker_loop
 from .attachments import resolve_all
 from .credentials import resolve_password
 from .engine import AnyProgress, Mailer, Prepared, _prepare

@@ -24,7 +24,7 @@ from collections.abc import (
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
-from . import _budget, _dkim, _loop, pacing
+from . import _budget, _dkim, _worker, pacing
 from ._requests import ConfigLike, as_request, load_settings, make_request, with_profile
 from ._unsubscribe import unsubscribe_header
 from .config import ConnectionSettings, SmtpMagic
@@ -192,14 +192,14 @@ class _Deadline:
         if self._handle is not None:
             self._handle.cancel()
         self._when = when
-        self._handle = self._loop.call_at(when, self._fire)
+        self._handle = self._home.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self._fired = True
         self._task.cancel()
 
     async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
-        self._loop = asyncio.get_running_loop()
+        self._home = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         self._task = task
@@ -559,7 +559,7 @@ class Mailer:
         self._transport: Any = transport
         self._passwords = _Passwords()
         self._pacers: dict[ConnectionSettings, pacing.Pacer] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None  # where its connections live
+        self._home: asyncio.AbstractEventLoop | None = None  # where its connections live
         self._own_loop: asyncio.AbstractEventLoop | None = None  # for blocking calls, no thread
         self._running = 0  # calls in progress (a blocking call from inside one re-enters)
 
@@ -577,38 +577,38 @@ class Mailer:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        loop = self._loop
+        loop = self._home
         if loop is not None and (loop is running or (self._running and loop is self._own_loop)):
             # Called from code this Mailer runs (a progress callback): waiting for the Mailer
             # here would wait for itself. A Mailer of its own, in a thread of its own, does it.
             twin = self._twin()
-            return _loop.run_on_own_thread(lambda: twin._call(make))
+            return _worker.run_on_own_thread(lambda: twin._call(make))
         if loop is not None and (loop.is_closed() or (
                 loop is not self._own_loop and not loop.is_running())):
             self._rebind()  # its loop is gone (e.g. asyncio.run returned)
             loop = None
         if loop is None:
             if running is None:
-                self._own_loop = loop = self._loop = asyncio.new_event_loop()
+                self._own_loop = loop = self._home = asyncio.new_event_loop()
             else:
-                loop = self._loop = _loop.worker_loop().loop
+                loop = self._home = _worker.worker_loop().loop
         if loop is self._own_loop:
             if running is None:
                 return loop.run_until_complete(self._tracked(make))
             # A loop runs in this thread now: the Mailer's own loop runs in a thread for this call.
             own = loop
-            return _loop.run_on_own_thread(lambda: own.run_until_complete(self._tracked(make)))
+            return _worker.run_on_own_thread(lambda: own.run_until_complete(self._tracked(make)))
         return asyncio.run_coroutine_threadsafe(self._tracked(make), loop).result()  # type: ignore[arg-type]
 
     async def _on_loop(self, make: Callable[[Mailer], Awaitable[T]]) -> T:
         """Run ``make(mailer)`` on the Mailer's loop, from async code on any loop."""
         running = asyncio.get_running_loop()
-        loop = self._loop
+        loop = self._home
         if loop is not None and loop is not running and (loop.is_closed() or not loop.is_running()):
             self._rebind()  # its loop is gone, or idle in this thread: the connections cannot follow
             loop = None
         if loop is None:
-            self._loop = loop = running
+            self._home = loop = running
         if loop is running:
             return await self._tracked(make)
         return await asyncio.wrap_future(
@@ -629,7 +629,7 @@ class Mailer:
         own, self._own_loop = self._own_loop, None
         if own is not None and not own.is_running() and not own.is_closed():
             own.close()
-        self._loop = None
+        self._home = None
 
     def _route(self, settings: ConnectionSettings) -> tuple[Any, bool]:
         """The transport for messages to ``settings`` (the injected one, else SMTP or Graph by
@@ -653,7 +653,7 @@ class Mailer:
 
     def close(self) -> None:
         """Close the connections (and the Mailer's own event loop, if it made one)."""
-        loop = self._loop
+        loop = self._home
         if loop is not None and (loop.is_closed() or (
                 loop is not self._own_loop and not loop.is_running())):
             self._rebind()  # their loop is gone: dropped
@@ -662,8 +662,8 @@ class Mailer:
         own, self._own_loop = self._own_loop, None
         if own is not None and not own.is_running() and not own.is_closed():
             own.close()
-        if self._loop is own:
-            self._loop = None
+        if self._home is own:
+            self._home = None
 
     def __enter__(self) -> Mailer:  # noqa: PYI034 - Self needs Python 3.11
         return self
