@@ -1033,6 +1033,7 @@ class _Lane:
 
     def __init__(self, settings: ConnectionSettings, password: str | None) -> None:
         self.settings, self.password = settings, password
+        self.connections = max(1, settings.connections)
         self.idle: list[Session] = []
         self.count = 0  # connections (sessions) in all, idle or busy
         self.waiting: deque[tuple[Upcoming, asyncio.Future[Session]]] = deque()
@@ -1042,7 +1043,7 @@ class _Lane:
         """A free connection (a new one while there are fewer than ``connections``), or None."""
         if self.idle:
             return self.idle.pop()
-        if self.count < max(1, self.settings.connections):
+        if self.count < self.connections:
             self.count += 1
             return Session(self.settings, self.password, self.claim)
         return None
@@ -1132,11 +1133,10 @@ class SmtpTransport:
         payload = cast(Data, data if isinstance(data, bytes) or hasattr(data, "chunks")
                        else b"".join(data))  # an iterable of chunks: held whole
         lane = self._lane(settings)
-        upcoming = Upcoming(envelope.sender, envelope.recipients, _size(payload),
-                            envelope.smtputf8)
         session = lane.take()
-        if session is None:
-            waiter = lane.wait(upcoming)
+        if session is None:  # its envelope may go out ahead, with the end of another's data
+            waiter = lane.wait(Upcoming(envelope.sender, envelope.recipients, _size(payload),
+                                        envelope.smtputf8))
             try:
                 session = await waiter[1]
             except BaseException:
