@@ -2,6 +2,7 @@
 
     python benchmarks/scenarios.py bulk PEER PORT
     python benchmarks/scenarios.py stream COUNT PORT
+    python benchmarks/scenarios.py million COUNT PORT
     python benchmarks/scenarios.py attachment PEER PORT FILE
     python benchmarks/scenarios.py load_ext EXTENSION
     python benchmarks/scenarios.py kernel PORT
@@ -239,6 +240,42 @@ def stream(count: int, port: int) -> dict[str, Any]:
             "before_bytes": before, "count": count}
 
 
+# -- 1,000,000 rows through Mailer.iter_send_many: everything delivered, constant memory ----------
+
+def million(count: int, port: int) -> dict[str, Any]:
+    """``Mailer.iter_send_many`` over ``count`` distinct messages from a generator, each
+    Response looked at and dropped as it comes; reports the peak RSS of the whole process."""
+    import smtp_magic
+    from smtp_magic.models import SendRequest
+
+    config = {"host": "127.0.0.1", "port": port, "security": "none", "sender": SENDER}
+
+    def rows() -> Any:
+        for i in range(count):
+            yield SendRequest(to=f"customer{i}@example.org", subject=f"Your balance, #{i}",
+                              body=f"<p>Hello customer {i},</p><p>your balance is "
+                                   f"<b>{i * 7 % 1000}.{i % 100:02d}</b> EUR.</p>",
+                              text=f"Hello customer {i},\n\nyour balance is "
+                                   f"{i * 7 % 1000}.{i % 100:02d} EUR.\n")
+
+    before = _status("VmRSS")
+    started = time.perf_counter()
+    sent = failed = 0
+    first_failure = ""
+    with smtp_magic.Mailer(config) as mailer:
+        for response in mailer.iter_send_many(rows()):
+            if response.ok:
+                sent += 1
+            else:
+                failed += 1
+                first_failure = first_failure or response.message
+    seconds = time.perf_counter() - started
+    if sent != count:
+        raise RuntimeError(f"{sent} of {count} sent, {failed} failed: {first_failure}")
+    return {"seconds": seconds, "rate": count / seconds, "peak_bytes": _status("VmHWM"),
+            "before_bytes": before, "count": count}
+
+
 # -- one large attachment: wall time and extra peak memory -------------------------------------
 
 def _big_message(file: str) -> Any:
@@ -397,6 +434,8 @@ def main(argv: list[str]) -> None:
         result = bulk(args[0], int(args[1]))
     elif kind == "stream":
         result = stream(int(args[0]), int(args[1]))
+    elif kind == "million":
+        result = million(int(args[0]), int(args[1]))
     elif kind == "attachment":
         result = attachment(args[0], int(args[1]), args[2])
     elif kind == "load_ext":

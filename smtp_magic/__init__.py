@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Attachment",
     "Connector",
+    "Mailer",
     "Response",
     "SendHandle",
     "SendRequest",
@@ -53,6 +54,14 @@ __all__ = [
     "send_notebook_async",
     "unload_ipython_extension",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Mailer":  # the engine, imported when first asked for
+        from .engine import Mailer
+
+        return Mailer
+    raise AttributeError(f"module 'smtp_magic' has no attribute {name!r}")
 
 
 def compose(**prefill: Any) -> Any:

@@ -15,10 +15,17 @@ A transport's ``deliver``:
 - raises an ``errors.SmtpMagicError`` for a failure of the whole message: ``TemporaryFailure``
   (tried again after a pause), ``pacing.Throttled`` (sent again at a slower pace), ``InDoubt``
   (the data went out and no answer came: never sent again unasked), anything else (final).
+
+A transport that queues messages before working on them (waiting for a free connection) says
+so with a true ``queues`` attribute and calls ``envelope.started()`` when it begins on one: the
+engine's execution timeout then counts from there, not from the call. When a send is cancelled
+(that timeout) before its data went out, a transport may leave in ``envelope.stalled`` the error
+that says what it was waiting for (the server's greeting, the login...).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
     from .config import ConnectionSettings
 
 __all__ = ["Data", "Delivered", "Envelope", "MemoryTransport", "Outcome", "Payload", "Transport", "chunks_of"]
+
+log = logging.getLogger(__name__)
 
 
 class Payload(Protocol):
@@ -63,6 +72,14 @@ class Envelope:
     settings: ConnectionSettings | None = None
     on_sending: Callable[[], None] | None = field(default=None, repr=False)
     on_answered: Callable[[], None] | None = field(default=None, repr=False)
+    on_started: Callable[[], None] | None = field(default=None, repr=False)
+    # What a cancelled transport was waiting for, if it knows (see the module's docstring).
+    stalled: Exception | None = field(default=None, repr=False)
+
+    def started(self) -> None:
+        """A queueing transport has begun working on this message."""
+        if self.on_started is not None:
+            self.on_started()
 
     def sending(self) -> None:
         """The last byte is about to go out (may raise: then it must not)."""

@@ -304,6 +304,28 @@ class Outbox:
         with self._lock:
             return self.maildir.get_bytes(key)
 
+    def payload(self, key: str) -> bytes | _FileRegion:
+        """A kept message to send again, without reading it whole: a region of its file (its
+        chunks are read from disk as they go out; a small message is simply read)."""
+        found = None
+        if _journal_key(key) is not None and not self._meta_path(key).exists():
+            found = self._journal_record(key)
+            if found is None:
+                raise KeyError(key)
+        else:
+            for sub in ("new", "cur"):
+                for path in (self.path / sub).glob(f"{key}*"):
+                    if path.name == key or path.name.startswith(f"{key}:"):
+                        found = (path, 0, path.stat().st_size)
+                        break
+                if found is not None:
+                    break
+            if found is None:
+                return self.read(key)
+        if found[2] <= _READ_CHUNK:
+            return b"".join(_region_chunks(*found))
+        return _FileRegion(*found)
+
     def clear(self) -> int:
         entries = self.entries()
         for entry in entries:
@@ -327,6 +349,16 @@ class _Region:
         end = self.offset + self.size
         for start in range(self.offset, end, _READ_CHUNK):
             yield os.pread(self.fd, min(_READ_CHUNK, end - start), start)
+
+
+class _FileRegion:
+    """Bytes of a file, read a chunk at a time whenever they are sent (``delivery.Payload``)."""
+
+    def __init__(self, path: Path, offset: int, size: int) -> None:
+        self.path, self.offset, self.size = path, offset, size
+
+    def chunks(self) -> Iterator[bytes]:
+        return _region_chunks(self.path, self.offset, self.size)
 
 
 class Batch:

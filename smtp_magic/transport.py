@@ -1,4 +1,5 @@
-"""The only aiosmtplib user: TLS modes, login, transactions, retries, timeouts, reused connections."""
+"""The only aiosmtplib user: TLS modes, login, transactions, reused connections, and the SMTP
+transport (``SmtpTransport``: ``deliver(envelope, data)`` over a pool of connections)."""
 
 from __future__ import annotations
 
@@ -8,31 +9,29 @@ import concurrent.futures
 import functools
 import logging
 import os
-import random
 import re
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _shortcuts
 from .config import ConnectionSettings
 from .conversation import Conversation
+from .delivery import Data, Envelope, Outcome, Payload
 from .errors import (
     AuthFailed,
     ConnectFailed,
-    ExitCode,
     InDoubt,
     OutboxUnwritable,
-    PartiallyRefused,
     Rejected,
     SendTimeout,
     SmtpMagicError,
     TemporaryFailure,
 )
-from .pacing import Throttled, is_throttle
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
     import aiosmtplib
@@ -41,38 +40,17 @@ if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
 
 log = logging.getLogger(__name__)
 
-class Envelope(Protocol):
-    """What the transport needs to know besides the bytes (``compose.Composed`` is one)."""
-
-    @property
-    def sender(self) -> str: ...
-
-    @property
-    def recipients(self) -> tuple[str, ...]: ...
-
-    @property
-    def smtputf8(self) -> bool: ...
-
-class Payload(Protocol):
-    """A message too large to hold in memory: its size and its bytes, a chunk at a time."""
-
-    size: int
-
-    def chunks(self) -> Iterator[bytes]: ...
-
-
-Data = bytes | Payload
-
 __all__ = [
+    "Data",
     "Envelope",
     "Outcome",
     "Payload",
     "ServerReport",
     "Session",
+    "SmtpTransport",
     "Upcoming",
     "check_connection",
     "data_chunks",
-    "deliver",
     "tls_context",
 ]
 
@@ -82,11 +60,9 @@ IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the ou
                  "and not sent again unless asked (--retry --in-doubt).")
 
 
-class _Transient(SmtpMagicError):
+class _Transient(TemporaryFailure):
     """A failure worth retrying (4xx, or a connection dropped before the end of the message
     went out; a drop after it is ``InDoubt``)."""
-
-    exitcode = ExitCode.TEMPORARY
 
 
 @dataclass
@@ -422,15 +398,16 @@ class Upcoming:
 async def _send_message(
     smtp: aiosmtplib.SMTP, channel: Channel | None, sender: str, recipients: tuple[str, ...],
     data: Data, smtputf8: bool, sending: Callable[[], None] = lambda: None,
-    upcoming: Upcoming | None = None,
+    upcoming: Callable[[], Upcoming | None] | None = None,
 ) -> dict[str, Any]:
     """One mail transaction; returns the refused recipients as aiosmtplib's ``sendmail`` does
     and raises aiosmtplib's exceptions, whichever path carries it.
 
     With a ``Channel`` (the pipelining shortcut) MAIL, RCPT... and DATA go out together when
     the server offers PIPELINING (RFC 2920) and the payload is streamed; the envelope of the
-    ``upcoming`` message goes out with the end of the data when every recipient was accepted
-    or refused for good (so that this message needs no second transaction first). Without a
+    message ``upcoming()`` names (asked only then) goes out with the end of the data when every
+    recipient was accepted or refused for good (so that this message needs no second
+    transaction first). Without a
     channel, this is aiosmtplib's public API (``mail``, ``rcpt``, ``data``).
     """
     if channel is None:
@@ -476,12 +453,12 @@ async def _send_message(
             pass
         raise
     then, then_replies = b"", 0
-    if (upcoming is not None and pipelining
-            and (not upcoming.smtputf8 or smtp.supports_extension("smtputf8"))
-            and not any(400 <= r.code < 500 for r in refused.values())):
-        then = b"".join(envelope_commands(smtp, upcoming.sender, upcoming.recipients,
-                                          upcoming.size, upcoming.smtputf8)) + b"DATA\r\n"
-        then_replies = len(upcoming.recipients) + 2
+    after = (upcoming() if upcoming is not None and pipelining
+             and not any(400 <= r.code < 500 for r in refused.values()) else None)
+    if after is not None and (not after.smtputf8 or smtp.supports_extension("smtputf8")):
+        then = b"".join(envelope_commands(smtp, after.sender, after.recipients,
+                                          after.size, after.smtputf8)) + b"DATA\r\n"
+        then_replies = len(after.recipients) + 2
     # ``sending`` runs just before the write that carries the final ".": until then a drop
     # delivers nothing and the message may be sent again; from then on it is in doubt.
     (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data),
@@ -664,7 +641,8 @@ def _look_up_local_hostname() -> concurrent.futures.Future[str]:
 class Session:
     """One SMTP connection, opened on first use and reused for later messages."""
 
-    def __init__(self, settings: ConnectionSettings, password: str | None) -> None:
+    def __init__(self, settings: ConnectionSettings, password: str | None,
+                 next_up: Callable[[Session], Upcoming | None] | None = None) -> None:
         self.settings = settings
         self._password = password
         self._smtp: aiosmtplib.SMTP | None = None
@@ -674,20 +652,15 @@ class Session:
         self.signed_in: str | None = None
         self._trace: Trace | None = None
         self.phase = "closed"  # name, connect, tls, login, ehlo, ready: where a stall would be
-        # Per message (reset by ``deliver``): its data went out and no final reply came back,
-        # in some attempt; and the last temporary failure, if any.
-        self.unconfirmed = False
-        self.last_transient: SmtpMagicError | None = None
-        # The message this connection will carry next, set by whoever feeds it messages in
-        # order (a bulk send): its envelope may then go out ahead, with the end of the data,
-        # unless the server is known not to take that (``_AHEAD_UNSAFE``, ``_no_ahead``).
-        self.upcoming: Upcoming | None = None
+        # Names the message this connection carries next, if one is waiting for it (the
+        # transport's lane, which then hands this connection to that message): its envelope
+        # may go out ahead, with the end of the data, unless the server is known not to take
+        # that (``_AHEAD_UNSAFE``, ``_no_ahead``).
+        self._next_up = next_up
         self._send_ahead = True
+        self._claimed: Upcoming | None = None  # what ``_next_up`` named in this transaction
         self._ahead: Upcoming | None = None  # the envelope the server has, awaiting its data
-        # The outbox's record of the message being sent, set by whoever sends it: mark(True)
-        # runs just before the final "." goes out (and may raise OutboxUnwritable to stop it),
-        # mark(False) when the server then answered that this attempt delivered nothing.
-        self.mark: Callable[[bool], None] | None = None
+        self.went_stale = False  # the last transaction found its kept connection dropped
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -929,43 +902,59 @@ class Session:
             extensions=dict(smtp.esmtp_extensions), signed_in=self.signed_in,
         )
 
+    def _claim_next(self) -> Upcoming | None:
+        self._claimed = self._next_up(self) if self._next_up is not None else None
+        return self._claimed
+
     async def transaction(
-        self, sender: str, recipients: tuple[str, ...], data: Data, smtputf8: bool
+        self, envelope: Envelope, data: Data
     ) -> tuple[list[str], dict[str, tuple[int, str]], dict[str, tuple[int, str]]]:
         """One MAIL/RCPT/DATA. Returns (accepted, refused permanently, refused temporarily).
 
         ``data`` is the message as bytes, or a ``Payload`` streamed from disk in chunks.
+        ``envelope.sending()`` runs just before the final "." goes out (it may raise
+        OutboxUnwritable: then it never does), ``envelope.answered()`` when the final reply
+        then came.
         """
         import aiosmtplib
 
+        sender, recipients, smtputf8 = envelope.sender, envelope.recipients, envelope.smtputf8
+        reused = self.is_open  # a connection kept from an earlier message
         smtp = await self.open()
         if self._ahead is not None and self._ahead != Upcoming(sender, recipients, _size(data),
                                                                smtputf8):
             self.abort()  # the server waits for another message's data: start afresh
             smtp = await self.open()
         where = _where(self.settings)
-        unconfirmed = self.unconfirmed
+        sent = False  # the final "." went out and no final reply came back (yet)
+        # A kept connection the server dropped before this message's end went out (its
+        # envelope perhaps sent ahead with the previous message's data) was stale: not this
+        # message's own attempt, so ``SmtpTransport`` tries it again at once on a new one.
+        self.went_stale = False
 
         def sending() -> None:
-            if self.mark is not None:  # may raise OutboxUnwritable: then the "." never goes out
-                self.mark(True)
-            self.unconfirmed = True
+            nonlocal sent
+            envelope.sending()
+            sent = True
 
         channel = self._channel
+        self._claimed = None
         try:
             try:
                 errors = await _send_message(smtp, channel, sender, recipients, data,
                                              smtputf8, sending,
-                                             self.upcoming if self._send_ahead else None)
-                self.unconfirmed = unconfirmed  # the final reply came
+                                             self._claim_next if self._send_ahead else None)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
                     aiosmtplib.SMTPNotSupported):
-                if self.unconfirmed and not unconfirmed and self.mark is not None:
-                    self.mark(False)  # no longer in doubt: the server answered
-                self.unconfirmed = unconfirmed  # a final answer: this attempt delivered nothing
+                if sent:  # a final answer: this attempt delivered nothing
+                    sent = False
+                    envelope.answered()
                 raise
             finally:
-                self._ahead = self.upcoming if channel is not None and channel.ahead else None
+                self._ahead = self._claimed if channel is not None and channel.ahead else None
+            if sent:
+                sent = False
+                envelope.answered()
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -1007,13 +996,14 @@ class Session:
                 log.warning("%s dropped the connection after a message's end of data that carried "
                             "the next envelope; its envelopes are no longer sent ahead", where)
             self.abort()
-            if self.unconfirmed:  # after the final ".": resending could deliver it twice
+            self.went_stale = reused and not sent
+            if sent:  # after the final ".": resending could deliver it twice
                 raise InDoubt(f"{where} dropped the connection after the message was sent and "
                               f"before confirming it; {IN_DOUBT_NOTE}") from exc
             raise _Transient(f"{where} dropped the connection before confirming delivery.") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
             self.abort()
-            if not self.unconfirmed:  # stalled before the data: nothing can have arrived
+            if not sent:  # stalled before the data: nothing can have arrived
                 raise TemporaryFailure(f"{where} stopped answering before the message was "
                                        "sent; it is kept in the outbox.") from exc
             raise InDoubt(f"{where} stopped answering after the message was sent; "
@@ -1031,139 +1021,183 @@ class Session:
             self.abort()
 
 
-@dataclass
-class Outcome:
-    """What happened to one message across all its attempts."""
+class _Lane:
+    """The connections to one destination (one ``ConnectionSettings``) and the messages
+    waiting for one of them, in the order they came.
 
-    accepted: list[str] = field(default_factory=list)
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    A connection that finishes a message goes to the message it sent the envelope of ahead,
+    if it did, else to the first one waiting. While a message's data goes out, the first
+    message waiting is claimed for the same connection, so that its envelope can ride on the
+    end of that data (``Session``'s ``next_up``).
+    """
 
+    def __init__(self, settings: ConnectionSettings, password: str | None) -> None:
+        self.settings, self.password = settings, password
+        self.connections = max(1, settings.connections)
+        self.idle: list[Session] = []
+        self.count = 0  # connections (sessions) in all, idle or busy
+        self.waiting: deque[tuple[Upcoming, asyncio.Future[Session]]] = deque()
+        self.promised: dict[Session, asyncio.Future[Session]] = {}
 
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): short, growing, jittered."""
-    return 0.25 * (3 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-
-
-async def deliver_once(session: Session, envelope: Envelope, data: Data) -> Outcome:
-    """Send one message over a session, retrying temporary failures; raise typed errors."""
-    settings = session.settings
-    outcome = Outcome()
-    pending = envelope.recipients
-    last: SmtpMagicError | None = None
-    attempt = 0
-    while pending:
-        attempt += 1
-        try:
-            accepted, perm, temp = await session.transaction(
-                envelope.sender, pending, data, envelope.smtputf8
-            )
-        except _Transient as exc:
-            last = session.last_transient = exc
-            session.abort()
-        else:
-            outcome.accepted += accepted
-            outcome.refused.update(perm)
-            # "452 too many recipients" asks for the rest in another transaction: no retry needed.
-            too_many = tuple(r for r, (code, _) in temp.items() if code == 452)
-            if too_many and accepted:
-                pending = too_many
-                attempt -= 1
-                temp = {r: v for r, v in temp.items() if r not in too_many}
-                outcome.refused.update(temp)
-                continue
-            pending = tuple(temp)
-            if not pending:
-                break
-            code, text = next(iter(temp.values()))
-            last = session.last_transient = TemporaryFailure(
-                "The server deferred some recipients: "
-                + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
-                refused=temp, code=code, reply=f"{code} {text}".strip(),
-            )
-        assert last is not None
-        if not outcome.accepted and is_throttle(last.code, last.reply):
-            # Retrying at once would be throttled again: the caller's pacer slows down and
-            # sends this message again later (api._deliver_paced).
-            raise Throttled(f"{_where(settings)} is throttling: {last.reply}.",
-                            refused={r: (last.code or 450, last.reply or "") for r in pending},
-                            code=last.code, reply=last.reply) from last
-        if attempt >= settings.attempts:
-            break
-        delay = backoff(attempt)
-        note = (f"temporary failure ({last.reply or last.message}); retrying in {delay:.1f} s "
-                f"(attempt {attempt + 1} of {settings.attempts})")
-        if session.conversation is not None:
-            session.conversation.note(note)
-        else:
-            log.info("%s: %s", _where(settings), note)
-        await asyncio.sleep(delay)
-    if pending:
-        assert last is not None
-        left = {r: outcome.refused.get(r) or last.refused.get(r) or (450, last.message) for r in pending}
-        if not outcome.accepted:
-            raise TemporaryFailure(
-                f"{last.message.rstrip('.')}, still failing after {attempt} attempts; "
-                "the message is kept in the outbox.",
-                refused={**outcome.refused, **left}, code=last.code, reply=last.reply,
-            ) from last
-        outcome.refused.update(left)
-    return outcome
-
-
-def _timed_out(session: Session) -> SmtpMagicError:
-    """What a send that ran out of time amounts to: unknown only if its data went out and no
-    final reply came back; otherwise nothing was delivered (exit 2 or 7, not 6)."""
-    settings = session.settings
-    where, seconds = _where(settings), f"{settings.timeout:g} s"
-    if session.unconfirmed:
-        return InDoubt(f"The send to {where} did not finish within {seconds} after the message "
-                       f"was sent; {IN_DOUBT_NOTE}")
-    last = session.last_transient
-    if last is not None:
-        return TemporaryFailure(
-            f"{last.message.rstrip('.')}, still failing when the {seconds} timeout ran out; "
-            "the message is kept in the outbox.",
-            refused=last.refused, code=last.code, reply=last.reply,
-        )
-    if session.phase == "ready":
-        return TemporaryFailure(f"{where} did not accept the message within {seconds}; "
-                                "nothing was sent and it is kept in the outbox.")
-    return session.stalled()
-
-
-def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicError | None:
-    """The exit-4/5 error for refused recipients, or None when everyone accepted."""
-    if not outcome.refused:
+    def take(self) -> Session | None:
+        """A free connection (a new one while there are fewer than ``connections``), or None."""
+        if self.idle:
+            return self.idle.pop()
+        if self.count < self.connections:
+            self.count += 1
+            return Session(self.settings, self.password, self.claim)
         return None
-    listed = "; ".join(f"{r} ({c} {t})" for r, (c, t) in outcome.refused.items())
-    code, text = next(iter(outcome.refused.values()))  # the first refusal stands for the rest
-    if not outcome.accepted:
-        cls: type[SmtpMagicError] = Rejected
-        message = f"{_where(settings)} refused every recipient: {listed}."
-    else:
-        cls = PartiallyRefused
-        total = len(outcome.accepted) + len(outcome.refused)
-        message = f"Sent to {len(outcome.accepted)} of {total} recipients; refused: {listed}."
-    return cls(message, refused=outcome.refused, code=code, reply=f"{code} {text}".strip())
+
+    def wait(self, upcoming: Upcoming) -> tuple[Upcoming, asyncio.Future[Session]]:
+        """A place in the queue for the next free connection (awaited by the caller)."""
+        waiter = (upcoming, asyncio.get_running_loop().create_future())
+        self.waiting.append(waiter)
+        return waiter
+
+    def gave_up(self, waiter: tuple[Upcoming, asyncio.Future[Session]]) -> None:
+        """The caller stopped waiting (cancelled): nobody waits there any more."""
+        if waiter in self.waiting:
+            self.waiting.remove(waiter)
+        future = waiter[1]
+        if future.done() and not future.cancelled():
+            self.release(future.result())  # handed over at the same moment: pass it on
+
+    def claim(self, session: Session) -> Upcoming | None:
+        """The message ``session`` carries next, if one is waiting: it is promised to it."""
+        while self.waiting:
+            upcoming, future = self.waiting.popleft()
+            if not future.done():
+                self.promised[session] = future
+                return upcoming
+        return None
+
+    def release(self, session: Session) -> None:
+        promised = self.promised.pop(session, None)
+        if promised is not None and not promised.done():
+            promised.set_result(session)
+            return
+        while self.waiting:
+            _, future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(session)
+                return
+        self.idle.append(session)
+
+    async def close(self) -> None:
+        sessions, self.idle = self.idle, []
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
-async def deliver(session: Session, envelope: Envelope, data: Data) -> Outcome:
-    """``deliver_once`` bounded by the execution timeout (connecting and retries included)."""
-    settings = session.settings
-    session.unconfirmed, session.last_transient = False, None
-    try:
-        if _timeout is not None:  # Python 3.11+: no extra task per message, unlike wait_for
-            async with _timeout(settings.timeout):
-                outcome = await deliver_once(session, envelope, data)
-        else:
-            outcome = await asyncio.wait_for(deliver_once(session, envelope, data), settings.timeout)
-    except asyncio.TimeoutError as exc:
-        session.abort()
-        raise _timed_out(session) from exc
-    error = outcome_error(outcome, settings)
-    if error is not None:
-        raise error
-    return outcome
+class SmtpTransport:
+    """``deliver(envelope, data)`` over SMTP: a pool of reused connections per destination.
+
+    ``settings`` are where messages go when their envelope names none; ``password`` is the
+    password of those settings, or a function that gives the password of any settings (looked
+    up when a destination gets its first connection). Each destination uses at most its
+    ``connections`` setting's connections; messages wait for a free one in the order they came,
+    and, when the server offers PIPELINING, the envelope of the next message waiting goes out
+    with the end of the current one's data. One attempt per call: retries, pacing and the
+    execution timeout are the caller's (``engine.Mailer``).
+    """
+
+    queues = True  # calls envelope.started() when a connection takes the message
+
+    def __init__(self, settings: ConnectionSettings | None = None, *,
+                 password: str | None | Callable[[ConnectionSettings], str | None] = None
+                 ) -> None:
+        self.settings = settings
+        self._password = password
+        self._lanes: dict[ConnectionSettings, _Lane] = {}
+
+    def __repr__(self) -> str:
+        return f"<SmtpTransport {len(self._lanes)} destination(s)>"
+
+    def _lane(self, settings: ConnectionSettings) -> _Lane:
+        lane = self._lanes.get(settings)
+        if lane is None:
+            if callable(self._password):
+                password = self._password(settings)
+            elif settings == self.settings:
+                password = self._password
+            else:  # never the password of other settings
+                from .credentials import resolve_password
+
+                password = resolve_password(settings)
+            lane = self._lanes[settings] = _Lane(settings, password)
+        return lane
+
+    async def deliver(self, envelope: Envelope, data: Data | Iterable[bytes]) -> Outcome | None:
+        settings = envelope.settings or self.settings
+        if settings is None:
+            raise ValueError("the SMTP transport was given no settings for this message")
+        payload = cast(Data, data if isinstance(data, bytes) or hasattr(data, "chunks")
+                       else b"".join(data))  # an iterable of chunks: held whole
+        lane = self._lane(settings)
+        session = lane.take()
+        if session is None:  # its envelope may go out ahead, with the end of another's data
+            waiter = lane.wait(Upcoming(envelope.sender, envelope.recipients, _size(payload),
+                                        envelope.smtputf8))
+            try:
+                session = await waiter[1]
+            except BaseException:
+                lane.gave_up(waiter)
+                raise
+        try:
+            envelope.started()
+            accepted: list[str] = []
+            refused: dict[str, tuple[int, str]] = {}
+            current = envelope
+            again = True  # once, when a kept connection turned out to be dropped
+            while True:
+                try:
+                    got, perm, temp = await session.transaction(current, payload)
+                except _Transient:
+                    if not (again and session.went_stale):
+                        raise
+                    again = False
+                    continue
+                accepted += got
+                refused.update(perm)
+                # "452 too many recipients" asks for the rest in another transaction.
+                too_many = tuple(r for r, (code, _) in temp.items() if code == 452)
+                if too_many and got:
+                    refused.update({r: v for r, v in temp.items() if r not in too_many})
+                    current = replace(envelope, recipients=too_many)
+                    continue
+                refused.update(temp)
+                break
+        except _Transient:
+            session.abort()
+            raise
+        except SmtpMagicError:
+            raise
+        except BaseException:  # cancelled (the caller's timeout), or a bug: state unknown
+            if session.phase != "ready":
+                envelope.stalled = session.stalled()
+            session.abort()
+            raise
+        finally:
+            lane.release(session)
+        if not refused:
+            return None
+        return Outcome([r for r in envelope.recipients if r in set(accepted)], refused)
+
+    def abandon(self) -> None:
+        """Drop every idle connection without QUIT (the event loop they belong to is gone)."""
+        lanes = list(self._lanes.values())
+        self._lanes.clear()
+        for lane in lanes:
+            for session in lane.idle:
+                try:
+                    session.abort()
+                except RuntimeError:  # its loop is closed: the socket goes with its objects
+                    pass
+
+    async def aclose(self) -> None:
+        """QUIT every idle connection (call when no message is being sent)."""
+        lanes = list(self._lanes.values())
+        self._lanes.clear()
+        await asyncio.gather(*(lane.close() for lane in lanes))
 
 
 async def check_connection(settings: ConnectionSettings, password: str | None) -> ServerReport:

@@ -62,7 +62,6 @@ pytestmark = pytest.mark.oauth
 
 # The end-to-end tests go through the public API: they need the engine to choose the transport
 # by the ``transport`` setting (merged separately).
-needs_engine = pytest.mark.xfail(reason="needs the engine's transport choice", strict=False)
 
 SENDER = USER_EMAIL  # Graph sends as the signed-in mailbox
 GRAPH_SCOPE = "https://graph.microsoft.com/Mail.Send"
@@ -688,7 +687,6 @@ def test_the_pacer_holds_back_for_retry_after() -> None:
 
 
 # -- end to end, through the public API ---------------------------------------------------------
-@needs_engine
 def test_send_through_graph(conf: dict[str, Any], graph_server: GraphServer,
                             tmp_path: Path) -> None:
     report = tmp_path / "report.csv"
@@ -704,7 +702,6 @@ def test_send_through_graph(conf: dict[str, Any], graph_server: GraphServer,
     assert sorted(got.recipients) == ["audit@example.test", "boss@example.test"]
 
 
-@needs_engine
 def test_a_merge_throttled_once_is_paced_and_sent(conf: dict[str, Any],
                                                   graph_server: GraphServer) -> None:
     graph_server.refuse(429, "ApplicationThrottled", "Too many requests.", Retry_After="1")
@@ -720,7 +717,6 @@ def test_a_merge_throttled_once_is_paced_and_sent(conf: dict[str, Any],
         d.message["Message-ID"] for d in graph_server.delivered}
 
 
-@needs_engine
 def test_401_twice_over_the_api_is_exit_3(conf: dict[str, Any],
                                           graph_server: GraphServer) -> None:
     for _ in range(2):
@@ -730,7 +726,6 @@ def test_401_twice_over_the_api_is_exit_3(conf: dict[str, Any],
     assert graph_server.delivered == []
 
 
-@needs_engine
 def test_over_4_mb_over_the_api_is_exit_1_and_nothing_is_sent(
         conf: dict[str, Any], graph_server: GraphServer, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
@@ -741,7 +736,6 @@ def test_over_4_mb_over_the_api_is_exit_1_and_nothing_is_sent(
     assert graph_server.connections == 0
 
 
-@needs_engine
 def test_a_failed_message_stays_in_the_outbox_and_retry_delivers_it(
         conf: dict[str, Any], graph_server: GraphServer,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -767,7 +761,6 @@ def test_a_failed_message_stays_in_the_outbox_and_retry_delivers_it(
     assert got.message["Message-ID"] == response.message_id
 
 
-@needs_engine
 def test_cli_send_with_debug_shows_graph_never_the_token(
         conf: dict[str, Any], graph_server: GraphServer, tmp_path: Path) -> None:
     (tmp_path / "conn.json").write_text(json.dumps(conf))
@@ -784,7 +777,6 @@ def test_cli_send_with_debug_shows_graph_never_the_token(
     assert graph_server.delivered[0].message["Subject"] == "From the CLI"
 
 
-@needs_engine
 def test_smtp_send_magic_through_graph(ip: TestingShell, conf: dict[str, Any],
                                        graph_server: GraphServer, tmp_path: Path) -> None:
     (tmp_path / "conn.json").write_text(json.dumps({**conf, "sender": SENDER}))

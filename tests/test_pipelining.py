@@ -12,7 +12,8 @@ import pytest
 
 from smtp_magic import _shortcuts, api, transport
 from smtp_magic.config import SmtpMagic
-from smtp_magic.errors import ExitCode, PartiallyRefused, Rejected
+from smtp_magic.delivery import Envelope
+from smtp_magic.errors import ExitCode, Rejected
 from smtp_magic.models import SendRequest
 
 
@@ -117,11 +118,18 @@ async def _session(recorder: Recorder) -> tuple[transport.Session, asyncio.Abstr
     return transport.Session(settings, None), server
 
 
-@dataclass
-class Env:
-    sender: str
-    recipients: tuple[str, ...]
-    smtputf8: bool = False
+async def _transport(recorder: Recorder, connections: int = 4
+                     ) -> tuple[transport.SmtpTransport, asyncio.AbstractServer]:
+    """The SMTP transport, as the engine uses it, to the ``recorder``."""
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpMagic(host="127.0.0.1", port=port, security="none", timeout=10,
+                         connections=connections).snapshot()
+    return transport.SmtpTransport(settings), server
+
+
+def Env(sender: str, recipients: tuple[str, ...]) -> Envelope:
+    return Envelope(sender, recipients)
 
 
 @dataclass
@@ -150,22 +158,21 @@ def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 async def test_messages_over_one_connection_with_partial_refusals(offered: bool, wire: str):
     pipelining = offered and wire == "shortcut"  # aiosmtplib's sendmail never pipelines
     recorder = Recorder(pipelining=offered)
-    session, server = await _session(recorder)
+    smtp, server = await _transport(recorder)
     body = b"Subject: x\r\n\r\n.leading dot\r\nline\n"
     try:
-        outcome = await transport.deliver(session, Env("a@x.test", ("b@x.test",)), body)
-        assert outcome.accepted == ["b@x.test"]
-        with pytest.raises(PartiallyRefused) as partly:
-            await transport.deliver(session, Env("a@x.test", ("c@x.test", "refused@x.test")), body)
-        assert list(partly.value.refused) == ["refused@x.test"]
+        assert await smtp.deliver(Env("a@x.test", ("b@x.test",)), body) is None  # all accepted
+        partly = await smtp.deliver(Env("a@x.test", ("c@x.test", "refused@x.test")), body)
+        assert partly is not None and partly.accepted == ["c@x.test"]
+        assert list(partly.refused) == ["refused@x.test"] and partly.refused["refused@x.test"][0] == 550
+        nobody = await smtp.deliver(Env("a@x.test", ("refused@x.test",)), body)
+        assert nobody is not None and nobody.accepted == [] and list(nobody.refused) == ["refused@x.test"]
         with pytest.raises(Rejected):
-            await transport.deliver(session, Env("a@x.test", ("refused@x.test",)), body)
-        with pytest.raises(Rejected):
-            await transport.deliver(session, Env("bad-sender@x.test", ("d@x.test",)), body)
+            await smtp.deliver(Env("bad-sender@x.test", ("d@x.test",)), body)
         streamed = Chunked([b"Subject: big\r\n\r\n", b"abc\r", b"\n.def\r\n" * 3, b"end"])
-        await transport.deliver(session, Env("a@x.test", ("e@x.test",)), streamed)
+        assert await smtp.deliver(Env("a@x.test", ("e@x.test",)), streamed) is None
     finally:
-        await session.close()
+        await smtp.aclose()
         server.close()
     # This server wrongly answers 354 after a refused sender: a pipelining client then ends
     # the DATA with an empty message (RFC 2920 §3.1); one that waits never gets that far.
@@ -186,7 +193,7 @@ async def test_trace_sees_every_command_and_reply_but_not_the_message(monkeypatc
     lines: list[tuple[str, str]] = []
     session.trace = lambda direction, line: lines.append((direction, line))
     try:
-        await transport.deliver(session, Env("a@x.test", ("b@x.test",)), b"Subject: x\r\n\r\nsecret body\r\n")
+        await session.transaction(Env("a@x.test", ("b@x.test",)), b"Subject: x\r\n\r\nsecret body\r\n")
     finally:
         await session.close()
         server.close()
@@ -266,19 +273,26 @@ async def test_a_server_that_drops_an_envelope_sent_ahead_gets_none_again(wire: 
 
 
 async def test_an_envelope_sent_ahead_for_a_message_that_does_not_come_is_dropped(wire: str):
-    """Whoever sets ``Session.upcoming`` promises that message comes next; if another comes
-    instead, the connection (where the server waits for the promised message's data) is
-    dropped and the other one goes on a new connection: nothing is sent in its place."""
+    """A message waiting for the connection has its envelope sent ahead with the end of the
+    data before it; if it is then cancelled (its caller gave up) and another comes instead, the
+    connection (where the server waits for the promised message's data) is dropped and the
+    other one goes on a new connection: nothing is sent in its place."""
     recorder = Recorder()
-    session, server = await _session(recorder)
+    smtp, server = await _transport(recorder, connections=1)
     first, second = b"Subject: 1\r\n\r\nfirst\r\n", b"Subject: 2\r\n\r\nsecond\r\n"
+    planned = b"Subject: 0\r\n\r\nplanned\r\n"
     try:
-        session.upcoming = transport.Upcoming("a@x.test", ("planned@x.test",), 10, False)
-        await transport.deliver(session, Env("a@x.test", ("b@x.test",)), first)
-        session.upcoming = None
-        await transport.deliver(session, Env("a@x.test", ("c@x.test",)), second)
+        envelope = Env("a@x.test", ("b@x.test",))
+        sending = asyncio.ensure_future(smtp.deliver(envelope, first))
+        await asyncio.sleep(0)  # the first has the connection; the next one waits for it
+        waiting = asyncio.ensure_future(smtp.deliver(Env("a@x.test", ("planned@x.test",)), planned))
+        envelope.on_sending = waiting.cancel  # its caller gives up as the first's end goes out
+        await sending
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert waiting.cancelled()
+        await smtp.deliver(Env("a@x.test", ("c@x.test",)), second)
     finally:
-        await session.close()
+        await smtp.aclose()
         server.close()
     assert recorder.messages == [reference(first), reference(second)]
     if wire == "shortcut":  # the promised envelope came with the first message's end
@@ -293,13 +307,12 @@ async def test_a_reply_nobody_asked_for_between_transactions_is_dropped():
     if not _shortcuts.allowed("pipelining"):
         pytest.skip(f"pipelining shortcut off: {_shortcuts.status()['pipelining']}")
     recorder = Recorder(chatty=True)
-    session, server = await _session(recorder)
+    smtp, server = await _transport(recorder)
     body = b"Subject: x\r\n\r\nhello\r\n"
     try:
         for rcpt in ("b@x.test", "c@x.test", "d@x.test"):
-            outcome = await transport.deliver(session, Env("a@x.test", (rcpt,)), body)
-            assert outcome.accepted == [rcpt]
+            assert await smtp.deliver(Env("a@x.test", (rcpt,)), body) is None
     finally:
-        await session.close()
+        await smtp.aclose()
         server.close()
     assert recorder.messages == [reference(body)] * 3 and recorder.connections == 1

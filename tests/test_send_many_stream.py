@@ -12,7 +12,7 @@ from smtp_magic import SmtpMagic, send_many
 from smtp_magic.models import SendRequest
 from smtp_magic.outbox import Outbox, history
 
-api = importlib.import_module("smtp_magic.api")
+engine = importlib.import_module("smtp_magic.engine")  # the window size, its password look-up
 
 
 def config(server, **extra):
@@ -22,7 +22,7 @@ def config(server, **extra):
 
 def test_a_generator_is_consumed_a_window_at_a_time_over_one_connection(fault_server,
                                                                         monkeypatch, tmp_data):
-    monkeypatch.setattr(api, "_WINDOW", 4)
+    monkeypatch.setattr(engine, "_WINDOW", 4)
     server = fault_server()
     seen_when_produced: list[int] = []
 
@@ -55,7 +55,7 @@ def test_a_generator_is_consumed_a_window_at_a_time_over_one_connection(fault_se
 
 def test_a_list_reports_its_total_and_failures_stay_in_the_outbox(fault_server, monkeypatch,
                                                                   tmp_data):
-    monkeypatch.setattr(api, "_WINDOW", 2)
+    monkeypatch.setattr(engine, "_WINDOW", 2)
     server = fault_server(refuse_rcpt={"user3@example.test": (550, "5.1.1 No such user")})
     requests = [SendRequest(to=f"user{i}@example.test", subject=f"M{i}", body="hi")
                 for i in range(5)]
@@ -69,15 +69,15 @@ def test_a_list_reports_its_total_and_failures_stay_in_the_outbox(fault_server, 
 
 
 def test_the_password_is_resolved_once_for_all_windows(fault_server, monkeypatch):
-    monkeypatch.setattr(api, "_WINDOW", 2)
+    monkeypatch.setattr(engine, "_WINDOW", 2)
     calls = []
-    real = api.resolve_password
+    real = engine.resolve_password
 
     def counting(settings):
         calls.append(settings)
         return real(settings)
 
-    monkeypatch.setattr(api, "resolve_password", counting)
+    monkeypatch.setattr(engine, "resolve_password", counting)
     server = fault_server()
     responses = send_many((SendRequest(to="a@example.test", subject=str(i), body="x")
                            for i in range(7)), config=config(server))
