@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _dkim, transport
+from ._batch import _prepare
 from ._requests import (
     _CONNECTION_FIELDS,  # noqa: F401 - what a request may override, for the faces
     _KNOWN_FIELDS,
@@ -25,7 +26,7 @@ from ._requests import (
 from ._worker import run_blocking, worker_loop
 from .attachments import resolve_all
 from .credentials import resolve_password
-from .engine import AnyProgress, Mailer, Prepared, _prepare
+from .engine import AnyProgress, Mailer, Prepared
 from .errors import InvalidRequest, did_you_mean
 from .models import Response, SendRequest
 from .outbox import Outbox

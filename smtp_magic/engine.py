@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
-import itertools
 import logging
-import random
 import threading
 import time
 from collections.abc import (
@@ -21,30 +18,32 @@ from collections.abc import (
     Sequence,
     Sized,
 )
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _worker, pacing
-from ._requests import ConfigLike, as_request, load_settings, make_request, with_profile
+from ._attempts import IN_DOUBT_RESULT, _each, _save_copy, _size, _workers, backoff, deliver
+from ._batch import (
+    AnyProgress,
+    Progress,
+    TimedProgress,
+    _Counter,
+    _fail,
+    _Group,
+    _Job,
+    _journal,
+    _new_job,
+    _windows,
+)
+from ._requests import ConfigLike, load_settings, make_request, with_profile
+from ._resend import destination_of, resend
 from .config import ConnectionSettings, SmtpMagic
 from .credentials import resolve_password
-from .delivery import Data, Envelope, Outcome, Transport
-from .errors import (
-    ConfigError,
-    ConnectFailed,
-    ExitCode,
-    InDoubt,
-    OutboxUnwritable,
-    PartiallyRefused,
-    Rejected,
-    SmtpMagicError,
-    TemporaryFailure,
-)
+from .delivery import Envelope, Outcome, Transport
+from .errors import ConfigError, ConnectFailed, OutboxUnwritable, SmtpMagicError
 from .models import Response, SendRequest
-from .outbox import Batch, Outbox, OutboxEntry, SendRecord, history
+from .outbox import Outbox, history
 
 if TYPE_CHECKING:
-    from . import imap
     from .mime import Composed
 
 __all__ = ["IN_DOUBT_RESULT", "Mailer", "Prepared", "Progress", "TimedProgress", "backoff",
@@ -53,238 +52,6 @@ __all__ = ["IN_DOUBT_RESULT", "Mailer", "Prepared", "Progress", "TimedProgress",
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-IN_DOUBT_RESULT = "in doubt: it may have been delivered"
-# How an in-doubt message is reported: the end of one sentence.
-IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the outbox as in doubt "
-                 "and not sent again unless asked (--retry --in-doubt).")
-
-
-class Progress(Protocol):
-    """``progress(done, total, response)``, called after each message (``total`` is 0 when the
-    requests have no length)."""
-
-    def __call__(self, done: int, total: int, response: Response, /) -> None: ...
-
-
-class TimedProgress(Protocol):
-    """``progress(done, total, response, finish_at)``: also the expected finish time
-    (``time.time()`` seconds, or None), and a first call ``(0, total, None, finish_at)`` before
-    anything is sent when the batch is paced (the rate setting)."""
-
-    def __call__(self, done: int, total: int, response: Response | None,
-                 finish_at: float | None, /) -> None: ...
-
-
-AnyProgress = Union[Progress, TimedProgress]  # noqa: UP007 - a runtime alias on Python 3.10
-
-
-# -- composing one message --------------------------------------------------------------------------
-
-def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
-    """The message of ``request``, ready to send (the one place a message is made)."""
-    from .stages import prepare  # the stages (and the email package), imported on the first send
-
-    return prepare(request, settings)
-
-
-# -- retries, the execution timeout, refusals -----------------------------------------------------
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): short, growing, jittered."""
-    return 0.25 * (3 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-
-
-def _where(settings: ConnectionSettings) -> str:
-    return f"{settings.host}:{settings.port}"
-
-
-def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicError | None:
-    """The exit-4/5 error for refused recipients, or None when everyone accepted."""
-    if not outcome.refused:
-        return None
-    listed = "; ".join(f"{r} ({c} {t})" for r, (c, t) in outcome.refused.items())
-    code, text = next(iter(outcome.refused.values()))  # the first refusal stands for the rest
-    if not outcome.accepted:
-        cls: type[SmtpMagicError] = Rejected
-        message = f"{_where(settings)} refused every recipient: {listed}."
-    else:
-        cls = PartiallyRefused
-        total = len(outcome.accepted) + len(outcome.refused)
-        message = f"Sent to {len(outcome.accepted)} of {total} recipients; refused: {listed}."
-    return cls(message, refused=outcome.refused, code=code, reply=f"{code} {text}".strip())
-
-
-class _Watch:
-    """One message on its way: the journal's marks (through the envelope's hooks), whether its
-    data went out unanswered, and the last temporary failure."""
-
-    __slots__ = ("answered_unsaved", "entry", "last", "outbox", "unconfirmed")
-
-    def __init__(self, outbox: Outbox | None, entry: OutboxEntry | None) -> None:
-        self.outbox, self.entry = outbox, entry
-        self.unconfirmed = False
-        self.answered_unsaved = False
-        self.last: SmtpMagicError | None = None
-
-    def sending(self) -> None:  # may raise OutboxUnwritable: the message then stays unsent
-        if self.outbox is not None and self.entry is not None:
-            self.outbox.sending(self.entry)
-        self.unconfirmed = True
-        self.answered_unsaved = False
-
-    def answered(self) -> None:
-        # Recorded in the journal only when this attempt did not deliver (``settle``): a
-        # delivered message is removed at once, one write instead of two.
-        if self.unconfirmed:
-            self.unconfirmed = False
-            self.answered_unsaved = True
-
-    def settle(self) -> None:
-        """The server answered and the message is not (wholly) delivered: no longer in doubt."""
-        if self.answered_unsaved and self.outbox is not None and self.entry is not None:
-            self.outbox.answered(self.entry)
-        self.answered_unsaved = False
-
-
-class _Deadline:
-    """``asyncio.timeout(None)`` for Python 3.10: cancels the task at the time given to
-    ``reschedule`` (loop time) and turns that cancellation into ``TimeoutError``."""
-
-    def __init__(self, when: float | None = None) -> None:
-        self._when = when
-        self._fired = False
-        self._handle: asyncio.TimerHandle | None = None
-
-    def when(self) -> float | None:
-        return self._when
-
-    def expired(self) -> bool:
-        return self._fired
-
-    def reschedule(self, when: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._when = when
-        self._handle = self._home.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._fired = True
-        self._task.cancel()
-
-    async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
-        self._home = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        if self._when is not None:
-            self.reschedule(self._when)
-        return self
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        if self._fired and exc_type is asyncio.CancelledError:
-            raise TimeoutError from exc
-
-
-_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
-
-
-def _deadline(when: float | None) -> Any:
-    """A timeout at loop time ``when``, or armed later (``reschedule``) when None:
-    ``asyncio.timeout_at`` where it exists."""
-    return _timeout_at(when) if _timeout_at is not None else _Deadline(when)
-
-
-# -- jobs: one request each ----------------------------------------------------------------------
-
-@dataclass
-class _Job:
-    index: int
-    request: SendRequest
-    settings: ConnectionSettings | None
-    composed: Composed | None = None
-    response: Response | None = None
-    record: SendRecord | None = None
-    entry: OutboxEntry | None = None  # its place in the outbox, once written there
-    data: Data | None = None
-
-
-def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
-             plain: ConnectionSettings | None = None, composed: Composed | None = None) -> _Job:
-    try:
-        request, overrides = as_request(item)
-        if timeout is not None:
-            overrides = {**overrides, "timeout": timeout}
-        settings = plain if plain is not None and not overrides else base.snapshot(overrides)
-        job = _Job(index, request, settings)
-        job.composed = composed if composed is not None else _prepare(request, settings)
-    except SmtpMagicError as exc:
-        request = item if isinstance(item, SendRequest) else SendRequest(to=(), subject="")
-        job = _Job(index, request, None, response=Response.from_error(exc))
-    composed = job.composed
-    job.record = history.add(SendRecord(
-        subject=composed.subject if composed else str(job.request.subject or ""),
-        recipients=composed.recipients if composed else job.request.recipients,
-        message_id=composed.message_id if composed else None,
-    ))
-    if job.response is not None:
-        job.record.finish(job.response)
-    return job
-
-
-async def _save_copy(folder: imap.SentFolder, response: Response, data: Data) -> Response:
-    """The ``save_sent`` copy of a message the server accepted (wholly, or for some of its
-    recipients): the exact bytes sent (DKIM-Signature included; never a Bcc line, which the
-    message never has). A copy that fails only adds its reason to the response's message."""
-    if not (response.exitcode == ExitCode.SENT or response.accepted):
-        return response
-    raw = data if isinstance(data, bytes) else b"".join(data.chunks())
-    problem = await folder.append(raw)
-    if problem is None:
-        return response
-    log.warning("%s: %s", response.message_id, problem)
-    return replace(response, message=f"{response.message} {problem}".strip())
-
-
-# What an outbox entry remembers of its settings, so that a retry goes where it was going.
-_DESTINATION = ("host", "port", "security", "username", "auth", "profile", "transport")
-
-
-def destination_of(settings: ConnectionSettings) -> dict[str, Any]:
-    """Host, port, security, username, auth, profile and transport (with Graph's endpoint) of
-    ``settings``: never a secret."""
-    where = {name: getattr(settings, name) for name in _DESTINATION}
-    if settings.transport == "graph":
-        where["graph_endpoint"] = settings.graph_endpoint
-    return where
-
-
-def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None],
-             settings: ConnectionSettings | None = None) -> Batch:
-    """Write every message of the group to the outbox (one journal) before any is sent."""
-    batch = outbox.batch(destination_of(settings) if settings is not None else None)
-    try:
-        for job in jobs:
-            composed = job.composed
-            assert composed is not None and job.record is not None
-            try:
-                job.entry, job.data = batch.add(
-                    composed.chunks(), sender=composed.sender, recipients=composed.recipients,
-                    message_id=composed.message_id, subject=composed.subject,
-                )
-            except SmtpMagicError as exc:  # e.g. an attachment that can no longer be read
-                job.response = Response.from_error(exc, message_id=composed.message_id)
-                job.record.finish(job.response)
-                progress(job)
-                continue
-            job.record.outbox_key = job.entry.key
-        batch.commit()
-    except BaseException:
-        batch.close()
-        raise
-    return batch
 
 
 class _Passwords:
@@ -367,102 +134,6 @@ async def _aclose(transport: Any) -> None:
         await close()
 
 
-@dataclass
-class _Group:
-    """Jobs that share settings, ready to deliver: credentials resolved, messages journaled."""
-
-    settings: ConnectionSettings
-    jobs: list[_Job]
-    outbox: Outbox
-    batch: Batch
-    pacer: pacing.Pacer | None = None  # the rate setting's pace, shared by the account
-    folder: imap.SentFolder | None = None  # save_sent: one IMAP connection for the group
-
-
-def _fail(jobs: list[_Job], exc: SmtpMagicError, progress: Callable[[_Job], None]) -> None:
-    for job in jobs:
-        if job.response is None:
-            job.response = Response.from_error(
-                exc, message_id=job.composed.message_id if job.composed else None)
-            assert job.record is not None
-            job.record.finish(job.response)
-            progress(job)
-
-
-def _progress_caller(progress: AnyProgress | None
-                     ) -> Callable[[int, int, Response | None, Callable[[], float | None]], None] | None:
-    """Call ``progress(done, total, response)``, or with a fourth argument, the expected finish
-    time (``time.time()`` seconds or None), when the callback takes one."""
-    if progress is None:
-        return None
-    try:
-        inspect.signature(progress).bind(0, 0, None, None)
-    except (TypeError, ValueError):  # ValueError: no signature (a builtin): three arguments
-        takes_eta = False
-    else:
-        takes_eta = True
-
-    def tell(done: int, total: int, response: Response | None,
-             finish_at: Callable[[], float | None]) -> None:
-        if takes_eta:
-            progress(done, total, response, finish_at())  # type: ignore[call-arg,arg-type]
-        elif response is not None:
-            progress(done, total, response)  # type: ignore[call-arg]
-
-    return tell
-
-
-class _Counter:
-    """Reports jobs as they finish, counted across windows: ``progress(done, total, response)``
-    (with a fourth argument, the expected finish time, when the callback takes one), using the
-    pace of each account (the Mailer's ``pacing.Pacer`` per settings)."""
-
-    def __init__(self, progress: AnyProgress | None, total: int,
-                 pacers: dict[ConnectionSettings, pacing.Pacer]) -> None:
-        self.tell = _progress_caller(progress)
-        self.total, self.done = total, 0
-        self.pacers = pacers
-        self.mine: set[ConnectionSettings] = set()
-        self.awaiting: _Job | None = None  # the job a stream waits for,
-        self.changed: asyncio.Future[None] | None = None  # set when it is final
-
-    def pacer(self, settings: ConnectionSettings, count: int) -> pacing.Pacer:
-        """The pacer of ``settings``, now with ``count`` more messages to send."""
-        pacer = self.pacers.get(settings)
-        if pacer is None:
-            pacer = self.pacers[settings] = pacing.Pacer.from_setting(settings.rate)
-        pacer.total += count
-        self.mine.add(settings)
-        return pacer
-
-    def finish_at(self) -> float | None:
-        """The expected finish time (``time.time()`` seconds), for the progress callback."""
-        left = [self.pacers[s].finish_in() for s in self.mine]
-        if any(x is None for x in left):
-            return None
-        return time.time() + max((x for x in left if x is not None), default=0.0)
-
-    def wake(self) -> None:
-        if self.changed is not None and not self.changed.done():
-            self.changed.set_result(None)
-
-    def started(self) -> None:
-        """A paced batch knows its finish time before anything is sent: say it."""
-        if self.tell is not None and self.total and not self.done and any(
-                self.pacers[s].interval for s in self.mine):
-            self.tell(0, self.total, None, self.finish_at)
-
-    def __call__(self, job: _Job) -> None:
-        self.done += 1
-        pacer = self.pacers.get(job.settings) if job.settings is not None else None
-        if pacer is not None and job.composed is not None:
-            pacer.settled += 1
-        if job is self.awaiting:
-            self.wake()
-        if self.tell is not None and job.response is not None:
-            self.tell(self.done, self.total, job.response, self.finish_at)
-
-
 class Prepared:
     """A batch on its way: every message composed, its credentials resolved and written to the
     outbox, so that nothing is lost from here on, even if the process dies before it is sent.
@@ -495,12 +166,6 @@ class Prepared:
             if self._own and self._mailer is not None:
                 await self._mailer.aclose()
         return [job.response for job in self.jobs]  # type: ignore[misc]
-
-
-def _windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while window := list(itertools.islice(iterator, size)):
-        yield window
 
 
 # Requests are taken ``_WINDOW`` at a time (they may come from a generator): each window is
@@ -914,7 +579,7 @@ class Mailer:
             assert job.record is not None
             envelope = Envelope(composed.sender, composed.recipients, _size(job.data),
                                 composed.smtputf8, composed.message_id, settings)
-            response = await self._deliver(envelope, job.data, entry, outbox, pacer, route)
+            response = await deliver(envelope, job.data, entry, outbox, pacer, route)
             if group.folder is not None:
                 response = await _save_copy(group.folder, response, job.data)
             job.data = None  # sent: let a large message's bytes go
@@ -929,176 +594,6 @@ class Mailer:
             group.batch.close()  # deleted when every message is settled; kept (pending) otherwise
             if group.folder is not None:
                 await group.folder.close()
-
-    # -- one message: pace, attempts, timeout, outbox -----------------------------------------
-
-    async def _deliver(self, envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Outbox,
-                       pacer: pacing.Pacer | None, route: tuple[Any, bool]) -> Response:
-        """Deliver (at the pacer's pace, retrying temporary failures), then settle the outbox
-        entry: removed once confirmed, else marked failed, partly sent or in doubt.
-        ``elapsed`` does not count the wait for the pace."""
-        settings = envelope.settings
-        assert settings is not None
-        message_id = entry.message_id
-        watch = _Watch(outbox, entry)
-        envelope.on_sending, envelope.on_answered = watch.sending, watch.answered
-        clock = time.monotonic()
-        try:
-            throttled = 0
-            while True:
-                if pacer is not None:
-                    await pacer.wait(retry=throttled > 0)
-                clock = time.monotonic()
-                try:
-                    outcome = await self._timed(envelope, data, settings, watch, route)
-                except pacing.Throttled as exc:
-                    throttled += 1
-                    if pacer is None or throttled > pacing.MAX_THROTTLED:
-                        raise pacing.Throttled(
-                            f"{exc.message.rstrip('.')}, still after {throttled} tries at a "
-                            "slower pace; the message is kept in the outbox.",
-                            refused=exc.refused, code=exc.code, reply=exc.reply) from exc
-                    pacer.throttled(exc.reply, exc.retry_after)  # Graph's Retry-After, if it said
-                    continue
-                if pacer is not None:
-                    pacer.succeeded()
-                break
-            error = outcome_error(outcome, settings)
-            if error is not None:
-                raise error
-        except SmtpMagicError as exc:
-            in_doubt = isinstance(exc, InDoubt) or watch.unconfirmed
-            if not in_doubt:
-                watch.settle()
-            response = Response.from_error(
-                exc, message_id=message_id, elapsed=time.monotonic() - clock,
-                accepted=tuple(r for r in envelope.recipients if r not in exc.refused)
-                if exc.exitcode == ExitCode.PARTIAL else (),
-            )
-            owed = tuple(exc.refused) if response.exitcode == ExitCode.PARTIAL else None
-            if in_doubt:
-                response = replace(response, result=IN_DOUBT_RESULT)
-            elif owed is not None:
-                response = replace(response, result=f"partly sent: sent to {len(response.accepted)} "
-                                   f"of {len(response.accepted) + len(owed)}")
-            outbox.mark_failed(entry, response, owed, in_doubt=in_doubt)
-            return response
-        except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
-            in_doubt = watch.unconfirmed
-            response = Response(
-                exitcode=ExitCode.CONNECT, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
-                message_id=message_id, elapsed=time.monotonic() - clock,
-                result=IN_DOUBT_RESULT if in_doubt else "",
-            )
-            outbox.mark_failed(entry, response, in_doubt=in_doubt)
-            return response
-        elapsed = time.monotonic() - clock
-        try:
-            outbox.remove(entry.key)
-        except OSError as exc:
-            # Accepted is sent, whatever the outbox can still record: it stays marked in doubt there
-            # (never resent without asking), and the response says so.
-            warning = (f"Sent, but the outbox {str(outbox.path)!r} could not record it "
-                       f"({exc.strerror or exc}); it stays there as in doubt: do not resend it.")
-            log.warning("%s: %s", message_id, warning)
-            return Response(exitcode=ExitCode.SENT, message=warning, message_id=message_id,
-                            elapsed=elapsed, accepted=tuple(outcome.accepted))
-        return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=elapsed,
-                        accepted=tuple(outcome.accepted))
-
-    async def _timed(self, envelope: Envelope, data: Data, settings: ConnectionSettings,
-                     watch: _Watch, route: tuple[Any, bool]) -> Outcome:
-        """The attempts bounded by the execution timeout (``settings.timeout``: connecting and
-        retries included; from when the transport starts on the message, if it queues it)."""
-        watch.unconfirmed, watch.last = False, None
-        envelope.stalled = None
-        transport, queues = route
-        loop = asyncio.get_running_loop()
-        seconds = settings.timeout
-        deadline = _deadline(None if queues else loop.time() + seconds)
-        if queues:
-            def started() -> None:  # the clock starts once, however many attempts follow
-                if deadline.when() is None:
-                    deadline.reschedule(loop.time() + seconds)
-
-            envelope.on_started = started
-        try:
-            async with deadline:
-                return await self._attempts(transport, envelope, data, settings, watch)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise
-            raise _timed_out(settings, watch, envelope) from exc
-
-    async def _attempts(self, transport: Any, envelope: Envelope, data: Data,
-                        settings: ConnectionSettings, watch: _Watch) -> Outcome:
-        """Deliver, retrying temporary failures (the whole message, or the recipients the
-        server deferred) with ``backoff`` up to ``settings.attempts`` attempts in all. A
-        throttling reply with nothing accepted is ``pacing.Throttled`` (the pace slows)."""
-        accepted: list[str] = []
-        refused: dict[str, tuple[int, str]] = {}
-        pending = envelope.recipients
-        last: SmtpMagicError | None = None
-        attempt = 0
-        while pending:
-            attempt += 1
-            this = envelope if pending == envelope.recipients else replace(envelope, recipients=pending)
-            try:
-                outcome = await transport.deliver(this, data)
-                if outcome is None and attempt == 1:  # the common case: everyone, at once
-                    return Outcome(list(envelope.recipients))
-            except pacing.Throttled:
-                raise
-            except TemporaryFailure as exc:
-                last = watch.last = exc
-                watch.settle()
-            else:
-                if outcome is None:
-                    accepted += pending
-                    pending = ()
-                    break
-                accepted += outcome.accepted
-                temp = {r: v for r, v in outcome.refused.items() if 400 <= v[0] < 500}
-                refused.update({r: v for r, v in outcome.refused.items() if r not in temp})
-                pending = tuple(r for r in pending if r in temp)
-                if not pending:
-                    break
-                watch.settle()
-                code, text = temp[pending[0]]
-                last = watch.last = TemporaryFailure(
-                    "The server deferred some recipients: "
-                    + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
-                    refused=temp, code=code, reply=f"{code} {text}".strip(),
-                )
-            assert last is not None
-            if not accepted and pacing.is_throttle(last.code, last.reply):
-                # Retrying at once would be throttled again: the pacer slows down and this
-                # message goes again later.
-                raise pacing.Throttled(
-                    f"{_where(settings)} is throttling: {last.reply}.",
-                    refused={r: (last.code or 450, last.reply or "") for r in pending},
-                    code=last.code, reply=last.reply) from last
-            if attempt >= settings.attempts:
-                break
-            delay = backoff(attempt)
-            log.info("%s: temporary failure (%s); retrying in %.1f s (attempt %d of %d)",
-                     _where(settings), last.reply or last.message, delay, attempt + 1,
-                     settings.attempts)
-            await asyncio.sleep(delay)
-        if pending:
-            assert last is not None
-            left = {r: refused.get(r) or last.refused.get(r) or (450, last.message) for r in pending}
-            if not accepted:
-                raise TemporaryFailure(
-                    f"{last.message.rstrip('.')}, still failing after {attempt} attempts; "
-                    "the message is kept in the outbox.",
-                    refused={**refused, **left}, code=last.code, reply=last.reply,
-                ) from last
-            refused.update(left)
-        if not refused and len(accepted) == len(envelope.recipients):
-            return Outcome(list(envelope.recipients))  # everyone, at the first attempt or later
-        order = {r: i for i, r in enumerate(envelope.recipients)}
-        return Outcome(sorted(accepted, key=lambda r: order.get(r, 0)), refused)
 
     # -- the outbox: sending kept messages again ----------------------------------------------
 
@@ -1115,82 +610,8 @@ class Mailer:
 
     async def _retry(self, keys: Iterable[str] | None, in_doubt: bool) -> list[Response]:
         base = with_profile(load_settings(self._config), self._profile)
-        outbox = Outbox(base.snapshot().outbox_dir)
-        wanted = set(keys) if keys is not None else None
-        entries = [e for e in outbox.entries()  # not one another send is working on right now
-                   if (wanted is None or e.key in wanted) and _retryable(e, in_doubt)
-                   and not outbox.busy(e.key)]
-        if not entries:
-            return []
-        by_settings: dict[ConnectionSettings, list[OutboxEntry]] = {}
-        responses: dict[str, Response] = {}
-        for entry in entries:
-            try:
-                by_settings.setdefault(_retry_settings(base, entry.destination), []).append(entry)
-            except SmtpMagicError as exc:  # e.g. its profile is gone: nothing is tried
-                responses[entry.key] = _not_retried(entry, exc)
-        results = await asyncio.gather(*(self._retry_group(settings, group, outbox)
-                                         for settings, group in by_settings.items()))
-        for found in results:
-            responses.update(found)
-        return [responses[e.key] for e in entries]
-
-    async def _retry_group(self, settings: ConnectionSettings, entries: list[OutboxEntry],
-                           outbox: Outbox) -> dict[str, Response]:
-        """Resend kept messages that go to the same place, over the transport's connections,
-        each read from disk as it goes out."""
-        folder = None
-        try:
-            password = self._check_destination(settings)
-            if settings.save_sent:
-                from .imap import SentFolder
-
-                folder = SentFolder(settings, password)
-        except SmtpMagicError as exc:  # nothing was tried: the messages stay as they are
-            return {entry.key: _not_retried(entry, exc) for entry in entries}
-        pacer = self._pacers.get(settings)
-        if pacer is None:
-            pacer = self._pacers[settings] = pacing.Pacer.from_setting(settings.rate)
-        pacer.total += len(entries)
-        route = self._route(settings)
-        here = threading.get_ident()
-
-        async def one(entry: OutboxEntry) -> tuple[str, Response]:
-            addresses = (entry.sender, *entry.recipients)
-            record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
-                                            outbox_key=entry.key, thread=here))
-            try:
-                data = outbox.payload(entry.key)
-            except (KeyError, OSError) as exc:
-                response = Response.from_error(ConnectFailed(
-                    f"The kept message {entry.key} cannot be read ({exc})."),
-                    message_id=entry.message_id)
-                record.finish(response)
-                return entry.key, response
-            envelope = Envelope(entry.sender, entry.recipients, _size(data),
-                                not all(a.isascii() for a in addresses), entry.message_id,
-                                settings)
-            response = await self._deliver(envelope, data, entry, outbox, pacer, route)
-            # A partly sent message was copied when its first part went out.
-            if folder is not None and entry.status != "partly sent":
-                response = await _save_copy(folder, response, data)
-            pacer.settled += 1
-            record.finish(response)
-            return entry.key, response
-
-        try:
-            found: dict[str, Response] = {}
-
-
-            async def keep(entry: OutboxEntry) -> None:
-                key, response = await one(entry)
-                found[key] = response
-
-            await _each(entries, _workers(settings), keep)
-            return found
-        finally:
-            if folder is not None:
-                await folder.close()
+        return await resend(base, keys, in_doubt, check=self._check_destination,
+                            pacers=self._pacers, route=self._route)
 
 
 def _next_of(chunks: AsyncGenerator[list[Response], None]
@@ -1204,82 +625,3 @@ def _next_of(chunks: AsyncGenerator[list[Response], None]
             return None
 
     return next_chunk
-
-
-def _workers(settings: ConnectionSettings) -> int:
-    """Messages of one destination on their way at once: one per connection, one more per
-    connection waiting for it (the SMTP transport sends its envelope ahead), and one that may
-    be pausing before a retry."""
-    return 2 * max(1, settings.connections) + 1
-
-
-async def _each(items: Sequence[T], workers: int, work: Callable[[T], Awaitable[None]]) -> None:
-    """``work(item)`` for every item, in order, at most ``workers`` at a time: each message
-    waits for its pace just before it goes (a throttled server slows the ones after it)."""
-    queue = iter(items)
-
-    async def worker() -> None:
-        for item in queue:
-            await work(item)
-
-    await asyncio.gather(*(worker() for _ in range(min(workers, len(items)))))
-
-
-def _size(data: Data) -> int:
-    return len(data) if isinstance(data, (bytes, bytearray)) else data.size
-
-
-def _timed_out(settings: ConnectionSettings, watch: _Watch, envelope: Envelope) -> SmtpMagicError:
-    """What a send that ran out of time amounts to: unknown only if its data went out and no
-    final reply came back; otherwise nothing was delivered (exit 2 or 7, not 6)."""
-    where, seconds = _where(settings), f"{settings.timeout:g} s"
-    if watch.unconfirmed:
-        return InDoubt(f"The send to {where} did not finish within {seconds} after the message "
-                       f"was sent; {IN_DOUBT_NOTE}")
-    last = watch.last
-    if last is not None:
-        return TemporaryFailure(
-            f"{last.message.rstrip('.')}, still failing when the {seconds} timeout ran out; "
-            "the message is kept in the outbox.",
-            refused=last.refused, code=last.code, reply=last.reply,
-        )
-    if isinstance(envelope.stalled, SmtpMagicError):
-        return envelope.stalled
-    return TemporaryFailure(f"{where} did not accept the message within {seconds}; "
-                            "nothing was sent and it is kept in the outbox.")
-
-
-def _retry_settings(base: SmtpMagic, destination: Mapping[str, Any] | None) -> ConnectionSettings:
-    """The settings a kept message is resent with: the account it was going to, as it is set
-    now. ``base`` is the current settings (or the config given).
-
-    - a message sent with a profile: that profile as saved now;
-    - a message for the server, login and transport of ``base``: ``base`` (a port or security
-      fixed since applies, and so does its password);
-    - any other: its recorded host, port, security, login, auth and transport, with the
-      password from the usual sources for that server (the keyring's ``username@host``); never
-      the password of another account.
-    """
-    if not destination:  # kept by an older version: the current settings, as then
-        return base.snapshot()
-    profile = destination.get("profile")
-    if profile:
-        return (base if base.profile == profile else with_profile(base, str(profile))).snapshot()
-    if (destination.get("host"), destination.get("username"), destination.get(
-            "transport", "smtp")) == (base.host, base.username, base.transport):
-        return base.snapshot()
-    values: dict[str, Any] = {k: destination.get(k) for k in (*_DESTINATION, "graph_endpoint")
-                              if k != "profile"}
-    values = {k: v for k, v in values.items() if v is not None or k == "username"}
-    return base.snapshot({**values, "password": None, "password_env": None})
-
-
-def _retryable(entry: OutboxEntry, in_doubt: bool) -> bool:
-    return entry.status != "in doubt" or in_doubt
-
-
-def _not_retried(entry: OutboxEntry, exc: SmtpMagicError) -> Response:
-    record = history.add(SendRecord(entry.subject, entry.recipients, entry.message_id,
-                                    outbox_key=entry.key))
-    record.finish(Response.from_error(exc, message_id=entry.message_id))
-    return record.response  # type: ignore[return-value]

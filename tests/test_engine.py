@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import TmpData
 
-from smtp_magic import Mailer, SmtpMagic, engine, pacing, profiles
+from smtp_magic import Mailer, SmtpMagic, _attempts, engine, pacing, profiles
 from smtp_magic.delivery import Envelope, MemoryTransport, Outcome
 from smtp_magic.errors import ExitCode, InDoubt, TemporaryFailure
 from smtp_magic.models import SendRequest
@@ -32,7 +32,7 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         asked.append(attempt)
         return 0.0
 
-    monkeypatch.setattr(engine, "backoff", backoff)
+    monkeypatch.setattr(_attempts, "backoff", backoff)  # where the attempts look it up
     return asked
 
 

@@ -1,0 +1,380 @@
+"""One message over a transport: its pace, its attempts (temporary failures retried with
+``backoff``, a throttling server slowing the pacer), the execution timeout and what running out
+of it means, then its outbox entry settled (removed once delivered, else failed, partly sent or
+in doubt) and its ``save_sent`` copy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import pacing
+from .config import ConnectionSettings
+from .delivery import Data, Envelope, Outcome
+from .errors import (
+    ExitCode,
+    InDoubt,
+    PartiallyRefused,
+    Rejected,
+    SmtpMagicError,
+    TemporaryFailure,
+)
+from .models import Response
+from .outbox import Outbox, OutboxEntry
+
+if TYPE_CHECKING:
+    from . import imap
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+IN_DOUBT_RESULT = "in doubt: it may have been delivered"
+# How an in-doubt message is reported: the end of one sentence.
+IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the outbox as in doubt "
+                 "and not sent again unless asked (--retry --in-doubt).")
+
+
+# -- retries, the execution timeout, refusals -----------------------------------------------------
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): short, growing, jittered."""
+    return 0.25 * (3 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+
+def _where(settings: ConnectionSettings) -> str:
+    return f"{settings.host}:{settings.port}"
+
+
+def outcome_error(outcome: Outcome, settings: ConnectionSettings) -> SmtpMagicError | None:
+    """The exit-4/5 error for refused recipients, or None when everyone accepted."""
+    if not outcome.refused:
+        return None
+    listed = "; ".join(f"{r} ({c} {t})" for r, (c, t) in outcome.refused.items())
+    code, text = next(iter(outcome.refused.values()))  # the first refusal stands for the rest
+    if not outcome.accepted:
+        cls: type[SmtpMagicError] = Rejected
+        message = f"{_where(settings)} refused every recipient: {listed}."
+    else:
+        cls = PartiallyRefused
+        total = len(outcome.accepted) + len(outcome.refused)
+        message = f"Sent to {len(outcome.accepted)} of {total} recipients; refused: {listed}."
+    return cls(message, refused=outcome.refused, code=code, reply=f"{code} {text}".strip())
+
+
+class _Watch:
+    """One message on its way: the journal's marks (through the envelope's hooks), whether its
+    data went out unanswered, and the last temporary failure."""
+
+    __slots__ = ("answered_unsaved", "entry", "last", "outbox", "unconfirmed")
+
+    def __init__(self, outbox: Outbox | None, entry: OutboxEntry | None) -> None:
+        self.outbox, self.entry = outbox, entry
+        self.unconfirmed = False
+        self.answered_unsaved = False
+        self.last: SmtpMagicError | None = None
+
+    def sending(self) -> None:  # may raise OutboxUnwritable: the message then stays unsent
+        if self.outbox is not None and self.entry is not None:
+            self.outbox.sending(self.entry)
+        self.unconfirmed = True
+        self.answered_unsaved = False
+
+    def answered(self) -> None:
+        # Recorded in the journal only when this attempt did not deliver (``settle``): a
+        # delivered message is removed at once, one write instead of two.
+        if self.unconfirmed:
+            self.unconfirmed = False
+            self.answered_unsaved = True
+
+    def settle(self) -> None:
+        """The server answered and the message is not (wholly) delivered: no longer in doubt."""
+        if self.answered_unsaved and self.outbox is not None and self.entry is not None:
+            self.outbox.answered(self.entry)
+        self.answered_unsaved = False
+
+
+class _Deadline:
+    """``asyncio.timeout(None)`` for Python 3.10: cancels the task at the time given to
+    ``reschedule`` (loop time) and turns that cancellation into ``TimeoutError``."""
+
+    def __init__(self, when: float | None = None) -> None:
+        self._when = when
+        self._fired = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    def when(self) -> float | None:
+        return self._when
+
+    def expired(self) -> bool:
+        return self._fired
+
+    def reschedule(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = when
+        self._handle = self._home.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
+        self._home = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        if self._when is not None:
+            self.reschedule(self._when)
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
+
+
+def _deadline(when: float | None) -> Any:
+    """A timeout at loop time ``when``, or armed later (``reschedule``) when None:
+    ``asyncio.timeout_at`` where it exists."""
+    return _timeout_at(when) if _timeout_at is not None else _Deadline(when)
+
+
+async def _save_copy(folder: imap.SentFolder, response: Response, data: Data) -> Response:
+    """The ``save_sent`` copy of a message the server accepted (wholly, or for some of its
+    recipients): the exact bytes sent (DKIM-Signature included; never a Bcc line, which the
+    message never has). A copy that fails only adds its reason to the response's message."""
+    if not (response.exitcode == ExitCode.SENT or response.accepted):
+        return response
+    raw = data if isinstance(data, bytes) else b"".join(data.chunks())
+    problem = await folder.append(raw)
+    if problem is None:
+        return response
+    log.warning("%s: %s", response.message_id, problem)
+    return replace(response, message=f"{response.message} {problem}".strip())
+
+
+# -- one message: pace, attempts, timeout, outbox ---------------------------------------------------
+
+async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Outbox,
+                  pacer: pacing.Pacer | None, route: tuple[Any, bool]) -> Response:
+    """Deliver (at the pacer's pace, retrying temporary failures), then settle the outbox
+    entry: removed once confirmed, else marked failed, partly sent or in doubt.
+    ``elapsed`` does not count the wait for the pace."""
+    settings = envelope.settings
+    assert settings is not None
+    message_id = entry.message_id
+    watch = _Watch(outbox, entry)
+    envelope.on_sending, envelope.on_answered = watch.sending, watch.answered
+    clock = time.monotonic()
+    try:
+        throttled = 0
+        while True:
+            if pacer is not None:
+                await pacer.wait(retry=throttled > 0)
+            clock = time.monotonic()
+            try:
+                outcome = await _timed(envelope, data, settings, watch, route)
+            except pacing.Throttled as exc:
+                throttled += 1
+                if pacer is None or throttled > pacing.MAX_THROTTLED:
+                    raise pacing.Throttled(
+                        f"{exc.message.rstrip('.')}, still after {throttled} tries at a "
+                        "slower pace; the message is kept in the outbox.",
+                        refused=exc.refused, code=exc.code, reply=exc.reply) from exc
+                pacer.throttled(exc.reply, exc.retry_after)  # Graph's Retry-After, if it said
+                continue
+            if pacer is not None:
+                pacer.succeeded()
+            break
+        error = outcome_error(outcome, settings)
+        if error is not None:
+            raise error
+    except SmtpMagicError as exc:
+        in_doubt = isinstance(exc, InDoubt) or watch.unconfirmed
+        if not in_doubt:
+            watch.settle()
+        response = Response.from_error(
+            exc, message_id=message_id, elapsed=time.monotonic() - clock,
+            accepted=tuple(r for r in envelope.recipients if r not in exc.refused)
+            if exc.exitcode == ExitCode.PARTIAL else (),
+        )
+        owed = tuple(exc.refused) if response.exitcode == ExitCode.PARTIAL else None
+        if in_doubt:
+            response = replace(response, result=IN_DOUBT_RESULT)
+        elif owed is not None:
+            response = replace(response, result=f"partly sent: sent to {len(response.accepted)} "
+                               f"of {len(response.accepted) + len(owed)}")
+        outbox.mark_failed(entry, response, owed, in_doubt=in_doubt)
+        return response
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the message
+        in_doubt = watch.unconfirmed
+        response = Response(
+            exitcode=ExitCode.CONNECT, message=f"Unexpected error while sending ({type(exc).__name__}: {exc}).",
+            message_id=message_id, elapsed=time.monotonic() - clock,
+            result=IN_DOUBT_RESULT if in_doubt else "",
+        )
+        outbox.mark_failed(entry, response, in_doubt=in_doubt)
+        return response
+    elapsed = time.monotonic() - clock
+    try:
+        outbox.remove(entry.key)
+    except OSError as exc:
+        # Accepted is sent, whatever the outbox can still record: it stays marked in doubt there
+        # (never resent without asking), and the response says so.
+        warning = (f"Sent, but the outbox {str(outbox.path)!r} could not record it "
+                   f"({exc.strerror or exc}); it stays there as in doubt: do not resend it.")
+        log.warning("%s: %s", message_id, warning)
+        return Response(exitcode=ExitCode.SENT, message=warning, message_id=message_id,
+                        elapsed=elapsed, accepted=tuple(outcome.accepted))
+    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=elapsed,
+                    accepted=tuple(outcome.accepted))
+
+
+async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
+                 watch: _Watch, route: tuple[Any, bool]) -> Outcome:
+    """The attempts bounded by the execution timeout (``settings.timeout``: connecting and
+    retries included; from when the transport starts on the message, if it queues it)."""
+    watch.unconfirmed, watch.last = False, None
+    envelope.stalled = None
+    transport, queues = route
+    loop = asyncio.get_running_loop()
+    seconds = settings.timeout
+    deadline = _deadline(None if queues else loop.time() + seconds)
+    if queues:
+        def started() -> None:  # the clock starts once, however many attempts follow
+            if deadline.when() is None:
+                deadline.reschedule(loop.time() + seconds)
+
+        envelope.on_started = started
+    try:
+        async with deadline:
+            return await _attempts(transport, envelope, data, settings, watch)
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise
+        raise _timed_out(settings, watch, envelope) from exc
+
+
+async def _attempts(transport: Any, envelope: Envelope, data: Data,
+                    settings: ConnectionSettings, watch: _Watch) -> Outcome:
+    """Deliver, retrying temporary failures (the whole message, or the recipients the
+    server deferred) with ``backoff`` up to ``settings.attempts`` attempts in all. A
+    throttling reply with nothing accepted is ``pacing.Throttled`` (the pace slows)."""
+    accepted: list[str] = []
+    refused: dict[str, tuple[int, str]] = {}
+    pending = envelope.recipients
+    last: SmtpMagicError | None = None
+    attempt = 0
+    while pending:
+        attempt += 1
+        this = envelope if pending == envelope.recipients else replace(envelope, recipients=pending)
+        try:
+            outcome = await transport.deliver(this, data)
+            if outcome is None and attempt == 1:  # the common case: everyone, at once
+                return Outcome(list(envelope.recipients))
+        except pacing.Throttled:
+            raise
+        except TemporaryFailure as exc:
+            last = watch.last = exc
+            watch.settle()
+        else:
+            if outcome is None:
+                accepted += pending
+                pending = ()
+                break
+            accepted += outcome.accepted
+            temp = {r: v for r, v in outcome.refused.items() if 400 <= v[0] < 500}
+            refused.update({r: v for r, v in outcome.refused.items() if r not in temp})
+            pending = tuple(r for r in pending if r in temp)
+            if not pending:
+                break
+            watch.settle()
+            code, text = temp[pending[0]]
+            last = watch.last = TemporaryFailure(
+                "The server deferred some recipients: "
+                + "; ".join(f"{r} ({c} {t})" for r, (c, t) in temp.items()) + ".",
+                refused=temp, code=code, reply=f"{code} {text}".strip(),
+            )
+        assert last is not None
+        if not accepted and pacing.is_throttle(last.code, last.reply):
+            # Retrying at once would be throttled again: the pacer slows down and this
+            # message goes again later.
+            raise pacing.Throttled(
+                f"{_where(settings)} is throttling: {last.reply}.",
+                refused={r: (last.code or 450, last.reply or "") for r in pending},
+                code=last.code, reply=last.reply) from last
+        if attempt >= settings.attempts:
+            break
+        delay = backoff(attempt)
+        log.info("%s: temporary failure (%s); retrying in %.1f s (attempt %d of %d)",
+                 _where(settings), last.reply or last.message, delay, attempt + 1,
+                 settings.attempts)
+        await asyncio.sleep(delay)
+    if pending:
+        assert last is not None
+        left = {r: refused.get(r) or last.refused.get(r) or (450, last.message) for r in pending}
+        if not accepted:
+            raise TemporaryFailure(
+                f"{last.message.rstrip('.')}, still failing after {attempt} attempts; "
+                "the message is kept in the outbox.",
+                refused={**refused, **left}, code=last.code, reply=last.reply,
+            ) from last
+        refused.update(left)
+    if not refused and len(accepted) == len(envelope.recipients):
+        return Outcome(list(envelope.recipients))  # everyone, at the first attempt or later
+    order = {r: i for i, r in enumerate(envelope.recipients)}
+    return Outcome(sorted(accepted, key=lambda r: order.get(r, 0)), refused)
+
+
+def _workers(settings: ConnectionSettings) -> int:
+    """Messages of one destination on their way at once: one per connection, one more per
+    connection waiting for it (the SMTP transport sends its envelope ahead), and one that may
+    be pausing before a retry."""
+    return 2 * max(1, settings.connections) + 1
+
+
+async def _each(items: Sequence[T], workers: int, work: Callable[[T], Awaitable[None]]) -> None:
+    """``work(item)`` for every item, in order, at most ``workers`` at a time: each message
+    waits for its pace just before it goes (a throttled server slows the ones after it)."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(items)))))
+
+
+def _size(data: Data) -> int:
+    return len(data) if isinstance(data, (bytes, bytearray)) else data.size
+
+
+def _timed_out(settings: ConnectionSettings, watch: _Watch, envelope: Envelope) -> SmtpMagicError:
+    """What a send that ran out of time amounts to: unknown only if its data went out and no
+    final reply came back; otherwise nothing was delivered (exit 2 or 7, not 6)."""
+    where, seconds = _where(settings), f"{settings.timeout:g} s"
+    if watch.unconfirmed:
+        return InDoubt(f"The send to {where} did not finish within {seconds} after the message "
+                       f"was sent; {IN_DOUBT_NOTE}")
+    last = watch.last
+    if last is not None:
+        return TemporaryFailure(
+            f"{last.message.rstrip('.')}, still failing when the {seconds} timeout ran out; "
+            "the message is kept in the outbox.",
+            refused=last.refused, code=last.code, reply=last.reply,
+        )
+    if isinstance(envelope.stalled, SmtpMagicError):
+        return envelope.stalled
+    return TemporaryFailure(f"{where} did not accept the message within {seconds}; "
+                            "nothing was sent and it is kept in the outbox.")
+
