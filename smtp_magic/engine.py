@@ -1,4 +1,9 @@
-"""The engine: ``Mailer`` composes, keeps (outbox), paces, delivers and retries messages."""
+"""The engine: ``Mailer`` composes, keeps (outbox), paces, delivers and retries messages.
+
+It owns the event loop its connections live on, the batches (taken a window at a time) and the
+outbox retry; its parts: ``_batch`` (jobs, the journal, progress), ``_attempts`` (one message:
+pace, retries, the execution timeout), ``_resend`` (kept messages sent again) and
+``_destinations`` (the transport of each destination, its password)."""
 
 from __future__ import annotations
 
@@ -34,12 +39,12 @@ from ._batch import (
     _new_job,
     _windows,
 )
+from ._destinations import _aclose, _Destinations, _Passwords, _transport_kind
 from ._requests import ConfigLike, load_settings, make_request, with_profile
 from ._resend import destination_of, resend
 from .config import ConnectionSettings, SmtpMagic
-from .credentials import resolve_password
-from .delivery import Envelope, Outcome, Transport
-from .errors import ConfigError, ConnectFailed, OutboxUnwritable, SmtpMagicError
+from .delivery import Envelope, Transport
+from .errors import ConnectFailed, OutboxUnwritable, SmtpMagicError
 from .models import Response, SendRequest
 from .outbox import Outbox, history
 
@@ -52,86 +57,6 @@ __all__ = ["IN_DOUBT_RESULT", "Mailer", "Prepared", "Progress", "TimedProgress",
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class _Passwords:
-    """Passwords resolved once per settings (a prompt or a keyring look-up is not repeated)."""
-
-    def __init__(self) -> None:
-        self._found: dict[ConnectionSettings, str | None | SmtpMagicError] = {}
-
-    def __call__(self, settings: ConnectionSettings) -> str | None:
-        if settings not in self._found:
-            try:
-                self._found[settings] = resolve_password(settings)
-            except SmtpMagicError as exc:
-                self._found[settings] = exc
-        found = self._found[settings]
-        if isinstance(found, SmtpMagicError):
-            raise found
-        return found
-
-
-_TRANSPORTS = ("smtp", "graph")
-
-
-def _transport_kind(settings: ConnectionSettings) -> str:
-    kind = getattr(settings, "transport", "smtp") or "smtp"
-    if kind not in _TRANSPORTS:
-        raise ConfigError(f"Unknown transport {kind!r}: the transport setting is 'smtp' or "
-                          "'graph'.")
-    return str(kind)
-
-
-class _Destinations:
-    """The default transport: each message goes by its settings' ``transport`` (SMTP, or
-    Microsoft Graph), the SMTP ones over one pool of connections."""
-
-    queues = True
-
-    def __init__(self, passwords: Callable[[ConnectionSettings], str | None]) -> None:
-        from .transport import SmtpTransport
-
-        self.smtp = SmtpTransport(password=passwords)
-        self.others: dict[ConnectionSettings, Any] = {}
-
-    def check(self, settings: ConnectionSettings) -> None:
-        """Exit 1 for a destination no transport can reach (before anything is kept)."""
-        _transport_kind(settings)
-
-    def route(self, settings: ConnectionSettings) -> Any:
-        """The transport that takes messages to ``settings``."""
-        if _transport_kind(settings) == "smtp":
-            return self.smtp
-        found = self.others.get(settings)
-        if found is None:
-            # Microsoft Graph, imported only by those who send through it.
-            graph = importlib.import_module(f"{__package__}.graph")
-            found = self.others[settings] = graph.GraphTransport(settings)
-        return found
-
-    async def deliver(self, envelope: Envelope, data: Any) -> Outcome | None:
-        assert envelope.settings is not None
-        transport = self.route(envelope.settings)
-        if not getattr(transport, "queues", False):
-            envelope.started()
-        result: Outcome | None = await transport.deliver(envelope, data)
-        return result
-
-    def abandon(self) -> None:
-        """Drop the SMTP connections at once: the loop they belong to is gone."""
-        self.smtp.abandon()
-
-    async def aclose(self) -> None:
-        transports = [self.smtp, *self.others.values()]
-        self.others.clear()
-        await asyncio.gather(*(_aclose(t) for t in transports), return_exceptions=True)
-
-
-async def _aclose(transport: Any) -> None:
-    close = getattr(transport, "aclose", None)
-    if close is not None:
-        await close()
 
 
 class Prepared:

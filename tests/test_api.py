@@ -202,7 +202,7 @@ def test_retry_with_a_credential_failure_returns_responses_and_keeps_the_message
 def test_interrupted_while_preparing_leaves_no_trace(smtp_server, cfg, tmp_data, monkeypatch):
     """^C while a batch is composed and journaled: nothing was sent, so nothing stays behind
     (no pending record for --wait, nothing in the outbox to resend)."""
-    from smtp_magic import api, engine
+    from smtp_magic import _destinations, api
 
     calls = []
 
@@ -211,7 +211,7 @@ def test_interrupted_while_preparing_leaves_no_trace(smtp_server, cfg, tmp_data,
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "resolve_password", interrupted_second_time)
+    monkeypatch.setattr(_destinations, "resolve_password", interrupted_second_time)
     requests = [{"to": "a@example.test", "subject": "one"},
                 {"to": "b@example.test", "subject": "two", "timeout": 5}]  # a second group
     with pytest.raises(KeyboardInterrupt):

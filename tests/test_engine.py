@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from conftest import TmpData
 
-from smtp_magic import Mailer, SmtpMagic, _attempts, engine, pacing, profiles
+from smtp_magic import Mailer, SmtpMagic, _attempts, _destinations, engine, pacing, profiles
 from smtp_magic.delivery import Envelope, MemoryTransport, Outcome
-from smtp_magic.errors import ExitCode, InDoubt, TemporaryFailure
+from smtp_magic.errors import ConfigError, ExitCode, InDoubt, TemporaryFailure
 from smtp_magic.models import SendRequest
 from smtp_magic.outbox import Outbox, history
 from smtp_magic.server import CaptureServer
@@ -278,8 +278,8 @@ def test_an_unknown_transport_setting_is_one_sentence() -> None:
     class Settings:
         transport = "pigeon"
 
-    with pytest.raises(engine.ConfigError, match=r"^Unknown transport 'pigeon': .*\.$"):
-        engine._transport_kind(Settings())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^Unknown transport 'pigeon': .*\.$"):
+        _destinations._transport_kind(Settings())  # type: ignore[arg-type]
 
 
 def test_a_mailer_over_smtp_keeps_its_connection_between_calls(smtp_server: CaptureServer) -> None:

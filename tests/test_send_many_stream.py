@@ -12,7 +12,8 @@ from smtp_magic import SmtpMagic, send_many
 from smtp_magic.models import SendRequest
 from smtp_magic.outbox import Outbox, history
 
-engine = importlib.import_module("smtp_magic.engine")  # the window size, its password look-up
+engine = importlib.import_module("smtp_magic.engine")  # the window size
+destinations = importlib.import_module("smtp_magic._destinations")  # the password look-up
 
 
 def config(server, **extra):
@@ -71,13 +72,13 @@ def test_a_list_reports_its_total_and_failures_stay_in_the_outbox(fault_server, 
 def test_the_password_is_resolved_once_for_all_windows(fault_server, monkeypatch):
     monkeypatch.setattr(engine, "_WINDOW", 2)
     calls = []
-    real = engine.resolve_password
+    real = destinations.resolve_password
 
     def counting(settings):
         calls.append(settings)
         return real(settings)
 
-    monkeypatch.setattr(engine, "resolve_password", counting)
+    monkeypatch.setattr(destinations, "resolve_password", counting)
     server = fault_server()
     responses = send_many((SendRequest(to="a@example.test", subject=str(i), body="x")
                            for i in range(7)), config=config(server))

@@ -1,0 +1,99 @@
+"""Where each message goes: the transport of its settings (the ``transport`` setting: SMTP over
+one pool of connections, or Microsoft Graph), and the passwords those destinations need,
+resolved once per settings."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .config import ConnectionSettings
+from .credentials import resolve_password
+from .delivery import Envelope, Outcome
+from .errors import ConfigError, SmtpMagicError
+
+log = logging.getLogger(__name__)
+
+
+class _Passwords:
+    """Passwords resolved once per settings (a prompt or a keyring look-up is not repeated)."""
+
+    def __init__(self) -> None:
+        self._found: dict[ConnectionSettings, str | None | SmtpMagicError] = {}
+
+    def __call__(self, settings: ConnectionSettings) -> str | None:
+        if settings not in self._found:
+            try:
+                self._found[settings] = resolve_password(settings)
+            except SmtpMagicError as exc:
+                self._found[settings] = exc
+        found = self._found[settings]
+        if isinstance(found, SmtpMagicError):
+            raise found
+        return found
+
+
+_TRANSPORTS = ("smtp", "graph")
+
+
+def _transport_kind(settings: ConnectionSettings) -> str:
+    kind = getattr(settings, "transport", "smtp") or "smtp"
+    if kind not in _TRANSPORTS:
+        raise ConfigError(f"Unknown transport {kind!r}: the transport setting is 'smtp' or "
+                          "'graph'.")
+    return str(kind)
+
+
+class _Destinations:
+    """The default transport: each message goes by its settings' ``transport`` (SMTP, or
+    Microsoft Graph), the SMTP ones over one pool of connections."""
+
+    queues = True
+
+    def __init__(self, passwords: Callable[[ConnectionSettings], str | None]) -> None:
+        from .transport import SmtpTransport
+
+        self.smtp = SmtpTransport(password=passwords)
+        self.others: dict[ConnectionSettings, Any] = {}
+
+    def check(self, settings: ConnectionSettings) -> None:
+        """Exit 1 for a destination no transport can reach (before anything is kept)."""
+        _transport_kind(settings)
+
+    def route(self, settings: ConnectionSettings) -> Any:
+        """The transport that takes messages to ``settings``."""
+        if _transport_kind(settings) == "smtp":
+            return self.smtp
+        found = self.others.get(settings)
+        if found is None:
+            # Microsoft Graph, imported only by those who send through it.
+            graph = importlib.import_module(f"{__package__}.graph")
+            found = self.others[settings] = graph.GraphTransport(settings)
+        return found
+
+    async def deliver(self, envelope: Envelope, data: Any) -> Outcome | None:
+        assert envelope.settings is not None
+        transport = self.route(envelope.settings)
+        if not getattr(transport, "queues", False):
+            envelope.started()
+        result: Outcome | None = await transport.deliver(envelope, data)
+        return result
+
+    def abandon(self) -> None:
+        """Drop the SMTP connections at once: the loop they belong to is gone."""
+        self.smtp.abandon()
+
+    async def aclose(self) -> None:
+        transports = [self.smtp, *self.others.values()]
+        self.others.clear()
+        await asyncio.gather(*(_aclose(t) for t in transports), return_exceptions=True)
+
+
+async def _aclose(transport: Any) -> None:
+    close = getattr(transport, "aclose", None)
+    if close is not None:
+        await close()
+
