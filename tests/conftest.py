@@ -255,13 +255,18 @@ class Beacon:
         for line in self._proc.stdout:
             self.hits.append(line.strip())
 
-    def settle(self) -> list[str]:
+    def settle(self, grace: float = 0.0) -> list[str]:
         """The hits, once every request that reached the beacon before this call is among them:
         a request of the test's own goes last, and the beacon logs in the order it answers (a
-        fetch whose answer its caller has had is logged before the call is even made)."""
+        fetch whose answer its caller has had is logged before the call is even made).
+
+        ``grace`` seconds are waited first for requests another process (a browser) may still
+        be about to make: nothing orders those against the test's own request."""
         import urllib.request
 
         from waits import until
+
+        time.sleep(grace)
 
         marker = f"/settled-{len(self.hits)}-{time.monotonic_ns()}"
         urllib.request.urlopen(self.url + marker, timeout=10).close()

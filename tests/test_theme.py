@@ -14,8 +14,9 @@ PACKAGE = Path(_theme.__file__).parent
 AA = 4.5
 # What shows HTML in a notebook (message HTML, an email's own styles, is not themed: render.py,
 # _layout.py, _tables.py, nbreport.py make the email, shown as recipients see it).
-NOTEBOOK_FACING = ("_kernel.py", "_views.py", "widgets.py", "magics.py", "models.py",
-                   "config.py", "preview.py", "oauth.py", "conversation.py", "api.py")
+NOTEBOOK_FACING = ("_kernel.py", "_relay.py", "_views.py", "magics.py", "models.py", "config.py",
+                   "preview.py", "oauth.py", "conversation.py", "api.py",
+                   *(f"widgets/{p.name}" for p in sorted((PACKAGE / "widgets").glob("*.py"))))
 
 
 def rgb(hex_colour: str) -> tuple[float, float, float]:
