@@ -86,6 +86,9 @@ class Channel(asyncio.BufferedProtocol):
         self._ahead: tuple[bytes, _Read] | None = None  # an envelope sent ahead, not yet claimed
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
         self._lost = False
+        # The read timeout: one timer per connection, moved lazily (see ``_replies``).
+        self._deadline: float | None = None  # when the reply awaited now is late, if any
+        self._watch: asyncio.TimerHandle | None = None
 
     @classmethod
     def take(cls, transport: Any, trace: Trace | None = None) -> Channel:
@@ -143,6 +146,9 @@ class Channel(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         error = SMTPServerDisconnected("Connection lost")
         if exc is not None:
             error.__cause__ = exc
@@ -234,15 +240,42 @@ class Channel(asyncio.BufferedProtocol):
         future = read.future
         if future.done():
             return future.result()
-        timer = None
-        if timeout is not None:
-            timer = self._event_loop.call_later(
-                timeout, self._fail, SMTPReadTimeoutError("Timed out waiting for server response"))
+        if timeout is None:
+            return await future
+        if self._deadline is not None:  # another wait already watched (not seen): its own timer
+            return await self._replies_timed(future, timeout)
+        # A timer per wait costs a heap push and a cancelled entry per message; instead one
+        # timer stays armed and, when it fires early (the deadline moved on), re-arms itself.
+        deadline = self._deadline = self._event_loop.time() + timeout
+        watch = self._watch
+        if watch is None or watch.when() > deadline:
+            if watch is not None:
+                watch.cancel()
+            self._watch = self._event_loop.call_at(deadline, self._check_deadline)
         try:
             return await future
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._deadline = None
+
+    def _check_deadline(self) -> None:
+        """The read timer fired: the awaited reply is late, or the deadline moved on since."""
+        fired, self._watch = self._watch, None
+        deadline = self._deadline
+        if deadline is None:
+            return  # nothing awaited now: the next wait arms the timer again
+        if fired is not None and deadline > fired.when():
+            self._watch = self._event_loop.call_at(deadline, self._check_deadline)
+            return
+        self._fail(SMTPReadTimeoutError("Timed out waiting for server response"))
+
+    async def _replies_timed(self, future: asyncio.Future[list[SMTPResponse]],
+                             timeout: float) -> list[SMTPResponse]:
+        timer = self._event_loop.call_later(
+            timeout, self._fail, SMTPReadTimeoutError("Timed out waiting for server response"))
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     async def quit(self) -> None:
         """QUIT and close; errors are of no interest at this point. In the middle of a
@@ -259,5 +292,8 @@ class Channel(asyncio.BufferedProtocol):
             self.close()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if not self.transport.is_closing():
             self.transport.close()

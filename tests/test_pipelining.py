@@ -316,3 +316,37 @@ async def test_a_reply_nobody_asked_for_between_transactions_is_dropped():
         await smtp.aclose()
         server.close()
     assert recorder.messages == [reference(body)] * 3 and recorder.connections == 1
+
+
+async def test_the_read_timeout_counts_from_each_wait_and_still_fires():
+    """The channel keeps one read timer per connection and moves it lazily: a reply later than
+    an earlier wait's deadline (but within its own) is still taken, and a reply that never
+    comes fails the wait after its own timeout, not before."""
+    from aiosmtplib import SMTPReadTimeoutError
+
+    from smtp_magic._pipeline import Channel
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            if line.startswith(b"SLOW"):
+                await asyncio.sleep(float(line.split()[1]))
+            if not line.startswith(b"HANG"):
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    channel = Channel.take(writer.transport)
+    loop = asyncio.get_running_loop()
+    try:
+        assert [r.code for r in await channel.exchange(b"FAST\r\n", 1, 0.5)] == [250]
+        await asyncio.sleep(0.3)  # the first wait's deadline passes during the next wait
+        assert [r.code for r in await channel.exchange(b"SLOW 0.4\r\n", 1, 0.6)] == [250]
+        started = loop.time()
+        with pytest.raises(SMTPReadTimeoutError):
+            await channel.exchange(b"HANG\r\n", 1, 0.3)
+        assert loop.time() - started >= 0.25
+    finally:
+        channel.close()
+        server.close()
