@@ -897,7 +897,8 @@ class ConnectionSettings:
     (and hash alike) when their values are, so sends with the same settings share connections.
     """
 
-    __slots__ = ("_values",)
+    # Each setting is also a slot: read per message, a slot is ~20x cheaper than __getattr__.
+    __slots__ = ("_values", "_hash", *SETTINGS)
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         unknown = set(values) - set(SETTINGS)
@@ -906,6 +907,9 @@ class ConnectionSettings:
         defaults = {name: SmtpMagic.class_traits()[name].default() for name in SETTINGS}
         frozen = {name: _frozen(values.get(name, defaults[name])) for name in SETTINGS}
         object.__setattr__(self, "_values", frozen)
+        object.__setattr__(self, "_hash", None)  # computed on first use (a dict key per message)
+        for name, value in frozen.items():
+            object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -922,7 +926,9 @@ class ConnectionSettings:
         return bool(self._values == other._values)
 
     def __hash__(self) -> int:
-        return hash(tuple(self._values.values()))
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(tuple(self._values.values())))
+        return self._hash  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={MASK if k == 'password' and v else v!r}"
