@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import mailbox
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses
 from pathlib import Path
 from typing import Any
 
@@ -402,10 +404,9 @@ class Batch:
         """Journal one message; returns its entry and what to send (bytes, or a file region)."""
         n, f = self._count, self._file
         now = time.time()
-        meta = {"message_id": message_id, "subject": subject, "sender": sender,
-                "recipients": list(recipients), "created": now}
         prefix = b"P %d " % n
-        suffix = b" " + json.dumps(meta).encode("utf-8")[:-1] + self._where + b"\n"
+        suffix = b" " + _meta_json(message_id, subject, sender, recipients, now)[:-1] \
+            + self._where + b"\n"
         start = self._end
         # A message that fits in memory (nearly all) is written in one go, its length known; a
         # larger one is streamed and its length written back into the record afterwards (a seek
@@ -490,6 +491,21 @@ _batch_ids: dict[str, Batch] = {}  # the same, by journal id
 _batches_lock = threading.Lock()
 
 
+def _meta_json(message_id: str, subject: str, sender: str, recipients: tuple[str, ...],
+               created: float) -> bytes:
+    """``json.dumps`` of a journal record's metadata, byte for byte, in a third of its time
+    (the fields are written one by one with json's own string encoder)."""
+    if not (type(message_id) is type(subject) is type(sender) is str and type(created) is float
+            and all(type(r) is str for r in recipients)):
+        return json.dumps({"message_id": message_id, "subject": subject, "sender": sender,
+                           "recipients": list(recipients), "created": created}).encode("utf-8")
+    return ('{"message_id": ' + _json_str(message_id) + ', "subject": ' + _json_str(subject)
+            + ', "sender": ' + _json_str(sender) + ', "recipients": ['
+            + ", ".join(map(_json_str, recipients)) + '], "created": '
+            + float.__repr__(created) + "}").encode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)  # a message's key is looked at several times as it is sent
 def _journal_key(key: str) -> tuple[str, int] | None:
     if key.startswith("J") and "-" in key:
         journal_id, _, n = key[1:].rpartition("-")

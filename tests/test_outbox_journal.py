@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from waits import until
 
 from smtp_magic.models import Response
@@ -172,3 +173,18 @@ def test_send_log_waits_for_every_send_but_not_for_its_own_loop() -> None:
     left = log.wait(timeout=10)
     assert 0.25 < time.monotonic() - started < 5
     assert elsewhere.status == "sent" and left == [mine]
+
+
+@pytest.mark.parametrize("subject", ["Weekly report 5", 'é "quoted" \\ \x00 \u2028 \U0001f600',
+                                     "lone \udcff surrogate", ""])
+def test_a_journal_record_is_json_dumps_byte_for_byte(subject: str):
+    """The record's metadata is written field by field (faster); it must stay what
+    json.dumps writes, which is how the outbox reads it back."""
+    from smtp_magic.outbox import _meta_json
+
+    for recipients in ((), ("a@x.test",), ("ü@x.test", 'q"@x.test')):
+        for created in (time.time(), 0.1, 1e22):
+            expected = json.dumps({"message_id": "<1.2@x.test>", "subject": subject,
+                                   "sender": "s@x.test", "recipients": list(recipients),
+                                   "created": created}).encode("utf-8")
+            assert _meta_json("<1.2@x.test>", subject, "s@x.test", recipients, created) == expected
