@@ -9,6 +9,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -143,10 +144,95 @@ class _Deadline:
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
 
+class _Clock:
+    """The one timer of a task that sends messages one after another (a batch's worker): each
+    message's deadline would otherwise cost a timer (a heap push, and a cancelled entry left
+    behind) per message. It stays armed between messages, no later than the current deadline;
+    fired early (the deadline moved on), it re-arms itself."""
+
+    __slots__ = ("current", "handle", "loop", "task")
+
+    def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.task, self.loop = task, loop
+        self.current: _TaskDeadline | None = None
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self, when: float) -> None:
+        handle = self.handle
+        if handle is None or handle.when() > when:
+            if handle is not None:
+                handle.cancel()
+            self.handle = self.loop.call_at(when, self.fire)
+
+    def fire(self) -> None:
+        fired, self.handle = self.handle, None
+        deadline = self.current
+        if deadline is None or deadline._when is None:
+            return  # between messages: the next deadline arms the timer again
+        if fired is not None and deadline._when > fired.when():
+            self.handle = self.loop.call_at(deadline._when, self.fire)
+            return
+        deadline._fired = True
+        self.task.cancel()
+
+
+_clocks: weakref.WeakKeyDictionary[asyncio.Task[Any], _Clock] = weakref.WeakKeyDictionary()
+
+
+class _TaskDeadline:
+    """``asyncio.timeout_at(when)`` (Python 3.11+: cancel the task, then ``TimeoutError`` if
+    that cancellation is the one that ends the block), on its task's ``_Clock``."""
+
+    __slots__ = ("_cancelling", "_clock", "_fired", "_when")
+
+    def __init__(self, when: float | None) -> None:
+        self._when = when
+        self._fired = False
+        self._clock: _Clock | None = None
+        self._cancelling = 0
+
+    def when(self) -> float | None:
+        return self._when
+
+    def expired(self) -> bool:
+        return self._fired
+
+    def reschedule(self, when: float) -> None:
+        self._when = when
+        if self._clock is not None:
+            self._clock.arm(when)
+
+    async def __aenter__(self) -> _TaskDeadline:  # noqa: PYI034 - a final private class
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline must be used inside a task")
+        clock = _clocks.get(task)
+        if clock is None:
+            clock = _clocks[task] = _Clock(task, asyncio.get_running_loop())
+        if clock.current is not None:  # (never nested today) a timer of its own
+            clock = _Clock(task, clock.loop)
+        clock.current, self._clock = self, clock
+        self._cancelling = task.cancelling()  # type: ignore[attr-defined]  # (3.11+)
+        if self._when is not None:
+            clock.arm(self._when)
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        clock = self._clock
+        assert clock is not None
+        clock.current, self._clock = None, None  # its timer stays armed for the next message
+        if _clocks.get(clock.task) is not clock and clock.handle is not None:
+            clock.handle.cancel()  # a nested deadline's own timer
+        if self._fired:
+            uncancelled = clock.task.uncancel()  # type: ignore[attr-defined]  # (3.11+)
+            if uncancelled <= self._cancelling and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc
+
+
 def _deadline(when: float | None) -> Any:
-    """A timeout at loop time ``when``, or armed later (``reschedule``) when None:
-    ``asyncio.timeout_at`` where it exists."""
-    return _timeout_at(when) if _timeout_at is not None else _Deadline(when)
+    """A timeout at loop time ``when``, or armed later (``reschedule``) when None: on the
+    task's one timer (``_TaskDeadline``) where tasks count cancellations (Python 3.11+)."""
+    return _TaskDeadline(when) if _timeout_at is not None else _Deadline(when)
 
 
 async def _save_copy(folder: imap.SentFolder, response: Response, data: Data) -> Response:

@@ -319,3 +319,35 @@ def test_close_after_the_callers_loop_is_gone_still_closes_the_transport() -> No
     assert asyncio.run(mailer.send_async("a@example.test", "Inside asyncio.run")).ok
     mailer.close()  # that loop is closed by now
     assert memory.closed and subjects(memory) == ["Inside asyncio.run"]
+
+
+async def test_a_task_deadline_times_out_on_time_message_after_message():
+    """A worker's deadlines share one timer (``_attempts._deadline``): each still ends its own
+    block at its own time, a later one is not cut short by an earlier one's time, and a
+    cancellation from outside stays a cancellation."""
+    loop = asyncio.get_running_loop()
+
+    async def block(seconds: float, work: float) -> str:
+        deadline = _attempts._deadline(None)
+        try:
+            async with deadline:
+                deadline.reschedule(loop.time() + seconds)  # armed late, as the transport does
+                await asyncio.sleep(work)
+        except TimeoutError:
+            assert deadline.expired()
+            return "timed out"
+        assert not deadline.expired()
+        return "done"
+
+    assert await block(0.2, 0) == "done"  # its timer stays armed, for 0.2 s from now
+    assert await block(0.5, 0.35) == "done"  # past the first deadline: not cut short
+    started = loop.time()
+    assert await block(0.2, 5) == "timed out"
+    assert 0.15 <= loop.time() - started < 2
+    assert await block(0.05, 0.2) == "timed out"  # sooner than the timer armed before it
+    assert await block(0.3, 0.01) == "done"
+    task = asyncio.create_task(block(5, 5))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
