@@ -153,7 +153,8 @@ class _Clock:
     __slots__ = ("current", "handle", "loop", "task")
 
     def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.task, self.loop = task, loop
+        # (A weak reference: ``_clocks`` keeps its clocks, a clock must not keep its task.)
+        self.task, self.loop = weakref.ref(task), loop
         self.current: _TaskDeadline | None = None
         self.handle: asyncio.TimerHandle | None = None
 
@@ -172,8 +173,10 @@ class _Clock:
         if fired is not None and deadline._when > fired.when():
             self.handle = self.loop.call_at(deadline._when, self.fire)
             return
-        deadline._fired = True
-        self.task.cancel()
+        task = self.task()
+        if task is not None:
+            deadline._fired = True
+            task.cancel()
 
 
 _clocks: weakref.WeakKeyDictionary[asyncio.Task[Any], _Clock] = weakref.WeakKeyDictionary()
@@ -183,12 +186,14 @@ class _TaskDeadline:
     """``asyncio.timeout_at(when)`` (Python 3.11+: cancel the task, then ``TimeoutError`` if
     that cancellation is the one that ends the block), on its task's ``_Clock``."""
 
-    __slots__ = ("_cancelling", "_clock", "_fired", "_when")
+    __slots__ = ("_cancelling", "_clock", "_fired", "_own", "_task", "_when")
 
     def __init__(self, when: float | None) -> None:
         self._when = when
         self._fired = False
         self._clock: _Clock | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._own = False  # a timer of its own (nested in another deadline of its task)
         self._cancelling = 0
 
     def when(self) -> float | None:
@@ -210,21 +215,21 @@ class _TaskDeadline:
         if clock is None:
             clock = _clocks[task] = _Clock(task, asyncio.get_running_loop())
         if clock.current is not None:  # (never nested today) a timer of its own
-            clock = _Clock(task, clock.loop)
-        clock.current, self._clock = self, clock
+            clock, self._own = _Clock(task, clock.loop), True
+        clock.current, self._clock, self._task = self, clock, task
         self._cancelling = task.cancelling()  # type: ignore[attr-defined]  # (3.11+)
         if self._when is not None:
             clock.arm(self._when)
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        clock = self._clock
-        assert clock is not None
-        clock.current, self._clock = None, None  # its timer stays armed for the next message
-        if _clocks.get(clock.task) is not clock and clock.handle is not None:
-            clock.handle.cancel()  # a nested deadline's own timer
+        clock, task = self._clock, self._task
+        assert clock is not None and task is not None
+        clock.current, self._clock, self._task = None, None, None  # its timer stays armed
+        if self._own and clock.handle is not None:
+            clock.handle.cancel()
         if self._fired:
-            uncancelled = clock.task.uncancel()  # type: ignore[attr-defined]  # (3.11+)
+            uncancelled = task.uncancel()  # type: ignore[attr-defined]  # (3.11+)
             if uncancelled <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
 
