@@ -240,7 +240,7 @@ def _deadline(when: float | None) -> Any:
     return _TaskDeadline(when) if _timeout_at is not None else _Deadline(when)
 
 
-async def _save_copy(folder: imap.SentFolder, response: Response, data: Data) -> Response:
+async def save_copy(folder: imap.SentFolder, response: Response, data: Data) -> Response:
     """The ``save_sent`` copy of a message the server accepted (wholly, or for some of its
     recipients): the exact bytes sent (DKIM-Signature included; never a Bcc line, which the
     message never has). A copy that fails only adds its reason to the response's message."""
@@ -427,14 +427,14 @@ async def _attempts(transport: Any, envelope: Envelope, data: Data,
     return Outcome(sorted(accepted, key=lambda r: order.get(r, 0)), refused)
 
 
-def _workers(settings: ConnectionSettings) -> int:
+def workers_for(settings: ConnectionSettings) -> int:
     """Messages of one destination on their way at once: one per connection, one more per
     connection waiting for it (the SMTP transport sends its envelope ahead), and one that may
     be pausing before a retry."""
     return 2 * max(1, settings.connections) + 1
 
 
-async def _each(items: Sequence[T], workers: int, work: Callable[[T], Awaitable[None]]) -> None:
+async def run_each(items: Sequence[T], workers: int, work: Callable[[T], Awaitable[None]]) -> None:
     """``work(item)`` for every item, in order, at most ``workers`` at a time: each message
     waits for its pace just before it goes (a throttled server slows the ones after it)."""
     queue = iter(items)
@@ -446,7 +446,7 @@ async def _each(items: Sequence[T], workers: int, work: Callable[[T], Awaitable[
     await asyncio.gather(*(worker() for _ in range(min(workers, len(items)))))
 
 
-def _size(data: Data) -> int:
+def size_of(data: Data) -> int:
     return len(data) if isinstance(data, (bytes, bytearray)) else data.size
 
 

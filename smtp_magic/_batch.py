@@ -53,7 +53,7 @@ AnyProgress = Union[Progress, TimedProgress]  # noqa: UP007 - a runtime alias on
 
 # -- composing one message --------------------------------------------------------------------------
 
-def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
+def prepare_message(request: SendRequest, settings: ConnectionSettings) -> Composed:
     """The message of ``request``, ready to send (the one place a message is made)."""
     from .stages import prepare  # the stages (and the email package), imported on the first send
 
@@ -63,7 +63,7 @@ def _prepare(request: SendRequest, settings: ConnectionSettings) -> Composed:
 # -- jobs: one request each ----------------------------------------------------------------------
 
 @dataclass
-class _Job:
+class Job:
     index: int
     request: SendRequest
     settings: ConnectionSettings | None
@@ -74,18 +74,18 @@ class _Job:
     data: Data | None = None
 
 
-def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
-             plain: ConnectionSettings | None = None, composed: Composed | None = None) -> _Job:
+def new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
+             plain: ConnectionSettings | None = None, composed: Composed | None = None) -> Job:
     try:
         request, overrides = as_request(item)
         if timeout is not None:
             overrides = {**overrides, "timeout": timeout}
         settings = plain if plain is not None and not overrides else base.snapshot(overrides)
-        job = _Job(index, request, settings)
-        job.composed = composed if composed is not None else _prepare(request, settings)
+        job = Job(index, request, settings)
+        job.composed = composed if composed is not None else prepare_message(request, settings)
     except SmtpMagicError as exc:
         request = item if isinstance(item, SendRequest) else SendRequest(to=(), subject="")
-        job = _Job(index, request, None, response=Response.from_error(exc))
+        job = Job(index, request, None, response=Response.from_error(exc))
     composed = job.composed
     job.record = history.add(SendRecord(
         subject=composed.subject if composed else str(job.request.subject or ""),
@@ -97,7 +97,7 @@ def _new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
     return job
 
 
-def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None],
+def journal(jobs: list[Job], outbox: Outbox, progress: Callable[[Job], None],
              settings: ConnectionSettings | None = None) -> Batch:
     """Write every message of the group to the outbox (one journal) before any is sent."""
     batch = outbox.batch(destination_of(settings) if settings is not None else None)
@@ -124,18 +124,18 @@ def _journal(jobs: list[_Job], outbox: Outbox, progress: Callable[[_Job], None],
 
 
 @dataclass
-class _Group:
+class Group:
     """Jobs that share settings, ready to deliver: credentials resolved, messages journaled."""
 
     settings: ConnectionSettings
-    jobs: list[_Job]
+    jobs: list[Job]
     outbox: Outbox
     batch: Batch
     pacer: pacing.Pacer | None = None  # the rate setting's pace, shared by the account
     folder: imap.SentFolder | None = None  # save_sent: one IMAP connection for the group
 
 
-def _fail(jobs: list[_Job], exc: SmtpMagicError, progress: Callable[[_Job], None]) -> None:
+def fail_jobs(jobs: list[Job], exc: SmtpMagicError, progress: Callable[[Job], None]) -> None:
     for job in jobs:
         if job.response is None:
             job.response = Response.from_error(
@@ -145,7 +145,7 @@ def _fail(jobs: list[_Job], exc: SmtpMagicError, progress: Callable[[_Job], None
             progress(job)
 
 
-def _progress_caller(progress: AnyProgress | None
+def progress_caller(progress: AnyProgress | None
                      ) -> Callable[[int, int, Response | None, Callable[[], float | None]], None] | None:
     """Call ``progress(done, total, response)``, or with a fourth argument, the expected finish
     time (``time.time()`` seconds or None), when the callback takes one."""
@@ -168,18 +168,18 @@ def _progress_caller(progress: AnyProgress | None
     return tell
 
 
-class _Counter:
+class Counter:
     """Reports jobs as they finish, counted across windows: ``progress(done, total, response)``
     (with a fourth argument, the expected finish time, when the callback takes one), using the
     pace of each account (the Mailer's ``pacing.Pacer`` per settings)."""
 
     def __init__(self, progress: AnyProgress | None, total: int,
                  pacers: dict[ConnectionSettings, pacing.Pacer]) -> None:
-        self.tell = _progress_caller(progress)
+        self.tell = progress_caller(progress)
         self.total, self.done = total, 0
         self.pacers = pacers
         self.mine: set[ConnectionSettings] = set()
-        self.awaiting: _Job | None = None  # the job a stream waits for,
+        self.awaiting: Job | None = None  # the job a stream waits for,
         self.changed: asyncio.Future[None] | None = None  # set when it is final
 
     def pacer(self, settings: ConnectionSettings, count: int) -> pacing.Pacer:
@@ -208,7 +208,7 @@ class _Counter:
                 self.pacers[s].interval for s in self.mine):
             self.tell(0, self.total, None, self.finish_at)
 
-    def __call__(self, job: _Job) -> None:
+    def __call__(self, job: Job) -> None:
         self.done += 1
         pacer = self.pacers.get(job.settings) if job.settings is not None else None
         if pacer is not None and job.composed is not None:
@@ -219,7 +219,7 @@ class _Counter:
             self.tell(self.done, self.total, job.response, self.finish_at)
 
 
-def _windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while window := list(itertools.islice(iterator, size)):
         yield window

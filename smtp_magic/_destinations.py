@@ -18,7 +18,7 @@ from .errors import ConfigError, SmtpMagicError
 log = logging.getLogger(__name__)
 
 
-class _Passwords:
+class Passwords:
     """Passwords resolved once per settings (a prompt or a keyring look-up is not repeated)."""
 
     def __init__(self) -> None:
@@ -39,7 +39,7 @@ class _Passwords:
 _TRANSPORTS = ("smtp", "graph")
 
 
-def _transport_kind(settings: ConnectionSettings) -> str:
+def transport_kind(settings: ConnectionSettings) -> str:
     kind = getattr(settings, "transport", "smtp") or "smtp"
     if kind not in _TRANSPORTS:
         raise ConfigError(f"Unknown transport {kind!r}: the transport setting is 'smtp' or "
@@ -47,7 +47,7 @@ def _transport_kind(settings: ConnectionSettings) -> str:
     return str(kind)
 
 
-class _Destinations:
+class Destinations:
     """The default transport: each message goes by its settings' ``transport`` (SMTP, or
     Microsoft Graph), the SMTP ones over one pool of connections."""
 
@@ -61,11 +61,11 @@ class _Destinations:
 
     def check(self, settings: ConnectionSettings) -> None:
         """Exit 1 for a destination no transport can reach (before anything is kept)."""
-        _transport_kind(settings)
+        transport_kind(settings)
 
     def route(self, settings: ConnectionSettings) -> Any:
         """The transport that takes messages to ``settings``."""
-        if _transport_kind(settings) == "smtp":
+        if transport_kind(settings) == "smtp":
             return self.smtp
         found = self.others.get(settings)
         if found is None:
@@ -89,10 +89,10 @@ class _Destinations:
     async def aclose(self) -> None:
         transports = [self.smtp, *self.others.values()]
         self.others.clear()
-        await asyncio.gather(*(_aclose(t) for t in transports), return_exceptions=True)
+        await asyncio.gather(*(aclose_transport(t) for t in transports), return_exceptions=True)
 
 
-async def _aclose(transport: Any) -> None:
+async def aclose_transport(transport: Any) -> None:
     close = getattr(transport, "aclose", None)
     if close is not None:
         await close()

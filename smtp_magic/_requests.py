@@ -29,8 +29,8 @@ _REQUEST_FIELDS = {
 }
 # Any other setting (or its JSON name: target, port, username, password...) in a request
 # changes the connection for that one send.
-_CONNECTION_FIELDS = frozenset(SETTINGS) | frozenset(ALIASES)
-_KNOWN_FIELDS = frozenset({*_REQUEST_FIELDS, *_CONNECTION_FIELDS, "action", "template"})
+CONNECTION_FIELDS = frozenset(SETTINGS) | frozenset(ALIASES)
+KNOWN_FIELDS = frozenset({*_REQUEST_FIELDS, *CONNECTION_FIELDS, "action", "template"})
 
 
 def load_settings(config: ConfigLike = None) -> SmtpMagic:
@@ -103,11 +103,11 @@ def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, A
             continue
         if key in _REQUEST_FIELDS:
             fields[_REQUEST_FIELDS[key]] = value
-        elif key in _CONNECTION_FIELDS:
+        elif key in CONNECTION_FIELDS:
             overrides[key] = value
         else:
             raise InvalidRequest(f"Unknown request parameter {key!r}"
-                                 f"{did_you_mean(str(key), _KNOWN_FIELDS)}")
+                                 f"{did_you_mean(str(key), KNOWN_FIELDS)}")
     for required in ("to", "subject"):
         if required not in fields:
             raise InvalidRequest(f"The request has no {required!r} (it is required).")

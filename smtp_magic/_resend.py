@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import pacing
-from ._attempts import _each, _save_copy, _size, _workers, deliver
+from ._attempts import deliver, run_each, save_copy, size_of, workers_for
 from ._requests import with_profile
 from .config import ConnectionSettings, SmtpMagic
 from .delivery import Envelope
@@ -100,13 +100,13 @@ async def _retry_group(settings: ConnectionSettings, entries: list[OutboxEntry],
                 message_id=entry.message_id)
             record.finish(response)
             return entry.key, response
-        envelope = Envelope(entry.sender, entry.recipients, _size(data),
+        envelope = Envelope(entry.sender, entry.recipients, size_of(data),
                             not all(a.isascii() for a in addresses), entry.message_id,
                             settings)
         response = await deliver(envelope, data, entry, outbox, pacer, way)
         # A partly sent message was copied when its first part went out.
         if folder is not None and entry.status != "partly sent":
-            response = await _save_copy(folder, response, data)
+            response = await save_copy(folder, response, data)
         pacer.settled += 1
         record.finish(response)
         return entry.key, response
@@ -119,7 +119,7 @@ async def _retry_group(settings: ConnectionSettings, entries: list[OutboxEntry],
             key, response = await one(entry)
             found[key] = response
 
-        await _each(entries, _workers(settings), keep)
+        await run_each(entries, workers_for(settings), keep)
         return found
     finally:
         if folder is not None:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _dkim, transport
-from ._batch import _prepare
+from ._batch import prepare_message
 from ._requests import (
-    _CONNECTION_FIELDS,  # noqa: F401 - what a request may override, for the faces
-    _KNOWN_FIELDS,
+    CONNECTION_FIELDS,  # noqa: F401 - what a request may override, for the faces
+    KNOWN_FIELDS,
     AttachmentLike,
     ConfigLike,
     load_settings,
@@ -246,8 +246,8 @@ class Connector:
 
     def set(self, key: str, value: Any) -> Connector:
         """Set one request parameter (the JSON request's names: to, from, subject, body, cc...)."""
-        if key not in _KNOWN_FIELDS:
-            raise InvalidRequest(f"Unknown request parameter {key!r}{did_you_mean(key, _KNOWN_FIELDS)}")
+        if key not in KNOWN_FIELDS:
+            raise InvalidRequest(f"Unknown request parameter {key!r}{did_you_mean(key, KNOWN_FIELDS)}")
         self._params[key] = value
         return self
 
@@ -387,4 +387,4 @@ def build_message(request: SendRequest | Mapping[str, Any], *, config: ConfigLik
 
     req, overrides = as_request(request)
     settings = load_settings(config).snapshot(overrides)
-    return _prepare(req, settings)
+    return prepare_message(req, settings)

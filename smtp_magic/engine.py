@@ -26,20 +26,20 @@ from collections.abc import (
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _worker, pacing
-from ._attempts import IN_DOUBT_RESULT, _each, _save_copy, _size, _workers, backoff, deliver
+from ._attempts import IN_DOUBT_RESULT, backoff, deliver, run_each, save_copy, size_of, workers_for
 from ._batch import (
     AnyProgress,
+    Counter,
+    Group,
+    Job,
     Progress,
     TimedProgress,
-    _Counter,
-    _fail,
-    _Group,
-    _Job,
-    _journal,
-    _new_job,
-    _windows,
+    fail_jobs,
+    journal,
+    new_job,
+    windows,
 )
-from ._destinations import _aclose, _Destinations, _Passwords, _transport_kind
+from ._destinations import Destinations, Passwords, aclose_transport, transport_kind
 from ._requests import ConfigLike, load_settings, make_request, with_profile
 from ._resend import destination_of, resend
 from .config import ConnectionSettings, SmtpMagic
@@ -64,7 +64,7 @@ class Prepared:
     outbox, so that nothing is lost from here on, even if the process dies before it is sent.
     ``await prepared.deliver()`` sends it; the Responses come back in request order."""
 
-    def __init__(self, jobs: list[_Job], groups: list[_Group], report: Callable[[_Job], None],
+    def __init__(self, jobs: list[Job], groups: list[Group], report: Callable[[Job], None],
                  mailer: Mailer | None = None, *, own: bool = False) -> None:
         self.jobs, self._groups, self._report = jobs, groups, report
         self._mailer, self._own = mailer, own
@@ -79,12 +79,12 @@ class Prepared:
                 mailer = self._mailer
                 await asyncio.gather(*(mailer._run_group(g, self._report) for g in self._groups))
         except Exception as exc:  # noqa: BLE001 - a bug: the messages stay in the outbox
-            _fail(self.jobs, ConnectFailed(
+            fail_jobs(self.jobs, ConnectFailed(
                 f"Unexpected error while sending ({type(exc).__name__}: {exc}); the message "
                 "is kept in the outbox (%smtp_outbox --retry)."), self._report)
         finally:
             # Cancelled (e.g. the loop stopped): nothing may stay "pending" in this session's log.
-            _fail(self.jobs, ConnectFailed("The send was cancelled; the message is kept in the "
+            fail_jobs(self.jobs, ConnectFailed("The send was cancelled; the message is kept in the "
                                             "outbox (%smtp_outbox --retry)."), self._report)
             for group in self._groups:  # groups that never ran (cancelled before they began)
                 group.batch.close()
@@ -125,7 +125,7 @@ class Mailer:
         self._config, self._profile = config, profile
         self._injected = transport
         self._transport: Any = transport
-        self._passwords = _Passwords()
+        self._passwords = Passwords()
         self._pacers: dict[ConnectionSettings, pacing.Pacer] = {}
         self._home: asyncio.AbstractEventLoop | None = None  # where its connections live
         self._own_loop: asyncio.AbstractEventLoop | None = None  # for blocking calls, no thread
@@ -203,7 +203,7 @@ class Mailer:
         """The transport for messages to ``settings`` (the injected one, else SMTP or Graph by
         the transport setting), and whether it queues them (see ``delivery``)."""
         if self._transport is None:
-            self._transport = _Destinations(self._passwords)
+            self._transport = Destinations(self._passwords)
         transport = self._transport
         if self._injected is None:
             transport = transport.route(settings)
@@ -217,7 +217,7 @@ class Mailer:
         if transport is not None:
             if self._injected is None:
                 self._transport = None
-            await _aclose(transport)
+            await aclose_transport(transport)
 
     def close(self) -> None:
         """Close the connections (and the Mailer's own event loop, if it made one)."""
@@ -356,13 +356,13 @@ class Mailer:
         try:
             base, plain = self._settings_for(timeout)
         except SmtpMagicError as exc:  # a bad configuration fails every request with exit 1
-            for window in _windows(requests, _WINDOW):
+            for window in windows(requests, _WINDOW):
                 yield [Response.from_error(exc) for _ in window]
             return
-        report = _Counter(progress, len(requests) if isinstance(requests, Sized) else 0,
+        report = Counter(progress, len(requests) if isinstance(requests, Sized) else 0,
                           self._pacers)
         start = 0
-        for window in _windows(requests, _WINDOW):
+        for window in windows(requests, _WINDOW):
             prepared = self._prepare_window(window, start, base, plain, timeout, report)
             start += len(window)
             if not stream:
@@ -413,23 +413,23 @@ class Mailer:
         try:
             base, plain = self._settings_for(timeout)
         except SmtpMagicError as exc:
-            failed = [_Job(i, SendRequest(to=(), subject=""), None,
+            failed = [Job(i, SendRequest(to=(), subject=""), None,
                            response=Response.from_error(exc)) for i in range(len(items))]
             return Prepared(failed, [], lambda job: None)
-        report = _Counter(progress, len(items), self._pacers)
+        report = Counter(progress, len(items), self._pacers)
         return self._prepare_window(items, 0, base, plain, timeout, report, composed, own=own)
 
     def _prepare_window(self, items: Sequence[Any], start: int, base: SmtpMagic,
                         plain: ConnectionSettings | None, timeout: float | None,
-                        report: _Counter, composed: Sequence[Composed] | None = None, *,
+                        report: Counter, composed: Sequence[Composed] | None = None, *,
                         own: bool = False) -> Prepared:
-        jobs: list[_Job] = []
-        groups: list[_Group] = []
+        jobs: list[Job] = []
+        groups: list[Group] = []
         try:
             for i, item in enumerate(items):
-                jobs.append(_new_job(start + i, item, base, timeout, plain,
+                jobs.append(new_job(start + i, item, base, timeout, plain,
                                      composed[i] if composed is not None else None))
-            by_settings: dict[ConnectionSettings, list[_Job]] = {}
+            by_settings: dict[ConnectionSettings, list[Job]] = {}
             for job in jobs:
                 if job.response is not None:
                     report(job)
@@ -457,7 +457,7 @@ class Mailer:
         cannot be found, a Sent copy that could never be made. Returns the password."""
         password = None
         if self._injected is None:
-            kind = _transport_kind(settings)
+            kind = transport_kind(settings)
             if kind == "graph":  # the sign-in Graph needs, and no Sent copy (it files its own)
                 importlib.import_module(f"{__package__}.graph").check_settings(settings)
             if kind == "smtp" or settings.save_sent:
@@ -468,20 +468,20 @@ class Mailer:
             imap.check_settings(settings)
         return password
 
-    def _open_group(self, jobs: list[_Job], settings: ConnectionSettings,
-                    progress: _Counter) -> _Group | None:
+    def _open_group(self, jobs: list[Job], settings: ConnectionSettings,
+                    progress: Counter) -> Group | None:
         """Resolve the password and write every message to the outbox (exit 1 for each message,
         before any connection, when either fails); None when nothing is left to deliver."""
         try:
             password = self._check_destination(settings)
         except SmtpMagicError as exc:
-            _fail(jobs, exc, progress)
+            fail_jobs(jobs, exc, progress)
             return None
         outbox = Outbox(settings.outbox_dir)
         try:
-            batch = _journal(jobs, outbox, progress, settings)
+            batch = journal(jobs, outbox, progress, settings)
         except OSError as exc:
-            _fail(jobs, OutboxUnwritable(f"The outbox {str(outbox.path)!r} cannot be written "
+            fail_jobs(jobs, OutboxUnwritable(f"The outbox {str(outbox.path)!r} cannot be written "
                                          f"({exc.strerror or exc}), so the message was not sent."),
                   progress)
             return None
@@ -490,31 +490,31 @@ class Mailer:
             from .imap import SentFolder
 
             folder = SentFolder(settings, password)
-        return _Group(settings, jobs, outbox, batch, progress.pacer(settings, len(jobs)), folder)
+        return Group(settings, jobs, outbox, batch, progress.pacer(settings, len(jobs)), folder)
 
-    async def _run_group(self, group: _Group, progress: Callable[[_Job], None]) -> None:
+    async def _run_group(self, group: Group, progress: Callable[[Job], None]) -> None:
         """Deliver jobs that share settings, each at the group's pace (the ``rate`` setting);
         the transport decides how many go at once (the ``connections`` setting, for SMTP)."""
         settings, outbox, pacer = group.settings, group.outbox, group.pacer
         route = self._route(settings)
 
-        async def one(job: _Job) -> None:
+        async def one(job: Job) -> None:
             composed, entry = job.composed, job.entry
             assert composed is not None and entry is not None and job.data is not None
             assert job.record is not None
-            envelope = Envelope(composed.sender, composed.recipients, _size(job.data),
+            envelope = Envelope(composed.sender, composed.recipients, size_of(job.data),
                                 composed.smtputf8, composed.message_id, settings)
             response = await deliver(envelope, job.data, entry, outbox, pacer, route)
             if group.folder is not None:
-                response = await _save_copy(group.folder, response, job.data)
+                response = await save_copy(group.folder, response, job.data)
             job.data = None  # sent: let a large message's bytes go
             job.record.finish(response)
             job.response = response
             progress(job)
 
         try:
-            await _each([job for job in group.jobs if job.response is None],
-                        _workers(settings), one)
+            await run_each([job for job in group.jobs if job.response is None],
+                        workers_for(settings), one)
         finally:
             group.batch.close()  # deleted when every message is settled; kept (pending) otherwise
             if group.folder is not None:

@@ -279,7 +279,7 @@ def test_an_unknown_transport_setting_is_one_sentence() -> None:
         transport = "pigeon"
 
     with pytest.raises(ConfigError, match=r"^Unknown transport 'pigeon': .*\.$"):
-        _destinations._transport_kind(Settings())  # type: ignore[arg-type]
+        _destinations.transport_kind(Settings())  # type: ignore[arg-type]
 
 
 def test_a_mailer_over_smtp_keeps_its_connection_between_calls(smtp_server: CaptureServer) -> None:

@@ -67,7 +67,7 @@ def test_every_setting_is_in_the_snapshot_the_table_and_the_request_keys() -> No
     assert [name for name, _ in settings.describe()] == list(SETTINGS)
     for name in SETTINGS:
         assert getattr(snapshot, name) == getattr(settings, name), name
-        assert name in api._CONNECTION_FIELDS, name
+        assert name in api.CONNECTION_FIELDS, name
     assert set(SETTINGS) == set(SmtpMagic.class_trait_names(config=True))
 
 
