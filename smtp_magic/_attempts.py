@@ -18,6 +18,7 @@ from . import pacing
 from .config import ConnectionSettings
 from .delivery import Data, Envelope, Outcome
 from .errors import (
+    IN_DOUBT_NOTE,
     ExitCode,
     InDoubt,
     PartiallyRefused,
@@ -36,9 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IN_DOUBT_RESULT = "in doubt: it may have been delivered"
-# How an in-doubt message is reported: the end of one sentence.
-IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the outbox as in doubt "
-                 "and not sent again unless asked (--retry --in-doubt).")
 
 
 # -- retries, the execution timeout, refusals -----------------------------------------------------

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .config import ConnectionSettings
+from .config import ConnectionSettings, choices
 from .credentials import resolve_password
 from .delivery import Envelope, Outcome
 from .errors import ConfigError, SmtpMagicError
@@ -36,14 +36,13 @@ class Passwords:
         return found
 
 
-_TRANSPORTS = ("smtp", "graph")
-
-
 def transport_kind(settings: ConnectionSettings) -> str:
+    """The ``transport`` of ``settings``, one of the values its setting declares."""
     kind = getattr(settings, "transport", "smtp") or "smtp"
-    if kind not in _TRANSPORTS:
-        raise ConfigError(f"Unknown transport {kind!r}: the transport setting is 'smtp' or "
-                          "'graph'.")
+    known = choices("transport")
+    if kind not in known:
+        raise ConfigError(f"Unknown transport {kind!r}: the transport setting is one of "
+                          f"{', '.join(map(repr, known))}.")
     return str(kind)
 
 

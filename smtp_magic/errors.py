@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from enum import IntEnum
 
 __all__ = [
+    "IN_DOUBT_NOTE",
     "AuthFailed",
     "ConfigError",
     "ConnectFailed",
@@ -145,6 +146,11 @@ class InDoubt(SmtpMagicError):
     ``in doubt`` and never resent unless asked (``--retry --in-doubt``)."""
 
     exitcode = ExitCode.TIMEOUT
+
+
+# How an in-doubt message is reported, by every transport and the engine: the end of a sentence.
+IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the outbox as in doubt "
+                 "and not sent again unless asked (--retry --in-doubt).")
 
 
 class TemporaryFailure(SmtpMagicError):

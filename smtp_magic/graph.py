@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 from .conversation import REDACTED, Conversation
 from .delivery import Data, Envelope, Outcome, chunks_of
 from .errors import (
+    IN_DOUBT_NOTE,
     AuthFailed,
     ConfigError,
     ConnectFailed,
@@ -77,8 +78,6 @@ GRAPH_SCOPE = "https://graph.microsoft.com/Mail.Send"
 MAX_REQUEST = 4 * 1024 * 1024
 MAX_MESSAGE = MAX_REQUEST // 4 * 3  # the largest message whose base64 fits: 3 MB
 _MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as an hour
-_IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the outbox as in "
-                  "doubt and not sent again unless asked (--retry --in-doubt).")
 
 
 def encoded_size(size: int) -> int:
@@ -451,9 +450,9 @@ class GraphTransport:
                                     "message was sent; it is kept in the outbox.")
         if isinstance(cause, TimeoutError):  # socket.timeout is TimeoutError
             return InDoubt(f"{endpoint.name} did not answer within {settings.timeout:g} s after "
-                           f"the message was sent; {_IN_DOUBT_NOTE}")
+                           f"the message was sent; {IN_DOUBT_NOTE}")
         return InDoubt(f"{endpoint.name} dropped the connection after the message was sent "
-                       f"and before answering; {_IN_DOUBT_NOTE}")
+                       f"and before answering; {IN_DOUBT_NOTE}")
 
     def _outcome(self, settings: ConnectionSettings, answer: _Answer) -> Outcome | None:
         name = _Endpoint(settings.graph_endpoint).name

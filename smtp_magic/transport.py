@@ -23,6 +23,7 @@ from .config import ConnectionSettings
 from .conversation import Conversation
 from .delivery import Data, Envelope, Outcome, Payload
 from .errors import (
+    IN_DOUBT_NOTE,
     AuthFailed,
     ConnectFailed,
     InDoubt,
@@ -54,10 +55,6 @@ __all__ = [
     "tls_context",
 ]
 
-
-# How an in-doubt message is reported: the end of one sentence.
-IN_DOUBT_NOTE = ("it may or may not have been delivered, so it is kept in the outbox as in doubt "
-                 "and not sent again unless asked (--retry --in-doubt).")
 
 
 class _Transient(TemporaryFailure):
