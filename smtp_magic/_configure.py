@@ -56,7 +56,7 @@ def change_settings(settings: SmtpMagic, values: Mapping[str, Any], *,
     if save and profile:
         from .profiles import save as save_profile
 
-        saved = save_profile(profile, staged.saved_values())
+        saved = save_profile(profile, staged.profiles.saved())
         staged.update({"profile": profile}, apply_profile=False)
     restored = staged.left_local()
     withheld = withheld_password(staged)

@@ -376,6 +376,8 @@ class SmtpMagic(Configurable):
         # The server the password (or password_env) was given for: a change of the host, port,
         # username or IMAP host withholds it (``_guard_login``).
         self.login = LoginBinding()
+        # What choosing a profile sets and what saving one writes (``update``, ``--save``).
+        self.profiles = _profile_choice(self)
         self.observe(self._on_change, names=list(self.trait_names(config=True)))
         super().__init__(**kwargs)
         self._mark_config(self.config)
@@ -450,7 +452,7 @@ class SmtpMagic(Configurable):
         if self._quiet or not change["new"]:
             return
         try:
-            values = self.profile_values(change["new"], previous=change["old"])
+            values = self.profiles.values(change["new"], previous=change["old"])
         except ConfigError as exc:
             self._quiet = True
             try:
@@ -460,38 +462,6 @@ class SmtpMagic(Configurable):
                 self._quiet = False
             raise TraitError(str(exc)) from None
         self.update(values, source=f"profile {change['new']!r}", apply_profile=False)
-
-    def profile_values(self, name: str, *, previous: str | None = None) -> dict[str, Any]:
-        """What choosing profile ``name`` sets: its saved values, the defaults of the profile
-        settings it leaves out (a profile is a whole account), and no password unless the
-        profile stays the same (a password typed for one account never goes to another)."""
-        from .profiles import load, profiles_path
-
-        source = f"profile {name!r} in {str(profiles_path())!r}"
-        saved = normalize_keys(load(name), source=source)
-        defaults = {n: SmtpMagic.class_traits()[n].default() for n in PROFILE_SETTINGS}
-        values: dict[str, Any] = {**defaults, **saved, "profile": name}
-        # What a provider implies (auth, and host/port/security for microsoft and google)
-        # holds in a hand-written profile too, unless the profile says otherwise.
-        if "auth" not in saved and any(saved.get(k) for k in (
-                "oauth2_provider", "oauth2_token_command", "oauth2_token_provider")):
-            values["auth"] = "oauth2"
-        provider = str(saved.get("oauth2_provider") or "").strip().lower()
-        for key, value in OAUTH2_PRESETS.get(provider, {}).items():
-            if key not in saved:
-                values[key] = value
-        if name != previous and self.password:  # withheld: a send says to give it again
-            values["password"] = Withheld(login_origin(*(self.login.bound or self._login_origin())))
-        return values
-
-    def saved_values(self) -> dict[str, Any]:
-        """The profile settings that differ from their defaults: what ``--save`` writes."""
-        out = {}
-        for name in PROFILE_SETTINGS:
-            value = getattr(self, name)
-            if value != SmtpMagic.class_traits()[name].default() and not isinstance(value, Secret):
-                out[name] = value
-        return out
 
     @validate("dkim_domain", "dkim_selector")
     def _check_dkim_name(self, proposal: Any) -> str | None:
@@ -571,14 +541,14 @@ class SmtpMagic(Configurable):
         """Set several settings at once, all or nothing; errors name the key and the source.
 
         ``origin`` is where the values come from as ``source(name)`` tells it (default: ``source``).
-        A ``profile`` among them is applied first (see ``profile_values``), so the other
+        A ``profile`` among them is applied first (see ``ProfileChoice.values``), so the other
         values given with it win; ``apply_profile=False`` only records the name.
         """
         normalized = normalize_keys(values, source=source)
         if apply_profile and normalized.get("profile"):
             name = str(normalized["profile"]).strip()
             log.info("profile %r chosen in %s", name, source)
-            normalized = {**self.profile_values(name, previous=self.profile), **normalized,
+            normalized = {**self.profiles.values(name, previous=self.profile), **normalized,
                           "profile": name}
         # The password source given last wins (as with %smtp_config): a typed password never
         # stays behind a new password_env or keyring, to be sent instead of it.
@@ -742,22 +712,13 @@ class SmtpMagic(Configurable):
     @classmethod
     def from_ipython_config(cls, cfg: Any) -> SmtpMagic:
         """Settings from an IPython config (``c.SmtpMagic.*``); see ``load_ipython_config``."""
-        return cls(config=cfg)._config_over_profile(cfg)
+        return cls(config=cfg).profiles.config_over_profile(cfg, SETTINGS)  # type: ignore[no-any-return]
 
     def load_ipython_config(self, cfg: Any) -> SmtpMagic:
         """Apply ``c.SmtpMagic.*`` from an IPython config. A ``profile`` there is applied first,
         so the other ``c.SmtpMagic`` values of the same config win over it."""
         self.update_config(cfg)  # traitlets: applies c.SmtpMagic.profile through the observer
-        return self._config_over_profile(cfg)
-
-    def _config_over_profile(self, cfg: Any) -> SmtpMagic:
-        section = cfg.get(type(self).__name__) if hasattr(cfg, "get") else None
-        if isinstance(section, Mapping) and section.get("profile"):
-            others = {k: v for k, v in section.items() if k != "profile" and k in SETTINGS
-                      and isinstance(v, (str, int, float, bool, type(None)))}
-            if others:
-                self.update(others, source="the IPython configuration", apply_profile=False)
-        return self
+        return self.profiles.config_over_profile(cfg, SETTINGS)  # type: ignore[no-any-return]
 
     # -- snapshots and display -----------------------------------------------------------------
 
@@ -836,6 +797,15 @@ SETTINGS: tuple[str, ...] = _declared_settings(SmtpMagic)
 # The settings a profile holds (an account's): all but those tagged ``profile=False``.
 PROFILE_SETTINGS: tuple[str, ...] = tuple(
     n for n in SETTINGS if SmtpMagic.class_traits()[n].metadata.get("profile", True))
+
+
+def _profile_choice(settings: SmtpMagic) -> Any:
+    from .profiles import ProfileChoice
+
+    return ProfileChoice(
+        settings, names=PROFILE_SETTINGS, normalize=normalize_keys, presets=OAUTH2_PRESETS,
+        withheld=lambda: Withheld(login_origin(*(settings.login.bound or settings._login_origin()))),
+        secret=Secret)
 
 
 @dataclass(frozen=True)

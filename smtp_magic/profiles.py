@@ -25,14 +25,14 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._paths import private_dir, read_json, user_path
 from .errors import ConfigError, did_you_mean
 
-__all__ = ["check_name", "load", "names", "profiles_path", "save"]
+__all__ = ["ProfileChoice", "check_name", "load", "names", "profiles_path", "save"]
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +122,69 @@ def save(name: str, values: Mapping[str, Any], path: Path | None = None) -> Path
         raise
     log.info("saved profile %r in %s", name, path)
     return path
+
+
+class ProfileChoice:
+    """What choosing a profile does to the settings, and what saving one writes.
+
+    The settings keep one as ``settings.profiles`` and call it; what belongs to the settings
+    themselves (the names a profile holds, reading the keys of a file, the presets of an OAuth2
+    provider, the stand-in for a password given for another account) is handed in.
+    """
+
+    def __init__(self, settings: Any, *, names: Iterable[str],
+                 normalize: Callable[..., dict[str, Any]],
+                 presets: Mapping[str, Mapping[str, Any]],
+                 withheld: Callable[[], Any], secret: type) -> None:
+        self.settings = settings
+        self.names = tuple(names)
+        self.normalize = normalize
+        self.presets = presets
+        self.withheld = withheld
+        self.secret = secret
+
+    def _default(self, name: str) -> Any:
+        return type(self.settings).class_traits()[name].default()
+
+    def values(self, name: str, *, previous: str | None = None) -> dict[str, Any]:
+        """What choosing profile ``name`` sets: its saved values, the defaults of the profile
+        settings it leaves out (a profile is a whole account), and no password unless the
+        profile stays the same (a password typed for one account never goes to another)."""
+        source = f"profile {name!r} in {str(profiles_path())!r}"
+        saved = self.normalize(load(name), source=source)
+        defaults = {n: self._default(n) for n in self.names}
+        values: dict[str, Any] = {**defaults, **saved, "profile": name}
+        # What a provider implies (auth, and host/port/security for microsoft and google)
+        # holds in a hand-written profile too, unless the profile says otherwise.
+        if "auth" not in saved and any(saved.get(k) for k in (
+                "oauth2_provider", "oauth2_token_command", "oauth2_token_provider")):
+            values["auth"] = "oauth2"
+        provider = str(saved.get("oauth2_provider") or "").strip().lower()
+        for key, value in self.presets.get(provider, {}).items():
+            if key not in saved:
+                values[key] = value
+        if name != previous and self.settings.password:  # withheld: a send says to give it again
+            values["password"] = self.withheld()
+        return values
+
+    def saved(self) -> dict[str, Any]:
+        """The profile settings that differ from their defaults: what ``--save`` writes."""
+        out = {}
+        for name in self.names:
+            value = getattr(self.settings, name)
+            if value != self._default(name) and not isinstance(value, self.secret):
+                out[name] = value
+        return out
+
+    def config_over_profile(self, cfg: Any, settings: Iterable[str]) -> Any:
+        """The other ``c.SmtpMagic`` values of an IPython config win over the ``profile`` it
+        names (applied first): they are set again once the profile is in."""
+        section = cfg.get(type(self.settings).__name__) if hasattr(cfg, "get") else None
+        if isinstance(section, Mapping) and section.get("profile"):
+            known = set(settings)
+            others = {k: v for k, v in section.items() if k != "profile" and k in known
+                      and isinstance(v, (str, int, float, bool, type(None)))}
+            if others:
+                self.settings.update(others, source="the IPython configuration",
+                                     apply_profile=False)
+        return self.settings
