@@ -14,9 +14,11 @@ from email.message import EmailMessage
 from typing import Any
 
 from . import _theme
+from .errors import SmtpMagicError
 
-__all__ = ["Block", "Inbox", "Table", "estimate_height", "frame_document", "html_frame",
-           "message_frame", "message_images", "size_text", "untrusted_fallback", "visible"]
+__all__ = ["Block", "Inbox", "Table", "estimate_height", "failure_error", "frame_document",
+           "html_frame", "latest_failures", "message_frame", "message_images", "outbox_table",
+           "size_text", "undelivered", "untrusted_fallback", "visible"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,60 @@ def settings_table(settings: Any) -> Table:
     """The settings as a table (setting, value, where it came from), password masked: HTML in a
     notebook, aligned text in a terminal (``%smtp_config``, and how a notebook shows them)."""
     return Table(("setting", "value", "from"), settings.rows(), title="SmtpMagic settings")
+
+# -- the outbox: this session's sends (SendRecords) and the messages kept on disk (OutboxEntries) --
+
+def undelivered(entries: Sequence[Any], records: Sequence[Any]) -> list[Any]:
+    """Kept messages (``entries``) that no send still pending among ``records`` is working on."""
+    busy = {r.outbox_key for r in records if r.status == "pending" and r.outbox_key}
+    return [e for e in entries if e.key not in busy]
+
+
+def latest_failures(records: Sequence[Any]) -> list[Any]:
+    """Failed sends among ``records``, unless a later send (a retry) of the same message succeeded."""
+    latest: dict[Any, Any] = {}
+    for record in records:
+        latest[record.message_id or id(record)] = record
+    return [r for r in latest.values() if r.status not in ("sent", "pending")]
+
+
+def failure_error(failed: list[Any]) -> SmtpMagicError:
+    """The error of the first failed send, saying how many failed when it is not the only one."""
+    first = failed[0].response
+    try:
+        first.raise_for_status()
+    except SmtpMagicError as exc:
+        if len(failed) == 1:
+            return exc
+        return type(exc)(f"{len(failed)} messages failed; the first: {exc.message}")
+    return SmtpMagicError(f"{len(failed)} messages failed.")
+
+
+def outbox_table(records: Sequence[Any], entries: Sequence[Any], path: Any, limit: int) -> Table:
+    """The session's sends (``records``) and the undelivered messages of earlier sessions
+    (``entries`` of the outbox at ``path``), oldest first: the newest ``limit`` of them, under
+    the counts of all of them."""
+    rows = [(r.started, (r.status, r.subject, ", ".join(r.recipients), r.message_id or "",
+                         r.reason)) for r in records]
+    mine = {r.outbox_key for r in records if r.outbox_key}
+    for entry in entries:
+        if entry.key not in mine:
+            rows.append((entry.created, (f"{entry.status} (earlier session)", entry.subject,
+                                         ", ".join(entry.recipients), entry.message_id,
+                                         entry.reason)))
+    counts: dict[str, int] = {}
+    for _, row in rows:
+        counts[row[0]] = counts.get(row[0], 0) + 1
+    note = ", ".join(f"{n} {status}" for status, n in counts.items())
+    rows.sort(key=lambda r: r[0])  # oldest first (stable: a batch keeps its order)
+    shown = rows[len(rows) - limit:] if len(rows) > limit else rows
+    if len(shown) < len(rows):
+        note += (f"; the newest {len(shown)} of {len(rows)} below "
+                 f"(%smtp_outbox --limit {len(rows)} shows all)")
+    return Table(("status", "subject", "to", "message id", "reason"), [r for _, r in shown],
+                 title=f"Outbox ({path})", note=note,
+                 empty="No sends in this session and nothing undelivered.")
+
 
 class Block:
     """Ready-made HTML with its text form (previews)."""

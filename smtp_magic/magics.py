@@ -22,7 +22,16 @@ from IPython.display import display
 from . import _kernel, api, config
 from ._configure import change_settings
 from ._relay import Relay
-from ._views import Block, Inbox, Table, settings_table, visible
+from ._views import (
+    Block,
+    Inbox,
+    failure_error,
+    latest_failures,
+    outbox_table,
+    settings_table,
+    undelivered,
+    visible,
+)
 from .attachments import resolve_all
 from .config import SmtpMagic, current
 from .errors import SmtpMagicError
@@ -567,7 +576,7 @@ class SmtpMagics(Magics):
         args = self._parse(self.smtp_outbox, line)
         box = api.outbox(current())
         if args.clear:
-            keys = _undelivered_keys(box)
+            keys = [e.key for e in undelivered(box.entries(), history.records())]
             for key in keys:
                 box.remove(key)
             pending = [r for r in history.records() if r.status == "pending"]
@@ -587,7 +596,7 @@ class SmtpMagics(Magics):
         else:
             _settle_in_flight("%smtp_outbox --wait")
         if args.retry:
-            entries = _undelivered(box)
+            entries = undelivered(box.entries(), history.records())
             doubtful = sum(1 for e in entries if e.status == "in doubt")
             if not entries or (doubtful == len(entries) and not args.in_doubt):
                 print("Nothing to retry.")
@@ -601,11 +610,11 @@ class SmtpMagics(Magics):
                 print(f"{doubtful} message(s) in doubt were not resent: they may have been "
                       "delivered (%smtp_outbox --retry --in-doubt resends them).")
         limit = max(args.limit, 0)
-        _live_display(lambda: _outbox_table(box, limit))
+        _live_display(lambda: outbox_table(history.records(), box.entries(), box.path, limit))
         if args.wait or args.retry:
-            failed = _latest_failures()
+            failed = latest_failures(history.records())
             if failed:
-                raise _kernel.one_line(_failure_error(failed))
+                raise _kernel.one_line(failure_error(failed))
 
     # -- %smtp_inbox --
     @no_var_expand
@@ -647,66 +656,7 @@ class SmtpMagics(Magics):
         display(compose(namespace=self.user_ns, **prefill))
 
 
-# -- outbox helpers ----------------------------------------------------------------------------------
-
-def _in_flight_keys() -> set[str]:
-    return {r.outbox_key for r in history.records() if r.status == "pending" and r.outbox_key}
-
-
-def _undelivered(box: Any) -> list[Any]:
-    """Kept messages that no send of this session is still working on."""
-    busy = _in_flight_keys()
-    return [e for e in box.entries() if e.key not in busy]
-
-
-def _undelivered_keys(box: Any) -> list[str]:
-    return [e.key for e in _undelivered(box)]
-
-
-def _latest_failures() -> list[Any]:
-    """Failed sends of this session, unless a later send (a retry) of the same message succeeded."""
-    latest: dict[Any, Any] = {}
-    for record in history.records():
-        latest[record.message_id or id(record)] = record
-    return [r for r in latest.values() if r.status not in ("sent", "pending")]
-
-
-def _failure_error(failed: list[Any]) -> SmtpMagicError:
-    first = failed[0].response
-    try:
-        first.raise_for_status()
-    except SmtpMagicError as exc:
-        if len(failed) == 1:
-            return exc
-        return type(exc)(f"{len(failed)} messages failed; the first: {exc.message}")
-    return SmtpMagicError(f"{len(failed)} messages failed.")
-
-
-def _outbox_table(box: Any, limit: int) -> Table:
-    """The session's sends and the undelivered messages of earlier sessions, oldest first: the
-    newest ``limit`` of them, under the counts of all of them."""
-    records = history.records()
-    rows = [(r.started, (r.status, r.subject, ", ".join(r.recipients), r.message_id or "",
-                         r.reason)) for r in records]
-    mine = {r.outbox_key for r in records if r.outbox_key}
-    for entry in box.entries():
-        if entry.key not in mine:
-            rows.append((entry.created, (f"{entry.status} (earlier session)", entry.subject,
-                                         ", ".join(entry.recipients), entry.message_id,
-                                         entry.reason)))
-    counts: dict[str, int] = {}
-    for _, row in rows:
-        counts[row[0]] = counts.get(row[0], 0) + 1
-    note = ", ".join(f"{n} {status}" for status, n in counts.items())
-    rows.sort(key=lambda r: r[0])  # oldest first (stable: a batch keeps its order)
-    shown = rows[len(rows) - limit:] if len(rows) > limit else rows
-    if len(shown) < len(rows):
-        note += (f"; the newest {len(shown)} of {len(rows)} below "
-                 f"(%smtp_outbox --limit {len(rows)} shows all)")
-    return Table(("status", "subject", "to", "message id", "reason"), [r for _, r in shown],
-                 title=f"Outbox ({box.path})", note=note,
-                 empty="No sends in this session and nothing undelivered.")
-
+# -- showing the outbox and the inbox while sends are in flight ---------------------------------------
 
 # How long %smtp_outbox and %smtp_inbox wait for sends still in flight before showing them: a
 # notebook run with Run All shows what its sends did, not "pending".
