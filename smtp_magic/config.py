@@ -9,7 +9,7 @@ import re
 import reprlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import (
     Bool,
@@ -38,6 +38,9 @@ from ._provenance import (  # noqa: F401
 )
 from ._provenance import QUIET as _QUIET
 from .errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from .profiles import ProfileChoice
 
 __all__ = [
     "SETTINGS",
@@ -712,13 +715,16 @@ class SmtpMagic(Configurable):
     @classmethod
     def from_ipython_config(cls, cfg: Any) -> SmtpMagic:
         """Settings from an IPython config (``c.SmtpMagic.*``); see ``load_ipython_config``."""
-        return cls(config=cfg).profiles.config_over_profile(cfg, SETTINGS)  # type: ignore[no-any-return]
+        settings = cls(config=cfg)
+        settings.profiles.config_over_profile(cfg, SETTINGS)
+        return settings
 
     def load_ipython_config(self, cfg: Any) -> SmtpMagic:
         """Apply ``c.SmtpMagic.*`` from an IPython config. A ``profile`` there is applied first,
         so the other ``c.SmtpMagic`` values of the same config win over it."""
         self.update_config(cfg)  # traitlets: applies c.SmtpMagic.profile through the observer
-        return self.profiles.config_over_profile(cfg, SETTINGS)  # type: ignore[no-any-return]
+        self.profiles.config_over_profile(cfg, SETTINGS)
+        return self
 
     # -- snapshots and display -----------------------------------------------------------------
 
@@ -799,7 +805,7 @@ PROFILE_SETTINGS: tuple[str, ...] = tuple(
     n for n in SETTINGS if SmtpMagic.class_traits()[n].metadata.get("profile", True))
 
 
-def _profile_choice(settings: SmtpMagic) -> Any:
+def _profile_choice(settings: SmtpMagic) -> ProfileChoice:
     from .profiles import ProfileChoice
 
     return ProfileChoice(

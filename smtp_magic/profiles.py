@@ -176,7 +176,7 @@ class ProfileChoice:
                 out[name] = value
         return out
 
-    def config_over_profile(self, cfg: Any, settings: Iterable[str]) -> Any:
+    def config_over_profile(self, cfg: Any, settings: Iterable[str]) -> None:
         """The other ``c.SmtpMagic`` values of an IPython config win over the ``profile`` it
         names (applied first): they are set again once the profile is in."""
         section = cfg.get(type(self.settings).__name__) if hasattr(cfg, "get") else None
@@ -187,4 +187,3 @@ class ProfileChoice:
             if others:
                 self.settings.update(others, source="the IPython configuration",
                                      apply_profile=False)
-        return self.settings
