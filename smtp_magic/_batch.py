@@ -145,6 +145,22 @@ def fail_jobs(jobs: list[Job], exc: SmtpMagicError, progress: Callable[[Job], No
             progress(job)
 
 
+def screen(jobs: list[Job], check: Callable[[Composed], None],
+           progress: Callable[[Job], None]) -> list[Job]:
+    """The jobs whose message passes ``check``; the others (it raised) are settled now with
+    its error, before anything of theirs is written to the outbox."""
+    passed = []
+    for job in jobs:
+        assert job.composed is not None
+        try:
+            check(job.composed)
+        except SmtpMagicError as exc:
+            fail_jobs([job], exc, progress)
+            continue
+        passed.append(job)
+    return passed
+
+
 def progress_caller(progress: AnyProgress | None
                      ) -> Callable[[int, int, Response | None, Callable[[], float | None]], None] | None:
     """Call ``progress(done, total, response)``, or with a fourth argument, the expected finish

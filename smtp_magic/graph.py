@@ -18,7 +18,8 @@ How Graph's answers map to the transport protocol (:mod:`smtp_magic.delivery`):
   bytes posted to Graph only; the message kept in the outbox stays as it is.
 - Graph refuses requests over 4 MB (HTTP 413, "The maximum request length supported is 4MB"):
   the base64 of the message must fit, so a message over 3 MB is refused before anything is sent
-  (:func:`check_size`, exit 1).
+  (:func:`check_size`, exit 1), and the engine refuses it before keeping it in the outbox
+  (:func:`check_message`).
 
 HTTP is the standard library's ``http.client`` in worker threads, over the TLS context of the
 SMTP transport (system trust store, ``SSL_CERT_FILE``, ``cafile``); idle connections are kept
@@ -68,8 +69,8 @@ if TYPE_CHECKING:
     from .config import ConnectionSettings
     from .oauth import AccessToken, OAuthConfig
 
-__all__ = ["GRAPH_SCOPE", "MAX_MESSAGE", "MAX_REQUEST", "GraphTransport", "check_settings",
-           "check_size"]
+__all__ = ["GRAPH_SCOPE", "MAX_MESSAGE", "MAX_REQUEST", "GraphTransport", "check_message",
+           "check_settings", "check_size"]
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,13 @@ def graph_bytes(raw: bytes, recipients: Iterable[str]) -> bytes:
 
     Raises ``InvalidRequest`` when the headers name someone the envelope does not (e.g. a resend
     to only the recipients that refused it once): Graph would send it to them too."""
+    bcc = _bcc_header(raw, recipients)
+    return bcc + raw if bcc else raw
+
+
+def _bcc_header(raw: bytes, recipients: Iterable[str]) -> bytes:
+    """The ``Bcc`` header ``graph_bytes`` puts in front of ``raw`` (or its header block), or
+    b""."""
     listed = _listed(raw)
     wanted = {r.lower(): r for r in recipients}
     extra = sorted(listed - set(wanted))
@@ -157,10 +165,17 @@ def graph_bytes(raw: bytes, recipients: Iterable[str]) -> bytes:
             f"this send is not meant for {', '.join(extra)}: send it over SMTP (transport smtp).")
     hidden = [address for key, address in wanted.items() if key not in listed]
     if not hidden:
-        return raw
+        return b""
     eol = b"\r\n" if b"\r\n" in raw[:_header_end(raw) + 2] or not raw else b"\n"
     folded = (b"," + eol + b" ").join(a.encode("utf-8") for a in hidden)
-    return b"Bcc: " + folded + eol + raw
+    return b"Bcc: " + folded + eol
+
+
+def check_message(head: bytes, size: int, recipients: Iterable[str]) -> None:
+    """``check_size`` for a message before it is made into bytes (before it is kept in the
+    outbox): ``head`` is its header block and ``size`` its size; the ``Bcc`` header that
+    ``graph_bytes`` adds counts too. Exit 1 for a message Graph could never take."""
+    check_size(size + len(_bcc_header(head, recipients)))
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -102,6 +102,25 @@ class Composed:
     def as_bytes(self) -> bytes:
         return b"".join(self.chunks())
 
+    def measure(self) -> tuple[bytes, int]:
+        """The header block (up to its empty line) and the size of ``chunks()``, without
+        encoding the attachments (their base64 size follows from their size)."""
+        if self._parts is None:
+            flat = self.message.as_bytes(policy=POLICY_UTF8 if self.smtputf8 else POLICY)
+            return _head_of(flat), len(flat)
+        head = b""
+        size, in_head = 0, True
+        for part in self._parts:
+            if isinstance(part, bytes):
+                size += len(part)
+                if in_head:  # a few parts at most: a DKIM-Signature, then the rest of the head
+                    head += part
+                    in_head = _header_end(head) < 0
+            else:
+                size += part.size()
+                in_head = False  # an attachment's body is never in the header block
+        return _head_of(head), size
+
     def add_header(self, make: Callable[[Iterator[bytes]], bytes]) -> Composed:
         """The message with the header ``make(chunks)`` returns (a whole folded field,
         CRLF-ended) in front: how the signing stage adds its DKIM-Signature over exactly the
@@ -421,6 +440,12 @@ class _Base64Body:
     def __init__(self, attachment: Attachment) -> None:
         self.attachment = attachment
 
+    def size(self) -> int:
+        """The size of ``chunks()``: the base64 of the attachment in lines of 76 characters,
+        each ended by CRLF (every block but the last is whole lines)."""
+        encoded = 4 * ((self.attachment.size + 2) // 3)
+        return encoded + 2 * ((encoded + 75) // 76)
+
     def chunks(self) -> Iterator[bytes]:
         att = self.attachment
         if att.data is not None:
@@ -435,6 +460,17 @@ class _Base64Body:
                     yield _base64_lines(block)
         except OSError as exc:
             raise InvalidRequest(f"Attachment {str(att.path)!r} cannot be read: {exc.strerror}.") from exc
+
+
+def _header_end(raw: bytes) -> int:
+    """Where the header block of ``raw`` ends (after its empty line), or -1."""
+    end = raw.find(b"\r\n\r\n")
+    return end + 4 if end >= 0 else -1
+
+
+def _head_of(raw: bytes) -> bytes:
+    end = _header_end(raw)
+    return raw[:end] if end >= 0 else raw
 
 
 def _crlf(data: bytes) -> bytes:

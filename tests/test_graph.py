@@ -736,6 +736,54 @@ def test_over_4_mb_over_the_api_is_exit_1_and_nothing_is_sent(
     assert graph_server.connections == 0
 
 
+def test_a_message_too_large_for_graph_is_never_kept_and_the_rest_of_the_merge_goes(
+        conf: dict[str, Any], graph_server: GraphServer, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x00" * (3 * 1024 * 1024))
+    rows = [{"to": "boss@example.test", "subject": "Too big", "body": "x", "from": SENDER,
+             "attachments": [str(big)]},
+            {"to": "boss@example.test", "subject": "Fits", "body": "x", "from": SENDER}]
+    too_big, fits = smtp_magic.send_many(rows, config=conf)
+    assert too_big.exitcode == ExitCode.INVALID and "4 MB once base64-encoded" in \
+        too_big.message, too_big.message
+    assert fits.exitcode == 0, fits.message
+    assert [d.message["Subject"] for d in graph_server.delivered] == ["Fits"]
+    assert len(graph_server.requests) == 1
+    # Nothing of it was kept, so a retry has nothing to send to Graph.
+    assert smtp_magic.outbox(conf).entries() == []
+    assert smtp_magic.retry_outbox(config=conf) == []
+    assert len(graph_server.requests) == 1
+
+
+def test_the_bcc_line_graph_gets_counts_in_the_size_checked_before_keeping(
+        conf: dict[str, Any]) -> None:
+    message = composed(conf, bcc="audit@example.test")
+    head, size = message.measure()
+    assert size == len(message.as_bytes())
+    bcc = len(graph.graph_bytes(message.as_bytes(), message.recipients)) - size
+    assert bcc == len(b"Bcc: audit@example.test\r\n")
+    graph.check_message(head, graph.MAX_MESSAGE - bcc, message.recipients)
+    with pytest.raises(InvalidRequest, match="4 MB once base64-encoded"):
+        graph.check_message(head, graph.MAX_MESSAGE - bcc + 1, message.recipients)
+
+
+def test_smtp_sends_never_measure_messages_for_graph(
+        smtp_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtp_magic.mime import Composed
+
+    def measure(self: Composed) -> tuple[bytes, int]:
+        raise AssertionError("an SMTP send measured a message")
+
+    monkeypatch.setattr(Composed, "measure", measure)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x00" * (3 * 1024 * 1024))  # too large for Graph, not for SMTP
+    rows = [{"to": "boss@example.test", "subject": f"Row {n}", "body": "x",
+             "from": SENDER, "attachments": [str(big)] if n == 0 else []} for n in range(3)]
+    responses = smtp_magic.send_many(rows, config={"host": smtp_server.host,
+                                                   "port": smtp_server.port})
+    assert [r.exitcode for r in responses] == [0, 0, 0], [r.message for r in responses]
+
+
 def test_a_failed_message_stays_in_the_outbox_and_retry_delivers_it(
         conf: dict[str, Any], graph_server: GraphServer,
         capsys: pytest.CaptureFixture[str]) -> None:
