@@ -8,6 +8,7 @@ OpenID Connect issuer (device authorization grant, RFC 8628). Refresh tokens are
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -677,6 +678,16 @@ def _msal_kept(serialized: str) -> str:
                       sort_keys=True)
 
 
+def _msal_signed_in(saved: str | None) -> bool:
+    """Whether MSAL's saved token cache holds an account and a refresh token to use."""
+    try:
+        state = json.loads(saved or "{}")
+    except ValueError:
+        return False
+    return isinstance(state, dict) and bool(state.get("Account")) and \
+        bool(state.get("RefreshToken"))
+
+
 class _Microsoft(_Backend):
     """Microsoft identity platform through MSAL (device code flow, its own token cache)."""
 
@@ -699,9 +710,19 @@ class _Microsoft(_Backend):
             if kept != self.saved:  # saved by an older version, access and ID tokens included
                 self.store.put(config.key, {"msal_cache": kept, "identity": self.identity})
                 self.saved = kept
-        try:  # MSAL reads the authority's metadata here already
-            self.app = msal.PublicClientApplication(
-                config.client_id, authority=authority, token_cache=self.cache,
+        self.authority = authority
+        self.scopes = [s for s in config.scopes if s not in _MSAL_RESERVED]
+
+    @functools.cached_property
+    def app(self) -> Any:
+        """MSAL's application, made when first needed: MSAL reads the authority's metadata as
+        it is made, so a send with no saved sign-in never contacts the authority."""
+        import msal
+
+        config, tenant = self.config, self.config.tenant or "common"
+        try:
+            return msal.PublicClientApplication(
+                config.client_id, authority=self.authority, token_cache=self.cache,
                 timeout=config.timeout,
                 # A full authority URL is taken as given (no lookup at Microsoft first).
                 instance_discovery=not tenant.startswith("https://"))
@@ -709,7 +730,6 @@ class _Microsoft(_Backend):
             raise ConfigError(f"oauth2_tenant: {str(exc).splitlines()[0]}") from None
         except Exception as exc:  # requests' connection errors and the like
             raise _unreachable(config, exc) from exc
-        self.scopes = [s for s in config.scopes if s not in _MSAL_RESERVED]
 
     def _save(self, identity: str | None) -> None:
         for kind in ("RefreshToken", "AccessToken"):
@@ -739,8 +759,9 @@ class _Microsoft(_Backend):
                            identity)
 
     def login(self, show: Callable[[DeviceCode], object]) -> AccessToken:
+        app = self.app
         try:
-            flow = self.app.initiate_device_flow(scopes=self.scopes)
+            flow = app.initiate_device_flow(scopes=self.scopes)
         except Exception as exc:
             raise _unreachable(self.config, exc) from exc
         if "user_code" not in flow:
@@ -748,17 +769,20 @@ class _Microsoft(_Backend):
                              f"{flow.get('error_description') or flow.get('error')}.")
         show(DeviceCode(flow["verification_uri"], flow["user_code"], int(flow["expires_in"]),
                         flow.get("verification_uri_complete")))
-        return self._token(self.app.acquire_token_by_device_flow(flow))
+        return self._token(app.acquire_token_by_device_flow(flow))
 
     def silent(self, force: bool) -> AccessToken:
-        accounts = self.app.get_accounts(username=self.config.username) if \
+        if not _msal_signed_in(self.saved):  # told without asking the authority anything
+            raise _not_signed_in(self.config)
+        app = self.app
+        accounts = app.get_accounts(username=self.config.username) if \
             self.config.username else []
-        accounts = accounts or self.app.get_accounts()
+        accounts = accounts or app.get_accounts()
         if not accounts:
             raise _not_signed_in(self.config)
         try:
-            result = self.app.acquire_token_silent_with_error(self.scopes, account=accounts[0],
-                                                              force_refresh=force)
+            result = app.acquire_token_silent_with_error(self.scopes, account=accounts[0],
+                                                         force_refresh=force)
         except Exception as exc:
             raise _unreachable(self.config, exc) from exc
         if result is None:
@@ -766,8 +790,9 @@ class _Microsoft(_Backend):
         return self._token(result)
 
     def logout(self) -> bool:
-        for account in self.app.get_accounts():
-            self.app.remove_account(account)
+        if _msal_signed_in(self.saved):
+            for account in self.app.get_accounts():
+                self.app.remove_account(account)
         return super().logout()
 
 

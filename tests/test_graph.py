@@ -454,6 +454,25 @@ def test_not_signed_in_is_exit_3_and_nothing_is_sent(
     assert graph_server.connections == 0
 
 
+def test_not_signed_in_with_the_authority_unreachable_says_sign_in_once(
+        conf: dict[str, Any], graph_server: GraphServer, refused_port: int) -> None:
+    from test_oauth_microsoft import unreachable_copy
+
+    # Signed in (conf), and the authority gone since: it cannot be reached, and that is said.
+    away = unreachable_copy(graph_server.idp, refused_port, conf, signed_in=True)
+    response = smtp_magic.send("boss@example.test", "Hi", "x", sender=SENDER, config=away)
+    assert response.exitcode == 3 and response.message.startswith(
+        "Cannot reach the OAuth2 authorization server of microsoft"), response.message
+    # Never signed in: the authority is not asked, and the message says how to sign in.
+    never = unreachable_copy(graph_server.idp, refused_port, {**conf, "oauth2_client_id": "other"},
+                             signed_in=False)
+    response = smtp_magic.send("boss@example.test", "Hi", "x", sender=SENDER, config=never)
+    assert response.exitcode == 3, response.message
+    assert response.message.startswith("No saved OAuth2 sign-in"), response.message
+    assert "`%smtp_config --oauth2-login`" in response.message
+    assert graph_server.connections == 0
+
+
 def test_over_4_mb_is_exit_1_and_the_server_sees_nothing(
         conf: dict[str, Any], graph_server: GraphServer, tmp_path: Path) -> None:
     graph.check_size(graph.MAX_MESSAGE)

@@ -331,11 +331,18 @@ def test_oauth_libraries_are_imported_only_when_oauth_is_used() -> None:
     assert _imported_after("import smtp_magic.oauth", libraries) == ["smtp_magic.oauth"]
 
 
-def test_microsoft_authority_unreachable_is_exit_3_not_a_traceback() -> None:
+def test_microsoft_not_signed_in_says_sign_in_once_without_asking_the_authority(
+        refused_port: int) -> None:
+    # MSAL looks the authority up as its app is made: with no saved sign-in there is nothing
+    # to refresh, so the answer is the hint, whether the authority is reachable or not.
     cfg = oauth.OAuthConfig(provider="microsoft", client_id="x", scopes=("s",),
-                            tenant="https://127.0.0.1:9/organizations", timeout=2)
-    with pytest.raises(AuthFailed, match="Cannot reach the OAuth2 authorization server"):
+                            tenant=f"https://127.0.0.1:{refused_port}/organizations", timeout=2)
+    with pytest.raises(AuthFailed) as info:
         oauth.access_token(cfg)
+    text = str(info.value)
+    assert info.value.exitcode == 3
+    assert text.startswith("No saved OAuth2 sign-in (microsoft): ") and "Cannot reach" not in text
+    assert "`%smtp_config --oauth2-login`" in text and "`smtp-magic check --oauth2-login`" in text
 
 
 def test_missing_client_id_is_exit_1_before_any_connection(refused_port: int) -> None:

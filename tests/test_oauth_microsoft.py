@@ -103,6 +103,52 @@ def test_send_signed_in_through_msal(ms_idp: IdentityProvider, tmp_path: Path,
     assert [s[:6] for s in secrets if s in logged] == []
 
 
+def unreachable_copy(ms_idp: IdentityProvider, port: int, values: dict[str, Any],
+                     signed_in: bool) -> dict[str, Any]:
+    """``values`` with the authority at ``port``, where nothing answers; with the saved sign-in
+    of ``values`` (as if the authority had gone away since) when ``signed_in``."""
+    from urllib.parse import urlsplit
+
+    tenant = f"https://127.0.0.1:{port}" + urlsplit(ms_idp.issuer).path.removesuffix("/v2.0")
+    moved = {**values, "oauth2_tenant": tenant, "timeout": 5}
+    if signed_in:
+        TokenStore().put(cfg(moved).key, TokenStore().get(cfg(values).key))  # type: ignore[arg-type]
+    return moved
+
+
+def test_an_unreachable_authority_is_said_only_when_a_sign_in_is_saved(
+        ms_idp: IdentityProvider, refused_port: int) -> None:
+    values = settings(ms_idp)
+    oauth.login(cfg(values), User(ms_idp))
+    oauth.clear_memory()
+    away = cfg(unreachable_copy(ms_idp, refused_port, values, signed_in=True))
+    with pytest.raises(AuthFailed) as saved:
+        oauth.access_token(away)
+    assert str(saved.value).startswith(
+        "Cannot reach the OAuth2 authorization server of microsoft: the connection was refused")
+    assert TokenStore().get(away.key) is not None  # kept: the authority may come back
+    TokenStore().delete(away.key)  # the same settings, never signed in
+    with pytest.raises(AuthFailed) as none:
+        oauth.access_token(away)
+    assert str(none.value) == (f"No saved OAuth2 sign-in for {USER_EMAIL} (microsoft): "
+                               f"{oauth.HINT} {oauth.CLI_HINT}.")
+    assert none.value.exitcode == saved.value.exitcode == 3
+
+
+def test_smtp_send_not_signed_in_says_sign_in_once_with_the_authority_unreachable(
+        ms_idp: IdentityProvider, tmp_path: Path, server_tls: ssl.SSLContext,
+        refused_port: int) -> None:
+    with CaptureServer(tmp_path / "m365", tls="starttls", ssl_context=server_tls,
+                       token_validator=ms_idp.validate, require_auth=True) as server:
+        values = unreachable_copy(ms_idp, refused_port, settings(
+            ms_idp, host=server.host, port=server.port), signed_in=False)
+        response = smtp_magic.send("boss@example.test", "Not signed in", "x", config=values)
+        assert response.exitcode == 3, response.message
+        assert "No saved OAuth2 sign-in" in response.message, response.message
+        assert oauth.HINT in response.message and "Cannot reach" not in response.message
+        assert server.logins == [] and server.messages() == []
+
+
 def test_short_lived_msal_token_is_refreshed_before_use(ms_idp: IdentityProvider) -> None:
     from idp import SHORT_CLIENT_ID
 
