@@ -104,7 +104,8 @@ class Composed:
 
     def measure(self) -> tuple[bytes, int]:
         """The header block (up to its empty line) and the size of ``chunks()``, without
-        encoding the attachments (their base64 size follows from their size)."""
+        encoding the attachments (their base64 size follows from their size); a message the
+        email package builds is flattened for it."""
         if self._parts is None:
             flat = self.message.as_bytes(policy=POLICY_UTF8 if self.smtputf8 else POLICY)
             return _head_of(flat), len(flat)

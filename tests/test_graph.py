@@ -753,6 +753,7 @@ def test_over_4_mb_over_the_api_is_exit_1_and_nothing_is_sent(
                                sender=SENDER, config=conf)
     assert response.exitcode == 1 and "4 MB" in response.message
     assert graph_server.connections == 0
+    assert smtp_magic.outbox(conf).entries() == []  # never kept: a retry could only fail
 
 
 def test_a_message_too_large_for_graph_is_never_kept_and_the_rest_of_the_merge_goes(
