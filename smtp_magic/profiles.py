@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,6 +109,8 @@ def save(name: str, values: Mapping[str, Any], path: Path | None = None) -> Path
     profiles = dict(_read(path))
     profiles[name] = dict(values)
     private_dir(path.parent)
+    import tempfile  # (with shutil, bz2 and lzma: 3 ms that every first send would pay)
+
     fd, tmp = tempfile.mkstemp(prefix=".profiles-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
