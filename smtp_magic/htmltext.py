@@ -241,6 +241,24 @@ def _table_grammar(ncols: int, attributes: bool) -> re.Pattern[str]:
     )
 
 
+# The same grammar for a table written compactly: lowercase tags without attributes and nothing
+# between them, as a program writes a report (the benchmark's bodies, f-strings). It is a strict
+# subset of the grammar above, matched about three times faster: literals instead of the [tT]
+# classes, and no optional whitespace to try at every tag. So it is tried first; a table it
+# refuses (usually at its first tag or row) goes on to the general grammar.
+_COMPACT_ROW = r"<tr>(?:<t[dh]>[^<]*</t[dh]>){%d}</tr>"
+_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
+
+
+@lru_cache(maxsize=64)
+def _compact_grammar(ncols: int) -> re.Pattern[str]:
+    row = _COMPACT_ROW % ncols
+    return re.compile(
+        rf"<table>(?:<thead>(?P<head>(?:{row})*)</thead>)?(?:{row}|<tbody>(?:{row})*</tbody>)*"
+        r"</table>"
+    )
+
+
 # A table's start up to the end of its first row: its cells (group 1) are how many the grammar
 # expects in every row. It stops where a table stops being simple, so that a page of nested
 # layout tables is not scanned to its end once per table.
@@ -265,17 +283,22 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     ncols = first_row.group(1).count("</") if first_row else 0  # one end tag per cell
     if not ncols:
         return None
-    table = _table_grammar(ncols, False).match(html, pos)
-    if table is None:
-        table = _table_grammar(ncols, True).match(html, pos)
-        if table is None or not _plain_attributes(table.group()):
-            return None
-    source = table.group()
-    texts = _cell_texts(_CELL_TEXT.findall(source))
+    table = _compact_grammar(ncols).match(html, pos)
+    if table is not None:  # its tags are lowercase already
+        texts = _cell_texts(_COMPACT_CELL_TEXT.findall(table.group()))
+        lower: Callable[[str], str] = str
+    else:
+        table = _table_grammar(ncols, False).match(html, pos)
+        if table is None:
+            table = _table_grammar(ncols, True).match(html, pos)
+            if table is None or not _plain_attributes(table.group()):
+                return None
+        texts = _cell_texts(_CELL_TEXT.findall(table.group()))
+        lower = str.lower
     # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
     head = table.group("head")
-    nhead = head.lower().count("<tr") if head else 0
-    body = html[table.end("head") if head is not None else pos : table.end()].lower()
+    nhead = lower(head).count("<tr") if head else 0
+    body = lower(html[table.end("head") if head is not None else pos : table.end()])
     values = texts[nhead * ncols :]
     if "<th" in body:
         kinds = "".join(_CELL_KIND.findall(body))

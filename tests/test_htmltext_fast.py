@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -361,3 +362,84 @@ def test_random_tables(whole_tables: list[str]) -> None:
 
     check()
     assert taken > 100  # the shortcut was exercised, not only the tag-by-tag path
+
+
+# Cell texts for the tables below: numbers as reports write them (signs, percent, currency,
+# separators), entities, no-break and other spaces, wide and combining characters, empty cells.
+_CELL_TEXTS = [
+    "", "", "0", "7", "12", "-3.25", "+4", "1,000", "1 000", "1'000", "(2)", "$5", "\u20ac12.50",
+    "\u00a33", "\u00a5100", "-$1.5", "4%", "-12.5%", "1e9", "2.5E-3", "\u22127", "nan", "-", "x",
+    "item 3", "a &amp; b", "&nbsp;", "&nbsp;5", "5&nbsp;%", "&#10;x", "&lt;b&gt;", "&amp;lt;",
+    "&#0;", "&#x20;5", "&ampx", "&am", "p;", "\xa0y\xa0", " pad  ", "a\tb", "\u65e5\u672c\u8a9e",
+    "\uff11\uff12", "e\u0301", "\u00e9t\u00e9", "\U0001f600", "\x0b", "a\u2028b", "\u3000",
+    "\u0661", "2\u00b2", "\u00ad", "%s", "%d", "{0}", "a\x00b", "\r\n1\r\n", "  ", "\n",
+]  # fmt: skip
+
+
+def _compact_tables() -> Any:
+    """Tables as a program writes them (lowercase tags, no attributes, nothing between tags),
+    some with one tag changed so that the compact grammar refuses them."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    text = st.one_of(st.sampled_from(_CELL_TEXTS), st.text(alphabet="a1 .-%$&;#\xa0\u65e5", max_size=5))
+
+    @st.composite
+    def table(draw: Any) -> str:
+        ncols = draw(st.integers(1, 4))
+
+        def rows(count: int) -> str:
+            return "".join(
+                "<tr>"
+                + "".join(
+                    f"<{kind}>{draw(text)}</{draw(st.sampled_from([kind, kind, 'td', 'th']))}>"
+                    for kind in draw(st.lists(st.sampled_from(["td", "td", "th"]),
+                                              min_size=ncols, max_size=ncols))
+                )
+                + "</tr>"
+                for _ in range(count)
+            )
+
+        head = f"<thead>{rows(draw(st.integers(0, 2)))}</thead>" if draw(st.booleans()) else ""
+        body = rows(draw(st.integers(0, 6)))
+        if draw(st.booleans()):
+            body = f"<tbody>{body}</tbody>"
+        markup = f"<table>{head}{body}</table>"
+        mutation = draw(st.integers(0, 5))
+        if mutation == 0:  # one tag changed: the general grammar or none takes it
+            tags = [i for i, c in enumerate(markup) if c == "<"]
+            at = draw(st.sampled_from(tags))
+            change = draw(st.sampled_from(["<td ", "<TD>", "<td colspan=2>", "<th\n", "<b>", " <"]))
+            markup = markup[:at] + change + markup[at + 1 :]
+        elif mutation == 1 and "<td>" in markup:  # a row one cell short
+            at = markup.index("<td>")
+            markup = markup[:at] + markup[markup.index("</t", at) + 5 :]
+        return markup
+
+    context = st.sampled_from(["{}", "<p>a</p>{}<p>b</p>", "x{}y", "<h1>{}</h1>", "{} {}",
+                               "<ul><li>{}</li></ul>", "<pre>{}</pre>", "<div hidden>{}</div>"])
+    return st.builds(lambda c, t: c.replace("{}", t), context, table())
+
+
+class _Spy:
+    """A compiled pattern that counts its findall calls."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.calls = pattern, 0
+
+    def findall(self, source: str) -> list[Any]:
+        self.calls += 1
+        return self.pattern.findall(source)
+
+
+def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    spy = _Spy(htmltext._COMPACT_CELL_TEXT)
+    monkeypatch.setattr(htmltext, "_COMPACT_CELL_TEXT", spy)
+
+    @hypothesis.settings(max_examples=600, deadline=None)
+    @hypothesis.given(_compact_tables())
+    def check(html: str) -> None:
+        same(html)
+
+    check()
+    assert spy.calls > 200  # most took the compact grammar
