@@ -365,17 +365,20 @@ def _cell_texts(sources: list[str]) -> list[str]:
         joined, separator = unescape("\0".join(sources)), "\0"
     if "  " in joined or not joined.isprintable():  # cheaper than the regex when it changes nothing
         joined = _SPACES.sub(" ", joined).replace("\xa0", " ")
+    elif separator == "<" and " <" not in joined and "< " not in joined and " " not in (
+        joined[:1], joined[-1:]
+    ):  # printable text has no space but ' ' (str.isprintable): no cell has one to strip
+        return joined.split("<")
     return [text.strip() for text in joined.split(separator)]
 
 
 def _numbers(texts: list[str]) -> bool:
     """Whether a column is right-aligned (``_numeric_columns``): its texts, but for empty ones,
     are all numbers, and it has some."""
-    lines = "\n".join(texts)  # texts are one line each
-    digits = lines.replace("\n", "")
+    digits = "".join(texts)
     if digits.isdecimal():  # the common case, cheaper than the regex
         return True
-    return bool(digits) and _NUMBERS.fullmatch(lines) is not None
+    return bool(digits) and _NUMBERS.fullmatch("\n".join(texts)) is not None  # one line each
 
 
 def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:

@@ -278,6 +278,20 @@ def test_pandas_tables_are_taken_whole_unless_they_span(whole_tables: list[str])
 
 
 @pytest.mark.parametrize("html", [
+    "<table><tr><td>&lt;b&gt;</td></tr></table>", "<table><tr><td>&lt; b</td><td>x</td></tr></table>",
+    "<table><tr><td>a &lt;</td><td>&gt;</td></tr></table>", "<table><tr><td> a</td></tr></table>",
+    "<table><tr><td>a </td><td>b</td></tr></table>", "<table><tr><td>a</td><td> b</td></tr></table>",
+    "<table><tr><td>a</td><td>b </td></tr></table>", "<table><tr><td>\u3000a\u2028</td></tr></table>",
+    "<table><tr><td>a\x0b</td><td>\x1fb</td></tr></table>", "<table><tr><td>&#32;a&#x3000;</td></tr></table>",
+    "<table><tr><td>1</td><td>\u00e9</td></tr><tr><td></td><td></td></tr><tr><td>22</td><td></td></tr></table>",
+    "<table><tr><td>\u65e5\u672c</td><td></td><td>x</td></tr></table>",
+])  # fmt: skip
+def test_tables_the_shortcut_takes(html: str, whole_tables: list[str]) -> None:
+    same(html)
+    assert len(whole_tables) == 1
+
+
+@pytest.mark.parametrize("html", [
     "<table><tr><td colspan=2>a</td></tr><tr><td>1</td><td>2</td></tr></table>",
     "<table><tr><td>a</td></tr><tr><td>1</td><td>2</td></tr></table>",  # ragged rows
     "<table role=presentation><tr><td>a</td><td>1</td></tr></table>",
