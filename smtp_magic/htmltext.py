@@ -217,14 +217,30 @@ def _close(name: str) -> str:
     return rf"</{_ci(name)}{_WS}*>"
 
 
+# Attributes are matched loosely by the grammars below (after a space, anything up to the '>'),
+# then each distinct attribute list of the table is checked once against _SAFE_ATTR
+# (_plain_tag): a rendered table repeats the same long inline style on every cell, and the
+# strict pattern costs per character of every one of them.
+_LOOSE_ATTRIBUTES = rf"(?:{_WS}[^<>]*)?"
+_ATTRIBUTE_LIST = re.compile(rf"(?:{_SAFE_ATTR})*{_WS}*")
+
+
 def _rest_of_start_tag(attributes: bool) -> str:
-    """A start tag after its name, as _TOKEN reads it (no '/'), with attributes or without."""
-    return rf"(?:{_SAFE_ATTR})*{_WS}*>" if attributes else rf"{_WS}*>"
+    """A start tag after its name (no '/'): with attributes, to be checked by _plain_tag."""
+    return rf"{_LOOSE_ATTRIBUTES}>" if attributes else rf"{_WS}*>"
+
+
+# A hidden label that may start a cell with attributes: the column's name that render.py's
+# stacked tables show on narrow screens only (_tables._LABEL). The converter skips a hidden
+# element whole, so the cell's text is what follows it; _plain_attributes checks that every
+# such span is hidden indeed.
+_LABEL_SPAN = rf"<span{_WS}[^<>]*>[^<]*</span{_WS}*>"  # (with attributes)
 
 
 def _cell(attributes: bool) -> str:
     rest = _rest_of_start_tag(attributes)
-    return rf"{_WS}*<[tT][dDhH]{rest}[^<]*</[tT][dDhH]{_WS}*>"
+    label = f"(?:{_LABEL_SPAN})?" if attributes else ""
+    return rf"{_WS}*<[tT][dDhH]{rest}{label}[^<]*</[tT][dDhH]{_WS}*>"
 
 
 @lru_cache(maxsize=64)
@@ -241,6 +257,24 @@ def _table_grammar(ncols: int, attributes: bool) -> re.Pattern[str]:
     )
 
 
+# The same grammar for a table written compactly: lowercase tags without attributes and nothing
+# between them, as a program writes a report (the benchmark's bodies, f-strings). It is a strict
+# subset of the grammar above, matched about three times faster: literals instead of the [tT]
+# classes, and no optional whitespace to try at every tag. So it is tried first; a table it
+# refuses (usually at its first tag or row) goes on to the general grammar.
+_COMPACT_ROW = r"<tr>(?:<t[dh]>[^<]*</t[dh]>){%d}</tr>"
+_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
+
+
+@lru_cache(maxsize=64)
+def _compact_grammar(ncols: int) -> re.Pattern[str]:
+    row = _COMPACT_ROW % ncols
+    return re.compile(
+        rf"<table>(?:<thead>(?P<head>(?:{row})*)</thead>)?(?:{row}|<tbody>(?:{row})*</tbody>)*"
+        r"</table>"
+    )
+
+
 # A table's start up to the end of its first row: its cells (group 1) are how many the grammar
 # expects in every row. It stops where a table stops being simple, so that a page of nested
 # layout tables is not scanned to its end once per table.
@@ -250,9 +284,9 @@ _FIRST_ROW = re.compile(
     rf"(?:{_WS}*<{_ci('tbody')}{_rest_of_start_tag(True)})?"
     rf"{_WS}*<{_ci('tr')}{_rest_of_start_tag(True)}((?:{_cell(True)})*){_WS}*{_close('tr')}"
 )
-_TAG_ATTRS = re.compile(rf"<[a-zA-Z]+((?:{_SAFE_ATTR})+)")  # the attributes of a tag that has some
-_CELL_TEXT = re.compile(r">([^<]*)</[tT][dDhH][ \t\n\r\f>]")  # (not </thead>)
-_CELL_KIND = re.compile(r"<t([dh])[ \t\n\r\f>]")  # in lowercased markup
+_TAG_ATTRS = re.compile(rf"<([a-zA-Z]+)({_WS}[^>]*)")  # a start tag with attributes: both
+# A cell's text: from the end of its start tag, or of its label, to its end tag (not </thead>).
+_CELL_TEXT = re.compile(r">([^<]*)</[tT][dDhH][ \t\n\r\f>]")
 _NOT_PLAIN = frozenset({"colspan", "rowspan", "role"})  # (role on a cell means nothing to the
 # converter, but is rare enough to leave to it)
 _NUMBERS = re.compile(rf"(?:{_NUMBER_SOURCE})?(?:\n(?:{_NUMBER_SOURCE})?)*")  # one per line, or ""
@@ -262,90 +296,119 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     """The table whose start tag is at ``pos`` laid out as the converter would, and where it
     ends; None for a table that is not that simple."""
     first_row = _FIRST_ROW.match(html, pos)
-    ncols = first_row.group(1).count("</") if first_row else 0  # one end tag per cell
+    # One end tag per cell (and one per label).
+    ncols = first_row.group(1).count("</") - first_row.group(1).count("</span") if first_row else 0
     if not ncols:
         return None
-    table = _table_grammar(ncols, False).match(html, pos)
-    if table is None:
-        table = _table_grammar(ncols, True).match(html, pos)
-        if table is None or not _plain_attributes(table.group()):
-            return None
-    source = table.group()
-    texts = _cell_texts(_CELL_TEXT.findall(source))
+    table = _compact_grammar(ncols).match(html, pos)
+    if table is not None:  # its tags are lowercase already
+        texts = _cell_texts(_COMPACT_CELL_TEXT.findall(table.group()))
+        lower: Callable[[str], str] = str
+    else:
+        table = _table_grammar(ncols, False).match(html, pos)
+        if table is None:
+            table = _table_grammar(ncols, True).match(html, pos)
+            if table is None or not _plain_attributes(table.group()):
+                return None
+        texts = _cell_texts(_CELL_TEXT.findall(table.group()))
+        lower = str.lower
     # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
     head = table.group("head")
-    nhead = head.lower().count("<tr") if head else 0
-    body = html[table.end("head") if head is not None else pos : table.end()].lower()
+    nhead = lower(head).count("<tr") if head else 0
+    body = lower(html[table.end("head") if head is not None else pos : table.end()])
     values = texts[nhead * ncols :]
     if "<th" in body:
-        kinds = "".join(_CELL_KIND.findall(body))
-        headers = "h" * ncols
-        values = [
-            text
-            for row in range(len(kinds) // ncols)
-            if kinds[row * ncols : (row + 1) * ncols] != headers
-            for text in values[row * ncols : (row + 1) * ncols]
-        ]
+        # In a table the grammar took, each '<tr' starts a row and each '<td' a data cell: a
+        # body row without one is a header row. (Cheaper than listing every cell's kind: a
+        # DataFrame has a <th> in every row, for its index.)
+        rows = body.split("<tr")[1:]
+        if not all("<td" in row for row in rows):
+            values = [
+                text
+                for index, row in enumerate(rows)
+                if "<td" in row
+                for text in values[index * ncols : (index + 1) * ncols]
+            ]
     numeric = [_numbers(values[column::ncols]) for column in range(ncols)]
     return _lay_out(texts, ncols, numeric), table.end()
 
 
 def _plain_attributes(source: str) -> bool:
-    """No tag of the table is hidden, spans rows or columns or gives the table a role."""
-    for attrs in set(_TAG_ATTRS.findall(source)):
-        attr = _attributes(attrs)
-        if _hidden(attr) or not _NOT_PLAIN.isdisjoint(attr):
-            return False
-    return True
+    """Every tag of the table passes _plain_tag."""
+    return all(_plain_tag(name, attrs) for name, attrs in set(_TAG_ATTRS.findall(source)))
+
+
+@lru_cache(maxsize=1024)
+def _plain_tag(name: str, attrs: str) -> bool:
+    """Attributes _TOKEN reads as the grammar's strict form would, none hiding the tag, spanning
+    rows or columns or giving the table a role; but a label (a span) must be hidden."""
+    if _ATTRIBUTE_LIST.fullmatch(attrs) is None:
+        return False
+    attr = _attributes(attrs)
+    if name == "span":
+        return _hidden(attr)
+    return not _hidden(attr) and _NOT_PLAIN.isdisjoint(attr)
 
 
 def _cell_texts(sources: list[str]) -> list[str]:
     """Each cell's text as the converter makes it (``data``, ``_close_cell``, ``_one_line``):
     entities decoded, HTML spaces collapsed, no-break spaces as spaces, trimmed."""
     joined = "<".join(sources)  # no cell's source holds a '<'
+    separator = "<"
     if "&" in joined:
-        texts = [unescape(source) for source in sources]
-        return [_SPACES.sub(" ", text).replace("\xa0", " ").strip() for text in texts]
+        if "\0" in joined:
+            texts = [unescape(source) for source in sources]
+            return [_SPACES.sub(" ", text).replace("\xa0", " ").strip() for text in texts]
+        # All cells decoded at once, NUL-separated (a '<' may come out of a reference): no
+        # reference holds a NUL, none makes one, and one that runs on across a NUL is refused
+        # whole or decoded from its part before it, so each cell comes out as it would alone.
+        joined, separator = unescape("\0".join(sources)), "\0"
     if "  " in joined or not joined.isprintable():  # cheaper than the regex when it changes nothing
         joined = _SPACES.sub(" ", joined).replace("\xa0", " ")
-    return [text.strip() for text in joined.split("<")]
+    elif separator == "<" and " <" not in joined and "< " not in joined and " " not in (
+        joined[:1], joined[-1:]
+    ):  # printable text has no space but ' ' (str.isprintable): no cell has one to strip
+        return joined.split("<")
+    return [text.strip() for text in joined.split(separator)]
 
 
 def _numbers(texts: list[str]) -> bool:
     """Whether a column is right-aligned (``_numeric_columns``): its texts, but for empty ones,
     are all numbers, and it has some."""
-    lines = "\n".join(texts)  # texts are one line each
-    digits = lines.replace("\n", "")
+    digits = "".join(texts)
     if digits.isdecimal():  # the common case, cheaper than the regex
         return True
-    return bool(digits) and _NUMBERS.fullmatch(lines) is not None
+    return bool(digits) and _NUMBERS.fullmatch("\n".join(texts)) is not None  # one line each
 
 
 def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
     """A grid of cell texts (row after row) as ``_format_rows`` lays it out: columns as wide as
     their widest cell, two spaces apart, numbers to the right; rows with no text left out."""
-    if "".join(texts).isascii():  # one format string: the widths are lengths
-        fields = []
-        for column in range(ncols):
-            width = max(map(len, texts[column::ncols]))
+    # One format string for the grid: an ASCII column is padded by its field ('%-5s'), where
+    # widths are lengths; another has its texts padded here to their display width first.
+    blank = "" in texts  # (before the padding below)
+    texts = texts[:]
+    fields = []
+    for column in range(ncols):
+        cells = texts[column::ncols]
+        if "".join(cells).isascii():
+            width = max(map(len, cells))
             if numeric[column]:
                 fields.append(f"%{width}s")
             else:  # (not padded in the last column: no trailing spaces to strip)
                 fields.append(f"%-{width}s" if column < ncols - 1 else "%s")
-        text = "\n".join(["  ".join(fields)] * (len(texts) // ncols)) % tuple(texts)
-        if "" not in texts:
-            return text
-        lines = [line.rstrip() for line in text.split("\n")]
-    else:
-        sizes = list(map(_width, texts))
-        widths = [max(sizes[column::ncols]) for column in range(ncols)]
-        cells = [
-            " " * (widths[i % ncols] - size) + text
-            if numeric[i % ncols]
-            else text + " " * (widths[i % ncols] - size)
-            for i, (text, size) in enumerate(zip(texts, sizes))
-        ]
-        lines = ["  ".join(cells[i : i + ncols]).rstrip() for i in range(0, len(cells), ncols)]
+            continue
+        sizes = list(map(_width, cells))
+        width = max(sizes)
+        if numeric[column]:
+            texts[column::ncols] = [" " * (width - n) + t for t, n in zip(cells, sizes)]
+        elif column < ncols - 1:
+            texts[column::ncols] = [t + " " * (width - n) for t, n in zip(cells, sizes)]
+        fields.append("%s")
+    text = "\n".join(["  ".join(fields)] * (len(texts) // ncols)) % tuple(texts)
+    if not blank:  # then no line ends in spaces, and none is blank
+        return text
+    lines = [line.rstrip() for line in text.split("\n")]
     return "\n".join(line for line in lines if line)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -249,6 +250,22 @@ def test_a_report_table_is_taken_whole(whole_tables: list[str]) -> None:
     assert len(whole_tables) == 1 and whole_tables[0].splitlines()[-1] == "item 19  133"
 
 
+def test_rendered_tables_are_taken_whole_with_their_hidden_labels(whole_tables: list[str]) -> None:
+    pd = pytest.importorskip("pandas")
+    from smtp_magic.render import render_object
+
+    df = pd.DataFrame({"city": ["Paris", "Oslo &amp;", "\u4eac\u90fd"], "temp": [21.5, -3.25, None],
+                       "share": ["1.5%", "-2%", ""]})
+    for column in range(8):  # wide enough to be stacked on narrow screens: labelled cells
+        df[f"column {column}"] = [123456.789 * column, -1.0, 0]
+    html = render_object(df).html
+    assert 'class="smx-label"' in html and "display:none" in html
+    same(html)
+    assert len(whole_tables) == 1
+    assert "city:" not in whole_tables[0]  # the labels are not shown
+    assert whole_tables[0].splitlines()[-1].split()[:3] == ["2", "\u4eac\u90fd", "NaN"]
+
+
 def test_pandas_tables_are_taken_whole_unless_they_span(whole_tables: list[str]) -> None:
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"city": ["Paris", "Oslo &", "\u4eac\u90fd"], "temp": [21.5, -3.25, None]})
@@ -258,6 +275,20 @@ def test_pandas_tables_are_taken_whole_unless_they_span(whole_tables: list[str])
     index = pd.MultiIndex.from_product([["x", "y"], [1, 2]], names=["k", "j"])
     same(pd.DataFrame({"A": range(4)}, index=index).to_html())  # rowspan: tag by tag
     assert len(whole_tables) == 2
+
+
+@pytest.mark.parametrize("html", [
+    "<table><tr><td>&lt;b&gt;</td></tr></table>", "<table><tr><td>&lt; b</td><td>x</td></tr></table>",
+    "<table><tr><td>a &lt;</td><td>&gt;</td></tr></table>", "<table><tr><td> a</td></tr></table>",
+    "<table><tr><td>a </td><td>b</td></tr></table>", "<table><tr><td>a</td><td> b</td></tr></table>",
+    "<table><tr><td>a</td><td>b </td></tr></table>", "<table><tr><td>\u3000a\u2028</td></tr></table>",
+    "<table><tr><td>a\x0b</td><td>\x1fb</td></tr></table>", "<table><tr><td>&#32;a&#x3000;</td></tr></table>",
+    "<table><tr><td>1</td><td>\u00e9</td></tr><tr><td></td><td></td></tr><tr><td>22</td><td></td></tr></table>",
+    "<table><tr><td>\u65e5\u672c</td><td></td><td>x</td></tr></table>",
+])  # fmt: skip
+def test_tables_the_shortcut_takes(html: str, whole_tables: list[str]) -> None:
+    same(html)
+    assert len(whole_tables) == 1
 
 
 @pytest.mark.parametrize("html", [
@@ -275,10 +306,39 @@ def test_pandas_tables_are_taken_whole_unless_they_span(whole_tables: list[str])
     "<pre><table><tr><td> a  b </td></tr></table></pre>",
     "<div hidden><table><tr><td>a</td></tr></table></div>c",
     "<script><table><tr><td>a</td></tr></table></script>c",
+    # a cell may start with a hidden label (render.py's stacked tables), no other span
+    "<table><tr><td a><span>x</span>1</td></tr></table>",
+    "<table class=q><tr><td><span >x</span>1</td></tr></table>",
+    "<table><tr><td a><span class=x>x</span>1</td></tr></table>",
+    "<table><tr><td a><span aria-hidden=TRUE>x</span>1</td></tr></table>",
+    "<table><tr><td a>1<span hidden>x</span></td></tr></table>",
+    "<table><tr><td a><span hidden>x</span><span hidden>y</span>1</td></tr></table>",
+    "<table><tr><td a><span hidden><b>x</b></span>1</td></tr></table>",
+    "<table><tr><td a><SPAN hidden>x</SPAN>1</td></tr></table>",
+    "<table><tr><td a><span hidden>x</span></td></tr><tr><td>1</td><td>2</td></tr></table>",
+    # attributes the tokenizer would not read as the grammar's strict form does
+    "<table><tr><td a=\"x\"b=c>1</td></tr></table>", "<table><tr><td a=b=c>1</td></tr></table>",
+    "<table><tr><td =x>1</td></tr></table>", "<table><tr><tdx a>1</td></tr></table>",
+    "<table><tr><td\xa0a=b>1</td></tr></table>", "<table><tr><td a=`b`>1</td></tr></table>",
+    "<table><tr><td a='x'/>1</td></tr></table>", "<table x=\"a'><tr><td>1</td></tr></table>",
+    "<table><tr><td style=\"dis play: NONE\">1</td></tr></table>",
+    "<table><tr ROLE=row><td>1</td></tr></table>", "<table><tr><td ColSpan=1>1</td></tr></table>",
 ])  # fmt: skip
 def test_tables_the_shortcut_leaves_to_the_converter(html: str, whole_tables: list[str]) -> None:
     same(html)
     assert whole_tables == []
+
+
+# Cell texts for the random tables: numbers as reports write them (signs, percent, currency,
+# separators), entities, no-break and other spaces, wide and combining characters, empty cells.
+_CELL_TEXTS = [
+    "", "", "0", "7", "12", "-3.25", "+4", "1,000", "1 000", "1'000", "(2)", "$5", "\u20ac12.50",
+    "\u00a33", "\u00a5100", "-$1.5", "4%", "-12.5%", "1e9", "2.5E-3", "\u22127", "nan", "-", "x",
+    "item 3", "a &amp; b", "&nbsp;", "&nbsp;5", "5&nbsp;%", "&#10;x", "&lt;b&gt;", "&amp;lt;",
+    "&#0;", "&#x20;5", "&ampx", "&am", "p;", "\xa0y\xa0", " pad  ", "a\tb", "\u65e5\u672c\u8a9e",
+    "\uff11\uff12", "e\u0301", "\u00e9t\u00e9", "\U0001f600", "\x0b", "a\u2028b", "\u3000",
+    "\u0661", "2\u00b2", "\u00ad", "%s", "%d", "{0}", "a\x00b", "\r\n1\r\n", "  ", "\n",
+]  # fmt: skip
 
 
 def _table_markup() -> Any:
@@ -287,19 +347,24 @@ def _table_markup() -> Any:
     st = hypothesis.strategies
     ws = st.sampled_from(["", "", " ", "\n", "\n  ", "\t"])
     cell_text = st.one_of(
-        st.sampled_from(
-            ["", "0", "12", "-3.25", "1,000", "(2)", "$5", "4%", "1e9", "\u22127", "1 000", "nan",
-             "x", "item 3", "a &amp; b", "&nbsp;", "&#10;x", "&lt;b&gt;", "\xa0y\xa0", " pad  ",
-             "\u65e5\u672c", "e\u0301", "\x0b", "a\u2028b", "\uff11\uff12", "\u0661", "2\u00b2",
-             "1\xa0000", "\u00ad", "%s", "{0}", "a\x00b", "\r\n1\r\n", "&amp;lt;", "&#0;", "&#x20;5"]
-        ),
-        st.text(alphabet="ab1 2.\n\t&;\xa0", max_size=6),
-    )  # fmt: skip
+        st.sampled_from(_CELL_TEXTS), st.text(alphabet="ab1 2.\n\t&;\xa0\u65e5", max_size=6)
+    )
     # Each piece: markup the shortcut takes, then markup it must leave to the converter.
+    label = '<span class="smx-label" style="display:none;mso-hide:all">col: </span>'
     plain_open = ["<td>", "<td>", "<th>", "<TD>", "<td >", "<td\nclass=x>",
-                  "<th style='text-align: right'>", "<td nowrap>"]
+                  "<th style='text-align: right'>", "<td nowrap>", f"<td style='a:b'>{label}",
+                  f"<td class=x>{label}", "<td a=1><span hidden>x</span>", "<TH b><span hidden>y</span>"]
     cell_open = plain_open + ["<td colspan=2>", "<td rowspan='2'>", "<td style='display:none'>",
-                              "<td aria-hidden=true>", "<td title='a>b'>", "<td a=&quot;>", "<td/>"]
+                              "<td aria-hidden=true>", "<td title='a>b'>", "<td a=&quot;>", "<td/>",
+                              # labels and attributes just outside the shortcut's grammar
+                              "<td a><span>x</span>", "<td a><span class=x>y</span>", "<td>" + label,
+                              "<td a> <span hidden>x</span>", "<td a><SPAN hidden>x</SPAN>",
+                              "<td a><span hidden><b>x</b></span>", "<td a><span hidden>x</span >",
+                              "<td a>&am<span hidden>x</span>", "<td a><span title='>'>x</span>",
+                              "<td a><span hidden aria-hidden=false>x</span>",
+                              "<td a=\"x\"b=c>", "<td a='x\"'>", "<td a=b=c>", "<td =x>", "<tdx a>",
+                              "<td\xa0a=b>", "<td a=`b`>", "<td a='<'>", "<td HIDDEN>", "<td ROLE=x>",
+                              "<td COLSPAN=1>", "<td style='DISPLAY: NONE'>", "<td style=\"dis play:none\">"]
     plain_close, cell_close = ["</td>", "</td>", "</th>", "</TD >"], ["</td>", ""]
     plain_row = ["<tr>", "<tr>", "<TR>", "<tr style='text-align: right;'>", "<tr\n>"]
     row_open = plain_row + ["<tr hidden>"]
@@ -361,3 +426,72 @@ def test_random_tables(whole_tables: list[str]) -> None:
 
     check()
     assert taken > 100  # the shortcut was exercised, not only the tag-by-tag path
+
+
+def _compact_tables() -> Any:
+    """Tables as a program writes them (lowercase tags, no attributes, nothing between tags),
+    some with one tag changed so that the compact grammar refuses them."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    text = st.one_of(st.sampled_from(_CELL_TEXTS), st.text(alphabet="a1 .-%$&;#\xa0\u65e5", max_size=5))
+
+    @st.composite
+    def table(draw: Any) -> str:
+        ncols = draw(st.integers(1, 4))
+
+        def rows(count: int) -> str:
+            return "".join(
+                "<tr>"
+                + "".join(
+                    f"<{kind}>{draw(text)}</{draw(st.sampled_from([kind, kind, 'td', 'th']))}>"
+                    for kind in draw(st.lists(st.sampled_from(["td", "td", "th"]),
+                                              min_size=ncols, max_size=ncols))
+                )
+                + "</tr>"
+                for _ in range(count)
+            )
+
+        head = f"<thead>{rows(draw(st.integers(0, 2)))}</thead>" if draw(st.booleans()) else ""
+        body = rows(draw(st.integers(0, 6)))
+        if draw(st.booleans()):
+            body = f"<tbody>{body}</tbody>"
+        markup = f"<table>{head}{body}</table>"
+        mutation = draw(st.integers(0, 5))
+        if mutation == 0:  # one tag changed: the general grammar or none takes it
+            tags = [i for i, c in enumerate(markup) if c == "<"]
+            at = draw(st.sampled_from(tags))
+            change = draw(st.sampled_from(["<td ", "<TD>", "<td colspan=2>", "<th\n", "<b>", " <"]))
+            markup = markup[:at] + change + markup[at + 1 :]
+        elif mutation == 1 and "<td>" in markup:  # a row one cell short
+            at = markup.index("<td>")
+            markup = markup[:at] + markup[markup.index("</t", at) + 5 :]
+        return markup
+
+    context = st.sampled_from(["{}", "<p>a</p>{}<p>b</p>", "x{}y", "<h1>{}</h1>", "{} {}",
+                               "<ul><li>{}</li></ul>", "<pre>{}</pre>", "<div hidden>{}</div>"])
+    return st.builds(lambda c, t: c.replace("{}", t), context, table())
+
+
+class _Spy:
+    """A compiled pattern that counts its findall calls."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.calls = pattern, 0
+
+    def findall(self, source: str) -> list[Any]:
+        self.calls += 1
+        return self.pattern.findall(source)
+
+
+def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    spy = _Spy(htmltext._COMPACT_CELL_TEXT)
+    monkeypatch.setattr(htmltext, "_COMPACT_CELL_TEXT", spy)
+
+    @hypothesis.settings(max_examples=600, deadline=None)
+    @hypothesis.given(_compact_tables())
+    def check(html: str) -> None:
+        same(html)
+
+    check()
+    assert spy.calls > 200  # most took the compact grammar
