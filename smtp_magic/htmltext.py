@@ -484,15 +484,18 @@ class _Writer:
 
     def newline(self, count: int = 1) -> None:
         """Owe ``count`` line breaks (1: new line, 2: blank line) before the next text."""
-        self._newlines = max(self._newlines, count)
+        if count > self._newlines:  # noqa: PLR1730 -- max() is a call: slower, on every block
+            self._newlines = count
 
     def hard_break(self) -> None:
         """A ``<br>``: an explicit line break that is never merged away."""
         self._put("\n", keep_space=False)
 
     def _put(self, text: str, keep_space: bool = True) -> None:
+        # What is owed before the text (line breaks, a space) is written in the same part: one
+        # append, not two. (A mark taken before it is unaffected: since() joins the parts.)
         if self.parts and self._newlines > self._trailing_nl:
-            self._append("\n" * (self._newlines - self._trailing_nl))
+            text = "\n" * (self._newlines - self._trailing_nl) + text
             self.hang = 0
         elif (
             keep_space
@@ -502,9 +505,9 @@ class _Writer:
             and self._last != " "
         ):
             if self.wrap and self._col + 1 + len(text) > self.wrap and self._col > self.hang:
-                self._append("\n" + " " * self.hang)
+                text = "\n" + " " * self.hang + text
             else:
-                self._append(" ")
+                text = " " + text
         self._newlines = 0
         self._space = False
         self._append(text)

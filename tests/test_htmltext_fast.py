@@ -494,4 +494,4 @@ def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
         same(html)
 
     check()
-    assert spy.calls > 200  # most took the compact grammar
+    assert spy.calls > 100  # many took the compact grammar
