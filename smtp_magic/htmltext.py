@@ -356,7 +356,7 @@ def _cell_texts(sources: list[str]) -> list[str]:
     """Each cell's text as the converter makes it (``data``, ``_close_cell``, ``_one_line``):
     entities decoded, HTML spaces collapsed, no-break spaces as spaces, trimmed."""
     joined = "<".join(sources)  # no cell's source holds a '<'
-    separator = "<"
+    separator, content = "<", joined  # content: the cells' text without separators
     if "&" in joined:
         if "\0" in joined:
             texts = [unescape(source) for source in sources]
@@ -364,13 +364,18 @@ def _cell_texts(sources: list[str]) -> list[str]:
         # All cells decoded at once, NUL-separated (a '<' may come out of a reference): no
         # reference holds a NUL, none makes one, and one that runs on across a NUL is refused
         # whole or decoded from its part before it, so each cell comes out as it would alone.
-        joined, separator = unescape("\0".join(sources)), "\0"
-    if "  " in joined or not joined.isprintable():  # cheaper than the regex when it changes nothing
+        separator = "\0"
+        joined = unescape(separator.join(sources))
+        content = joined.replace(separator, "")  # (a NUL is not printable)
+    if "  " in joined or not content.isprintable():
+        # (The checks are cheaper than the regex when it changes nothing.)
         joined = _SPACES.sub(" ", joined).replace("\xa0", " ")
-    elif separator == "<" and " <" not in joined and "< " not in joined and " " not in (
-        joined[:1], joined[-1:]
+    elif (
+        " " + separator not in joined
+        and separator + " " not in joined
+        and " " not in (joined[:1], joined[-1:])
     ):  # printable text has no space but ' ' (str.isprintable): no cell has one to strip
-        return joined.split("<")
+        return joined.split(separator)
     return [text.strip() for text in joined.split(separator)]
 
 
