@@ -217,6 +217,9 @@ _QP_REPLACES = 12
 
 
 def _encode_text_7bit(text: str) -> tuple[str, str]:
+    if text.isascii() and "\r" not in text and max(map(len, text.split("\n"))) <= 78:
+        # Short ASCII lines ended by LF, the commonest text: itself, with an LF at the end.
+        return "7bit", text if text.endswith("\n") else text + "\n"
     data = text.encode("utf-8")  # a lone surrogate raises here, as in the stdlib
     lines = data.splitlines()
     if len(data) == len(text) and max(map(len, lines), default=0) <= 78:
@@ -266,7 +269,8 @@ def _qp_line(line: str) -> str:
     start, laststart = 0, len(line) - 79
     if "=" not in line:
         start = laststart // 77 * 77 + 77 if laststart >= 0 else 0
-        pieces = [line[i:i + 77] + "=" for i in range(0, start, 77)]
+        if start:
+            pieces = ["=\n".join([line[i:i + 77] for i in range(0, start, 77)]) + "="]
     else:
         while start <= laststart:
             stop = start + 77
