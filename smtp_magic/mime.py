@@ -297,10 +297,11 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         )
 
     smtputf8 = not all(m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to))
-    domain = sender.address.domain
-    message_id = request.message_id or make_msgid(domain=domain if domain.isascii() else
-                                                  "smtp-magic.local")
-    check_header_value("Message-ID", message_id)
+    if request.message_id:
+        message_id = check_header_value("Message-ID", request.message_id)
+    else:  # digits and the sender's checked domain: nothing to check
+        domain = sender.address.domain
+        message_id = make_msgid(domain=domain if domain.isascii() else "smtp-magic.local")
 
     date = _date()
     _check_extra_headers(request.headers, reply_to=bool(reply_to))
@@ -491,6 +492,12 @@ def _base64_lines(block: bytes | memoryview) -> bytes:
     return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
+@functools.lru_cache(maxsize=2)
+def _date_line(date: str) -> bytes:
+    """The Date header, the same for every message of the same second."""
+    return _fold("Date", date)
+
+
 def _fold(name: str, value: str) -> bytes:
     """``name: value`` folded exactly as the policy folds it when the message is flattened."""
     if len(name) + len(value) <= 76 and "=?" not in value and _SIMPLE.match(value):
@@ -645,7 +652,7 @@ def _render_fast(
     head = [_fold_addresses("From", [sender]), _fold_addresses("To", to)]
     if cc:
         head.append(_fold_addresses("Cc", cc))
-    head += [_fold("Subject", request.subject), _fold("Date", date)]
+    head += [_fold("Subject", request.subject), _date_line(date)]
     if _SIMPLE_MSGID.match(message_id) and len(message_id) <= 64:
         head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
     else:
