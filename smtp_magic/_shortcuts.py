@@ -5,10 +5,12 @@ that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on th
 
 ``compose``
     The bulk composer (``mime._render_fast``) writes a message's bytes from a cached MIME
-    skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts with
+    skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts as
     the stdlib's private ``email.contentmanager._encode_text`` (what ``set_content`` itself
-    calls) so that its bytes are exactly the email package's. Checked on the first message of
-    each MIME shape by building it both ways and comparing the bytes (sample messages stand in
+    calls) does, so that its bytes are exactly the email package's: with an exact copy of it
+    for the composer's policy (``_encode_text_7bit``, compared with it by
+    tests/test_shortcuts_encode.py), else with the function itself. Checked on the first
+    message of each MIME shape by building it both ways and comparing the bytes (samples stand in
     for one with large attachments). Fallback: ``EmailMessage`` +
     ``set_content``/``add_alternative``/``add_attachment``, flattened by its generator.
 
