@@ -524,15 +524,23 @@ def _address_value(addresses: list[Address]) -> str | None:
 
 
 def _fold_addresses(name: str, mailboxes: list[_Mailbox]) -> bytes:
-    if len(mailboxes) == 1:
-        value = mailboxes[0].header
-    else:
-        values = [m.header for m in mailboxes]
-        value = None if None in values else ", ".join(values)  # type: ignore[arg-type]
+    value = _header_text(mailboxes)
     if value is not None and len(name) + len(value) <= 76:
         return f"{name}: {value}\r\n".encode("ascii")
     addresses = [m.address for m in mailboxes]
     return POLICY.fold_binary(name, POLICY.header_store_parse(name, addresses)[1])
+
+
+def _header_text(mailboxes: list[_Mailbox]) -> str | None:
+    """The addresses as a header writes them, when each is written as it is; else None."""
+    if len(mailboxes) == 1:
+        return mailboxes[0].header
+    texts = []
+    for m in mailboxes:
+        if m.header is None:
+            return None
+        texts.append(m.header)
+    return ", ".join(texts)
 
 
 class _Skeleton:
