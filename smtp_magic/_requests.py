@@ -31,6 +31,9 @@ _REQUEST_FIELDS = {
 # changes the connection for that one send.
 CONNECTION_FIELDS = frozenset(SETTINGS) | frozenset(ALIASES)
 KNOWN_FIELDS = frozenset({*_REQUEST_FIELDS, *CONNECTION_FIELDS, "action", "template"})
+# The keys of a request given as make_request's keyword arguments.
+_KEYWORDS = frozenset({"to", "subject", "body", "cc", "bcc", "sender", "attachments",
+                       "content_type", "headers", "unsubscribe", "reply_to"})
 
 
 def load_settings(config: ConfigLike = None) -> SmtpMagic:
@@ -62,24 +65,30 @@ def make_request(
     attachments: Any = (), content_type: str | None = None, headers: Any = (),
     unsubscribe: str | None = None, reply_to: Any = None,
 ) -> SendRequest:
-    # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside.
+    # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside. (The
+    # common values, a string or nothing, are let through before the slower ABC checks.)
     for name, value in (("to", to), ("cc", cc), ("bcc", bcc), ("reply_to", reply_to)):
         if value is not None and not isinstance(value, (str, Iterable)):
             raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
                                  f"{type(value).__name__}.")
-    if headers is not None and not isinstance(headers, Iterable):
-        raise InvalidRequest(f"'headers' must map header names to values, not {type(headers).__name__}.")
-    pairs = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+    pairs: tuple[Any, ...] = ()
+    if not (type(headers) is tuple and not headers):
+        if headers is not None and not isinstance(headers, Iterable):
+            raise InvalidRequest(f"'headers' must map header names to values, not {type(headers).__name__}.")
+        pairs = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
             raise InvalidRequest("'headers' must map header names (text) to values, e.g. "
                                  "{\"X-Report\": \"weekly\"}.")
     if content_type is not None and not isinstance(content_type, str):
         raise InvalidRequest(f"The content type must be text, not {type(content_type).__name__}.")
+    if not (type(attachments) is tuple and not attachments):
+        attachments = resolve_all(attachments)
     return SendRequest(
-        to=to, subject=subject, body=body, cc=cc, bcc=bcc, sender=sender,
-        attachments=resolve_all(attachments), content_type=content_type,
-        headers=pairs, unsubscribe=unsubscribe, reply_to=reply_to,
+        to=to, subject=subject, body=body, cc=() if cc is None else cc,
+        bcc=() if bcc is None else bcc, sender=sender, attachments=attachments,
+        content_type=content_type, headers=pairs, unsubscribe=unsubscribe,
+        reply_to=() if reply_to is None else reply_to,
     )
 
 
@@ -93,16 +102,16 @@ def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, A
     fields: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "action":
+        field = _REQUEST_FIELDS.get(key)
+        if field is not None:
+            fields[field] = value
+        elif key == "action":
             continue
-        if key == "template":  # a request's body is sent as written: never a Jinja template
+        elif key == "template":  # a request's body is sent as written: never a Jinja template
             if value is not False:
                 raise InvalidRequest("A request's body is sent as written (no Jinja), so "
                                      "'template' can only be false; fill a template with "
                                      "smtp_magic.render.render_template first.")
-            continue
-        if key in _REQUEST_FIELDS:
-            fields[_REQUEST_FIELDS[key]] = value
         elif key in CONNECTION_FIELDS:
             overrides[key] = value
         else:
@@ -117,10 +126,9 @@ def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, A
 def as_request(item: SendRequest | Mapping[str, Any]) -> tuple[SendRequest, dict[str, Any]]:
     if isinstance(item, SendRequest):
         return item, {}
-    if isinstance(item, Mapping):
-        if any(k in item for k in ("from", "content-type", "action")) or not (
-            set(item) <= {"to", "subject", "body", "cc", "bcc", "sender", "attachments",
-                          "content_type", "headers", "unsubscribe", "reply_to"}
+    if type(item) is dict or isinstance(item, Mapping):  # a dict first: no ABC check
+        if "from" in item or "content-type" in item or "action" in item or not (
+            item.keys() <= _KEYWORDS
         ):
             return request_from_dict(item)
         return make_request(**item), {}

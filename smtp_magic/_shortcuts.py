@@ -5,10 +5,12 @@ that the same tests exercise (``SMTP_MAGIC_NO_SHORTCUTS=1`` runs the suite on th
 
 ``compose``
     The bulk composer (``mime._render_fast``) writes a message's bytes from a cached MIME
-    skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts with
+    skeleton instead of building an ``EmailMessage`` for each one. It encodes text parts as
     the stdlib's private ``email.contentmanager._encode_text`` (what ``set_content`` itself
-    calls) so that its bytes are exactly the email package's. Checked on the first message of
-    each MIME shape by building it both ways and comparing the bytes (sample messages stand in
+    calls) does, so that its bytes are exactly the email package's: with an exact copy of it
+    for the composer's policy (``_encode_text_7bit``, compared with it by
+    tests/test_shortcuts_encode.py), else with the function itself. Checked on the first
+    message of each MIME shape by building it both ways and comparing the bytes (samples stand in
     for one with large attachments). Fallback: ``EmailMessage`` +
     ``set_content``/``add_alternative``/``add_attachment``, flattened by its generator.
 
@@ -54,6 +56,7 @@ scans every module's attribute access for them).
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
 import logging
@@ -186,11 +189,116 @@ def status() -> dict[str, str]:
 def encode_text(text: str, policy: Any) -> tuple[str, str]:
     """(Content-Transfer-Encoding, encoded body) exactly as ``set_content(text)`` chooses them.
 
-    Only called when ``allowed("compose")``; the private function is looked up at call time.
+    Only called when ``allowed("compose")``. For the composer's own policy (7bit, CRLF, 78
+    columns) a copy of the stdlib's heuristic answers (``_encode_text_7bit``, several times
+    faster; tests/test_shortcuts_encode.py compares the two on every kind of input); any other
+    policy asks the private function, looked up at call time.
     """
+    if policy.cte_type == "7bit" and policy.max_line_length == 78 and policy.linesep == "\r\n":
+        return _encode_text_7bit(text)
     from email import contentmanager
 
     return contentmanager._encode_text(text, "utf-8", None, policy)  # type: ignore[attr-defined,no-any-return]
+
+
+# What ``email.contentmanager._encode_text(text, "utf-8", None, policy)`` returns for a policy
+# with cte_type "7bit", linesep "\r\n" and max_line_length 78, the same in Python 3.10 to 3.13
+# (the version window): the text's lines (bytes.splitlines: CR, LF or CRLF end one) are
+# - "7bit", joined with LF, when the text is ASCII and no line is over 78 characters;
+# - else "quoted-printable" (``email.quoprimime.body_encode``, wrapped at 78) unless that would
+#   make the first ten lines longer than base64 does; then "base64", in 76-character lines.
+# The stdlib quotes bytes with str.translate even where there is nothing or only "=" to quote,
+# encodes the first ten lines twice (to choose, then again for a longer text) and loops over
+# every 77 characters of a long line in Python; this quotes only when needed (a "=" with
+# str.replace), encodes each line once, and cuts a line without "=" with one slice each.
+# Bytes quoted-printable writes as they are (email.quoprimime's body map): printable ASCII but
+# "=", and space and tab; LF here is the line break. Every other byte becomes "=XX".
+_QP_KEEP = b"\t\n !\"#$%&'()*+,-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
+_QP_QUOTED = [chr(c) if c in _QP_KEEP else f"={c:02X}" for c in range(256)]
+_QP_REPLACES = 12
+
+
+def _encode_text_7bit(text: str) -> tuple[str, str]:
+    if text.isascii() and "\r" not in text and max(map(len, text.split("\n"))) <= 78:
+        # Short ASCII lines ended by LF, the commonest text: itself, with an LF at the end.
+        return "7bit", text if text.endswith("\n") else text + "\n"
+    data = text.encode("utf-8")  # a lone surrogate raises here, as in the stdlib
+    lines = data.splitlines()
+    if len(data) == len(text) and max(map(len, lines), default=0) <= 78:
+        return "7bit", (b"\n".join(lines) + b"\n").decode("ascii")
+    # The stdlib's choice: quoted-printable of the first ten lines (CRLF-joined, so ended
+    # with a break) unless longer than their base64 (with its newline), CRLFs included.
+    # Quoted-printable is at least as long as its bytes, two more for each byte to quote, and
+    # a last LF: a text mostly not Latin is base64 without quoting anything.
+    head = b"\n".join(lines[:10])
+    to_quote = head.translate(None, _QP_KEEP)
+    base64_size = 4 * ((len(head) + len(lines[:10]) + 1 + 2) // 3) + 1
+    if len(head) + 2 * len(to_quote) + 1 <= base64_size:
+        encoded = _qp_lines(head, to_quote)
+        if sum(map(len, encoded)) + len(encoded) <= base64_size:
+            if len(lines) > 10:
+                rest = b"\n".join(lines[10:])
+                encoded += _qp_lines(rest, rest.translate(None, _QP_KEEP))
+            return "quoted-printable", "\n".join(encoded) + "\n"
+    b64 = binascii.b2a_base64(b"\r\n".join(lines) + b"\r\n", newline=False).decode("ascii")
+    return "base64", "".join([b64[i:i + 76] + "\n" for i in range(0, len(b64), 76)])
+
+
+def _qp_lines(joined: bytes, to_quote: bytes) -> list[str]:
+    """The LF-separated lines ``joined`` as ``quoprimime.body_encode(..., 78)`` writes them
+    (soft breaks inside); ``to_quote``: its bytes that need "=XX"."""
+    if to_quote:
+        # One bytes.replace per distinct byte ("=" first: the others bring theirs): a text
+        # holds few distinct ones, and str.translate (the stdlib's way) costs ~25 ns a byte.
+        distinct = set(to_quote)
+        if len(distinct) <= _QP_REPLACES:
+            for byte in sorted(distinct, key=lambda c: c != 0x3D):
+                joined = joined.replace(bytes((byte,)), b"=%02X" % byte)
+        else:
+            joined = joined.decode("latin-1").translate(_QP_QUOTED).encode("ascii")
+    # Lines of up to 78 characters without a space or tab at the end stay as they are.
+    return [_qp_line(line) if len(line) > 78 or line.endswith((" ", "\t")) else line
+            for line in joined.decode("ascii").split("\n")]
+
+
+def _qp_line(line: str) -> str:
+    """One line of ``quoprimime.body_encode(..., 78)``: ``line`` is already quoted ("=XX" for
+    each byte that needs it); the result has its soft breaks ("=" + LF), no line end."""
+    # Pieces of 77 characters and a soft break, while over 78 are left; a piece that would cut
+    # an "=XX" in two ends at its "=", which is then both the soft break and the start of the
+    # next piece.
+    pieces = []
+    start, laststart = 0, len(line) - 79
+    if "=" not in line:
+        start = laststart // 77 * 77 + 77 if laststart >= 0 else 0
+        if start:
+            pieces = ["=\n".join([line[i:i + 77] for i in range(0, start, 77)]) + "="]
+    else:
+        while start <= laststart:
+            stop = start + 77
+            if line[stop - 2] == "=":
+                pieces.append(line[start:stop - 1])
+                start = stop - 2
+            elif line[stop - 1] == "=":
+                pieces.append(line[start:stop])
+                start = stop - 1
+            else:
+                pieces.append(line[start:stop] + "=")
+                start = stop
+    last = line[-1:]
+    if last == " " or last == "\t":  # quoted, where there is room for "=20"
+        quoted = "=20" if last == " " else "=09"
+        room = start - laststart
+        if room >= 3:
+            tail = quoted
+        elif room == 2:  # room for the space and a soft break only
+            tail = last + "=\n"
+        else:  # room for a soft break only: the quoted space alone on the next line
+            tail = "=\n" + quoted
+        pieces.append(line[start:-1] + tail)
+    else:
+        pieces.append(line[start:])
+    return "\n".join(pieces)
 
 
 # -- pipelining: the connection's transport, taken over from aiosmtplib ----------------------------

@@ -213,55 +213,57 @@ def _attributes(source: str) -> dict[str, str]:
 _SAFE_ATTR = rf"""{_WS}+{_NAME}(?:{_WS}*={_WS}*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'=<>`]+))?"""
 
 
-def _close(name: str) -> str:
-    return rf"</{_ci(name)}{_WS}*>"
-
-
 # Attributes are matched loosely by the grammars below (after a space, anything up to the '>'),
 # then each distinct attribute list of the table is checked once against _SAFE_ATTR
 # (_plain_tag): a rendered table repeats the same long inline style on every cell, and the
 # strict pattern costs per character of every one of them.
-_LOOSE_ATTRIBUTES = rf"(?:{_WS}[^<>]*)?"
+_REST_OF_START_TAG = rf"(?:{_WS}[^<>]*)?>"  # after the name (with no '/': _SAFE_ATTR has none)
 _ATTRIBUTE_LIST = re.compile(rf"(?:{_SAFE_ATTR})*{_WS}*")
-
-
-def _rest_of_start_tag(attributes: bool) -> str:
-    """A start tag after its name (no '/'): with attributes, to be checked by _plain_tag."""
-    return rf"{_LOOSE_ATTRIBUTES}>" if attributes else rf"{_WS}*>"
-
-
-# A hidden label that may start a cell with attributes: the column's name that render.py's
-# stacked tables show on narrow screens only (_tables._LABEL). The converter skips a hidden
-# element whole, so the cell's text is what follows it; _plain_attributes checks that every
-# such span is hidden indeed.
+# A hidden label that may start a cell: the column's name that render.py's stacked tables show on
+# narrow screens only (_tables._LABEL). The converter skips a hidden element whole, so the cell's
+# text is what follows it; _plain_attributes checks that every such span is hidden indeed.
 _LABEL_SPAN = rf"<span{_WS}[^<>]*>[^<]*</span{_WS}*>"  # (with attributes)
 
 
-def _cell(attributes: bool) -> str:
-    rest = _rest_of_start_tag(attributes)
-    label = f"(?:{_LABEL_SPAN})?" if attributes else ""
-    return rf"{_WS}*<[tT][dDhH]{rest}{label}[^<]*</[tT][dDhH]{_WS}*>"
+def _tag_name(name: str, lowercase: bool) -> str:
+    return name if lowercase else _ci(name)
+
+
+def _close(name: str, lowercase: bool = False) -> str:
+    return rf"</{_tag_name(name, lowercase)}{_WS}*>"
+
+
+def _cell(lowercase: bool = False) -> str:
+    td = "t[dh]" if lowercase else "[tT][dDhH]"
+    return rf"{_WS}*<{td}{_REST_OF_START_TAG}(?:{_LABEL_SPAN})?[^<]*</{td}{_WS}*>"
 
 
 @lru_cache(maxsize=64)
-def _table_grammar(ncols: int, attributes: bool) -> re.Pattern[str]:
+def _table_grammar(ncols: int, lowercase: bool) -> re.Pattern[str]:
     """A <table> whose every row has ``ncols`` cells of text (no tags), its <thead> if any first
-    (group "head": the rows in it), with attributes on its tags or without."""
-    rest = _rest_of_start_tag(attributes)
-    row = rf"{_WS}*<{_ci('tr')}{rest}(?:{_cell(attributes)}){{{ncols}}}{_WS}*{_close('tr')}"
+    (group "head": the rows in it), its tags in lowercase or in any case. (Lowercase, the
+    common case, is matched faster -- literals, not [tT] classes -- and needs no lower().)"""
+
+    def tag(name: str) -> str:
+        return f"<{_tag_name(name, lowercase)}{_REST_OF_START_TAG}"
+
+    def close(name: str) -> str:
+        return _close(name, lowercase)
+
+    row = rf"{_WS}*{tag('tr')}(?:{_cell(lowercase)}){{{ncols}}}{_WS}*{close('tr')}"
     return re.compile(
-        rf"<{_ci('table')}{rest}"
-        rf"(?:{_WS}*<{_ci('thead')}{rest}(?P<head>(?:{row})*){_WS}*{_close('thead')})?"
-        rf"(?:{row}|{_WS}*<{_ci('tbody')}{rest}(?:{row})*{_WS}*{_close('tbody')})*"
-        rf"{_WS}*{_close('table')}"
+        rf"{tag('table')}"
+        rf"(?:{_WS}*{tag('thead')}(?P<head>(?:{row})*){_WS}*{close('thead')})?"
+        rf"(?:{row}|{_WS}*{tag('tbody')}(?:{row})*{_WS}*{close('tbody')})*"
+        rf"{_WS}*{close('table')}"
     )
 
 
 # The same grammar for a table written compactly: lowercase tags without attributes and nothing
 # between them, as a program writes a report (the benchmark's bodies, f-strings). It is a strict
-# subset of the grammar above, matched about three times faster: literals instead of the [tT]
-# classes, and no optional whitespace to try at every tag. So it is tried first; a table it
-# refuses (usually at its first tag or row) goes on to the general grammar.
+# subset of the grammars above, matched about twice as fast: no optional whitespace to try at
+# every tag, no attributes to check. So it is tried first; a table it refuses (usually at its
+# first tag or row) goes on to the others.
 _COMPACT_ROW = r"<tr>(?:<t[dh]>[^<]*</t[dh]>){%d}</tr>"
 _COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
 
@@ -279,10 +281,10 @@ def _compact_grammar(ncols: int) -> re.Pattern[str]:
 # expects in every row. It stops where a table stops being simple, so that a page of nested
 # layout tables is not scanned to its end once per table.
 _FIRST_ROW = re.compile(
-    rf"<{_ci('table')}{_rest_of_start_tag(True)}"
-    rf"(?:{_WS}*<{_ci('thead')}{_rest_of_start_tag(True)})?"
-    rf"(?:{_WS}*<{_ci('tbody')}{_rest_of_start_tag(True)})?"
-    rf"{_WS}*<{_ci('tr')}{_rest_of_start_tag(True)}((?:{_cell(True)})*){_WS}*{_close('tr')}"
+    rf"<{_ci('table')}{_REST_OF_START_TAG}"
+    rf"(?:{_WS}*<{_ci('thead')}{_REST_OF_START_TAG})?"
+    rf"(?:{_WS}*<{_ci('tbody')}{_REST_OF_START_TAG})?"
+    rf"{_WS}*<{_ci('tr')}{_REST_OF_START_TAG}((?:{_cell()})*){_WS}*{_close('tr')}"
 )
 _TAG_ATTRS = re.compile(rf"<([a-zA-Z]+)({_WS}[^>]*)")  # a start tag with attributes: both
 # A cell's text: from the end of its start tag, or of its label, to its end tag (not </thead>).
@@ -300,18 +302,18 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     ncols = first_row.group(1).count("</") - first_row.group(1).count("</span") if first_row else 0
     if not ncols:
         return None
+    lower: Callable[[str], str] = str  # (its tags are lowercase already)
     table = _compact_grammar(ncols).match(html, pos)
-    if table is not None:  # its tags are lowercase already
+    if table is not None:
         texts = _cell_texts(_COMPACT_CELL_TEXT.findall(table.group()))
-        lower: Callable[[str], str] = str
     else:
-        table = _table_grammar(ncols, False).match(html, pos)
+        table = _table_grammar(ncols, True).match(html, pos)
         if table is None:
-            table = _table_grammar(ncols, True).match(html, pos)
-            if table is None or not _plain_attributes(table.group()):
-                return None
+            table = _table_grammar(ncols, False).match(html, pos)
+            lower = str.lower
+        if table is None or not _plain_attributes(table.group()):
+            return None
         texts = _cell_texts(_CELL_TEXT.findall(table.group()))
-        lower = str.lower
     # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
     head = table.group("head")
     nhead = lower(head).count("<tr") if head else 0
@@ -354,7 +356,7 @@ def _cell_texts(sources: list[str]) -> list[str]:
     """Each cell's text as the converter makes it (``data``, ``_close_cell``, ``_one_line``):
     entities decoded, HTML spaces collapsed, no-break spaces as spaces, trimmed."""
     joined = "<".join(sources)  # no cell's source holds a '<'
-    separator = "<"
+    separator, content = "<", joined  # content: the cells' text without separators
     if "&" in joined:
         if "\0" in joined:
             texts = [unescape(source) for source in sources]
@@ -362,13 +364,18 @@ def _cell_texts(sources: list[str]) -> list[str]:
         # All cells decoded at once, NUL-separated (a '<' may come out of a reference): no
         # reference holds a NUL, none makes one, and one that runs on across a NUL is refused
         # whole or decoded from its part before it, so each cell comes out as it would alone.
-        joined, separator = unescape("\0".join(sources)), "\0"
-    if "  " in joined or not joined.isprintable():  # cheaper than the regex when it changes nothing
+        separator = "\0"
+        joined = unescape(separator.join(sources))
+        content = joined.replace(separator, "")  # (a NUL is not printable)
+    if "  " in joined or not content.isprintable():
+        # (The checks are cheaper than the regex when it changes nothing.)
         joined = _SPACES.sub(" ", joined).replace("\xa0", " ")
-    elif separator == "<" and " <" not in joined and "< " not in joined and " " not in (
-        joined[:1], joined[-1:]
+    elif (
+        " " + separator not in joined
+        and separator + " " not in joined
+        and " " not in (joined[:1], joined[-1:])
     ):  # printable text has no space but ' ' (str.isprintable): no cell has one to strip
-        return joined.split("<")
+        return joined.split(separator)
     return [text.strip() for text in joined.split(separator)]
 
 
@@ -484,15 +491,18 @@ class _Writer:
 
     def newline(self, count: int = 1) -> None:
         """Owe ``count`` line breaks (1: new line, 2: blank line) before the next text."""
-        self._newlines = max(self._newlines, count)
+        if count > self._newlines:  # noqa: PLR1730 -- max() is a call: slower, on every block
+            self._newlines = count
 
     def hard_break(self) -> None:
         """A ``<br>``: an explicit line break that is never merged away."""
         self._put("\n", keep_space=False)
 
     def _put(self, text: str, keep_space: bool = True) -> None:
+        # What is owed before the text (line breaks, a space) is written in the same part: one
+        # append, not two. (A mark taken before it is unaffected: since() joins the parts.)
         if self.parts and self._newlines > self._trailing_nl:
-            self._append("\n" * (self._newlines - self._trailing_nl))
+            text = "\n" * (self._newlines - self._trailing_nl) + text
             self.hang = 0
         elif (
             keep_space
@@ -502,9 +512,9 @@ class _Writer:
             and self._last != " "
         ):
             if self.wrap and self._col + 1 + len(text) > self.wrap and self._col > self.hang:
-                self._append("\n" + " " * self.hang)
+                text = "\n" + " " * self.hang + text
             else:
-                self._append(" ")
+                text = " " + text
         self._newlines = 0
         self._space = False
         self._append(text)

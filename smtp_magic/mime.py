@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import functools
 import logging
+import operator
 import random
 import re
 import sys
@@ -14,7 +15,7 @@ from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _shortcuts
 from ._names import unique_attachments
@@ -219,20 +220,55 @@ def _ascii_domain(addr: Address) -> Address:
     return Address(addr.display_name, addr.username, domain)
 
 
+class _Mailbox(NamedTuple):
+    """An address as the composer uses it, worked out once per address text: the Address (its
+    domain IDNA-encoded), its addr_spec, its text in a header when that is just its plain form
+    (None: the policy folds it), and whether its local part is ASCII (else: SMTPUTF8)."""
+
+    address: Address
+    spec: str
+    header: str | None
+    ascii_local: bool
+
+
+# A bulk send composes each address once (recipients) or for every message (the sender):
+# cached, like _parse_address. Errors are not cached.
+@functools.lru_cache(maxsize=4096)
+def _mailbox(text: str, field: str) -> _Mailbox:
+    plain = _PLAIN_ADDR.match(text)
+    if plain is not None and len(text) <= 254 and "=?" not in text:
+        return _Mailbox(Address("", plain.group(1), plain.group(2)), text, text, True)
+    address = _ascii_domain(parse_address(text, field))
+    return _Mailbox(address, address.addr_spec, _address_value([address]),
+                    address.username.isascii())
+
+
+def _mailboxes(values: tuple[str, ...], field: str) -> list[_Mailbox]:
+    """``values`` (strings: SendRequest made them so) checked, each a _Mailbox."""
+    return [_mailbox(v, field) for v in values]
+
+
 def _addresses(values: tuple[str, ...], field: str) -> list[Address]:
-    return [_ascii_domain(parse_address(v, field)) for v in values]
+    return [m.address for m in _mailboxes(values, field)]
 
 
-def _sender(request: SendRequest, settings: ConnectionSettings) -> Address:
+def _sender(request: SendRequest, settings: ConnectionSettings) -> _Mailbox:
     if request.sender:
-        return _ascii_domain(parse_address(request.sender, "sender"))
+        return _text_mailbox(request.sender, "sender")
     if settings.sender:
-        return _ascii_domain(parse_address(settings.sender, "sender setting"))
+        return _text_mailbox(settings.sender, "sender setting")
     if settings.username and "@" in settings.username:
-        return _ascii_domain(parse_address(settings.username, "username (used as the sender)"))
+        return _text_mailbox(settings.username, "username (used as the sender)")
     raise InvalidRequest(
         "No sender address: give 'from' (--from), or set the sender or an email-address username."
     )
+
+
+def _text_mailbox(text: object, field: str) -> _Mailbox:
+    """``_mailbox`` for a value that may not be text (which cannot be a cache key)."""
+    if not isinstance(text, str):
+        raise InvalidRequest(f"The {field} {text!r} is not a string.")
+    return _mailbox(text, field)
 
 
 def check_attachments(request: SendRequest, settings: ConnectionSettings) -> None:
@@ -264,14 +300,15 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
     if request.attachments:
         request = request.replace(attachments=unique_attachments(request.attachments))
     sender = _sender(request, settings)
-    to = _addresses(request.to, "'to' address")
-    cc = _addresses(request.cc, "'cc' address")
-    bcc = _addresses(request.bcc, "'bcc' address")
+    to = _mailboxes(request.to, "'to' address")
+    cc = _mailboxes(request.cc, "'cc' address")
+    bcc = _mailboxes(request.bcc, "'bcc' address")
     field = "'reply_to' address" if request.reply_to else "reply_to setting"
-    reply_to = _addresses(request.reply_to or as_address_list(settings.reply_to), field)
+    reply_to = _mailboxes(request.reply_to or as_address_list(settings.reply_to), field)
     if reply_to:  # kept as text in the request (display names included) for both writers
-        request = request.replace(reply_to=tuple(str(a) for a in reply_to))
-    check_attachments(request, settings)
+        request = request.replace(reply_to=tuple(str(m.address) for m in reply_to))
+    if request.attachments:
+        check_attachments(request, settings)
     content_type = (request.content_type or settings.content_type).lower()
     if content_type not in ("text/plain", "text/html", "multipart/alternative"):
         raise InvalidRequest(
@@ -279,10 +316,12 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
             "text/markdown or multipart/alternative."
         )
 
-    smtputf8 = not all(a.username.isascii() for a in (sender, *to, *cc, *bcc, *reply_to))
-    domain = sender.domain if sender.domain.isascii() else "smtp-magic.local"
-    message_id = request.message_id or make_msgid(domain=domain)
-    check_header_value("Message-ID", message_id)
+    smtputf8 = not all(m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to))
+    if request.message_id:
+        message_id = check_header_value("Message-ID", request.message_id)
+    else:  # digits and the sender's checked domain: nothing to check
+        domain = sender.address.domain
+        message_id = make_msgid(domain=domain if domain.isascii() else "smtp-magic.local")
 
     date = _date()
     _check_extra_headers(request.headers, reply_to=bool(reply_to))
@@ -298,16 +337,17 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
             raise ValueError("an HTML body needs its plain-text alternative")
 
     def build() -> EmailMessage:
-        return _build_message(request, content_type, sender, to, cc, smtputf8, date, message_id,
-                              text)
+        return _build_message(request, content_type, sender.address, [m.address for m in to],
+                              [m.address for m in cc], smtputf8, date, message_id, text)
 
-    recipients = tuple(dict.fromkeys(a.addr_spec for a in (*to, *cc, *bcc)))
+    specs = [m.spec for m in (*to, *cc, *bcc)]
+    recipients = tuple(dict.fromkeys(specs)) if len(specs) > 1 else tuple(specs)
     parts = None
     if not smtputf8 and not request.inline_images and _shortcuts.allowed("compose"):
         parts = _render_fast(request, content_type, sender, to, cc, date, message_id, text)
     if parts is None:
-        return Composed(build(), sender.addr_spec, recipients, message_id, smtputf8)
-    return Composed(None, sender.addr_spec, recipients, message_id, smtputf8,
+        return Composed(build(), sender.spec, recipients, message_id, smtputf8)
+    return Composed(None, sender.spec, recipients, message_id, smtputf8,
                     subject=request.subject, parts=parts, build=build)
 
 
@@ -425,6 +465,11 @@ _SIMPLE = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_ADDR = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)\Z")
 _SIMPLE_NAME = re.compile(r"([A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <([^<>\s]+)>\Z")
+# ``user@example.org``, nothing else: what most addresses in a bulk send look like. A dot-atom
+# local part and a domain of valid labels, so the header parser would give exactly its parts,
+# addr_spec is the text itself, and there is nothing to check, quote or IDNA-encode.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_ADDR = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@({_LABEL}(?:\.{_LABEL})*)\Z")
 _SIMPLE_MSGID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>\Z")
 _SLOT = "smtpmagicslot{}x"
 _SLOT_RE = rb"smtpmagicslot\d+x"
@@ -484,6 +529,12 @@ def _base64_lines(block: bytes | memoryview) -> bytes:
     return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
+@functools.lru_cache(maxsize=2)
+def _date_line(date: str) -> bytes:
+    """The Date header, the same for every message of the same second."""
+    return _fold("Date", date)
+
+
 def _fold(name: str, value: str) -> bytes:
     """``name: value`` folded exactly as the policy folds it when the message is flattened."""
     if len(name) + len(value) <= 76 and "=?" not in value and _SIMPLE.match(value):
@@ -509,29 +560,78 @@ def _address_value(addresses: list[Address]) -> str | None:
     return ", ".join(out)
 
 
-def _fold_addresses(name: str, addresses: list[Address]) -> bytes:
-    value = _address_value(addresses)
+def _fold_addresses(name: str, mailboxes: list[_Mailbox]) -> bytes:
+    value = _header_text(mailboxes)
     if value is not None and len(name) + len(value) <= 76:
         return f"{name}: {value}\r\n".encode("ascii")
+    addresses = [m.address for m in mailboxes]
     return POLICY.fold_binary(name, POLICY.header_store_parse(name, addresses)[1])
 
 
+def _header_text(mailboxes: list[_Mailbox]) -> str | None:
+    """The addresses as a header writes them, when each is written as it is; else None."""
+    if len(mailboxes) == 1:
+        return mailboxes[0].header
+    texts = []
+    for m in mailboxes:
+        if m.header is None:
+            return None
+        texts.append(m.header)
+    return ", ".join(texts)
+
+
 class _Skeleton:
-    """The flattened MIME structure of one shape: literal bytes, ("slot", i) and
-    ("boundary", j) pieces; ``checked`` once a message of this shape matched the email
-    package's bytes."""
+    """The flattened MIME structure of one shape, compiled for filling in: ``segments`` are
+    bytes templates (``%b`` for the head, each boundary and each payload, literal ``%`` as
+    ``%%``) with a getter of their values, or the index of an attachment streamed lazily;
+    ``checked`` once a message of this shape matched the email package's bytes."""
 
-    __slots__ = ("checked", "nboundaries", "pieces")
+    __slots__ = ("checked", "nboundaries", "segments")
 
-    def __init__(self, pieces: list[bytes | tuple[str, int]], nboundaries: int) -> None:
-        self.pieces, self.nboundaries, self.checked = pieces, nboundaries, False
+    def __init__(self, pieces: list[bytes | tuple[str, int]], nboundaries: int,
+                 lazy: set[int]) -> None:
+        self.nboundaries, self.checked = nboundaries, False
+        # Values are [head, *boundaries, *payloads]: one bytes % tuple per run between lazy
+        # parts, C work, instead of a list grown piece by piece for every message.
+        self.segments: list[tuple[bytes, Callable[[list[Any]], tuple[Any, ...]]] | int] = []
+        template, keys = [b"%b"], [0]
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                template.append(piece.replace(b"%", b"%%"))
+            elif piece[0] == "slot" and piece[1] in lazy:
+                self._add(template, keys)
+                self.segments.append(piece[1])
+                template, keys = [], []
+            else:
+                template.append(b"%b")
+                keys.append(1 + piece[1] + (nboundaries if piece[0] == "slot" else 0))
+        self._add(template, keys)
+
+    def _add(self, template: list[bytes], keys: list[int]) -> None:
+        if not template:
+            return
+        if len(keys) == 1:  # itemgetter of one key gives the item, not a tuple of it
+            key = keys[0]
+            self.segments.append((b"".join(template), lambda values: (values[key],)))
+        elif keys:
+            self.segments.append((b"".join(template), operator.itemgetter(*keys)))
+        else:
+            self.segments.append((b"".join(template), lambda values: ()))
+
+    def fill(self, head: bytes, boundaries: list[bytes], slots: list[bytes | _Base64Body]
+             ) -> list[bytes | _Base64Body]:
+        """The message: ``head`` (its folded headers), then the structure with ``boundaries``
+        and the payload of each slot (bytes, or a lazy attachment body)."""
+        values = [head, *boundaries, *slots]
+        return [slots[segment] if isinstance(segment, int) else segment[0] % segment[1](values)
+                for segment in self.segments]
 
 
 _skeletons: dict[tuple[object, ...], _Skeleton] = {}
 
 
 def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
-    """The flattened MIME structure of ``shape``: literal bytes, ("slot", i) and ("boundary", j)."""
+    """The compiled MIME structure of ``shape`` (content type, text ctes, attachments)."""
     cached = _skeletons.get(shape)
     if cached is not None:
         return cached
@@ -565,7 +665,9 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
     pieces = [p for p in pieces if p != b""]
     if len(_skeletons) > 256:
         _skeletons.clear()
-    result = _Skeleton(pieces, len(boundaries))
+    ntexts = len(ctes)
+    lazy = {ntexts + k for k, att in enumerate(attachments) if att[3] != "7bit"}
+    result = _Skeleton(pieces, len(boundaries), lazy)
     _skeletons[shape] = result
     return result
 
@@ -582,8 +684,8 @@ _CHECK_WHOLE_MAX = 1 << 20
 
 
 def _render_fast(
-    request: SendRequest, content_type: str, sender: Address, to: list[Address],
-    cc: list[Address], date: str, message_id: str, text: str | None,
+    request: SendRequest, content_type: str, sender: _Mailbox, to: list[_Mailbox],
+    cc: list[_Mailbox], date: str, message_id: str, text: str | None,
     new_boundary: Callable[[], str] = _new_boundary, check: bool = True,
 ) -> list[bytes | _Base64Body] | None:
     """The message's bytes (attachments as lazy parts), or None to build it the slow way
@@ -595,77 +697,70 @@ def _render_fast(
     head = [_fold_addresses("From", [sender]), _fold_addresses("To", to)]
     if cc:
         head.append(_fold_addresses("Cc", cc))
-    head += [_fold("Subject", request.subject), _fold("Date", date)]
+    head += [_fold("Subject", request.subject), _date_line(date)]
     if _SIMPLE_MSGID.match(message_id) and len(message_id) <= 64:
         head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
     else:
         head.append(POLICY.fold_binary("Message-ID", POLICY.header_store_parse("Message-ID", message_id)[1]))
     if request.reply_to:
-        head.append(_fold_addresses("Reply-To", _addresses(request.reply_to, "'reply_to' address")))
+        head.append(_fold_addresses("Reply-To", _mailboxes(request.reply_to, "'reply_to' address")))
     for name, value in request.headers:
         check_header_value(f"header {name}", value)
         if name.lower() in POLICY.header_factory.registry:  # type: ignore[attr-defined]
             return None  # a structured header (Reply-To...): the email package's rules apply
         head.append(_fold(name, value))
     texts = [body] if content_type == "text/plain" else [text or "", body]
-    ctes, payloads = [], []
+    ctes: list[str] = []
+    slots: list[bytes | _Base64Body] = []
+    plain: list[bytes] = []  # the payloads a boundary could appear in
     for t in texts:
         cte, data = _shortcuts.encode_text(t, POLICY)
+        payload = data.replace("\n", "\r\n").encode("ascii")
         ctes.append(cte)
-        payloads.append(data.replace("\n", "\r\n").encode("ascii"))
-    att_ctes = [attachment_cte(a) for a in request.attachments]
-    atts = tuple((a.maintype, a.subtype, a.filename, cte)
-                 for a, cte in zip(request.attachments, att_ctes))
-    skeleton = _skeleton((content_type, tuple(ctes), atts))
+        slots.append(payload)
+        if cte == "7bit":  # "==" never appears in quoted-printable nor base64
+            plain.append(payload)
+    atts = []
+    for att in request.attachments:
+        cte = attachment_cte(att)
+        atts.append((att.maintype, att.subtype, att.filename, cte))
+        if cte == "7bit":
+            plain.append(_crlf(att.read()))
+            slots.append(plain[-1])
+        else:
+            slots.append(_Base64Body(att))
+    skeleton = _skeleton((content_type, tuple(ctes), tuple(atts)))
     if skeleton is None:
         return None
-    pieces, nboundaries = skeleton.pieces, skeleton.nboundaries
-    texts_7bit = [_crlf(a.read()) for a, cte in zip(request.attachments, att_ctes) if cte == "7bit"]
-    slots: list[bytes | _Base64Body] = [*payloads]
-    plain = iter(texts_7bit)
-    slots += [next(plain) if cte == "7bit" else _Base64Body(a)
-              for a, cte in zip(request.attachments, att_ctes)]
     boundaries: list[bytes] = []
-    while len(boundaries) < nboundaries:
+    while len(boundaries) < skeleton.nboundaries:
         b = new_boundary().encode("ascii")
-        if b not in boundaries and not any(b in p for p in (*payloads, *texts_7bit)):
+        if b not in boundaries and not any(b in p for p in plain):
             boundaries.append(b)
-    # Neighbouring bytes are joined, so that a small message is one bytes object.
-    merged: list[bytes | _Base64Body] = []
-    run = head
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            run.append(piece)
-            continue
-        part = slots[piece[1]] if piece[0] == "slot" else boundaries[piece[1]]
-        if isinstance(part, bytes):
-            run.append(part)
-        else:
-            merged += [b"".join(run), part]
-            run = []
-    if run:
-        merged.append(b"".join(run))
+    # A small message comes out as one bytes object.
+    parts = skeleton.fill(b"".join(head), boundaries, slots)
     if check and not skeleton.checked:
         if sum(a.size for a in request.attachments) <= _CHECK_WHOLE_MAX:
-            same = _same_as_email_package(merged, boundaries, request, content_type, sender, to,
+            same = _same_as_email_package(parts, boundaries, request, content_type, sender, to,
                                           cc, date, message_id, text)
         else:
             same = _samples_checked()
         if not _shortcuts.record_check("compose", same):
             return None
         skeleton.checked = True
-    return merged
+    return parts
 
 
 def _same_as_email_package(
     parts: list[bytes | _Base64Body], boundaries: list[bytes], request: SendRequest,
-    content_type: str, sender: Address, to: list[Address], cc: list[Address], date: str,
+    content_type: str, sender: _Mailbox, to: list[_Mailbox], cc: list[_Mailbox], date: str,
     message_id: str, text: str | None,
 ) -> bool:
     """Whether ``parts`` are the bytes the email package writes for the message (with the
     same boundaries)."""
     fast = b"".join(p if isinstance(p, bytes) else b"".join(p.chunks()) for p in parts)
-    msg = _build_message(request, content_type, sender, to, cc, False, date, message_id, text)
+    msg = _build_message(request, content_type, sender.address, [m.address for m in to],
+                         [m.address for m in cc], False, date, message_id, text)
     for boundary, part in zip(boundaries, (p for p in msg.walk() if p.is_multipart())):
         part.set_boundary(boundary.decode("ascii"))
     return fast == msg.as_bytes(policy=POLICY)
@@ -699,9 +794,9 @@ def _recorded(boundaries: list[bytes]) -> Callable[[], str]:
 
 
 def _samples_match_email_package() -> bool:
-    sender = Address("Self Check", "check", "example.test")
-    to = [Address("", "to", "example.test"), Address("Bob Smith", "bob", "example.test")]
-    cc = [Address("", "cc", "example.test")]
+    sender = _mailbox("Self Check <check@example.test>", "sender")
+    to = _mailboxes(("to@example.test", "Bob Smith <bob@example.test>"), "'to' address")
+    cc = _mailboxes(("cc@example.test",), "'cc' address")
     date, message_id = "Thu, 01 Jan 2026 00:00:00 +0000", "<self.check@example.test>"
     samples = [
         ("text/plain", "Grüße, naïve café – " * 8, None, ()),
@@ -709,7 +804,7 @@ def _samples_match_email_package() -> bool:
          (Attachment.from_bytes("données.csv", b"a,b\n1,2\n" * 50),)),
     ]
     for content_type, body, text, attachments in samples:
-        request = SendRequest(to=tuple(map(str, to)), cc=tuple(map(str, cc)),
+        request = SendRequest(to=tuple(str(m.address) for m in to), cc=(cc[0].spec,),
                               subject="Self-check é " * 6, body=body, text=text,
                               content_type=content_type, attachments=attachments,
                               headers=(("X-Note", "checked"),))

@@ -169,8 +169,10 @@ def as_address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
 def _split_addresses(text: str) -> list[str]:
     """Split on commas/semicolons that are outside quotes and angle brackets."""
     if '"' not in text and "<" not in text:  # nothing to be outside of (nearly every address)
-        pieces = text.replace(";", ",").split(",") if ("," in text or ";" in text) else [text]
-        return [p.strip() for p in pieces if p.strip()]
+        if "," not in text and ";" not in text:
+            text = text.strip()
+            return [text] if text else []
+        return [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
     parts: list[str] = []
     buf: list[str] = []
     quoted = angle = escaped = False
@@ -219,14 +221,18 @@ class SendRequest:
     reply_to: tuple[str, ...] = ()  # Reply-To (default: the reply_to setting)
 
     def __post_init__(self) -> None:
+        # A bulk send makes one request a message: the common values (one address, nothing
+        # else, tuples already) are kept as they are rather than rebuilt.
         for name in ("to", "cc", "bcc", "reply_to"):
-            object.__setattr__(self, name, as_address_list(getattr(self, name)))
-        object.__setattr__(self, "attachments", tuple(self.attachments))
-        object.__setattr__(self, "inline_images", tuple(self.inline_images))
-        if isinstance(self.headers, Mapping):
-            object.__setattr__(self, "headers", tuple(self.headers.items()))
-        else:
-            object.__setattr__(self, "headers", tuple(self.headers))
+            value = getattr(self, name)
+            if not (type(value) is tuple and not value):  # () is ()
+                object.__setattr__(self, name, as_address_list(value))
+        for name in ("attachments", "inline_images", "headers"):
+            value = getattr(self, name)
+            if type(value) is not tuple:
+                if name == "headers" and isinstance(value, Mapping):
+                    value = value.items()
+                object.__setattr__(self, name, tuple(value))
 
     @property
     def recipients(self) -> tuple[str, ...]:

