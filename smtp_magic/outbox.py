@@ -208,7 +208,8 @@ class Outbox:
             return False
         with _batches_lock:
             batch = _batch_ids.get(journal[0])  # by id: no Path built per message
-            if batch is None or journal[1] not in batch.pending or batch.outbox.path != self.path:
+            if batch is None or journal[1] not in batch.pending or (
+                    batch.outbox is not self and batch.outbox.path != self.path):
                 return False
             batch.settle(journal[1], mark)
             return True

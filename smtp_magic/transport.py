@@ -918,8 +918,9 @@ class Session:
         sender, recipients, smtputf8 = envelope.sender, envelope.recipients, envelope.smtputf8
         reused = self.is_open  # a connection kept from an earlier message
         smtp = await self.open()
-        if self._ahead is not None and self._ahead != Upcoming(sender, recipients, _size(data),
-                                                               smtputf8):
+        ahead = self._ahead  # (compared field by field: no Upcoming made per message)
+        if ahead is not None and not (ahead.sender == sender and ahead.recipients == recipients
+                                      and ahead.size == _size(data) and ahead.smtputf8 == smtputf8):
             self.abort()  # the server waits for another message's data: start afresh
             smtp = await self.open()
         where = _where(self.settings)
