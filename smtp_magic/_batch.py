@@ -10,7 +10,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
@@ -51,13 +51,23 @@ class TimedProgress(Protocol):
 AnyProgress = Union[Progress, TimedProgress]  # noqa: UP007 - a runtime alias on Python 3.10
 
 
-# -- composing one message --------------------------------------------------------------------------
+# -- composing messages -------------------------------------------------------------------------
 
 def prepare_message(request: SendRequest, settings: ConnectionSettings) -> Composed:
-    """The message of ``request``, ready to send (the one place a message is made)."""
-    from .stages import prepare  # the stages (and the email package), imported on the first send
+    """The message of ``request``, ready to send (see ``prepare_messages``)."""
+    (made,) = prepare_messages([(request, settings)])
+    if isinstance(made, SmtpMagicError):
+        raise made
+    return made
 
-    return prepare(request, settings)
+
+def prepare_messages(items: list[tuple[SendRequest, ConnectionSettings]]
+                     ) -> list[Composed | SmtpMagicError]:
+    """The message of each (request, settings), or the error that stopped it (the one place
+    messages are made: ``stages.prepare_many``)."""
+    from .stages import prepare_many  # the stages (and the email package), on the first send
+
+    return prepare_many(items)
 
 
 # -- jobs: one request each ----------------------------------------------------------------------
@@ -74,27 +84,55 @@ class Job:
     data: Data | None = None
 
 
-def new_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
-             plain: ConnectionSettings | None = None, composed: Composed | None = None) -> Job:
+def new_jobs(start: int, items: Sequence[Any], base: SmtpMagic, timeout: float | None,
+             plain: ConnectionSettings | None = None,
+             composed: Sequence[Composed] | None = None) -> list[Job]:
+    """A job per item (numbered from ``start``): its request read, its settings, its message
+    composed (``composed``: made already) and its line in the session's send log; a request
+    that cannot be read or made has its Response (exit 1) already."""
+    jobs = [_read_job(start + i, item, base, timeout, plain) for i, item in enumerate(items)]
+    readable = [(job, job.settings) for job in jobs if job.settings is not None]
+    if composed is not None:
+        for job, _ in readable:
+            job.composed = composed[job.index - start]
+    else:  # the window's messages made together, stage by stage
+        results = prepare_messages([(job.request, settings) for job, settings in readable])
+        for (job, _), result in zip(readable, results):
+            if isinstance(result, SmtpMagicError):
+                _failed(job, items[job.index - start], result)
+            else:
+                job.composed = result
+    for job in jobs:
+        message = job.composed
+        job.record = history.add(SendRecord(
+            subject=message.subject if message else str(job.request.subject or ""),
+            recipients=message.recipients if message else job.request.recipients,
+            message_id=message.message_id if message else None,
+        ))
+        if job.response is not None:
+            job.record.finish(job.response)
+    return jobs
+
+
+def _read_job(index: int, item: Any, base: SmtpMagic, timeout: float | None,
+              plain: ConnectionSettings | None) -> Job:
     try:
         request, overrides = as_request(item)
         if timeout is not None:
             overrides = {**overrides, "timeout": timeout}
         settings = plain if plain is not None and not overrides else base.snapshot(overrides)
-        job = Job(index, request, settings)
-        job.composed = composed if composed is not None else prepare_message(request, settings)
     except SmtpMagicError as exc:
-        request = item if isinstance(item, SendRequest) else SendRequest(to=(), subject="")
-        job = Job(index, request, None, response=Response.from_error(exc))
-    composed = job.composed
-    job.record = history.add(SendRecord(
-        subject=composed.subject if composed else str(job.request.subject or ""),
-        recipients=composed.recipients if composed else job.request.recipients,
-        message_id=composed.message_id if composed else None,
-    ))
-    if job.response is not None:
-        job.record.finish(job.response)
-    return job
+        job = Job(index, SendRequest(to=(), subject=""), None)
+        _failed(job, item, exc)
+        return job
+    return Job(index, request, settings)
+
+
+def _failed(job: Job, item: Any, exc: SmtpMagicError) -> None:
+    """A request that cannot be sent: exit 1 now (the log shows the request as given)."""
+    job.request = item if isinstance(item, SendRequest) else SendRequest(to=(), subject="")
+    job.settings = None
+    job.response = Response.from_error(exc)
 
 
 def journal(jobs: list[Job], outbox: Outbox, progress: Callable[[Job], None],

@@ -36,7 +36,7 @@ from ._batch import (
     TimedProgress,
     fail_jobs,
     journal,
-    new_job,
+    new_jobs,
     screen,
     windows,
 )
@@ -427,9 +427,7 @@ class Mailer:
         jobs: list[Job] = []
         groups: list[Group] = []
         try:
-            for i, item in enumerate(items):
-                jobs.append(new_job(start + i, item, base, timeout, plain,
-                                     composed[i] if composed is not None else None))
+            jobs = new_jobs(start, items, base, timeout, plain, composed)
             by_settings: dict[ConnectionSettings, list[Job]] = {}
             for job in jobs:
                 if job.response is not None:

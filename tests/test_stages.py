@@ -15,6 +15,7 @@ import pytest
 import smtp_magic
 from smtp_magic import stages
 from smtp_magic.api import build_message
+from smtp_magic.errors import InvalidRequest
 from smtp_magic.server import CaptureServer
 
 SENDER = "reports@example.test"
@@ -66,6 +67,29 @@ def test_a_bulk_send_runs_each_stage_once_per_message_in_order(
         by_message.setdefault(subject, []).append(name)
     assert sorted(by_message) == [f"Report {i}" for i in range(6)]
     assert all(tuple(names) == DECLARED for names in by_message.values())
+
+
+def test_a_message_a_stage_refuses_fails_alone_and_goes_no_further(
+        smtp_server: CaptureServer, recorded: list[tuple[str, str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The messages of a window are made together: one that a stage refuses is exit 1 with the
+    stage's sentence, skips the stages after it, and the others are made and delivered."""
+    budget = stages.STAGES[2]
+
+    def refusing(draft: stages.Draft) -> stages.Draft:
+        if draft.request.subject == "Report 2":
+            raise InvalidRequest("Report 2 is refused by the test.")
+        return budget(draft)
+    refusing.__name__ = "budget"
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES[:2], refusing, *stages.STAGES[3:]))
+
+    responses = smtp_magic.send_many(requests(5), config=plain(smtp_server))
+    assert [r.exitcode for r in responses] == [0, 0, 1, 0, 0]
+    assert responses[2].message == "Report 2 is refused by the test."
+    assert sorted(m.message["Subject"] for m in smtp_server.messages()) == [
+        "Report 0", "Report 1", "Report 3", "Report 4"]
+    assert [name for name, subject in recorded if subject == "Report 2"] == [
+        "normalise", "sanitise"]  # (the refusing stage replaced the recorded budget)
 
 
 def test_the_work_of_each_stage_is_done_once_per_message(
