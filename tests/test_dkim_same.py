@@ -1,0 +1,122 @@
+"""The streaming signer's DKIM-Signature is byte for byte dkimpy's own ``dkim.sign`` of the
+whole message, over many varied messages: tabs and runs of spaces, trailing spaces, empty lines
+at the end, a last line without its line end, LF line ends, folded and long headers, a header
+twice, header lists with a name twice, a domain long enough to be cut when folded, cut into
+random chunks; Ed25519, RSA through OpenSSL and dkimpy's own RSA."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import dkim
+import pytest
+from test_dkim import _ed_seed, make_keys
+
+from smtp_magic import SmtpMagic, _dkim
+
+DOMAIN = "example.test"
+LONG_DOMAIN = "a-rather-long-subdomain-name-for-folding-the-d-tag-somewhere." + DOMAIN
+NOW = 1_796_600_000.0
+
+HEADER_LISTS = [
+    ("From", "To", "Cc", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"),
+    ("From", "To", "Subject"),
+    ("From", "to", "from", "Subject", "subject"),  # names twice: dkimpy signs two fields each
+    ("From", "X-A-Custom-Header-Name-Long-Enough-To-Be-Cut-By-The-Fold-Of-H", "Subject"),
+    ("From", "X-Missing", "Subject", "X-Tab"),
+]
+VALUES = [b"plain", b"two  spaces", b"tab\there", b" leading", b"trailing  ", b"\t",
+          b"=?utf-8?q?caf=C3=A9?=", b"a;b=c", b"x" * 120, b""]
+LINES = [b"", b"", b"text", b"two  spaces  inside", b"trailing ", b"trailing\t \t", b" ",
+         b"\t", b"\ttab\tinside\t", b"=3D=20", b"y" * 200, b"a \t b", b"   lead"]
+
+
+def _value(rng: random.Random) -> bytes:
+    out = b" " + b"".join(rng.choice(VALUES) for _ in range(rng.randint(0, 3)))
+    if rng.random() < 0.3:  # folded over more lines
+        out += rng.choice([b"\r\n ", b"\r\n\t", b"\r\n  "]) + rng.choice(VALUES[:6])
+    return out
+
+
+def message(rng: random.Random, domain: str) -> bytes:
+    fields = [(b"From", b" News <news@" + domain.encode() + b">"),
+              (b"To", _value(rng) + b" <ann@example.org>")]
+    for name in rng.sample([b"Subject", b"Cc", b"Date", b"X-Tab", b"Subject", b"To",
+                            b"X-Long", b"Message-ID", b"Content-Type"], rng.randint(1, 7)):
+        value = b" " + b"z" * 900 if name == b"X-Long" else _value(rng)
+        fields.append((name, value))
+    rng.shuffle(fields)
+    head = b"".join(name + b":" + value + b"\r\n" for name, value in fields)
+    lines = [rng.choice(LINES) for _ in range(rng.randint(0, 30))]
+    body = b"".join(line + b"\r\n" for line in lines) + b"\r\n" * rng.choice([0, 0, 1, 3])
+    if rng.random() < 0.1:
+        body += b"no line end  at the end \t"
+    raw = head + (b"" if rng.random() < 0.03 else b"\r\n" + body)
+    if rng.random() < 0.15:  # LF line ends: dkimpy reads them as CRLF
+        raw = raw.replace(b"\r\n", b"\n")
+    return raw
+
+
+def chunks(rng: random.Random, raw: bytes) -> list[bytes]:
+    cuts = sorted(rng.randint(0, len(raw)) for _ in range(rng.randint(0, 5)))
+    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return make_keys(tmp_path_factory.mktemp("dkim-same"))
+
+
+@pytest.mark.parametrize(("algorithm", "count"), [("ed", 600), ("rsa", 150), ("pure rsa", 12)])
+def test_signatures_are_dkimpys_byte_for_byte(keys: dict[str, Any], algorithm: str, count: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    key = keys["rsa" if "rsa" in algorithm else "ed"]
+    if algorithm == "pure rsa":
+        monkeypatch.setattr(_dkim, "_openssl_rsa", lambda der: None)
+        monkeypatch.setattr(_dkim, "_keys", {})
+    private = _ed_seed(key) if algorithm == "ed" else key.path.read_bytes()
+    rng = random.Random(f"dkim-same-{algorithm}")
+    for i in range(count):
+        domain = LONG_DOMAIN if i % 7 == 3 else DOMAIN
+        settings = SmtpMagic().update({"dkim_domain": domain, "dkim_selector": "s1",
+                                       "dkim_key": str(key.path)}).snapshot()
+        names = HEADER_LISTS[i % len(HEADER_LISTS)]
+        signer = _dkim.Signer(domain, "s1", _dkim.load_key(settings), names)
+        if "rsa" in algorithm:
+            assert (signer.key._fast is None) == (algorithm == "pure rsa")
+        raw = message(rng, domain)
+        ours = signer.sign(chunks(rng, raw))
+        present = {line.split(b":")[0].lower() for line in raw.split(b"\n\n")[0].split(b"\r\n\r\n")[0]
+                   .replace(b"\r\n", b"\n").split(b"\n") if line[:1] not in (b" ", b"\t")}
+        include = [n.lower().encode() for n in names if n.lower().encode() in present]
+        expected = dkim.sign(raw, b"s1", domain.encode(), private,
+                             canonicalize=(b"relaxed", b"relaxed"),
+                             signature_algorithm=b"ed25519-sha256" if algorithm == "ed"
+                             else b"rsa-sha256", include_headers=include)
+        assert ours == expected, (i, raw)
+        if i % 50 == 0:  # the settings' way (signer_for, the module function) signs the same
+            assert _dkim.sign(raw, settings, domain) == expected
+
+
+def test_a_replaced_key_file_signs_the_next_message(keys: dict[str, Any], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signer is kept between messages, but a key file replaced on disk (a key rotation)
+    signs the very next message."""
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    path = tmp_path / "key.pem"
+    path.write_bytes(keys["ed"].path.read_bytes())
+    settings = SmtpMagic().update({"dkim_domain": DOMAIN, "dkim_selector": "s1",
+                                   "dkim_key": str(path)}).snapshot()
+    raw = message(random.Random(5), DOMAIN)
+    first = _dkim.signer_for(settings, DOMAIN)
+    assert first is not None and _dkim.signer_for(settings, DOMAIN) is first  # kept
+    signed = _dkim.sign(raw, settings, DOMAIN)
+    path.write_bytes(keys["rsa"].path.read_bytes())
+    rotated = _dkim.signer_for(settings, DOMAIN)
+    assert rotated is not None and rotated.key.algorithm == "rsa-sha256"
+    assert _dkim.sign(raw, settings, DOMAIN) != signed
+    assert dkim.verify(_dkim.sign(raw, settings, DOMAIN) + raw, dnsfunc=keys["rsa"].dns())
