@@ -108,8 +108,11 @@ def split_header(chunks: Iterable[bytes], body: BodyHash) -> bytes:
     it = iter(chunks)
     for chunk in it:
         head = head + chunk if head else chunk
-        # The first line end followed by another (LF or CRLF each): the header ends after the first.
-        lf, crlf = head.find(b"\n\n"), head.find(b"\n\r\n")
+        # The first line end followed by another (LF or CRLF each): the header ends after the
+        # first. Bare LFs are looked for only up to the first CRLF CRLF (where a MIME header ends).
+        stop = head.find(b"\r\n\r\n")
+        stop = len(head) if stop < 0 else stop + 4
+        lf, crlf = head.find(b"\n\n", 0, stop), head.find(b"\n\r\n", 0, stop)
         if lf < 0 and crlf < 0:
             continue
         end = crlf if lf < 0 or 0 <= crlf < lf else lf
@@ -446,20 +449,26 @@ def _parse_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     """(name, value) of each header field, as dkimpy's ``rfc822_parse`` reads them: a line
     starting with a space or tab continues the field before it, and every line keeps its CRLF."""
     out: list[tuple[bytes, bytes]] = []
-    for line in _LINE_END.split(head):
+    lines = head.split(b"\r\n") if head.count(b"\n") == head.count(b"\r\n") else \
+        _LINE_END.split(head)
+    for line in lines:
         if not line:
             continue
         if line[0] in (9, 32) and out:
             out[-1] = (out[-1][0], out[-1][1] + line + b"\r\n")
             continue
         name, colon, value = line.partition(b":")
-        if not colon or not name or not _FIELD_NAME.fullmatch(name):
-            raise ConfigError("The message has a header line that is not a header field.")
+        if not colon or name not in _FIELD_NAMES:
+            if not colon or not name or not _FIELD_NAME.fullmatch(name):
+                raise ConfigError("The message has a header line that is not a header field.")
+            if len(_FIELD_NAMES) < 256:
+                _FIELD_NAMES.add(name)
         out.append((name, value + b"\r\n"))
     return out
 
 
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+_FIELD_NAMES: set[bytes] = set()  # names seen valid (all but a message's custom ones repeat)
 
 
 # Signers kept between messages, by (dkim_domain, dkim_selector, header names): the signing

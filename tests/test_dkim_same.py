@@ -16,6 +16,7 @@ import pytest
 from test_dkim import _ed_seed, make_keys
 
 from smtp_magic import SmtpMagic, _dkim
+from smtp_magic.errors import ConfigError
 
 DOMAIN = "example.test"
 LONG_DOMAIN = "a-rather-long-subdomain-name-for-folding-the-d-tag-somewhere." + DOMAIN
@@ -120,3 +121,14 @@ def test_a_replaced_key_file_signs_the_next_message(keys: dict[str, Any], tmp_pa
     assert rotated is not None and rotated.key.algorithm == "rsa-sha256"
     assert _dkim.sign(raw, settings, DOMAIN) != signed
     assert dkim.verify(_dkim.sign(raw, settings, DOMAIN) + raw, dnsfunc=keys["rsa"].dns())
+
+
+@pytest.mark.parametrize("line", [b"From", b"Subject", b"X Space: y", b": no name", b"Caf\xc3\xa9: x"])
+def test_a_line_that_is_not_a_field_is_refused_however_often_its_name_was_seen(
+        keys: dict[str, Any], line: bytes) -> None:
+    settings = SmtpMagic().update({"dkim_domain": DOMAIN, "dkim_selector": "s1",
+                                   "dkim_key": str(keys["ed"].path)}).snapshot()
+    good = b"From: a@example.test\r\nSubject: x\r\n\r\nbody\r\n"
+    assert _dkim.sign(good, settings, DOMAIN)
+    with pytest.raises(ConfigError, match="not a header field"):
+        _dkim.sign(b"From: a@example.test\r\n" + line + b"\r\n\r\nbody\r\n", settings, DOMAIN)
