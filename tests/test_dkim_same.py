@@ -15,7 +15,8 @@ import dkim
 import pytest
 from test_dkim import _ed_seed, make_keys
 
-from smtp_magic import SmtpMagic, _dkim
+from smtp_magic import Mailer, SmtpMagic, _dkim
+from smtp_magic.delivery import MemoryTransport
 from smtp_magic.errors import ConfigError
 
 DOMAIN = "example.test"
@@ -103,24 +104,25 @@ def test_signatures_are_dkimpys_byte_for_byte(keys: dict[str, Any], algorithm: s
             assert _dkim.sign(raw, settings, domain) == expected
 
 
-def test_a_replaced_key_file_signs_the_next_message(keys: dict[str, Any], tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_replaced_key_file_signs_the_next_message(keys: dict[str, Any], tmp_path: Path) -> None:
     """The signer is kept between messages, but a key file replaced on disk (a key rotation)
-    signs the very next message."""
-    monkeypatch.setattr(time, "time", lambda: NOW)
+    signs the very next message of the same Mailer."""
     path = tmp_path / "key.pem"
     path.write_bytes(keys["ed"].path.read_bytes())
-    settings = SmtpMagic().update({"dkim_domain": DOMAIN, "dkim_selector": "s1",
-                                   "dkim_key": str(path)}).snapshot()
-    raw = message(random.Random(5), DOMAIN)
+    memory = MemoryTransport()
+    config = {"sender": "news@" + DOMAIN, "dkim_domain": DOMAIN, "dkim_selector": "s1",
+              "dkim_key": str(path)}
+    settings = SmtpMagic().update(config).snapshot()
     first = _dkim.signer_for(settings, DOMAIN)
     assert first is not None and _dkim.signer_for(settings, DOMAIN) is first  # kept
-    signed = _dkim.sign(raw, settings, DOMAIN)
-    path.write_bytes(keys["rsa"].path.read_bytes())
-    rotated = _dkim.signer_for(settings, DOMAIN)
-    assert rotated is not None and rotated.key.algorithm == "rsa-sha256"
-    assert _dkim.sign(raw, settings, DOMAIN) != signed
-    assert dkim.verify(_dkim.sign(raw, settings, DOMAIN) + raw, dnsfunc=keys["rsa"].dns())
+    with Mailer(config, transport=memory) as mailer:
+        rows = [{"to": f"u{i}@example.org", "subject": "s", "body": "b"} for i in range(3)]
+        assert [r.exitcode for r in mailer.send_many(rows)] == [0] * 3
+        path.write_bytes(keys["rsa"].path.read_bytes())
+        assert mailer.send("u@example.org", "s", "b").exitcode == 0
+    sent = [m.data for m in memory.messages]
+    assert all(dkim.verify(raw, dnsfunc=keys["ed"].dns()) for raw in sent[:3])
+    assert b"a=rsa-sha256" in sent[3] and dkim.verify(sent[3], dnsfunc=keys["rsa"].dns())
 
 
 @pytest.mark.parametrize("line", [b"From", b"Subject", b"X Space: y", b": no name", b"Caf\xc3\xa9: x"])
