@@ -31,9 +31,10 @@ HEADER_LISTS = [
     ("From", "X-Missing", "Subject", "X-Tab"),
 ]
 VALUES = [b"plain", b"two  spaces", b"tab\there", b" leading", b"trailing  ", b"\t",
-          b"=?utf-8?q?caf=C3=A9?=", b"a;b=c", b"x" * 120, b""]
+          b"=?utf-8?q?caf=C3=A9?=", b"a;b=c", b"x" * 120, b"caf\xc3\xa9 (SMTPUTF8)", b""]
 LINES = [b"", b"", b"text", b"two  spaces  inside", b"trailing ", b"trailing\t \t", b" ",
-         b"\t", b"\ttab\tinside\t", b"=3D=20", b"y" * 200, b"a \t b", b"   lead"]
+         b"\t", b"\ttab\tinside\t", b"=3D=20", b"y" * 200, b"a \t b", b"   lead",
+         b"bare\rCR \r", b"8 bit caf\xc3\xa9  "]
 
 
 def _value(rng: random.Random) -> bytes:
