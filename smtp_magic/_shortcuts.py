@@ -47,8 +47,9 @@ Smaller reaches, each a named function below with the public way it replaces:
     ``headers``/``hasher`` it reads), outside its ``__all__``: with them the DKIM stage signs a
     message that streams by, hashing with OpenSSL, and writes the header exactly as dkimpy does.
     Public way: ``dkim.sign`` on the whole message in memory, with dkimpy's own RSA (about ten
-    times slower). Checked by tests/test_dkim.py (every signature equals ``dkim.sign``'s and
-    verifies) for the dkimpy in use (``>=1.1``); there is no fallback at run time yet.
+    times slower). Checked by tests/test_dkim.py and tests/test_dkim_same.py (every signature
+    equals ``dkim.sign``'s and verifies) for the dkimpy in use (``>=1.1``); there is no fallback
+    at run time yet.
 
 Nothing else in the package may use another library's private names (tests/test_private_names.py
 scans every module's attribute access for them).
