@@ -39,8 +39,8 @@ def _dkim() -> Any:
 
 # -- the body hash, a chunk at a time ------------------------------------------------------------
 
-# dkimpy's [\t ]+ -> " ", matching only the runs it changes (text is full of single spaces,
-# which it would rewrite one by one into a new copy of the body).
+# dkimpy's [\t ]+ -> " " (for a last line without its line end), matching only the runs it
+# changes (text is full of single spaces, which it would rewrite one by one).
 _WSP = re.compile(rb"\t[\t ]*| [\t ]+")
 _LINE_END = re.compile(rb"\r?\n")
 
@@ -49,8 +49,8 @@ class BodyHash:
     """The relaxed body hash (RFC 6376 §3.4.4) of a body given in any number of chunks: the
     same bytes dkimpy's ``Relaxed.canonicalize_body`` hashes, without holding the body whole.
 
-    Whole lines are canonicalised a block at a time with dkimpy's own expressions; empty lines
-    are held back until a line with content follows (empty lines at the end do not count).
+    Whole lines are canonicalised a block at a time by dkimpy's rules; empty lines are held
+    back until a line with content follows (empty lines at the end do not count).
     """
 
     __slots__ = ("_empty", "_hash", "_tail")
@@ -68,8 +68,8 @@ class BodyHash:
             self._lines(data if end == len(data) else data[:end])
 
     def _lines(self, block: bytes) -> None:
-        # As dkimpy reads a message: LF or CRLF ends a line, and lines end in CRLF. The
-        # expressions return the block itself when there is nothing to change (base64).
+        # As dkimpy reads a message: LF or CRLF ends a line, and lines end in CRLF. A block
+        # with nothing to change (base64) is only scanned, never copied.
         if block.count(b"\n") != block.count(b"\r\n"):
             block = _LINE_END.sub(b"\r\n", block)
         # dkimpy's "[\t ]+\r\n" -> CRLF, then "[\t ]+" -> " ", made with bytes.replace (a scan
