@@ -7,12 +7,15 @@ random chunks; Ed25519, RSA through OpenSSL and dkimpy's own RSA."""
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import dkim
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_dkim import _ed_seed, make_keys
 
 from smtp_magic import Mailer, SmtpMagic, _dkim
@@ -135,3 +138,28 @@ def test_a_line_that_is_not_a_field_is_refused_however_often_its_name_was_seen(
     assert _dkim.sign(good, settings, DOMAIN)
     with pytest.raises(ConfigError, match="not a header field"):
         _dkim.sign(b"From: a@example.test\r\n" + line + b"\r\n\r\nbody\r\n", settings, DOMAIN)
+
+
+class _Kept:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def update(self, chunk: bytes) -> None:
+        self.parts.append(chunk)
+
+
+@given(raw=st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r", b"\n", b"\r\n", b"x: y", b"="]),
+                    max_size=30).map(b"".join),
+       cuts=st.lists(st.integers(0, 120), max_size=4))
+@settings(max_examples=500, deadline=None)
+def test_the_header_ends_at_the_first_empty_line(raw: bytes, cuts: list[int]) -> None:
+    """Cut anywhere, with LF or CRLF line ends (or both): the header block is everything up to
+    the first line end followed by another, the body everything after them."""
+    found = re.search(rb"\r?\n\r?\n", raw)
+    head = raw if found is None else raw[:found.start() + (2 if raw[found.start()] == 13 else 1)]
+    body = b"" if found is None else raw[found.end():]
+    ends = sorted(c for c in cuts if c <= len(raw))
+    kept = _Kept()
+    assert _dkim.split_header([raw[a:b] for a, b in zip([0, *ends], [*ends, len(raw)])],
+                              kept) == head  # type: ignore[arg-type]
+    assert b"".join(kept.parts) == body
