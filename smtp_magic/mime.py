@@ -554,7 +554,7 @@ class _Skeleton:
     def __init__(self, pieces: list[bytes | tuple[str, int]], nboundaries: int,
                  lazy: set[int]) -> None:
         self.nboundaries, self.checked = nboundaries, False
-        # Values are [head, *boundaries, *payloads]: one bytes % tuple per run between lazy
+        # Values are [head, *boundaries, *slots]: one bytes % tuple per run between lazy
         # parts, C work, instead of a list grown piece by piece for every message.
         self.segments: list[tuple[bytes, Callable[[list[Any]], tuple[Any, ...]]] | int] = []
         template, keys = [b"%b"], [0]
@@ -681,7 +681,7 @@ def _render_fast(
         payload = data.replace("\n", "\r\n").encode("ascii")
         ctes.append(cte)
         slots.append(payload)
-        if cte == "7bit":  # "==" never appears in quoted-printable nor base64
+        if cte == "7bit":  # quoted-printable and base64 never hold 15 "=" in a row
             plain.append(payload)
     atts = []
     for att in request.attachments:
