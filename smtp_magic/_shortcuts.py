@@ -209,13 +209,14 @@ def encode_text(text: str, policy: Any) -> tuple[str, str]:
 #   make the first ten lines longer than base64 does; then "base64", in 76-character lines.
 # The stdlib quotes bytes with str.translate even where there is nothing or only "=" to quote,
 # encodes the first ten lines twice (to choose, then again for a longer text) and loops over
-# every 77 characters of a long line in Python; this quotes only when needed (a "=" with
-# str.replace), encodes each line once, and cuts a line without "=" with one slice each.
+# every 77 characters of a long line in Python; this quotes only what needs it, a
+# bytes.replace per distinct byte, encodes each line once, leaves short lines alone, and cuts
+# a line without "=" into slices in one list.
 # Bytes quoted-printable writes as they are (email.quoprimime's body map): printable ASCII but
 # "=", and space and tab; LF here is the line break. Every other byte becomes "=XX".
 _QP_KEEP = b"\t\n !\"#$%&'()*+,-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 _QP_QUOTED = [chr(c) if c in _QP_KEEP else f"={c:02X}" for c in range(256)]
-_QP_REPLACES = 12
+_QP_REPLACES = 12  # distinct bytes to quote, at most, for replaces to beat _QP_QUOTED
 
 
 def _encode_text_7bit(text: str) -> tuple[str, str]:
