@@ -216,7 +216,7 @@ def encode_text(text: str, policy: Any) -> tuple[str, str]:
 # "=", and space and tab; LF here is the line break. Every other byte becomes "=XX".
 _QP_KEEP = b"\t\n !\"#$%&'()*+,-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 _QP_QUOTED = [chr(c) if c in _QP_KEEP else f"={c:02X}" for c in range(256)]
-_QP_REPLACES = 12  # distinct bytes to quote, at most, for replaces to beat _QP_QUOTED
+_QP_REPLACES = 32  # up to ~40 distinct bytes, replaces beat the table (1 KB: 25 vs 32 us)
 
 
 def _encode_text_7bit(text: str) -> tuple[str, str]:
