@@ -220,13 +220,17 @@ _QP_REPLACES = 32  # up to ~40 distinct bytes, replaces beat the table (1 KB: 25
 
 
 def _encode_text_7bit(text: str) -> tuple[str, str]:
-    if text.isascii() and "\r" not in text and max(map(len, text.split("\n"))) <= 78:
-        # Short ASCII lines ended by LF, the commonest text: itself, with an LF at the end.
-        return "7bit", text if text.endswith("\n") else text + "\n"
-    data = text.encode("utf-8")  # a lone surrogate raises here, as in the stdlib
-    lines = data.splitlines()
-    if len(data) == len(text) and max(map(len, lines), default=0) <= 78:
-        return "7bit", (b"\n".join(lines) + b"\n").decode("ascii")
+    if text.isascii() and "\r" not in text:  # the commonest text: ASCII, lines ended by LF
+        if max(map(len, text.split("\n"))) <= 78:  # short: itself, with an LF at the end
+            return "7bit", text if text.endswith("\n") else text + "\n"
+        lines = text.encode("ascii").split(b"\n")
+        if not lines[-1]:  # a last LF ends the last line; no empty line after it
+            lines.pop()
+    else:
+        data = text.encode("utf-8")  # a lone surrogate raises here, as in the stdlib
+        lines = data.splitlines()
+        if len(data) == len(text) and max(map(len, lines), default=0) <= 78:
+            return "7bit", (b"\n".join(lines) + b"\n").decode("ascii")
     # The stdlib's choice: quoted-printable of the first ten lines (CRLF-joined, so ended
     # with a break) unless longer than their base64 (with its newline), CRLFs included.
     # Quoted-printable is at least as long as its bytes, two more for each byte to quote, and
