@@ -678,7 +678,7 @@ def _render_fast(
     plain: list[bytes] = []  # the payloads a boundary could appear in
     for t in texts:
         cte, data = _shortcuts.encode_text(t, POLICY)
-        payload = data.replace("\n", "\r\n").encode("ascii")
+        payload = data.encode("ascii").replace(b"\n", b"\r\n")  # bytes.replace: twice as fast
         ctes.append(cte)
         slots.append(payload)
         if cte == "7bit":  # quoted-printable and base64 never hold 15 "=" in a row
