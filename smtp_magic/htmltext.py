@@ -264,13 +264,17 @@ def _table_grammar(ncols: int, lowercase: bool) -> re.Pattern[str]:
 # subset of the grammars above, matched about twice as fast: no optional whitespace to try at
 # every tag, no attributes to check. So it is tried first; a table it refuses (usually at its
 # first tag or row) goes on to the others.
-_COMPACT_ROW = r"<tr>(?:<t[dh]>[^<]*</t[dh]>){%d}</tr>"
+_COMPACT_CELL = r"<t[dh]>[^<]*</t[dh]>"
 _COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
 
 
 @lru_cache(maxsize=64)
 def _compact_grammar(ncols: int) -> re.Pattern[str]:
-    row = _COMPACT_ROW % ncols
+    # The cells written out rather than repeated ({ncols}), up to 32: the regex engine takes a
+    # repeated group at a fraction of the speed. (The general grammars stay short: their cells
+    # are long patterns to compile, and their time goes to reading long tags anyway.)
+    cells = _COMPACT_CELL * ncols if ncols <= 32 else f"(?:{_COMPACT_CELL}){{{ncols}}}"
+    row = f"<tr>{cells}</tr>"
     return re.compile(
         rf"<table>(?:<thead>(?P<head>(?:{row})*)</thead>)?(?:{row}|<tbody>(?:{row})*</tbody>)*"
         r"</table>"

@@ -479,6 +479,17 @@ def _compact_tables() -> Any:
     return st.builds(lambda c, t: c.replace("{}", t), context, table())
 
 
+@pytest.mark.parametrize("ncols", [32, 33])  # cells written out in the grammar, or repeated
+def test_wide_compact_tables(ncols: int, whole_tables: list[str]) -> None:
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{r * c if c % 3 else f'x{r}'}</td>" for c in range(ncols)) + "</tr>"
+        for r in range(3)
+    )
+    same(f"<table>{rows}</table>")
+    same(f"<table>{rows}<tr><td>short row</td></tr></table>")
+    assert len(whole_tables) == 1 and len(whole_tables[0].splitlines()) == 3
+
+
 class _Spy:
     """A compiled pattern that counts its findall calls."""
 
