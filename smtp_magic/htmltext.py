@@ -266,6 +266,7 @@ def _table_grammar(ncols: int, lowercase: bool) -> re.Pattern[str]:
 # first tag or row) goes on to the others.
 _COMPACT_CELL = r"<t[dh]>[^<]*</t[dh]>"
 _COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
+_COMPACT_FIRST_ROW = re.compile(r"<table>(?:<thead>|<tbody>)?<tr>((?:<t[dh]>[^<]*</t[dh]>)+)</tr>")
 
 
 @lru_cache(maxsize=64)
@@ -301,16 +302,20 @@ _NUMBERS = re.compile(rf"(?:{_NUMBER_SOURCE})?(?:\n(?:{_NUMBER_SOURCE})?)*")  # 
 def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     """The table whose start tag is at ``pos`` laid out as the converter would, and where it
     ends; None for a table that is not that simple."""
-    first_row = _FIRST_ROW.match(html, pos)
-    # One end tag per cell (and one per label).
-    ncols = first_row.group(1).count("</") - first_row.group(1).count("</span") if first_row else 0
-    if not ncols:
-        return None
     lower: Callable[[str], str] = str  # (its tags are lowercase already)
-    table = _compact_grammar(ncols).match(html, pos)
+    first_row = _COMPACT_FIRST_ROW.match(html, pos)
+    table = None
+    if first_row is not None:
+        ncols = first_row.group(1).count("</")  # one end tag per cell
+        table = _compact_grammar(ncols).match(html, pos)
     if table is not None:
         texts = _cell_texts(_COMPACT_CELL_TEXT.findall(table.group()))
     else:
+        first_row = _FIRST_ROW.match(html, pos)
+        # One end tag per cell (and one per label).
+        ncols = first_row.group(1).count("</") - first_row.group(1).count("</span") if first_row else 0
+        if not ncols:
+            return None
         table = _table_grammar(ncols, True).match(html, pos)
         if table is None:
             table = _table_grammar(ncols, False).match(html, pos)
@@ -398,11 +403,12 @@ def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
     # One format string for the grid: an ASCII column is padded by its field ('%-5s'), where
     # widths are lengths; another has its texts padded here to their display width first.
     blank = "" in texts  # (before the padding below)
+    ascii_only = "".join(texts).isascii()  # (then no column needs the check)
     texts = texts[:]
     fields = []
     for column in range(ncols):
         cells = texts[column::ncols]
-        if "".join(cells).isascii():
+        if ascii_only or "".join(cells).isascii():
             width = max(map(len, cells))
             if numeric[column]:
                 fields.append(f"%{width}s")
