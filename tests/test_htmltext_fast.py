@@ -336,6 +336,9 @@ def test_tables_the_shortcut_takes(html: str, whole_tables: list[str]) -> None:
     "<table><tr><td a='x'/>1</td></tr></table>", "<table x=\"a'><tr><td>1</td></tr></table>",
     "<table><tr><td style=\"dis play: NONE\">1</td></tr></table>",
     "<table><tr ROLE=row><td>1</td></tr></table>", "<table><tr><td ColSpan=1>1</td></tr></table>",
+    "<table><tr><td title=\"a<b\">1</td></tr></table>", "<table x='</tr>'><tr><td>1</td></tr></table>",
+    "<table><tr><td a='<td b'>1</td><td>2</td></tr></table>", "<table><tr><td a=<>1</td></tr></table>",
+    "<table><tr><td a><span title='<'>x</span>1</td></tr></table>",
 ])  # fmt: skip
 def test_tables_the_shortcut_leaves_to_the_converter(html: str, whole_tables: list[str]) -> None:
     same(html)
