@@ -293,7 +293,9 @@ _FIRST_ROW = re.compile(
     rf"(?:{_WS}*<{_ci('tbody')}{_REST_OF_START_TAG})?"
     rf"{_WS}*<{_ci('tr')}{_REST_OF_START_TAG}((?:{_cell()})*){_WS}*{_close('tr')}"
 )
-_TAG_ATTRS = re.compile(rf"<([a-zA-Z]+)({_WS}[^>]*)")  # a start tag with attributes: both
+# A start tag with attributes, up to its '>'. (No groups: a match is one string, not a tuple
+# of new ones, and the tags of a table repeat.)
+_TAG_WITH_ATTRIBUTES = re.compile(rf"<[a-zA-Z]+{_WS}[^>]*")
 # A cell's text: from the end of its start tag, or of its label, to its end tag (not </thead>).
 _CELL_TEXT = re.compile(r">([^<]*)</[tT][dDhH][ \t\n\r\f>]")
 _NOT_PLAIN = frozenset({"colspan", "rowspan", "role"})  # (role on a cell means nothing to the
@@ -348,13 +350,15 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
 
 def _plain_attributes(source: str) -> bool:
     """Every tag of the table passes _plain_tag."""
-    return all(_plain_tag(name, attrs) for name, attrs in set(_TAG_ATTRS.findall(source)))
+    return all(map(_plain_tag, set(_TAG_WITH_ATTRIBUTES.findall(source))))
 
 
 @lru_cache(maxsize=1024)
-def _plain_tag(name: str, attrs: str) -> bool:
+def _plain_tag(tag: str) -> bool:
     """Attributes _TOKEN reads as the grammar's strict form would, none hiding the tag, spanning
     rows or columns or giving the table a role; but a label (a span) must be hidden."""
+    name = tag[1:].split(None, 1)[0]  # (ASCII letters, then a space)
+    attrs = tag[len(name) + 1 :]
     if _ATTRIBUTE_LIST.fullmatch(attrs) is None:
         return False
     attr = _attributes(attrs)
