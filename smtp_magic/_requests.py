@@ -94,7 +94,7 @@ def make_request(
 
 def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, Any]]:
     """A request in its JSON form -> (SendRequest, connection overrides)."""
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):  # a dict: no ABC check
         raise InvalidRequest("The request must be a JSON object.")
     action = data.get("action", "send")
     if action != "send":

@@ -210,23 +210,28 @@ def encode_text(text: str, policy: Any) -> tuple[str, str]:
 #   make the first ten lines longer than base64 does; then "base64", in 76-character lines.
 # The stdlib quotes bytes with str.translate even where there is nothing or only "=" to quote,
 # encodes the first ten lines twice (to choose, then again for a longer text) and loops over
-# every 77 characters of a long line in Python; this quotes only when needed (a "=" with
-# str.replace), encodes each line once, and cuts a line without "=" with one slice each.
+# every 77 characters of a long line in Python; this quotes only what needs it, a
+# bytes.replace per distinct byte, encodes each line once, leaves short lines alone, and cuts
+# a line without "=" into slices in one list.
 # Bytes quoted-printable writes as they are (email.quoprimime's body map): printable ASCII but
 # "=", and space and tab; LF here is the line break. Every other byte becomes "=XX".
 _QP_KEEP = b"\t\n !\"#$%&'()*+,-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 _QP_QUOTED = [chr(c) if c in _QP_KEEP else f"={c:02X}" for c in range(256)]
-_QP_REPLACES = 12
+_QP_REPLACES = 32  # up to ~40 distinct bytes, replaces beat the table (1 KB: 25 vs 32 us)
 
 
 def _encode_text_7bit(text: str) -> tuple[str, str]:
-    if text.isascii() and "\r" not in text and max(map(len, text.split("\n"))) <= 78:
-        # Short ASCII lines ended by LF, the commonest text: itself, with an LF at the end.
-        return "7bit", text if text.endswith("\n") else text + "\n"
-    data = text.encode("utf-8")  # a lone surrogate raises here, as in the stdlib
-    lines = data.splitlines()
-    if len(data) == len(text) and max(map(len, lines), default=0) <= 78:
-        return "7bit", (b"\n".join(lines) + b"\n").decode("ascii")
+    if text.isascii() and "\r" not in text:  # the commonest text: ASCII, lines ended by LF
+        if max(map(len, text.split("\n"))) <= 78:  # short: itself, with an LF at the end
+            return "7bit", text if text.endswith("\n") else text + "\n"
+        lines = text.encode("ascii").split(b"\n")
+        if not lines[-1]:  # a last LF ends the last line; no empty line after it
+            lines.pop()
+    else:
+        data = text.encode("utf-8")  # a lone surrogate raises here, as in the stdlib
+        lines = data.splitlines()
+        if len(data) == len(text) and max(map(len, lines), default=0) <= 78:
+            return "7bit", (b"\n".join(lines) + b"\n").decode("ascii")
     # The stdlib's choice: quoted-printable of the first ten lines (CRLF-joined, so ended
     # with a break) unless longer than their base64 (with its newline), CRLFs included.
     # Quoted-printable is at least as long as its bytes, two more for each byte to quote, and

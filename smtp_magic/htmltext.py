@@ -208,21 +208,23 @@ def _attributes(source: str) -> dict[str, str]:
 # texts in a few string operations (_whole_table), giving what _format_rows would give; a table
 # with spans, hidden parts or a layout role goes tag by tag after all, as does anything else.
 # The HTMLParser path (_html_to_text_reference) never takes this shortcut: the differential tests
-# in tests/test_htmltext_fast.py compare the two. Attribute values here hold no '<' or '>', so in
-# a table the grammar took every '<' starts a tag: the counts and scans below rely on it.
+# in tests/test_htmltext_fast.py compare the two. Attribute values here hold no '<' or '>'
+# (_SAFE_ATTR, checked by _plain_tag), so in a table taken whole every '<' starts a tag: the
+# counts and scans below rely on it.
 _SAFE_ATTR = rf"""{_WS}+{_NAME}(?:{_WS}*={_WS}*(?:"[^"<>]*"|'[^'<>]*'|[^\s"'=<>`]+))?"""
 
 
 # Attributes are matched loosely by the grammars below (after a space, anything up to the '>'),
 # then each distinct attribute list of the table is checked once against _SAFE_ATTR
 # (_plain_tag): a rendered table repeats the same long inline style on every cell, and the
-# strict pattern costs per character of every one of them.
-_REST_OF_START_TAG = rf"(?:{_WS}[^<>]*)?>"  # after the name (with no '/': _SAFE_ATTR has none)
+# strict pattern costs per character of every one of them. ([^>]* rather than [^<>]*: the
+# regex engine runs through a single excluded character several times faster than a set.)
+_REST_OF_START_TAG = rf"(?:{_WS}[^>]*)?>"  # after the name (with no '/': _SAFE_ATTR has none)
 _ATTRIBUTE_LIST = re.compile(rf"(?:{_SAFE_ATTR})*{_WS}*")
 # A hidden label that may start a cell: the column's name that render.py's stacked tables show on
 # narrow screens only (_tables._LABEL). The converter skips a hidden element whole, so the cell's
 # text is what follows it; _plain_attributes checks that every such span is hidden indeed.
-_LABEL_SPAN = rf"<span{_WS}[^<>]*>[^<]*</span{_WS}*>"  # (with attributes)
+_LABEL_SPAN = rf"<span{_WS}[^>]*>[^<]*</span{_WS}*>"  # (with attributes)
 
 
 def _tag_name(name: str, lowercase: bool) -> str:
@@ -264,13 +266,18 @@ def _table_grammar(ncols: int, lowercase: bool) -> re.Pattern[str]:
 # subset of the grammars above, matched about twice as fast: no optional whitespace to try at
 # every tag, no attributes to check. So it is tried first; a table it refuses (usually at its
 # first tag or row) goes on to the others.
-_COMPACT_ROW = r"<tr>(?:<t[dh]>[^<]*</t[dh]>){%d}</tr>"
+_COMPACT_CELL = r"<t[dh]>[^<]*</t[dh]>"
 _COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
+_COMPACT_FIRST_ROW = re.compile(r"<table>(?:<thead>|<tbody>)?<tr>((?:<t[dh]>[^<]*</t[dh]>)+)</tr>")
 
 
 @lru_cache(maxsize=64)
 def _compact_grammar(ncols: int) -> re.Pattern[str]:
-    row = _COMPACT_ROW % ncols
+    # The cells written out rather than repeated ({ncols}), up to 32: the regex engine takes a
+    # repeated group at a fraction of the speed. (The general grammars stay short: their cells
+    # are long patterns to compile, and their time goes to reading long tags anyway.)
+    cells = _COMPACT_CELL * ncols if ncols <= 32 else f"(?:{_COMPACT_CELL}){{{ncols}}}"
+    row = f"<tr>{cells}</tr>"
     return re.compile(
         rf"<table>(?:<thead>(?P<head>(?:{row})*)</thead>)?(?:{row}|<tbody>(?:{row})*</tbody>)*"
         r"</table>"
@@ -286,7 +293,9 @@ _FIRST_ROW = re.compile(
     rf"(?:{_WS}*<{_ci('tbody')}{_REST_OF_START_TAG})?"
     rf"{_WS}*<{_ci('tr')}{_REST_OF_START_TAG}((?:{_cell()})*){_WS}*{_close('tr')}"
 )
-_TAG_ATTRS = re.compile(rf"<([a-zA-Z]+)({_WS}[^>]*)")  # a start tag with attributes: both
+# A start tag with attributes, up to its '>'. (No groups: a match is one string, not a tuple
+# of new ones, and the tags of a table repeat.)
+_TAG_WITH_ATTRIBUTES = re.compile(rf"<[a-zA-Z]+{_WS}[^>]*")
 # A cell's text: from the end of its start tag, or of its label, to its end tag (not </thead>).
 _CELL_TEXT = re.compile(r">([^<]*)</[tT][dDhH][ \t\n\r\f>]")
 _NOT_PLAIN = frozenset({"colspan", "rowspan", "role"})  # (role on a cell means nothing to the
@@ -297,16 +306,20 @@ _NUMBERS = re.compile(rf"(?:{_NUMBER_SOURCE})?(?:\n(?:{_NUMBER_SOURCE})?)*")  # 
 def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     """The table whose start tag is at ``pos`` laid out as the converter would, and where it
     ends; None for a table that is not that simple."""
-    first_row = _FIRST_ROW.match(html, pos)
-    # One end tag per cell (and one per label).
-    ncols = first_row.group(1).count("</") - first_row.group(1).count("</span") if first_row else 0
-    if not ncols:
-        return None
     lower: Callable[[str], str] = str  # (its tags are lowercase already)
-    table = _compact_grammar(ncols).match(html, pos)
+    first_row = _COMPACT_FIRST_ROW.match(html, pos)
+    table = None
+    if first_row is not None:
+        ncols = first_row.group(1).count("</")  # one end tag per cell
+        table = _compact_grammar(ncols).match(html, pos)
     if table is not None:
         texts = _cell_texts(_COMPACT_CELL_TEXT.findall(table.group()))
     else:
+        first_row = _FIRST_ROW.match(html, pos)
+        # One end tag per cell (and one per label).
+        ncols = first_row.group(1).count("</") - first_row.group(1).count("</span") if first_row else 0
+        if not ncols:
+            return None
         table = _table_grammar(ncols, True).match(html, pos)
         if table is None:
             table = _table_grammar(ncols, False).match(html, pos)
@@ -337,13 +350,15 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
 
 def _plain_attributes(source: str) -> bool:
     """Every tag of the table passes _plain_tag."""
-    return all(_plain_tag(name, attrs) for name, attrs in set(_TAG_ATTRS.findall(source)))
+    return all(map(_plain_tag, set(_TAG_WITH_ATTRIBUTES.findall(source))))
 
 
 @lru_cache(maxsize=1024)
-def _plain_tag(name: str, attrs: str) -> bool:
+def _plain_tag(tag: str) -> bool:
     """Attributes _TOKEN reads as the grammar's strict form would, none hiding the tag, spanning
     rows or columns or giving the table a role; but a label (a span) must be hidden."""
+    name = tag[1:].split(None, 1)[0]  # (ASCII letters, then a space)
+    attrs = tag[len(name) + 1 :]
     if _ATTRIBUTE_LIST.fullmatch(attrs) is None:
         return False
     attr = _attributes(attrs)
@@ -394,11 +409,12 @@ def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
     # One format string for the grid: an ASCII column is padded by its field ('%-5s'), where
     # widths are lengths; another has its texts padded here to their display width first.
     blank = "" in texts  # (before the padding below)
+    ascii_only = "".join(texts).isascii()  # (then no column needs the check)
     texts = texts[:]
     fields = []
     for column in range(ncols):
         cells = texts[column::ncols]
-        if "".join(cells).isascii():
+        if ascii_only or "".join(cells).isascii():
             width = max(map(len, cells))
             if numeric[column]:
                 fields.append(f"%{width}s")

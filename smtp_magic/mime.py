@@ -591,7 +591,7 @@ class _Skeleton:
     def __init__(self, pieces: list[bytes | tuple[str, int]], nboundaries: int,
                  lazy: set[int]) -> None:
         self.nboundaries, self.checked = nboundaries, False
-        # Values are [head, *boundaries, *payloads]: one bytes % tuple per run between lazy
+        # Values are [head, *boundaries, *slots]: one bytes % tuple per run between lazy
         # parts, C work, instead of a list grown piece by piece for every message.
         self.segments: list[tuple[bytes, Callable[[list[Any]], tuple[Any, ...]]] | int] = []
         template, keys = [b"%b"], [0]
@@ -715,10 +715,10 @@ def _render_fast(
     plain: list[bytes] = []  # the payloads a boundary could appear in
     for t in texts:
         cte, data = _shortcuts.encode_text(t, POLICY)
-        payload = data.replace("\n", "\r\n").encode("ascii")
+        payload = data.encode("ascii").replace(b"\n", b"\r\n")  # bytes.replace: twice as fast
         ctes.append(cte)
         slots.append(payload)
-        if cte == "7bit":  # "==" never appears in quoted-printable nor base64
+        if cte == "7bit":  # quoted-printable and base64 never hold 15 "=" in a row
             plain.append(payload)
     atts = []
     for att in request.attachments:

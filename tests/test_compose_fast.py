@@ -158,3 +158,20 @@ def test_a_plain_address_is_what_the_header_parser_makes_of_it(text):
             mime._mailbox.__wrapped__(text, "address")
         return
     assert mime._mailbox.__wrapped__(text, "address") == expected
+
+
+def test_a_boundary_found_in_a_7bit_part_is_not_used():
+    taken, other = "===============1111111111111111111==", "===============2222222222222222222=="
+    offered = iter([taken, other])
+    to = mime._mailboxes(("a@example.test",), "'to' address")
+    sender = mime._mailbox("b@example.test", "sender")
+    request = SendRequest(to=("a@example.test",), subject="S", body=f"--{taken}\nhello\n",
+                          content_type="text/plain",
+                          attachments=(Attachment.from_bytes("a.bin", b"\0" * 10),))
+    parts = mime._render_fast(request, "text/plain", sender, to, [],
+                              "Thu, 01 Jan 2026 00:00:00 +0000", "<x@example.test>", None,
+                              new_boundary=lambda: next(offered), check=False)
+    assert parts is not None
+    data = b"".join(p if isinstance(p, bytes) else b"".join(p.chunks()) for p in parts)
+    assert data.count(taken.encode()) == 1  # in the body only
+    assert f'boundary="{other}"'.encode() in data

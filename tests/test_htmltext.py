@@ -196,3 +196,32 @@ def test_random_markup_never_raises_and_never_leaks_tags() -> None:
         assert "<" not in html_to_text("".join(parts))
 
     check()
+
+
+# The text as it was before the converter was made faster: the differential tests compare the
+# two tokenizers through the same writer, so changes to the writer are pinned here.
+@pytest.mark.parametrize("html, text", [
+    (("<ul><li>A list item whose text runs on well past the width of one line, with <a href="
+     "'https://example.org/a/long/path'>a link in it</a> and more words after it</li><li>short</li></ul>"),
+     ("- A list item whose text runs on well past the width of one line, with a\n  link in it "
+     "(https://example.org/a/long/path) and more words after it\n- short")),
+    (("<h2>A heading with <b>bold</b> and a <a href='https://x.org'>link</a></h2><p>then  a paragraph"
+     "<br>broken <i>here</i> and   there</p><blockquote><p>A quote long enough to be wrapped inside "
+     "the block quote, which is narrower than the page is.</p><p>second</p></blockquote>"),
+     ("A heading with bold and a link (https://x.org)\n----------------------------------------------"
+     "\n\nthen a paragraph\nbroken here and there\n\n> A quote long enough to be wrapped inside the "
+     "block quote, which is\n> narrower than the page is.\n>\n> second")),
+    (("<ol start=9><li>nine <b>bold</b> words in an item that wraps because it is long enough to pass "
+     "the width</li><li><p>para in item</p><ul><li>nested item with a fairly long text that also needs "
+     "to wrap at some point</li></ul></li></ol>"),
+     ("9. nine bold words in an item that wraps because it is long enough to pass\n   the width\n10."
+     "\n\npara in item\n\n  - nested item with a fairly long text that also needs to wrap at some\n"
+     "    point")),
+    (("<p>x&nbsp;y <span>a</span> <b>b</b>c <img alt='pic'> <a href='mailto:a@b.org'>a@b.org</a> "
+     "<a href='https://y.org'></a></p><dl><dt>term</dt><dd>definition</dd></dl><hr><pre>\n keep  "
+     "this \n</pre>"),
+     ("x y a bc [image: pic] a@b.org https://y.org\n\nterm\n  definition\n\n"
+     "----------------------------------------\n\n keep  this")),
+])  # fmt: skip
+def test_running_text_is_laid_out_as_before(html: str, text: str) -> None:
+    assert html_to_text(html) == text

@@ -169,7 +169,8 @@ def test_benchmark_bodies() -> None:
 
 
 # -- random markup --------------------------------------------------------------------------------
-def test_random_markup() -> None:
+def _markup() -> Any:
+    """Random tag soup: tags the converter knows, attributes, junk, entities, unicode."""
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
     names = st.sampled_from(
@@ -211,11 +212,16 @@ def test_random_markup() -> None:
     )  # fmt: skip
     text = st.text(alphabet="ab <>&;#/\n\t\xa0\u00e9\u65e5", max_size=8)
     pieces = st.one_of(start_tag(), end_tag, junk, text)
+    return st.lists(pieces, max_size=40).map("".join)
+
+
+def test_random_markup() -> None:
+    hypothesis = pytest.importorskip("hypothesis")
 
     @hypothesis.settings(max_examples=300, deadline=None)
-    @hypothesis.given(st.lists(pieces, max_size=40))
-    def check(parts: list[str]) -> None:
-        same("".join(parts))
+    @hypothesis.given(_markup())
+    def check(html: str) -> None:
+        same(html)
 
     check()
 
@@ -330,6 +336,9 @@ def test_tables_the_shortcut_takes(html: str, whole_tables: list[str]) -> None:
     "<table><tr><td a='x'/>1</td></tr></table>", "<table x=\"a'><tr><td>1</td></tr></table>",
     "<table><tr><td style=\"dis play: NONE\">1</td></tr></table>",
     "<table><tr ROLE=row><td>1</td></tr></table>", "<table><tr><td ColSpan=1>1</td></tr></table>",
+    "<table><tr><td title=\"a<b\">1</td></tr></table>", "<table x='</tr>'><tr><td>1</td></tr></table>",
+    "<table><tr><td a='<td b'>1</td><td>2</td></tr></table>", "<table><tr><td a=<>1</td></tr></table>",
+    "<table><tr><td a><span title='<'>x</span>1</td></tr></table>",
 ])  # fmt: skip
 def test_tables_the_shortcut_leaves_to_the_converter(html: str, whole_tables: list[str]) -> None:
     same(html)
@@ -477,6 +486,17 @@ def _compact_tables() -> Any:
     context = st.sampled_from(["{}", "<p>a</p>{}<p>b</p>", "x{}y", "<h1>{}</h1>", "{} {}",
                                "<ul><li>{}</li></ul>", "<pre>{}</pre>", "<div hidden>{}</div>"])
     return st.builds(lambda c, t: c.replace("{}", t), context, table())
+
+
+@pytest.mark.parametrize("ncols", [32, 33])  # cells written out in the grammar, or repeated
+def test_wide_compact_tables(ncols: int, whole_tables: list[str]) -> None:
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{r * c if c % 3 else f'x{r}'}</td>" for c in range(ncols)) + "</tr>"
+        for r in range(3)
+    )
+    same(f"<table>{rows}</table>")
+    same(f"<table>{rows}<tr><td>short row</td></tr></table>")
+    assert len(whole_tables) == 1 and len(whole_tables[0].splitlines()) == 3
 
 
 class _Spy:

@@ -86,6 +86,14 @@ def test_any_unicode_encodes_as_the_stdlib_does(text):
     assert ours(text) == expected
 
 
+def test_the_composers_policy_does_not_ask_the_stdlib(monkeypatch):
+    def private(*args):
+        raise AssertionError("the copy answers for the composer's policy")
+
+    monkeypatch.setattr(email.contentmanager, "_encode_text", private)
+    assert ours("a=b\n" * 12 + "é" * 90)[0] == "quoted-printable"
+
+
 def test_other_policies_ask_the_stdlib():
     policy = POLICY.clone(max_line_length=40)
     text = "a" * 60 + "\n"
