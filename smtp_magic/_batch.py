@@ -54,18 +54,17 @@ AnyProgress = Union[Progress, TimedProgress]  # noqa: UP007 - a runtime alias on
 # -- composing messages -------------------------------------------------------------------------
 
 def prepare_message(request: SendRequest, settings: ConnectionSettings) -> Composed:
-    """The message of ``request``, ready to send (see ``prepare_messages``)."""
-    (made,) = prepare_messages([(request, settings)])
-    if isinstance(made, SmtpMagicError):
-        raise made
-    return made
+    """The message of ``request``, ready to send (``stages.prepare``)."""
+    from .stages import prepare  # the stages (and the email package), imported on the first send
+
+    return prepare(request, settings)
 
 
 def prepare_messages(items: list[tuple[SendRequest, ConnectionSettings]]
                      ) -> list[Composed | SmtpMagicError]:
-    """The message of each (request, settings), or the error that stopped it (the one place
-    messages are made: ``stages.prepare_many``)."""
-    from .stages import prepare_many  # the stages (and the email package), on the first send
+    """The message of each (request, settings), or the error that stopped it
+    (``stages.prepare_many``)."""
+    from .stages import prepare_many
 
     return prepare_many(items)
 
