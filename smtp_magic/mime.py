@@ -117,7 +117,7 @@ class Composed:
                 size += len(part)
                 if in_head:  # a few parts at most: a DKIM-Signature, then the rest of the head
                     head += part
-                    in_head = _header_end(head) < 0
+                    in_head = b"\r\n\r\n" not in head
             else:
                 size += part.size()
                 in_head = False  # an attachment's body is never in the header block
@@ -508,15 +508,11 @@ class _Base64Body:
             raise InvalidRequest(f"Attachment {str(att.path)!r} cannot be read: {exc.strerror}.") from exc
 
 
-def _header_end(raw: bytes) -> int:
-    """Where the header block of ``raw`` ends (after its empty line), or -1."""
-    end = raw.find(b"\r\n\r\n")
-    return end + 4 if end >= 0 else -1
-
-
 def _head_of(raw: bytes) -> bytes:
-    end = _header_end(raw)
-    return raw[:end] if end >= 0 else raw
+    """The header block of the CRLF message ``raw``, its empty line included (``raw`` itself
+    when the block has not ended yet)."""
+    end = raw.find(b"\r\n\r\n")
+    return raw[:end + 4] if end >= 0 else raw
 
 
 def _crlf(data: bytes) -> bytes:
