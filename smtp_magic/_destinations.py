@@ -46,6 +46,16 @@ def transport_kind(settings: ConnectionSettings) -> str:
     return str(kind)
 
 
+def message_check(settings: ConnectionSettings) -> Callable[[Any], None] | None:
+    """What every message to ``settings`` must pass before it is kept in the outbox, given its
+    ``mime.Composed`` (raises InvalidRequest, exit 1), or None: Microsoft Graph takes no
+    message over 4 MB once encoded, so one could only fail again when retried."""
+    if transport_kind(settings) != "graph":
+        return None
+    graph = importlib.import_module(f"{__package__}.graph")
+    return lambda composed: graph.check_message(*composed.measure(), composed.recipients)
+
+
 class Destinations:
     """The default transport: each message goes by its settings' ``transport`` (SMTP, or
     Microsoft Graph), the SMTP ones over one pool of connections."""

@@ -40,7 +40,13 @@ from ._batch import (
     screen,
     windows,
 )
-from ._destinations import Destinations, Passwords, aclose_transport, transport_kind
+from ._destinations import (
+    Destinations,
+    Passwords,
+    aclose_transport,
+    message_check,
+    transport_kind,
+)
 from ._requests import ConfigLike, load_settings, make_request, with_profile
 from ._resend import destination_of, resend
 from .config import ConnectionSettings, SmtpMagic
@@ -470,19 +476,16 @@ class Mailer:
     def _open_group(self, jobs: list[Job], settings: ConnectionSettings,
                     progress: Counter) -> Group | None:
         """Resolve the password and write every message to the outbox (exit 1 for each message,
-        before any connection, when either fails; for Graph, exit 1 for a message too large,
-        before it is written); None when nothing is left to deliver."""
+        before any connection, when either fails, and for a message the destination can never
+        take, before it is written); None when nothing is left to deliver."""
         try:
             password = self._check_destination(settings)
         except SmtpMagicError as exc:
             fail_jobs(jobs, exc, progress)
             return None
-        if self._injected is None and transport_kind(settings) == "graph":
-            # A message Graph can never take (too large) is exit 1 now, and never kept: a
-            # retry from the outbox could only fail again. Once per group, not per message.
-            graph = importlib.import_module(f"{__package__}.graph")
-            jobs = screen(jobs, lambda c: graph.check_message(*c.measure(), c.recipients),
-                          progress)
+        check = message_check(settings) if self._injected is None else None
+        if check is not None:  # a message the destination can never take: exit 1, never kept
+            jobs = screen(jobs, check, progress)
             if not jobs:
                 return None
         outbox = Outbox(settings.outbox_dir)
