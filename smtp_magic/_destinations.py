@@ -46,6 +46,17 @@ def transport_kind(settings: ConnectionSettings) -> str:
     return str(kind)
 
 
+def expect(settings: ConnectionSettings) -> None:
+    """Messages to ``settings`` are on their way (written to the outbox next): start what
+    takes time and sends nothing, so that the first of them does not wait for it. For SMTP,
+    the local host name EHLO gives, looked up once per process in a thread (it may wait for
+    DNS: about 2 ms here, otherwise spent idle before the first connection)."""
+    if transport_kind(settings) == "smtp":
+        from .transport import look_up_local_hostname
+
+        look_up_local_hostname()
+
+
 def message_check(settings: ConnectionSettings) -> Callable[[Any], None] | None:
     """What every message to ``settings`` must pass before it is kept in the outbox, given its
     ``mime.Composed`` (raises InvalidRequest, exit 1), or None: Microsoft Graph takes no

@@ -44,6 +44,7 @@ from ._destinations import (
     Destinations,
     Passwords,
     aclose_transport,
+    expect,
     message_check,
     transport_kind,
 )
@@ -488,6 +489,8 @@ class Mailer:
             jobs = screen(jobs, check, progress)
             if not jobs:
                 return None
+        if self._injected is None:
+            expect(settings)  # (while the messages are written to the outbox)
         outbox = Outbox(settings.outbox_dir)
         try:
             batch = journal(jobs, outbox, progress, settings)

@@ -615,7 +615,7 @@ _fqdn: concurrent.futures.Future[str] | None = None
 _fqdn_lock = threading.Lock()
 
 
-def _look_up_local_hostname() -> concurrent.futures.Future[str]:
+def look_up_local_hostname() -> concurrent.futures.Future[str]:
     """``socket.getfqdn()``, the name smtplib and aiosmtplib give in EHLO, looked up once per
     process in a thread of its own (it may wait on DNS); aiosmtplib would start a thread per
     connection for it."""
@@ -693,7 +693,7 @@ class Session:
 
             OAuthConfig.from_settings(s).validate()
         self.phase = "name"
-        local_hostname = await asyncio.wrap_future(_look_up_local_hostname())
+        local_hostname = await asyncio.wrap_future(look_up_local_hostname())
         smtp = _smtp_class()(
             hostname=s.host, port=s.port, use_tls=s.implicit_tls, start_tls=False,
             tls_context=tls_context(s) if s.implicit_tls else None,

@@ -351,3 +351,28 @@ async def test_a_task_deadline_times_out_on_time_message_after_message():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+
+def test_our_own_name_is_looked_up_while_the_batch_is_kept_not_after(
+        smtp_server: CaptureServer, tmp_data: TmpData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EHLO name (socket.getfqdn, which may wait for DNS) is asked for as soon as a batch
+    has messages to keep, so the first connection does not wait for it; a batch of requests
+    that are all refused asks nothing."""
+    from smtp_magic import transport
+
+    asked: list[str] = []
+    monkeypatch.setattr(transport, "_fqdn", None)
+    monkeypatch.setattr(transport.socket, "getfqdn", lambda: asked.append("asked") or "me.example")
+    config = {"host": "127.0.0.1", "port": smtp_server.port, "security": "none",
+              "sender": "a@example.org"}
+    with Mailer(config) as mailer:
+        refused = mailer.prepare([{"to": "not an address", "subject": "x", "body": "y"}])
+        assert [job.response.exitcode for job in refused.jobs if job.response] == [1]
+        assert transport._fqdn is None
+        prepared = mailer.prepare([{"to": "b@example.org", "subject": "x", "body": "y"}])
+        assert transport._fqdn is not None and smtp_server.messages() == []  # only kept
+        (response,) = mailer._call(lambda _: prepared.deliver())
+    assert response.ok, response
+    assert asked == ["asked"]
+    assert smtp_server.wait_for(1)[0].subject == "x"
