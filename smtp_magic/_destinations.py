@@ -46,6 +46,16 @@ def transport_kind(settings: ConnectionSettings) -> str:
     return str(kind)
 
 
+def check_destination(settings: ConnectionSettings) -> str:
+    """The transport of ``settings`` (see ``transport_kind``); exit 1 (ConfigError) for a
+    destination no message could ever reach: an unknown transport, or Graph without the
+    sign-in it needs."""
+    kind = transport_kind(settings)
+    if kind == "graph":  # Graph, imported only by those who send through it
+        importlib.import_module(f"{__package__}.graph").check_settings(settings)
+    return kind
+
+
 def expect(settings: ConnectionSettings) -> None:
     """Messages to ``settings`` are on their way (written to the outbox next): start what
     takes time and sends nothing, so that the first of them does not wait for it. For SMTP,
@@ -78,10 +88,6 @@ class Destinations:
 
         self.smtp = SmtpTransport(password=passwords)
         self.others: dict[ConnectionSettings, Any] = {}
-
-    def check(self, settings: ConnectionSettings) -> None:
-        """Exit 1 for a destination no transport can reach (before anything is kept)."""
-        transport_kind(settings)
 
     def route(self, settings: ConnectionSettings) -> Any:
         """The transport that takes messages to ``settings``."""

@@ -8,7 +8,6 @@ pace, retries, the execution timeout), ``_resend`` (kept messages sent again) an
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import threading
 import time
@@ -44,9 +43,9 @@ from ._destinations import (
     Destinations,
     Passwords,
     aclose_transport,
+    check_destination,
     expect,
     message_check,
-    transport_kind,
 )
 from ._requests import ConfigLike, load_settings, make_request, with_profile
 from ._resend import destination_of, resend
@@ -463,9 +462,7 @@ class Mailer:
         cannot be found, a Sent copy that could never be made. Returns the password."""
         password = None
         if self._injected is None:
-            kind = transport_kind(settings)
-            if kind == "graph":  # the sign-in Graph needs, and no Sent copy (it files its own)
-                importlib.import_module(f"{__package__}.graph").check_settings(settings)
+            kind = check_destination(settings)  # (Graph: its sign-in, and no Sent copy)
             if kind == "smtp" or settings.save_sent:
                 password = self._passwords(settings)
         if settings.save_sent:
