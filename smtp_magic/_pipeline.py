@@ -83,7 +83,7 @@ class Channel(asyncio.BufferedProtocol):
         self._incoming = memoryview(bytearray(_READ_SIZE))
         self._inbox = bytearray()
         self._reads: deque[_Read] = deque()
-        self._ahead: tuple[bytes, _Read] | None = None  # an envelope sent ahead, not yet claimed
+        self._ahead: tuple[object, _Read] | None = None  # an envelope sent ahead, not yet claimed
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
         self._lost = False
         # The read timeout: one timer per connection, moved lazily (see ``_replies``).
@@ -189,12 +189,13 @@ class Channel(asyncio.BufferedProtocol):
     async def exchange(
         self, commands: bytes, replies: int, timeout: float | None,
         payload: Iterable[bytes] = (), size: int = 0, then: bytes = b"", then_replies: int = 0,
-        ending: Callable[[], None] | None = None,
+        ending: Callable[[], None] | None = None, then_key: object = None,
     ) -> list[SMTPResponse]:
         """Write ``commands`` (CRLF-ended lines) and then ``payload``; read ``replies`` replies.
 
         ``then`` (the next transaction's envelope, ``then_replies`` replies) goes out in the
-        same write as the payload's end; its replies wait for ``prefetched``. ``ending()`` is
+        same write as the payload's end; its replies wait for ``prefetched``, which recognises
+        it by ``then_key`` (what it was made of; ``then`` itself if None). ``ending()`` is
         called just before that last write (it may raise to keep the end from going out).
         """
         if not self.is_open:
@@ -219,15 +220,16 @@ class Channel(asyncio.BufferedProtocol):
             ending()
         if then:
             self._trace_commands(then)
-            self._ahead = (then, self._expect(then_replies))
+            self._ahead = (then if then_key is None else then_key, self._expect(then_replies))
             pending += then
         if pending:
             write(pending)
         return await self._replies(read, timeout)
 
-    async def prefetched(self, envelope: bytes, timeout: float | None) -> list[SMTPResponse] | None:
-        """The replies to ``envelope`` if it went out ahead (``exchange(..., then=...)``);
-        None when it did not. Another envelope ahead is a bug in the caller."""
+    async def prefetched(self, envelope: object, timeout: float | None) -> list[SMTPResponse] | None:
+        """The replies to ``envelope`` (its ``then_key``, else its bytes) if it went out ahead
+        (``exchange(..., then=...)``); None when it did not. Another envelope ahead is a bug in
+        the caller."""
         if self._ahead is None:
             return None
         sent, read = self._ahead

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from . import _shortcuts
 from .config import ConnectionSettings
@@ -381,10 +381,10 @@ _AHEAD_UNSAFE = re.compile(r"\bDovecot\b", re.IGNORECASE)
 _no_ahead: set[tuple[str, int]] = set()
 
 
-@dataclass(frozen=True)
-class Upcoming:
+class Upcoming(NamedTuple):
     """The message a connection sends next: its envelope may go out ahead, in the same write
-    as the end of the current message's data (see ``Session.upcoming``)."""
+    as the end of the current message's data (see ``Session.upcoming``). A tuple (made per
+    message): a transaction compares the envelope sent ahead with its own in one comparison."""
 
     sender: str
     recipients: tuple[str, ...]
@@ -414,17 +414,22 @@ async def _send_message(
     if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
     timeout = smtp.timeout
-    commands = envelope_commands(smtp, sender, recipients, _size(data), smtputf8)
+    size = _size(data)
     pipelining = smtp.supports_extension("pipelining")
     refused: dict[str, Any] = {}
     try:
         if pipelining:
-            envelope = b"".join(commands) + b"DATA\r\n"
-            replies = await channel.prefetched(envelope, timeout)
+            # Sent ahead, the envelope is known by what it was made of (the same commands):
+            # no need to make them again to recognise it.
+            replies = await channel.prefetched(Upcoming(sender, recipients, size, smtputf8),
+                                               timeout)
             if replies is None:
-                replies = await channel.exchange(envelope, len(commands) + 1, timeout)
+                envelope = b"".join(envelope_commands(smtp, sender, recipients, size,
+                                                      smtputf8)) + b"DATA\r\n"
+                replies = await channel.exchange(envelope, len(recipients) + 2, timeout)
             mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         else:
+            commands = envelope_commands(smtp, sender, recipients, size, smtputf8)
             (mail_reply,) = await channel.exchange(commands[0], 1, timeout)
             rcpt_replies, data_reply = [], None
             if mail_reply.code == 250:
@@ -458,8 +463,8 @@ async def _send_message(
         then_replies = len(after.recipients) + 2
     # ``sending`` runs just before the write that carries the final ".": until then a drop
     # delivers nothing and the message may be sent again; from then on it is in doubt.
-    (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data),
-                                      then, then_replies, ending=sending)
+    (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), size,
+                                      then, then_replies, ending=sending, then_key=after)
     # The end of the data ends the transaction whatever the reply (RFC 5321 §4.1.1.4): no RSET,
     # which would also reset an envelope sent ahead.
     if reply.code != 250:
@@ -918,9 +923,8 @@ class Session:
         sender, recipients, smtputf8 = envelope.sender, envelope.recipients, envelope.smtputf8
         reused = self.is_open  # a connection kept from an earlier message
         smtp = await self.open()
-        ahead = self._ahead  # (compared field by field: no Upcoming made per message)
-        if ahead is not None and not (ahead.sender == sender and ahead.recipients == recipients
-                                      and ahead.size == _size(data) and ahead.smtputf8 == smtputf8):
+        ahead = self._ahead
+        if ahead is not None and ahead != (sender, recipients, _size(data), smtputf8):
             self.abort()  # the server waits for another message's data: start afresh
             smtp = await self.open()
         where = _where(self.settings)
