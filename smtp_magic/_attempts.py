@@ -123,7 +123,7 @@ class _Deadline:
         self._fired = True
         self._task.cancel()
 
-    async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
+    def enter(self) -> _Deadline:
         self._home = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -132,11 +132,17 @@ class _Deadline:
             self.reschedule(self._when)
         return self
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+    def exit(self, exc_type: object, exc: BaseException | None) -> None:
         if self._handle is not None:
             self._handle.cancel()
         if self._fired and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
+
+    async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
+        return self.enter()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.exit(exc_type, exc)
 
 
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
@@ -178,6 +184,7 @@ class _Clock:
 
 
 _clocks: weakref.WeakKeyDictionary[asyncio.Task[Any], _Clock] = weakref.WeakKeyDictionary()
+_last_clock: _Clock | None = None  # the one looked up last (a clock holds its task weakly)
 
 
 class _TaskDeadline:
@@ -205,13 +212,17 @@ class _TaskDeadline:
         if self._clock is not None:
             self._clock.arm(when)
 
-    async def __aenter__(self) -> _TaskDeadline:  # noqa: PYI034 - a final private class
+    def enter(self) -> _TaskDeadline:
+        global _last_clock
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a deadline must be used inside a task")
-        clock = _clocks.get(task)
-        if clock is None:
-            clock = _clocks[task] = _Clock(task, asyncio.get_running_loop())
+        clock = _last_clock  # the clock of the task that had a deadline last (most often this one)
+        if clock is None or clock.task() is not task:
+            clock = _clocks.get(task)
+            if clock is None:
+                clock = _clocks[task] = _Clock(task, asyncio.get_running_loop())
+            _last_clock = clock
         if clock.current is not None:  # (never nested today) a timer of its own
             clock, self._own = _Clock(task, clock.loop), True
         clock.current, self._clock, self._task = self, clock, task
@@ -220,7 +231,7 @@ class _TaskDeadline:
             clock.arm(self._when)
         return self
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+    def exit(self, exc_type: object, exc: BaseException | None) -> None:
         clock, task = self._clock, self._task
         assert clock is not None and task is not None
         clock.current, self._clock, self._task = None, None, None  # its timer stays armed
@@ -230,6 +241,12 @@ class _TaskDeadline:
             uncancelled = task.uncancel()  # type: ignore[attr-defined]  # (3.11+)
             if uncancelled <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
+
+    async def __aenter__(self) -> _TaskDeadline:  # noqa: PYI034 - a final private class
+        return self.enter()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.exit(exc_type, exc)
 
 
 def _deadline(when: float | None) -> Any:
@@ -345,9 +362,16 @@ async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
                 deadline.reschedule(loop.time() + seconds)
 
         envelope.on_started = started
+    # ``async with deadline``, spelt out: its enter and exit are plain calls, not coroutines.
+    deadline.enter()
     try:
-        async with deadline:
-            return await _attempts(transport, envelope, data, settings, watch)
+        try:
+            outcome = await _attempts(transport, envelope, data, settings, watch)
+        except BaseException as exc:
+            deadline.exit(type(exc), exc)
+            raise
+        deadline.exit(None, None)
+        return outcome
     except TimeoutError as exc:
         if not deadline.expired():
             raise

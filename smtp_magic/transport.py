@@ -1110,11 +1110,17 @@ class SmtpTransport:
         self.settings = settings
         self._password = password
         self._lanes: dict[ConnectionSettings, _Lane] = {}
+        # The lane found last, by the very settings object asked for (a batch's messages share
+        # one): an equal one from another batch would be compared field by field each time.
+        self._last: tuple[ConnectionSettings, _Lane] | None = None
 
     def __repr__(self) -> str:
         return f"<SmtpTransport {len(self._lanes)} destination(s)>"
 
     def _lane(self, settings: ConnectionSettings) -> _Lane:
+        last = self._last
+        if last is not None and last[0] is settings:
+            return last[1]
         lane = self._lanes.get(settings)
         if lane is None:
             if callable(self._password):
@@ -1126,6 +1132,7 @@ class SmtpTransport:
 
                 password = resolve_password(settings)
             lane = self._lanes[settings] = _Lane(settings, password)
+        self._last = (settings, lane)
         return lane
 
     async def deliver(self, envelope: Envelope, data: Data | Iterable[bytes]) -> Outcome | None:
@@ -1188,6 +1195,7 @@ class SmtpTransport:
         """Drop every idle connection without QUIT (the event loop they belong to is gone)."""
         lanes = list(self._lanes.values())
         self._lanes.clear()
+        self._last = None
         for lane in lanes:
             for session in lane.idle:
                 try:
@@ -1199,6 +1207,7 @@ class SmtpTransport:
         """QUIT every idle connection (call when no message is being sent)."""
         lanes = list(self._lanes.values())
         self._lanes.clear()
+        self._last = None
         await asyncio.gather(*(lane.close() for lane in lanes))
 
 
