@@ -34,21 +34,45 @@ Trace = Callable[[str, str], None]
 
 def parse_reply(buffer: bytearray) -> tuple[int, str] | None:
     """Take one complete (possibly multi-line) reply off the front of ``buffer``."""
-    offset, code, lines = 0, -1, []
-    while True:
-        end = buffer.find(b"\n", offset)
-        if end == -1:
-            return None
-        line = bytes(buffer[offset:end + 1])
-        offset = end + 1
+    found = _reply_at(buffer, 0)
+    if found is None:
+        return None
+    del buffer[:found[2]]
+    return found[0], found[1]
+
+
+def _reply_at(buffer: bytearray, offset: int) -> tuple[int, str, int] | None:
+    """The complete (possibly multi-line) reply at ``offset`` in ``buffer`` and the offset
+    after it, or None; the buffer is left as it is (the caller cuts what it has read once)."""
+    end = buffer.find(b"\n", offset)
+    if end == -1:
+        return None
+    line = buffer[offset:end + 1]
+    if line[3:4] != b"-":  # the common case: a one-line reply
         try:
             code = int(line[:3])
         except ValueError:
-            raise ValueError(f"malformed SMTP reply line {line[:80]!r}") from None
+            raise ValueError(f"malformed SMTP reply line {bytes(line[:80])!r}") from None
+        return code, line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"), end + 1
+    lines = []
+    while True:
+        try:
+            code = int(line[:3])
+        except ValueError:
+            raise ValueError(f"malformed SMTP reply line {bytes(line[:80])!r}") from None
         lines.append(line[4:].strip(b" \t\r\n"))
+        offset = end + 1
         if line[3:4] != b"-":
-            del buffer[:offset]
-            return code, b"\n".join(lines).decode("utf-8", "surrogateescape")
+            return code, b"\n".join(lines).decode("utf-8", "surrogateescape"), offset
+        end = buffer.find(b"\n", offset)
+        if end == -1:
+            return None
+        line = buffer[offset:end + 1]
+
+
+# ``SMTPResponse`` is a NamedTuple in every supported aiosmtplib: a reply is made with
+# ``tuple.__new__``, as its generated ``__new__`` does, without a Python call per reply.
+_PLAIN_RESPONSE = issubclass(SMTPResponse, tuple) and SMTPResponse._fields == ("code", "message")
 
 
 class _Read:
@@ -120,24 +144,30 @@ class Channel(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if not self._reads:
             return  # unsolicited (between transactions): never paired with a later command
-        self._inbox += self._incoming[:nbytes]
+        inbox, reads, offset = self._inbox, self._reads, 0
+        inbox += self._incoming[:nbytes]
         try:
-            while self._reads:
-                read = self._reads[0]
-                reply = parse_reply(self._inbox)
-                if reply is None:
+            while reads:
+                read = reads[0]
+                found = _reply_at(inbox, offset)
+                if found is None:
                     break
-                read.replies.append(SMTPResponse(*reply))
+                code, text, offset = found
+                read.replies.append(tuple.__new__(SMTPResponse, (code, text)) if _PLAIN_RESPONSE
+                                    else SMTPResponse(code, text))
                 if self.trace is not None:
-                    self.trace("S", f"{reply[0]} {reply[1]}")
+                    self.trace("S", f"{code} {text}")
                 if len(read.replies) >= read.wanted:
-                    self._reads.popleft()
+                    reads.popleft()
                     if not read.future.done():
                         read.future.set_result(read.replies)
         except ValueError as exc:
             self._fail(SMTPResponseException(-1, str(exc)))
             return
-        if len(self._inbox) > _MAX_REPLIES_BYTES:
+        finally:
+            if offset:
+                del inbox[:offset]  # the replies read, at once
+        if len(inbox) > _MAX_REPLIES_BYTES:
             self._fail(SMTPResponseException(-1, "Response too long"))
 
     def eof_received(self) -> bool:

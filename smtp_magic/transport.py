@@ -921,13 +921,13 @@ class Session:
         import aiosmtplib
 
         sender, recipients, smtputf8 = envelope.sender, envelope.recipients, envelope.smtputf8
-        reused = self.is_open  # a connection kept from an earlier message
-        smtp = await self.open()
+        kept = self._smtp
+        reused = kept is not None and self.is_open  # a connection kept from an earlier message
+        smtp = kept if kept is not None and reused else await self.open()
         ahead = self._ahead
         if ahead is not None and ahead != (sender, recipients, _size(data), smtputf8):
             self.abort()  # the server waits for another message's data: start afresh
             smtp = await self.open()
-        where = _where(self.settings)
         sent = False  # the final "." went out and no final reply came back (yet)
         # A kept connection the server dropped before this message's end went out (its
         # envelope perhaps sent ahead with the previous message's data) was stale: not this
@@ -960,6 +960,7 @@ class Session:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:
+            where = _where(self.settings)  # (made only for an error's sentence)
             self._after_error(exc)
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{where} deferred the sender: {_reply(exc)}.",
@@ -973,6 +974,7 @@ class Session:
             raise _answered(Rejected, f"{where} refused the sender {sender!r}: {_reply(exc)}.",
                             exc) from exc
         except aiosmtplib.SMTPDataError as exc:
+            where = _where(self.settings)
             self._after_error(exc)
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{where} deferred the message: {_reply(exc)}.",
@@ -983,16 +985,19 @@ class Session:
             raise _answered(Rejected, f"{where} refused the message: {_reply(exc)}.",
                             exc) from exc
         except aiosmtplib.SMTPNotSupported as exc:
+            where = _where(self.settings)
             raise Rejected(f"{where} cannot take this message: {exc}.") from exc
         except OutboxUnwritable:
             self.abort()  # the end of the data was never sent: nothing was delivered
             raise
         except aiosmtplib.SMTPResponseException as exc:
+            where = _where(self.settings)
             self._after_error(exc)
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{where} answered {_reply(exc)}.", exc) from exc
             raise _answered(Rejected, f"{where} answered {_reply(exc)}.", exc) from exc
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+            where = _where(self.settings)
             if self._ahead is not None:  # dropped with an envelope sent ahead: not again here
                 _no_ahead.add((self.settings.host, self.settings.port))
                 log.warning("%s dropped the connection after a message's end of data that carried "
@@ -1004,6 +1009,7 @@ class Session:
                               f"before confirming it; {IN_DOUBT_NOTE}") from exc
             raise _Transient(f"{where} dropped the connection before confirming delivery.") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
+            where = _where(self.settings)
             self.abort()
             if not sent:  # stalled before the data: nothing can have arrived
                 raise TemporaryFailure(f"{where} stopped answering before the message was "
