@@ -342,8 +342,7 @@ async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Ou
         log.warning("%s: %s", message_id, warning)
         return Response(exitcode=ExitCode.SENT, message=warning, message_id=message_id,
                         elapsed=elapsed, accepted=tuple(outcome.accepted))
-    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=elapsed,
-                    accepted=tuple(outcome.accepted))
+    return Response.sent(message_id, elapsed, tuple(outcome.accepted))
 
 
 async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
