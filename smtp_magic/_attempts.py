@@ -302,9 +302,10 @@ async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Ou
             if pacer is not None:
                 pacer.succeeded()
             break
-        error = outcome_error(outcome, settings)
-        if error is not None:
-            raise error
+        if outcome is not None:
+            error = outcome_error(outcome, settings)
+            if error is not None:
+                raise error
     except SmtpMagicError as exc:
         in_doubt = isinstance(exc, InDoubt) or watch.unconfirmed
         if not in_doubt:
@@ -341,14 +342,17 @@ async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Ou
                    f"({exc.strerror or exc}); it stays there as in doubt: do not resend it.")
         log.warning("%s: %s", message_id, warning)
         return Response(exitcode=ExitCode.SENT, message=warning, message_id=message_id,
-                        elapsed=elapsed, accepted=tuple(outcome.accepted))
-    return Response.sent(message_id, elapsed, tuple(outcome.accepted))
+                        elapsed=elapsed, accepted=tuple(envelope.recipients if outcome is None
+                                                        else outcome.accepted))
+    return Response.sent(message_id, elapsed,
+                         tuple(envelope.recipients if outcome is None else outcome.accepted))
 
 
 async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
-                 watch: _Watch, route: tuple[Any, bool]) -> Outcome:
+                 watch: _Watch, route: tuple[Any, bool]) -> Outcome | None:
     """The attempts bounded by the execution timeout (``settings.timeout``: connecting and
-    retries included; from when the transport starts on the message, if it queues it)."""
+    retries included; from when the transport starts on the message, if it queues it).
+    None: every recipient accepted the message at the first attempt."""
     watch.unconfirmed, watch.last = False, None
     envelope.stalled = None
     transport, queues = route
@@ -378,10 +382,11 @@ async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
 
 
 async def _attempts(transport: Any, envelope: Envelope, data: Data,
-                    settings: ConnectionSettings, watch: _Watch) -> Outcome:
+                    settings: ConnectionSettings, watch: _Watch) -> Outcome | None:
     """Deliver, retrying temporary failures (the whole message, or the recipients the
     server deferred) with ``backoff`` up to ``settings.attempts`` attempts in all. A
-    throttling reply with nothing accepted is ``pacing.Throttled`` (the pace slows)."""
+    throttling reply with nothing accepted is ``pacing.Throttled`` (the pace slows).
+    None: every recipient accepted it at once (the common case: no Outcome made for it)."""
     accepted: list[str] = []
     refused: dict[str, tuple[int, str]] = {}
     pending = envelope.recipients
@@ -393,7 +398,7 @@ async def _attempts(transport: Any, envelope: Envelope, data: Data,
         try:
             outcome = await transport.deliver(this, data)
             if outcome is None and attempt == 1:  # the common case: everyone, at once
-                return Outcome(list(envelope.recipients))
+                return None
         except pacing.Throttled:
             raise
         except TemporaryFailure as exc:

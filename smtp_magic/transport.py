@@ -456,7 +456,7 @@ async def _send_message(
         raise
     then, then_replies = b"", 0
     after = (upcoming() if upcoming is not None and pipelining
-             and not any(400 <= r.code < 500 for r in refused.values()) else None)
+             and not (refused and any(400 <= r.code < 500 for r in refused.values())) else None)
     if after is not None and (not after.smtputf8 or smtp.supports_extension("smtputf8")):
         then = b"".join(envelope_commands(smtp, after.sender, after.recipients,
                                           after.size, after.smtputf8)) + b"DATA\r\n"
@@ -1016,6 +1016,8 @@ class Session:
                                        "sent; it is kept in the outbox.") from exc
             raise InDoubt(f"{where} stopped answering after the message was sent; "
                           f"{IN_DOUBT_NOTE}") from exc
+        if not errors:  # every recipient accepted
+            return list(recipients), {}, {}
         refused_perm: dict[str, tuple[int, str]] = {}
         refused_temp: dict[str, tuple[int, str]] = {}
         for rcpt, err in errors.items():
@@ -1171,6 +1173,8 @@ class SmtpTransport:
                         raise
                     again = False
                     continue
+                if not (perm or temp or refused):  # every recipient accepted (the common case)
+                    break
                 accepted += got
                 refused.update(perm)
                 # "452 too many recipients" asks for the rest in another transaction.
