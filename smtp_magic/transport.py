@@ -223,8 +223,11 @@ _SLICE = 1 << 20  # large payloads go to the socket a megabyte at a time
 
 
 def _normalized(chunk: bytes) -> bool:
-    lf = chunk.count(b"\n")
-    return chunk.count(b"\r\n") == lf and chunk.count(b"\r") == lf
+    """Whether every line end in ``chunk`` is CRLF: no CR or LF is left once each CRLF is
+    replaced. A same-length replacement is one search pass (plus a copy), and the two ``in``
+    tests are memchr; counting LF, CR and CRLF took three slower passes."""
+    rest = chunk.replace(b"\r\n", b"  ")
+    return b"\r" not in rest and b"\n" not in rest
 
 
 def data_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -27,6 +27,15 @@ def test_a_message_held_whole_gets_the_payload_data_chunks_makes(data: bytes) ->
     assert transport._whole(data) == b"".join(transport.data_chunks((data,)))
 
 
+@given(MESSAGE_BYTES)
+@example(b"\r\r\n")
+@example(b"\n\r")
+@example(b"a\r\nb\r")
+def test_line_ends_are_found_normal_exactly_when_every_one_is_crlf(data: bytes) -> None:
+    lf = data.count(b"\n")
+    assert transport._normalized(data) == (data.count(b"\r\n") == lf == data.count(b"\r"))
+
+
 def parse_reply_reference(buffer: bytearray) -> tuple[int, str] | None:
     """The parser before replies were read in place (one list and one cut per reply)."""
     offset, code, lines = 0, -1, []
