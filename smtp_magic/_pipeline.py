@@ -232,9 +232,10 @@ class Channel(asyncio.BufferedProtocol):
             raise SMTPServerDisconnected("Connection lost")
         if self._ahead is not None:
             raise RuntimeError("an envelope sent ahead must be claimed first")
-        self._trace_commands(commands)
-        if size and self.trace is not None:
-            self.trace("C", f"<message: {size} bytes>")
+        if self.trace is not None:
+            self._trace_commands(commands)
+            if size:
+                self.trace("C", f"<message: {size} bytes>")
         read = self._expect(replies)
         write = self.transport.write
         pending = commands
@@ -249,7 +250,8 @@ class Channel(asyncio.BufferedProtocol):
         if ending is not None:
             ending()
         if then:
-            self._trace_commands(then)
+            if self.trace is not None:
+                self._trace_commands(then)
             self._ahead = (then if then_key is None else then_key, self._expect(then_replies))
             pending += then
         if pending:
@@ -266,6 +268,8 @@ class Channel(asyncio.BufferedProtocol):
         if sent != envelope:
             raise RuntimeError("the envelope sent ahead belongs to another message")
         self._ahead = None
+        if read.future.done():  # (most often: they came with the reply to the data before)
+            return read.future.result()
         return await self._replies(read, timeout)
 
     async def _replies(self, read: _Read, timeout: float | None) -> list[SMTPResponse]:
