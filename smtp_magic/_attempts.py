@@ -102,13 +102,18 @@ class _Deadline:
     """``asyncio.timeout(None)`` for Python 3.10: cancels the task at the time given to
     ``reschedule`` (loop time) and turns that cancellation into ``TimeoutError``."""
 
-    def __init__(self, when: float | None = None) -> None:
-        self._when = when
+    def __init__(self, when: float | None = None, after: float = 0.0) -> None:
+        self._when, self._after = when, after
         self._fired = False
         self._handle: asyncio.TimerHandle | None = None
 
     def when(self) -> float | None:
         return self._when
+
+    def start(self) -> None:
+        """Set to ``after`` seconds from now, unless it is set already."""
+        if self._when is None:
+            self.reschedule(asyncio.get_running_loop().time() + self._after)
 
     def expired(self) -> bool:
         return self._fired
@@ -191,10 +196,10 @@ class _TaskDeadline:
     """``asyncio.timeout_at(when)`` (Python 3.11+: cancel the task, then ``TimeoutError`` if
     that cancellation is the one that ends the block), on its task's ``_Clock``."""
 
-    __slots__ = ("_cancelling", "_clock", "_fired", "_own", "_task", "_when")
+    __slots__ = ("_after", "_cancelling", "_clock", "_fired", "_own", "_task", "_when")
 
-    def __init__(self, when: float | None) -> None:
-        self._when = when
+    def __init__(self, when: float | None, after: float = 0.0) -> None:
+        self._when, self._after = when, after
         self._fired = False
         self._clock: _Clock | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -211,6 +216,13 @@ class _TaskDeadline:
         self._when = when
         if self._clock is not None:
             self._clock.arm(when)
+
+    def start(self) -> None:
+        """Set to ``after`` seconds from now, unless it is set already."""
+        if self._when is None:
+            clock = self._clock
+            loop = clock.loop if clock is not None else asyncio.get_running_loop()
+            self.reschedule(loop.time() + self._after)
 
     def enter(self) -> _TaskDeadline:
         global _last_clock
@@ -249,10 +261,11 @@ class _TaskDeadline:
         self.exit(exc_type, exc)
 
 
-def _deadline(when: float | None) -> Any:
-    """A timeout at loop time ``when``, or armed later (``reschedule``) when None: on the
-    task's one timer (``_TaskDeadline``) where tasks count cancellations (Python 3.11+)."""
-    return _TaskDeadline(when) if _timeout_at is not None else _Deadline(when)
+def _deadline(when: float | None, after: float = 0.0) -> Any:
+    """A timeout at loop time ``when``, or armed later (``reschedule``, or ``start``: ``after``
+    seconds from then) when None: on the task's one timer (``_TaskDeadline``) where tasks
+    count cancellations (Python 3.11+)."""
+    return _TaskDeadline(when, after) if _timeout_at is not None else _Deadline(when, after)
 
 
 async def save_copy(folder: imap.SentFolder, response: Response, data: Data) -> Response:
@@ -285,7 +298,7 @@ async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Ou
     try:
         throttled = 0
         while True:
-            if pacer is not None:
+            if pacer is not None and not pacer.go(retry=throttled > 0):
                 await pacer.wait(retry=throttled > 0)
             clock = time.monotonic()
             try:
@@ -358,13 +371,9 @@ async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
     transport, queues = route
     loop = asyncio.get_running_loop()
     seconds = settings.timeout
-    deadline = _deadline(None if queues else loop.time() + seconds)
-    if queues:
-        def started() -> None:  # the clock starts once, however many attempts follow
-            if deadline.when() is None:
-                deadline.reschedule(loop.time() + seconds)
-
-        envelope.on_started = started
+    deadline = _deadline(None if queues else loop.time() + seconds, seconds)
+    if queues:  # the clock starts once, however many attempts follow
+        envelope.on_started = deadline.start
     # ``async with deadline``, spelt out: its enter and exit are plain calls, not coroutines.
     deadline.enter()
     try:
