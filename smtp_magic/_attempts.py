@@ -6,6 +6,7 @@ in doubt) and its ``save_sent`` copy."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -159,20 +160,22 @@ class _Clock:
     behind) per message. It stays armed between messages, no later than the current deadline;
     fired early (the deadline moved on), it re-arms itself."""
 
-    __slots__ = ("current", "handle", "loop", "task")
+    __slots__ = ("armed", "current", "handle", "loop", "task")
 
     def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
-        # (A weak reference: ``_clocks`` keeps its clocks, a clock must not keep its task.)
+        # (A weak reference: the task's context keeps its clock, a clock must not keep its task.)
         self.task, self.loop = weakref.ref(task), loop
         self.current: _TaskDeadline | None = None
         self.handle: asyncio.TimerHandle | None = None
+        self.armed = 0.0  # when the handle fires (its when(), without a call)
 
     def arm(self, when: float) -> None:
         handle = self.handle
-        if handle is None or handle.when() > when:
+        if handle is None or self.armed > when:
             if handle is not None:
                 handle.cancel()
             self.handle = self.loop.call_at(when, self.fire)
+            self.armed = when
 
     def fire(self) -> None:
         fired, self.handle = self.handle, None
@@ -181,6 +184,7 @@ class _Clock:
             return  # between messages: the next deadline arms the timer again
         if fired is not None and deadline._when > fired.when():
             self.handle = self.loop.call_at(deadline._when, self.fire)
+            self.armed = deadline._when
             return
         task = self.task()
         if task is not None:
@@ -188,8 +192,10 @@ class _Clock:
             task.cancel()
 
 
-_clocks: weakref.WeakKeyDictionary[asyncio.Task[Any], _Clock] = weakref.WeakKeyDictionary()
-_last_clock: _Clock | None = None  # the one looked up last (a clock holds its task weakly)
+# The clock of the task that runs: a context variable, as each task runs in a context of its
+# own (a task started from another inherits its clock, and gets its own at its first deadline).
+_task_clock: contextvars.ContextVar[_Clock | None] = contextvars.ContextVar(
+    "smtp_magic_task_clock", default=None)
 
 
 class _TaskDeadline:
@@ -221,20 +227,20 @@ class _TaskDeadline:
         """Set to ``after`` seconds from now, unless it is set already."""
         if self._when is None:
             clock = self._clock
-            loop = clock.loop if clock is not None else asyncio.get_running_loop()
-            self.reschedule(loop.time() + self._after)
+            if clock is None:  # (outside its block: armed when it is entered)
+                self._when = asyncio.get_running_loop().time() + self._after
+                return
+            self._when = when = clock.loop.time() + self._after
+            clock.arm(when)
 
     def enter(self) -> _TaskDeadline:
-        global _last_clock
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a deadline must be used inside a task")
-        clock = _last_clock  # the clock of the task that had a deadline last (most often this one)
+        clock = _task_clock.get()
         if clock is None or clock.task() is not task:
-            clock = _clocks.get(task)
-            if clock is None:
-                clock = _clocks[task] = _Clock(task, asyncio.get_running_loop())
-            _last_clock = clock
+            clock = _Clock(task, asyncio.get_running_loop())
+            _task_clock.set(clock)
         if clock.current is not None:  # (never nested today) a timer of its own
             clock, self._own = _Clock(task, clock.loop), True
         clock.current, self._clock, self._task = self, clock, task
