@@ -113,6 +113,7 @@ class Channel(asyncio.BufferedProtocol):
         # The read timeout: one timer per connection, moved lazily (see ``_replies``).
         self._deadline: float | None = None  # when the reply awaited now is late, if any
         self._watch: asyncio.TimerHandle | None = None
+        self._armed = 0.0  # when ``_watch`` fires (its when(), without a call)
 
     @classmethod
     def take(cls, transport: Any, trace: Trace | None = None) -> Channel:
@@ -284,10 +285,11 @@ class Channel(asyncio.BufferedProtocol):
         # timer stays armed and, when it fires early (the deadline moved on), re-arms itself.
         deadline = self._deadline = self._event_loop.time() + timeout
         watch = self._watch
-        if watch is None or watch.when() > deadline:
+        if watch is None or self._armed > deadline:
             if watch is not None:
                 watch.cancel()
             self._watch = self._event_loop.call_at(deadline, self._check_deadline)
+            self._armed = deadline
         try:
             return await future
         finally:
@@ -301,6 +303,7 @@ class Channel(asyncio.BufferedProtocol):
             return  # nothing awaited now: the next wait arms the timer again
         if fired is not None and deadline > fired.when():
             self._watch = self._event_loop.call_at(deadline, self._check_deadline)
+            self._armed = deadline
             return
         self._fail(SMTPReadTimeoutError("Timed out waiting for server response"))
 

@@ -384,7 +384,10 @@ def envelope_commands(smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str,
         mail += b" SIZE=%d" % size
     if smtputf8:
         mail += b" SMTPUTF8"
-    return [mail + b"\r\n", *(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n" for r in recipients)]
+    commands = [mail + b"\r\n"]
+    for r in recipients:
+        commands.append(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n")
+    return commands
 
 
 # Servers known to break on an envelope sent with the end of the previous message's data,
@@ -409,7 +412,7 @@ class Upcoming(NamedTuple):
 async def _send_message(
     smtp: aiosmtplib.SMTP, channel: Channel | None, sender: str, recipients: tuple[str, ...],
     data: Data, smtputf8: bool, sending: Callable[[], None] = lambda: None,
-    upcoming: Callable[[], Upcoming | None] | None = None,
+    upcoming: Callable[[], Upcoming | None] | None = None, size: int | None = None,
 ) -> dict[str, Any]:
     """One mail transaction; returns the refused recipients as aiosmtplib's ``sendmail`` does
     and raises aiosmtplib's exceptions, whichever path carries it.
@@ -427,15 +430,15 @@ async def _send_message(
     if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
     timeout = smtp.timeout
-    size = _size(data)
+    if size is None:
+        size = _size(data)
     pipelining = smtp.supports_extension("pipelining")
     refused: dict[str, Any] = {}
     try:
         if pipelining:
             # Sent ahead, the envelope is known by what it was made of (the same commands):
             # no need to make them again to recognise it.
-            replies = await channel.prefetched(Upcoming(sender, recipients, size, smtputf8),
-                                               timeout)
+            replies = await channel.prefetched((sender, recipients, size, smtputf8), timeout)
             if replies is None:
                 envelope = b"".join(envelope_commands(smtp, sender, recipients, size,
                                                       smtputf8)) + b"DATA\r\n"
@@ -938,8 +941,9 @@ class Session:
         kept = self._smtp
         reused = kept is not None and self.is_open  # a connection kept from an earlier message
         smtp = kept if kept is not None and reused else await self.open()
+        size = _size(data)
         ahead = self._ahead
-        if ahead is not None and ahead != (sender, recipients, _size(data), smtputf8):
+        if ahead is not None and ahead != (sender, recipients, size, smtputf8):
             self.abort()  # the server waits for another message's data: start afresh
             smtp = await self.open()
         sent = False  # the final "." went out and no final reply came back (yet)
@@ -959,7 +963,8 @@ class Session:
             try:
                 errors = await _send_message(smtp, channel, sender, recipients, data,
                                              smtputf8, sending,
-                                             self._claim_next if self._send_ahead else None)
+                                             self._claim_next if self._send_ahead else None,
+                                             size)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
                     aiosmtplib.SMTPNotSupported):
                 if sent:  # a final answer: this attempt delivered nothing
@@ -1161,8 +1166,10 @@ class SmtpTransport:
         settings = envelope.settings or self.settings
         if settings is None:
             raise ValueError("the SMTP transport was given no settings for this message")
-        payload = cast(Data, data if isinstance(data, bytes) or hasattr(data, "chunks")
-                       else b"".join(data))  # an iterable of chunks: held whole
+        if isinstance(data, bytes):
+            payload: Data = data
+        else:  # an iterable of chunks is held whole
+            payload = cast(Data, data if hasattr(data, "chunks") else b"".join(data))
         lane = self._lane(settings)
         session = lane.take()
         if session is None:  # its envelope may go out ahead, with the end of another's data
