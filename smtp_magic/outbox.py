@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from ._paths import open_private, private_dir, user_path, write_private
-from .errors import OutboxUnwritable
+from .errors import ExitCode, OutboxUnwritable
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
@@ -657,7 +657,7 @@ class SendRecord:
 
     def finish(self, response: Response) -> None:
         self.response = response
-        state = response.state
+        state = "sent" if response.exitcode is ExitCode.SENT else response.state  # (most often)
         self.status = "failed" if state == "not sent" else state  # sent, partly sent, in doubt
         if self._log is not None:
             self._log.changed()
