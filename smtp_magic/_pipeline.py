@@ -229,7 +229,7 @@ class Channel(asyncio.BufferedProtocol):
         it by ``then_key`` (what it was made of; ``then`` itself if None). ``ending()`` is
         called just before that last write (it may raise to keep the end from going out).
         """
-        if not self.is_open:
+        if self._lost or self.transport.is_closing():  # (``is_open``, without a property call)
             raise SMTPServerDisconnected("Connection lost")
         if self._ahead is not None:
             raise RuntimeError("an envelope sent ahead must be claimed first")
