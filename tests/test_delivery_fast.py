@@ -4,6 +4,9 @@ of a delivered message made field for field."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 from smtp_magic import _pipeline, transport
 from smtp_magic.errors import ExitCode
 from smtp_magic.models import Response
+from smtp_magic.outbox import SendLog, SendRecord
 
 # Bytes where the DATA transformation has something to do: line ends of every kind, dots.
 MESSAGE_BYTES = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"..", b"a", b" ", b"\xff"]),
@@ -112,3 +116,26 @@ def test_the_response_of_a_sent_message_is_what_the_constructor_makes(accepted) 
     assert list(vars(fast).items()) == list(vars(slow).items())
     assert type(fast.exitcode) is ExitCode and fast.ok and fast.state == "sent"
     assert fast.refused is not Response.sent(None, 0.0, ()).refused  # not shared between responses
+
+
+def test_a_finished_send_still_wakes_a_thread_waiting_for_the_send_log() -> None:
+    """A finished send notifies only when a thread waits (``SendLog.changed``): one that
+    waits is woken at once, not at the end of its timeout."""
+    log = SendLog()
+    record = log.add(SendRecord("s", ("a@example.test",), "<id@example.test>"))
+    waited: list[float] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        assert log.wait(timeout=5) == []
+        waited.append(time.monotonic() - started)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    while not log._waiting:  # the waiter is counted (then it waits, or sees the record done)
+        time.sleep(0.01)
+    time.sleep(0.1)
+    record.finish(Response.sent("<id@example.test>", 0.1, ("a@example.test",)))
+    waiter.join(20)
+    assert waited and waited[0] < 4 and record.status == "sent"
+    assert log._waiting == 0
