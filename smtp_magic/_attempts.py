@@ -6,6 +6,7 @@ in doubt) and its ``save_sent`` copy."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -102,13 +103,18 @@ class _Deadline:
     """``asyncio.timeout(None)`` for Python 3.10: cancels the task at the time given to
     ``reschedule`` (loop time) and turns that cancellation into ``TimeoutError``."""
 
-    def __init__(self, when: float | None = None) -> None:
-        self._when = when
+    def __init__(self, when: float | None = None, after: float = 0.0) -> None:
+        self._when, self._after = when, after
         self._fired = False
         self._handle: asyncio.TimerHandle | None = None
 
     def when(self) -> float | None:
         return self._when
+
+    def start(self) -> None:
+        """Set to ``after`` seconds from now, unless it is set already."""
+        if self._when is None:
+            self.reschedule(asyncio.get_running_loop().time() + self._after)
 
     def expired(self) -> bool:
         return self._fired
@@ -123,7 +129,7 @@ class _Deadline:
         self._fired = True
         self._task.cancel()
 
-    async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
+    def enter(self) -> _Deadline:
         self._home = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -132,11 +138,17 @@ class _Deadline:
             self.reschedule(self._when)
         return self
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+    def exit(self, exc_type: object, exc: BaseException | None) -> None:
         if self._handle is not None:
             self._handle.cancel()
         if self._fired and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
+
+    async def __aenter__(self) -> _Deadline:  # noqa: PYI034 - a final private class
+        return self.enter()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.exit(exc_type, exc)
 
 
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
@@ -148,20 +160,22 @@ class _Clock:
     behind) per message. It stays armed between messages, no later than the current deadline;
     fired early (the deadline moved on), it re-arms itself."""
 
-    __slots__ = ("current", "handle", "loop", "task")
+    __slots__ = ("armed", "current", "handle", "loop", "task")
 
     def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
-        # (A weak reference: ``_clocks`` keeps its clocks, a clock must not keep its task.)
+        # (A weak reference: the task's context keeps its clock, a clock must not keep its task.)
         self.task, self.loop = weakref.ref(task), loop
         self.current: _TaskDeadline | None = None
         self.handle: asyncio.TimerHandle | None = None
+        self.armed = 0.0  # when the handle fires (its when(), without a call)
 
     def arm(self, when: float) -> None:
         handle = self.handle
-        if handle is None or handle.when() > when:
+        if handle is None or self.armed > when:
             if handle is not None:
                 handle.cancel()
             self.handle = self.loop.call_at(when, self.fire)
+            self.armed = when
 
     def fire(self) -> None:
         fired, self.handle = self.handle, None
@@ -170,6 +184,7 @@ class _Clock:
             return  # between messages: the next deadline arms the timer again
         if fired is not None and deadline._when > fired.when():
             self.handle = self.loop.call_at(deadline._when, self.fire)
+            self.armed = deadline._when
             return
         task = self.task()
         if task is not None:
@@ -177,17 +192,20 @@ class _Clock:
             task.cancel()
 
 
-_clocks: weakref.WeakKeyDictionary[asyncio.Task[Any], _Clock] = weakref.WeakKeyDictionary()
+# The clock of the task that runs: a context variable, as each task runs in a context of its
+# own (a task started from another inherits its clock, and gets its own at its first deadline).
+_task_clock: contextvars.ContextVar[_Clock | None] = contextvars.ContextVar(
+    "smtp_magic_task_clock", default=None)
 
 
 class _TaskDeadline:
     """``asyncio.timeout_at(when)`` (Python 3.11+: cancel the task, then ``TimeoutError`` if
     that cancellation is the one that ends the block), on its task's ``_Clock``."""
 
-    __slots__ = ("_cancelling", "_clock", "_fired", "_own", "_task", "_when")
+    __slots__ = ("_after", "_cancelling", "_clock", "_fired", "_own", "_task", "_when")
 
-    def __init__(self, when: float | None) -> None:
-        self._when = when
+    def __init__(self, when: float | None, after: float = 0.0) -> None:
+        self._when, self._after = when, after
         self._fired = False
         self._clock: _Clock | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -205,13 +223,24 @@ class _TaskDeadline:
         if self._clock is not None:
             self._clock.arm(when)
 
-    async def __aenter__(self) -> _TaskDeadline:  # noqa: PYI034 - a final private class
+    def start(self) -> None:
+        """Set to ``after`` seconds from now, unless it is set already."""
+        if self._when is None:
+            clock = self._clock
+            if clock is None:  # (outside its block: armed when it is entered)
+                self._when = asyncio.get_running_loop().time() + self._after
+                return
+            self._when = when = clock.loop.time() + self._after
+            clock.arm(when)
+
+    def enter(self) -> _TaskDeadline:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a deadline must be used inside a task")
-        clock = _clocks.get(task)
-        if clock is None:
-            clock = _clocks[task] = _Clock(task, asyncio.get_running_loop())
+        clock = _task_clock.get()
+        if clock is None or clock.task() is not task:
+            clock = _Clock(task, asyncio.get_running_loop())
+            _task_clock.set(clock)
         if clock.current is not None:  # (never nested today) a timer of its own
             clock, self._own = _Clock(task, clock.loop), True
         clock.current, self._clock, self._task = self, clock, task
@@ -220,7 +249,7 @@ class _TaskDeadline:
             clock.arm(self._when)
         return self
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+    def exit(self, exc_type: object, exc: BaseException | None) -> None:
         clock, task = self._clock, self._task
         assert clock is not None and task is not None
         clock.current, self._clock, self._task = None, None, None  # its timer stays armed
@@ -231,11 +260,18 @@ class _TaskDeadline:
             if uncancelled <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
 
+    async def __aenter__(self) -> _TaskDeadline:  # noqa: PYI034 - a final private class
+        return self.enter()
 
-def _deadline(when: float | None) -> Any:
-    """A timeout at loop time ``when``, or armed later (``reschedule``) when None: on the
-    task's one timer (``_TaskDeadline``) where tasks count cancellations (Python 3.11+)."""
-    return _TaskDeadline(when) if _timeout_at is not None else _Deadline(when)
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.exit(exc_type, exc)
+
+
+def _deadline(when: float | None, after: float = 0.0) -> Any:
+    """A timeout at loop time ``when``, or armed later (``reschedule``, or ``start``: ``after``
+    seconds from then) when None: on the task's one timer (``_TaskDeadline``) where tasks
+    count cancellations (Python 3.11+)."""
+    return _TaskDeadline(when, after) if _timeout_at is not None else _Deadline(when, after)
 
 
 async def save_copy(folder: imap.SentFolder, response: Response, data: Data) -> Response:
@@ -268,7 +304,7 @@ async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Ou
     try:
         throttled = 0
         while True:
-            if pacer is not None:
+            if pacer is not None and not pacer.go(retry=throttled > 0):
                 await pacer.wait(retry=throttled > 0)
             clock = time.monotonic()
             try:
@@ -285,9 +321,10 @@ async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Ou
             if pacer is not None:
                 pacer.succeeded()
             break
-        error = outcome_error(outcome, settings)
-        if error is not None:
-            raise error
+        if outcome is not None:
+            error = outcome_error(outcome, settings)
+            if error is not None:
+                raise error
     except SmtpMagicError as exc:
         in_doubt = isinstance(exc, InDoubt) or watch.unconfirmed
         if not in_doubt:
@@ -324,30 +361,35 @@ async def deliver(envelope: Envelope, data: Data, entry: OutboxEntry, outbox: Ou
                    f"({exc.strerror or exc}); it stays there as in doubt: do not resend it.")
         log.warning("%s: %s", message_id, warning)
         return Response(exitcode=ExitCode.SENT, message=warning, message_id=message_id,
-                        elapsed=elapsed, accepted=tuple(outcome.accepted))
-    return Response(exitcode=ExitCode.SENT, message_id=message_id, elapsed=elapsed,
-                    accepted=tuple(outcome.accepted))
+                        elapsed=elapsed, accepted=tuple(envelope.recipients if outcome is None
+                                                        else outcome.accepted))
+    return Response.sent(message_id, elapsed,
+                         tuple(envelope.recipients if outcome is None else outcome.accepted))
 
 
 async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
-                 watch: _Watch, route: tuple[Any, bool]) -> Outcome:
+                 watch: _Watch, route: tuple[Any, bool]) -> Outcome | None:
     """The attempts bounded by the execution timeout (``settings.timeout``: connecting and
-    retries included; from when the transport starts on the message, if it queues it)."""
+    retries included; from when the transport starts on the message, if it queues it).
+    None: every recipient accepted the message at the first attempt."""
     watch.unconfirmed, watch.last = False, None
     envelope.stalled = None
     transport, queues = route
     loop = asyncio.get_running_loop()
     seconds = settings.timeout
-    deadline = _deadline(None if queues else loop.time() + seconds)
-    if queues:
-        def started() -> None:  # the clock starts once, however many attempts follow
-            if deadline.when() is None:
-                deadline.reschedule(loop.time() + seconds)
-
-        envelope.on_started = started
+    deadline = _deadline(None if queues else loop.time() + seconds, seconds)
+    if queues:  # the clock starts once, however many attempts follow
+        envelope.on_started = deadline.start
+    # ``async with deadline``, spelt out: its enter and exit are plain calls, not coroutines.
+    deadline.enter()
     try:
-        async with deadline:
-            return await _attempts(transport, envelope, data, settings, watch)
+        try:
+            outcome = await _attempts(transport, envelope, data, settings, watch)
+        except BaseException as exc:
+            deadline.exit(type(exc), exc)
+            raise
+        deadline.exit(None, None)
+        return outcome
     except TimeoutError as exc:
         if not deadline.expired():
             raise
@@ -355,10 +397,11 @@ async def _timed(envelope: Envelope, data: Data, settings: ConnectionSettings,
 
 
 async def _attempts(transport: Any, envelope: Envelope, data: Data,
-                    settings: ConnectionSettings, watch: _Watch) -> Outcome:
+                    settings: ConnectionSettings, watch: _Watch) -> Outcome | None:
     """Deliver, retrying temporary failures (the whole message, or the recipients the
     server deferred) with ``backoff`` up to ``settings.attempts`` attempts in all. A
-    throttling reply with nothing accepted is ``pacing.Throttled`` (the pace slows)."""
+    throttling reply with nothing accepted is ``pacing.Throttled`` (the pace slows).
+    None: every recipient accepted it at once (the common case: no Outcome made for it)."""
     accepted: list[str] = []
     refused: dict[str, tuple[int, str]] = {}
     pending = envelope.recipients
@@ -370,7 +413,7 @@ async def _attempts(transport: Any, envelope: Envelope, data: Data,
         try:
             outcome = await transport.deliver(this, data)
             if outcome is None and attempt == 1:  # the common case: everyone, at once
-                return Outcome(list(envelope.recipients))
+                return None
         except pacing.Throttled:
             raise
         except TemporaryFailure as exc:

@@ -34,21 +34,45 @@ Trace = Callable[[str, str], None]
 
 def parse_reply(buffer: bytearray) -> tuple[int, str] | None:
     """Take one complete (possibly multi-line) reply off the front of ``buffer``."""
-    offset, code, lines = 0, -1, []
-    while True:
-        end = buffer.find(b"\n", offset)
-        if end == -1:
-            return None
-        line = bytes(buffer[offset:end + 1])
-        offset = end + 1
+    found = _reply_at(buffer, 0)
+    if found is None:
+        return None
+    del buffer[:found[2]]
+    return found[0], found[1]
+
+
+def _reply_at(buffer: bytearray, offset: int) -> tuple[int, str, int] | None:
+    """The complete (possibly multi-line) reply at ``offset`` in ``buffer`` and the offset
+    after it, or None; the buffer is left as it is (the caller cuts what it has read once)."""
+    end = buffer.find(b"\n", offset)
+    if end == -1:
+        return None
+    line = buffer[offset:end + 1]
+    if line[3:4] != b"-":  # the common case: a one-line reply
         try:
             code = int(line[:3])
         except ValueError:
-            raise ValueError(f"malformed SMTP reply line {line[:80]!r}") from None
+            raise ValueError(f"malformed SMTP reply line {bytes(line[:80])!r}") from None
+        return code, line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"), end + 1
+    lines = []
+    while True:
+        try:
+            code = int(line[:3])
+        except ValueError:
+            raise ValueError(f"malformed SMTP reply line {bytes(line[:80])!r}") from None
         lines.append(line[4:].strip(b" \t\r\n"))
+        offset = end + 1
         if line[3:4] != b"-":
-            del buffer[:offset]
-            return code, b"\n".join(lines).decode("utf-8", "surrogateescape")
+            return code, b"\n".join(lines).decode("utf-8", "surrogateescape"), offset
+        end = buffer.find(b"\n", offset)
+        if end == -1:
+            return None
+        line = buffer[offset:end + 1]
+
+
+# ``SMTPResponse`` is a NamedTuple in every supported aiosmtplib: a reply is made with
+# ``tuple.__new__``, as its generated ``__new__`` does, without a Python call per reply.
+_PLAIN_RESPONSE = issubclass(SMTPResponse, tuple) and SMTPResponse._fields == ("code", "message")
 
 
 class _Read:
@@ -83,12 +107,13 @@ class Channel(asyncio.BufferedProtocol):
         self._incoming = memoryview(bytearray(_READ_SIZE))
         self._inbox = bytearray()
         self._reads: deque[_Read] = deque()
-        self._ahead: tuple[bytes, _Read] | None = None  # an envelope sent ahead, not yet claimed
+        self._ahead: tuple[object, _Read] | None = None  # an envelope sent ahead, not yet claimed
         self._writable: asyncio.Future[None] | None = None  # set while the transport is paused
         self._lost = False
         # The read timeout: one timer per connection, moved lazily (see ``_replies``).
         self._deadline: float | None = None  # when the reply awaited now is late, if any
         self._watch: asyncio.TimerHandle | None = None
+        self._armed = 0.0  # when ``_watch`` fires (its when(), without a call)
 
     @classmethod
     def take(cls, transport: Any, trace: Trace | None = None) -> Channel:
@@ -120,24 +145,30 @@ class Channel(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if not self._reads:
             return  # unsolicited (between transactions): never paired with a later command
-        self._inbox += self._incoming[:nbytes]
+        inbox, reads, offset = self._inbox, self._reads, 0
+        inbox += self._incoming[:nbytes]
         try:
-            while self._reads:
-                read = self._reads[0]
-                reply = parse_reply(self._inbox)
-                if reply is None:
+            while reads:
+                read = reads[0]
+                found = _reply_at(inbox, offset)
+                if found is None:
                     break
-                read.replies.append(SMTPResponse(*reply))
+                code, text, offset = found
+                read.replies.append(tuple.__new__(SMTPResponse, (code, text)) if _PLAIN_RESPONSE
+                                    else SMTPResponse(code, text))
                 if self.trace is not None:
-                    self.trace("S", f"{reply[0]} {reply[1]}")
+                    self.trace("S", f"{code} {text}")
                 if len(read.replies) >= read.wanted:
-                    self._reads.popleft()
+                    reads.popleft()
                     if not read.future.done():
                         read.future.set_result(read.replies)
         except ValueError as exc:
             self._fail(SMTPResponseException(-1, str(exc)))
             return
-        if len(self._inbox) > _MAX_REPLIES_BYTES:
+        finally:
+            if offset:
+                del inbox[:offset]  # the replies read, at once
+        if len(inbox) > _MAX_REPLIES_BYTES:
             self._fail(SMTPResponseException(-1, "Response too long"))
 
     def eof_received(self) -> bool:
@@ -189,21 +220,23 @@ class Channel(asyncio.BufferedProtocol):
     async def exchange(
         self, commands: bytes, replies: int, timeout: float | None,
         payload: Iterable[bytes] = (), size: int = 0, then: bytes = b"", then_replies: int = 0,
-        ending: Callable[[], None] | None = None,
+        ending: Callable[[], None] | None = None, then_key: object = None,
     ) -> list[SMTPResponse]:
         """Write ``commands`` (CRLF-ended lines) and then ``payload``; read ``replies`` replies.
 
         ``then`` (the next transaction's envelope, ``then_replies`` replies) goes out in the
-        same write as the payload's end; its replies wait for ``prefetched``. ``ending()`` is
+        same write as the payload's end; its replies wait for ``prefetched``, which recognises
+        it by ``then_key`` (what it was made of; ``then`` itself if None). ``ending()`` is
         called just before that last write (it may raise to keep the end from going out).
         """
-        if not self.is_open:
+        if self._lost or self.transport.is_closing():  # (``is_open``, without a property call)
             raise SMTPServerDisconnected("Connection lost")
         if self._ahead is not None:
             raise RuntimeError("an envelope sent ahead must be claimed first")
-        self._trace_commands(commands)
-        if size and self.trace is not None:
-            self.trace("C", f"<message: {size} bytes>")
+        if self.trace is not None:
+            self._trace_commands(commands)
+            if size:
+                self.trace("C", f"<message: {size} bytes>")
         read = self._expect(replies)
         write = self.transport.write
         pending = commands
@@ -218,22 +251,26 @@ class Channel(asyncio.BufferedProtocol):
         if ending is not None:
             ending()
         if then:
-            self._trace_commands(then)
-            self._ahead = (then, self._expect(then_replies))
+            if self.trace is not None:
+                self._trace_commands(then)
+            self._ahead = (then if then_key is None else then_key, self._expect(then_replies))
             pending += then
         if pending:
             write(pending)
         return await self._replies(read, timeout)
 
-    async def prefetched(self, envelope: bytes, timeout: float | None) -> list[SMTPResponse] | None:
-        """The replies to ``envelope`` if it went out ahead (``exchange(..., then=...)``);
-        None when it did not. Another envelope ahead is a bug in the caller."""
+    async def prefetched(self, envelope: object, timeout: float | None) -> list[SMTPResponse] | None:
+        """The replies to ``envelope`` (its ``then_key``, else its bytes) if it went out ahead
+        (``exchange(..., then=...)``); None when it did not. Another envelope ahead is a bug in
+        the caller."""
         if self._ahead is None:
             return None
         sent, read = self._ahead
         if sent != envelope:
             raise RuntimeError("the envelope sent ahead belongs to another message")
         self._ahead = None
+        if read.future.done():  # (most often: they came with the reply to the data before)
+            return read.future.result()
         return await self._replies(read, timeout)
 
     async def _replies(self, read: _Read, timeout: float | None) -> list[SMTPResponse]:
@@ -248,10 +285,11 @@ class Channel(asyncio.BufferedProtocol):
         # timer stays armed and, when it fires early (the deadline moved on), re-arms itself.
         deadline = self._deadline = self._event_loop.time() + timeout
         watch = self._watch
-        if watch is None or watch.when() > deadline:
+        if watch is None or self._armed > deadline:
             if watch is not None:
                 watch.cancel()
             self._watch = self._event_loop.call_at(deadline, self._check_deadline)
+            self._armed = deadline
         try:
             return await future
         finally:
@@ -265,6 +303,7 @@ class Channel(asyncio.BufferedProtocol):
             return  # nothing awaited now: the next wait arms the timer again
         if fired is not None and deadline > fired.when():
             self._watch = self._event_loop.call_at(deadline, self._check_deadline)
+            self._armed = deadline
             return
         self._fail(SMTPReadTimeoutError("Timed out waiting for server response"))
 

@@ -134,6 +134,7 @@ class Mailer:
         self._transport: Any = transport
         self._passwords = Passwords()
         self._pacers: dict[ConnectionSettings, pacing.Pacer] = {}
+        self._plain: ConnectionSettings | None = None  # the last batch's snapshot (_settings_for)
         self._home: asyncio.AbstractEventLoop | None = None  # where its connections live
         self._own_loop: asyncio.AbstractEventLoop | None = None  # for blocking calls, no thread
         self._running = 0  # calls in progress (a blocking call from inside one re-enters)
@@ -262,6 +263,13 @@ class Mailer:
             plain = base.snapshot({"timeout": timeout} if timeout is not None else None)
         except SmtpMagicError:
             plain = None  # each request reports the problem itself
+        if plain is not None:
+            # Unchanged settings: the last batch's snapshot itself, so that the dicts keyed by
+            # it (connections, pacers) find it by identity per message, not field by field.
+            if plain == self._plain:
+                plain = self._plain
+            else:
+                self._plain = plain
         return base, plain
 
     def send(

@@ -242,6 +242,9 @@ class SendRequest:
         return replace(self, **changes)
 
 
+_SENT_RESULT = ExitCode.SENT.result
+
+
 @dataclass(frozen=True)
 class Response:
     """The outcome of one send, as the CLI prints it (``exitcode``, ``message``, ``result``)."""
@@ -255,14 +258,27 @@ class Response:
     accepted: tuple[str, ...] = ()  # recipients the server accepted
 
     def __post_init__(self) -> None:
-        try:
-            code = ExitCode(self.exitcode)
-        except ValueError:
-            code = None
-        else:
-            object.__setattr__(self, "exitcode", code)
+        code: ExitCode | None = self.exitcode  # type: ignore[assignment]
+        if type(code) is not ExitCode:  # (a member as it is: no Enum lookup per message sent)
+            try:
+                code = ExitCode(self.exitcode)
+            except ValueError:
+                code = None
+            else:
+                object.__setattr__(self, "exitcode", code)
         if not self.result:
             object.__setattr__(self, "result", code.result if code is not None else "failed")
+
+    @classmethod
+    def sent(cls, message_id: str | None, elapsed: float, accepted: tuple[str, ...]) -> Response:
+        """``Response(exitcode=ExitCode.SENT, message_id=..., elapsed=..., accepted=...)``, field
+        for field, made without the frozen ``__init__``'s setattr per field (a Response per
+        message is a good part of a bulk send's own cost)."""
+        response = object.__new__(cls)
+        response.__dict__.update(  # in the order of the fields, as __init__ sets them
+            exitcode=ExitCode.SENT, message="", result=_SENT_RESULT, message_id=message_id,
+            refused={}, elapsed=elapsed, accepted=accepted)
+        return response
 
     @classmethod
     def from_error(

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from ._paths import open_private, private_dir, user_path, write_private
-from .errors import OutboxUnwritable
+from .errors import ExitCode, OutboxUnwritable
 from .models import Response
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
@@ -158,9 +158,9 @@ class Outbox:
         returns (a killed process cannot lose it; no fsync). Raises OutboxUnwritable when the
         mark cannot be written: the message must then not be sent."""
         try:
-            journal = _journal_key(entry.key)
             if self._mark_live(entry.key, b"U"):  # the common case: one append
                 return
+            journal = _journal_key(entry.key)
             if journal is not None and not self._meta_path(entry.key).exists():
                 _mark(self._journal_path(journal[0]), journal[1], b"U")
             else:
@@ -244,9 +244,9 @@ class Outbox:
 
     def remove(self, key: str) -> None:
         """Forget a message (delivered, or cleared by the user)."""
-        journal = _journal_key(key)
         if self._mark_live(key, b"D"):  # a confirmed delivery of a batch being sent
             return
+        journal = _journal_key(key)
         if journal is not None and not self._meta_path(key).exists():
             _settle(self._journal_path(journal[0]), journal[1], b"D")
             return
@@ -657,7 +657,7 @@ class SendRecord:
 
     def finish(self, response: Response) -> None:
         self.response = response
-        state = response.state
+        state = "sent" if response.exitcode is ExitCode.SENT else response.state  # (most often)
         self.status = "failed" if state == "not sent" else state  # sent, partly sent, in doubt
         if self._log is not None:
             self._log.changed()
@@ -678,6 +678,7 @@ class SendLog:
         self._records: list[SendRecord] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._waiting = 0  # threads in wait(): a send that finishes wakes nobody otherwise
 
     def add(self, record: SendRecord) -> SendRecord:
         with self._lock:
@@ -694,8 +695,11 @@ class SendLog:
             return [r for r in self._records if r.status == "pending"]
 
     def changed(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
+        # Read without the lock: a waiter that is not counted yet checks the records (already
+        # changed by the caller) before it waits, under the lock.
+        if self._waiting:
+            with self._changed:
+                self._changed.notify_all()
 
     def wait(self, timeout: float | None = None) -> list[SendRecord]:
         """Block until no send is pending, except those delivered by this thread's own event
@@ -706,7 +710,11 @@ class SendLog:
             return all(r.status != "pending" or r.thread == me for r in self._records)
 
         with self._changed:
-            self._changed.wait_for(settled, timeout)
+            self._waiting += 1
+            try:
+                self._changed.wait_for(settled, timeout)
+            finally:
+                self._waiting -= 1
             return [r for r in self._records if r.status == "pending"]
 
     def discard(self, records: Iterable[SendRecord]) -> None:

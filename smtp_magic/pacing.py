@@ -106,6 +106,15 @@ class Pacer:
     def __repr__(self) -> str:
         return f"<Pacer {self.interval:.3f} s per message, {self.settled} of {self.total} done>"
 
+    def go(self, *, retry: bool = False) -> bool:
+        """``wait()`` when there is no pace (most sends): the message may go at once (True),
+        without a coroutine per message; False (nothing done) when ``wait()`` is needed."""
+        if self.interval > 0:
+            return False
+        if not retry:
+            self._begun += 1
+        return True
+
     async def wait(self, *, retry: bool = False) -> None:
         """Wait for this message's start time (at once when there is no pace)."""
         if not retry:

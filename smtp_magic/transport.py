@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from . import _shortcuts
 from .config import ConnectionSettings
@@ -35,7 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
-    import aiosmtplib
+    import aiosmtplib  # noqa: TC004 - then bound as a global (``Session.open``)
 
     from ._pipeline import Channel, Trace
 
@@ -223,8 +223,11 @@ _SLICE = 1 << 20  # large payloads go to the socket a megabyte at a time
 
 
 def _normalized(chunk: bytes) -> bool:
-    lf = chunk.count(b"\n")
-    return chunk.count(b"\r\n") == lf and chunk.count(b"\r") == lf
+    """Whether every line end in ``chunk`` is CRLF: no CR or LF is left once each CRLF is
+    replaced. A same-length replacement is one search pass (plus a copy), and the two ``in``
+    tests are memchr; counting LF, CR and CRLF took three slower passes."""
+    rest = chunk.replace(b"\r\n", b"  ")
+    return b"\r" not in rest and b"\n" not in rest
 
 
 def data_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -267,10 +270,21 @@ def _size(data: Data) -> int:
     return len(data) if isinstance(data, (bytes, bytearray)) else data.size
 
 
+def _whole(data: bytes) -> bytes:
+    """``b"".join(data_chunks((data,)))``: the DATA payload of a message held whole, made
+    without a generator's round trips (most messages; see test_delivery_fast.py)."""
+    if not _normalized(data):  # (a CR at the end becomes CRLF here too)
+        data = _LINE_ENDINGS.sub(b"\r\n", data)
+    if data[:1] == b".":
+        data = b"." + data
+    data = data.replace(b"\n.", b"\n..")
+    return data + (b".\r\n" if data.endswith(b"\n") else b"\r\n.\r\n")
+
+
 def _payload(data: Data) -> Iterator[bytes]:
     if isinstance(data, (bytes, bytearray)):
         if len(data) <= _SLICE:  # one write for a small message
-            return iter((b"".join(data_chunks((bytes(data),))),))
+            return iter((_whole(bytes(data)),))
         return data_chunks(_bytes_chunks(bytes(data)))
     return data_chunks(data.chunks())
 
@@ -366,11 +380,14 @@ def envelope_commands(smtp: aiosmtplib.SMTP, sender: str, recipients: tuple[str,
                       size: int, smtputf8: bool) -> list[bytes]:
     """MAIL FROM (with SIZE and SMTPUTF8 when they apply) and one RCPT TO per recipient."""
     mail = b"MAIL FROM:" + _address(sender, smtputf8)
-    if smtp.supports_extension("size"):
+    if "size" in smtp.esmtp_extensions:  # (supports_extension, without a call per message)
         mail += b" SIZE=%d" % size
     if smtputf8:
         mail += b" SMTPUTF8"
-    return [mail + b"\r\n", *(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n" for r in recipients)]
+    commands = [mail + b"\r\n"]
+    for r in recipients:
+        commands.append(b"RCPT TO:" + _address(r, smtputf8) + b"\r\n")
+    return commands
 
 
 # Servers known to break on an envelope sent with the end of the previous message's data,
@@ -381,10 +398,10 @@ _AHEAD_UNSAFE = re.compile(r"\bDovecot\b", re.IGNORECASE)
 _no_ahead: set[tuple[str, int]] = set()
 
 
-@dataclass(frozen=True)
-class Upcoming:
+class Upcoming(NamedTuple):
     """The message a connection sends next: its envelope may go out ahead, in the same write
-    as the end of the current message's data (see ``Session.upcoming``)."""
+    as the end of the current message's data (see ``Session.upcoming``). A tuple (made per
+    message): a transaction compares the envelope sent ahead with its own in one comparison."""
 
     sender: str
     recipients: tuple[str, ...]
@@ -395,7 +412,7 @@ class Upcoming:
 async def _send_message(
     smtp: aiosmtplib.SMTP, channel: Channel | None, sender: str, recipients: tuple[str, ...],
     data: Data, smtputf8: bool, sending: Callable[[], None] = lambda: None,
-    upcoming: Callable[[], Upcoming | None] | None = None,
+    upcoming: Callable[[], Upcoming | None] | None = None, size: int | None = None,
 ) -> dict[str, Any]:
     """One mail transaction; returns the refused recipients as aiosmtplib's ``sendmail`` does
     and raises aiosmtplib's exceptions, whichever path carries it.
@@ -409,22 +426,26 @@ async def _send_message(
     """
     if channel is None:
         return await _send_public(smtp, sender, recipients, data, smtputf8, sending)
-    import aiosmtplib
-
+    # (``aiosmtplib`` is this module's global once a connection is open: see ``Session.open``)
     if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
     timeout = smtp.timeout
-    commands = envelope_commands(smtp, sender, recipients, _size(data), smtputf8)
-    pipelining = smtp.supports_extension("pipelining")
+    if size is None:
+        size = _size(data)
+    pipelining = "pipelining" in smtp.esmtp_extensions  # (supports_extension("pipelining"))
     refused: dict[str, Any] = {}
     try:
         if pipelining:
-            envelope = b"".join(commands) + b"DATA\r\n"
-            replies = await channel.prefetched(envelope, timeout)
+            # Sent ahead, the envelope is known by what it was made of (the same commands):
+            # no need to make them again to recognise it.
+            replies = await channel.prefetched((sender, recipients, size, smtputf8), timeout)
             if replies is None:
-                replies = await channel.exchange(envelope, len(commands) + 1, timeout)
+                envelope = b"".join(envelope_commands(smtp, sender, recipients, size,
+                                                      smtputf8)) + b"DATA\r\n"
+                replies = await channel.exchange(envelope, len(recipients) + 2, timeout)
             mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         else:
+            commands = envelope_commands(smtp, sender, recipients, size, smtputf8)
             (mail_reply,) = await channel.exchange(commands[0], 1, timeout)
             rcpt_replies, data_reply = [], None
             if mail_reply.code == 250:
@@ -451,15 +472,15 @@ async def _send_message(
         raise
     then, then_replies = b"", 0
     after = (upcoming() if upcoming is not None and pipelining
-             and not any(400 <= r.code < 500 for r in refused.values()) else None)
+             and not (refused and any(400 <= r.code < 500 for r in refused.values())) else None)
     if after is not None and (not after.smtputf8 or smtp.supports_extension("smtputf8")):
         then = b"".join(envelope_commands(smtp, after.sender, after.recipients,
                                           after.size, after.smtputf8)) + b"DATA\r\n"
         then_replies = len(after.recipients) + 2
     # ``sending`` runs just before the write that carries the final ".": until then a drop
     # delivers nothing and the message may be sent again; from then on it is in doubt.
-    (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), _size(data),
-                                      then, then_replies, ending=sending)
+    (reply,) = await channel.exchange(b"", 1, timeout, _payload(data), size,
+                                      then, then_replies, ending=sending, then_key=after)
     # The end of the data ends the transaction whatever the reply (RFC 5321 §4.1.1.4): no RSET,
     # which would also reset an envelope sent ahead.
     if reply.code != 250:
@@ -685,6 +706,9 @@ class Session:
         if self._smtp is not None and self.is_open:
             return self._smtp
         self.abort()
+        # Imported with the first connection, as a global of this module: the code run per
+        # message (``transaction``, ``_send_message``) finds it there, not by an import each time.
+        global aiosmtplib
         import aiosmtplib
 
         s = self.settings
@@ -913,17 +937,15 @@ class Session:
         OutboxUnwritable: then it never does), ``envelope.answered()`` when the final reply
         then came.
         """
-        import aiosmtplib
-
         sender, recipients, smtputf8 = envelope.sender, envelope.recipients, envelope.smtputf8
-        reused = self.is_open  # a connection kept from an earlier message
-        smtp = await self.open()
-        ahead = self._ahead  # (compared field by field: no Upcoming made per message)
-        if ahead is not None and not (ahead.sender == sender and ahead.recipients == recipients
-                                      and ahead.size == _size(data) and ahead.smtputf8 == smtputf8):
+        kept = self._smtp
+        reused = kept is not None and self.is_open  # a connection kept from an earlier message
+        smtp = kept if kept is not None and reused else await self.open()
+        size = _size(data)
+        ahead = self._ahead
+        if ahead is not None and ahead != (sender, recipients, size, smtputf8):
             self.abort()  # the server waits for another message's data: start afresh
             smtp = await self.open()
-        where = _where(self.settings)
         sent = False  # the final "." went out and no final reply came back (yet)
         # A kept connection the server dropped before this message's end went out (its
         # envelope perhaps sent ahead with the previous message's data) was stale: not this
@@ -941,7 +963,8 @@ class Session:
             try:
                 errors = await _send_message(smtp, channel, sender, recipients, data,
                                              smtputf8, sending,
-                                             self._claim_next if self._send_ahead else None)
+                                             self._claim_next if self._send_ahead else None,
+                                             size)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
                     aiosmtplib.SMTPNotSupported):
                 if sent:  # a final answer: this attempt delivered nothing
@@ -956,6 +979,7 @@ class Session:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             errors = {r.recipient: r for r in exc.recipients}
         except aiosmtplib.SMTPSenderRefused as exc:
+            where = _where(self.settings)  # (made only for an error's sentence)
             self._after_error(exc)
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{where} deferred the sender: {_reply(exc)}.",
@@ -969,6 +993,7 @@ class Session:
             raise _answered(Rejected, f"{where} refused the sender {sender!r}: {_reply(exc)}.",
                             exc) from exc
         except aiosmtplib.SMTPDataError as exc:
+            where = _where(self.settings)
             self._after_error(exc)
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{where} deferred the message: {_reply(exc)}.",
@@ -979,16 +1004,19 @@ class Session:
             raise _answered(Rejected, f"{where} refused the message: {_reply(exc)}.",
                             exc) from exc
         except aiosmtplib.SMTPNotSupported as exc:
+            where = _where(self.settings)
             raise Rejected(f"{where} cannot take this message: {exc}.") from exc
         except OutboxUnwritable:
             self.abort()  # the end of the data was never sent: nothing was delivered
             raise
         except aiosmtplib.SMTPResponseException as exc:
+            where = _where(self.settings)
             self._after_error(exc)
             if 400 <= exc.code < 500:
                 raise _answered(_Transient, f"{where} answered {_reply(exc)}.", exc) from exc
             raise _answered(Rejected, f"{where} answered {_reply(exc)}.", exc) from exc
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+            where = _where(self.settings)
             if self._ahead is not None:  # dropped with an envelope sent ahead: not again here
                 _no_ahead.add((self.settings.host, self.settings.port))
                 log.warning("%s dropped the connection after a message's end of data that carried "
@@ -1000,12 +1028,15 @@ class Session:
                               f"before confirming it; {IN_DOUBT_NOTE}") from exc
             raise _Transient(f"{where} dropped the connection before confirming delivery.") from exc
         except aiosmtplib.SMTPTimeoutError as exc:
+            where = _where(self.settings)
             self.abort()
             if not sent:  # stalled before the data: nothing can have arrived
                 raise TemporaryFailure(f"{where} stopped answering before the message was "
                                        "sent; it is kept in the outbox.") from exc
             raise InDoubt(f"{where} stopped answering after the message was sent; "
                           f"{IN_DOUBT_NOTE}") from exc
+        if not errors:  # every recipient accepted
+            return list(recipients), {}, {}
         refused_perm: dict[str, tuple[int, str]] = {}
         refused_temp: dict[str, tuple[int, str]] = {}
         for rcpt, err in errors.items():
@@ -1106,11 +1137,17 @@ class SmtpTransport:
         self.settings = settings
         self._password = password
         self._lanes: dict[ConnectionSettings, _Lane] = {}
+        # The lane found last, by the very settings object asked for (a batch's messages share
+        # one): an equal one from another batch would be compared field by field each time.
+        self._last: tuple[ConnectionSettings, _Lane] | None = None
 
     def __repr__(self) -> str:
         return f"<SmtpTransport {len(self._lanes)} destination(s)>"
 
     def _lane(self, settings: ConnectionSettings) -> _Lane:
+        last = self._last
+        if last is not None and last[0] is settings:
+            return last[1]
         lane = self._lanes.get(settings)
         if lane is None:
             if callable(self._password):
@@ -1122,14 +1159,17 @@ class SmtpTransport:
 
                 password = resolve_password(settings)
             lane = self._lanes[settings] = _Lane(settings, password)
+        self._last = (settings, lane)
         return lane
 
     async def deliver(self, envelope: Envelope, data: Data | Iterable[bytes]) -> Outcome | None:
         settings = envelope.settings or self.settings
         if settings is None:
             raise ValueError("the SMTP transport was given no settings for this message")
-        payload = cast(Data, data if isinstance(data, bytes) or hasattr(data, "chunks")
-                       else b"".join(data))  # an iterable of chunks: held whole
+        if isinstance(data, bytes):
+            payload: Data = data
+        else:  # an iterable of chunks is held whole
+            payload = cast(Data, data if hasattr(data, "chunks") else b"".join(data))
         lane = self._lane(settings)
         session = lane.take()
         if session is None:  # its envelope may go out ahead, with the end of another's data
@@ -1154,6 +1194,8 @@ class SmtpTransport:
                         raise
                     again = False
                     continue
+                if not (perm or temp or refused):  # every recipient accepted (the common case)
+                    break
                 accepted += got
                 refused.update(perm)
                 # "452 too many recipients" asks for the rest in another transaction.
@@ -1184,6 +1226,7 @@ class SmtpTransport:
         """Drop every idle connection without QUIT (the event loop they belong to is gone)."""
         lanes = list(self._lanes.values())
         self._lanes.clear()
+        self._last = None
         for lane in lanes:
             for session in lane.idle:
                 try:
@@ -1195,6 +1238,7 @@ class SmtpTransport:
         """QUIT every idle connection (call when no message is being sent)."""
         lanes = list(self._lanes.values())
         self._lanes.clear()
+        self._last = None
         await asyncio.gather(*(lane.close() for lane in lanes))
 
 
