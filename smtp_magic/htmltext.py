@@ -85,6 +85,9 @@ def html_to_text(html: str) -> str:
     Paragraphs are separated by blank lines, lists become ``- item`` / ``1. item``, links
     ``text (url)``, images their alt text, and each table row one line of aligned cells.
     """
+    text = _running_text(html)
+    if text is not None:
+        return text
     converter = _Converter()
     if not _fast_tokenize(html, converter):
         converter = _Converter()
@@ -199,6 +202,120 @@ def _attributes(source: str) -> dict[str, str]:
         value = double or single or bare
         attr[name.lower()] = unescape(value) if "&" in value else value
     return attr
+
+
+def _finished(written: str) -> str:
+    """The converter's output as given: no-break spaces as spaces, soft hyphens dropped, no
+    trailing spaces, no blank lines at either end."""
+    text = written.replace("\xa0", " ").replace("\u00ad", "")
+    lines = [line.rstrip() for line in text.split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
+# -- running text -------------------------------------------------------------------------------
+# A message a program writes is often paragraphs of plain text, line breaks and a data table:
+# "<p>Hello Ann,</p><p>...</p><table>...</table><p>Regards,<br>Bob</p>". Tag by tag, such a
+# document costs a tokenizer match and a few converter calls per tag. So html_to_text first tries
+# _running_text: the document split at its '<'s, each tag looked up in _RUNNING_TAGS (tags
+# written exactly so: lowercase, no attributes), the text written as _Writer writes it at the top
+# level (no list, quote, link or heading open: none of those tags is taken), and each table
+# handed to _whole_table as _fast_tokenize hands it. Any other tag, a '<' that is no tag, or a
+# table _whole_table refuses, and the document goes the usual way: None. The differential tests
+# in tests/test_htmltext_fast.py compare it with the HTMLParser path.
+_BREAK, _BLOCK = 1, 2  # (and 0: a tag that does nothing to running text)
+_RUNNING_TAGS: dict[str, int] = {"br": _BREAK, "br/": _BREAK, "br /": _BREAK}
+for _name in ("html", "body", "span", "b", "strong", "i", "em", "u", "small", "font", "code"):
+    # (no handler, no block: the converter does nothing on them)
+    _RUNNING_TAGS[_name] = _RUNNING_TAGS["/" + _name] = 0
+for _name in ("p", "div", "section", "article", "header", "footer", "main", "center"):
+    # (blocks without handler: a blank line owed on either tag; "<p/>" is both)
+    _RUNNING_TAGS[_name] = _RUNNING_TAGS["/" + _name] = _RUNNING_TAGS[_name + "/"] = _BLOCK
+
+
+def _running_text(html: str) -> str | None:
+    """``html_to_text`` of a document of running text (see above), or None."""
+    # The _Writer's state, as its attributes: parts written, line breaks owed, a space owed,
+    # line breaks at the end of the output, characters on the current line.
+    parts: list[str] = []
+    owed, space, trailing, col = 0, False, 0, 0
+    pos = 0
+    while True:
+        at = html.find("<table", pos)
+        pieces = html[pos : at if at >= 0 else len(html)].split("<")
+        for index, piece in enumerate(pieces):
+            if index:  # a tag, then the text up to the next one
+                name, bracket, text = piece.partition(">")
+                kind = _RUNNING_TAGS.get(name)
+                if kind is None or not bracket:
+                    return None
+                if kind == _BLOCK:
+                    owed = 2
+                elif kind == _BREAK:  # _Writer.hard_break
+                    breaks = "\n" * (owed - trailing + 1) if parts and owed > trailing else "\n"
+                    parts.append(breaks)
+                    trailing += len(breaks)
+                    owed, space, col = 0, False, 0
+                if not text:
+                    continue
+            else:
+                text = piece
+                if not text:
+                    continue
+            # _Converter.data then _Writer.inline: the text collapsed, then word by word.
+            if "&" in text:
+                text = unescape(text)
+            if not text.strip(_HTML_SPACE):
+                space = True
+                continue
+            if "  " in text or not text.isprintable():
+                text = _SPACES.sub(" ", text)
+            core = text.strip(" ")
+            if parts and owed > trailing:  # on a new line, after the line breaks owed
+                lead, col, space = "\n" * (owed - trailing), 0, False
+            elif trailing or not parts:  # at the start of a line
+                lead, col, space = "", 0, False
+            else:  # in a line
+                space = space or text[0] == " "
+                lead = ""
+            if col + space + len(core) <= WIDTH:  # (no word is wrapped)
+                parts.append(lead + " " + core if space else lead + core)
+                col += space + len(core)
+            else:
+                wrapped, col = _wrapped(core, col, space)
+                parts.append(lead + wrapped)
+            owed, trailing, space = 0, 0, text[-1] == " "
+        if at < 0:
+            break
+        table = _whole_table(html, at)
+        if table is None:
+            return None
+        laid_out, pos = table
+        if laid_out:  # _Converter.whole_table: a raw text, a blank line owed before and after
+            if parts and trailing < 2:
+                laid_out = "\n" * (2 - trailing) + laid_out
+            parts.append(laid_out)
+            trailing, space = 0, False
+            col = len(laid_out) - laid_out.rfind("\n") - 1
+        owed = 2
+    return _finished("".join(parts))
+
+
+def _wrapped(core: str, col: int, space: bool) -> tuple[str, int]:
+    """Words written from column ``col`` as _Writer._put writes them (a space owed before the
+    first one if ``space``), and the column after them."""
+    out = []
+    for word in core.split(" "):
+        if space:
+            if col + 1 + len(word) > WIDTH and col > 0:
+                out.append("\n")
+                col = 0
+            else:
+                out.append(" ")
+                col += 1
+        out.append(word)
+        col += len(word)
+        space = True
+    return "".join(out), col
 
 
 # -- whole data tables --------------------------------------------------------------------------
@@ -670,9 +787,7 @@ class _Converter:
             self._end_table()
         while len(self._writers) > 1:
             self._pop_writer()
-        text = self._writers[0].getvalue().replace("\xa0", " ").replace("\u00ad", "")
-        lines = [line.rstrip() for line in text.split("\n")]
-        return "\n".join(lines).strip("\n")
+        return _finished(self._writers[0].getvalue())
 
     @property
     def takes_whole_tables(self) -> bool:
