@@ -208,6 +208,10 @@ def _finished(written: str) -> str:
     """The converter's output as given: no-break spaces as spaces, soft hyphens dropped, no
     trailing spaces, no blank lines at either end."""
     text = written.replace("\xa0", " ").replace("\u00ad", "")
+    if " \n" not in text and text[-1:] != " " and text.replace("\n", "").isprintable():
+        # No line ends in a space, and no other whitespace is printable (str.isprintable):
+        # none to strip. (The checks cost half of what stripping every line does.)
+        return text.strip("\n")
     lines = [line.rstrip() for line in text.split("\n")]
     return "\n".join(lines).strip("\n")
 
@@ -507,7 +511,7 @@ def _cell_texts(sources: list[str]) -> list[str]:
         and separator + " " not in joined
         and " " not in (joined[:1], joined[-1:])
     ):  # printable text has no space but ' ' (str.isprintable): no cell has one to strip
-        return joined.split(separator)
+        return sources if separator == "<" else joined.split(separator)  # (unchanged)
     return [text.strip() for text in joined.split(separator)]
 
 
@@ -526,8 +530,8 @@ def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
     # One format string for the grid: an ASCII column is padded by its field ('%-5s'), where
     # widths are lengths; another has its texts padded here to their display width first.
     blank = "" in texts  # (before the padding below)
+    given = texts
     ascii_only = "".join(texts).isascii()  # (then no column needs the check)
-    texts = texts[:]
     fields = []
     for column in range(ncols):
         cells = texts[column::ncols]
@@ -538,6 +542,8 @@ def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
             else:  # (not padded in the last column: no trailing spaces to strip)
                 fields.append(f"%-{width}s" if column < ncols - 1 else "%s")
             continue
+        if texts is given:
+            texts = texts[:]  # (the caller's list is left alone)
         sizes = list(map(_width, cells))
         width = max(sizes)
         if numeric[column]:

@@ -641,3 +641,25 @@ def test_random_running_text(running: list[bool]) -> None:
 
     check()
     assert sum(running) > len(running) / 4  # many took the shortcut
+
+
+def test_finished_text_is_stripped_as_line_by_line() -> None:
+    """_finished's shortcut (nothing to strip) gives what stripping each line gives."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    def line_by_line(written: str) -> str:
+        text = written.replace("\xa0", " ").replace("\u00ad", "")
+        return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
+
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+    alphabet = st.sampled_from(["a", "\u65e5", " ", "\n", "\n", "\xa0", "\u00ad", *spaces])
+
+    @hypothesis.settings(max_examples=1000, deadline=None)
+    @hypothesis.given(st.lists(alphabet, max_size=12).map("".join))
+    def check(written: str) -> None:
+        assert htmltext._finished(written) == line_by_line(written)
+
+    check()
+    for written in ["a \n", "a\n ", "a \u00ad\nb", "a\u3000", "\xa0", "a\x0b\nb", "a\n\n", ""]:
+        assert htmltext._finished(written) == line_by_line(written)
