@@ -77,6 +77,7 @@ _SPACES = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: a no-break space 
 WIDTH = 76  # running text is wrapped to this many characters per line
 _NUMBER_SOURCE = r"[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?"
 _NUMBER = re.compile(rf"^{_NUMBER_SOURCE}$")
+_NUMBER_START = "-+(\u2212$€£¥"  # what a number may start with, but for a digit (\d)
 
 
 def html_to_text(html: str) -> str:
@@ -208,10 +209,6 @@ def _finished(written: str) -> str:
     """The converter's output as given: no-break spaces as spaces, soft hyphens dropped, no
     trailing spaces, no blank lines at either end."""
     text = written.replace("\xa0", " ").replace("\u00ad", "")
-    if " \n" not in text and text[-1:] != " " and text.replace("\n", "").isprintable():
-        # No line ends in a space, and no other whitespace is printable (str.isprintable):
-        # none to strip. (The checks cost half of what stripping every line does.)
-        return text.strip("\n")
     lines = [line.rstrip() for line in text.split("\n")]
     return "\n".join(lines).strip("\n")
 
@@ -226,7 +223,8 @@ def _finished(written: str) -> str:
 # handed to _whole_table as _fast_tokenize hands it. Any other tag, a '<' that is no tag, or a
 # table _whole_table refuses, and the document goes the usual way: None. The differential tests
 # in tests/test_htmltext_fast.py compare it with the HTMLParser path.
-_BREAK, _BLOCK = 1, 2  # (and 0: a tag that does nothing to running text)
+_BREAK, _BLOCK = 1, 2
+_STRIPPED_AT_ENDS = "\xa0\u00ad"  # (a no-break space becomes a space; a soft hyphen goes)  # (and 0: a tag that does nothing to running text)
 _RUNNING_TAGS: dict[str, int] = {"br": _BREAK, "br/": _BREAK, "br /": _BREAK}
 for _name in ("html", "body", "span", "b", "strong", "i", "em", "u", "small", "font", "code"):
     # (no handler, no block: the converter does nothing on them)
@@ -243,6 +241,7 @@ def _running_text(html: str) -> str | None:
     parts: list[str] = []
     owed, space, trailing, col = 0, False, 0, 0
     pos = 0
+    ragged = False  # whether a line may end in what _finished strips
     while True:
         at = html.find("<table", pos)
         pieces = html[pos : at if at >= 0 else len(html)].split("<")
@@ -284,9 +283,11 @@ def _running_text(html: str) -> str | None:
             if col + space + len(core) <= WIDTH:  # (no word is wrapped)
                 parts.append(lead + " " + core if space else lead + core)
                 col += space + len(core)
+                ragged = ragged or core[-1].isspace() or core[-1] in _STRIPPED_AT_ENDS
             else:
                 wrapped, col = _wrapped(core, col, space)
                 parts.append(lead + wrapped)
+                ragged = True
             owed, trailing, space = 0, 0, text[-1] == " "
         if at < 0:
             break
@@ -295,13 +296,18 @@ def _running_text(html: str) -> str | None:
             return None
         laid_out, pos = table
         if laid_out:  # _Converter.whole_table: a raw text, a blank line owed before and after
+            # (Its lines end in a cell's text, stripped, not in spaces.)
+            ragged = ragged or "\u00ad" in laid_out
             if parts and trailing < 2:
                 laid_out = "\n" * (2 - trailing) + laid_out
             parts.append(laid_out)
             trailing, space = 0, False
             col = len(laid_out) - laid_out.rfind("\n") - 1
         owed = 2
-    return _finished("".join(parts))
+    if ragged:
+        return _finished("".join(parts))
+    # No line ends in whitespace, nor in a soft hyphen that may follow some: no line to strip.
+    return "".join(parts).replace("\xa0", " ").replace("\u00ad", "").strip("\n")
 
 
 def _wrapped(core: str, col: int, space: bool) -> tuple[str, int]:
@@ -434,7 +440,7 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
         ncols = first_row.group(1).count("</")  # one end tag per cell
         table = _compact_grammar(ncols).match(html, pos)
     if table is not None:
-        texts = _cell_texts(_COMPACT_CELL_TEXT.findall(table.group()))
+        texts = _cell_texts(_COMPACT_CELL_TEXT.findall(html, pos, table.end()))
     else:
         first_row = _FIRST_ROW.match(html, pos)
         # One end tag per cell (and one per label).
@@ -445,19 +451,19 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
         if table is None:
             table = _table_grammar(ncols, False).match(html, pos)
             lower = str.lower
-        if table is None or not _plain_attributes(table.group()):
+        if table is None or not _plain_attributes(html, pos, table.end()):
             return None
-        texts = _cell_texts(_CELL_TEXT.findall(table.group()))
+        texts = _cell_texts(_CELL_TEXT.findall(html, pos, table.end()))
     # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
     head = table.group("head")
     nhead = lower(head).count("<tr") if head else 0
-    body = lower(html[table.end("head") if head is not None else pos : table.end()])
-    values = texts[nhead * ncols :]
-    if "<th" in body:
+    start, end = table.end("head") if head is not None else pos, table.end()
+    values = texts[nhead * ncols :] if nhead else texts
+    if (html.find("<th", start, end) if lower is str else lower(html[start:end]).find("<th")) >= 0:
         # In a table the grammar took, each '<tr' starts a row and each '<td' a data cell: a
         # body row without one is a header row. (Cheaper than listing every cell's kind: a
         # DataFrame has a <th> in every row, for its index.)
-        rows = body.split("<tr")[1:]
+        rows = lower(html[start:end]).split("<tr")[1:]
         if not all("<td" in row for row in rows):
             values = [
                 text
@@ -469,9 +475,9 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     return _lay_out(texts, ncols, numeric), table.end()
 
 
-def _plain_attributes(source: str) -> bool:
-    """Every tag of the table passes _plain_tag."""
-    return all(map(_plain_tag, set(_TAG_WITH_ATTRIBUTES.findall(source))))
+def _plain_attributes(html: str, start: int, end: int) -> bool:
+    """Every tag of the table (``html[start:end]``) passes _plain_tag."""
+    return all(map(_plain_tag, set(_TAG_WITH_ATTRIBUTES.findall(html, start, end))))
 
 
 @lru_cache(maxsize=1024)
@@ -521,7 +527,9 @@ def _numbers(texts: list[str]) -> bool:
     digits = "".join(texts)
     if digits.isdecimal():  # the common case, cheaper than the regex
         return True
-    return bool(digits) and _NUMBERS.fullmatch("\n".join(texts)) is not None  # one line each
+    if not digits or not (digits[0].isdecimal() or digits[0] in _NUMBER_START):
+        return False  # (the first text that is not empty is no number: the other common case)
+    return _NUMBERS.fullmatch("\n".join(texts)) is not None  # one line each
 
 
 def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
@@ -529,7 +537,7 @@ def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
     their widest cell, two spaces apart, numbers to the right; rows with no text left out."""
     # One format string for the grid: an ASCII column is padded by its field ('%-5s'), where
     # widths are lengths; another has its texts padded here to their display width first.
-    blank = "" in texts  # (before the padding below)
+    blank = not all(texts)  # (before the padding below)
     given = texts
     ascii_only = "".join(texts).isascii()  # (then no column needs the check)
     fields = []
