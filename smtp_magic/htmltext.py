@@ -223,15 +223,25 @@ def _finished(written: str) -> str:
 # handed to _whole_table as _fast_tokenize hands it. Any other tag, a '<' that is no tag, or a
 # table _whole_table refuses, and the document goes the usual way: None. The differential tests
 # in tests/test_htmltext_fast.py compare it with the HTMLParser path.
-_BREAK, _BLOCK = 1, 2
-_STRIPPED_AT_ENDS = "\xa0\u00ad"  # (a no-break space becomes a space; a soft hyphen goes)  # (and 0: a tag that does nothing to running text)
-_RUNNING_TAGS: dict[str, int] = {"br": _BREAK, "br/": _BREAK, "br /": _BREAK}
+_BREAK, _BLOCK = 1, 2  # (and 0: a tag that does nothing to running text)
+_STRIPPED_AT_ENDS = "\xa0\u00ad"  # (a no-break space becomes a space; a soft hyphen goes)
+# (The most common first: _RUNNING_SEGMENT tries them in this order.)
+_RUNNING_TAGS: dict[str, int] = {"p": _BLOCK, "/p": _BLOCK, "br": _BREAK, "div": _BLOCK}
+_RUNNING_TAGS.update({"/div": _BLOCK, "br/": _BREAK, "br /": _BREAK})
 for _name in ("html", "body", "span", "b", "strong", "i", "em", "u", "small", "font", "code"):
     # (no handler, no block: the converter does nothing on them)
     _RUNNING_TAGS[_name] = _RUNNING_TAGS["/" + _name] = 0
 for _name in ("p", "div", "section", "article", "header", "footer", "main", "center"):
     # (blocks without handler: a blank line owed on either tag; "<p/>" is both)
     _RUNNING_TAGS[_name] = _RUNNING_TAGS["/" + _name] = _RUNNING_TAGS[_name + "/"] = _BLOCK
+
+
+# Text and tags of _RUNNING_TAGS only, up to a table: checked first, so that a document refused
+# (most are, at one of their first tags) costs one regex match.
+_RUNNING_SEGMENT = re.compile(
+    rf"[^<]*+(?:<(?:{'|'.join(map(re.escape, _RUNNING_TAGS))})>"
+    r"[^<]*+)*+"
+)
 
 
 def _running_text(html: str) -> str | None:
@@ -244,26 +254,24 @@ def _running_text(html: str) -> str | None:
     ragged = False  # whether a line may end in what _finished strips
     while True:
         at = html.find("<table", pos)
-        pieces = html[pos : at if at >= 0 else len(html)].split("<")
-        for index, piece in enumerate(pieces):
+        stop = at if at >= 0 else len(html)
+        if _RUNNING_SEGMENT.fullmatch(html, pos, stop) is None:  # (before any work on it)
+            return None
+        for index, piece in enumerate(html[pos:stop].split("<")):
             if index:  # a tag, then the text up to the next one
-                name, bracket, text = piece.partition(">")
-                kind = _RUNNING_TAGS.get(name)
-                if kind is None or not bracket:
-                    return None
-                if kind == _BLOCK:
-                    owed = 2
-                elif kind == _BREAK:  # _Writer.hard_break
-                    breaks = "\n" * (owed - trailing + 1) if parts and owed > trailing else "\n"
-                    parts.append(breaks)
-                    trailing += len(breaks)
-                    owed, space, col = 0, False, 0
-                if not text:
-                    continue
-            else:
-                text = piece
-                if not text:
-                    continue
+                name, _, text = piece.partition(">")
+                kind = _RUNNING_TAGS[name]
+            else:  # the text before the first tag
+                kind, text = 0, piece
+            if kind == _BLOCK:
+                owed = 2
+            elif kind == _BREAK:  # _Writer.hard_break
+                breaks = "\n" * (owed - trailing + 1) if parts and owed > trailing else "\n"
+                parts.append(breaks)
+                trailing += len(breaks)
+                owed, space, col = 0, False, 0
+            if not text:
+                continue
             # _Converter.data then _Writer.inline: the text collapsed, then word by word.
             if "&" in text:
                 text = unescape(text)
@@ -394,7 +402,8 @@ def _table_grammar(ncols: int, lowercase: bool) -> re.Pattern[str]:
 # every tag, no attributes to check. So it is tried first; a table it refuses (usually at its
 # first tag or row) goes on to the others.
 _COMPACT_CELL = r"<t[dh]>[^<]*</t[dh]>"
-_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
+_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*+)")  # a cell's text in a compact table
+_COMPACT_TD_TEXT = re.compile(r"<td>([^<]*+)")  # the same without <th> (a longer literal: faster)
 _COMPACT_FIRST_ROW = re.compile(r"<table>(?:<thead>|<tbody>)?<tr>((?:<t[dh]>[^<]*</t[dh]>)+)</tr>")
 
 
@@ -443,7 +452,8 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
         ncols = first_row.group(1).count("</")  # one end tag per cell
         table = _compact_grammar(ncols).match(html, pos)
     if table is not None:
-        texts = _cell_texts(_COMPACT_CELL_TEXT.findall(html, pos, table.end()))
+        cells = _COMPACT_CELL_TEXT if html.find("<th", pos, table.end()) >= 0 else _COMPACT_TD_TEXT
+        texts = _cell_texts(cells.findall(html, pos, table.end()))
     else:
         first_row = _FIRST_ROW.match(html, pos)
         # One end tag per cell (and one per label).

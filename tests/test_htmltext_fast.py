@@ -536,8 +536,9 @@ class _Spy:
 
 def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     hypothesis = pytest.importorskip("hypothesis")
-    spy = _Spy(htmltext._COMPACT_CELL_TEXT)
+    spy, td_spy = _Spy(htmltext._COMPACT_CELL_TEXT), _Spy(htmltext._COMPACT_TD_TEXT)
     monkeypatch.setattr(htmltext, "_COMPACT_CELL_TEXT", spy)
+    monkeypatch.setattr(htmltext, "_COMPACT_TD_TEXT", td_spy)
 
     @hypothesis.settings(max_examples=600, deadline=None)
     @hypothesis.given(_compact_tables())
@@ -545,7 +546,7 @@ def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
         same(html)
 
     check()
-    assert spy.calls > 100  # many took the compact grammar
+    assert spy.calls > 100 and td_spy.calls > 20  # many took the compact grammar
 
 
 # -- running text (_running_text): paragraphs, line breaks and whole tables, written directly ----
