@@ -156,7 +156,7 @@ def test_rendered_emails() -> None:
         same(html)
 
 
-def test_benchmark_bodies() -> None:
+def test_benchmark_bodies(running: list[bool]) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from scenarios import messages
@@ -166,6 +166,7 @@ def test_benchmark_bodies() -> None:
     assert len(bodies) == 500
     for html in bodies:
         same(html)
+    assert running == [True] * 500  # all taken as running text (_running_text), none tag by tag
 
 
 # -- random markup --------------------------------------------------------------------------------
