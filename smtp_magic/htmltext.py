@@ -217,12 +217,12 @@ def _finished(written: str) -> str:
 # A message a program writes is often paragraphs of plain text, line breaks and a data table:
 # "<p>Hello Ann,</p><p>...</p><table>...</table><p>Regards,<br>Bob</p>". Tag by tag, such a
 # document costs a tokenizer match and a few converter calls per tag. So html_to_text first tries
-# _running_text: the document split at its '<'s, each tag looked up in _RUNNING_TAGS (tags
-# written exactly so: lowercase, no attributes), the text written as _Writer writes it at the top
-# level (no list, quote, link or heading open: none of those tags is taken), and each table
-# handed to _whole_table as _fast_tokenize hands it. Any other tag, a '<' that is no tag, or a
-# table _whole_table refuses, and the document goes the usual way: None. The differential tests
-# in tests/test_htmltext_fast.py compare it with the HTMLParser path.
+# _running_text: the text up to a table checked to hold only tags of _RUNNING_TAGS (written
+# exactly so: lowercase, no attributes), then split at its '<'s, the text written as _Writer
+# writes it at the top level (no list, quote, link or heading open: none of those tags is taken),
+# and each table handed to _whole_table as _fast_tokenize hands it. Any other tag, a '<' that is
+# no tag, or a table _whole_table refuses, and the document goes the usual way: None. The
+# differential tests in tests/test_htmltext_fast.py compare it with the HTMLParser path.
 _BREAK, _BLOCK = 1, 2  # (and 0: a tag that does nothing to running text)
 _STRIPPED_AT_ENDS = "\xa0\u00ad"  # (a no-break space becomes a space; a soft hyphen goes)
 # (The most common first: _RUNNING_SEGMENT tries them in this order.)
