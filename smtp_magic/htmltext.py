@@ -77,6 +77,7 @@ _SPACES = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: a no-break space 
 WIDTH = 76  # running text is wrapped to this many characters per line
 _NUMBER_SOURCE = r"[-+(\u2212]?[$€£¥]?\d[\d,._' ]*(?:[eE][-+]?\d+)?%?\)?"
 _NUMBER = re.compile(rf"^{_NUMBER_SOURCE}$")
+_NUMBER_START = "-+(\u2212$€£¥"  # what a number may start with, but for a digit (\d)
 
 
 def html_to_text(html: str) -> str:
@@ -85,6 +86,9 @@ def html_to_text(html: str) -> str:
     Paragraphs are separated by blank lines, lists become ``- item`` / ``1. item``, links
     ``text (url)``, images their alt text, and each table row one line of aligned cells.
     """
+    text = _running_text(html)
+    if text is not None:
+        return text
     converter = _Converter()
     if not _fast_tokenize(html, converter):
         converter = _Converter()
@@ -201,6 +205,137 @@ def _attributes(source: str) -> dict[str, str]:
     return attr
 
 
+def _finished(written: str) -> str:
+    """The converter's output as given: no-break spaces as spaces, soft hyphens dropped, no
+    trailing spaces, no blank lines at either end."""
+    text = written.replace("\xa0", " ").replace("\u00ad", "")
+    lines = [line.rstrip() for line in text.split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
+# -- running text -------------------------------------------------------------------------------
+# A message a program writes is often paragraphs of plain text, line breaks and a data table:
+# "<p>Hello Ann,</p><p>...</p><table>...</table><p>Regards,<br>Bob</p>". Tag by tag, such a
+# document costs a tokenizer match and a few converter calls per tag. So html_to_text first tries
+# _running_text: the text up to a table checked to hold only tags of _RUNNING_TAGS (written
+# exactly so: lowercase, no attributes), then split at its '<'s, the text written as _Writer
+# writes it at the top level (no list, quote, link or heading open: none of those tags is taken),
+# and each table handed to _whole_table as _fast_tokenize hands it. Any other tag, a '<' that is
+# no tag, or a table _whole_table refuses, and the document goes the usual way: None. The
+# differential tests in tests/test_htmltext_fast.py compare it with the HTMLParser path.
+_BREAK, _BLOCK = 1, 2  # (and 0: a tag that does nothing to running text)
+_STRIPPED_AT_ENDS = "\xa0\u00ad"  # (a no-break space becomes a space; a soft hyphen goes)
+# (The most common first: _RUNNING_SEGMENT tries them in this order.)
+_RUNNING_TAGS: dict[str, int] = {"p": _BLOCK, "/p": _BLOCK, "br": _BREAK, "div": _BLOCK}
+_RUNNING_TAGS.update({"/div": _BLOCK, "br/": _BREAK, "br /": _BREAK})
+for _name in ("html", "body", "span", "b", "strong", "i", "em", "u", "small", "font", "code"):
+    # (no handler, no block: the converter does nothing on them)
+    _RUNNING_TAGS[_name] = _RUNNING_TAGS["/" + _name] = 0
+for _name in ("p", "div", "section", "article", "header", "footer", "main", "center"):
+    # (blocks without handler: a blank line owed on either tag; "<p/>" is both)
+    _RUNNING_TAGS[_name] = _RUNNING_TAGS["/" + _name] = _RUNNING_TAGS[_name + "/"] = _BLOCK
+
+
+# Text and tags of _RUNNING_TAGS only, up to a table: checked first, so that a document refused
+# (most are, at one of their first tags) costs one regex match.
+_RUNNING_SEGMENT = re.compile(
+    rf"[^<]*+(?:<(?:{'|'.join(map(re.escape, _RUNNING_TAGS))})>"
+    r"[^<]*+)*+"
+)
+
+
+def _running_text(html: str) -> str | None:
+    """``html_to_text`` of a document of running text (see above), or None."""
+    # The _Writer's state, as its attributes: parts written, line breaks owed, a space owed,
+    # line breaks at the end of the output, characters on the current line.
+    parts: list[str] = []
+    owed, space, trailing, col = 0, False, 0, 0
+    pos = 0
+    ragged = False  # whether a line may end in what _finished strips
+    while True:
+        at = html.find("<table", pos)
+        stop = at if at >= 0 else len(html)
+        if _RUNNING_SEGMENT.fullmatch(html, pos, stop) is None:  # (before any work on it)
+            return None
+        for index, piece in enumerate(html[pos:stop].split("<")):
+            if index:  # a tag, then the text up to the next one
+                name, _, text = piece.partition(">")
+                kind = _RUNNING_TAGS[name]
+            else:  # the text before the first tag
+                kind, text = 0, piece
+            if kind == _BLOCK:
+                owed = 2
+            elif kind == _BREAK:  # _Writer.hard_break
+                breaks = "\n" * (owed - trailing + 1) if parts and owed > trailing else "\n"
+                parts.append(breaks)
+                trailing += len(breaks)
+                owed, space, col = 0, False, 0
+            if not text:
+                continue
+            # _Converter.data then _Writer.inline: the text collapsed, then word by word.
+            if "&" in text:
+                text = unescape(text)
+            if not text.strip(_HTML_SPACE):
+                space = True
+                continue
+            if "  " in text or not text.isprintable():
+                text = _SPACES.sub(" ", text)
+            core = text.strip(" ")
+            if parts and owed > trailing:  # on a new line, after the line breaks owed
+                lead, col, space = "\n" * (owed - trailing), 0, False
+            elif trailing or not parts:  # at the start of a line
+                lead, col, space = "", 0, False
+            else:  # in a line
+                space = space or text[0] == " "
+                lead = ""
+            if col + space + len(core) <= WIDTH:  # (no word is wrapped)
+                parts.append(lead + " " + core if space else lead + core)
+                col += space + len(core)
+                ragged = ragged or core[-1].isspace() or core[-1] in _STRIPPED_AT_ENDS
+            else:
+                wrapped, col = _wrapped(core, col, space)
+                parts.append(lead + wrapped)
+                ragged = True
+            owed, trailing, space = 0, 0, text[-1] == " "
+        if at < 0:
+            break
+        table = _whole_table(html, at)
+        if table is None:
+            return None
+        laid_out, pos = table
+        if laid_out:  # _Converter.whole_table: a raw text, a blank line owed before and after
+            # (Its lines end in a cell's text, stripped, not in spaces.)
+            ragged = ragged or "\u00ad" in laid_out
+            if parts and trailing < 2:
+                laid_out = "\n" * (2 - trailing) + laid_out
+            parts.append(laid_out)
+            trailing, space = 0, False
+            col = len(laid_out) - laid_out.rfind("\n") - 1
+        owed = 2
+    if ragged:
+        return _finished("".join(parts))
+    # No line ends in whitespace, nor in a soft hyphen that may follow some: no line to strip.
+    return "".join(parts).replace("\xa0", " ").replace("\u00ad", "").strip("\n")
+
+
+def _wrapped(core: str, col: int, space: bool) -> tuple[str, int]:
+    """Words written from column ``col`` as _Writer._put writes them (a space owed before the
+    first one if ``space``), and the column after them."""
+    out = []
+    for word in core.split(" "):
+        if space:
+            if col + 1 + len(word) > WIDTH and col > 0:
+                out.append("\n")
+                col = 0
+            else:
+                out.append(" ")
+                col += 1
+        out.append(word)
+        col += len(word)
+        space = True
+    return "".join(out), col
+
+
 # -- whole data tables --------------------------------------------------------------------------
 # A report's table is most of its markup and, fed tag by tag, most of the converter's time. So
 # when the fast tokenizer meets a <table> of plain-text cells -- rows of as many cells, no tag in
@@ -267,7 +402,8 @@ def _table_grammar(ncols: int, lowercase: bool) -> re.Pattern[str]:
 # every tag, no attributes to check. So it is tried first; a table it refuses (usually at its
 # first tag or row) goes on to the others.
 _COMPACT_CELL = r"<t[dh]>[^<]*</t[dh]>"
-_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
+_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*+)")  # a cell's text in a compact table
+_COMPACT_TD_TEXT = re.compile(r"<td>([^<]*+)")  # the same without <th> (a longer literal: faster)
 _COMPACT_FIRST_ROW = re.compile(r"<table>(?:<thead>|<tbody>)?<tr>((?:<t[dh]>[^<]*</t[dh]>)+)</tr>")
 
 
@@ -278,9 +414,12 @@ def _compact_grammar(ncols: int) -> re.Pattern[str]:
     # are long patterns to compile, and their time goes to reading long tags anyway.)
     cells = _COMPACT_CELL * ncols if ncols <= 32 else f"(?:{_COMPACT_CELL}){{{ncols}}}"
     row = f"<tr>{cells}</tr>"
+    # Possessive repeats (*+, ?+: what they took is never given back): a row starts with <tr>,
+    # which nothing after the rows does, so backtracking could never help; the engine then
+    # keeps no state to backtrack to, a tenth less work.
     return re.compile(
-        rf"<table>(?:<thead>(?P<head>(?:{row})*)</thead>)?(?:{row}|<tbody>(?:{row})*</tbody>)*"
-        r"</table>"
+        rf"<table>(?:<thead>(?P<head>(?:{row})*+)</thead>)?+"
+        rf"(?:{row}|<tbody>(?:{row})*+</tbody>)*+</table>"
     )
 
 
@@ -313,7 +452,8 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
         ncols = first_row.group(1).count("</")  # one end tag per cell
         table = _compact_grammar(ncols).match(html, pos)
     if table is not None:
-        texts = _cell_texts(_COMPACT_CELL_TEXT.findall(table.group()))
+        cells = _COMPACT_CELL_TEXT if html.find("<th", pos, table.end()) >= 0 else _COMPACT_TD_TEXT
+        texts = _cell_texts(cells.findall(html, pos, table.end()))
     else:
         first_row = _FIRST_ROW.match(html, pos)
         # One end tag per cell (and one per label).
@@ -324,19 +464,19 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
         if table is None:
             table = _table_grammar(ncols, False).match(html, pos)
             lower = str.lower
-        if table is None or not _plain_attributes(table.group()):
+        if table is None or not _plain_attributes(html, pos, table.end()):
             return None
-        texts = _cell_texts(_CELL_TEXT.findall(table.group()))
+        texts = _cell_texts(_CELL_TEXT.findall(html, pos, table.end()))
     # Numeric columns are told by the body rows: not those in <thead>, nor those of <th> only.
     head = table.group("head")
     nhead = lower(head).count("<tr") if head else 0
-    body = lower(html[table.end("head") if head is not None else pos : table.end()])
-    values = texts[nhead * ncols :]
-    if "<th" in body:
+    start, end = table.end("head") if head is not None else pos, table.end()
+    values = texts[nhead * ncols :] if nhead else texts
+    if (html.find("<th", start, end) if lower is str else lower(html[start:end]).find("<th")) >= 0:
         # In a table the grammar took, each '<tr' starts a row and each '<td' a data cell: a
         # body row without one is a header row. (Cheaper than listing every cell's kind: a
         # DataFrame has a <th> in every row, for its index.)
-        rows = body.split("<tr")[1:]
+        rows = lower(html[start:end]).split("<tr")[1:]
         if not all("<td" in row for row in rows):
             values = [
                 text
@@ -348,9 +488,9 @@ def _whole_table(html: str, pos: int) -> tuple[str, int] | None:
     return _lay_out(texts, ncols, numeric), table.end()
 
 
-def _plain_attributes(source: str) -> bool:
-    """Every tag of the table passes _plain_tag."""
-    return all(map(_plain_tag, set(_TAG_WITH_ATTRIBUTES.findall(source))))
+def _plain_attributes(html: str, start: int, end: int) -> bool:
+    """Every tag of the table (``html[start:end]``) passes _plain_tag."""
+    return all(map(_plain_tag, set(_TAG_WITH_ATTRIBUTES.findall(html, start, end))))
 
 
 @lru_cache(maxsize=1024)
@@ -390,7 +530,7 @@ def _cell_texts(sources: list[str]) -> list[str]:
         and separator + " " not in joined
         and " " not in (joined[:1], joined[-1:])
     ):  # printable text has no space but ' ' (str.isprintable): no cell has one to strip
-        return joined.split(separator)
+        return sources if separator == "<" else joined.split(separator)  # (unchanged)
     return [text.strip() for text in joined.split(separator)]
 
 
@@ -400,7 +540,9 @@ def _numbers(texts: list[str]) -> bool:
     digits = "".join(texts)
     if digits.isdecimal():  # the common case, cheaper than the regex
         return True
-    return bool(digits) and _NUMBERS.fullmatch("\n".join(texts)) is not None  # one line each
+    if not digits or not (digits[0].isdecimal() or digits[0] in _NUMBER_START):
+        return False  # (the first text that is not empty is no number: the other common case)
+    return _NUMBERS.fullmatch("\n".join(texts)) is not None  # one line each
 
 
 def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
@@ -408,9 +550,9 @@ def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
     their widest cell, two spaces apart, numbers to the right; rows with no text left out."""
     # One format string for the grid: an ASCII column is padded by its field ('%-5s'), where
     # widths are lengths; another has its texts padded here to their display width first.
-    blank = "" in texts  # (before the padding below)
+    blank = not all(texts)  # (before the padding below)
+    given = texts
     ascii_only = "".join(texts).isascii()  # (then no column needs the check)
-    texts = texts[:]
     fields = []
     for column in range(ncols):
         cells = texts[column::ncols]
@@ -421,6 +563,8 @@ def _lay_out(texts: list[str], ncols: int, numeric: list[bool]) -> str:
             else:  # (not padded in the last column: no trailing spaces to strip)
                 fields.append(f"%-{width}s" if column < ncols - 1 else "%s")
             continue
+        if texts is given:
+            texts = texts[:]  # (the caller's list is left alone)
         sizes = list(map(_width, cells))
         width = max(sizes)
         if numeric[column]:
@@ -670,9 +814,7 @@ class _Converter:
             self._end_table()
         while len(self._writers) > 1:
             self._pop_writer()
-        text = self._writers[0].getvalue().replace("\xa0", " ").replace("\u00ad", "")
-        lines = [line.rstrip() for line in text.split("\n")]
-        return "\n".join(lines).strip("\n")
+        return _finished(self._writers[0].getvalue())
 
     @property
     def takes_whole_tables(self) -> bool:

@@ -156,7 +156,7 @@ def test_rendered_emails() -> None:
         same(html)
 
 
-def test_benchmark_bodies() -> None:
+def test_benchmark_bodies(running: list[bool]) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from scenarios import messages
@@ -166,6 +166,7 @@ def test_benchmark_bodies() -> None:
     assert len(bodies) == 500
     for html in bodies:
         same(html)
+    assert running == [True] * 500  # all taken as running text (_running_text), none tag by tag
 
 
 # -- random markup --------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ def test_markup_html_parser_cannot_take_still_gives_text(html: str, text: str) -
 # -- whole data tables (_whole_table): the shortcut gives what the table's tags give --------------
 @pytest.fixture
 def whole_tables(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The layouts of the tables html_to_text took whole."""
+    """The layouts of the tables html_to_text took whole (tag by tag or as running text)."""
     taken: list[str] = []
     real = htmltext._Converter.whole_table
 
@@ -246,6 +247,25 @@ def whole_tables(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         real(self, text)
 
     monkeypatch.setattr(htmltext._Converter, "whole_table", spy)
+    # _running_text takes its tables from _whole_table: they count if the document is taken.
+    laid_out: list[str] = []
+    whole_table, running_text = htmltext._whole_table, htmltext._running_text
+
+    def table_spy(html: str, pos: int) -> tuple[str, int] | None:
+        table = whole_table(html, pos)
+        if table is not None:
+            laid_out.append(table[0])
+        return table
+
+    def running_spy(html: str) -> str | None:
+        laid_out.clear()
+        text = running_text(html)
+        if text is not None:
+            taken.extend(laid_out)
+        return text
+
+    monkeypatch.setattr(htmltext, "_whole_table", table_spy)
+    monkeypatch.setattr(htmltext, "_running_text", running_spy)
     return taken
 
 
@@ -298,6 +318,11 @@ def test_pandas_tables_are_taken_whole_unless_they_span(whole_tables: list[str])
     "<TABLE><TR><TH>name</TH></TR><TR><TD>1</TD></TR><TR><TH>x</TH></TR><TR><TD>22</TD></TR></TABLE>",
     "<table><thead><TR><td>a</td></TR><tr><td>bb</td></tr></thead><tr><td>0</td></tr></table>",
     "<table>\n<tr><Th>h</th></tr>\n<tr><td>-1</td></tr></table>",
+    # numbers starting with each sign or currency (or a digit of another script), over longer ones
+    ("<table><tr><td>$5</td><td>\u20ac1</td><td>\u00a33</td><td>\u00a5100</td><td>(2)</td><td>\u22127</td>"
+    "<td>+4</td><td>-1</td><td>\u0661</td><td>x</td></tr><tr><td>12345</td><td>12345</td><td>12345</td>"
+    "<td>12345</td><td>12345</td><td>12345</td><td>12345</td><td>12345</td><td>12345</td><td>12345</td></tr>"
+     "</table>"),
 ])  # fmt: skip
 def test_tables_the_shortcut_takes(html: str, whole_tables: list[str]) -> None:
     same(html)
@@ -505,15 +530,16 @@ class _Spy:
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern, self.calls = pattern, 0
 
-    def findall(self, source: str) -> list[Any]:
+    def findall(self, source: str, *bounds: int) -> list[Any]:
         self.calls += 1
-        return self.pattern.findall(source)
+        return self.pattern.findall(source, *bounds)
 
 
 def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     hypothesis = pytest.importorskip("hypothesis")
-    spy = _Spy(htmltext._COMPACT_CELL_TEXT)
+    spy, td_spy = _Spy(htmltext._COMPACT_CELL_TEXT), _Spy(htmltext._COMPACT_TD_TEXT)
     monkeypatch.setattr(htmltext, "_COMPACT_CELL_TEXT", spy)
+    monkeypatch.setattr(htmltext, "_COMPACT_TD_TEXT", td_spy)
 
     @hypothesis.settings(max_examples=600, deadline=None)
     @hypothesis.given(_compact_tables())
@@ -521,4 +547,104 @@ def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
         same(html)
 
     check()
-    assert spy.calls > 100  # many took the compact grammar
+    assert spy.calls > 100 and td_spy.calls > 20  # many took the compact grammar
+
+
+# -- running text (_running_text): paragraphs, line breaks and whole tables, written directly ----
+@pytest.fixture
+def running(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each html_to_text call, whether _running_text took the document."""
+    taken: list[bool] = []
+    real = htmltext._running_text
+
+    def spy(html: str) -> str | None:
+        text = real(html)
+        taken.append(text is not None)
+        return text
+
+    monkeypatch.setattr(htmltext, "_running_text", spy)
+    return taken
+
+
+_LONG = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor " * 3
+
+
+@pytest.mark.parametrize("html", [
+    "", "x", " x ", "\n", "a&amp;b", "&nbsp;", "&#32;", "a &lt;p&gt; b", "a > b", "<p>x</p>",
+    "<html><body><p>Hello user 7,</p><p>Your numbers:</p><p>Regards,<br>the robot</p></body></html>",
+    "<br>", "<br><br>x", "<p><br>x</p>", "x<br>", "a<br><br><p>b", "a<p><br><br><br><div>b", "a<br><br>b", "a<br><p>b", "a<p><br>b",
+    "<p>a</p><br><p>b</p>", "a<br/>b<br />c", "<p/>x<div/>y", "a <br> b", "a\n<br>\nb",
+    "<p> a </p> <p> b </p>", "<div>\n  a\n  b\n</div>\n<div>c</div>", "a<b>b</b>c",
+    "a <b>b</b> c", "a<b> </b>c", "<b>a</b><i>b</i>", "<p><strong>Total:</strong> 5</p>",
+    "<span>a</span>\xa0<span>b</span>", "a\xa0\n", "x\u00ady", "\u00ad", "a\x0b", "a\u2028b",
+    "\u65e5\u672c\u8a9e " * 30, "e\u0301 " * 40, _LONG, f"<p>{_LONG}</p>", f"a<br>{_LONG}",
+    f"<b>{_LONG}</b>{_LONG}", f"{'x' * 75} y", f"{'x' * 76} y", f"{'x' * 77} y", "x" * 200,
+    f"{'x' * 70}<b>yyyyyy zz</b>", f"{'x' * 70} <b>yyyyy</b>", f"{'x' * 70}<b> yyyyyy</b>",
+    f"{'x' * 70} <b>yyyyyy</b>", f"{'x' * 74}<b> </b>y", f"{'a ' * 37}b<br>c",
+    "<section><header>h</header><main>m</main><footer>f</footer></section><center>c</center>",
+    "<p>a</p><table><tr><td>x</td><td>1</td></tr></table><p>b<br>c</p>",
+    "a<table><tr><td>x</td></tr></table>b", "<br><table><tr><td>x</td></tr></table>",
+    "<br><br><table><tr><td>x</td></tr></table><br>y",
+    "<table><tr><td></td></tr></table>x", "x<table><tr><td></td></tr></table><br>y",
+    "<table><tr><td> 5</td><td>-1</td></tr></table>x<table><tr><td>a</td></tr></table>",
+    "<p>a <table><tr><td>x</td></tr></table> b</p>",
+])  # fmt: skip
+def test_running_text_is_written_as_the_converter_writes_it(html: str, running: list[bool]) -> None:
+    same(html)
+    assert running[0]
+
+
+@pytest.mark.parametrize("html", [
+    "<P>x</P>", "<p class=a>x</p>", "<p >x</p>", "<h1>x</h1>", "<ul><li>x</li></ul>", "<a>x</a>",
+    "<p>x<!-- c --></p>", "<!doctype html><p>x</p>", "a < b", "a <", "<", "<>", "</p", "<br>x<hr>",
+    "<head><title>t</title></head><p>x</p>", "<pre>a  b</pre>", "<blockquote>q</blockquote>",
+    "<p>a</p><table role=presentation><tr><td>x</td></tr></table>",
+    "<table><tr><td colspan=2>x</td></tr></table>", "<table><tr><td>x</td></tr></table><h2>y</h2>",
+    "<TABLE><tr><td>x</td></tr></TABLE>", "<tablex>", "<table", "<p>x</p><script>y</script>",
+])  # fmt: skip
+def test_running_text_leaves_other_documents_to_the_converter(html: str, running: list[bool]) -> None:
+    same(html)
+    assert running == [False]
+
+
+def _running_documents() -> Any:
+    """Documents of running text, some with a tag it does not take."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    tags = st.one_of(
+        st.sampled_from(sorted(htmltext._RUNNING_TAGS)).map(lambda name: f"<{name}>"),
+        st.sampled_from(["<br>", "<p>", "</p>", "<b>", "</b>"]),  # the common ones, more often
+    )
+    others = st.sampled_from(
+        ["<P>", "<p class=x>", "<h2>", "</h2>", "<ul><li>", "<a href=u>", "<!-- c -->", "<",
+         "<table role=none><tr><td>1</td></tr></table>", "<hr>", "<br >", "</br>", "1 < 2"]
+    )  # fmt: skip
+    words = st.sampled_from(
+        ["a", "bb", "Hello", "x" * 30, "y" * 75, "z" * 80, "&amp;", "&nbsp;", "&lt;p&gt;", "&#10;",
+         "1 &lt; 2", "\xa0", "\u00ad", "\u65e5\u672c\u8a9e", "e\u0301", "\U0001f600", "caf\u00e9", ">"]
+    )  # fmt: skip
+    separators = st.sampled_from([" ", " ", "", "  ", "\n", "\t", "\r\n", "\xa0", "\x0b"])
+    text = st.lists(st.tuples(separators, words), max_size=30).map(
+        lambda pairs: "".join(s + w for s, w in pairs)
+    )
+    compact_table = st.builds(
+        lambda rows: "<table>" + rows + "</table>",
+        st.lists(st.sampled_from(["<tr><td>a</td><td>1</td></tr>", "<tr><td>bb b</td><td></td></tr>",
+                                  "<tr><td>&amp;</td><td>-22</td></tr>"]), min_size=1, max_size=4).map("".join),
+    )  # fmt: skip
+    piece = st.one_of(tags, tags, text, text, compact_table)
+    clean = st.lists(piece, max_size=25).map("".join)
+    spoilt = st.tuples(clean, others, clean).map("".join)
+    return st.one_of(clean, clean, clean, spoilt)
+
+
+def test_random_running_text(running: list[bool]) -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+
+    @hypothesis.settings(max_examples=1500, deadline=None)
+    @hypothesis.given(_running_documents())
+    def check(html: str) -> None:
+        same(html)
+
+    check()
+    assert sum(running) > len(running) / 4  # many took the shortcut
