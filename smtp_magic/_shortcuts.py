@@ -62,6 +62,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 import warnings
@@ -86,6 +87,7 @@ __all__ = [
     "record_check",
     "status",
     "take_transport",
+    "unbroken",
 ]
 
 ENV = "SMTP_MAGIC_NO_SHORTCUTS"
@@ -158,6 +160,12 @@ def allowed(feature: str) -> bool:
     return _why_not(feature) is None
 
 
+def unbroken(feature: str) -> bool:
+    """Whether no runtime check of ``feature`` has failed: for a batch that read ``allowed``
+    once, when it began (a failed check turns the shortcut off at once)."""
+    return _checked.get(feature) is not False
+
+
 def record_check(feature: str, ok: bool) -> bool:
     """Record the outcome of a runtime check of ``feature`` (``ok``) and return it; a failed
     one turns the shortcut off for good, with a warning (once), so the public path takes over."""
@@ -220,9 +228,14 @@ _QP_QUOTED = [chr(c) if c in _QP_KEEP else f"={c:02X}" for c in range(256)]
 _QP_REPLACES = 32  # up to ~40 distinct bytes, replaces beat the table (1 KB: 25 vs 32 us)
 
 
+# A line over 78 characters in an ASCII text of LF-ended lines (the text with an LF in front):
+# the regex engine jumps from LF to LF, where splitting the text makes a string of each line.
+_LONG_LINE = re.compile("\n[^\n]{79}")
+
+
 def _encode_text_7bit(text: str) -> tuple[str, str]:
     if text.isascii() and "\r" not in text:  # the commonest text: ASCII, lines ended by LF
-        if max(map(len, text.split("\n"))) <= 78:  # short: itself, with an LF at the end
+        if not _LONG_LINE.search("\n" + text):  # short lines: itself, with an LF at the end
             return "7bit", text if text.endswith("\n") else text + "\n"
         lines = text.encode("ascii").split(b"\n")
         if not lines[-1]:  # a last LF ends the last line; no empty line after it
@@ -277,6 +290,8 @@ def _qp_line(line: str) -> str:
     start, laststart = 0, len(line) - 79
     if "=" not in line:
         start = laststart // 77 * 77 + 77 if laststart >= 0 else 0
+        if start and line[-1] not in " \t":  # the commonest long line: slices and soft breaks
+            return "=\n".join([line[i:i + 77] for i in range(0, start, 77)] + [line[start:]])
         if start:
             pieces = ["=\n".join([line[i:i + 77] for i in range(0, start, 77)]) + "="]
     else:

@@ -284,12 +284,14 @@ def check_attachments(request: SendRequest, settings: ConnectionSettings) -> Non
             )
 
 
-def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | None = None
-            ) -> Composed:
+def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | None = None,
+            shortcut: bool | None = None) -> Composed:
     """Validate the request and build the message. Raises InvalidRequest with one sentence.
 
     The body is sent as it is: an HTML body comes sanitised and laid out, with its plain-text
-    alternative in ``text`` (default ``request.text``); see ``stages``."""
+    alternative in ``text`` (default ``request.text``); see ``stages``. ``shortcut``: whether
+    the "compose" shortcut was allowed when the caller's batch began (None: asked now); a
+    failed runtime check turns it off from the next message on either way."""
     if request.subject is None:
         raise InvalidRequest("The message has no subject ('subject' is required).")
     if not isinstance(request.subject, str):
@@ -301,10 +303,14 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         request = request.replace(attachments=unique_attachments(request.attachments))
     sender = _sender(request, settings)
     to = _mailboxes(request.to, "'to' address")
-    cc = _mailboxes(request.cc, "'cc' address")
-    bcc = _mailboxes(request.bcc, "'bcc' address")
-    field = "'reply_to' address" if request.reply_to else "reply_to setting"
-    reply_to = _mailboxes(request.reply_to or as_address_list(settings.reply_to), field)
+    cc = _mailboxes(request.cc, "'cc' address") if request.cc else []
+    bcc = _mailboxes(request.bcc, "'bcc' address") if request.bcc else []
+    if request.reply_to:
+        reply_to = _mailboxes(request.reply_to, "'reply_to' address")
+    elif settings.reply_to:
+        reply_to = _mailboxes(as_address_list(settings.reply_to), "reply_to setting")
+    else:
+        reply_to = []
     if reply_to:  # kept as text in the request (display names included) for both writers
         request = request.replace(reply_to=tuple(str(m.address) for m in reply_to))
     if request.attachments:
@@ -316,7 +322,7 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
             "text/markdown or multipart/alternative."
         )
 
-    smtputf8 = not all(m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to))
+    smtputf8 = not all([m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to)])
     if request.message_id:
         message_id = check_header_value("Message-ID", request.message_id)
     else:  # digits and the sender's checked domain: nothing to check
@@ -340,10 +346,16 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         return _build_message(request, content_type, sender.address, [m.address for m in to],
                               [m.address for m in cc], smtputf8, date, message_id, text)
 
-    specs = [m.spec for m in (*to, *cc, *bcc)]
-    recipients = tuple(dict.fromkeys(specs)) if len(specs) > 1 else tuple(specs)
+    if len(to) == 1 and not cc and not bcc:
+        recipients: tuple[str, ...] = (to[0].spec,)
+    else:
+        recipients = tuple(dict.fromkeys([m.spec for m in (*to, *cc, *bcc)]))
+    if shortcut is None:
+        shortcut = _shortcuts.allowed("compose")
+    elif shortcut:
+        shortcut = _shortcuts.unbroken("compose")
     parts = None
-    if not smtputf8 and not request.inline_images and _shortcuts.allowed("compose"):
+    if shortcut and not smtputf8 and not request.inline_images:
         parts = _render_fast(request, content_type, sender, to, cc, date, message_id, text)
     if parts is None:
         return Composed(build(), sender.spec, recipients, message_id, smtputf8)
@@ -690,14 +702,25 @@ def _render_fast(
     body = request.body or ""
     if not isinstance(body, str):
         return None
-    head = [_fold_addresses("From", [sender]), _fold_addresses("To", to)]
-    if cc:
-        head.append(_fold_addresses("Cc", cc))
-    head += [_fold("Subject", request.subject), _date_line(date)]
-    if _SIMPLE_MSGID.match(message_id) and len(message_id) <= 64:
-        head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
+    subject = request.subject
+    if (len(to) == 1 and not cc and sender.header is not None and to[0].header is not None
+            and len(sender.header) <= 72 and len(to[0].header) <= 74 and len(subject) <= 69
+            and len(message_id) <= 64 and "=?" not in subject and _SIMPLE.match(subject)
+            and _SIMPLE_MSGID.match(message_id)):
+        # The commonest head, each field short and written as it is: the lines _fold_addresses
+        # and _fold give for it (the width each allows, less the field's name), in one piece.
+        head = [f"From: {sender.header}\r\nTo: {to[0].header}\r\nSubject: {subject}\r\n"
+                .encode("ascii"), _date_line(date), f"Message-ID: {message_id}\r\n".encode("ascii")]
     else:
-        head.append(POLICY.fold_binary("Message-ID", POLICY.header_store_parse("Message-ID", message_id)[1]))
+        head = [_fold_addresses("From", [sender]), _fold_addresses("To", to)]
+        if cc:
+            head.append(_fold_addresses("Cc", cc))
+        head += [_fold("Subject", subject), _date_line(date)]
+        if _SIMPLE_MSGID.match(message_id) and len(message_id) <= 64:
+            head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
+        else:
+            head.append(POLICY.fold_binary("Message-ID",
+                                           POLICY.header_store_parse("Message-ID", message_id)[1]))
     if request.reply_to:
         head.append(_fold_addresses("Reply-To", _mailboxes(request.reply_to, "'reply_to' address")))
     for name, value in request.headers:
@@ -731,8 +754,12 @@ def _render_fast(
     boundaries: list[bytes] = []
     while len(boundaries) < skeleton.nboundaries:
         b = new_boundary().encode("ascii")
-        if b not in boundaries and not any(b in p for p in plain):
-            boundaries.append(b)
+        if b not in boundaries:
+            for p in plain:
+                if b in p:
+                    break
+            else:
+                boundaries.append(b)
     # A small message comes out as one bytes object.
     parts = skeleton.fill(b"".join(head), boundaries, slots)
     if check and not skeleton.checked:
