@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - Windows
 
 from ._paths import open_private, private_dir, user_path, write_private
 from .errors import OutboxUnwritable
-from .models import Response
+from .models import Response, assembler
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
 
@@ -73,6 +73,10 @@ class OutboxEntry:
     updated: float = 0.0
     # Where it was going: host, port, security, username, auth, profile; never a secret.
     destination: dict[str, Any] | None = field(default=None, compare=False)
+
+
+# OutboxEntry(...) made in one go (models.assembler): a batch makes one a message.
+_new_entry = assembler(OutboxEntry)
 
 
 class Outbox:
@@ -447,8 +451,9 @@ class Batch:
         self._count += 1
         self.pending.add(n)
         self.regions[n] = _Region(f.fileno(), offset, size)
-        entry = OutboxEntry(f"J{self.id}-{n}", message_id, subject, sender, tuple(recipients),
-                            PENDING, created=now, updated=now, destination=self.destination)
+        entry = _new_entry(key=f"J{self.id}-{n}", message_id=message_id, subject=subject,
+                           sender=sender, recipients=tuple(recipients), status=PENDING,
+                           created=now, updated=now, destination=self.destination)
         # A streamed message is sent from the journal, never held whole in memory.
         return entry, (self.regions[n] if streamed else body)
 
