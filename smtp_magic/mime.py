@@ -6,6 +6,7 @@ import binascii
 import functools
 import logging
 import operator
+import os
 import random
 import re
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from typing import Any, NamedTuple
 
 from . import _shortcuts
@@ -139,11 +140,14 @@ _NOT_IN_HEADERS = re.compile("[\0\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # The other control characters (C0 but tab, DEL, C1): ESC starts the ANSI/OSC sequences a
 # terminal obeys (window title, screen clear) when a client prints the header.
 _CONTROLS = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x9f]")
+_REFUSED_IN_HEADERS = re.compile(f"{_NOT_IN_HEADERS.pattern}|{_CONTROLS.pattern}")
 
 
 def check_header_value(field: str, value: str) -> str:
     """Refuse line breaks, NUL and other control characters in a header value: they would
     inject headers, or drive the terminal of whoever prints it."""
+    if not _REFUSED_IN_HEADERS.search(value):  # nearly every value: one search
+        return value
     if _NOT_IN_HEADERS.search(value):
         kind = "a NUL character" if "\0" in value else "a line break"
         raise InvalidRequest(f"The {field} contains {kind}, which is not allowed in a header.")
@@ -327,10 +331,11 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         message_id = check_header_value("Message-ID", request.message_id)
     else:  # digits and the sender's checked domain: nothing to check
         domain = sender.address.domain
-        message_id = make_msgid(domain=domain if domain.isascii() else "smtp-magic.local")
+        message_id = _message_id(domain if domain.isascii() else "smtp-magic.local")
 
     date = _date()
-    _check_extra_headers(request.headers, reply_to=bool(reply_to))
+    if request.headers:
+        _check_extra_headers(request.headers, reply_to=bool(reply_to))
     if content_type == "text/plain":
         text = None
     else:
@@ -342,10 +347,8 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         if text is None:
             raise ValueError("an HTML body needs its plain-text alternative")
 
-    def build() -> EmailMessage:
-        return _build_message(request, content_type, sender.address, [m.address for m in to],
-                              [m.address for m in cc], smtputf8, date, message_id, text)
-
+    build = functools.partial(_build_of_mailboxes, request, content_type, sender, to, cc,
+                              smtputf8, date, message_id, text)
     if len(to) == 1 and not cc and not bcc:
         recipients: tuple[str, ...] = (to[0].spec,)
     else:
@@ -361,6 +364,22 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         return Composed(build(), sender.spec, recipients, message_id, smtputf8)
     return Composed(None, sender.spec, recipients, message_id, smtputf8,
                     subject=request.subject, parts=parts, build=build)
+
+
+def _message_id(domain: str) -> str:
+    """A new Message-ID at ``domain``, as ``email.utils.make_msgid(domain=domain)`` makes it
+    (centiseconds, process id, 64 random bits)."""
+    return f"<{int(time.time() * 100)}.{os.getpid()}.{_getrandbits(64)}@{domain}>"
+
+
+def _build_of_mailboxes(
+    request: SendRequest, content_type: str, sender: _Mailbox, to: list[_Mailbox],
+    cc: list[_Mailbox], smtputf8: bool, date: str, message_id: str, text: str | None,
+) -> EmailMessage:
+    """``_build_message`` of compose's mailboxes: how a Composed builds its message when it
+    is asked for (a preview)."""
+    return _build_message(request, content_type, sender.address, [m.address for m in to],
+                          [m.address for m in cc], smtputf8, date, message_id, text)
 
 
 def _check_extra_headers(headers: tuple[tuple[str, str], ...], *, reply_to: bool) -> None:
@@ -486,6 +505,8 @@ _SIMPLE_MSGID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z
 _SLOT = "smtpmagicslot{}x"
 _SLOT_RE = rb"smtpmagicslot\d+x"
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
+_BOUNDARY_BITS = sys.maxsize.bit_length()
+_getrandbits = random.getrandbits
 _B64_BLOCK = 57 * 8192  # whole 76-character lines per block
 
 
@@ -631,8 +652,12 @@ class _Skeleton:
         """The message: ``head`` (its folded headers), then the structure with ``boundaries``
         and the payload of each slot (bytes, or a lazy attachment body)."""
         values = [head, *boundaries, *slots]
+        segments = self.segments
+        if len(segments) == 1:  # a message without lazy parts: one template
+            template, getter = segments[0]  # type: ignore[misc]
+            return [template % getter(values)]
         return [slots[segment] if isinstance(segment, int) else segment[0] % segment[1](values)
-                for segment in self.segments]
+                for segment in segments]
 
 
 _skeletons: dict[tuple[object, ...], _Skeleton] = {}
@@ -681,8 +706,13 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
 
 
 def _new_boundary() -> str:
-    """A multipart boundary in the generator's own format (``===...==``, random digits)."""
-    return "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
+    """A multipart boundary in the generator's own format (``===...==``, random digits): a
+    number below sys.maxsize (2**63 - 1), as ``random.randrange(sys.maxsize)`` draws it, without
+    its Python-level steps."""
+    number = _getrandbits(_BOUNDARY_BITS)
+    while number >= sys.maxsize:
+        number = _getrandbits(_BOUNDARY_BITS)
+    return "=" * 15 + str(number).zfill(_BOUNDARY_DIGITS) + "=="
 
 
 # The first message of each shape is also built by the email package and the bytes compared,
