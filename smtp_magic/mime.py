@@ -326,7 +326,7 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
             "text/markdown or multipart/alternative."
         )
 
-    smtputf8 = not all([m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to)])
+    smtputf8 = not all(m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to))
     if request.message_id:
         message_id = check_header_value("Message-ID", request.message_id)
     else:  # digits and the sender's checked domain: nothing to check
