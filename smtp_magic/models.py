@@ -43,7 +43,9 @@ def assembler(cls: type[T]) -> Callable[..., T]:
 
     def assemble(**values: Any) -> T:
         made = new(cls)
-        made.__dict__.update(defaults, **values)
+        fields = made.__dict__
+        fields.update(defaults)
+        fields.update(values)
         return made
 
     return assemble
