@@ -226,6 +226,8 @@ def encode_text(text: str, policy: Any) -> tuple[str, str]:
 # "=", and space and tab; LF here is the line break. Every other byte becomes "=XX".
 _QP_KEEP = b"\t\n !\"#$%&'()*+,-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 _QP_QUOTED = [chr(c) if c in _QP_KEEP else f"={c:02X}" for c in range(256)]
+# (``bytes.find`` rather than ``in``: ``b"x" in data`` first tries its argument as an integer,
+# and raises and clears a TypeError each time, some 2000 instructions.)
 # Each byte as 0 when quoted-printable keeps it, else 1: whether a text needs any quoting is a
 # table translation and a search for 1 (several times cheaper than deleting the kept bytes).
 _QP_NEEDS = bytes(0 if c in _QP_KEEP else 1 for c in range(256))
@@ -287,14 +289,14 @@ def _qp_lines(joined: bytes, to_quote: bytes) -> list[bytes]:
             joined = joined.decode("latin-1").translate(_QP_QUOTED).encode("ascii")
     # Lines of up to 78 characters without a space or tab at the end stay as they are.
     return [_qp_line_bytes(line) if len(line) > 78 or line.endswith((b" ", b"\t")) else line
-            for line in (joined.split(b"\n") if b"\n" in joined else [joined])]
+            for line in (joined.split(b"\n") if joined.find(b"\n") >= 0 else [joined])]
 
 
 def _qp_line_bytes(line: bytes) -> bytes:
     """``_qp_line`` of an ASCII line; the commonest long line (no "=", no space or tab at
     its end) cut into 77-byte pieces by struct, in one call, joined with soft breaks."""
     laststart = len(line) - 79
-    if laststart >= 0 and b"=" not in line and line[-1] not in b" \t":
+    if laststart >= 0 and line.find(b"=") < 0 and line[-1] not in b" \t":
         start = laststart // 77 * 77 + 77
         return b"=\n".join([*_cutter(start // 77).unpack_from(line), line[start:]])
     return _qp_line(line.decode("ascii")).encode("ascii")

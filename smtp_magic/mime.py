@@ -118,7 +118,7 @@ class Composed:
                 size += len(part)
                 if in_head:  # a few parts at most: a DKIM-Signature, then the rest of the head
                     head += part
-                    in_head = b"\r\n\r\n" not in head
+                    in_head = head.find(b"\r\n\r\n") < 0
             else:
                 size += part.size()
                 in_head = False  # an attachment's body is never in the header block
@@ -235,6 +235,9 @@ class _Mailbox(NamedTuple):
     ascii_local: bool
 
 
+_ASCII_LOCAL = operator.attrgetter("ascii_local")
+
+
 # A bulk send composes each address once (recipients) or for every message (the sender):
 # cached, like _parse_address. Errors are not cached.
 @functools.lru_cache(maxsize=4096)
@@ -306,7 +309,7 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
     if request.attachments:
         request = request.replace(attachments=unique_attachments(request.attachments))
     sender = _sender(request, settings)
-    to = _mailboxes(request.to, "'to' address")
+    to = [_mailbox(v, "'to' address") for v in request.to]  # (_mailboxes, inline)
     cc = _mailboxes(request.cc, "'cc' address") if request.cc else []
     bcc = _mailboxes(request.bcc, "'bcc' address") if request.bcc else []
     if request.reply_to:
@@ -326,12 +329,11 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
             "text/markdown or multipart/alternative."
         )
 
-    smtputf8 = not all(m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to))
+    smtputf8 = not all(map(_ASCII_LOCAL, (sender, *to, *cc, *bcc, *reply_to)))
     if request.message_id:
         message_id = check_header_value("Message-ID", request.message_id)
     else:  # digits and the sender's checked domain: nothing to check
-        domain = sender.address.domain
-        message_id = _message_id(domain if domain.isascii() else "smtp-magic.local")
+        message_id = _message_id(sender.address)
 
     date = _date()
     if request.headers:
@@ -366,10 +368,22 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
                     subject=request.subject, parts=parts, build=build)
 
 
-def _message_id(domain: str) -> str:
-    """A new Message-ID at ``domain``, as ``email.utils.make_msgid(domain=domain)`` makes it
-    (centiseconds, process id, 64 random bits)."""
-    return f"<{int(time.time() * 100)}.{os.getpid()}.{_getrandbits(64)}@{domain}>"
+# (centiseconds, process id, sender's Address, "<centiseconds.pid.") of the last Message-ID.
+_msgid_front: tuple[int, int, Address | None, str, str] = (0, 0, None, "", "")
+
+
+def _message_id(sender: Address) -> str:
+    """A new Message-ID at the domain of ``sender`` (if ASCII), as
+    ``email.utils.make_msgid(domain=...)`` makes it (centiseconds, process id, 64 random bits);
+    all but the random bits are the same for every message of the same centisecond."""
+    global _msgid_front
+    now, pid = int(time.time() * 100), os.getpid()
+    when, of, address, front, at = _msgid_front
+    if when != now or of != pid or address is not sender:
+        domain = sender.domain
+        front, at = f"<{now}.{pid}.", f"@{domain if domain.isascii() else 'smtp-magic.local'}>"
+        _msgid_front = (now, pid, sender, front, at)
+    return f"{front}{_getrandbits(64)}{at}"
 
 
 def _build_of_mailboxes(
@@ -786,7 +800,7 @@ def _render_fast(
         b = new_boundary().encode("ascii")
         if b not in boundaries:
             for p in plain:
-                if b in p:
+                if p.find(b) >= 0:  # (not ``b in p``: that tries b as an integer first)
                     break
             else:
                 boundaries.append(b)
