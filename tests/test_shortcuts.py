@@ -15,8 +15,8 @@ import pytest
 import smtp_magic
 from smtp_magic import _shortcuts
 from smtp_magic.config import SmtpMagic
-from smtp_magic.models import Attachment, SendRequest
 from smtp_magic.mime import Composed
+from smtp_magic.models import Attachment, SendRequest
 from smtp_magic.stages import prepare, prepare_many
 
 compose_module = importlib.import_module("smtp_magic.mime")
