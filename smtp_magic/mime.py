@@ -519,6 +519,14 @@ _SIMPLE_MSGID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z
 _SLOT = "smtpmagicslot{}x"
 _SLOT_RE = rb"smtpmagicslot\d+x"
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _skeleton_split() -> re.Pattern[bytes]:
+    """A slot or a boundary (``_new_boundary``'s format) in a flattened skeleton; compiled on
+    the first skeleton (one compile per process)."""
+    return re.compile(b"(" + _SLOT_RE + b"|={15}[0-9]{%d}==)" % _BOUNDARY_DIGITS)
+
 _BOUNDARY_BITS = sys.maxsize.bit_length()
 _getrandbits = random.getrandbits
 _B64_BLOCK = 57 * 8192  # whole 76-character lines per block
@@ -692,11 +700,15 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
     leaves = [p for p in msg.walk() if not p.is_multipart()]
     for i, leaf in enumerate(leaves):
         leaf.set_payload(_SLOT.format(i))
+    # Boundaries of the generator's format set here (the generator would draw them, and compile
+    # a regex for each to search the parts with), so that one regex finds them all.
+    for part in msg.walk():
+        if part.is_multipart():
+            part.set_boundary(_new_boundary())
     raw = msg.as_bytes(policy=POLICY)
     boundaries = [str(p.get_boundary()).encode("ascii") for p in msg.walk() if p.is_multipart()]
-    split = re.compile(b"(" + b"|".join([_SLOT_RE, *map(re.escape, boundaries)]) + b")")
     pieces: list[bytes | tuple[str, int]] = []
-    for i, piece in enumerate(split.split(raw)):
+    for i, piece in enumerate(_skeleton_split().split(raw)):
         if i % 2 == 0:
             pieces.append(piece)
         elif piece.startswith(b"smtpmagicslot"):
