@@ -67,10 +67,11 @@ def make_request(
 ) -> SendRequest:
     # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside. (The
     # common values, a string or nothing, are let through before the slower ABC checks.)
-    for name, value in (("to", to), ("cc", cc), ("bcc", bcc), ("reply_to", reply_to)):
-        if value is not None and not isinstance(value, (str, Iterable)):
-            raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
-                                 f"{type(value).__name__}.")
+    if not (type(to) is str and cc is None and bcc is None and reply_to is None):
+        for name, value in (("to", to), ("cc", cc), ("bcc", bcc), ("reply_to", reply_to)):
+            if value is not None and not isinstance(value, (str, Iterable)):
+                raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
+                                     f"{type(value).__name__}.")
     pairs: tuple[Any, ...] = ()
     if not (type(headers) is tuple and not headers):
         if headers is not None and not isinstance(headers, Iterable):
