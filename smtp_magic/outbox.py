@@ -697,6 +697,13 @@ class SendLog:
             self._records.append(record)
         return record
 
+    def add_all(self, records: list[SendRecord]) -> None:
+        """``add`` for each of ``records``, in order."""
+        with self._lock:
+            for record in records:
+                record._log = self
+            self._records += records
+
     def records(self) -> list[SendRecord]:
         with self._lock:
             return list(self._records)
