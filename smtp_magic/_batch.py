@@ -101,15 +101,18 @@ def new_jobs(start: int, items: Sequence[Any], base: SmtpMagic, timeout: float |
                 _failed(job, items[job.index - start], result)
             else:
                 job.composed = result
+    records = []
     for job in jobs:
         message = job.composed
-        job.record = history.add(SendRecord(
-            subject=message.subject if message else str(job.request.subject or ""),
-            recipients=message.recipients if message else job.request.recipients,
-            message_id=message.message_id if message else None,
-        ))
+        if message is not None:
+            job.record = SendRecord(message.subject, message.recipients, message.message_id)
+        else:
+            job.record = SendRecord(str(job.request.subject or ""), job.request.recipients, None)
+        records.append(job.record)
+    history.add_all(records)  # the window's lines in one go (one lock)
+    for job in jobs:
         if job.response is not None:
-            job.record.finish(job.response)
+            job.record.finish(job.response)  # type: ignore[union-attr]
     return jobs
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from .attachments import AttachmentSpec, resolve_all
 from .config import ALIASES, SETTINGS, SmtpMagic, current
 from .errors import InvalidRequest, did_you_mean
-from .models import SendRequest
+from .models import SendRequest, as_address_list, assemble_request
 
 __all__ = ["ConfigLike", "as_request", "load_settings", "make_request", "request_from_dict",
            "with_profile"]
@@ -67,10 +67,11 @@ def make_request(
 ) -> SendRequest:
     # Values of the wrong JSON type must be exit 1, not a TypeError from deep inside. (The
     # common values, a string or nothing, are let through before the slower ABC checks.)
-    for name, value in (("to", to), ("cc", cc), ("bcc", bcc), ("reply_to", reply_to)):
-        if value is not None and not isinstance(value, (str, Iterable)):
-            raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
-                                 f"{type(value).__name__}.")
+    if not (type(to) is str and cc is None and bcc is None and reply_to is None):
+        for name, value in (("to", to), ("cc", cc), ("bcc", bcc), ("reply_to", reply_to)):
+            if value is not None and not isinstance(value, (str, Iterable)):
+                raise InvalidRequest(f"{name!r} must be an address or a list of addresses, not "
+                                     f"{type(value).__name__}.")
     pairs: tuple[Any, ...] = ()
     if not (type(headers) is tuple and not headers):
         if headers is not None and not isinstance(headers, Iterable):
@@ -83,13 +84,20 @@ def make_request(
     if content_type is not None and not isinstance(content_type, str):
         raise InvalidRequest(f"The content type must be text, not {type(content_type).__name__}.")
     if not (type(attachments) is tuple and not attachments):
-        attachments = resolve_all(attachments)
-    return SendRequest(
-        to=to, subject=subject, body=body, cc=() if cc is None else cc,
-        bcc=() if bcc is None else bcc, sender=sender, attachments=attachments,
-        content_type=content_type, headers=pairs, unsubscribe=unsubscribe,
-        reply_to=() if reply_to is None else reply_to,
+        attachments = resolve_all(attachments)  # a tuple
+    # What SendRequest(...) makes of these values (its __post_init__), made in one go: the
+    # address fields in order (to, cc, bcc, reply_to: the first bad one is reported).
+    return assemble_request(
+        to=_addresses(to), cc=_addresses(cc), bcc=_addresses(bcc),
+        reply_to=_addresses(reply_to), subject=subject, body=body, sender=sender,
+        attachments=attachments, content_type=content_type, headers=pairs,
+        unsubscribe=unsubscribe,
     )
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    """An address field as SendRequest keeps it (None: none)."""
+    return () if value is None or (type(value) is tuple and not value) else as_address_list(value)
 
 
 def request_from_dict(data: Mapping[str, Any]) -> tuple[SendRequest, dict[str, Any]]:

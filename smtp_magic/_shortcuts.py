@@ -62,6 +62,8 @@ import functools
 import hashlib
 import logging
 import os
+import re
+import struct
 import sys
 import threading
 import warnings
@@ -86,6 +88,7 @@ __all__ = [
     "record_check",
     "status",
     "take_transport",
+    "unbroken",
 ]
 
 ENV = "SMTP_MAGIC_NO_SHORTCUTS"
@@ -158,6 +161,12 @@ def allowed(feature: str) -> bool:
     return _why_not(feature) is None
 
 
+def unbroken(feature: str) -> bool:
+    """Whether no runtime check of ``feature`` has failed: for a batch that read ``allowed``
+    once, when it began (a failed check turns the shortcut off at once)."""
+    return _checked.get(feature) is not False
+
+
 def record_check(feature: str, ok: bool) -> bool:
     """Record the outcome of a runtime check of ``feature`` (``ok``) and return it; a failed
     one turns the shortcut off for good, with a warning (once), so the public path takes over."""
@@ -217,14 +226,25 @@ def encode_text(text: str, policy: Any) -> tuple[str, str]:
 # "=", and space and tab; LF here is the line break. Every other byte becomes "=XX".
 _QP_KEEP = b"\t\n !\"#$%&'()*+,-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 _QP_QUOTED = [chr(c) if c in _QP_KEEP else f"={c:02X}" for c in range(256)]
+# (``bytes.find`` rather than ``in``: ``b"x" in data`` first tries its argument as an integer,
+# and raises and clears a TypeError each time, some 2000 instructions.)
+# Each byte as 0 when quoted-printable keeps it, else 1: whether a text needs any quoting is a
+# table translation and a search for 1 (several times cheaper than deleting the kept bytes).
+_QP_NEEDS = bytes(0 if c in _QP_KEEP else 1 for c in range(256))
 _QP_REPLACES = 32  # up to ~40 distinct bytes, replaces beat the table (1 KB: 25 vs 32 us)
+
+
+# A line over 78 characters in an ASCII text of LF-ended lines (the text with an LF in front):
+# the regex engine jumps from LF to LF, where splitting the text makes a string of each line.
+_LONG_LINE = re.compile("\n[^\n]{79}")
 
 
 def _encode_text_7bit(text: str) -> tuple[str, str]:
     if text.isascii() and "\r" not in text:  # the commonest text: ASCII, lines ended by LF
-        if max(map(len, text.split("\n"))) <= 78:  # short: itself, with an LF at the end
+        if not _LONG_LINE.search("\n" + text):  # short lines: itself, with an LF at the end
             return "7bit", text if text.endswith("\n") else text + "\n"
-        lines = text.encode("ascii").split(b"\n")
+        data = text.encode("ascii")
+        lines = data.split(b"\n") if "\n" in text else [data]  # (a split costs ~5 Ir a byte)
         if not lines[-1]:  # a last LF ends the last line; no empty line after it
             lines.pop()
     else:
@@ -237,20 +257,25 @@ def _encode_text_7bit(text: str) -> tuple[str, str]:
     # Quoted-printable is at least as long as its bytes, two more for each byte to quote, and
     # a last LF: a text mostly not Latin is base64 without quoting anything.
     head = b"\n".join(lines[:10])
-    to_quote = head.translate(None, _QP_KEEP)
+    to_quote = _to_quote(head)
     base64_size = 4 * ((len(head) + len(lines[:10]) + 1 + 2) // 3) + 1
     if len(head) + 2 * len(to_quote) + 1 <= base64_size:
         encoded = _qp_lines(head, to_quote)
         if sum(map(len, encoded)) + len(encoded) <= base64_size:
             if len(lines) > 10:
                 rest = b"\n".join(lines[10:])
-                encoded += _qp_lines(rest, rest.translate(None, _QP_KEEP))
-            return "quoted-printable", "\n".join(encoded) + "\n"
+                encoded += _qp_lines(rest, _to_quote(rest))
+            return "quoted-printable", (b"\n".join(encoded) + b"\n").decode("ascii")
     b64 = binascii.b2a_base64(b"\r\n".join(lines) + b"\r\n", newline=False).decode("ascii")
     return "base64", "".join([b64[i:i + 76] + "\n" for i in range(0, len(b64), 76)])
 
 
-def _qp_lines(joined: bytes, to_quote: bytes) -> list[str]:
+def _to_quote(data: bytes) -> bytes:
+    """The bytes of ``data`` quoted-printable writes as "=XX"."""
+    return data.translate(None, _QP_KEEP) if 1 in data.translate(_QP_NEEDS) else b""
+
+
+def _qp_lines(joined: bytes, to_quote: bytes) -> list[bytes]:
     """The LF-separated lines ``joined`` as ``quoprimime.body_encode(..., 78)`` writes them
     (soft breaks inside); ``to_quote``: its bytes that need "=XX"."""
     if to_quote:
@@ -263,8 +288,24 @@ def _qp_lines(joined: bytes, to_quote: bytes) -> list[str]:
         else:
             joined = joined.decode("latin-1").translate(_QP_QUOTED).encode("ascii")
     # Lines of up to 78 characters without a space or tab at the end stay as they are.
-    return [_qp_line(line) if len(line) > 78 or line.endswith((" ", "\t")) else line
-            for line in joined.decode("ascii").split("\n")]
+    return [_qp_line_bytes(line) if len(line) > 78 or line.endswith((b" ", b"\t")) else line
+            for line in (joined.split(b"\n") if joined.find(b"\n") >= 0 else [joined])]
+
+
+def _qp_line_bytes(line: bytes) -> bytes:
+    """``_qp_line`` of an ASCII line; the commonest long line (no "=", no space or tab at
+    its end) cut into 77-byte pieces by struct, in one call, joined with soft breaks."""
+    laststart = len(line) - 79
+    if laststart >= 0 and line.find(b"=") < 0 and line[-1] not in b" \t":
+        start = laststart // 77 * 77 + 77
+        return b"=\n".join([*_cutter(start // 77).unpack_from(line), line[start:]])
+    return _qp_line(line.decode("ascii")).encode("ascii")
+
+
+@functools.lru_cache(maxsize=64)
+def _cutter(count: int) -> struct.Struct:
+    """The struct format of ``count`` pieces of 77 bytes."""
+    return struct.Struct("77s" * count)
 
 
 def _qp_line(line: str) -> str:

@@ -448,7 +448,11 @@ class Mailer:
                     report(job)
                 else:
                     assert job.settings is not None
-                    by_settings.setdefault(job.settings, []).append(job)
+                    same = by_settings.get(job.settings)  # (setdefault: a new list a job)
+                    if same is None:
+                        by_settings[job.settings] = [job]
+                    else:
+                        same.append(job)
             for settings, group_jobs in by_settings.items():
                 group = self._open_group(group_jobs, settings, report)
                 if group is not None:

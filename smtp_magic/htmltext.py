@@ -239,8 +239,7 @@ for _name in ("p", "div", "section", "article", "header", "footer", "main", "cen
 # Text and tags of _RUNNING_TAGS only, up to a table: checked first, so that a document refused
 # (most are, at one of their first tags) costs one regex match.
 _RUNNING_SEGMENT = re.compile(
-    rf"[^<]*+(?:<(?:{'|'.join(map(re.escape, _RUNNING_TAGS))})>"
-    r"[^<]*+)*+"
+    rf"[^<]*(?:<(?:{'|'.join(map(re.escape, _RUNNING_TAGS))})>[^<]*)*"
 )
 
 
@@ -402,8 +401,8 @@ def _table_grammar(ncols: int, lowercase: bool) -> re.Pattern[str]:
 # every tag, no attributes to check. So it is tried first; a table it refuses (usually at its
 # first tag or row) goes on to the others.
 _COMPACT_CELL = r"<t[dh]>[^<]*</t[dh]>"
-_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*+)")  # a cell's text in a compact table
-_COMPACT_TD_TEXT = re.compile(r"<td>([^<]*+)")  # the same without <th> (a longer literal: faster)
+_COMPACT_CELL_TEXT = re.compile(r"<t[dh]>([^<]*)")  # a cell's text in a compact table
+_COMPACT_TD_TEXT = re.compile(r"<td>([^<]*)")  # the same without <th> (a longer literal: faster)
 _COMPACT_FIRST_ROW = re.compile(r"<table>(?:<thead>|<tbody>)?<tr>((?:<t[dh]>[^<]*</t[dh]>)+)</tr>")
 
 
@@ -414,12 +413,9 @@ def _compact_grammar(ncols: int) -> re.Pattern[str]:
     # are long patterns to compile, and their time goes to reading long tags anyway.)
     cells = _COMPACT_CELL * ncols if ncols <= 32 else f"(?:{_COMPACT_CELL}){{{ncols}}}"
     row = f"<tr>{cells}</tr>"
-    # Possessive repeats (*+, ?+: what they took is never given back): a row starts with <tr>,
-    # which nothing after the rows does, so backtracking could never help; the engine then
-    # keeps no state to backtrack to, a tenth less work.
     return re.compile(
-        rf"<table>(?:<thead>(?P<head>(?:{row})*+)</thead>)?+"
-        rf"(?:{row}|<tbody>(?:{row})*+</tbody>)*+</table>"
+        rf"<table>(?:<thead>(?P<head>(?:{row})*)</thead>)?(?:{row}|<tbody>(?:{row})*</tbody>)*"
+        r"</table>"
     )
 
 

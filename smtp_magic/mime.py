@@ -6,6 +6,7 @@ import binascii
 import functools
 import logging
 import operator
+import os
 import random
 import re
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from typing import Any, NamedTuple
 
 from . import _shortcuts
@@ -117,7 +118,7 @@ class Composed:
                 size += len(part)
                 if in_head:  # a few parts at most: a DKIM-Signature, then the rest of the head
                     head += part
-                    in_head = b"\r\n\r\n" not in head
+                    in_head = head.find(b"\r\n\r\n") < 0
             else:
                 size += part.size()
                 in_head = False  # an attachment's body is never in the header block
@@ -139,11 +140,14 @@ _NOT_IN_HEADERS = re.compile("[\0\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # The other control characters (C0 but tab, DEL, C1): ESC starts the ANSI/OSC sequences a
 # terminal obeys (window title, screen clear) when a client prints the header.
 _CONTROLS = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x9f]")
+_REFUSED_IN_HEADERS = re.compile(f"{_NOT_IN_HEADERS.pattern}|{_CONTROLS.pattern}")
 
 
 def check_header_value(field: str, value: str) -> str:
     """Refuse line breaks, NUL and other control characters in a header value: they would
     inject headers, or drive the terminal of whoever prints it."""
+    if not _REFUSED_IN_HEADERS.search(value):  # nearly every value: one search
+        return value
     if _NOT_IN_HEADERS.search(value):
         kind = "a NUL character" if "\0" in value else "a line break"
         raise InvalidRequest(f"The {field} contains {kind}, which is not allowed in a header.")
@@ -231,6 +235,9 @@ class _Mailbox(NamedTuple):
     ascii_local: bool
 
 
+_ASCII_LOCAL = operator.attrgetter("ascii_local")
+
+
 # A bulk send composes each address once (recipients) or for every message (the sender):
 # cached, like _parse_address. Errors are not cached.
 @functools.lru_cache(maxsize=4096)
@@ -284,12 +291,14 @@ def check_attachments(request: SendRequest, settings: ConnectionSettings) -> Non
             )
 
 
-def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | None = None
-            ) -> Composed:
+def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | None = None,
+            shortcut: bool | None = None) -> Composed:
     """Validate the request and build the message. Raises InvalidRequest with one sentence.
 
     The body is sent as it is: an HTML body comes sanitised and laid out, with its plain-text
-    alternative in ``text`` (default ``request.text``); see ``stages``."""
+    alternative in ``text`` (default ``request.text``); see ``stages``. ``shortcut``: whether
+    the "compose" shortcut was allowed when the caller's batch began (None: asked now); a
+    failed runtime check turns it off from the next message on either way."""
     if request.subject is None:
         raise InvalidRequest("The message has no subject ('subject' is required).")
     if not isinstance(request.subject, str):
@@ -300,11 +309,15 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
     if request.attachments:
         request = request.replace(attachments=unique_attachments(request.attachments))
     sender = _sender(request, settings)
-    to = _mailboxes(request.to, "'to' address")
-    cc = _mailboxes(request.cc, "'cc' address")
-    bcc = _mailboxes(request.bcc, "'bcc' address")
-    field = "'reply_to' address" if request.reply_to else "reply_to setting"
-    reply_to = _mailboxes(request.reply_to or as_address_list(settings.reply_to), field)
+    to = [_mailbox(v, "'to' address") for v in request.to]  # (_mailboxes, inline)
+    cc = _mailboxes(request.cc, "'cc' address") if request.cc else []
+    bcc = _mailboxes(request.bcc, "'bcc' address") if request.bcc else []
+    if request.reply_to:
+        reply_to = _mailboxes(request.reply_to, "'reply_to' address")
+    elif settings.reply_to:
+        reply_to = _mailboxes(as_address_list(settings.reply_to), "reply_to setting")
+    else:
+        reply_to = []
     if reply_to:  # kept as text in the request (display names included) for both writers
         request = request.replace(reply_to=tuple(str(m.address) for m in reply_to))
     if request.attachments:
@@ -316,15 +329,15 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
             "text/markdown or multipart/alternative."
         )
 
-    smtputf8 = not all(m.ascii_local for m in (sender, *to, *cc, *bcc, *reply_to))
+    smtputf8 = not all(map(_ASCII_LOCAL, (sender, *to, *cc, *bcc, *reply_to)))
     if request.message_id:
         message_id = check_header_value("Message-ID", request.message_id)
     else:  # digits and the sender's checked domain: nothing to check
-        domain = sender.address.domain
-        message_id = make_msgid(domain=domain if domain.isascii() else "smtp-magic.local")
+        message_id = _message_id(sender.address)
 
     date = _date()
-    _check_extra_headers(request.headers, reply_to=bool(reply_to))
+    if request.headers:
+        _check_extra_headers(request.headers, reply_to=bool(reply_to))
     if content_type == "text/plain":
         text = None
     else:
@@ -336,19 +349,51 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         if text is None:
             raise ValueError("an HTML body needs its plain-text alternative")
 
-    def build() -> EmailMessage:
-        return _build_message(request, content_type, sender.address, [m.address for m in to],
-                              [m.address for m in cc], smtputf8, date, message_id, text)
-
-    specs = [m.spec for m in (*to, *cc, *bcc)]
-    recipients = tuple(dict.fromkeys(specs)) if len(specs) > 1 else tuple(specs)
+    build = functools.partial(_build_of_mailboxes, request, content_type, sender, to, cc,
+                              smtputf8, date, message_id, text)
+    if len(to) == 1 and not cc and not bcc:
+        recipients: tuple[str, ...] = (to[0].spec,)
+    else:
+        recipients = tuple(dict.fromkeys([m.spec for m in (*to, *cc, *bcc)]))
+    if shortcut is None:
+        shortcut = _shortcuts.allowed("compose")
+    elif shortcut:
+        shortcut = _shortcuts.unbroken("compose")
     parts = None
-    if not smtputf8 and not request.inline_images and _shortcuts.allowed("compose"):
+    if shortcut and not smtputf8 and not request.inline_images:
         parts = _render_fast(request, content_type, sender, to, cc, date, message_id, text)
     if parts is None:
         return Composed(build(), sender.spec, recipients, message_id, smtputf8)
     return Composed(None, sender.spec, recipients, message_id, smtputf8,
                     subject=request.subject, parts=parts, build=build)
+
+
+# (centiseconds, process id, sender's Address, "<centiseconds.pid.") of the last Message-ID.
+_msgid_front: tuple[int, int, Address | None, str, str] = (0, 0, None, "", "")
+
+
+def _message_id(sender: Address) -> str:
+    """A new Message-ID at the domain of ``sender`` (if ASCII), as
+    ``email.utils.make_msgid(domain=...)`` makes it (centiseconds, process id, 64 random bits);
+    all but the random bits are the same for every message of the same centisecond."""
+    global _msgid_front
+    now, pid = int(time.time() * 100), os.getpid()
+    when, of, address, front, at = _msgid_front
+    if when != now or of != pid or address is not sender:
+        domain = sender.domain
+        front, at = f"<{now}.{pid}.", f"@{domain if domain.isascii() else 'smtp-magic.local'}>"
+        _msgid_front = (now, pid, sender, front, at)
+    return f"{front}{_getrandbits(64)}{at}"
+
+
+def _build_of_mailboxes(
+    request: SendRequest, content_type: str, sender: _Mailbox, to: list[_Mailbox],
+    cc: list[_Mailbox], smtputf8: bool, date: str, message_id: str, text: str | None,
+) -> EmailMessage:
+    """``_build_message`` of compose's mailboxes: how a Composed builds its message when it
+    is asked for (a preview)."""
+    return _build_message(request, content_type, sender.address, [m.address for m in to],
+                          [m.address for m in cc], smtputf8, date, message_id, text)
 
 
 def _check_extra_headers(headers: tuple[tuple[str, str], ...], *, reply_to: bool) -> None:
@@ -474,6 +519,16 @@ _SIMPLE_MSGID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z
 _SLOT = "smtpmagicslot{}x"
 _SLOT_RE = rb"smtpmagicslot\d+x"
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _skeleton_split() -> re.Pattern[bytes]:
+    """A slot or a boundary (``_new_boundary``'s format) in a flattened skeleton; compiled on
+    the first skeleton (one compile per process)."""
+    return re.compile(b"(" + _SLOT_RE + b"|={15}[0-9]{%d}==)" % _BOUNDARY_DIGITS)
+
+_BOUNDARY_BITS = sys.maxsize.bit_length()
+_getrandbits = random.getrandbits
 _B64_BLOCK = 57 * 8192  # whole 76-character lines per block
 
 
@@ -619,8 +674,12 @@ class _Skeleton:
         """The message: ``head`` (its folded headers), then the structure with ``boundaries``
         and the payload of each slot (bytes, or a lazy attachment body)."""
         values = [head, *boundaries, *slots]
+        segments = self.segments
+        if len(segments) == 1:  # a message without lazy parts: one template
+            template, getter = segments[0]  # type: ignore[misc]
+            return [template % getter(values)]
         return [slots[segment] if isinstance(segment, int) else segment[0] % segment[1](values)
-                for segment in self.segments]
+                for segment in segments]
 
 
 _skeletons: dict[tuple[object, ...], _Skeleton] = {}
@@ -641,11 +700,15 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
     leaves = [p for p in msg.walk() if not p.is_multipart()]
     for i, leaf in enumerate(leaves):
         leaf.set_payload(_SLOT.format(i))
+    # Boundaries of the generator's format set here (the generator would draw them, and compile
+    # a regex for each to search the parts with), so that one regex finds them all.
+    for part in msg.walk():
+        if part.is_multipart():
+            part.set_boundary(_new_boundary())
     raw = msg.as_bytes(policy=POLICY)
     boundaries = [str(p.get_boundary()).encode("ascii") for p in msg.walk() if p.is_multipart()]
-    split = re.compile(b"(" + b"|".join([_SLOT_RE, *map(re.escape, boundaries)]) + b")")
     pieces: list[bytes | tuple[str, int]] = []
-    for i, piece in enumerate(split.split(raw)):
+    for i, piece in enumerate(_skeleton_split().split(raw)):
         if i % 2 == 0:
             pieces.append(piece)
         elif piece.startswith(b"smtpmagicslot"):
@@ -669,8 +732,13 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
 
 
 def _new_boundary() -> str:
-    """A multipart boundary in the generator's own format (``===...==``, random digits)."""
-    return "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
+    """A multipart boundary in the generator's own format (``===...==``, random digits): a
+    number below sys.maxsize (2**63 - 1), as ``random.randrange(sys.maxsize)`` draws it, without
+    its Python-level steps."""
+    number = _getrandbits(_BOUNDARY_BITS)
+    while number >= sys.maxsize:
+        number = _getrandbits(_BOUNDARY_BITS)
+    return "=" * 15 + str(number).zfill(_BOUNDARY_DIGITS) + "=="
 
 
 # The first message of each shape is also built by the email package and the bytes compared,
@@ -690,14 +758,25 @@ def _render_fast(
     body = request.body or ""
     if not isinstance(body, str):
         return None
-    head = [_fold_addresses("From", [sender]), _fold_addresses("To", to)]
-    if cc:
-        head.append(_fold_addresses("Cc", cc))
-    head += [_fold("Subject", request.subject), _date_line(date)]
-    if _SIMPLE_MSGID.match(message_id) and len(message_id) <= 64:
-        head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
+    subject = request.subject
+    if (len(to) == 1 and not cc and sender.header is not None and to[0].header is not None
+            and len(sender.header) <= 72 and len(to[0].header) <= 74 and len(subject) <= 69
+            and len(message_id) <= 64 and "=?" not in subject and _SIMPLE.match(subject)
+            and _SIMPLE_MSGID.match(message_id)):
+        # The commonest head, each field short and written as it is: the lines _fold_addresses
+        # and _fold give for it (the width each allows, less the field's name), in one piece.
+        head = [f"From: {sender.header}\r\nTo: {to[0].header}\r\nSubject: {subject}\r\n"
+                .encode("ascii"), _date_line(date), f"Message-ID: {message_id}\r\n".encode("ascii")]
     else:
-        head.append(POLICY.fold_binary("Message-ID", POLICY.header_store_parse("Message-ID", message_id)[1]))
+        head = [_fold_addresses("From", [sender]), _fold_addresses("To", to)]
+        if cc:
+            head.append(_fold_addresses("Cc", cc))
+        head += [_fold("Subject", subject), _date_line(date)]
+        if _SIMPLE_MSGID.match(message_id) and len(message_id) <= 64:
+            head.append(f"Message-ID: {message_id}\r\n".encode("ascii"))
+        else:
+            head.append(POLICY.fold_binary("Message-ID",
+                                           POLICY.header_store_parse("Message-ID", message_id)[1]))
     if request.reply_to:
         head.append(_fold_addresses("Reply-To", _mailboxes(request.reply_to, "'reply_to' address")))
     for name, value in request.headers:
@@ -731,8 +810,12 @@ def _render_fast(
     boundaries: list[bytes] = []
     while len(boundaries) < skeleton.nboundaries:
         b = new_boundary().encode("ascii")
-        if b not in boundaries and not any(b in p for p in plain):
-            boundaries.append(b)
+        if b not in boundaries:
+            for p in plain:
+                if p.find(b) >= 0:  # (not ``b in p``: that tries b as an integer first)
+                    break
+            else:
+                boundaries.append(b)
     # A small message comes out as one bytes object.
     parts = skeleton.fill(b"".join(head), boundaries, slots)
     if check and not skeleton.checked:

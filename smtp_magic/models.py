@@ -7,10 +7,10 @@ import json
 import logging
 import mimetypes
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ExitCode, InvalidRequest, SmtpMagicError, error_for
 
@@ -24,6 +24,36 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def assembler(cls: type[T]) -> Callable[..., T]:
+    """A maker of the frozen dataclass ``cls`` from keyword values already in their final form
+    (what its ``__post_init__``, which it skips, would make of them), the rest its defaults
+    (a default factory called for each object made).
+
+    The generated ``__init__`` of a frozen dataclass sets each field with its own
+    ``object.__setattr__`` call (a microsecond for a dozen fields); a bulk send makes a request,
+    an outbox entry and a Response per message, so they are made here with one ``dict.update``."""
+    # The fields without a default must be among the values.
+    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
+    factories = {f.name: f.default_factory for f in fields(cls)  # type: ignore[arg-type]
+                 if f.default_factory is not MISSING}
+    new = object.__new__
+
+    def assemble(**values: Any) -> T:
+        made = new(cls)
+        attributes = made.__dict__
+        attributes.update(defaults)
+        for name, factory in factories.items():
+            if name not in values:
+                attributes[name] = factory()
+        attributes.update(values)
+        return made
+
+    return assemble
+
 
 # The types we promise, whatever the host's /etc/mime.types says (python's built-in table lacks
 # OpenDocument and most MS Office types).
@@ -242,6 +272,9 @@ class SendRequest:
         return replace(self, **changes)
 
 
+# SendRequest(...) for values in the form its __post_init__ gives them (every address field
+# and the other sequences a tuple): how _requests makes one request a message.
+assemble_request = assembler(SendRequest)
 _SENT_RESULT = ExitCode.SENT.result
 
 
@@ -271,14 +304,10 @@ class Response:
 
     @classmethod
     def sent(cls, message_id: str | None, elapsed: float, accepted: tuple[str, ...]) -> Response:
-        """``Response(exitcode=ExitCode.SENT, message_id=..., elapsed=..., accepted=...)``, field
-        for field, made without the frozen ``__init__``'s setattr per field (a Response per
-        message is a good part of a bulk send's own cost)."""
-        response = object.__new__(cls)
-        response.__dict__.update(  # in the order of the fields, as __init__ sets them
-            exitcode=ExitCode.SENT, message="", result=_SENT_RESULT, message_id=message_id,
-            refused={}, elapsed=elapsed, accepted=accepted)
-        return response
+        """``Response(exitcode=ExitCode.SENT, message_id=..., elapsed=..., accepted=...)``, made
+        by an ``assembler`` (a Response per message is a good part of a bulk send's own cost)."""
+        return _assemble_response(exitcode=ExitCode.SENT, result=_SENT_RESULT,
+                                  message_id=message_id, elapsed=elapsed, accepted=accepted)
 
     @classmethod
     def from_error(
@@ -352,6 +381,9 @@ class Response:
         )
         extra = f"<ul style='margin:2px 0'>{refused}</ul>" if refused else ""
         return line(kind, str(self), tag="div", icon="\u2718 " if kind == "error" else None) + extra
+
+
+_assemble_response = assembler(Response)
 
 
 def tally(responses: Iterable[Response], total: int) -> str:

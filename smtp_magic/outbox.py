@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - Windows
 
 from ._paths import open_private, private_dir, user_path, write_private
 from .errors import ExitCode, OutboxUnwritable
-from .models import Response
+from .models import Response, assembler
 
 __all__ = ["Batch", "Outbox", "OutboxEntry", "SendLog", "SendRecord", "default_outbox_dir", "history"]
 
@@ -73,6 +73,10 @@ class OutboxEntry:
     updated: float = 0.0
     # Where it was going: host, port, security, username, auth, profile; never a secret.
     destination: dict[str, Any] | None = field(default=None, compare=False)
+
+
+# OutboxEntry(...) made in one go (models.assembler): a batch makes one a message.
+_new_entry = assembler(OutboxEntry)
 
 
 class Outbox:
@@ -236,7 +240,7 @@ class Outbox:
             if batch is not None and journal[1] in batch.regions:
                 # Being sent by this process: no need to re-read the journal (that made many
                 # failures in one batch quadratic).
-                return batch.regions[journal[1]].chunks()
+                return batch.region(journal[1]).chunks()
         found = self._journal_record(key)
         if found is None:
             raise KeyError(key)
@@ -396,7 +400,8 @@ class Batch:
         self._end = len(_MAGIC)  # where the next record starts (tell() would cost a syscall)
         self._count = 0
         self.pending: set[int] = set()
-        self.regions: dict[int, _Region] = {}  # n -> where its message is in the journal
+        self.regions: dict[int, tuple[int, int]] = {}  # n -> (offset, size) in the journal
+        self._fd = self._file.fileno()
         self._append: int | None = None
         self._committed = False
 
@@ -406,8 +411,8 @@ class Batch:
         n, f = self._count, self._file
         now = time.time()
         prefix = b"P %d " % n
-        suffix = b" " + _meta_json(message_id, subject, sender, recipients, now)[:-1] \
-            + self._where + b"\n"
+        suffix = b" %b%b\n" % (_meta_json(message_id, subject, sender, recipients, now)[:-1],
+                               self._where)
         start = self._end
         # A message that fits in memory (nearly all) is written in one go, its length known; a
         # larger one is streamed and its length written back into the record afterwards (a seek
@@ -423,9 +428,9 @@ class Batch:
                     streamed = True
                     break
             if not streamed:
-                body = b"".join(kept)
-                header = prefix + b"%016d" % size + suffix
-                f.write(header + body + b"\n")
+                body = b"".join(kept)  # (one part: itself)
+                header = b"%b%016d%b" % (prefix, size, suffix)
+                f.write(b"".join((header, body, b"\n")))
                 offset = start + len(header)
                 self._end = offset + size + 1
             else:
@@ -446,11 +451,16 @@ class Batch:
             raise
         self._count += 1
         self.pending.add(n)
-        self.regions[n] = _Region(f.fileno(), offset, size)
-        entry = OutboxEntry(f"J{self.id}-{n}", message_id, subject, sender, tuple(recipients),
-                            PENDING, created=now, updated=now, destination=self.destination)
+        self.regions[n] = (offset, size)
+        entry = _new_entry(key=f"J{self.id}-{n}", message_id=message_id, subject=subject,
+                           sender=sender, recipients=tuple(recipients), status=PENDING,
+                           created=now, updated=now, destination=self.destination)
         # A streamed message is sent from the journal, never held whole in memory.
-        return entry, (self.regions[n] if streamed else body)
+        return entry, (self.region(n) if streamed else body)
+
+    def region(self, n: int) -> _Region:
+        """Where message ``n`` is in the journal, to read it back from there."""
+        return _Region(self._fd, *self.regions[n])
 
     def commit(self) -> None:
         """Make the batch durable and visible; call before sending any of its messages."""
@@ -496,14 +506,16 @@ def _meta_json(message_id: str, subject: str, sender: str, recipients: tuple[str
                created: float) -> bytes:
     """``json.dumps`` of a journal record's metadata, byte for byte, in a third of its time
     (the fields are written one by one with json's own string encoder)."""
-    if not (type(message_id) is type(subject) is type(sender) is str and type(created) is float
-            and all(type(r) is str for r in recipients)):
-        return json.dumps({"message_id": message_id, "subject": subject, "sender": sender,
-                           "recipients": list(recipients), "created": created}).encode("utf-8")
-    return ('{"message_id": ' + _json_str(message_id) + ', "subject": ' + _json_str(subject)
-            + ', "sender": ' + _json_str(sender) + ', "recipients": ['
-            + ", ".join(map(_json_str, recipients)) + '], "created": '
-            + float.__repr__(created) + "}").encode("ascii")
+    if type(created) is float:
+        try:  # json's string encoder refuses anything but text (TypeError), as json.dumps would
+            return (f'{{"message_id": {_json_str(message_id)}, "subject": {_json_str(subject)}, '
+                    f'"sender": {_json_str(sender)}, '
+                    f'"recipients": [{", ".join(map(_json_str, recipients))}], '
+                    f'"created": {float.__repr__(created)}}}').encode("ascii")
+        except TypeError:
+            pass
+    return json.dumps({"message_id": message_id, "subject": subject, "sender": sender,
+                       "recipients": list(recipients), "created": created}).encode("utf-8")
 
 
 @functools.lru_cache(maxsize=4096)  # a message's key is looked at several times as it is sent
@@ -685,6 +697,13 @@ class SendLog:
             record._log = self
             self._records.append(record)
         return record
+
+    def add_all(self, records: list[SendRecord]) -> None:
+        """``add`` for each of ``records``, in order."""
+        with self._lock:
+            for record in records:
+                record._log = self
+            self._records += records
 
     def records(self) -> list[SendRecord]:
         with self._lock:

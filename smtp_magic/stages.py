@@ -6,7 +6,7 @@ import html as _html
 import logging
 from collections.abc import Callable, Sequence
 
-from . import _budget, _dkim
+from . import _budget, _dkim, _shortcuts
 from ._layout import email_document, text_to_html
 from ._sanitize import clean_document
 from ._unsubscribe import unsubscribe_header
@@ -29,10 +29,12 @@ class Draft:
     then the MIME message (``composed``) once the MIME stage has run."""
 
     __slots__ = ("composed", "content_type", "from_text", "measured", "needs_layout", "request",
-                 "settings", "text")
+                 "settings", "shortcut", "text")
 
-    def __init__(self, request: SendRequest, settings: ConnectionSettings) -> None:
+    def __init__(self, request: SendRequest, settings: ConnectionSettings,
+                 shortcut: bool | None = None) -> None:
         self.request, self.settings = request, settings
+        self.shortcut = shortcut  # the "compose" shortcut allowed for the batch (None: ask)
         self.content_type = ""
         self.from_text = False  # an HTML body typed as text, made paragraphs by normalise
         self.needs_layout = False  # set by the budget stage for the layout stage
@@ -144,7 +146,8 @@ def text_part(draft: Draft) -> Draft:
 
 def mime(draft: Draft) -> Draft:
     """The request checked and written as MIME (``mime.compose``)."""
-    draft.composed = compose(draft.request, draft.settings, text=draft.text)
+    draft.composed = compose(draft.request, draft.settings, text=draft.text,
+                             shortcut=draft.shortcut)
     return draft
 
 
@@ -189,7 +192,11 @@ def prepare_many(items: Sequence[tuple[SendRequest, ConnectionSettings]],
     through every stage once, in order, but a stage's code and data stay in the CPU's caches
     while it runs: about a sixth less CPU than taking the messages one by one through all the
     stages (``benchmarks/bench_stages.py``). A message a stage refused skips the stages after it."""
-    drafts: list[Draft | SmtpMagicError] = [Draft(request, settings) for request, settings in items]
+    # Whether the fast composer may be used, asked once for the batch (it reads the
+    # environment: SMTP_MAGIC_NO_SHORTCUTS set meanwhile applies from the next batch on).
+    shortcut = _shortcuts.allowed("compose")
+    drafts: list[Draft | SmtpMagicError] = [Draft(request, settings, shortcut)
+                                            for request, settings in items]
     for stage in STAGES if stages is None else stages:
         for i, draft in enumerate(drafts):
             if isinstance(draft, Draft):

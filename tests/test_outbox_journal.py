@@ -188,3 +188,20 @@ def test_a_journal_record_is_json_dumps_byte_for_byte(subject: str):
                                    "sender": "s@x.test", "recipients": list(recipients),
                                    "created": created}).encode("utf-8")
             assert _meta_json("<1.2@x.test>", subject, "s@x.test", recipients, created) == expected
+
+
+class Text(str):
+    pass
+
+
+@pytest.mark.parametrize("values", [
+    ("<1@x>", "s", "a@x", ("b@x", None), 1.5), (None, "s", "a@x", (), 1.5),
+    ("<1@x>", Text("s"), "a@x", (Text("b@x"),), 1.5), ("<1@x>", "s", "a@x", ["b@x"], 2),
+])
+def test_a_journal_record_of_other_values_is_json_dumps_too(values):
+    from smtp_magic.outbox import _meta_json
+
+    message_id, subject, sender, recipients, created = values
+    assert _meta_json(*values) == json.dumps(
+        {"message_id": message_id, "subject": subject, "sender": sender,
+         "recipients": list(recipients), "created": created}).encode("utf-8")

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtp_magic._requests import as_request, make_request, request_from_dict
-from smtp_magic.errors import InvalidRequest
-from smtp_magic.models import Attachment, SendRequest, as_address_list
+from smtp_magic.errors import ExitCode, InvalidRequest
+from smtp_magic.models import Attachment, Response, SendRequest, as_address_list, assembler
 
 ADDRESS = st.sampled_from(["a@example.test", " b@example.test ", "a@example.test, c@example.test",
                            "d@example.test; e@example.test", '"Doe, J" <j@example.test>', "", " , ",
@@ -58,6 +58,7 @@ def test_every_form_of_a_request_is_the_same_request_or_one_sentence(fields):
     assert len(set(map(repr, outcomes))) == 1, outcomes
     if isinstance(outcomes[0], SendRequest):
         assert outcomes[0] == expected(fields)
+        assert vars(outcomes[0]) == vars(expected(fields))  # made in one go: the same fields
         for name in ("to", "cc", "bcc", "reply_to", "headers", "attachments", "inline_images"):
             assert type(getattr(outcomes[0], name)) is tuple
         for address in outcomes[0].recipients + outcomes[0].reply_to:  # one address each
@@ -100,3 +101,11 @@ def test_wrong_values_are_one_sentence(fields, sentence):
     with pytest.raises(InvalidRequest) as caught:
         as_request({"to": "a@example.test", "subject": "s", "action": "send", **fields})
     assert sentence in str(caught.value)
+
+
+def test_an_assembler_makes_a_default_factory_s_value_for_each_object():
+    make = assembler(Response)
+    first, second = make(exitcode=ExitCode.SENT), make(exitcode=ExitCode.SENT)
+    assert first == second == Response(exitcode=ExitCode.SENT, result="sent")
+    assert first.refused == {} and first.refused is not second.refused  # made, not shared
+    assert make(exitcode=ExitCode.SENT, refused={"a": 1}).refused == {"a": 1}

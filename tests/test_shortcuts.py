@@ -15,8 +15,9 @@ import pytest
 import smtp_magic
 from smtp_magic import _shortcuts
 from smtp_magic.config import SmtpMagic
+from smtp_magic.mime import Composed
 from smtp_magic.models import Attachment, SendRequest
-from smtp_magic.stages import prepare
+from smtp_magic.stages import prepare, prepare_many
 
 compose_module = importlib.import_module("smtp_magic.mime")
 PACKAGE = Path(smtp_magic.__file__).parent
@@ -286,3 +287,42 @@ def test_the_capture_server_listens_with_and_without_aiosmtpds_private_hooks(
             assert [m.subject for m in capture.wait_for(1)] == ["Hello"]
     finally:
         server._controller_class.cache_clear()
+
+
+def test_the_environment_switch_is_read_once_a_batch_and_applies_to_the_next(monkeypatch,
+                                                                              fresh_checks):
+    monkeypatch.delenv(_shortcuts.ENV, raising=False)
+    fast = []
+    render_fast = compose_module._render_fast
+    monkeypatch.setattr(compose_module, "_render_fast",
+                        lambda *args, **kw: fast.append(args[0].subject) or render_fast(*args, **kw))
+    reads = []
+    allowed = _shortcuts.allowed
+    monkeypatch.setattr(_shortcuts, "allowed", lambda feature: reads.append(feature) or allowed(feature))
+    settings = SmtpMagic(sender="a@example.test").snapshot()
+    batch = [(SendRequest(to=("bob@example.test",), subject=f"S{i}", body="<p>hello</p>"), settings)
+             for i in range(3)]
+    first = prepare_many(batch)
+    assert fast == ["S0", "S1", "S2"] and reads == ["compose"]  # asked once for the batch
+    monkeypatch.setenv(_shortcuts.ENV, "1")  # set between two sends: the next one is public
+    fast.clear()
+    second = prepare_many(batch)
+    assert fast == []
+    assert [m.as_bytes().count(b"hello") for m in second] == [m.as_bytes().count(b"hello")
+                                                             for m in first]
+
+
+def test_a_check_that_fails_in_a_batch_turns_the_fast_composer_off_for_the_rest_of_it(
+        monkeypatch, fresh_checks):
+    monkeypatch.delenv(_shortcuts.ENV, raising=False)
+    settings = SmtpMagic(sender="a@example.test").snapshot()
+    html = SendRequest(to=("bob@example.test",), subject="S", body="<p>hello there</p>")
+    prepare(html, settings)  # this shape is checked and on
+    monkeypatch.setattr(_shortcuts, "encode_text", _wrong)
+    with_file = html.replace(attachments=(Attachment.from_bytes("a.bin", b"\0" * 100),))
+    with pytest.warns(RuntimeWarning, match="'compose' shortcut failed its self-check"):
+        made = prepare_many([(with_file, settings), (html, settings)])
+    # The second message's shape was checked before, but the shortcut is off from the failure on.
+    assert all(isinstance(m, Composed) for m in made)
+    msg = email.message_from_bytes(made[1].as_bytes(), policy=email.policy.default)
+    assert msg.get_body(("plain",)).get_content().strip() == "hello there"  # not HELLO THERE

@@ -133,3 +133,15 @@ def test_send_log_records_outcomes() -> None:
     assert record.to_dict()["status"] == "failed" and record.to_dict()["exitcode"] == 2
     log.clear()
     assert log.records() == []
+
+
+def test_send_log_takes_a_windows_records_in_order_and_hears_them_finish() -> None:
+    log = SendLog()
+    first = log.add(SendRecord("a", ("a@x.org",), "<1@x>"))
+    window = [SendRecord(s, ("b@x.org",), None) for s in "bcd"]
+    log.add_all(window)
+    assert [r.subject for r in log.records()] == ["a", "b", "c", "d"]
+    assert [r.subject for r in log.pending()] == ["a", "b", "c", "d"]
+    for record in (first, *window):
+        record.finish(Response(exitcode=0))
+    assert log.wait(timeout=1) == []  # finishing a record of the window wakes the waiters
