@@ -36,8 +36,10 @@ def assembler(cls: type[T]) -> Callable[..., T]:
     The generated ``__init__`` of a frozen dataclass sets each field with its own
     ``object.__setattr__`` call (a microsecond for a dozen fields); a bulk send makes a request,
     an outbox entry and a Response per message, so they are made here with one ``dict.update``."""
-    # The fields without a default must be among the values.
-    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
+    # Every field, in order, with its default (the fields without one must be among the
+    # values): the object's attributes come in the order ``__init__`` would set them.
+    defaults = {f.name: None if f.default is MISSING else f.default
+                for f in fields(cls)}  # type: ignore[arg-type]
     factories = {f.name: f.default_factory for f in fields(cls)  # type: ignore[arg-type]
                  if f.default_factory is not MISSING}
     new = object.__new__

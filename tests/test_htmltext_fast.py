@@ -547,7 +547,8 @@ def test_random_compact_tables(monkeypatch: pytest.MonkeyPatch) -> None:
         same(html)
 
     check()
-    assert spy.calls > 100 and td_spy.calls > 20  # many took the compact grammar
+    # Many took the compact grammar, some of them tables without <th> (about 1 in 30 here).
+    assert spy.calls > 100 and td_spy.calls >= 5
 
 
 # -- running text (_running_text): paragraphs, line breaks and whole tables, written directly ----

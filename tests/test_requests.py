@@ -104,8 +104,9 @@ def test_wrong_values_are_one_sentence(fields, sentence):
 
 
 def test_an_assembler_makes_a_default_factory_s_value_for_each_object():
-    make = assembler(Response)
-    first, second = make(exitcode=ExitCode.SENT), make(exitcode=ExitCode.SENT)
-    assert first == second == Response(exitcode=ExitCode.SENT, result="sent")
-    assert first.refused == {} and first.refused is not second.refused  # made, not shared
+    make = assembler(Response)  # (the values in their final form: __post_init__ is not run)
+    first, second = make(exitcode=ExitCode.SENT, result="sent"), make(exitcode=ExitCode.SENT)
+    assert first == Response(exitcode=ExitCode.SENT) and list(vars(first)) == list(
+        vars(Response(exitcode=ExitCode.SENT)))  # the fields in their order
+    assert first.refused == second.refused == {} and first.refused is not second.refused
     assert make(exitcode=ExitCode.SENT, refused={"a": 1}).refused == {"a": 1}
