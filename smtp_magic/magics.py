@@ -452,8 +452,12 @@ class SmtpMagics(Magics):
         ns = self.user_ns
         words = split_words(line)
         shape = parse_argv(self.smtp_send, [w for w, _ in words])  # which options, before expanding
-        settings = current().copy()
+        # The session's settings as they are, or a copy for what this cell changes in them. (A
+        # send reads them only while the cell runs: what it sends with is their snapshot.)
+        settings = current()
         try:
+            if shape.profile or shape.debug:
+                settings = settings.copy()
             if shape.profile:
                 name = (expand_words([(shape.profile, True)], ns) or [shape.profile])[0]
                 settings.update({"profile": name}, source="--profile")
