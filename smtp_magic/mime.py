@@ -6,7 +6,6 @@ import binascii
 import functools
 import logging
 import operator
-import os
 import random
 import re
 import sys
@@ -15,7 +14,7 @@ from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, make_msgid
 from typing import Any, NamedTuple
 
 from . import _shortcuts
@@ -333,7 +332,8 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
     if request.message_id:
         message_id = check_header_value("Message-ID", request.message_id)
     else:  # digits and the sender's checked domain: nothing to check
-        message_id = _message_id(sender.address)
+        domain = sender.address.domain
+        message_id = make_msgid(domain=domain if domain.isascii() else "smtp-magic.local")
 
     date = _date()
     if request.headers:
@@ -366,24 +366,6 @@ def compose(request: SendRequest, settings: ConnectionSettings, *, text: str | N
         return Composed(build(), sender.spec, recipients, message_id, smtputf8)
     return Composed(None, sender.spec, recipients, message_id, smtputf8,
                     subject=request.subject, parts=parts, build=build)
-
-
-# (centiseconds, process id, sender's Address, "<centiseconds.pid.") of the last Message-ID.
-_msgid_front: tuple[int, int, Address | None, str, str] = (0, 0, None, "", "")
-
-
-def _message_id(sender: Address) -> str:
-    """A new Message-ID at the domain of ``sender`` (if ASCII), as
-    ``email.utils.make_msgid(domain=...)`` makes it (centiseconds, process id, 64 random bits);
-    all but the random bits are the same for every message of the same centisecond."""
-    global _msgid_front
-    now, pid = int(time.time() * 100), os.getpid()
-    when, of, address, front, at = _msgid_front
-    if when != now or of != pid or address is not sender:
-        domain = sender.domain
-        front, at = f"<{now}.{pid}.", f"@{domain if domain.isascii() else 'smtp-magic.local'}>"
-        _msgid_front = (now, pid, sender, front, at)
-    return f"{front}{_getrandbits(64)}{at}"
 
 
 def _build_of_mailboxes(
@@ -527,8 +509,6 @@ def _skeleton_split() -> re.Pattern[bytes]:
     the first skeleton (one compile per process)."""
     return re.compile(b"(" + _SLOT_RE + b"|={15}[0-9]{%d}==)" % _BOUNDARY_DIGITS)
 
-_BOUNDARY_BITS = sys.maxsize.bit_length()
-_getrandbits = random.getrandbits
 _B64_BLOCK = 57 * 8192  # whole 76-character lines per block
 
 
@@ -732,13 +712,8 @@ def _skeleton(shape: tuple[Any, ...]) -> _Skeleton | None:
 
 
 def _new_boundary() -> str:
-    """A multipart boundary in the generator's own format (``===...==``, random digits): a
-    number below sys.maxsize (2**63 - 1), as ``random.randrange(sys.maxsize)`` draws it, without
-    its Python-level steps."""
-    number = _getrandbits(_BOUNDARY_BITS)
-    while number >= sys.maxsize:
-        number = _getrandbits(_BOUNDARY_BITS)
-    return "=" * 15 + str(number).zfill(_BOUNDARY_DIGITS) + "=="
+    """A multipart boundary in the generator's own format (``===...==``, random digits)."""
+    return "=" * 15 + str(random.randrange(sys.maxsize)).zfill(_BOUNDARY_DIGITS) + "=="
 
 
 # The first message of each shape is also built by the email package and the bytes compared,
