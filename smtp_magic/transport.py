@@ -35,7 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # aiosmtplib is imported when the first connection is opened
-    import aiosmtplib  # noqa: TC004 - then bound as a global (``Session.open``)
+    import aiosmtplib
 
     from ._pipeline import Channel, Trace
 
@@ -426,7 +426,8 @@ async def _send_message(
     """
     if channel is None:
         return await _send_public(smtp, sender, recipients, data, smtputf8, sending)
-    # (``aiosmtplib`` is this module's global once a connection is open: see ``Session.open``)
+    import aiosmtplib
+
     if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
     timeout = smtp.timeout
@@ -706,9 +707,6 @@ class Session:
         if self._smtp is not None and self.is_open:
             return self._smtp
         self.abort()
-        # Imported with the first connection, as a global of this module: the code run per
-        # message (``transaction``, ``_send_message``) finds it there, not by an import each time.
-        global aiosmtplib
         import aiosmtplib
 
         s = self.settings
@@ -937,6 +935,8 @@ class Session:
         OutboxUnwritable: then it never does), ``envelope.answered()`` when the final reply
         then came.
         """
+        import aiosmtplib
+
         sender, recipients, smtputf8 = envelope.sender, envelope.recipients, envelope.smtputf8
         kept = self._smtp
         reused = kept is not None and self.is_open  # a connection kept from an earlier message
