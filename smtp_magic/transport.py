@@ -270,21 +270,10 @@ def _size(data: Data) -> int:
     return len(data) if isinstance(data, (bytes, bytearray)) else data.size
 
 
-def _whole(data: bytes) -> bytes:
-    """``b"".join(data_chunks((data,)))``: the DATA payload of a message held whole, made
-    without a generator's round trips (most messages; see test_delivery_fast.py)."""
-    if not _normalized(data):  # (a CR at the end becomes CRLF here too)
-        data = _LINE_ENDINGS.sub(b"\r\n", data)
-    if data[:1] == b".":
-        data = b"." + data
-    data = data.replace(b"\n.", b"\n..")
-    return data + (b".\r\n" if data.endswith(b"\n") else b"\r\n.\r\n")
-
-
 def _payload(data: Data) -> Iterator[bytes]:
     if isinstance(data, (bytes, bytearray)):
         if len(data) <= _SLICE:  # one write for a small message
-            return iter((_whole(bytes(data)),))
+            return iter((b"".join(data_chunks((bytes(data),))),))
         return data_chunks(_bytes_chunks(bytes(data)))
     return data_chunks(data.chunks())
 

@@ -22,16 +22,6 @@ MESSAGE_BYTES = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"..", b"
 
 
 @given(MESSAGE_BYTES)
-@example(b"")
-@example(b".")
-@example(b"x\r")
-@example(b"\r\n.\r\n")
-@example(b"a\n.b\r.c\r\n")
-def test_a_message_held_whole_gets_the_payload_data_chunks_makes(data: bytes) -> None:
-    assert transport._whole(data) == b"".join(transport.data_chunks((data,)))
-
-
-@given(MESSAGE_BYTES)
 @example(b"\r\r\n")
 @example(b"\n\r")
 @example(b"a\r\nb\r")
